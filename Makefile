@@ -1,0 +1,57 @@
+# Meridian: `make run` starts everything on the embedded default, `make test` runs every
+# test. Both install what they need (Go modules, libchdb.so, Debian packages, npm packages).
+
+SHELL := /bin/bash
+GO ?= go
+CACHE ?= $(HOME)/.cache/meridian
+CHDB_VERSION := 26.7.3-stable.1
+export MERIDIAN_CHDB_LIB ?= $(CACHE)/chdb-$(CHDB_VERSION)/package/libchdb.so
+
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+LDFLAGS := -X github.com/meridianhq/meridian/internal/build.Version=$(VERSION)
+
+# Debian packages the tests start for real (see each package's README).
+APT_TEST := iproute2 wireguard-go wireguard-tools \
+	ceph-mon ceph-mgr ceph-osd ceph-common ceph-mgr-modules-core uuid-runtime curl \
+	prometheus prometheus-alertmanager \
+	knot knot-dnsutils dnsperf gdnsd bind9-dnsutils \
+	chromium fonts-liberation npm
+APT_RUN := knot-dnsutils npm
+
+.PHONY: all build run test bench chdb apt-test apt-run modules web fmt vet clean
+
+all: build
+
+modules:
+	$(GO) mod download
+
+chdb:
+	@scripts/chdb.sh $(CHDB_VERSION) $(CACHE)/chdb-$(CHDB_VERSION)
+
+apt-test:
+	@scripts/apt-deps.sh $(APT_TEST)
+
+apt-run:
+	@scripts/apt-deps.sh $(APT_RUN)
+
+web:
+	@if [ -f topomap/web/package.json ]; then $(MAKE) -C topomap/web; fi
+
+build: modules web
+	$(GO) build -ldflags '$(LDFLAGS)' -o bin/meridian ./cmd/meridian
+
+run: apt-run chdb build
+	./bin/meridian lab run
+
+test: apt-test chdb modules web
+	$(GO) vet ./...
+	$(GO) test -timeout 40m -count=1 ./...
+
+bench: apt-test chdb modules web
+	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 40m ./... | tee bench.out | grep -E '^(BENCH|ok|FAIL|---)'
+
+fmt:
+	gofmt -w $$(git ls-files '*.go')
+
+clean:
+	rm -rf bin

@@ -1,0 +1,228 @@
+// Package pipeline owns Meridian's record types and moves records from collectors to
+// storage and to the live consumers (map, SLI series, steering).
+package pipeline
+
+import (
+	"net/netip"
+	"time"
+)
+
+// Kind names a record type; each kind has one ClickHouse table.
+type Kind uint8
+
+const (
+	KindTunnelStat Kind = iota + 1
+	KindOSDStat
+	KindCephHealth
+	KindCephPool
+	KindFlow
+	KindFlowEdge
+	KindProbe
+	KindSteeringDecision
+)
+
+// Kinds lists every record kind, in a stable order.
+var Kinds = []Kind{KindTunnelStat, KindOSDStat, KindCephHealth, KindCephPool, KindFlow, KindFlowEdge, KindProbe, KindSteeringDecision}
+
+var kindNames = map[Kind]string{
+	KindTunnelStat:       "tunnel_stat",
+	KindOSDStat:          "osd_stat",
+	KindCephHealth:       "ceph_health",
+	KindCephPool:         "ceph_pool",
+	KindFlow:             "flow",
+	KindFlowEdge:         "flow_edge",
+	KindProbe:            "probe",
+	KindSteeringDecision: "steering_decision",
+}
+
+// String is the kind's snake_case name, used in metric labels, spool files and logs.
+func (k Kind) String() string {
+	if s, ok := kindNames[k]; ok {
+		return s
+	}
+	return "unknown"
+}
+
+// Record is any observation that flows through the pipeline.
+type Record interface {
+	Kind() Kind
+	Meta() *Meta
+}
+
+// Meta is what every record carries so that every layer can be joined to the map:
+// when it was observed, which collector saw it, and the inventory identity it maps to.
+// Empty identity fields mean "not mapped to the inventory".
+type Meta struct {
+	Time      time.Time // observation time
+	Collector string    // collector instance, e.g. "wireguard/nyc-destroyer-1"
+	Site      string
+	Cluster   string
+	Node      string
+}
+
+// Statuses shared by tunnels, OSDs, POPs and map elements.
+const (
+	StatusOK       = "ok"
+	StatusDegraded = "degraded"
+	StatusDown     = "down"
+	StatusUnknown  = "unknown"
+)
+
+// TunnelStat is one WireGuard peer as seen from one interface. Meta.Node is the local node.
+type TunnelStat struct {
+	M             Meta
+	Interface     string
+	PublicKey     string // peer public key, base64
+	PeerNode      string // inventory node owning PublicKey; "" when unknown
+	PeerSite      string
+	Endpoint      string // host:port, "" when none
+	AllowedIPs    []netip.Prefix
+	LastHandshake time.Time // zero: never
+	RxBytes       uint64
+	TxBytes       uint64
+	RxRate        float64 // bytes/s since the previous sample; 0 on the first sample or a counter reset
+	TxRate        float64
+	Keepalive     time.Duration // persistent keepalive, 0 when off
+	Status        string        // StatusOK (up), StatusDegraded (stale), StatusDown, StatusUnknown
+}
+
+// OSDStat is one Ceph OSD. Meta.Node is the OSD's host mapped to the inventory.
+type OSDStat struct {
+	M               Meta
+	FSID            string
+	OSD             uint32
+	Host            string // Ceph's host name, as in ceph_osd_metadata
+	DeviceClass     string
+	Up              bool
+	In              bool
+	CommitLatencyMs float64
+	ApplyLatencyMs  float64
+	ReadLatencyMs   float64 // from _sum/_count deltas over the scrape interval
+	WriteLatencyMs  float64
+	ReadOps         float64 // ops/s
+	WriteOps        float64
+	ReadBytes       float64 // bytes/s
+	WriteBytes      float64
+}
+
+// CephHealth is one Ceph cluster's overall state.
+type CephHealth struct {
+	M         Meta
+	FSID      string
+	Status    string   // HEALTH_OK, HEALTH_WARN, HEALTH_ERR
+	Checks    []string // active health check names, e.g. OSD_DOWN
+	OSDsTotal uint32
+	OSDsUp    uint32
+	OSDsIn    uint32
+}
+
+// CephPool is one pool's client I/O.
+type CephPool struct {
+	M           Meta
+	FSID        string
+	Pool        string
+	PoolID      uint32
+	ReadOps     float64 // ops/s
+	WriteOps    float64
+	ReadBytes   float64 // bytes/s
+	WriteBytes  float64
+	StoredBytes uint64
+}
+
+// Endpoint is one side of a Hubble flow.
+type Endpoint struct {
+	Namespace    string
+	Pod          string
+	Workload     string
+	WorkloadKind string
+	Identity     uint32
+	IP           netip.Addr
+	Labels       []string // selected labels, "key=value"
+}
+
+// Flow is one Hubble flow. Meta.Cluster and Meta.Node are where Hubble saw it.
+type Flow struct {
+	M               Meta
+	Source          Endpoint
+	Destination     Endpoint
+	L4Protocol      string // TCP, UDP, ICMPv4, ICMPv6, SCTP, ""
+	SourcePort      uint16
+	DestinationPort uint16
+	Verdict         string // FORWARDED, DROPPED, ERROR, AUDIT, REDIRECTED, TRACED, TRANSLATED
+	DropReason      string // e.g. POLICY_DENIED; "" unless dropped
+	Direction       string // INGRESS, EGRESS, UNKNOWN
+	IsReply         bool
+	L7Type          string // HTTP, DNS, KAFKA, ""
+	HTTPMethod      string
+	HTTPCode        uint16
+	HTTPPath        string
+	L7Latency       time.Duration
+	DNSQuery        string
+	DNSRcode        uint16
+}
+
+// FlowEdge aggregates flows between two workloads over one interval (Meta.Time is its start).
+type FlowEdge struct {
+	M               Meta
+	Interval        time.Duration
+	SourceNamespace string
+	SourceWorkload  string
+	DestNamespace   string
+	DestWorkload    string
+	Protocol        string
+	Port            uint16
+	Flows           uint64
+	Drops           uint64
+	DropReasons     map[string]uint64
+	Requests        uint64 // L7 requests (HTTP requests, DNS queries)
+	Errors          uint64 // HTTP 5xx, DNS rcode != 0
+	LatencyP50      time.Duration
+	LatencyP90      time.Duration
+	LatencyP99      time.Duration
+}
+
+// Probe is one round-trip measurement from a vantage to a POP. Meta.Site is the vantage's site.
+type Probe struct {
+	M            Meta
+	Vantage      string
+	Method       string // dns, tcp, http, icmp
+	POP          string // target POP; for DNS, the POP the answer maps to ("" when unmapped)
+	Service      string
+	ClientRegion string // DNS probes: the client region whose subnet was sent
+	Target       string // address, URL or DNS name probed
+	Answer       string // DNS answer address(es) or HTTP status
+	Rcode        string // DNS rcode name
+	Success      bool
+	RTT          time.Duration
+	Error        string
+}
+
+// SteeringDecision is one weight change with its reason.
+type SteeringDecision struct {
+	M            Meta
+	Service      string
+	ClientRegion string
+	POP          string
+	OldWeight    float64
+	NewWeight    float64
+	Cause        string // health, slo, rtt, override, failopen, restore
+	Reason       string // human-readable explanation
+}
+
+func (r *TunnelStat) Kind() Kind       { return KindTunnelStat }
+func (r *OSDStat) Kind() Kind          { return KindOSDStat }
+func (r *CephHealth) Kind() Kind       { return KindCephHealth }
+func (r *CephPool) Kind() Kind         { return KindCephPool }
+func (r *Flow) Kind() Kind             { return KindFlow }
+func (r *FlowEdge) Kind() Kind         { return KindFlowEdge }
+func (r *Probe) Kind() Kind            { return KindProbe }
+func (r *SteeringDecision) Kind() Kind { return KindSteeringDecision }
+
+func (r *TunnelStat) Meta() *Meta       { return &r.M }
+func (r *OSDStat) Meta() *Meta          { return &r.M }
+func (r *CephHealth) Meta() *Meta       { return &r.M }
+func (r *CephPool) Meta() *Meta         { return &r.M }
+func (r *Flow) Meta() *Meta             { return &r.M }
+func (r *FlowEdge) Meta() *Meta         { return &r.M }
+func (r *Probe) Meta() *Meta            { return &r.M }
+func (r *SteeringDecision) Meta() *Meta { return &r.M }
