@@ -75,44 +75,44 @@ func (inv *Inventory) Validate() error {
 	sites := map[string]bool{}
 	for i, s := range inv.Sites {
 		if s.Name == "" {
-			return fmt.Errorf("inventory.sites[%d]: name is empty", i)
+			return fmt.Errorf("inventory.sites[%d].name: empty", i)
 		}
 		if sites[s.Name] {
-			return fmt.Errorf("inventory.sites[%d]: duplicate site %q", i, s.Name)
+			return fmt.Errorf("inventory.sites[%d].name: duplicate site %q", i, s.Name)
 		}
 		sites[s.Name] = true
 	}
 	for i, c := range inv.Clusters {
 		if !sites[c.Site] {
-			return fmt.Errorf("inventory.clusters[%d] %q: unknown site %q", i, c.Name, c.Site)
+			return fmt.Errorf("inventory.clusters[%d].site: cluster %q: unknown site %q", i, c.Name, c.Site)
 		}
 	}
 	for i, n := range inv.Nodes {
 		if !sites[n.Site] {
-			return fmt.Errorf("inventory.nodes[%d] %q: unknown site %q", i, n.Name, n.Site)
+			return fmt.Errorf("inventory.nodes[%d].site: node %q: unknown site %q", i, n.Name, n.Site)
 		}
 	}
 	pops := map[string]bool{}
 	for i, p := range inv.POPs {
 		if !sites[p.Site] {
-			return fmt.Errorf("inventory.pops[%d] %q: unknown site %q", i, p.Name, p.Site)
+			return fmt.Errorf("inventory.pops[%d].site: POP %q: unknown site %q", i, p.Name, p.Site)
 		}
 		if pops[p.Name] {
-			return fmt.Errorf("inventory.pops[%d]: duplicate POP %q", i, p.Name)
+			return fmt.Errorf("inventory.pops[%d].name: duplicate POP %q", i, p.Name)
 		}
 		pops[p.Name] = true
 	}
 	for i, s := range inv.Services {
 		for _, p := range s.POPs {
 			if !pops[p] {
-				return fmt.Errorf("inventory.services[%d] %q: unknown POP %q", i, s.Name, p)
+				return fmt.Errorf("inventory.services[%d].pops: service %q: unknown POP %q", i, s.Name, p)
 			}
 		}
 	}
 	for i, r := range inv.ClientRegions {
 		for _, p := range append(append([]string{}, r.AllowedPOPs...), r.Preferred...) {
 			if !pops[p] {
-				return fmt.Errorf("inventory.client_regions[%d] %q: unknown POP %q", i, r.Name, p)
+				return fmt.Errorf("inventory.client_regions[%d]: region %q: unknown POP %q", i, r.Name, p)
 			}
 		}
 	}

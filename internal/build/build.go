@@ -8,7 +8,7 @@ var Version = "dev"
 
 // Info returns the version and the Go build settings (VCS revision, Go version).
 func Info() (version, revision, goVersion string) {
-	version, goVersion = Version, "unknown"
+	version, revision, goVersion = Version, "unknown", "unknown"
 	if bi, ok := debug.ReadBuildInfo(); ok {
 		goVersion = bi.GoVersion
 		for _, s := range bi.Settings {

@@ -1,0 +1,121 @@
+// Command meridian runs Meridian: one binary whose modules (dskit) are chosen with -target.
+// This file only wires; the logic lives in the component packages.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/grafana/dskit/services"
+
+	"github.com/meridianhq/meridian/internal/build"
+	"github.com/meridianhq/meridian/internal/tracing"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	if len(args) > 0 {
+		switch args[0] {
+		case "version":
+			v, rev, gov := build.Info()
+			fmt.Fprintf(stdout, "meridian %s (revision %s, %s)\n", v, rev, gov)
+			return 0
+		}
+	}
+	cfg, err := parseConfig(args, stderr)
+	if errors.Is(err, errHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "meridian:", err)
+		return 2
+	}
+	logger := newLogger(cfg, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := serve(ctx, cfg, logger); err != nil {
+		logger.Error("meridian stopped with an error", "err", err)
+		return 1
+	}
+	return 0
+}
+
+// serve starts the chosen modules and blocks until ctx ends or one of them fails.
+func serve(ctx context.Context, cfg *Config, logger *slog.Logger) error {
+	v, _, _ := build.Info()
+	shutdownTracing, err := tracing.Setup(ctx, cfg.Tracing, v)
+	if err != nil {
+		return err
+	}
+	defer shutdownTracing(context.Background())
+
+	return serveApp(ctx, newApp(cfg, logger))
+}
+
+// serveApp runs a's modules until ctx ends or one of them fails.
+func serveApp(ctx context.Context, a *app) error {
+	cfg, logger := a.cfg, a.log
+	v, _, _ := build.Info()
+	mm, err := a.modules()
+	if err != nil {
+		return err
+	}
+	svcMap, err := mm.InitModuleServices(cfg.Target...)
+	if err != nil {
+		return err
+	}
+	svcs := make([]services.Service, 0, len(svcMap))
+	for _, s := range svcMap {
+		svcs = append(svcs, s)
+	}
+	sm, err := services.NewManager(svcs...)
+	if err != nil {
+		return err
+	}
+	failed := make(chan error, 1)
+	sm.AddListener(services.NewManagerListener(nil, nil, func(s services.Service) {
+		select {
+		case failed <- s.FailureCase():
+		default:
+		}
+	}))
+	if err := sm.StartAsync(context.Background()); err != nil {
+		return err
+	}
+	if err := sm.AwaitHealthy(ctx); err != nil {
+		sm.StopAsync()
+		_ = sm.AwaitStopped(context.Background())
+		return fmt.Errorf("starting: %w", err)
+	}
+	logger.Info("meridian running", "version", v, "targets", cfg.Target.String())
+	var runErr error
+	select {
+	case <-ctx.Done():
+		logger.Info("stopping")
+	case runErr = <-failed:
+	}
+	sm.StopAsync()
+	if err := sm.AwaitStopped(context.Background()); err != nil && runErr == nil {
+		runErr = err
+	}
+	return runErr
+}
+
+func newLogger(cfg *Config, w io.Writer) *slog.Logger {
+	var lvl slog.Level
+	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: lvl}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}

@@ -1,0 +1,119 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestConfigErrorsNameFileLineField(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ name, yaml, want string }{
+		{"unknown field", "server:\n  listen_adress: x\n", ":2: field server.listen_adress: unknown field listen_adress"},
+		{"bad value", "log_level: loud\n", `:1: field log_level: "loud" is not one of`},
+		{"bad reference", "inventory:\n  sites:\n    - name: a\n  clusters:\n    - name: c\n      site: b\n", `:6: field inventory.clusters[0].site: cluster "c": unknown site "b"`},
+		{"bad type", "server:\n  allow_no_token: maybe\n", ":2: field server.allow_no_token: cannot unmarshal"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			file := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "_")+".yaml")
+			if err := os.WriteFile(file, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var stderr bytes.Buffer
+			if code := run([]string{"-config.file", file}, io.Discard, &stderr); code != 2 {
+				t.Fatalf("exit %d, want 2; stderr %s", code, stderr.String())
+			}
+			want := "meridian: " + file + tc.want
+			if got := strings.TrimSpace(stderr.String()); !strings.HasPrefix(got, want) || strings.Count(got, "\n") != 0 {
+				t.Fatalf("stderr %q, want one line starting %q", got, want)
+			}
+		})
+	}
+}
+
+func TestUnknownFlagSuggestsNearest(t *testing.T) {
+	var stderr bytes.Buffer
+	if code := run([]string{"-server.listen-adress=x"}, io.Discard, &stderr); code != 2 {
+		t.Fatalf("exit %d", code)
+	}
+	if got := stderr.String(); got != "meridian: unknown flag -server.listen-adress; did you mean -server.listen-address?\n" {
+		t.Fatalf("stderr %q", got)
+	}
+}
+
+func TestHelpAndVersion(t *testing.T) {
+	var out, errb bytes.Buffer
+	if code := run([]string{"-help"}, &out, &errb); code != 0 || !strings.Contains(errb.String(), "-server.listen-address") {
+		t.Fatalf("help: exit %d, %q", code, errb.String())
+	}
+	out.Reset()
+	if code := run([]string{"version"}, &out, io.Discard); code != 0 || !strings.HasPrefix(out.String(), "meridian ") {
+		t.Fatalf("version: exit %d, %q", code, out.String())
+	}
+}
+
+// TestServe starts the modules, checks the self-observability endpoints and the API token,
+// then stops them through the context as SIGTERM would.
+func TestServe(t *testing.T) {
+	token := filepath.Join(t.TempDir(), "token")
+	if err := os.WriteFile(token, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := parseConfig([]string{"-server.listen-address=127.0.0.1:0", "-server.token-file=" + token}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	a := newApp(cfg, newLogger(cfg, io.Discard))
+	done := make(chan error, 1)
+	go func() { done <- serveApp(ctx, a) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	}()
+	base := waitAddr(t, a)
+	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready", "/metrics": "go_goroutines"} {
+		body, code := get(t, base+path, "")
+		if code != 200 || !strings.Contains(body, want) {
+			t.Errorf("GET %s: %d %q", path, code, body)
+		}
+	}
+}
+
+func waitAddr(t *testing.T, a *app) string {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		if a.server != nil && a.server.Addr() != "" {
+			if _, code := get(t, "http://"+a.server.Addr()+"/readyz", ""); code == 200 {
+				return "http://" + a.server.Addr()
+			}
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatal("server did not become ready")
+	return ""
+}
+
+func get(t *testing.T, url, token string) (string, int) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return err.Error(), 0
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b), resp.StatusCode
+}
