@@ -15,8 +15,8 @@ APT_TEST := iproute2 wireguard-go wireguard-tools \
 	ceph-mon ceph-mgr ceph-osd ceph-common ceph-mgr-modules-core uuid-runtime curl \
 	prometheus prometheus-alertmanager \
 	knot knot-dnsutils dnsperf gdnsd bind9-dnsutils \
-	chromium fonts-liberation npm
-APT_RUN := knot-dnsutils npm
+	chromium fonts-liberation
+APT_RUN := knot-dnsutils
 
 .PHONY: all build run test bench chdb apt-test apt-run modules web fmt vet clean
 
