@@ -1,0 +1,165 @@
+package topomap
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridianhq/meridian/alerts"
+	"github.com/meridianhq/meridian/inventory"
+	"github.com/meridianhq/meridian/pipeline"
+)
+
+// Map is the live map: a pipeline.Consumer that folds records into the graph, a service
+// that ticks deltas out to websocket clients, and the HTTP routes of the page.
+type Map struct {
+	services.Service
+
+	cfg      Config
+	log      *slog.Logger
+	token    string
+	graph    *graph
+	hub      *hub
+	alerts   alerts.Source
+	metrics  *metrics
+	stopping chan struct{}
+}
+
+var _ pipeline.Consumer = (*Map)(nil)
+
+// New builds the map from the inventory. alertSrc may be nil (no alert overlay).
+func New(cfg Config, inv *inventory.Inventory, alertSrc alerts.Source, logger *slog.Logger, reg prometheus.Registerer) (*Map, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	token, err := cfg.token()
+	if err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	var epoch [8]byte
+	rand.Read(epoch[:])
+	m := &Map{
+		cfg: cfg, log: logger.With("component", "topomap"), token: token, alerts: alertSrc,
+		graph: newGraph(inv, Rules{
+			StaleAfter: cfg.StaleAfter, ExpireAfter: cfg.ExpireAfter, OSDLatencyDegraded: cfg.OSDLatencyDegraded,
+			ProbeRTTDegraded: cfg.ProbeRTTDegraded, FlowErrorDegraded: cfg.FlowErrorDegraded,
+		}, time.Now),
+		hub:      newHub(hex.EncodeToString(epoch[:]), cfg.History, cfg.HistoryBytes),
+		stopping: make(chan struct{}),
+	}
+	if m.metrics, err = newMetrics(reg, m); err != nil {
+		return nil, err
+	}
+	if token == "" && !cfg.Anonymous {
+		m.log.Warn("no topomap token configured: the websocket and snapshot refuse every client; set -topomap.token-file or $" + TokenEnv)
+	}
+	m.Service = services.NewBasicService(nil, m.running, m.stopped)
+	return m, nil
+}
+
+// Consume folds records into the graph; changes go out on the next tick.
+func (m *Map) Consume(recs []pipeline.Record) {
+	m.graph.Consume(recs)
+	m.metrics.records.Add(float64(len(recs)))
+}
+
+func (m *Map) running(ctx context.Context) error {
+	tick := time.NewTicker(m.cfg.Tick)
+	defer tick.Stop()
+	age := time.NewTicker(time.Second)
+	defer age.Stop()
+	poll := time.NewTicker(m.cfg.AlertPoll)
+	defer poll.Stop()
+	m.pollAlerts()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-tick.C:
+			m.tick()
+		case <-age.C:
+			m.graph.age()
+		case <-poll.C:
+			m.pollAlerts()
+		}
+	}
+}
+
+func (m *Map) stopped(error) error {
+	close(m.stopping)
+	return nil
+}
+
+func (m *Map) pollAlerts() {
+	if m.alerts != nil {
+		m.graph.applyAlerts(m.alerts.Firing())
+	}
+}
+
+// tick publishes what changed since the last tick as one delta.
+func (m *Map) tick() {
+	nodes, edges, rmNodes, rmEdges, since := m.graph.flush()
+	now := time.Now()
+	d, err := m.hub.publish(nodes, edges, rmNodes, rmEdges, now)
+	if err != nil {
+		m.log.Error("topomap: encoding delta", "err", err)
+		return
+	}
+	if d == nil {
+		return
+	}
+	m.metrics.deltas.Inc()
+	m.metrics.deltaBytes.Observe(float64(len(d.data)))
+	if !since.IsZero() {
+		m.metrics.delay.Observe(now.Sub(since).Seconds())
+	}
+}
+
+// RegisterRoutes mounts the page (/map/), the websocket (/map/ws) and the JSON snapshot
+// (/map/api/snapshot).
+func (m *Map) RegisterRoutes(mux *http.ServeMux) {
+	mux.HandleFunc("GET /map/ws", m.serveWS)
+	mux.HandleFunc("GET /map/api/snapshot", m.serveSnapshot)
+	mux.Handle("GET /map/", http.StripPrefix("/map/", assetHandler()))
+	mux.Handle("GET /map", http.RedirectHandler("/map/", http.StatusMovedPermanently))
+}
+
+// Handler returns a mux with only the map's routes, for tests and standalone use.
+func (m *Map) Handler() http.Handler {
+	mux := http.NewServeMux()
+	m.RegisterRoutes(mux)
+	return mux
+}
+
+// serveSnapshot answers the current graph as JSON, filtered like the websocket
+// (?layers=&sites=&clusters=), with the same token rule.
+func (m *Map) serveSnapshot(w http.ResponseWriter, r *http.Request) {
+	if !m.authorized(r) {
+		m.metrics.rejected.WithLabelValues("auth").Inc()
+		http.Error(w, "topomap: bad or missing token", http.StatusUnauthorized)
+		return
+	}
+	f, err := filterFromQuery(r.URL.Query())
+	if err != nil {
+		http.Error(w, fmt.Sprintf("topomap snapshot: %v", err), http.StatusBadRequest)
+		return
+	}
+	data, err := m.hub.snapshot(nil, f)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
+	w.Write(data)
+}

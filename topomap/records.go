@@ -1,0 +1,351 @@
+package topomap
+
+import (
+	"fmt"
+	"math"
+	"strings"
+	"time"
+
+	"github.com/meridianhq/meridian/pipeline"
+)
+
+// apply folds one record into the graph. Records of kinds the map does not draw
+// (raw flows, pools) are ignored: FlowEdge and OSDStat carry what the map shows.
+func (g *graph) apply(r pipeline.Record, now time.Time) {
+	switch r := r.(type) {
+	case *pipeline.TunnelStat:
+		g.applyTunnel(r, now)
+	case *pipeline.OSDStat:
+		g.applyOSD(r, now)
+	case *pipeline.CephHealth:
+		g.applyCephHealth(r, now)
+	case *pipeline.FlowEdge:
+		g.applyFlowEdge(r, now)
+	case *pipeline.Probe:
+		g.applyProbe(r, now)
+	case *pipeline.SteeringDecision:
+		g.applySteering(r, now)
+	}
+}
+
+// observeNode records that ns was seen. Clients get the node again only when that can
+// change what they show (first sight, back from stale); callers that changed its metrics
+// mark it themselves.
+func (g *graph) observeNode(ns *nodeState, now time.Time, at time.Time) {
+	if ns.seen.IsZero() || ns.stale {
+		g.markNode(ns.n.ID)
+	}
+	ns.seen = now
+	ns.stale = false
+	ns.n.Updated = unixMs(at, now)
+	g.recompute[ns.n.ID] = struct{}{}
+}
+
+func (g *graph) observeEdge(es *edgeState, status string, now, at time.Time) {
+	if status == "" {
+		status = pipeline.StatusUnknown
+	}
+	es.base = status
+	es.seen = now
+	es.e.Updated = unixMs(at, now)
+	g.markEdge(es.e.ID)
+}
+
+func unixMs(at, now time.Time) int64 {
+	if at.IsZero() {
+		at = now
+	}
+	return at.UnixMilli()
+}
+
+func metricMap(m *map[string]float64) map[string]float64 {
+	if *m == nil {
+		*m = map[string]float64{}
+	}
+	return *m
+}
+
+func attrMap(m *map[string]string) map[string]string {
+	if *m == nil {
+		*m = map[string]string{}
+	}
+	return *m
+}
+
+// ms converts a duration to milliseconds rounded to microseconds (short JSON).
+func ms(d time.Duration) float64 { return math.Round(float64(d)/1e3) / 1e3 }
+
+func round3(f float64) float64 { return math.Round(f*1e3) / 1e3 }
+
+// nodeFor finds or creates the node a record names. An unmapped name still gets a node,
+// with status unknown, so the map shows that something unexpected is out there.
+func (g *graph) nodeFor(name, site, cluster string) *nodeState {
+	ns := g.node(nodeID(name), KindNode, site, cluster, name)
+	if !ns.inventory && ns.n.Site == "" && site != "" {
+		ns.n.Site = site
+	}
+	return ns
+}
+
+func (g *graph) applyTunnel(r *pipeline.TunnelStat, now time.Time) {
+	local := r.M.Node
+	if local == "" {
+		local = r.M.Collector
+		g.unmapped["tunnel_stat"]++
+	}
+	ln := g.nodeFor(local, r.M.Site, r.M.Cluster)
+	var pn *nodeState
+	if r.PeerNode != "" {
+		pn = g.nodeFor(r.PeerNode, r.PeerSite, "")
+	} else {
+		key := r.PublicKey
+		if len(key) > 8 {
+			key = key[:8]
+		}
+		pn = g.node(nodeID("?"+key), KindNode, r.PeerSite, "", "unknown peer "+key+"…")
+		attrMap(&pn.n.Attrs)["public_key"] = r.PublicKey
+		g.unmapped["tunnel_peer"]++
+	}
+	a, b := ln.n.ID, pn.n.ID
+	if b < a {
+		a, b = b, a
+	}
+	es := g.edge("tunnel:"+a+"|"+b, KindTunnel, a, b)
+	if es.sides == nil {
+		es.sides = map[string]tunnelSide{}
+	}
+	st := r.Status
+	if st == "" {
+		st = pipeline.StatusUnknown
+	}
+	es.sides[ln.n.ID] = tunnelSide{status: st, rx: r.RxRate, tx: r.TxRate, bps: r.RxRate + r.TxRate, seen: now}
+	// Both ends report the same tunnel: it is as bad as the worse fresh report, and its
+	// throughput is the busier side's.
+	status, best := pipeline.StatusUnknown, tunnelSide{}
+	for _, s := range es.sides {
+		status = worst(status, s.status)
+		if s.bps >= best.bps {
+			best = s
+		}
+	}
+	m := metricMap(&es.e.Metrics)
+	m["rx_bytes_per_s"], m["tx_bytes_per_s"] = round3(best.rx), round3(best.tx)
+	if !r.LastHandshake.IsZero() {
+		m["last_handshake_unix"] = float64(r.LastHandshake.Unix())
+	}
+	if rtt, ok := g.siteRTT[sitePair(ln.n.Site, pn.n.Site)]; ok {
+		m["rtt_ms"] = rtt
+	}
+	at := attrMap(&es.e.Attrs)
+	at["interface"], at["endpoint"] = r.Interface, r.Endpoint
+	g.observeEdge(es, status, now, r.M.Time)
+	g.observeNode(ln, now, r.M.Time)
+	if r.PeerNode == "" {
+		g.observeNode(pn, now, r.M.Time)
+	}
+}
+
+func sitePair(a, b string) [2]string {
+	if b < a {
+		a, b = b, a
+	}
+	return [2]string{a, b}
+}
+
+func (g *graph) applyOSD(r *pipeline.OSDStat, now time.Time) {
+	host := r.M.Node
+	if host == "" {
+		host = r.Host
+		g.unmapped["osd_stat"]++
+	}
+	hn := g.nodeFor(host, r.M.Site, r.M.Cluster)
+	id := fmt.Sprintf("osd:%s.%d", r.FSID, r.OSD)
+	if r.FSID == "" {
+		id = fmt.Sprintf("osd:%s.%d", host, r.OSD)
+	}
+	on, fresh := g.nodes[id]
+	if !fresh {
+		on = g.node(id, KindOSD, hn.n.Site, hn.n.Cluster, fmt.Sprintf("osd.%d", r.OSD))
+		on.n.Parent = hn.n.ID
+		set(g.children, hn.n.ID, id)
+		on.n.Geo = hn.n.Geo
+	}
+	lat := max(r.CommitLatencyMs, r.ApplyLatencyMs, r.ReadLatencyMs, r.WriteLatencyMs)
+	switch {
+	case !r.Up:
+		on.base = pipeline.StatusDown
+	case !r.In || lat > ms(g.rules.OSDLatencyDegraded):
+		on.base = pipeline.StatusDegraded
+	default:
+		on.base = pipeline.StatusOK
+	}
+	m := metricMap(&on.n.Metrics)
+	m["commit_latency_ms"], m["apply_latency_ms"] = r.CommitLatencyMs, r.ApplyLatencyMs
+	m["read_latency_ms"], m["write_latency_ms"] = round3(r.ReadLatencyMs), round3(r.WriteLatencyMs)
+	m["read_ops_per_s"], m["write_ops_per_s"] = round3(r.ReadOps), round3(r.WriteOps)
+	m["read_bytes_per_s"], m["write_bytes_per_s"] = round3(r.ReadBytes), round3(r.WriteBytes)
+	at := attrMap(&on.n.Attrs)
+	at["host"], at["device_class"], at["fsid"] = r.Host, r.DeviceClass, r.FSID
+	at["up"], at["in"] = fmt.Sprint(r.Up), fmt.Sprint(r.In)
+	g.markNode(id)
+	g.observeNode(on, now, r.M.Time)
+	es := g.edge("storage:"+hn.n.ID+"->"+id, KindStorage, hn.n.ID, id)
+	em := metricMap(&es.e.Metrics)
+	em["latency_ms"] = round3(lat)
+	em["ops_per_s"] = round3(r.ReadOps + r.WriteOps)
+	g.observeEdge(es, on.base, now, r.M.Time)
+}
+
+func (g *graph) applyCephHealth(r *pipeline.CephHealth, now time.Time) {
+	cluster := r.M.Cluster
+	if cluster == "" {
+		cluster = "ceph-" + r.FSID
+		g.unmapped["ceph_health"]++
+	}
+	cn := g.node(clusterID(cluster), KindCluster, r.M.Site, cluster, cluster)
+	switch r.Status {
+	case "HEALTH_OK":
+		cn.base = pipeline.StatusOK
+	case "HEALTH_WARN":
+		cn.base = pipeline.StatusDegraded
+	case "HEALTH_ERR":
+		cn.base = pipeline.StatusDown
+	default:
+		cn.base = pipeline.StatusUnknown
+	}
+	m := metricMap(&cn.n.Metrics)
+	m["osds_total"], m["osds_up"], m["osds_in"] = float64(r.OSDsTotal), float64(r.OSDsUp), float64(r.OSDsIn)
+	at := attrMap(&cn.n.Attrs)
+	at["ceph_health"], at["ceph_checks"] = r.Status, strings.Join(r.Checks, ",")
+	g.markNode(cn.n.ID)
+	g.observeNode(cn, now, r.M.Time)
+}
+
+func workloadID(cluster, ns, name string) string {
+	return "workload:" + cluster + "/" + ns + "/" + name
+}
+
+func (g *graph) workload(cluster, site, ns, name string) *nodeState {
+	if name == "" {
+		name = "(external)"
+	}
+	label := name
+	if ns != "" {
+		label = ns + "/" + name
+	}
+	wn := g.node(workloadID(cluster, ns, name), KindWorkload, site, cluster, label)
+	if ns != "" {
+		attrMap(&wn.n.Attrs)["namespace"] = ns
+	}
+	return wn
+}
+
+func (g *graph) applyFlowEdge(r *pipeline.FlowEdge, now time.Time) {
+	cluster := r.M.Cluster
+	site := r.M.Site
+	if cluster == "" {
+		g.unmapped["flow_edge"]++
+	}
+	src := g.workload(cluster, site, r.SourceNamespace, r.SourceWorkload)
+	dst := g.workload(cluster, site, r.DestNamespace, r.DestWorkload)
+	id := "flow:" + src.n.ID + "->" + dst.n.ID + fmt.Sprintf(":%s/%d", r.Protocol, r.Port)
+	es := g.edge(id, KindFlow, src.n.ID, dst.n.ID)
+	secs := r.Interval.Seconds()
+	if secs <= 0 {
+		secs = 1
+	}
+	m := metricMap(&es.e.Metrics)
+	m["requests_per_s"] = round3(float64(r.Requests) / secs)
+	m["flows_per_s"] = round3(float64(r.Flows) / secs)
+	m["drops_per_s"] = round3(float64(r.Drops) / secs)
+	errRatio := 0.0
+	if r.Requests > 0 {
+		errRatio = float64(r.Errors) / float64(r.Requests)
+	}
+	m["error_ratio"] = round3(errRatio)
+	m["p50_ms"], m["p90_ms"], m["p99_ms"] = ms(r.LatencyP50), ms(r.LatencyP90), ms(r.LatencyP99)
+	at := attrMap(&es.e.Attrs)
+	at["protocol"], at["port"] = r.Protocol, fmt.Sprint(r.Port)
+	status := pipeline.StatusOK
+	switch {
+	case r.Flows > 0 && r.Drops >= r.Flows:
+		status = pipeline.StatusDown
+	case r.Drops > 0 || (r.Requests > 0 && errRatio >= g.rules.FlowErrorDegraded):
+		status = pipeline.StatusDegraded
+	}
+	g.observeEdge(es, status, now, r.M.Time)
+	g.observeNode(src, now, r.M.Time)
+	g.observeNode(dst, now, r.M.Time)
+}
+
+func (g *graph) applyProbe(r *pipeline.Probe, now time.Time) {
+	if r.POP == "" {
+		g.unmapped["probe"]++
+		return
+	}
+	var src *nodeState
+	if r.M.Site != "" {
+		src = g.node(siteID(r.M.Site), KindSite, r.M.Site, "", r.M.Site)
+	} else {
+		src = g.nodeFor(r.Vantage, "", "")
+		g.unmapped["probe_vantage"]++
+	}
+	pop := g.node(popID(r.POP), KindPOP, g.popSite(r.POP), "", r.POP)
+	method := r.Method
+	id := "probe:" + r.Vantage + "->" + r.POP + "/" + method
+	if r.ClientRegion != "" {
+		id += "/" + r.ClientRegion
+	}
+	es := g.edge(id, KindProbe, src.n.ID, pop.n.ID)
+	status := pipeline.StatusOK
+	switch {
+	case !r.Success:
+		status = pipeline.StatusDown
+	case r.RTT > g.rules.ProbeRTTDegraded:
+		status = pipeline.StatusDegraded
+	}
+	m := metricMap(&es.e.Metrics)
+	m["rtt_ms"] = ms(r.RTT)
+	at := attrMap(&es.e.Attrs)
+	at["vantage"], at["method"], at["service"], at["target"] = r.Vantage, method, r.Service, r.Target
+	at["error"] = r.Error
+	if r.ClientRegion != "" {
+		at["client_region"] = r.ClientRegion
+	}
+	if r.Success && src.n.Site != "" && pop.n.Site != "" {
+		g.siteRTT[sitePair(src.n.Site, pop.n.Site)] = ms(r.RTT)
+	}
+	g.observeEdge(es, status, now, r.M.Time)
+}
+
+func (g *graph) applySteering(r *pipeline.SteeringDecision, now time.Time) {
+	pop := g.node(popID(r.POP), KindPOP, g.popSite(r.POP), "", r.POP)
+	base := 1.0
+	if g.inv != nil {
+		if p, ok := g.inv.POP(r.POP); ok {
+			base = baseWeight(p)
+		}
+	}
+	if r.ClientRegion == "" {
+		// A global decision is the POP's weight for the service.
+		metricMap(&pop.n.Metrics)["weight/"+r.Service] = r.NewWeight
+		g.markNode(pop.n.ID)
+		g.observeNode(pop, now, r.M.Time)
+		return
+	}
+	rn := g.node(regionID(r.ClientRegion), KindRegion, "", "", r.ClientRegion)
+	es := g.edge("steer:"+r.ClientRegion+"->"+r.POP+"/"+r.Service, KindSteer, rn.n.ID, pop.n.ID)
+	status := pipeline.StatusOK
+	switch {
+	case r.NewWeight <= 0:
+		status = pipeline.StatusDown
+	case r.NewWeight < base:
+		status = pipeline.StatusDegraded
+	}
+	m := metricMap(&es.e.Metrics)
+	m["weight"], m["old_weight"] = r.NewWeight, r.OldWeight
+	at := attrMap(&es.e.Attrs)
+	at["service"], at["cause"], at["reason"] = r.Service, r.Cause, r.Reason
+	g.observeEdge(es, status, now, r.M.Time)
+	g.observeNode(rn, now, r.M.Time)
+}

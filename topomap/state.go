@@ -1,0 +1,552 @@
+package topomap
+
+import (
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/meridianhq/meridian/alerts"
+	"github.com/meridianhq/meridian/inventory"
+	"github.com/meridianhq/meridian/pipeline"
+)
+
+// Rules are the thresholds of the status rules (see README "Status rules").
+type Rules struct {
+	StaleAfter         time.Duration // no observation for this long: unknown
+	ExpireAfter        time.Duration // observed-only elements unseen for this long are removed
+	OSDLatencyDegraded time.Duration
+	ProbeRTTDegraded   time.Duration
+	FlowErrorDegraded  float64 // error ratio
+}
+
+type nodeState struct {
+	n         *Node
+	base      string // directly observed status: OSD up/in, cluster Ceph health
+	alert     string // status implied by firing alerts, "" when none
+	seen      time.Time
+	inventory bool // declared in the inventory: never expires
+	stale     bool // aged to unknown since its last observation
+}
+
+type edgeState struct {
+	e     *Edge
+	base  string
+	alert string
+	seen  time.Time
+	sides map[string]tunnelSide // tunnels: each end's latest report
+}
+
+type tunnelSide struct {
+	status string
+	bps    float64
+	rx, tx float64
+	seen   time.Time
+}
+
+// graph is the mutable map. Records and alerts change it under mu; flush hands the tick
+// the changed elements as immutable clones.
+type graph struct {
+	mu    sync.Mutex
+	rules Rules
+	inv   *inventory.Inventory
+	now   func() time.Time
+
+	nodes    map[string]*nodeState
+	edges    map[string]*edgeState
+	adj      map[string]map[string]struct{} // node id -> ids of edges touching it
+	children map[string]map[string]struct{} // parent id -> child node ids
+	siteRTT  map[[2]string]float64          // (site, site) -> latest probe RTT in ms
+
+	dirtyNodes, dirtyEdges     map[string]struct{}
+	removedNodes, removedEdges map[string]struct{}
+	recompute                  map[string]struct{}
+	firstDirty                 time.Time // oldest unflushed change, for the delay metric
+
+	unmapped map[string]int // records naming something outside the inventory, by kind
+}
+
+func newGraph(inv *inventory.Inventory, rules Rules, now func() time.Time) *graph {
+	g := &graph{
+		rules: rules, inv: inv, now: now,
+		nodes: map[string]*nodeState{}, edges: map[string]*edgeState{},
+		adj: map[string]map[string]struct{}{}, children: map[string]map[string]struct{}{},
+		siteRTT:    map[[2]string]float64{},
+		dirtyNodes: map[string]struct{}{}, dirtyEdges: map[string]struct{}{},
+		removedNodes: map[string]struct{}{}, removedEdges: map[string]struct{}{},
+		recompute: map[string]struct{}{}, unmapped: map[string]int{},
+	}
+	g.seed()
+	return g
+}
+
+// seed adds every inventory element with status unknown until something is observed.
+func (g *graph) seed() {
+	if g.inv == nil {
+		return
+	}
+	for _, s := range g.inv.Sites {
+		n := g.node(siteID(s.Name), KindSite, s.Name, "", "")
+		n.inventory = true
+		n.n.Attrs = map[string]string{"region": s.Region, "role": s.Role, "city": s.City}
+	}
+	for _, c := range g.inv.Clusters {
+		g.node(clusterID(c.Name), KindCluster, c.Site, c.Name, "").inventory = true
+	}
+	for _, nd := range g.inv.Nodes {
+		n := g.node(nodeID(nd.Name), KindNode, nd.Site, nd.Cluster, nd.Name)
+		n.inventory = true
+		if nd.CephHost != "" {
+			n.n.Attrs = map[string]string{"ceph_host": nd.CephHost}
+		}
+	}
+	for _, p := range g.inv.POPs {
+		n := g.node(popID(p.Name), KindPOP, p.Site, "", p.Name)
+		n.inventory = true
+		n.n.Metrics = map[string]float64{"base_weight": baseWeight(p)}
+	}
+	for _, r := range g.inv.ClientRegions {
+		n := g.node(regionID(r.Name), KindRegion, "", "", r.Name)
+		n.inventory = true
+		n.n.Geo = regionGeo(r)
+		n.n.Attrs = map[string]string{
+			"continents": strings.Join(r.Continents, ","), "countries": strings.Join(r.Countries, ","),
+		}
+	}
+}
+
+func baseWeight(p inventory.POP) float64 {
+	if p.BaseWeight > 0 {
+		return p.BaseWeight
+	}
+	return 1
+}
+
+func siteID(s string) string    { return "site:" + s }
+func clusterID(c string) string { return "cluster:" + c }
+func nodeID(n string) string    { return "node:" + n }
+func popID(p string) string     { return "pop:" + p }
+func regionID(r string) string  { return "region:" + r }
+
+// node returns the node with id, creating it with status unknown when it is new: a
+// reference to something the inventory does not know becomes an unknown node, never a drop.
+func (g *graph) node(id, kind, site, cluster, label string) *nodeState {
+	if ns, ok := g.nodes[id]; ok {
+		return ns
+	}
+	if label == "" {
+		label = strings.TrimPrefix(id, kind+":")
+	}
+	if kind == KindSite {
+		site = label
+	}
+	n := &Node{ID: id, Kind: kind, Label: label, Status: pipeline.StatusUnknown, Site: site, Cluster: cluster}
+	switch kind {
+	case KindSite:
+	case KindCluster:
+		if site != "" {
+			n.Parent = siteID(site)
+		}
+	case KindNode, KindPOP:
+		if cluster != "" && kind == KindNode {
+			n.Parent = clusterID(cluster)
+		} else if site != "" {
+			n.Parent = siteID(site)
+		}
+	case KindWorkload:
+		n.Parent = clusterID(cluster)
+	}
+	if g.inv != nil && site != "" {
+		if s, ok := g.inv.Site(site); ok {
+			n.Geo = &[2]float64{s.Lat, s.Lon}
+		}
+	}
+	ns := &nodeState{n: n}
+	g.nodes[id] = ns
+	delete(g.removedNodes, id)
+	g.markNode(id)
+	if n.Parent != "" {
+		g.ensureParent(n)
+		set(g.children, n.Parent, id)
+	}
+	return ns
+}
+
+// ensureParent creates a missing container (an unknown cluster or site) so every element
+// hangs somewhere on the map.
+func (g *graph) ensureParent(n *Node) {
+	if _, ok := g.nodes[n.Parent]; ok {
+		return
+	}
+	switch {
+	case strings.HasPrefix(n.Parent, "cluster:"):
+		g.node(n.Parent, KindCluster, n.Site, n.Cluster, n.Cluster)
+	case strings.HasPrefix(n.Parent, "site:"):
+		g.node(n.Parent, KindSite, n.Site, "", n.Site)
+	default:
+		g.node(n.Parent, KindNode, n.Site, n.Cluster, "")
+	}
+}
+
+func set(m map[string]map[string]struct{}, k, v string) {
+	s := m[k]
+	if s == nil {
+		s = map[string]struct{}{}
+		m[k] = s
+	}
+	s[v] = struct{}{}
+}
+
+// edge returns the edge with id, creating it between src and dst when new.
+func (g *graph) edge(id, kind, src, dst string) *edgeState {
+	if es, ok := g.edges[id]; ok {
+		return es
+	}
+	e := &Edge{ID: id, Kind: kind, Source: src, Target: dst, Status: pipeline.StatusUnknown}
+	for _, end := range []string{src, dst} {
+		if ns, ok := g.nodes[end]; ok {
+			if ns.n.Site != "" && !slices.Contains(e.Sites, ns.n.Site) {
+				e.Sites = append(e.Sites, ns.n.Site)
+			}
+			if ns.n.Cluster != "" && !slices.Contains(e.Clusters, ns.n.Cluster) {
+				e.Clusters = append(e.Clusters, ns.n.Cluster)
+			}
+		}
+		set(g.adj, end, id)
+	}
+	es := &edgeState{e: e}
+	g.edges[id] = es
+	delete(g.removedEdges, id)
+	g.markEdge(id)
+	return es
+}
+
+func (g *graph) touch() {
+	if g.firstDirty.IsZero() {
+		g.firstDirty = g.now()
+	}
+}
+
+func (g *graph) markNode(id string) {
+	g.touch()
+	g.dirtyNodes[id] = struct{}{}
+	g.recompute[id] = struct{}{}
+}
+
+func (g *graph) markEdge(id string) {
+	g.touch()
+	g.dirtyEdges[id] = struct{}{}
+	if es, ok := g.edges[id]; ok {
+		g.recompute[es.e.Source] = struct{}{}
+		g.recompute[es.e.Target] = struct{}{}
+	}
+}
+
+// Consume applies records; it is the pipeline.Consumer side of the map.
+func (g *graph) Consume(recs []pipeline.Record) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	for _, r := range recs {
+		g.apply(r, now)
+	}
+}
+
+// applyAlerts replaces the alert state of every element with the firing set.
+func (g *graph) applyAlerts(firing []alerts.Alert) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	type mark struct {
+		texts  []string
+		status string
+	}
+	nodeMarks := map[string]*mark{}
+	add := func(id string, a alerts.Alert) {
+		m := nodeMarks[id]
+		if m == nil {
+			m = &mark{}
+			nodeMarks[id] = m
+		}
+		text := a.Name
+		if slo := a.Labels["slo"]; slo != "" && slo != a.Name {
+			text += " (" + slo + ")"
+		}
+		text += " [" + a.Severity + "]"
+		if !slices.Contains(m.texts, text) {
+			m.texts = append(m.texts, text)
+		}
+		st := pipeline.StatusDegraded
+		if a.Severity == alerts.SeverityPage {
+			st = pipeline.StatusDown
+		}
+		m.status = worst(m.status, st)
+	}
+	for _, a := range firing {
+		for _, id := range g.alertTargets(a.Labels) {
+			add(id, a)
+		}
+	}
+	for id, ns := range g.nodes {
+		m := nodeMarks[id]
+		var texts []string
+		st := ""
+		if m != nil {
+			slices.Sort(m.texts)
+			texts, st = m.texts, m.status
+		}
+		if st != ns.alert || !slices.Equal(texts, ns.n.Alerts) {
+			ns.alert, ns.n.Alerts = st, texts
+			g.markNode(id)
+		}
+	}
+}
+
+// alertTargets maps an alert's labels onto map nodes: pop, site, cluster and node labels
+// name one element; a service label alone marks every POP serving that service.
+func (g *graph) alertTargets(l map[string]string) []string {
+	var ids []string
+	if p := l["pop"]; p != "" {
+		g.node(popID(p), KindPOP, g.popSite(p), "", p)
+		ids = append(ids, popID(p))
+	}
+	if s := l["site"]; s != "" {
+		g.node(siteID(s), KindSite, s, "", s)
+		ids = append(ids, siteID(s))
+	}
+	if c := l["cluster"]; c != "" {
+		g.node(clusterID(c), KindCluster, "", c, c)
+		ids = append(ids, clusterID(c))
+	}
+	if n := l["node"]; n != "" {
+		g.node(nodeID(n), KindNode, "", "", n)
+		ids = append(ids, nodeID(n))
+	}
+	if svc := l["service"]; svc != "" && len(ids) == 0 && g.inv != nil {
+		for _, s := range g.inv.Services {
+			if s.Name == svc || strings.TrimSuffix(s.Name, ".") == strings.TrimSuffix(svc, ".") {
+				for _, p := range s.POPs {
+					ids = append(ids, popID(p))
+				}
+			}
+		}
+	}
+	return ids
+}
+
+func (g *graph) popSite(pop string) string {
+	if g.inv != nil {
+		if p, ok := g.inv.POP(pop); ok {
+			return p.Site
+		}
+	}
+	return ""
+}
+
+// level orders status aggregation: inputs (edges, leaves) before their containers.
+var level = map[string]int{
+	KindOSD: 0, KindWorkload: 1, KindPOP: 1, KindRegion: 1, KindNode: 2, KindCluster: 3, KindSite: 4,
+}
+
+// aggregate folds input statuses: unknown inputs are ignored; all down is down; any
+// non-ok is degraded. No known input: ok if the element itself was seen lately.
+func aggregate(inputs []string, fresh bool) string {
+	known, down, bad := 0, 0, 0
+	for _, s := range inputs {
+		switch s {
+		case pipeline.StatusUnknown, "":
+			continue
+		case pipeline.StatusDown:
+			down++
+			bad++
+		case pipeline.StatusDegraded:
+			bad++
+		}
+		known++
+	}
+	switch {
+	case known == 0 && fresh:
+		return pipeline.StatusOK
+	case known == 0:
+		return pipeline.StatusUnknown
+	case down == known:
+		return pipeline.StatusDown
+	case bad > 0:
+		return pipeline.StatusDegraded
+	}
+	return pipeline.StatusOK
+}
+
+// nodeStatus computes a node's status from its inputs (see README "Status rules").
+func (g *graph) nodeStatus(ns *nodeState, now time.Time) string {
+	fresh := !ns.seen.IsZero() && now.Sub(ns.seen) <= g.rules.StaleAfter
+	var st string
+	switch ns.n.Kind {
+	case KindOSD:
+		st = ns.base
+	default:
+		var inputs []string
+		for eid := range g.adj[ns.n.ID] {
+			e := g.edges[eid].e
+			switch {
+			case ns.n.Kind == KindNode && e.Kind == KindTunnel,
+				ns.n.Kind == KindWorkload && e.Kind == KindFlow && e.Target == ns.n.ID,
+				ns.n.Kind == KindPOP && e.Kind == KindProbe && e.Target == ns.n.ID,
+				ns.n.Kind == KindRegion && e.Kind == KindSteer && e.Source == ns.n.ID:
+				inputs = append(inputs, e.Status)
+			}
+		}
+		for c := range g.children[ns.n.ID] {
+			if cs, ok := g.nodes[c]; ok && cs.n.Kind != KindWorkload {
+				inputs = append(inputs, cs.n.Status)
+			}
+		}
+		if ns.base != "" {
+			inputs = append(inputs, ns.base)
+		}
+		st = aggregate(inputs, fresh)
+	}
+	return worst(st, ns.alert)
+}
+
+// flush recomputes statuses and returns clones of what changed since the last flush.
+func (g *graph) flush() (nodes []*Node, edges []*Edge, rmNodes, rmEdges []string, since time.Time) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	for id := range g.dirtyEdges {
+		es := g.edges[id]
+		if st := worst(es.base, es.alert); st != es.e.Status {
+			es.e.Status = st
+		}
+	}
+	// Containers are recomputed level by level so that a change propagates up in one flush.
+	for lvl := 0; lvl <= 4; lvl++ {
+		for id := range g.recompute {
+			ns, ok := g.nodes[id]
+			if !ok {
+				delete(g.recompute, id)
+				continue
+			}
+			if level[ns.n.Kind] != lvl {
+				continue
+			}
+			delete(g.recompute, id)
+			if st := g.nodeStatus(ns, now); st != ns.n.Status {
+				ns.n.Status = st
+				g.dirtyNodes[id] = struct{}{}
+				if ns.n.Parent != "" {
+					g.recompute[ns.n.Parent] = struct{}{}
+				}
+			}
+		}
+	}
+	clear(g.recompute)
+	for id := range g.dirtyNodes {
+		nodes = append(nodes, g.nodes[id].n.clone())
+	}
+	for id := range g.dirtyEdges {
+		edges = append(edges, g.edges[id].e.clone())
+	}
+	for id := range g.removedNodes {
+		rmNodes = append(rmNodes, id)
+	}
+	for id := range g.removedEdges {
+		rmEdges = append(rmEdges, id)
+	}
+	clear(g.dirtyNodes)
+	clear(g.dirtyEdges)
+	clear(g.removedNodes)
+	clear(g.removedEdges)
+	since, g.firstDirty = g.firstDirty, time.Time{}
+	return nodes, edges, rmNodes, rmEdges, since
+}
+
+// age turns elements not observed within StaleAfter unknown and removes observed-only
+// elements not seen within ExpireAfter.
+func (g *graph) age() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	for id, es := range g.edges {
+		if es.seen.IsZero() {
+			continue
+		}
+		idle := now.Sub(es.seen)
+		if idle > g.rules.ExpireAfter {
+			g.removeEdge(id)
+			continue
+		}
+		for k, s := range es.sides {
+			if now.Sub(s.seen) > g.rules.StaleAfter {
+				delete(es.sides, k)
+			}
+		}
+		if idle > g.rules.StaleAfter && es.base != pipeline.StatusUnknown {
+			es.base = pipeline.StatusUnknown
+			g.markEdge(id)
+		}
+	}
+	for id, ns := range g.nodes {
+		if ns.seen.IsZero() {
+			continue
+		}
+		idle := now.Sub(ns.seen)
+		if !ns.inventory && idle > g.rules.ExpireAfter && len(g.adj[id]) == 0 && len(g.children[id]) == 0 {
+			g.removeNode(id)
+			continue
+		}
+		if idle > g.rules.StaleAfter && !ns.stale {
+			ns.stale = true
+			if ns.base != "" {
+				ns.base = pipeline.StatusUnknown
+			}
+			g.recompute[id] = struct{}{}
+			g.touch()
+		}
+	}
+}
+
+func (g *graph) removeEdge(id string) {
+	es := g.edges[id]
+	delete(g.edges, id)
+	delete(g.dirtyEdges, id)
+	g.removedEdges[id] = struct{}{}
+	g.touch()
+	for _, end := range []string{es.e.Source, es.e.Target} {
+		delete(g.adj[end], id)
+		if len(g.adj[end]) == 0 {
+			delete(g.adj, end)
+		}
+		g.recompute[end] = struct{}{}
+	}
+}
+
+func (g *graph) removeNode(id string) {
+	ns := g.nodes[id]
+	delete(g.nodes, id)
+	delete(g.dirtyNodes, id)
+	delete(g.children, id)
+	g.removedNodes[id] = struct{}{}
+	g.touch()
+	if p := ns.n.Parent; p != "" {
+		delete(g.children[p], id)
+		g.recompute[p] = struct{}{}
+	}
+}
+
+// counts returns the number of nodes and edges (for metrics).
+func (g *graph) counts() (int, int) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return len(g.nodes), len(g.edges)
+}
+
+func (g *graph) unmappedTotal() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	n := 0
+	for _, v := range g.unmapped {
+		n += v
+	}
+	return n
+}

@@ -1,0 +1,270 @@
+package topomap
+
+import (
+	"bytes"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/gorilla/websocket"
+)
+
+// Subprotocol is the websocket subprotocol the map speaks. Browsers, which cannot set
+// headers on a websocket, may pass the token as a second subprotocol "bearer.<token>".
+const Subprotocol = "meridian.topomap.v1"
+
+const (
+	helloTimeout = 10 * time.Second
+	writeTimeout = 10 * time.Second
+	pingEvery    = 30 * time.Second
+	pongWait     = 75 * time.Second
+)
+
+// clientMsg is every message a client may send.
+type clientMsg struct {
+	Type   string     `json:"type"` // "hello" (first, once) or "filter"
+	Epoch  string     `json:"epoch,omitempty"`
+	Since  *uint64    `json:"since,omitempty"` // hello: last seq applied, to resume
+	Filter FilterSpec `json:"filter"`
+}
+
+// closeError closes a connection with a code and a reason the client can read.
+type closeError struct {
+	code   int
+	reason string
+}
+
+func (e *closeError) Error() string { return fmt.Sprintf("close %d: %s", e.code, e.reason) }
+
+// requestToken finds the token in the Authorization header, the bearer.<token>
+// subprotocol or the token query parameter.
+func requestToken(r *http.Request) string {
+	if h := r.Header.Get("Authorization"); strings.HasPrefix(h, "Bearer ") {
+		return strings.TrimSpace(strings.TrimPrefix(h, "Bearer "))
+	}
+	for _, p := range websocket.Subprotocols(r) {
+		if t, ok := strings.CutPrefix(p, "bearer."); ok {
+			return t
+		}
+	}
+	return r.URL.Query().Get("token")
+}
+
+// authorized compares in constant time so the token cannot be guessed byte by byte.
+func (m *Map) authorized(r *http.Request) bool {
+	if m.cfg.Anonymous {
+		return true
+	}
+	if m.token == "" {
+		return false
+	}
+	return subtle.ConstantTimeCompare([]byte(requestToken(r)), []byte(m.token)) == 1
+}
+
+// checkOrigin allows non-browser clients (no Origin), the page's own origin and the
+// configured ones.
+func (m *Map) checkOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	u, err := url.Parse(origin)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	return slices.Contains(m.cfg.AllowedOrigins, origin)
+}
+
+func (m *Map) serveWS(w http.ResponseWriter, r *http.Request) {
+	if !m.authorized(r) {
+		m.metrics.rejected.WithLabelValues("auth").Inc()
+		m.log.Warn("topomap websocket: bad or missing token", "remote", r.RemoteAddr)
+		http.Error(w, "topomap: bad or missing token", http.StatusUnauthorized)
+		return
+	}
+	if !m.checkOrigin(r) {
+		m.metrics.rejected.WithLabelValues("origin").Inc()
+		m.log.Warn("topomap websocket: origin not allowed", "remote", r.RemoteAddr, "origin", r.Header.Get("Origin"))
+		http.Error(w, "topomap: origin not allowed", http.StatusForbidden)
+		return
+	}
+	up := websocket.Upgrader{
+		ReadBufferSize: 4096, WriteBufferSize: 32 << 10,
+		Subprotocols: []string{Subprotocol},
+		CheckOrigin:  func(*http.Request) bool { return true }, // checked above
+	}
+	conn, err := up.Upgrade(w, r, nil)
+	if err != nil {
+		return // Upgrade has answered the client
+	}
+	m.metrics.clients.Inc()
+	defer m.metrics.clients.Dec()
+	s := &session{m: m, conn: conn, remote: r.RemoteAddr}
+	s.run()
+}
+
+// session is one websocket connection: a reader for client messages and a writer that
+// drains the client's bounded queue.
+type session struct {
+	m      *Map
+	conn   *websocket.Conn
+	remote string
+	c      *client
+}
+
+func (s *session) run() {
+	defer s.conn.Close()
+	hello, err := s.read(helloTimeout)
+	if err == nil && hello.Type != "hello" {
+		err = &closeError{websocket.ClosePolicyViolation, "first message must be hello"}
+	}
+	var f *filter
+	if err == nil {
+		if f, err = compileFilter(hello.Filter); err != nil {
+			err = &closeError{websocket.CloseUnsupportedData, err.Error()}
+		}
+	}
+	if err != nil {
+		s.fail(err)
+		return
+	}
+	s.c = newClient(s.m.cfg.ClientBufferBytes, func() { s.m.metrics.slow.Inc() })
+	s.c.filter = f
+	resumed := false
+	if hello.Since != nil {
+		resumed = s.m.hub.attach(s.c, hello.Epoch, *hello.Since)
+		s.m.metrics.resumes.WithLabelValues(map[bool]string{true: "deltas", false: "snapshot"}[resumed]).Inc()
+	} else {
+		s.m.hub.attach(s.c, "", ^uint64(0)) // no history: always a snapshot
+	}
+	defer s.m.hub.detach(s.c)
+
+	done := make(chan error, 1)
+	go func() { done <- s.readLoop() }()
+	werr := s.writeLoop(done)
+	if werr != nil {
+		s.fail(werr)
+	}
+}
+
+// read reads one client message, enforcing the size limit with a reason the client sees.
+func (s *session) read(timeout time.Duration) (*clientMsg, error) {
+	if timeout > 0 {
+		s.conn.SetReadDeadline(time.Now().Add(timeout))
+	}
+	mt, r, err := s.conn.NextReader()
+	if err != nil {
+		return nil, err
+	}
+	if mt != websocket.TextMessage {
+		return nil, &closeError{websocket.CloseUnsupportedData, "only JSON text messages are accepted"}
+	}
+	limit := s.m.cfg.MaxMessageBytes
+	data, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > limit {
+		return nil, &closeError{websocket.CloseMessageTooBig, fmt.Sprintf("message exceeds %d bytes", limit)}
+	}
+	var msg clientMsg
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&msg); err != nil {
+		return nil, &closeError{websocket.CloseInvalidFramePayloadData, "malformed message: " + err.Error()}
+	}
+	return &msg, nil
+}
+
+func (s *session) readLoop() error {
+	s.conn.SetPongHandler(func(string) error {
+		return s.conn.SetReadDeadline(time.Now().Add(pongWait))
+	})
+	for {
+		msg, err := s.read(pongWait)
+		if err != nil {
+			return err
+		}
+		switch msg.Type {
+		case "filter":
+			f, err := compileFilter(msg.Filter)
+			if err != nil {
+				return &closeError{websocket.CloseUnsupportedData, err.Error()}
+			}
+			s.c.filterMu.Lock()
+			s.c.filter = f
+			s.c.filterMu.Unlock()
+			s.c.requestResync()
+		default:
+			return &closeError{websocket.CloseUnsupportedData, fmt.Sprintf("unknown message type %q", msg.Type)}
+		}
+	}
+}
+
+func (s *session) writeLoop(readDone <-chan error) error {
+	ping := time.NewTicker(pingEvery)
+	defer ping.Stop()
+	for {
+		select {
+		case err := <-readDone:
+			return err
+		case <-s.m.stopping:
+			return &closeError{websocket.CloseGoingAway, "server shutting down"}
+		case <-ping.C:
+			if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout)); err != nil {
+				return err
+			}
+		case <-s.c.wake:
+			if !s.c.lagging.Load() {
+				continue
+			}
+			s.c.filterMu.Lock()
+			f := s.c.filter
+			s.c.filterMu.Unlock()
+			data, err := s.m.hub.snapshot(s.c, f)
+			if err != nil {
+				return err
+			}
+			s.m.metrics.snapshots.Inc()
+			if err := s.write(data); err != nil {
+				return err
+			}
+		case data := <-s.c.queue:
+			s.c.queued.Add(-int64(len(data)))
+			if err := s.write(data); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func (s *session) write(data []byte) error {
+	s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	if err := s.conn.WriteMessage(websocket.TextMessage, data); err != nil {
+		return err
+	}
+	s.m.metrics.sentBytes.Add(float64(len(data)))
+	return nil
+}
+
+// fail closes the connection, with a reason when the error is the client's fault.
+func (s *session) fail(err error) {
+	var ce *closeError
+	if errors.As(err, &ce) {
+		if ce.code != websocket.CloseGoingAway {
+			s.m.metrics.rejected.WithLabelValues("message").Inc()
+			s.m.log.Warn("topomap websocket: closing client", "remote", s.remote, "code", ce.code, "reason", ce.reason)
+		}
+		s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(ce.code, ce.reason), time.Now().Add(time.Second))
+	}
+}
