@@ -68,6 +68,9 @@ type ClientRegion struct {
 	SamplePrefix netip.Prefix   `yaml:"sample_prefix"`
 	AllowedPOPs  []string       `yaml:"allowed_pops"` // empty: any POP (no residency rule)
 	Preferred    []string       `yaml:"preferred_pops"`
+	// Vantage is the site whose probes stand for this region's clients when ranking POPs
+	// by RTT; its coordinates give the distance fallback. Empty: no RTT ranking.
+	Vantage string `yaml:"vantage"`
 }
 
 // Validate checks references between sections and names the offending entry.

@@ -1,0 +1,207 @@
+// Package geodns probes the user-facing edge from one vantage: DNS answers of the
+// authoritative GeoDNS as seen from each client region (EDNS Client Subnet), and TCP,
+// HTTP(S) and ICMP round trips to each POP. It emits pipeline.Probe records and keeps
+// a live vantage × POP matrix.
+package geodns
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"net/http"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridianhq/meridian/inventory"
+	"github.com/meridianhq/meridian/pipeline"
+)
+
+// Prober runs every probe of one vantage on its own jittered timer.
+type Prober struct {
+	services.Service
+	cfg    Config
+	inv    *inventory.Inventory
+	app    pipeline.Appender
+	log    *slog.Logger
+	matrix *Matrix
+	vips   map[netip.Addr]string
+	http   *http.Client
+
+	probes *prometheus.CounterVec
+	rtt    *prometheus.HistogramVec
+}
+
+// target is one recurring probe.
+type target struct {
+	every time.Duration
+	pop   string
+	svc   string
+	reg   string
+	run   func(ctx context.Context) pipeline.Probe
+}
+
+// New builds a prober for cfg.Vantage over the inventory's POPs, services and client regions.
+func New(cfg Config, inv *inventory.Inventory, app pipeline.Appender, log *slog.Logger, reg prometheus.Registerer) (*Prober, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if _, ok := inv.Site(cfg.Vantage); !ok {
+		return nil, fmt.Errorf("geodns.vantage: unknown site %q", cfg.Vantage)
+	}
+	p := &Prober{
+		cfg: cfg, inv: inv, app: app, log: log.With("component", "geodns", "vantage", cfg.Vantage),
+		matrix: NewMatrix(), vips: map[netip.Addr]string{},
+		http: &http.Client{
+			Timeout: cfg.Timeout,
+			// Health URLs of POPs behind a VIP often carry the service's certificate, not the
+			// VIP's name; the probe measures reachability and latency, not identity.
+			Transport:     &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		},
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_geodns_probes_total", Help: "Probes sent, by method and result (ok, fail).",
+		}, []string{"method", "result"}),
+		rtt: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "meridian_geodns_probe_rtt_seconds", Help: "Round-trip time of successful probes, by method.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"method"}),
+	}
+	for _, c := range []prometheus.Collector{p.probes, p.rtt} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("geodns metrics: %w", err)
+		}
+	}
+	for _, pop := range inv.POPs {
+		for _, v := range pop.VIPs {
+			p.vips[v.Unmap()] = pop.Name
+		}
+	}
+	p.Service = services.NewBasicService(nil, p.running, nil).WithName("geodns-prober")
+	return p, nil
+}
+
+// Matrix is the live vantage × POP view of this vantage's probes.
+func (p *Prober) Matrix() *Matrix { return p.matrix }
+
+func (p *Prober) targets() []target {
+	var ts []target
+	for _, pop := range p.inv.POPs {
+		if pop.TCPAddr != "" {
+			addr := pop.TCPAddr
+			ts = append(ts, target{every: p.cfg.every(p.cfg.TCPInterval), pop: pop.Name, run: func(ctx context.Context) pipeline.Probe { return probeTCP(ctx, addr) }})
+		}
+		if pop.HealthURL != "" {
+			url := pop.HealthURL
+			ts = append(ts, target{every: p.cfg.every(p.cfg.HTTPInterval), pop: pop.Name, run: func(ctx context.Context) pipeline.Probe { return probeHTTP(ctx, p.http, url) }})
+		}
+		if p.cfg.ICMP && len(pop.VIPs) > 0 {
+			vip := pop.VIPs[0]
+			ts = append(ts, target{every: p.cfg.every(p.cfg.ICMPInterval), pop: pop.Name, run: func(ctx context.Context) pipeline.Probe { return probeICMP(ctx, vip) }})
+		}
+	}
+	if p.cfg.DNSServer == "" {
+		return ts
+	}
+	for _, svc := range p.inv.Services {
+		qtype := dns.TypeA
+		if !p.hasV4(svc) {
+			qtype = dns.TypeAAAA
+		}
+		for _, r := range p.inv.ClientRegions {
+			if !r.SamplePrefix.IsValid() {
+				continue
+			}
+			name, subnet := svc.Name, r.SamplePrefix
+			ts = append(ts, target{every: p.cfg.every(p.cfg.DNSInterval), svc: svc.Name, reg: r.Name, run: func(ctx context.Context) pipeline.Probe {
+				return probeDNS(ctx, p.cfg.DNSServer, name, qtype, subnet, p.vips)
+			}})
+		}
+	}
+	return ts
+}
+
+func (p *Prober) hasV4(svc inventory.Service) bool {
+	for _, name := range svc.POPs {
+		if pop, ok := p.inv.POP(name); ok {
+			for _, v := range pop.VIPs {
+				if v.Unmap().Is4() {
+					return true
+				}
+			}
+		}
+	}
+	return false
+}
+
+func (p *Prober) running(ctx context.Context) error {
+	if p.cfg.ICMP {
+		if c, _, err := icmpSocket(false); err != nil {
+			p.log.Warn("icmp probes skipped", "reason", err)
+			p.cfg.ICMP = false
+		} else {
+			c.Close()
+		}
+	}
+	var wg sync.WaitGroup
+	for _, t := range p.targets() {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			p.loop(ctx, t)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// loop runs one target until ctx ends. Each wait is the interval ± jitter, so that many
+// vantages probing one POP do not arrive in lockstep.
+func (p *Prober) loop(ctx context.Context, t target) {
+	timer := time.NewTimer(time.Duration(rand.Float64() * float64(t.every)))
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		}
+		p.probeOnce(ctx, t)
+		spread := p.cfg.Jitter * float64(t.every)
+		timer.Reset(t.every + time.Duration((rand.Float64()*2-1)*spread))
+	}
+}
+
+func (p *Prober) probeOnce(ctx context.Context, t target) {
+	pctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	now := time.Now()
+	rec := t.run(pctx)
+	cancel()
+	if ctx.Err() != nil {
+		return // shutting down: a cancelled probe says nothing about the POP
+	}
+	rec.M = pipeline.Meta{Time: now, Collector: "geodns/" + p.cfg.Vantage, Site: p.cfg.Vantage}
+	rec.Vantage = p.cfg.Vantage
+	rec.Service, rec.ClientRegion = t.svc, t.reg
+	if t.pop != "" {
+		rec.POP = t.pop
+	}
+	result := "ok"
+	if !rec.Success {
+		result = "fail"
+	} else {
+		p.rtt.WithLabelValues(rec.Method).Observe(rec.RTT.Seconds())
+	}
+	p.probes.WithLabelValues(rec.Method, result).Inc()
+	p.matrix.Observe(&rec)
+	if err := p.app.Append(ctx, &rec); err != nil && !errors.Is(err, context.Canceled) {
+		p.log.Warn("append probe", "err", err)
+	}
+}

@@ -1,0 +1,195 @@
+// Package authdns is Meridian's built-in authoritative GeoDNS server. Each query passes
+// one short chain, read top to bottom in Answer:
+//
+//	zone   (steering/zone)   is the name ours, and what is it?
+//	locate (steering/locate) which client region asks (ECS, else source address)?
+//	policy (Policy)          which POPs may answer that region now, with what weight?
+//	pick   (steering/pick)   one POP, at random in proportion to its weight.
+package authdns
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"runtime"
+	"strings"
+	"sync"
+
+	"github.com/grafana/dskit/services"
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridianhq/meridian/steering/locate"
+	"github.com/meridianhq/meridian/steering/pick"
+	"github.com/meridianhq/meridian/steering/zone"
+)
+
+// Policy is the chain's policy step: the weighted POP set serving a service for a
+// client region. steering.Engine implements it.
+type Policy interface {
+	Answers(service, region string) *pick.Set
+}
+
+// Config is the server's listener and answer settings.
+type Config struct {
+	Listen       string      `yaml:"listen"`        // UDP and TCP, host:port
+	TTL          uint32      `yaml:"ttl"`           // TTL of steered A/AAAA answers
+	GeoIPDB      string      `yaml:"geoip_db"`      // MaxMind City or Country database; "" = CIDR rules only
+	UDPListeners int         `yaml:"udp_listeners"` // SO_REUSEPORT sockets; 0 = one per CPU
+	Zone         zone.Config `yaml:"zone"`
+}
+
+// RegisterFlags registers the server flags under prefix (e.g. "steering.dns.").
+func (c *Config) RegisterFlags(prefix string, f *flag.FlagSet) {
+	f.StringVar(&c.Listen, prefix+"listen", "127.0.0.1:5353", "UDP and TCP address of the built-in authoritative GeoDNS; empty disables it.")
+	f.Func(prefix+"ttl", "TTL of steered answers in seconds (default 30).", func(s string) error {
+		_, err := fmt.Sscan(s, &c.TTL)
+		return err
+	})
+	c.TTL = 30
+	f.StringVar(&c.GeoIPDB, prefix+"geoip-db", "", "MaxMind (GeoIP2/GeoLite2 City or Country) database mapping clients to countries.")
+	f.IntVar(&c.UDPListeners, prefix+"udp-listeners", 0, "UDP sockets sharing the port (SO_REUSEPORT); 0 = one per CPU.")
+	c.Zone.RegisterFlags(prefix, f)
+}
+
+// Validate names the offending field.
+func (c *Config) Validate() error {
+	if c.Listen != "" {
+		if _, _, err := net.SplitHostPort(c.Listen); err != nil {
+			return fmt.Errorf("steering.dns.listen: %w", err)
+		}
+	}
+	if c.Zone.Origin == "" {
+		return fmt.Errorf("steering.dns.zone.origin: required")
+	}
+	if c.UDPListeners < 0 {
+		return fmt.Errorf("steering.dns.udp_listeners: must be >= 0")
+	}
+	return nil
+}
+
+// Server answers queries for one zone over UDP and TCP.
+type Server struct {
+	services.Service
+	cfg     Config
+	zone    *zone.Zone
+	locator *locate.Locator
+	policy  Policy
+	log     *slog.Logger
+
+	queries *prometheus.CounterVec
+	invalid prometheus.Counter
+	rcodes  [dns.RcodeBadCookie + 1]prometheus.Counter // resolved once: the hot path must not hash labels
+
+	mu      sync.Mutex
+	servers []*dns.Server
+	addr    net.Addr
+}
+
+// New builds the server; it listens when started as a service.
+func New(cfg Config, z *zone.Zone, l *locate.Locator, p Policy, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+	s := &Server{
+		cfg: cfg, zone: z, locator: l, policy: p, log: log.With("component", "authdns"),
+		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_steering_dns_responses_total", Help: "Responses sent by the built-in GeoDNS, by rcode.",
+		}, []string{"rcode"}),
+		invalid: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_steering_dns_invalid_requests_total", Help: "Requests that could not be parsed (answered FORMERR when the header was readable, else dropped).",
+		}),
+	}
+	for _, c := range []prometheus.Collector{s.queries, s.invalid} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("authdns metrics: %w", err)
+		}
+	}
+	for rc := range s.rcodes {
+		if name, ok := dns.RcodeToString[rc]; ok {
+			s.rcodes[rc] = s.queries.WithLabelValues(name)
+		}
+	}
+	s.Service = services.NewIdleService(s.start, s.stop).WithName("authdns")
+	return s, nil
+}
+
+// Addr is the bound UDP address once started (useful with port 0).
+func (s *Server) Addr() net.Addr {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.addr
+}
+
+func (s *Server) start(context.Context) error {
+	n := s.cfg.UDPListeners
+	if n == 0 {
+		n = runtime.GOMAXPROCS(0)
+	}
+	udp, err := net.ListenPacket("udp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("authdns listen udp %s: %w", s.cfg.Listen, err)
+	}
+	udp.Close() // resolve port 0 once, then share it between SO_REUSEPORT sockets
+	addr := udp.LocalAddr().String()
+	s.addr = udp.LocalAddr()
+	for i := 0; i < n; i++ {
+		s.servers = append(s.servers, s.newServer("udp", addr))
+	}
+	s.servers = append(s.servers, s.newServer("tcp", addr))
+	for _, srv := range s.servers {
+		started := make(chan error, 1)
+		srv.NotifyStartedFunc = func() { started <- nil }
+		go func() {
+			if err := srv.ListenAndServe(); err != nil {
+				started <- err
+			}
+		}()
+		if err := <-started; err != nil {
+			s.stop(nil)
+			return fmt.Errorf("authdns listen %s %s: %w", srv.Net, addr, err)
+		}
+	}
+	s.log.Info("authoritative GeoDNS listening", "addr", addr, "zone", s.zone.Origin(), "udp_sockets", n)
+	return nil
+}
+
+func (s *Server) newServer(network, addr string) *dns.Server {
+	return &dns.Server{
+		Addr: addr, Net: network, Handler: s, ReusePort: true,
+		UDPSize:        dns.MaxMsgSize, // read whole datagrams: an oversized one is parsed, not cut
+		MsgInvalidFunc: func([]byte, error) { s.invalid.Inc() },
+	}
+}
+
+func (s *Server) stop(error) error {
+	var errs []error
+	for _, srv := range s.servers {
+		if err := srv.Shutdown(); err != nil && !strings.Contains(err.Error(), "not started") {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// ServeDNS implements dns.Handler.
+func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
+	var src netip.Addr
+	udp := false
+	switch a := w.RemoteAddr().(type) {
+	case *net.UDPAddr:
+		src, _ = netip.AddrFromSlice(a.IP)
+		udp = true
+	case *net.TCPAddr:
+		src, _ = netip.AddrFromSlice(a.IP)
+	}
+	resp := s.Answer(req, src, udp)
+	if resp == nil {
+		return
+	}
+	if resp.Rcode >= 0 && resp.Rcode < len(s.rcodes) && s.rcodes[resp.Rcode] != nil {
+		s.rcodes[resp.Rcode].Inc()
+	}
+	w.WriteMsg(resp)
+}

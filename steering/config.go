@@ -1,0 +1,85 @@
+package steering
+
+import (
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/meridianhq/meridian/steering/authdns"
+	"github.com/meridianhq/meridian/steering/rfc2136"
+)
+
+// Config is the steering module: the weight engine, the built-in GeoDNS, the RFC 2136
+// publisher and the override API.
+type Config struct {
+	TickInterval  time.Duration `yaml:"tick_interval"`  // how often weights are recomputed
+	FailThreshold int           `yaml:"fail_threshold"` // consecutive probe failures that make a vantage vote "down"
+	Quorum        int           `yaml:"quorum"`         // vantages that must vote "down"; 0 = a majority of those reporting
+	Stale         time.Duration `yaml:"stale"`          // a vantage silent this long does not vote, its RTT is not used
+	MinHold       time.Duration `yaml:"min_hold"`       // a drained POP stays drained at least this long; RTT choices hold this long
+	RampStep      float64       `yaml:"ramp_step"`      // max weight change per ramp interval, as a fraction of the POP's base weight
+	RampInterval  time.Duration `yaml:"ramp_interval"`
+	TicketFactor  float64       `yaml:"ticket_factor"` // weight multiplier under a ticket-severity SLO burn
+	RTTSlack      float64       `yaml:"rtt_slack"`     // POPs within this fraction of the best RTT share a region's traffic
+	Stickiness    float64       `yaml:"stickiness"`    // RTT discount of POPs already serving, against flapping
+
+	Overrides []Override `yaml:"overrides"`
+
+	// APIListen, when set, serves the override API on its own listener, which then
+	// requires the token from APITokenFile or $MERIDIAN_STEERING_API_TOKEN.
+	APIListen    string `yaml:"api_listen"`
+	APITokenFile string `yaml:"api_token_file"`
+
+	DNS     authdns.Config `yaml:"dns"`
+	RFC2136 rfc2136.Config `yaml:"rfc2136"`
+}
+
+// RegisterFlags registers the steering flags with the "steering." prefix and sets defaults.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	f.DurationVar(&c.TickInterval, "steering.tick-interval", 200*time.Millisecond, "How often weights are recomputed.")
+	f.IntVar(&c.FailThreshold, "steering.fail-threshold", 2, "Consecutive probe failures after which a vantage votes a POP down.")
+	f.IntVar(&c.Quorum, "steering.quorum", 0, "Vantages that must vote a POP down to drain it; 0 = a majority of the reporting vantages.")
+	f.DurationVar(&c.Stale, "steering.stale", 10*time.Second, "A vantage silent this long does not vote and its RTTs are not used.")
+	f.DurationVar(&c.MinHold, "steering.min-hold", 30*time.Second, "Minimum time a drained POP stays drained, and an RTT choice stays chosen.")
+	f.Float64Var(&c.RampStep, "steering.ramp-step", 0.25, "Max weight change per ramp interval, as a fraction of the POP's base weight.")
+	f.DurationVar(&c.RampInterval, "steering.ramp-interval", 5*time.Second, "Interval between ramp steps.")
+	f.Float64Var(&c.TicketFactor, "steering.ticket-factor", 0.5, "Weight multiplier while a ticket-severity SLO alert fires for the POP.")
+	f.Float64Var(&c.RTTSlack, "steering.rtt-slack", 0.2, "POPs within this fraction of the best RTT share a region's traffic.")
+	f.Float64Var(&c.Stickiness, "steering.stickiness", 0.15, "RTT discount of POPs already serving a region.")
+	f.StringVar(&c.APIListen, "steering.api-listen", "", "Serve the override API on its own listener (token required); empty: mounted by the main server only.")
+	f.StringVar(&c.APITokenFile, "steering.api-token-file", "", "File holding the override API token (else $MERIDIAN_STEERING_API_TOKEN).")
+	c.DNS.RegisterFlags("steering.dns.", f)
+	c.RFC2136.RegisterFlags(f)
+}
+
+// Validate names the offending field.
+func (c *Config) Validate() error {
+	switch {
+	case c.TickInterval <= 0:
+		return fmt.Errorf("steering.tick_interval: must be > 0")
+	case c.FailThreshold < 1:
+		return fmt.Errorf("steering.fail_threshold: must be >= 1")
+	case c.Quorum < 0:
+		return fmt.Errorf("steering.quorum: must be >= 0")
+	case c.Stale <= 0:
+		return fmt.Errorf("steering.stale: must be > 0")
+	case c.MinHold < 0:
+		return fmt.Errorf("steering.min_hold: must be >= 0")
+	case c.RampStep <= 0 || c.RampStep > 1:
+		return fmt.Errorf("steering.ramp_step: must be in (0,1]")
+	case c.RampInterval <= 0:
+		return fmt.Errorf("steering.ramp_interval: must be > 0")
+	case c.TicketFactor < 0 || c.TicketFactor > 1:
+		return fmt.Errorf("steering.ticket_factor: must be in [0,1]")
+	case c.RTTSlack < 0:
+		return fmt.Errorf("steering.rtt_slack: must be >= 0")
+	case c.Stickiness < 0 || c.Stickiness >= 1:
+		return fmt.Errorf("steering.stickiness: must be in [0,1)")
+	}
+	if c.DNS.Listen != "" {
+		if err := c.DNS.Validate(); err != nil {
+			return err
+		}
+	}
+	return c.RFC2136.Validate()
+}

@@ -1,0 +1,528 @@
+package steering
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"math"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridianhq/meridian/alerts"
+	"github.com/meridianhq/meridian/collectors/geodns"
+	"github.com/meridianhq/meridian/inventory"
+	"github.com/meridianhq/meridian/pipeline"
+	"github.com/meridianhq/meridian/steering/pick"
+)
+
+// DefaultRegion is the client region of clients that match no configured region (unless
+// the inventory defines a region of that name). It may use every POP of a service.
+const DefaultRegion = "default"
+
+// Causes of a weight change, as recorded in pipeline.SteeringDecision.Cause.
+const (
+	CauseHealth   = "health"
+	CauseSLO      = "slo"
+	CauseRTT      = "rtt"
+	CauseOverride = "override"
+	CauseFailOpen = "failopen"
+	CauseRestore  = "restore"
+)
+
+// Weight is the current weight of one POP for one service and client region.
+type Weight struct {
+	Service string  `json:"service"`
+	Region  string  `json:"region"`
+	POP     string  `json:"pop"`
+	Weight  float64 `json:"weight"`
+	Target  float64 `json:"target"` // where the ramp is heading
+	Cause   string  `json:"cause"`
+	Reason  string  `json:"reason"`
+	Since   time.Time
+}
+
+// Weights is a consistent snapshot of every weight, sorted by service, region, POP.
+type Weights struct {
+	Time    time.Time `json:"time"`
+	Entries []Weight  `json:"entries"`
+}
+
+// key identifies one weight.
+type key struct{ svc, region, pop string }
+
+// groupKey identifies one answer set: a service as seen from a client region.
+type groupKey struct{ svc, region string }
+
+type entry struct {
+	w, target     float64
+	cause, reason string
+	since         time.Time // last change
+	drainedAt     time.Time // last emergency drain: restore waits MinHold after it
+	lastStep      time.Time
+}
+
+type group struct {
+	svc        inventory.Service
+	region     inventory.ClientRegion
+	candidates []string // service POPs allowed for the region, in service order
+	chosen     []string // POPs the RTT ranking chose last
+	chosenAt   time.Time
+}
+
+// Engine turns probe, SLO and override state into weights, one tick at a time. It is
+// safe for concurrent use: Consume runs on the pipeline's goroutine, Answers on DNS
+// workers, the API on HTTP handlers.
+type Engine struct {
+	cfg    Config
+	inv    *inventory.Inventory
+	app    pipeline.Appender
+	alerts alerts.Source
+	log    *slog.Logger
+	now    func() time.Time
+
+	matrix    *geodns.Matrix
+	overrides *overrideSet
+
+	mu      sync.Mutex
+	groups  []*group
+	regions []string // client region names, DefaultRegion included
+	entries map[key]*entry
+	down    map[string]bool // POPs the health quorum drained, as of the last tick
+
+	table atomic.Pointer[map[groupKey]*pick.Set]
+
+	weight    *prometheus.GaugeVec
+	decisions *prometheus.CounterVec
+	popDown   *prometheus.GaugeVec
+}
+
+// NewEngine builds the weight engine; alertSrc may be nil (no SLO input).
+func NewEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, alertSrc alerts.Source, log *slog.Logger, reg prometheus.Registerer) (*Engine, error) {
+	e := &Engine{
+		cfg: cfg, inv: inv, app: app, alerts: alertSrc, log: log.With("component", "steering"), now: time.Now,
+		matrix: geodns.NewMatrix(), entries: map[key]*entry{}, down: map[string]bool{},
+		weight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_steering_weight", Help: "Current steering weight of a POP for a service and client region (0 = drained).",
+		}, []string{"service", "region", "pop"}),
+		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_steering_decisions_total", Help: "Weight changes made, by cause.",
+		}, []string{"cause"}),
+		popDown: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_steering_pop_down", Help: "1 when a quorum of vantages sees the POP failing.",
+		}, []string{"pop"}),
+	}
+	for _, c := range []prometheus.Collector{e.weight, e.decisions, e.popDown} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("steering metrics: %w", err)
+		}
+	}
+	ov, err := newOverrideSet(cfg.Overrides, inv)
+	if err != nil {
+		return nil, err
+	}
+	e.overrides = ov
+	if err := e.buildGroups(); err != nil {
+		return nil, err
+	}
+	e.Tick(context.Background())
+	return e, nil
+}
+
+func (e *Engine) buildGroups() error {
+	regions := slices.Clone(e.inv.ClientRegions)
+	if !slices.ContainsFunc(regions, func(r inventory.ClientRegion) bool { return r.Name == DefaultRegion }) {
+		regions = append(regions, inventory.ClientRegion{Name: DefaultRegion})
+	}
+	for _, r := range regions {
+		e.regions = append(e.regions, r.Name)
+		if r.Vantage != "" {
+			if _, ok := e.inv.Site(r.Vantage); !ok {
+				return fmt.Errorf("inventory.client_regions %q: unknown vantage site %q", r.Name, r.Vantage)
+			}
+		}
+		for _, svc := range e.inv.Services {
+			g := &group{svc: svc, region: r}
+			for _, p := range svc.POPs {
+				if len(r.AllowedPOPs) == 0 || slices.Contains(r.AllowedPOPs, p) {
+					g.candidates = append(g.candidates, p)
+				}
+			}
+			// A region whose residency excludes every POP of a service gets no answer for
+			// it: an empty answer is better than data leaving its jurisdiction.
+			e.groups = append(e.groups, g)
+		}
+	}
+	return nil
+}
+
+// Consume folds probe records into the vantage × POP matrix.
+func (e *Engine) Consume(recs []pipeline.Record) {
+	for _, r := range recs {
+		if p, ok := r.(*pipeline.Probe); ok {
+			e.matrix.Observe(p)
+		}
+	}
+}
+
+// Matrix is the engine's vantage × POP view, fed by every vantage's probe records.
+func (e *Engine) Matrix() *geodns.Matrix { return e.matrix }
+
+// Answers returns the weighted POP set for a service and client region, for the DNS
+// answer path; nil when the service is unknown or nothing may serve the region.
+func (e *Engine) Answers(service, region string) *pick.Set {
+	t := e.table.Load()
+	if t == nil {
+		return nil
+	}
+	if s, ok := (*t)[groupKey{service, region}]; ok {
+		return s
+	}
+	return (*t)[groupKey{service, DefaultRegion}]
+}
+
+// Weights returns a snapshot of every weight.
+func (e *Engine) Weights() Weights {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	out := Weights{Time: e.now()}
+	for k, en := range e.entries {
+		out.Entries = append(out.Entries, Weight{Service: k.svc, Region: k.region, POP: k.pop, Weight: en.w, Target: en.target, Cause: en.cause, Reason: en.reason, Since: en.since})
+	}
+	slices.SortFunc(out.Entries, func(a, b Weight) int {
+		return strings.Compare(a.Service+"\x00"+a.Region+"\x00"+a.POP, b.Service+"\x00"+b.Region+"\x00"+b.POP)
+	})
+	return out
+}
+
+// run ticks until ctx ends.
+func (e *Engine) run(ctx context.Context) error {
+	t := time.NewTicker(e.cfg.TickInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			e.Tick(ctx)
+		}
+	}
+}
+
+// target is what a weight should be now, before ramps and holds.
+type target struct {
+	w             float64
+	cause, reason string
+	emergency     bool // drains at once instead of ramping down
+}
+
+// Tick recomputes every weight once and records each change.
+func (e *Engine) Tick(ctx context.Context) {
+	now := e.now()
+	health := e.matrix.Health(now.Add(-e.cfg.Stale), e.cfg.FailThreshold, e.cfg.Quorum)
+	pages, tickets := e.alertState()
+
+	e.mu.Lock()
+	var decisions []pipeline.Record
+	for pop := range e.down {
+		if !health[pop].Down {
+			delete(e.down, pop)
+			e.popDown.WithLabelValues(pop).Set(0)
+		}
+	}
+	for pop, h := range health {
+		if h.Down && !e.down[pop] {
+			e.down[pop] = true
+			e.popDown.WithLabelValues(pop).Set(1)
+			e.log.Warn("POP down by probe quorum", "pop", pop, "failing_vantages", h.Failing, "vantages", h.Vantages)
+		}
+	}
+	table := map[groupKey]*pick.Set{}
+	for _, g := range e.groups {
+		targets := e.targets(g, now, health, pages, tickets)
+		decisions = append(decisions, e.step(g, targets, now)...)
+		table[groupKey{g.svc.Name, g.region.Name}] = e.set(g)
+	}
+	e.table.Store(&table)
+	e.mu.Unlock()
+
+	if len(decisions) > 0 && e.app != nil {
+		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		if err := e.app.Append(actx, decisions...); err != nil {
+			e.log.Warn("append steering decisions", "n", len(decisions), "err", err)
+		}
+		cancel()
+	}
+}
+
+// alertState maps firing SLO alerts to POPs: page drains, ticket lowers. The key is
+// "pop" or "service\x00pop" when the alert names a service.
+func (e *Engine) alertState() (pages, tickets map[string]string) {
+	pages, tickets = map[string]string{}, map[string]string{}
+	if e.alerts == nil {
+		return
+	}
+	for _, a := range e.alerts.Firing() {
+		pop := a.Labels["pop"]
+		if pop == "" {
+			continue
+		}
+		k := pop
+		if s := a.Labels["service"]; s != "" {
+			k = s + "\x00" + pop
+		}
+		switch a.Severity {
+		case alerts.SeverityPage:
+			pages[k] = a.Name
+		case alerts.SeverityTicket:
+			tickets[k] = a.Name
+		}
+	}
+	return
+}
+
+func alertFor(m map[string]string, svc, pop string) (string, bool) {
+	if n, ok := m[pop]; ok {
+		return n, true
+	}
+	n, ok := m[svc+"\x00"+pop]
+	return n, ok
+}
+
+// targets decides each candidate's target weight for one group.
+func (e *Engine) targets(g *group, now time.Time, health map[string]geodns.POPHealth, pages, tickets map[string]string) map[string]target {
+	out := map[string]target{}
+	eligible := []string{}
+	pinned := e.overrides.pinned(g.svc.Name, g.region.Name, g.candidates)
+	for _, p := range g.candidates {
+		base := e.baseWeight(p)
+		t := target{w: base}
+		switch {
+		case len(pinned) > 0 && !slices.Contains(pinned, p):
+			t = target{0, CauseOverride, "manual pin to " + strings.Join(pinned, ","), true}
+		case e.overrides.drained(g.svc.Name, g.region.Name, p):
+			t = target{0, CauseOverride, "manual drain", true}
+		case health[p].Down:
+			h := health[p]
+			t = target{0, CauseHealth, fmt.Sprintf("%d of %d vantages see %d+ consecutive probe failures", h.Failing, h.Vantages, e.cfg.FailThreshold), true}
+		default:
+			if name, ok := alertFor(pages, g.svc.Name, p); ok {
+				t = target{0, CauseSLO, "page-severity SLO burn " + name, true}
+			} else if name, ok := alertFor(tickets, g.svc.Name, p); ok {
+				t = target{base * e.cfg.TicketFactor, CauseSLO, "ticket-severity SLO burn " + name, false}
+			}
+		}
+		if t.w > 0 {
+			eligible = append(eligible, p)
+		}
+		out[p] = t
+	}
+	if len(eligible) == 0 {
+		// Fail open inside the allowed set: answering with a sick POP beats answering
+		// nothing, and residency still holds because only candidates are served.
+		for _, p := range g.candidates {
+			out[p] = target{e.baseWeight(p), CauseFailOpen, "every allowed POP is unhealthy; serving all of them", false}
+		}
+		return out
+	}
+	if len(pinned) > 0 {
+		return out
+	}
+	chosen := e.rank(g, eligible, now)
+	for _, p := range eligible {
+		t := out[p]
+		switch {
+		case !slices.Contains(chosen, p):
+			t = target{0, CauseRTT, "a nearer healthy POP serves this region", false}
+		case t.cause == "":
+			t.cause, t.reason = CauseRTT, "among the nearest healthy POPs"
+		}
+		out[p] = t
+	}
+	return out
+}
+
+// rank updates g.chosen: the eligible POPs whose cost is within RTTSlack of the best,
+// preferring the region's preferred POPs while any is eligible. The current choice is
+// kept for MinHold unless one of its POPs became ineligible, so RTT noise cannot flap it.
+func (e *Engine) rank(g *group, eligible []string, now time.Time) []string {
+	pool := eligible
+	if pref := filter(g.region.Preferred, eligible); len(pref) > 0 {
+		pool = pref
+	}
+	cost := map[string]float64{}
+	best := math.Inf(1)
+	for _, p := range pool {
+		c := e.cost(g.region, p, now)
+		if slices.Contains(g.chosen, p) {
+			c *= 1 - e.cfg.Stickiness
+		}
+		cost[p] = c
+		best = min(best, c)
+	}
+	var chosen []string
+	for _, p := range pool {
+		if cost[p] <= best*(1+e.cfg.RTTSlack)+1e-9 {
+			chosen = append(chosen, p)
+		}
+	}
+	stillValid := len(g.chosen) > 0
+	for _, p := range g.chosen {
+		if !slices.Contains(pool, p) {
+			stillValid = false
+		}
+	}
+	if !slices.Equal(chosen, g.chosen) && (!stillValid || now.Sub(g.chosenAt) >= e.cfg.MinHold) {
+		g.chosen, g.chosenAt = chosen, now
+	}
+	return g.chosen
+}
+
+func filter(list, keep []string) []string {
+	var out []string
+	for _, p := range list {
+		if slices.Contains(keep, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+// cost estimates the region's RTT to a POP in milliseconds: measured from the region's
+// vantage when fresh, else from great-circle distance (light in fibre covers about
+// 100 km per millisecond of round trip). Without a vantage every POP costs the same.
+func (e *Engine) cost(r inventory.ClientRegion, pop string, now time.Time) float64 {
+	if r.Vantage == "" {
+		return 0
+	}
+	for _, c := range e.matrix.Cells(now.Add(-e.cfg.Stale)) {
+		if c.Vantage == r.Vantage && c.POP == pop && c.RTT > 0 && now.Sub(c.LastOK) < e.cfg.Stale {
+			return float64(c.RTT) / float64(time.Millisecond)
+		}
+	}
+	vs, _ := e.inv.Site(r.Vantage)
+	p, ok := e.inv.POP(pop)
+	if !ok {
+		return math.Inf(1)
+	}
+	ps, ok := e.inv.Site(p.Site)
+	if !ok {
+		return math.Inf(1)
+	}
+	return haversineKm(vs.Lat, vs.Lon, ps.Lat, ps.Lon) / 100
+}
+
+func haversineKm(lat1, lon1, lat2, lon2 float64) float64 {
+	const r = 6371.0
+	rad := math.Pi / 180
+	dlat, dlon := (lat2-lat1)*rad, (lon2-lon1)*rad
+	a := math.Sin(dlat/2)*math.Sin(dlat/2) + math.Cos(lat1*rad)*math.Cos(lat2*rad)*math.Sin(dlon/2)*math.Sin(dlon/2)
+	return 2 * r * math.Asin(math.Sqrt(a))
+}
+
+func (e *Engine) baseWeight(pop string) float64 {
+	if p, ok := e.inv.POP(pop); ok && p.BaseWeight > 0 {
+		return p.BaseWeight
+	}
+	return 1
+}
+
+// step moves each weight of a group toward its target: emergency drains at once,
+// everything else by at most RampStep × base per RampInterval, and a drained POP is
+// held at its drained weight for MinHold before it may rise again.
+func (e *Engine) step(g *group, targets map[string]target, now time.Time) []pipeline.Record {
+	var recs []pipeline.Record
+	change := func(p string, en *entry, w float64, t target) {
+		if w == en.w && t.cause == en.cause {
+			return
+		}
+		old := en.w
+		en.target = t.w
+		en.cause, en.reason = t.cause, t.reason
+		if w == old {
+			return // same weight, new explanation: not a decision
+		}
+		en.w, en.since = w, now
+		e.weight.WithLabelValues(g.svc.Name, g.region.Name, p).Set(w)
+		e.decisions.WithLabelValues(t.cause).Inc()
+		recs = append(recs, &pipeline.SteeringDecision{
+			M:       pipeline.Meta{Time: now, Collector: "steering"},
+			Service: g.svc.Name, ClientRegion: g.region.Name, POP: p,
+			OldWeight: old, NewWeight: w, Cause: t.cause, Reason: t.reason,
+		})
+	}
+	serving := 0
+	for _, p := range g.candidates {
+		t := targets[p]
+		k := key{g.svc.Name, g.region.Name, p}
+		en := e.entries[k]
+		if en == nil {
+			// First sight: start at the target, nothing to ramp from.
+			en = &entry{lastStep: now}
+			e.entries[k] = en
+			change(p, en, t.w, t)
+			en.target = t.w
+			if en.w > 0 {
+				serving++
+			}
+			continue
+		}
+		en.target = t.w
+		w := en.w
+		switch {
+		case t.w < w && t.emergency:
+			w = t.w
+			en.drainedAt = now
+		case t.w != w && now.Sub(en.lastStep) >= e.cfg.RampInterval:
+			if t.w > w && now.Sub(en.drainedAt) < e.cfg.MinHold {
+				break // hold a drained POP down before restoring it
+			}
+			stepSize := e.cfg.RampStep * e.baseWeight(p)
+			if t.w > w {
+				w = min(t.w, w+stepSize)
+				if en.w == 0 && !en.drainedAt.IsZero() && t.cause != CauseFailOpen {
+					t.cause, t.reason = CauseRestore, "ramping up: "+t.reason
+				}
+			} else {
+				w = max(t.w, w-stepSize)
+			}
+			en.lastStep = now
+		}
+		change(p, en, w, t)
+		if en.w > 0 {
+			serving++
+		}
+	}
+	if serving == 0 {
+		// Holds and ramps must never leave a region with nothing to answer.
+		for _, p := range g.candidates {
+			if t := targets[p]; t.w > 0 {
+				change(p, e.entries[key{g.svc.Name, g.region.Name, p}], t.w, target{t.w, t.cause, "last resort, no POP serving: " + t.reason, false})
+			}
+		}
+	}
+	return recs
+}
+
+// set builds the answer set of a group from its current weights.
+func (e *Engine) set(g *group) *pick.Set {
+	var cs []pick.Choice
+	for _, p := range g.candidates {
+		en := e.entries[key{g.svc.Name, g.region.Name, p}]
+		pop, _ := e.inv.POP(p)
+		c := pick.Choice{POP: p, Weight: en.w}
+		for _, v := range pop.VIPs {
+			if v = v.Unmap(); v.Is4() {
+				c.V4 = append(c.V4, v)
+			} else {
+				c.V6 = append(c.V6, v)
+			}
+		}
+		cs = append(cs, c)
+	}
+	return pick.NewSet(cs)
+}

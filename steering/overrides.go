@@ -1,0 +1,123 @@
+package steering
+
+import (
+	"fmt"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/meridianhq/meridian/inventory"
+)
+
+// Override is a manual drain or pin. Empty Service or Region means every one.
+type Override struct {
+	ID      string    `yaml:"-" json:"id"`
+	Action  string    `yaml:"action" json:"action"` // drain, pin
+	POP     string    `yaml:"pop" json:"pop"`
+	Service string    `yaml:"service" json:"service,omitempty"`
+	Region  string    `yaml:"region" json:"region,omitempty"`
+	Reason  string    `yaml:"reason" json:"reason,omitempty"`
+	Created time.Time `yaml:"-" json:"created"`
+	Source  string    `yaml:"-" json:"source"` // config, api
+}
+
+type overrideSet struct {
+	inv  *inventory.Inventory
+	mu   sync.RWMutex
+	list []Override
+	next int
+}
+
+func newOverrideSet(cfg []Override, inv *inventory.Inventory) (*overrideSet, error) {
+	s := &overrideSet{inv: inv}
+	for i, o := range cfg {
+		o.Source = "config"
+		if _, err := s.add(o); err != nil {
+			return nil, fmt.Errorf("steering.overrides[%d]: %w", i, err)
+		}
+	}
+	return s, nil
+}
+
+// validate refuses overrides that name unknown things or would break residency: a pin
+// to a POP a region may not use is an error, not a silent no-op.
+func (s *overrideSet) validate(o Override) error {
+	if o.Action != "drain" && o.Action != "pin" {
+		return fmt.Errorf("action %q: want drain or pin", o.Action)
+	}
+	if _, ok := s.inv.POP(o.POP); !ok {
+		return fmt.Errorf("unknown POP %q", o.POP)
+	}
+	if o.Service != "" && !slices.ContainsFunc(s.inv.Services, func(v inventory.Service) bool { return v.Name == o.Service }) {
+		return fmt.Errorf("unknown service %q", o.Service)
+	}
+	if o.Region == "" {
+		return nil
+	}
+	i := slices.IndexFunc(s.inv.ClientRegions, func(r inventory.ClientRegion) bool { return r.Name == o.Region })
+	if i < 0 && o.Region != DefaultRegion {
+		return fmt.Errorf("unknown client region %q", o.Region)
+	}
+	if o.Action == "pin" && i >= 0 {
+		if allowed := s.inv.ClientRegions[i].AllowedPOPs; len(allowed) > 0 && !slices.Contains(allowed, o.POP) {
+			return fmt.Errorf("pin of region %q to POP %q violates its residency (allowed: %v)", o.Region, o.POP, allowed)
+		}
+	}
+	return nil
+}
+
+func (s *overrideSet) add(o Override) (Override, error) {
+	if err := s.validate(o); err != nil {
+		return Override{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.next++
+	o.ID = strconv.Itoa(s.next)
+	if o.Created.IsZero() {
+		o.Created = time.Now()
+	}
+	s.list = append(s.list, o)
+	return o, nil
+}
+
+func (s *overrideSet) remove(id string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := len(s.list)
+	s.list = slices.DeleteFunc(s.list, func(o Override) bool { return o.ID == id })
+	return len(s.list) != n
+}
+
+func (s *overrideSet) all() []Override {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return slices.Clone(s.list)
+}
+
+func (o Override) matches(svc, region string) bool {
+	return (o.Service == "" || o.Service == svc) && (o.Region == "" || o.Region == region)
+}
+
+func (s *overrideSet) drained(svc, region, pop string) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return slices.ContainsFunc(s.list, func(o Override) bool {
+		return o.Action == "drain" && o.POP == pop && o.matches(svc, region)
+	})
+}
+
+// pinned returns the pinned POPs among candidates; pins outside the candidates (another
+// region's POP) are ignored so that a broad pin can never break residency.
+func (s *overrideSet) pinned(svc, region string, candidates []string) []string {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	var out []string
+	for _, o := range s.list {
+		if o.Action == "pin" && o.matches(svc, region) && slices.Contains(candidates, o.POP) && !slices.Contains(out, o.POP) {
+			out = append(out, o.POP)
+		}
+	}
+	return out
+}

@@ -1,0 +1,251 @@
+// Package rfc2136 publishes steering decisions to an external authoritative server
+// (BIND, Knot, PowerDNS) as TSIG-signed dynamic updates (RFC 2136, RFC 8945).
+//
+// Mapping: for service S (e.g. api.example.net.) and client region R, the name
+// R.S (e.g. paris.api.example.net.) holds the A and AAAA records of every POP whose
+// weight for R is above zero; S itself holds the set of the default region. Plain DNS
+// cannot carry weights, so a weighted set is published as its members; the external
+// server's own geo feature (BIND views, Knot geoip module, PowerDNS GeoIP) maps clients
+// to R.S with a CNAME.
+package rfc2136
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/miekg/dns"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridianhq/meridian/steering/pick"
+)
+
+// Config is where and how to publish. The TSIG secret is read from a file or an
+// environment variable, never from the config itself, and is never logged.
+type Config struct {
+	Server        string        `yaml:"server"`          // host:port of the primary; "" disables publishing
+	Zone          string        `yaml:"zone"`            // zone to update
+	KeyName       string        `yaml:"key_name"`        // TSIG key name
+	KeyAlgorithm  string        `yaml:"key_algorithm"`   // hmac-sha256 (default), hmac-sha512, ...
+	KeySecretFile string        `yaml:"key_secret_file"` // file holding the base64 secret
+	KeySecretEnv  string        `yaml:"key_secret_env"`  // or the environment variable holding it
+	Interval      time.Duration `yaml:"interval"`        // how often changed sets are pushed
+	Resync        time.Duration `yaml:"resync"`          // how often every set is pushed again, repairing drift
+	TTL           uint32        `yaml:"ttl"`
+	Timeout       time.Duration `yaml:"timeout"`
+}
+
+// RegisterFlags registers the publisher flags with the "steering.rfc2136." prefix.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	p := "steering.rfc2136."
+	f.StringVar(&c.Server, p+"server", "", "host:port of the authoritative server taking RFC 2136 updates; empty disables publishing.")
+	f.StringVar(&c.Zone, p+"zone", "", "Zone to update.")
+	f.StringVar(&c.KeyName, p+"key-name", "", "TSIG key name.")
+	f.StringVar(&c.KeyAlgorithm, p+"key-algorithm", "hmac-sha256", "TSIG algorithm.")
+	f.StringVar(&c.KeySecretFile, p+"key-secret-file", "", "File holding the base64 TSIG secret.")
+	f.StringVar(&c.KeySecretEnv, p+"key-secret-env", "MERIDIAN_RFC2136_SECRET", "Environment variable holding the base64 TSIG secret (when no file is given).")
+	f.DurationVar(&c.Interval, p+"interval", time.Second, "How often changed answer sets are pushed.")
+	f.DurationVar(&c.Resync, p+"resync", 5*time.Minute, "How often every answer set is pushed again.")
+	f.Func(p+"ttl", "TTL of published records in seconds (default 30).", func(s string) error {
+		_, err := fmt.Sscan(s, &c.TTL)
+		return err
+	})
+	c.TTL = 30
+	f.DurationVar(&c.Timeout, p+"timeout", 3*time.Second, "Timeout of one update.")
+}
+
+// Validate names the offending field.
+func (c *Config) Validate() error {
+	if c.Server == "" {
+		return nil
+	}
+	if _, _, err := net.SplitHostPort(c.Server); err != nil {
+		return fmt.Errorf("steering.rfc2136.server: %w", err)
+	}
+	if _, ok := dns.IsDomainName(c.Zone); !ok || c.Zone == "" {
+		return fmt.Errorf("steering.rfc2136.zone: %q is not a domain name", c.Zone)
+	}
+	if c.KeyName == "" {
+		return fmt.Errorf("steering.rfc2136.key_name: required (updates are always signed)")
+	}
+	if c.Interval <= 0 {
+		return fmt.Errorf("steering.rfc2136.interval: must be > 0")
+	}
+	return nil
+}
+
+func (c *Config) secret() (string, error) {
+	if c.KeySecretFile != "" {
+		b, err := os.ReadFile(c.KeySecretFile)
+		if err != nil {
+			return "", fmt.Errorf("steering.rfc2136.key_secret_file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	if s := os.Getenv(c.KeySecretEnv); s != "" {
+		return s, nil
+	}
+	return "", fmt.Errorf("steering.rfc2136: no TSIG secret (set key_secret_file or $%s)", c.KeySecretEnv)
+}
+
+// Source gives the current answer set of a service for a client region.
+type Source interface {
+	Answers(service, region string) *pick.Set
+}
+
+// Name is one published name and the answer set it mirrors.
+type Name struct {
+	FQDN, Service, Region string
+}
+
+// Names maps services and regions to published names: R.S per region, S for defaultRegion.
+func Names(svcs, regions []string, defaultRegion string) []Name {
+	var out []Name
+	for _, s := range svcs {
+		s = dns.CanonicalName(s)
+		for _, r := range regions {
+			n := strings.ToLower(r) + "." + s
+			if r == defaultRegion {
+				n = s
+			}
+			out = append(out, Name{FQDN: n, Service: s, Region: r})
+		}
+	}
+	return out
+}
+
+// Publisher pushes changed answer sets.
+type Publisher struct {
+	services.Service
+	cfg    Config
+	src    Source
+	names  []Name
+	secret string
+	alg    string
+	log    *slog.Logger
+
+	pushed   map[string]string // name -> fingerprint of what the server has
+	lastFull time.Time
+	updates  *prometheus.CounterVec
+}
+
+// New builds a publisher of names from src.
+func New(cfg Config, src Source, names []Name, log *slog.Logger, reg prometheus.Registerer) (*Publisher, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	secret, err := cfg.secret()
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range names {
+		if _, ok := dns.IsDomainName(n.FQDN); !ok || !dns.IsSubDomain(dns.CanonicalName(cfg.Zone), n.FQDN) {
+			return nil, fmt.Errorf("steering.rfc2136: name %q is not a domain name inside zone %q", n.FQDN, cfg.Zone)
+		}
+	}
+	p := &Publisher{
+		cfg: cfg, src: src, names: names, secret: secret, alg: dns.Fqdn(strings.ToLower(cfg.KeyAlgorithm)),
+		log: log.With("component", "rfc2136", "server", cfg.Server), pushed: map[string]string{},
+		updates: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_steering_rfc2136_updates_total", Help: "RFC 2136 updates sent, by result (ok, error).",
+		}, []string{"result"}),
+	}
+	if err := reg.Register(p.updates); err != nil {
+		return nil, fmt.Errorf("rfc2136 metrics: %w", err)
+	}
+	p.Service = services.NewTimerService(cfg.Interval, nil, func(ctx context.Context) error {
+		if err := p.Sync(ctx); err != nil {
+			p.log.Warn("rfc2136 update failed; will retry", "err", err)
+		}
+		return nil
+	}, nil).WithName("rfc2136-publisher")
+	return p, nil
+}
+
+// Sync pushes every name whose answer set differs from what was last pushed (every
+// name when a resync is due) and returns the first error; failed names are retried on
+// the next call.
+func (p *Publisher) Sync(ctx context.Context) error {
+	full := time.Since(p.lastFull) >= p.cfg.Resync
+	var firstErr error
+	for _, n := range p.names {
+		rrs := p.records(n)
+		fp := fingerprint(rrs)
+		if !full && p.pushed[n.FQDN] == fp {
+			continue
+		}
+		if err := p.push(ctx, n.FQDN, rrs); err != nil {
+			p.updates.WithLabelValues("error").Inc()
+			delete(p.pushed, n.FQDN)
+			if firstErr == nil {
+				firstErr = fmt.Errorf("update %s: %w", n.FQDN, err)
+			}
+			continue
+		}
+		p.updates.WithLabelValues("ok").Inc()
+		p.pushed[n.FQDN] = fp
+	}
+	if full && firstErr == nil {
+		p.lastFull = time.Now()
+	}
+	return firstErr
+}
+
+func (p *Publisher) records(n Name) []dns.RR {
+	var rrs []dns.RR
+	set := p.src.Answers(n.Service, n.Region)
+	if set == nil {
+		return nil
+	}
+	for _, c := range set.Choices {
+		for _, a := range c.V4 {
+			rrs = append(rrs, &dns.A{Hdr: dns.RR_Header{Name: n.FQDN, Rrtype: dns.TypeA, Class: dns.ClassINET, Ttl: p.cfg.TTL}, A: a.AsSlice()})
+		}
+		for _, a := range c.V6 {
+			rrs = append(rrs, &dns.AAAA{Hdr: dns.RR_Header{Name: n.FQDN, Rrtype: dns.TypeAAAA, Class: dns.ClassINET, Ttl: p.cfg.TTL}, AAAA: a.AsSlice()})
+		}
+	}
+	return rrs
+}
+
+func fingerprint(rrs []dns.RR) string {
+	s := make([]string, len(rrs))
+	for i, rr := range rrs {
+		s[i] = rr.String()
+	}
+	slices.Sort(s)
+	return strings.Join(s, "\n")
+}
+
+// push replaces the name's A and AAAA sets in one update, which the server applies
+// atomically: resolvers never see the name empty in between.
+func (p *Publisher) push(ctx context.Context, name string, rrs []dns.RR) error {
+	m := new(dns.Msg)
+	m.SetUpdate(dns.Fqdn(p.cfg.Zone))
+	m.RemoveRRset([]dns.RR{
+		&dns.A{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeA}},
+		&dns.AAAA{Hdr: dns.RR_Header{Name: name, Rrtype: dns.TypeAAAA}},
+	})
+	if len(rrs) > 0 {
+		m.Insert(rrs)
+	}
+	m.SetTsig(dns.Fqdn(p.cfg.KeyName), p.alg, 300, time.Now().Unix())
+	c := &dns.Client{Net: "tcp", Timeout: p.cfg.Timeout, TsigSecret: map[string]string{dns.Fqdn(p.cfg.KeyName): p.secret}}
+	ctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
+	defer cancel()
+	r, _, err := c.ExchangeContext(ctx, m, p.cfg.Server)
+	if r != nil && r.Rcode != dns.RcodeSuccess {
+		return fmt.Errorf("server answered %s", dns.RcodeToString[r.Rcode])
+	}
+	if err != nil {
+		return err
+	}
+	return nil
+}

@@ -1,0 +1,156 @@
+// Package steering turns probe, SLO and override state into per-region POP weights and
+// serves them: through the built-in authoritative GeoDNS (steering/authdns), as RFC 2136
+// updates to an external server (steering/rfc2136), and as a snapshot for the map and
+// metrics. See README.md.
+package steering
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridianhq/meridian/alerts"
+	"github.com/meridianhq/meridian/inventory"
+	"github.com/meridianhq/meridian/pipeline"
+	"github.com/meridianhq/meridian/steering/authdns"
+	"github.com/meridianhq/meridian/steering/locate"
+	"github.com/meridianhq/meridian/steering/rfc2136"
+	"github.com/meridianhq/meridian/steering/zone"
+)
+
+// Deps are what the steering module is given.
+type Deps struct {
+	Inventory  *inventory.Inventory
+	Appender   pipeline.Appender // SteeringDecision records go here
+	Alerts     alerts.Source     // may be nil
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// Steering is the whole module. It is a pipeline.Consumer of Probe records.
+type Steering struct {
+	services.Service
+	*Engine
+	DNS       *authdns.Server    // nil when cfg.DNS.Listen is empty
+	Publisher *rfc2136.Publisher // nil when cfg.RFC2136.Server is empty
+
+	cfg     Config
+	locator *locate.Locator
+	api     *http.Server
+	log     *slog.Logger
+}
+
+// New builds the module; it starts its listeners when started as a service.
+func New(cfg Config, d Deps) (*Steering, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	eng, err := NewEngine(cfg, d.Inventory, d.Appender, d.Alerts, d.Logger, d.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	s := &Steering{Engine: eng, cfg: cfg, log: d.Logger.With("component", "steering")}
+	var svcNames []string
+	for _, v := range d.Inventory.Services {
+		svcNames = append(svcNames, v.Name)
+	}
+	if cfg.DNS.Listen != "" {
+		z, err := zone.New(cfg.DNS.Zone, svcNames)
+		if err != nil {
+			return nil, fmt.Errorf("steering.dns.zone: %w", err)
+		}
+		s.locator, err = locate.New(d.Inventory.ClientRegions, cfg.DNS.GeoIPDB)
+		if err != nil {
+			return nil, fmt.Errorf("steering.dns: %w", err)
+		}
+		if s.DNS, err = authdns.New(cfg.DNS, z, s.locator, eng, d.Logger, d.Registerer); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.RFC2136.Server != "" {
+		names := rfc2136.Names(svcNames, eng.regions, DefaultRegion)
+		if s.Publisher, err = rfc2136.New(cfg.RFC2136, eng, names, d.Logger, d.Registerer); err != nil {
+			return nil, err
+		}
+	}
+	if cfg.APIListen != "" {
+		token, err := apiToken(cfg.APITokenFile)
+		if err != nil {
+			return nil, err
+		}
+		s.api = &http.Server{Addr: cfg.APIListen, Handler: RequireToken(token, eng.Handler()), ReadHeaderTimeout: 5 * time.Second}
+	}
+	s.Service = services.NewBasicService(s.starting, eng.run, s.stopping).WithName("steering")
+	return s, nil
+}
+
+func apiToken(file string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("steering.api_token_file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	if t := os.Getenv("MERIDIAN_STEERING_API_TOKEN"); t != "" {
+		return t, nil
+	}
+	return "", errors.New("steering.api_listen: a token is required (steering.api_token_file or $MERIDIAN_STEERING_API_TOKEN)")
+}
+
+func (s *Steering) subservices() []services.Service {
+	var out []services.Service
+	if s.DNS != nil {
+		out = append(out, s.DNS)
+	}
+	if s.Publisher != nil {
+		out = append(out, s.Publisher)
+	}
+	return out
+}
+
+func (s *Steering) starting(ctx context.Context) error {
+	for _, sub := range s.subservices() {
+		if err := services.StartAndAwaitRunning(ctx, sub); err != nil {
+			s.stopping(nil)
+			return err
+		}
+	}
+	if s.api != nil {
+		l, err := net.Listen("tcp", s.api.Addr)
+		if err != nil {
+			s.stopping(nil)
+			return fmt.Errorf("steering.api_listen %s: %w", s.api.Addr, err)
+		}
+		go s.api.Serve(l)
+		s.log.Info("steering API listening", "addr", l.Addr().String())
+	}
+	return nil
+}
+
+func (s *Steering) stopping(error) error {
+	var errs []error
+	if s.api != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		errs = append(errs, s.api.Shutdown(ctx))
+		cancel()
+	}
+	for _, sub := range s.subservices() {
+		if sub.State() == services.Running || sub.State() == services.Starting {
+			errs = append(errs, services.StopAndAwaitTerminated(context.Background(), sub))
+		}
+	}
+	if s.locator != nil {
+		errs = append(errs, s.locator.Close())
+	}
+	return errors.Join(errs...)
+}
