@@ -1,0 +1,88 @@
+package pipeline
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"time"
+
+	"github.com/grafana/dskit/backoff"
+	"github.com/grafana/dskit/flagext"
+)
+
+// Config configures batching, retries, the disk spool and the consumer queues.
+type Config struct {
+	// Instance names this process in deduplication tokens so that two replicas never
+	// produce the same token. Empty: the host name.
+	Instance          string        `yaml:"instance"`
+	BatchRows         int           `yaml:"batch_rows"`
+	BatchAge          time.Duration `yaml:"batch_age"`
+	QueueSize         int           `yaml:"queue_size"`
+	ConsumerQueueSize int           `yaml:"consumer_queue_size"`
+	InsertTimeout     time.Duration `yaml:"insert_timeout"`
+	Retry             RetryConfig   `yaml:"retry"`
+	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"`
+	Spool             SpoolConfig   `yaml:"spool"`
+}
+
+// RetryConfig bounds the exponential, jittered backoff between insert attempts. A block is
+// retried until it is stored (or the Inserter marks its error Permanent).
+type RetryConfig struct {
+	MinBackoff time.Duration `yaml:"min_backoff"`
+	MaxBackoff time.Duration `yaml:"max_backoff"`
+}
+
+func (c RetryConfig) backoff() backoff.Config {
+	return backoff.Config{MinBackoff: c.MinBackoff, MaxBackoff: c.MaxBackoff}
+}
+
+// SpoolConfig configures the disk spool every block passes through before it is inserted.
+type SpoolConfig struct {
+	Path     string        `yaml:"path"`
+	MaxBytes flagext.Bytes `yaml:"max_bytes"`
+	Fsync    bool          `yaml:"fsync"`
+}
+
+// RegisterFlags registers the pipeline flags with prefix "pipeline." and sets defaults.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	f.StringVar(&c.Instance, "pipeline.instance", "", "Name of this instance in block deduplication tokens (default: the host name).")
+	f.IntVar(&c.BatchRows, "pipeline.batch-rows", 50000, "Rows per block: a batch of one record kind is sealed when it has this many rows.")
+	f.DurationVar(&c.BatchAge, "pipeline.batch-age", time.Second, "A non-empty batch is sealed at the latest this long after its first record.")
+	f.IntVar(&c.QueueSize, "pipeline.queue-size", 1024, "Append calls buffered per record kind before Append blocks.")
+	f.IntVar(&c.ConsumerQueueSize, "pipeline.consumer-queue-size", 1024, "Append calls buffered per consumer before that consumer's records are dropped.")
+	f.DurationVar(&c.InsertTimeout, "pipeline.insert-timeout", 30*time.Second, "Timeout of one insert attempt.")
+	f.DurationVar(&c.Retry.MinBackoff, "pipeline.retry.min-backoff", 100*time.Millisecond, "First delay before retrying a failed insert; it doubles up to the maximum, with jitter.")
+	f.DurationVar(&c.Retry.MaxBackoff, "pipeline.retry.max-backoff", 30*time.Second, "Largest delay between insert retries.")
+	f.DurationVar(&c.ShutdownTimeout, "pipeline.shutdown-timeout", 10*time.Second, "On stop, how long to keep inserting spooled blocks; what is left stays in the spool for the next start.")
+	f.StringVar(&c.Spool.Path, "pipeline.spool.path", "./data/spool", "Directory of the disk spool holding blocks until they are stored.")
+	c.Spool.MaxBytes = 1 << 30
+	f.Var(&c.Spool.MaxBytes, "pipeline.spool.max-bytes", "Spool size limit; when it is full, Append blocks (backpressure).")
+	f.BoolVar(&c.Spool.Fsync, "pipeline.spool.fsync", true, "fsync each spool file and the directory before a block counts as spooled (survives power loss, not only a process kill).")
+}
+
+// Validate reports the first invalid field.
+func (c *Config) Validate() error {
+	switch {
+	case c.BatchRows <= 0:
+		return fmt.Errorf("pipeline.batch_rows: must be positive, got %d", c.BatchRows)
+	case c.BatchAge <= 0:
+		return fmt.Errorf("pipeline.batch_age: must be positive, got %s", c.BatchAge)
+	case c.QueueSize <= 0:
+		return fmt.Errorf("pipeline.queue_size: must be positive, got %d", c.QueueSize)
+	case c.ConsumerQueueSize <= 0:
+		return fmt.Errorf("pipeline.consumer_queue_size: must be positive, got %d", c.ConsumerQueueSize)
+	case c.InsertTimeout <= 0:
+		return fmt.Errorf("pipeline.insert_timeout: must be positive, got %s", c.InsertTimeout)
+	case c.Retry.MinBackoff <= 0:
+		return fmt.Errorf("pipeline.retry.min_backoff: must be positive, got %s", c.Retry.MinBackoff)
+	case c.Retry.MaxBackoff < c.Retry.MinBackoff:
+		return fmt.Errorf("pipeline.retry.max_backoff: %s is below min_backoff %s", c.Retry.MaxBackoff, c.Retry.MinBackoff)
+	case c.ShutdownTimeout < 0:
+		return fmt.Errorf("pipeline.shutdown_timeout: must not be negative, got %s", c.ShutdownTimeout)
+	case c.Spool.Path == "":
+		return errors.New("pipeline.spool.path: must be set")
+	case c.Spool.MaxBytes == 0:
+		return errors.New("pipeline.spool.max_bytes: must be positive")
+	}
+	return nil
+}
