@@ -1,0 +1,264 @@
+// Package hubble collects Cilium Hubble flows from Hubble Relays' observer.GetFlows
+// streams, turns them into Flow records and workload FlowEdge records, and appends both
+// to the pipeline. Transport (stream.go: gRPC, TLS, resume) is separate from parsing
+// (parse.go: a pure function) and from aggregation (edges.go).
+package hubble
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridianhq/meridian/inventory"
+	"github.com/meridianhq/meridian/pipeline"
+)
+
+// Collector streams flows from every configured relay, one goroutine each: a relay that
+// fails or stalls is retried on its own and never holds up the others.
+type Collector struct {
+	services.Service
+	relays []*relay
+}
+
+// NewCollector validates cfg and returns the collector service. inv maps each relay's
+// cluster to its site (nil: no site).
+func NewCollector(cfg Config, app pipeline.Appender, inv *inventory.Inventory, log *slog.Logger, reg prometheus.Registerer) (*Collector, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	m := newMetrics(reg)
+	parser := NewParser(cfg.LabelKeys)
+	c := &Collector{}
+	for _, rc := range cfg.Relays {
+		site := ""
+		if inv != nil {
+			for _, cl := range inv.Clusters {
+				if cl.Name == rc.Cluster {
+					site = cl.Site
+				}
+			}
+		}
+		r, err := newRelay(&cfg, rc, site, parser, app, m, log.With("relay", rc.Name, "address", rc.Address))
+		if err != nil {
+			return nil, fmt.Errorf("hubble.relays %s: %w", rc.Name, err)
+		}
+		c.relays = append(c.relays, r)
+	}
+	c.Service = services.NewBasicService(nil, c.running, nil)
+	return c, nil
+}
+
+func (c *Collector) running(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for _, r := range c.relays {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			r.run(ctx)
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// RelayStatus is one relay's state, for readiness and debugging.
+type RelayStatus struct {
+	Name      string
+	Connected bool
+	LastFlow  time.Time // resume point
+	LastError string
+}
+
+// Status reports every relay's state.
+func (c *Collector) Status() []RelayStatus {
+	out := make([]RelayStatus, 0, len(c.relays))
+	for _, r := range c.relays {
+		out = append(out, r.status())
+	}
+	return out
+}
+
+// relay is one relay's stream loop and the state that survives reconnections: the
+// resume point, the flows seen at it, and the open edge intervals.
+type relay struct {
+	cfg    *Config
+	rc     RelayConfig
+	dial   dialer
+	meta   pipeline.Meta
+	parser *Parser
+	app    pipeline.Appender
+	log    *slog.Logger
+	m      relayMetrics
+	edges  *edgeAggregator
+	resume resumePoint
+
+	sampleAcc float64
+	batch     []pipeline.Record
+	lastRecv  time.Time // wall time of the newest message, to flush edges when idle
+
+	mu        sync.Mutex
+	connected bool
+	lastErr   error
+}
+
+type relayMetrics struct {
+	received, stored, duplicates, edges, overflow, relayErrors prometheus.Counter
+	connected, lastFlowTime                                    prometheus.Gauge
+	incomplete                                                 *prometheus.CounterVec
+	lost                                                       *prometheus.CounterVec
+}
+
+func newRelay(cfg *Config, rc RelayConfig, site string, parser *Parser, app pipeline.Appender, m *metrics, log *slog.Logger) (*relay, error) {
+	d, err := newDialer(cfg, rc)
+	if err != nil {
+		return nil, err
+	}
+	n := rc.Name
+	r := &relay{cfg: cfg, rc: rc, dial: d, parser: parser, app: app, log: log,
+		meta: pipeline.Meta{Collector: "hubble/" + n, Site: site, Cluster: rc.Cluster},
+		m: relayMetrics{received: m.received.WithLabelValues(n), stored: m.stored.WithLabelValues(n),
+			duplicates: m.duplicates.WithLabelValues(n), edges: m.edges.WithLabelValues(n), overflow: m.overflow.WithLabelValues(n),
+			relayErrors: m.relayErrors.WithLabelValues(n), connected: m.connected.WithLabelValues(n),
+			lastFlowTime: m.lastFlowTime.WithLabelValues(n),
+			incomplete:   m.incomplete.MustCurryWith(prometheus.Labels{"relay": n}),
+			lost:         m.lost.MustCurryWith(prometheus.Labels{"relay": n})},
+	}
+	r.edges = newEdgeAggregator(r.meta, cfg.EdgeInterval, cfg.EdgeGrace, cfg.MaxPairs, cfg.MaxWindows,
+		func(k int) { r.m.overflow.Add(float64(k)) })
+	return r, nil
+}
+
+func (r *relay) status() RelayStatus {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	s := RelayStatus{Name: r.rc.Name, Connected: r.connected, LastFlow: r.resume.load()}
+	if r.lastErr != nil {
+		s.LastError = r.lastErr.Error()
+	}
+	return s
+}
+
+func (r *relay) setState(connected bool, err error) {
+	r.mu.Lock()
+	r.connected, r.lastErr = connected, err
+	r.mu.Unlock()
+	r.m.connected.Set(map[bool]float64{true: 1}[connected])
+}
+
+// run streams until ctx ends, reconnecting with exponential backoff; the backoff starts
+// over once a stream has delivered messages.
+func (r *relay) run(ctx context.Context) {
+	tick := time.NewTicker(r.cfg.FlushInterval)
+	defer tick.Stop()
+	delay := r.cfg.BackoffMin
+	for ctx.Err() == nil {
+		got, err := r.stream(ctx, tick.C)
+		r.setState(false, err)
+		if ctx.Err() != nil {
+			break
+		}
+		if got {
+			delay = r.cfg.BackoffMin
+		}
+		r.m.relayErrors.Inc()
+		r.log.Warn("hubble relay stream failed; retrying", "err", err, "retry_in", delay)
+		r.appendPending(ctx)
+		wait := time.NewTimer(delay)
+	waiting:
+		for {
+			select {
+			case <-ctx.Done():
+				wait.Stop()
+				break waiting
+			case <-wait.C:
+				break waiting
+			case <-tick.C:
+				r.flushIdleEdges(ctx)
+			}
+		}
+		delay = min(2*delay, r.cfg.BackoffMax)
+	}
+	// Shutting down: hand over what is buffered, with a deadline of its own.
+	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	r.batch = append(r.batch, r.edges.flush()...)
+	r.appendPending(final)
+}
+
+// stream runs one GetFlows stream to its end. got reports whether it delivered anything.
+func (r *relay) stream(ctx context.Context, tick <-chan time.Time) (got bool, err error) {
+	sctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	msgs, errc, closeConn, err := r.dial.open(sctx, r.resume.request(r.cfg.Backfill, r.rc))
+	if err != nil {
+		return false, err
+	}
+	defer closeConn()
+	r.setState(true, nil)
+	r.resume.startConnection()
+	for {
+		select {
+		case m, ok := <-msgs:
+			if !ok {
+				err := <-errc
+				if err == nil {
+					err = errors.New("relay ended the stream")
+				}
+				return got, err
+			}
+			got = true
+			r.handle(m)
+			if len(r.batch) >= r.cfg.BatchSize {
+				if err := r.appendPending(ctx); err != nil {
+					return got, err
+				}
+			}
+		case <-tick:
+			if err := r.appendPending(ctx); err != nil {
+				return got, err
+			}
+			r.flushIdleEdges(ctx)
+		case <-ctx.Done():
+			return got, ctx.Err()
+		}
+	}
+}
+
+// flushIdleEdges emits every open edge interval once no flow arrived for an interval
+// plus grace: flow time stands still while a relay is quiet.
+func (r *relay) flushIdleEdges(ctx context.Context) {
+	if time.Since(r.lastRecv) < r.cfg.EdgeInterval+r.cfg.EdgeGrace {
+		return
+	}
+	if edges := r.edges.flush(); len(edges) > 0 {
+		r.batch = append(r.batch, edges...)
+		r.appendPending(ctx)
+	}
+}
+
+func (r *relay) appendPending(ctx context.Context) error {
+	if len(r.batch) == 0 {
+		return nil
+	}
+	var flows, edges int
+	for _, rec := range r.batch {
+		if rec.Kind() == pipeline.KindFlow {
+			flows++
+		} else {
+			edges++
+		}
+	}
+	if err := r.app.Append(ctx, r.batch...); err != nil {
+		return fmt.Errorf("append to pipeline: %w", err)
+	}
+	r.m.stored.Add(float64(flows))
+	r.m.edges.Add(float64(edges))
+	r.batch = make([]pipeline.Record, 0, r.cfg.BatchSize)
+	return nil
+}

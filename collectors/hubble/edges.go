@@ -1,0 +1,173 @@
+package hubble
+
+import (
+	"sort"
+	"time"
+
+	"github.com/meridianhq/meridian/pipeline"
+)
+
+// OtherWorkload names the overflow edge that absorbs workload pairs beyond the per
+// interval limit.
+const OtherWorkload = "other"
+
+// edgeKey is one workload pair, oriented from client to server.
+type edgeKey struct {
+	srcNS, srcWorkload string
+	dstNS, dstWorkload string
+	protocol           string
+	port               uint16
+}
+
+type edgeAcc struct {
+	flows, drops, requests, errors uint64
+	dropReasons                    map[string]uint64
+	latency                        *latencySketch
+}
+
+type window struct {
+	start time.Time
+	edges map[edgeKey]*edgeAcc
+}
+
+// edgeAggregator folds one relay's flows into FlowEdge records per interval. It is owned
+// by the relay's goroutine and not safe for concurrent use.
+//
+// Memory is bounded: a window holds at most maxPairs pairs (later pairs go to one
+// "other" edge, counted), and at most maxWindows windows are open (the oldest is emitted
+// early when a flow opens one more). A window is emitted once the newest flow time seen
+// is past its end plus grace, or when the stream goes idle, so late flows within grace
+// land in their own second.
+type edgeAggregator struct {
+	meta       pipeline.Meta // Collector, Site, Cluster for every edge
+	interval   time.Duration
+	grace      time.Duration
+	maxPairs   int
+	maxWindows int
+	windows    map[int64]*window
+	watermark  time.Time
+	overflowed func(n int) // counts flows sent to the overflow edge
+}
+
+func newEdgeAggregator(meta pipeline.Meta, interval, grace time.Duration, maxPairs, maxWindows int, overflowed func(int)) *edgeAggregator {
+	return &edgeAggregator{meta: meta, interval: interval, grace: grace, maxPairs: maxPairs, maxWindows: maxWindows,
+		windows: map[int64]*window{}, overflowed: overflowed}
+}
+
+// add folds one flow in; response marks the L7 response half of a request (the one with
+// status, rcode and latency). It returns edges of windows that closed.
+func (a *edgeAggregator) add(f *pipeline.Flow, response bool) []pipeline.Record {
+	start := f.M.Time.Truncate(a.interval)
+	w := a.windows[start.UnixNano()]
+	var out []pipeline.Record
+	if w == nil {
+		if len(a.windows) >= a.maxWindows {
+			out = a.emitOldest(out)
+		}
+		w = &window{start: start, edges: map[edgeKey]*edgeAcc{}}
+		a.windows[start.UnixNano()] = w
+	}
+	k := orient(f)
+	e := w.edges[k]
+	if e == nil {
+		if len(w.edges) >= a.maxPairs {
+			k = edgeKey{srcWorkload: OtherWorkload, dstWorkload: OtherWorkload}
+			e = w.edges[k]
+			a.overflowed(1)
+		}
+		if e == nil {
+			e = &edgeAcc{}
+			w.edges[k] = e
+		}
+	}
+	e.flows++
+	if f.Verdict == "DROPPED" {
+		e.drops++
+		if e.dropReasons == nil {
+			e.dropReasons = map[string]uint64{}
+		}
+		e.dropReasons[f.DropReason]++
+	}
+	if response && f.L7Type != "" {
+		e.requests++
+		if f.HTTPCode >= 500 || f.DNSRcode != 0 {
+			e.errors++
+		}
+		if f.L7Latency > 0 {
+			if e.latency == nil {
+				e.latency = newSketch()
+			}
+			e.latency.add(f.L7Latency)
+		}
+	}
+	if f.M.Time.After(a.watermark) {
+		a.watermark = f.M.Time
+		out = a.emit(out, a.watermark.Add(-a.grace))
+	}
+	return out
+}
+
+// flush emits every open window (stream idle or ending).
+func (a *edgeAggregator) flush() []pipeline.Record {
+	var out []pipeline.Record
+	for len(a.windows) > 0 {
+		out = a.emitOldest(out)
+	}
+	return out
+}
+
+// emit appends the windows that ended at or before upTo, oldest first.
+func (a *edgeAggregator) emit(out []pipeline.Record, upTo time.Time) []pipeline.Record {
+	var starts []int64
+	for s, w := range a.windows {
+		if !w.start.Add(a.interval).After(upTo) {
+			starts = append(starts, s)
+		}
+	}
+	sort.Slice(starts, func(i, j int) bool { return starts[i] < starts[j] })
+	for _, s := range starts {
+		out = a.emitWindow(out, s)
+	}
+	return out
+}
+
+func (a *edgeAggregator) emitOldest(out []pipeline.Record) []pipeline.Record {
+	first := true
+	var oldest int64
+	for s := range a.windows {
+		if first || s < oldest {
+			oldest, first = s, false
+		}
+	}
+	return a.emitWindow(out, oldest)
+}
+
+func (a *edgeAggregator) emitWindow(out []pipeline.Record, start int64) []pipeline.Record {
+	w := a.windows[start]
+	delete(a.windows, start)
+	for k, e := range w.edges {
+		m := a.meta
+		m.Time = w.start
+		r := &pipeline.FlowEdge{M: m, Interval: a.interval,
+			SourceNamespace: k.srcNS, SourceWorkload: k.srcWorkload, DestNamespace: k.dstNS, DestWorkload: k.dstWorkload,
+			Protocol: k.protocol, Port: k.port,
+			Flows: e.flows, Drops: e.drops, DropReasons: e.dropReasons, Requests: e.requests, Errors: e.errors}
+		if e.latency != nil {
+			r.LatencyP50, r.LatencyP90, r.LatencyP99 = e.latency.quantile(0.5), e.latency.quantile(0.9), e.latency.quantile(0.99)
+			e.latency.release()
+		}
+		out = append(out, r)
+	}
+	return out
+}
+
+// orient keys a flow from client to server: a reply travels from the server, so its
+// endpoints are swapped and the server's port is its source port.
+func orient(f *pipeline.Flow) edgeKey {
+	src, dst, port := &f.Source, &f.Destination, f.DestinationPort
+	if f.IsReply {
+		src, dst, port = dst, src, f.SourcePort
+	}
+	return edgeKey{srcNS: src.Namespace, srcWorkload: src.Workload, dstNS: dst.Namespace, dstWorkload: dst.Workload,
+		protocol: f.L4Protocol, port: port}
+}

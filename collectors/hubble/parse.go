@@ -1,0 +1,224 @@
+package hubble
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+	"time"
+
+	flowpb "github.com/cilium/cilium/api/v1/flow"
+
+	"github.com/meridianhq/meridian/pipeline"
+)
+
+// DefaultLabelKeys are the endpoint labels kept on Flow records: the ones that name an
+// application. Cilium's own bookkeeping labels (policy cluster, service account,
+// namespace labels) are dropped; reserved identities (world, host, ...) are always kept.
+var DefaultLabelKeys = []string{"app", "version", "k8s-app", "app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernetes.io/version"}
+
+// appLabelKeys name the application an endpoint belongs to, most specific first.
+var appLabelKeys = []string{"app.kubernetes.io/name", "app", "k8s-app"}
+
+// Parser turns Hubble flows into Flow records. It is a pure function of its input.
+type Parser struct {
+	labelKeys map[string]bool
+}
+
+// NewParser keeps the given label keys on endpoints (nil: DefaultLabelKeys).
+func NewParser(labelKeys []string) *Parser {
+	if labelKeys == nil {
+		labelKeys = DefaultLabelKeys
+	}
+	p := &Parser{labelKeys: make(map[string]bool, len(labelKeys))}
+	for _, k := range labelKeys {
+		p.labelKeys[k] = true
+	}
+	return p
+}
+
+// Parse maps one flow to a record. Missing parts (no endpoints, no L4, unknown enum
+// values) leave their fields empty or carry the raw enum number: a flow is always
+// stored with what is known. fallback is the time used when the flow has none (the
+// response's time); cluster is the relay's cluster.
+func (p *Parser) Parse(f *flowpb.Flow, cluster string, fallback time.Time) pipeline.Flow {
+	r := pipeline.Flow{M: pipeline.Meta{Time: fallback, Cluster: cluster, Node: nodeName(f.GetNodeName())}}
+	if ts := f.GetTime(); ts != nil && ts.IsValid() {
+		r.M.Time = ts.AsTime()
+	}
+	r.Source = p.endpoint(f.GetSource())
+	r.Destination = p.endpoint(f.GetDestination())
+	if ip := f.GetIP(); ip != nil {
+		r.Source.IP, _ = netip.ParseAddr(ip.GetSource())
+		r.Destination.IP, _ = netip.ParseAddr(ip.GetDestination())
+	}
+	p.l4(f.GetL4(), &r)
+	r.Verdict = f.GetVerdict().String()
+	if f.GetVerdict() == flowpb.Verdict_DROPPED {
+		switch {
+		case f.GetDropReasonDesc() != flowpb.DropReason_DROP_REASON_UNKNOWN:
+			r.DropReason = f.GetDropReasonDesc().String()
+		case f.GetDropReason() != 0:
+			r.DropReason = flowpb.DropReason(f.GetDropReason()).String()
+		default:
+			r.DropReason = flowpb.DropReason_DROP_REASON_UNKNOWN.String()
+		}
+	}
+	r.Direction = f.GetTrafficDirection().String()
+	if b := f.GetIsReply(); b != nil {
+		r.IsReply = b.GetValue()
+	} else {
+		r.IsReply = f.GetReply() // flows from before is_reply existed
+	}
+	p.l7(f.GetL7(), &r)
+	return r
+}
+
+func (p *Parser) l4(l4 *flowpb.Layer4, r *pipeline.Flow) {
+	switch x := l4.GetProtocol().(type) {
+	case *flowpb.Layer4_TCP:
+		r.L4Protocol, r.SourcePort, r.DestinationPort = "TCP", port(x.TCP.GetSourcePort()), port(x.TCP.GetDestinationPort())
+	case *flowpb.Layer4_UDP:
+		r.L4Protocol, r.SourcePort, r.DestinationPort = "UDP", port(x.UDP.GetSourcePort()), port(x.UDP.GetDestinationPort())
+	case *flowpb.Layer4_SCTP:
+		r.L4Protocol, r.SourcePort, r.DestinationPort = "SCTP", port(x.SCTP.GetSourcePort()), port(x.SCTP.GetDestinationPort())
+	case *flowpb.Layer4_ICMPv4:
+		r.L4Protocol = "ICMPv4"
+	case *flowpb.Layer4_ICMPv6:
+		r.L4Protocol = "ICMPv6"
+	case *flowpb.Layer4_VRRP:
+		r.L4Protocol = "VRRP"
+	case *flowpb.Layer4_IGMP:
+		r.L4Protocol = "IGMP"
+	}
+}
+
+func (p *Parser) l7(l7 *flowpb.Layer7, r *pipeline.Flow) {
+	if l7 == nil {
+		return
+	}
+	r.L7Latency = time.Duration(min(l7.GetLatencyNs(), uint64(1<<63-1)))
+	switch x := l7.GetRecord().(type) {
+	case *flowpb.Layer7_Http:
+		r.L7Type = "HTTP"
+		r.HTTPMethod = x.Http.GetMethod()
+		r.HTTPCode = uint16(min(x.Http.GetCode(), 0xffff))
+		r.HTTPPath = urlPath(x.Http.GetUrl())
+	case *flowpb.Layer7_Dns:
+		r.L7Type = "DNS"
+		r.DNSQuery = x.Dns.GetQuery()
+		r.DNSRcode = uint16(min(x.Dns.GetRcode(), 0xffff))
+	case *flowpb.Layer7_Kafka:
+		r.L7Type = "KAFKA"
+	}
+}
+
+// isResponse reports whether an L7 flow is the response half of a request, the one that
+// carries the status, rcode and latency.
+func isResponse(l7 *flowpb.Layer7) bool { return l7.GetType() == flowpb.L7FlowType_RESPONSE }
+
+func (p *Parser) endpoint(e *flowpb.Endpoint) pipeline.Endpoint {
+	if e == nil {
+		return pipeline.Endpoint{}
+	}
+	out := pipeline.Endpoint{Namespace: e.GetNamespace(), Pod: e.GetPodName(), Identity: e.GetIdentity()}
+	app, appRank, reserved, podNamespace := "", len(appLabelKeys), "", ""
+	for _, l := range e.GetLabels() {
+		source, kv, ok := strings.Cut(l, ":")
+		if !ok {
+			source, kv = "", l
+		}
+		if source == "reserved" {
+			if reserved == "" {
+				reserved = kv
+			}
+			out.Labels = append(out.Labels, l)
+			continue
+		}
+		k, v, _ := strings.Cut(kv, "=")
+		if k == "io.kubernetes.pod.namespace" {
+			podNamespace = v
+		}
+		if p.labelKeys[k] {
+			out.Labels = append(out.Labels, kv)
+		}
+		if r := slices.Index(appLabelKeys, k); r >= 0 && r < appRank {
+			app, appRank = v, r
+		}
+	}
+	// The app label names an edge, as in Hubble UI's service map: it is set on every pod
+	// of an application (reviews v1, v2 and v3 are one "reviews") and survives Cilium
+	// versions that do not send workloads. Then Cilium's workload, then the owner read
+	// from the pod name, then the reserved identity (world, host, ...).
+	var owner, kind string
+	if ws := e.GetWorkloads(); len(ws) > 0 {
+		owner, kind = ws[0].GetName(), ws[0].GetKind()
+	} else if out.Pod != "" {
+		owner, kind = workloadFromPod(out.Pod)
+	}
+	switch {
+	case app != "":
+		out.Workload, out.WorkloadKind = app, kind
+	case owner != "":
+		out.Workload, out.WorkloadKind = owner, kind
+	case reserved != "":
+		out.Workload, out.WorkloadKind = reserved, "reserved"
+	}
+	if out.Namespace == "" {
+		out.Namespace = podNamespace
+	}
+	return out
+}
+
+// workloadFromPod strips the generated suffixes Kubernetes adds to pod names:
+// <deployment>-<replicaset hash>-<5> is a Deployment; <owner>-<5> is a DaemonSet, Job or
+// bare ReplicaSet (kind unknown). Both suffixes use Kubernetes' rand alphabet, which has
+// no vowels, so ordinary name parts like "v1" or "api" are left alone.
+func workloadFromPod(pod string) (name, kind string) {
+	i := strings.LastIndexByte(pod, '-')
+	if i <= 0 || len(pod)-i-1 != 5 || !randSuffix(pod[i+1:]) {
+		return pod, ""
+	}
+	owner := pod[:i]
+	j := strings.LastIndexByte(owner, '-')
+	if j > 0 && len(owner)-j-1 >= 6 && len(owner)-j-1 <= 10 && randSuffix(owner[j+1:]) {
+		return owner[:j], "Deployment"
+	}
+	return owner, ""
+}
+
+// randSuffix reports whether s uses only k8s.io/apimachinery/pkg/util/rand's alphabet.
+func randSuffix(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if !strings.ContainsRune("bcdfghjklmnpqrstvwxz2456789", rune(s[i])) {
+			return false
+		}
+	}
+	return true
+}
+
+// nodeName drops the "cluster/" prefix Hubble Relay puts on node names.
+func nodeName(n string) string {
+	if i := strings.LastIndexByte(n, '/'); i >= 0 {
+		return n[i+1:]
+	}
+	return n
+}
+
+// urlPath keeps the path of an HTTP URL: hosts and query strings add cardinality and may
+// hold secrets.
+func urlPath(u string) string {
+	if i := strings.Index(u, "://"); i >= 0 {
+		u = u[i+3:]
+		if j := strings.IndexByte(u, '/'); j >= 0 {
+			u = u[j:]
+		} else {
+			u = "/"
+		}
+	}
+	if i := strings.IndexAny(u, "?#"); i >= 0 {
+		u = u[:i]
+	}
+	return u
+}
+
+func port(p uint32) uint16 { return uint16(min(p, 0xffff)) }
