@@ -1,0 +1,273 @@
+package wireguard
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.zx2c4.com/wireguard/wgctrl"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+
+	"github.com/meridianhq/meridian/inventory"
+	"github.com/meridianhq/meridian/pipeline"
+)
+
+// lab is three network namespaces, a hub A with veth links to B and C, each running
+// wireguard-go; every address lives inside these namespaces.
+type lab struct {
+	t     *testing.T
+	tag   string
+	ns    map[string]string      // a, b, c -> namespace
+	dev   map[string]string      // a, b, c -> wireguard device
+	key   map[string]wgtypes.Key // private keys
+	procs map[string]*exec.Cmd   // wireguard-go per side
+}
+
+func requireRealWireGuard(t *testing.T) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("skipping: needs root to create network namespaces")
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		t.Skipf("skipping: no /dev/net/tun for wireguard-go: %v", err)
+	}
+	for bin, pkg := range map[string]string{"wireguard-go": "wireguard-go", "wg": "wireguard-tools", "ip": "iproute2", "bash": "bash", "timeout": "coreutils"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			t.Fatalf("%s not found: install the Debian package %s (make apt-test)", bin, pkg)
+		}
+	}
+}
+
+func (l *lab) run(args ...string) string {
+	l.t.Helper()
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		l.t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
+	}
+	return string(out)
+}
+
+func newLab(t *testing.T) *lab {
+	b := make([]byte, 3)
+	_, _ = rand.Read(b)
+	tag := hex.EncodeToString(b)
+	l := &lab{t: t, tag: tag, ns: map[string]string{}, dev: map[string]string{}, key: map[string]wgtypes.Key{}, procs: map[string]*exec.Cmd{}}
+	for _, s := range []string{"a", "b", "c"} {
+		l.ns[s] = "mwg-" + tag + "-" + s
+		l.dev[s] = "wg" + tag + s
+		k, err := wgtypes.GeneratePrivateKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		l.key[s] = k
+	}
+	t.Cleanup(l.teardown)
+	for _, s := range []string{"a", "b", "c"} {
+		l.run("ip", "netns", "add", l.ns[s])
+		l.run("ip", "-n", l.ns[s], "link", "set", "lo", "up")
+	}
+	// Underlay: A-B on 10.99.1.0/24, A-C on 10.99.2.0/24.
+	for i, s := range []string{"b", "c"} {
+		va, vs := "v"+tag+"a"+s, "v"+tag+s
+		l.run("ip", "link", "add", va, "type", "veth", "peer", "name", vs)
+		l.run("ip", "link", "set", va, "netns", l.ns["a"])
+		l.run("ip", "link", "set", vs, "netns", l.ns[s])
+		l.run("ip", "-n", l.ns["a"], "addr", "add", fmt.Sprintf("10.99.%d.1/24", i+1), "dev", va)
+		l.run("ip", "-n", l.ns[s], "addr", "add", fmt.Sprintf("10.99.%d.2/24", i+1), "dev", vs)
+		l.run("ip", "-n", l.ns["a"], "link", "set", va, "up")
+		l.run("ip", "-n", l.ns[s], "link", "set", vs, "up")
+	}
+	// Responders first: a handshake sent before the peer listens is retried only after 5 s.
+	for _, s := range []string{"b", "c", "a"} {
+		l.startWireGuard(s)
+	}
+	return l
+}
+
+var overlay = map[string]string{"a": "10.99.100.1", "b": "10.99.100.2", "c": "10.99.100.3"}
+
+func (l *lab) startWireGuard(s string) {
+	t := l.t
+	cmd := exec.Command("ip", "netns", "exec", l.ns[s], "wireguard-go", "-f", l.dev[s])
+	cmd.Env = append(os.Environ(), "LOG_LEVEL=error")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	l.procs[s] = cmd
+	sock := "/var/run/wireguard/" + l.dev[s] + ".sock"
+	waitFor(t, 10*time.Second, "UAPI socket "+sock, func() bool { _, err := os.Stat(sock); return err == nil })
+
+	port := 51820
+	priv := l.key[s]
+	cfg := wgtypes.Config{PrivateKey: &priv, ListenPort: &port, ReplacePeers: true}
+	peerOf := func(p, underlay string) wgtypes.PeerConfig {
+		_, ipn, _ := net.ParseCIDR(overlay[p] + "/32")
+		return wgtypes.PeerConfig{
+			PublicKey:  l.key[p].PublicKey(),
+			Endpoint:   &net.UDPAddr{IP: net.ParseIP(underlay), Port: 51820},
+			AllowedIPs: []net.IPNet{*ipn},
+		}
+	}
+	if s == "a" {
+		cfg.Peers = []wgtypes.PeerConfig{peerOf("b", "10.99.1.2"), peerOf("c", "10.99.2.2")}
+	} else {
+		under := map[string]string{"b": "10.99.1.1", "c": "10.99.2.1"}[s]
+		cfg.Peers = []wgtypes.PeerConfig{peerOf("a", under)}
+	}
+	wg, err := wgctrl.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wg.Close()
+	if err := wg.ConfigureDevice(l.dev[s], cfg); err != nil {
+		t.Fatalf("configuring %s: %v", l.dev[s], err)
+	}
+	l.run("ip", "-n", l.ns[s], "addr", "add", overlay[s]+"/24", "dev", l.dev[s])
+	l.run("ip", "-n", l.ns[s], "link", "set", l.dev[s], "up")
+}
+
+func (l *lab) stopWireGuard(s string) {
+	cmd := l.procs[s]
+	if cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+	delete(l.procs, s)
+	_ = os.Remove("/var/run/wireguard/" + l.dev[s] + ".sock")
+}
+
+// traffic sends TCP connection attempts from A to dst through the tunnel until the test
+// ends; a live peer answers each with a RST, so bytes flow both ways.
+func (l *lab) traffic(dst string) {
+	script := fmt.Sprintf("while :; do timeout 0.3 bash -c 'echo > /dev/tcp/%s/9' 2>/dev/null; sleep 0.2; done", dst)
+	cmd := exec.Command("ip", "netns", "exec", l.ns["a"], "bash", "-c", script)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		l.t.Fatal(err)
+	}
+	l.t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
+}
+
+func (l *lab) teardown() {
+	for _, s := range []string{"a", "b", "c"} {
+		l.stopWireGuard(s)
+	}
+	for _, ns := range l.ns {
+		out, _ := exec.Command("ip", "netns", "pids", ns).Output()
+		for _, pid := range strings.Fields(string(out)) {
+			_ = exec.Command("kill", "-9", pid).Run()
+		}
+		_ = exec.Command("ip", "netns", "del", ns).Run()
+	}
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !ok() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestRealWireGuard runs the collector as a service against three wireguard-go peers in
+// network namespaces, through wgctrl and `wg show all dump`, then stops peer C.
+func TestRealWireGuard(t *testing.T) {
+	requireRealWireGuard(t)
+	l := newLab(t)
+	l.traffic(overlay["b"])
+	l.traffic(overlay["c"])
+
+	inv := &inventory.Inventory{Sites: []inventory.Site{{Name: "lab"}}}
+	for _, s := range []string{"a", "b", "c"} {
+		inv.Nodes = append(inv.Nodes, inventory.Node{Name: "node-" + s, Site: "lab", WireGuardKey: l.key[s].PublicKey().String()})
+	}
+	cfg := testConfig()
+	cfg.Interval = 300 * time.Millisecond
+	cfg.Timeout = 300 * time.Millisecond
+	cfg.Devices = true
+	cfg.DumpCommand = "wg show all dump"
+	// Small silence thresholds so that the stopped peer goes down within seconds; the
+	// handshake-age thresholds keep their protocol defaults (see TestStatusRule).
+	cfg.SilentStale, cfg.SilentDown = 2*time.Second, 4*time.Second
+
+	// latest keeps, per source and peer node, the newest record of device A.
+	type id struct{ src, peer string }
+	latest := map[id]pipeline.TunnelStat{}
+	mu := make(chan struct{}, 1)
+	app := pipeline.AppenderFunc(func(_ context.Context, recs ...pipeline.Record) error {
+		mu <- struct{}{}
+		defer func() { <-mu }()
+		for _, r := range recs {
+			ts := r.(*pipeline.TunnelStat)
+			if ts.Interface == l.dev["a"] {
+				latest[id{ts.M.Collector, ts.PeerNode}] = *ts
+			}
+		}
+		return nil
+	})
+	get := func(src, peer string) (pipeline.TunnelStat, bool) {
+		mu <- struct{}{}
+		defer func() { <-mu }()
+		ts, ok := latest[id{"wireguard/" + src, peer}]
+		return ts, ok
+	}
+	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), app, inv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := services.StartAndAwaitRunning(context.Background(), c); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), c) })
+
+	sources := []string{"wgctrl", "exec:wg show all dump"}
+	up := func(src, peer string) bool {
+		ts, ok := get(src, peer)
+		return ok && ts.Status == pipeline.StatusOK && !ts.LastHandshake.IsZero() && ts.RxBytes > 0 && ts.TxBytes > 0 && ts.RxRate > 0
+	}
+	for _, src := range sources {
+		for _, peer := range []string{"node-b", "node-c"} {
+			waitFor(t, 20*time.Second, src+": tunnel a-"+peer+" up with traffic", func() bool { return up(src, peer) })
+		}
+	}
+	ts, _ := get("wgctrl", "node-b")
+	if ts.M.Node != "node-a" || ts.PeerSite != "lab" || ts.Endpoint != "10.99.1.2:51820" || len(ts.AllowedIPs) != 1 || time.Since(ts.LastHandshake) > time.Minute {
+		t.Fatalf("record from wgctrl: %+v", ts)
+	}
+
+	l.stopWireGuard("c")
+	for _, src := range sources {
+		waitFor(t, 20*time.Second, src+": tunnel a-node-c down after C stopped", func() bool {
+			ts, ok := get(src, "node-c")
+			return ok && ts.Status == pipeline.StatusDown
+		})
+		if !up(src, "node-b") {
+			ts, _ := get(src, "node-b")
+			t.Fatalf("%s: tunnel a-node-b should still be up: %+v", src, ts)
+		}
+	}
+}
