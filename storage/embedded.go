@@ -1,0 +1,67 @@
+package storage
+
+import (
+	"context"
+	"maps"
+	"slices"
+	"strings"
+
+	"github.com/meridianhq/meridian/pipeline"
+	"github.com/meridianhq/meridian/storage/chdb"
+)
+
+// embedded runs on the process-wide chDB engine; database is selected per statement.
+type embedded struct {
+	db       *chdb.DB
+	database string
+}
+
+func openEmbedded(cfg Config) (*embedded, error) {
+	db, err := chdb.Open(chdb.LibPath(cfg.ChdbLib), cfg.Path)
+	if err != nil {
+		return nil, err
+	}
+	return &embedded{db: db, database: cfg.Database}, nil
+}
+
+func (e *embedded) exec(ctx context.Context, sql string) error {
+	_, err := e.db.Query(ctx, e.dbFor(sql), sql, "")
+	return err
+}
+
+func (e *embedded) query(ctx context.Context, sql, format string) ([]byte, error) {
+	return e.db.Query(ctx, e.dbFor(sql), sql, format)
+}
+
+// dbFor keeps database DDL out of the database it creates or drops.
+func (e *embedded) dbFor(sql string) string {
+	s := strings.ToUpper(strings.TrimSpace(sql))
+	if strings.HasPrefix(s, "CREATE DATABASE") || strings.HasPrefix(s, "DROP DATABASE") {
+		return "default"
+	}
+	return e.database
+}
+
+func (e *embedded) insert(ctx context.Context, table string, b pipeline.Block) error {
+	q := "INSERT INTO " + table + settingsClause(dedupSettings(b.Token))
+	_, err := e.db.Insert(ctx, e.database, q, "Native", b.Native)
+	return err
+}
+
+func (e *embedded) close() error { return nil }
+
+// settingsClause renders " SETTINGS k = 'v', ..." in a stable order.
+func settingsClause(set map[string]string) string {
+	if len(set) == 0 {
+		return ""
+	}
+	var sb strings.Builder
+	sb.WriteString(" SETTINGS ")
+	for i, k := range slices.Sorted(maps.Keys(set)) {
+		if i > 0 {
+			sb.WriteString(", ")
+		}
+		sb.WriteString(k + " = " + quote(set[k]))
+	}
+	return sb.String()
+}

@@ -1,0 +1,558 @@
+package storage
+
+import (
+	"fmt"
+	"net/netip"
+	"sync"
+	"time"
+
+	"github.com/ClickHouse/ch-go/proto"
+
+	"github.com/meridianhq/meridian/pipeline"
+)
+
+// Encoder turns records of one kind into a ClickHouse Native block whose columns match
+// the kind's table. It is safe for concurrent use and reuses its column buffers between
+// calls: only the returned bytes are allocated per block.
+type Encoder struct {
+	pools map[pipeline.Kind]*sync.Pool
+}
+
+var _ pipeline.Encoder = (*Encoder)(nil)
+
+// NewEncoder returns an Encoder for every kind of pipeline.Kinds.
+func NewEncoder() *Encoder {
+	e := &Encoder{pools: map[pipeline.Kind]*sync.Pool{}}
+	for kind, mk := range columnSets {
+		e.pools[kind] = &sync.Pool{New: func() any { return mk() }}
+	}
+	return e
+}
+
+// Encode returns the Native block of recs, which must all be of kind.
+func (e *Encoder) Encode(kind pipeline.Kind, recs []pipeline.Record) ([]byte, error) {
+	pool, ok := e.pools[kind]
+	if !ok {
+		return nil, fmt.Errorf("storage encode: unknown kind %d", kind)
+	}
+	set := pool.Get().(columnSet)
+	defer pool.Put(set)
+	c := set.cols()
+	c.input.Reset()
+	for i, r := range recs {
+		if r == nil || r.Kind() != kind || !set.add(r) {
+			return nil, fmt.Errorf("storage encode %s: record %d is %T, not %s", kind, i, r, kind)
+		}
+	}
+	c.buf.Reset()
+	b := proto.Block{Columns: len(c.input), Rows: len(recs)}
+	// Version 0 is the Native format (what INSERT ... FORMAT Native reads): no block
+	// info, no per-column serialization flags.
+	if err := b.EncodeRawBlock(&c.buf, 0, c.input); err != nil {
+		return nil, fmt.Errorf("storage encode %s: %w", kind, err)
+	}
+	out := make([]byte, len(c.buf.Buf))
+	copy(out, c.buf.Buf)
+	return out, nil
+}
+
+// columnSet is the reusable columns of one kind.
+type columnSet interface {
+	cols() *columns
+	add(r pipeline.Record) bool
+}
+
+var columnSets = map[pipeline.Kind]func() columnSet{
+	pipeline.KindTunnelStat:       newTunnelCols,
+	pipeline.KindOSDStat:          newOSDCols,
+	pipeline.KindCephHealth:       newHealthCols,
+	pipeline.KindCephPool:         newPoolCols,
+	pipeline.KindFlow:             newFlowCols,
+	pipeline.KindFlowEdge:         newEdgeCols,
+	pipeline.KindProbe:            newProbeCols,
+	pipeline.KindSteeringDecision: newSteeringCols,
+}
+
+// columns declares a table's columns in order; each constructor returns the typed column
+// that the kind's add method appends to.
+type columns struct {
+	input proto.Input
+	buf   proto.Buffer
+}
+
+func (c *columns) cols() *columns { return c }
+
+func addCol[T proto.ColInput](c *columns, name string, col T) T {
+	c.input = append(c.input, proto.InputColumn{Name: name, Data: col})
+	return col
+}
+
+func (c *columns) time(name string, precision proto.Precision) *proto.ColDateTime64 {
+	return addCol(c, name, new(proto.ColDateTime64).WithPrecision(precision).WithLocation(time.UTC))
+}
+func (c *columns) lc(name string) *proto.ColLowCardinality[string] {
+	return addCol(c, name, proto.NewLowCardinality[string](new(proto.ColStr)))
+}
+func (c *columns) lcArr(name string) *proto.ColArr[string] {
+	return addCol(c, name, proto.NewArray[string](proto.NewLowCardinality[string](new(proto.ColStr))))
+}
+func (c *columns) str(name string) *proto.ColStr      { return addCol(c, name, new(proto.ColStr)) }
+func (c *columns) u16(name string) *proto.ColUInt16   { return addCol(c, name, new(proto.ColUInt16)) }
+func (c *columns) u32(name string) *proto.ColUInt32   { return addCol(c, name, new(proto.ColUInt32)) }
+func (c *columns) u64(name string) *proto.ColUInt64   { return addCol(c, name, new(proto.ColUInt64)) }
+func (c *columns) i64(name string) *proto.ColInt64    { return addCol(c, name, new(proto.ColInt64)) }
+func (c *columns) f64(name string) *proto.ColFloat64  { return addCol(c, name, new(proto.ColFloat64)) }
+func (c *columns) boolean(name string) *proto.ColBool { return addCol(c, name, new(proto.ColBool)) }
+func (c *columns) ip(name string) *proto.ColIPv6      { return addCol(c, name, new(proto.ColIPv6)) }
+func (c *columns) strMap(name string) *proto.ColMap[string, uint64] {
+	return addCol(c, name, proto.NewMap[string, uint64](proto.NewLowCardinality[string](new(proto.ColStr)), new(proto.ColUInt64)))
+}
+
+// metaCols are the leading columns of every table.
+type metaCols struct {
+	time                           *proto.ColDateTime64
+	collector, site, cluster, node *proto.ColLowCardinality[string]
+}
+
+func (c *columns) meta(precision proto.Precision) metaCols {
+	return metaCols{
+		time: c.time("time", precision), collector: c.lc("collector"),
+		site: c.lc("site"), cluster: c.lc("cluster"), node: c.lc("node"),
+	}
+}
+
+func (m metaCols) add(x *pipeline.Meta) {
+	m.time.Append(ts(x.Time))
+	m.collector.Append(x.Collector)
+	m.site.Append(x.Site)
+	m.cluster.Append(x.Cluster)
+	m.node.Append(x.Node)
+}
+
+// ts stores a zero Go time (e.g. "never handshaked") as the epoch, the zero of DateTime64.
+func ts(t time.Time) time.Time {
+	if t.IsZero() {
+		return time.Unix(0, 0)
+	}
+	return t
+}
+
+func ip6(a netip.Addr) proto.IPv6 {
+	if !a.IsValid() {
+		return proto.IPv6{}
+	}
+	return a.As16()
+}
+
+const (
+	ms = proto.PrecisionMilli
+	ns = proto.PrecisionNano
+)
+
+type tunnelCols struct {
+	columns
+	meta                                        metaCols
+	iface, peerNode, peerSite, endpoint, status *proto.ColLowCardinality[string]
+	publicKey                                   *proto.ColStr
+	allowedIPs                                  *proto.ColArr[string]
+	lastHandshake                               *proto.ColDateTime64
+	rxBytes, txBytes                            *proto.ColUInt64
+	rxRate, txRate                              *proto.ColFloat64
+	keepalive                                   *proto.ColInt64
+	scratch                                     []string
+}
+
+func newTunnelCols() columnSet {
+	c := &tunnelCols{}
+	c.meta = c.columns.meta(ms)
+	c.iface = c.lc("interface")
+	c.publicKey = c.str("public_key")
+	c.peerNode = c.lc("peer_node")
+	c.peerSite = c.lc("peer_site")
+	c.endpoint = c.lc("endpoint")
+	c.allowedIPs = c.lcArr("allowed_ips")
+	c.lastHandshake = c.time("last_handshake", ms)
+	c.rxBytes = c.u64("rx_bytes")
+	c.txBytes = c.u64("tx_bytes")
+	c.rxRate = c.f64("rx_rate")
+	c.txRate = c.f64("tx_rate")
+	c.keepalive = c.i64("keepalive")
+	c.status = c.lc("status")
+	return c
+}
+
+func (c *tunnelCols) add(rec pipeline.Record) bool {
+	r, ok := rec.(*pipeline.TunnelStat)
+	if !ok {
+		return false
+	}
+	c.meta.add(&r.M)
+	c.iface.Append(r.Interface)
+	c.publicKey.Append(r.PublicKey)
+	c.peerNode.Append(r.PeerNode)
+	c.peerSite.Append(r.PeerSite)
+	c.endpoint.Append(r.Endpoint)
+	c.scratch = c.scratch[:0]
+	for _, p := range r.AllowedIPs {
+		c.scratch = append(c.scratch, p.String())
+	}
+	c.allowedIPs.Append(c.scratch)
+	c.lastHandshake.Append(ts(r.LastHandshake))
+	c.rxBytes.Append(r.RxBytes)
+	c.txBytes.Append(r.TxBytes)
+	c.rxRate.Append(r.RxRate)
+	c.txRate.Append(r.TxRate)
+	c.keepalive.Append(int64(r.Keepalive))
+	c.status.Append(r.Status)
+	return true
+}
+
+type osdCols struct {
+	columns
+	meta                                     metaCols
+	fsid, host, deviceClass                  *proto.ColLowCardinality[string]
+	osd                                      *proto.ColUInt32
+	up, in                                   *proto.ColBool
+	commit, apply, readLat, writeLat         *proto.ColFloat64
+	readOps, writeOps, readBytes, writeBytes *proto.ColFloat64
+}
+
+func newOSDCols() columnSet {
+	c := &osdCols{}
+	c.meta = c.columns.meta(ms)
+	c.fsid = c.lc("fsid")
+	c.osd = c.u32("osd")
+	c.host = c.lc("host")
+	c.deviceClass = c.lc("device_class")
+	c.up = c.boolean("up")
+	c.in = c.boolean("in")
+	c.commit = c.f64("commit_latency_ms")
+	c.apply = c.f64("apply_latency_ms")
+	c.readLat = c.f64("read_latency_ms")
+	c.writeLat = c.f64("write_latency_ms")
+	c.readOps = c.f64("read_ops")
+	c.writeOps = c.f64("write_ops")
+	c.readBytes = c.f64("read_bytes")
+	c.writeBytes = c.f64("write_bytes")
+	return c
+}
+
+func (c *osdCols) add(rec pipeline.Record) bool {
+	r, ok := rec.(*pipeline.OSDStat)
+	if !ok {
+		return false
+	}
+	c.meta.add(&r.M)
+	c.fsid.Append(r.FSID)
+	c.osd.Append(r.OSD)
+	c.host.Append(r.Host)
+	c.deviceClass.Append(r.DeviceClass)
+	c.up.Append(r.Up)
+	c.in.Append(r.In)
+	c.commit.Append(r.CommitLatencyMs)
+	c.apply.Append(r.ApplyLatencyMs)
+	c.readLat.Append(r.ReadLatencyMs)
+	c.writeLat.Append(r.WriteLatencyMs)
+	c.readOps.Append(r.ReadOps)
+	c.writeOps.Append(r.WriteOps)
+	c.readBytes.Append(r.ReadBytes)
+	c.writeBytes.Append(r.WriteBytes)
+	return true
+}
+
+type healthCols struct {
+	columns
+	meta          metaCols
+	fsid, status  *proto.ColLowCardinality[string]
+	checks        *proto.ColArr[string]
+	total, up, in *proto.ColUInt32
+}
+
+func newHealthCols() columnSet {
+	c := &healthCols{}
+	c.meta = c.columns.meta(ms)
+	c.fsid = c.lc("fsid")
+	c.status = c.lc("status")
+	c.checks = c.lcArr("checks")
+	c.total = c.u32("osds_total")
+	c.up = c.u32("osds_up")
+	c.in = c.u32("osds_in")
+	return c
+}
+
+func (c *healthCols) add(rec pipeline.Record) bool {
+	r, ok := rec.(*pipeline.CephHealth)
+	if !ok {
+		return false
+	}
+	c.meta.add(&r.M)
+	c.fsid.Append(r.FSID)
+	c.status.Append(r.Status)
+	c.checks.Append(r.Checks)
+	c.total.Append(r.OSDsTotal)
+	c.up.Append(r.OSDsUp)
+	c.in.Append(r.OSDsIn)
+	return true
+}
+
+type poolCols struct {
+	columns
+	meta                                     metaCols
+	fsid, pool                               *proto.ColLowCardinality[string]
+	poolID                                   *proto.ColUInt32
+	readOps, writeOps, readBytes, writeBytes *proto.ColFloat64
+	stored                                   *proto.ColUInt64
+}
+
+func newPoolCols() columnSet {
+	c := &poolCols{}
+	c.meta = c.columns.meta(ms)
+	c.fsid = c.lc("fsid")
+	c.pool = c.lc("pool")
+	c.poolID = c.u32("pool_id")
+	c.readOps = c.f64("read_ops")
+	c.writeOps = c.f64("write_ops")
+	c.readBytes = c.f64("read_bytes")
+	c.writeBytes = c.f64("write_bytes")
+	c.stored = c.u64("stored_bytes")
+	return c
+}
+
+func (c *poolCols) add(rec pipeline.Record) bool {
+	r, ok := rec.(*pipeline.CephPool)
+	if !ok {
+		return false
+	}
+	c.meta.add(&r.M)
+	c.fsid.Append(r.FSID)
+	c.pool.Append(r.Pool)
+	c.poolID.Append(r.PoolID)
+	c.readOps.Append(r.ReadOps)
+	c.writeOps.Append(r.WriteOps)
+	c.readBytes.Append(r.ReadBytes)
+	c.writeBytes.Append(r.WriteBytes)
+	c.stored.Append(r.StoredBytes)
+	return true
+}
+
+// endpointCols are a flow endpoint's columns, prefixed src_ or dst_.
+type endpointCols struct {
+	namespace, pod, workload, kind *proto.ColLowCardinality[string]
+	identity                       *proto.ColUInt32
+	ip                             *proto.ColIPv6
+	labels                         *proto.ColArr[string]
+}
+
+func (c *columns) endpoint(prefix string) endpointCols {
+	return endpointCols{
+		namespace: c.lc(prefix + "namespace"), pod: c.lc(prefix + "pod"),
+		workload: c.lc(prefix + "workload"), kind: c.lc(prefix + "workload_kind"),
+		identity: c.u32(prefix + "identity"), ip: c.ip(prefix + "ip"), labels: c.lcArr(prefix + "labels"),
+	}
+}
+
+func (e endpointCols) add(x *pipeline.Endpoint) {
+	e.namespace.Append(x.Namespace)
+	e.pod.Append(x.Pod)
+	e.workload.Append(x.Workload)
+	e.kind.Append(x.WorkloadKind)
+	e.identity.Append(x.Identity)
+	e.ip.Append(ip6(x.IP))
+	e.labels.Append(x.Labels)
+}
+
+type flowCols struct {
+	columns
+	meta                                                   metaCols
+	src, dst                                               endpointCols
+	l4, verdict, dropReason, direction, l7Type, httpMethod *proto.ColLowCardinality[string]
+	srcPort, dstPort, httpCode, dnsRcode                   *proto.ColUInt16
+	isReply                                                *proto.ColBool
+	httpPath, dnsQuery                                     *proto.ColStr
+	l7Latency                                              *proto.ColInt64
+}
+
+func newFlowCols() columnSet {
+	c := &flowCols{}
+	c.meta = c.columns.meta(ns)
+	c.src = c.endpoint("src_")
+	c.dst = c.endpoint("dst_")
+	c.l4 = c.lc("l4_protocol")
+	c.srcPort = c.u16("src_port")
+	c.dstPort = c.u16("dst_port")
+	c.verdict = c.lc("verdict")
+	c.dropReason = c.lc("drop_reason")
+	c.direction = c.lc("direction")
+	c.isReply = c.boolean("is_reply")
+	c.l7Type = c.lc("l7_type")
+	c.httpMethod = c.lc("http_method")
+	c.httpCode = c.u16("http_code")
+	c.httpPath = c.str("http_path")
+	c.l7Latency = c.i64("l7_latency")
+	c.dnsQuery = c.str("dns_query")
+	c.dnsRcode = c.u16("dns_rcode")
+	return c
+}
+
+func (c *flowCols) add(rec pipeline.Record) bool {
+	r, ok := rec.(*pipeline.Flow)
+	if !ok {
+		return false
+	}
+	c.meta.add(&r.M)
+	c.src.add(&r.Source)
+	c.dst.add(&r.Destination)
+	c.l4.Append(r.L4Protocol)
+	c.srcPort.Append(r.SourcePort)
+	c.dstPort.Append(r.DestinationPort)
+	c.verdict.Append(r.Verdict)
+	c.dropReason.Append(r.DropReason)
+	c.direction.Append(r.Direction)
+	c.isReply.Append(r.IsReply)
+	c.l7Type.Append(r.L7Type)
+	c.httpMethod.Append(r.HTTPMethod)
+	c.httpCode.Append(r.HTTPCode)
+	c.httpPath.Append(r.HTTPPath)
+	c.l7Latency.Append(int64(r.L7Latency))
+	c.dnsQuery.Append(r.DNSQuery)
+	c.dnsRcode.Append(r.DNSRcode)
+	return true
+}
+
+type edgeCols struct {
+	columns
+	meta                                 metaCols
+	interval, p50, p90, p99              *proto.ColInt64
+	srcNS, srcWL, dstNS, dstWL, protocol *proto.ColLowCardinality[string]
+	port                                 *proto.ColUInt16
+	flows, drops, requests, errors       *proto.ColUInt64
+	dropReasons                          *proto.ColMap[string, uint64]
+}
+
+func newEdgeCols() columnSet {
+	c := &edgeCols{}
+	c.meta = c.columns.meta(ms)
+	c.interval = c.i64("interval")
+	c.srcNS = c.lc("src_namespace")
+	c.srcWL = c.lc("src_workload")
+	c.dstNS = c.lc("dst_namespace")
+	c.dstWL = c.lc("dst_workload")
+	c.protocol = c.lc("protocol")
+	c.port = c.u16("port")
+	c.flows = c.u64("flows")
+	c.drops = c.u64("drops")
+	c.dropReasons = c.strMap("drop_reasons")
+	c.requests = c.u64("requests")
+	c.errors = c.u64("errors")
+	c.p50 = c.i64("latency_p50")
+	c.p90 = c.i64("latency_p90")
+	c.p99 = c.i64("latency_p99")
+	return c
+}
+
+func (c *edgeCols) add(rec pipeline.Record) bool {
+	r, ok := rec.(*pipeline.FlowEdge)
+	if !ok {
+		return false
+	}
+	c.meta.add(&r.M)
+	c.interval.Append(int64(r.Interval))
+	c.srcNS.Append(r.SourceNamespace)
+	c.srcWL.Append(r.SourceWorkload)
+	c.dstNS.Append(r.DestNamespace)
+	c.dstWL.Append(r.DestWorkload)
+	c.protocol.Append(r.Protocol)
+	c.port.Append(r.Port)
+	c.flows.Append(r.Flows)
+	c.drops.Append(r.Drops)
+	c.dropReasons.Append(r.DropReasons)
+	c.requests.Append(r.Requests)
+	c.errors.Append(r.Errors)
+	c.p50.Append(int64(r.LatencyP50))
+	c.p90.Append(int64(r.LatencyP90))
+	c.p99.Append(int64(r.LatencyP99))
+	return true
+}
+
+type probeCols struct {
+	columns
+	meta                                                       metaCols
+	vantage, method, pop, service, clientRegion, target, rcode *proto.ColLowCardinality[string]
+	answer, errText                                            *proto.ColStr
+	success                                                    *proto.ColBool
+	rtt                                                        *proto.ColInt64
+}
+
+func newProbeCols() columnSet {
+	c := &probeCols{}
+	c.meta = c.columns.meta(ms)
+	c.vantage = c.lc("vantage")
+	c.method = c.lc("method")
+	c.pop = c.lc("pop")
+	c.service = c.lc("service")
+	c.clientRegion = c.lc("client_region")
+	c.target = c.lc("target")
+	c.answer = c.str("answer")
+	c.rcode = c.lc("rcode")
+	c.success = c.boolean("success")
+	c.rtt = c.i64("rtt")
+	c.errText = c.str("error")
+	return c
+}
+
+func (c *probeCols) add(rec pipeline.Record) bool {
+	r, ok := rec.(*pipeline.Probe)
+	if !ok {
+		return false
+	}
+	c.meta.add(&r.M)
+	c.vantage.Append(r.Vantage)
+	c.method.Append(r.Method)
+	c.pop.Append(r.POP)
+	c.service.Append(r.Service)
+	c.clientRegion.Append(r.ClientRegion)
+	c.target.Append(r.Target)
+	c.answer.Append(r.Answer)
+	c.rcode.Append(r.Rcode)
+	c.success.Append(r.Success)
+	c.rtt.Append(int64(r.RTT))
+	c.errText.Append(r.Error)
+	return true
+}
+
+type steeringCols struct {
+	columns
+	meta                              metaCols
+	service, clientRegion, pop, cause *proto.ColLowCardinality[string]
+	oldWeight, newWeight              *proto.ColFloat64
+	reason                            *proto.ColStr
+}
+
+func newSteeringCols() columnSet {
+	c := &steeringCols{}
+	c.meta = c.columns.meta(ms)
+	c.service = c.lc("service")
+	c.clientRegion = c.lc("client_region")
+	c.pop = c.lc("pop")
+	c.oldWeight = c.f64("old_weight")
+	c.newWeight = c.f64("new_weight")
+	c.cause = c.lc("cause")
+	c.reason = c.str("reason")
+	return c
+}
+
+func (c *steeringCols) add(rec pipeline.Record) bool {
+	r, ok := rec.(*pipeline.SteeringDecision)
+	if !ok {
+		return false
+	}
+	c.meta.add(&r.M)
+	c.service.Append(r.Service)
+	c.clientRegion.Append(r.ClientRegion)
+	c.pop.Append(r.POP)
+	c.oldWeight.Append(r.OldWeight)
+	c.newWeight.Append(r.NewWeight)
+	c.cause.Append(r.Cause)
+	c.reason.Append(r.Reason)
+	return true
+}

@@ -1,0 +1,187 @@
+// Package storage keeps Meridian's history in ClickHouse: one schema (versioned SQL
+// migrations embedded in the binary), one SQL dialect, and two drivers behind Store — the
+// embedded engine (chDB, the default) and a ClickHouse server or cluster (native protocol).
+package storage
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridianhq/meridian/pipeline"
+)
+
+// Tables maps each record kind to its table.
+var Tables = map[pipeline.Kind]string{
+	pipeline.KindTunnelStat:       "tunnel_stats",
+	pipeline.KindOSDStat:          "osd_stats",
+	pipeline.KindCephHealth:       "ceph_health",
+	pipeline.KindCephPool:         "ceph_pools",
+	pipeline.KindFlow:             "flows",
+	pipeline.KindFlowEdge:         "flow_edges",
+	pipeline.KindProbe:            "probes",
+	pipeline.KindSteeringDecision: "steering_decisions",
+}
+
+// driver is what differs between the embedded engine and a server.
+type driver interface {
+	exec(ctx context.Context, sql string) error
+	query(ctx context.Context, sql, format string) ([]byte, error)
+	// insert sends a Native block to table (database-qualified) once per token.
+	insert(ctx context.Context, table string, b pipeline.Block) error
+	close() error
+}
+
+// Store is Meridian's ClickHouse database. It is safe for concurrent use.
+type Store struct {
+	drv    driver
+	schema schema
+	log    *slog.Logger
+	m      *metrics
+}
+
+var _ pipeline.Inserter = (*Store)(nil)
+
+// New opens the store: the embedded engine when cfg.ClickHouse.DSN is empty, else the
+// server driver (which connects lazily, so a server that is down fails the first
+// statement, not New). Call Migrate before inserting.
+func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Store, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	s := &Store{schema: newSchema(cfg.Database, cfg.ClickHouse.Cluster, cfg.TTL), log: logger, m: newMetrics(reg)}
+	var err error
+	if cfg.ClickHouse.DSN == "" {
+		s.drv, err = openEmbedded(cfg)
+		logger.Info("storage: embedded ClickHouse", "path", cfg.Path, "database", cfg.Database)
+	} else {
+		s.drv, err = openServer(cfg, s.schema)
+		logger.Info("storage: ClickHouse server", "cluster", cfg.ClickHouse.Cluster, "database", cfg.Database)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Database is the database holding the tables.
+func (s *Store) Database() string { return s.schema.DB }
+
+// Table is the database-qualified table that queries read for a kind (the Distributed
+// table on a cluster).
+func (s *Store) Table(k pipeline.Kind) string { return s.schema.DB + "." + Tables[k] }
+
+// Exec runs one statement that returns no rows. Engine errors carry ClickHouse's own text.
+func (s *Store) Exec(ctx context.Context, sql string) error {
+	start := time.Now()
+	err := s.drv.exec(ctx, sql)
+	s.m.observeQuery(start, err)
+	return err
+}
+
+// Query runs one statement and returns its output in a ClickHouse format (JSONEachRow,
+// TabSeparated, CSV, JSON, Native, ...). Unqualified table names resolve in Database().
+func (s *Store) Query(ctx context.Context, sql, format string) ([]byte, error) {
+	start := time.Now()
+	out, err := s.drv.query(ctx, sql, format)
+	s.m.observeQuery(start, err)
+	return out, err
+}
+
+// Insert stores a Native block into its kind's table. A block inserted again with the
+// same Token is stored once.
+func (s *Store) Insert(ctx context.Context, b pipeline.Block) error {
+	name, ok := Tables[b.Kind]
+	if !ok {
+		return fmt.Errorf("storage insert: unknown kind %d", b.Kind)
+	}
+	start := time.Now()
+	err := s.drv.insert(ctx, s.schema.DB+"."+name, b)
+	s.m.observeInsert(name, b, start, err)
+	if err != nil {
+		return fmt.Errorf("storage insert %s (%d rows): %w", name, b.Rows, err)
+	}
+	return nil
+}
+
+// Close releases the driver. The embedded engine itself stays up until the process exits
+// (chDB boots once per process), so a later New on the same path works.
+func (s *Store) Close() error { return s.drv.close() }
+
+// dedupSettings are the insert settings that make a retried block land once, also in the
+// rollups fed by materialized views.
+func dedupSettings(token string) map[string]string {
+	if token == "" {
+		return nil
+	}
+	return map[string]string{
+		"insert_deduplicate":                                 "1",
+		"insert_deduplication_token":                         token,
+		"deduplicate_blocks_in_dependent_materialized_views": "1",
+	}
+}
+
+type metrics struct {
+	inserts       *prometheus.CounterVec
+	rows          *prometheus.CounterVec
+	bytes         *prometheus.CounterVec
+	insertSeconds *prometheus.HistogramVec
+	queries       *prometheus.CounterVec
+	querySeconds  prometheus.Histogram
+}
+
+func newMetrics(reg prometheus.Registerer) *metrics {
+	m := &metrics{
+		inserts: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_storage_inserts_total", Help: "Native block inserts, by table and result (ok, error).",
+		}, []string{"table", "result"}),
+		rows: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_storage_inserted_rows_total", Help: "Rows in successfully inserted blocks, by table.",
+		}, []string{"table"}),
+		bytes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_storage_inserted_bytes_total", Help: "Native bytes of successfully inserted blocks, by table.",
+		}, []string{"table"}),
+		insertSeconds: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "meridian_storage_insert_duration_seconds", Help: "Time to insert one block, by table.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
+		}, []string{"table"}),
+		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_storage_queries_total", Help: "SQL statements run (queries and DDL), by result (ok, error).",
+		}, []string{"result"}),
+		querySeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "meridian_storage_query_duration_seconds", Help: "Time to run one SQL statement.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 8),
+		}),
+	}
+	if reg != nil {
+		reg.MustRegister(m.inserts, m.rows, m.bytes, m.insertSeconds, m.queries, m.querySeconds)
+	}
+	return m
+}
+
+func result(err error) string {
+	if err != nil {
+		return "error"
+	}
+	return "ok"
+}
+
+func (m *metrics) observeInsert(table string, b pipeline.Block, start time.Time, err error) {
+	m.inserts.WithLabelValues(table, result(err)).Inc()
+	m.insertSeconds.WithLabelValues(table).Observe(time.Since(start).Seconds())
+	if err == nil {
+		m.rows.WithLabelValues(table).Add(float64(b.Rows))
+		m.bytes.WithLabelValues(table).Add(float64(len(b.Native)))
+	}
+}
+
+func (m *metrics) observeQuery(start time.Time, err error) {
+	m.queries.WithLabelValues(result(err)).Inc()
+	m.querySeconds.Observe(time.Since(start).Seconds())
+}
