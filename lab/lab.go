@@ -1,0 +1,150 @@
+package lab
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/meridianhq/meridian/collectors/hubble/hubbletest"
+	"github.com/meridianhq/meridian/inventory"
+)
+
+// Config is the lab's configuration.
+type Config struct {
+	ListenAddress string // control API, ceph-mgr and WireGuard exporter endpoints
+	Testdata      string // folder holding the real captures the lab replays
+}
+
+// RegisterFlags registers the lab flags.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	f.StringVar(&c.ListenAddress, "lab.listen-address", "127.0.0.1:9479", "Lab control API and replayed exporter endpoints.")
+	f.StringVar(&c.Testdata, "lab.testdata", "testdata", "Folder with the real captures the lab replays (ceph/metrics.txt, hubble/*.json).")
+}
+
+// Lab is the running world.
+type Lab struct {
+	cfg    Config
+	token  string
+	log    *slog.Logger
+	inv    *inventory.Inventory
+	state  *State
+	pops   map[string]*popServer
+	relays []*relay
+	addr   string
+}
+
+// Endpoints are the addresses Meridian is pointed at.
+type Endpoints struct {
+	Control   string            // base URL of the control API
+	CephMgr   string            // ceph-mgr /metrics URL
+	WireGuard map[string]string // node -> exporter /metrics URL
+	Relays    map[string]string // cluster -> Hubble Relay host:port
+	Vantages  map[string]string // site -> source address its probes use
+	Inventory *inventory.Inventory
+}
+
+// Start brings the world up on loopback; it runs until ctx ends. token guards the control API.
+func Start(ctx context.Context, cfg Config, token string, log *slog.Logger) (*Lab, error) {
+	l := &Lab{cfg: cfg, token: token, log: log, inv: World(), pops: map[string]*popServer{}}
+	l.state = newState(validator{l})
+	samples, err := hubbletest.Load(filepath.Join(cfg.Testdata, "hubble", "hubble-otel-basic-sample-348-http-flows.json"))
+	if err != nil {
+		return nil, fmt.Errorf("lab: flows: %w", err)
+	}
+	mgr, err := newCephMgr(filepath.Join(cfg.Testdata, "ceph", "metrics.txt"), l.state)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", cfg.ListenAddress)
+	if err != nil {
+		return nil, fmt.Errorf("lab: listen %s: %w", cfg.ListenAddress, err)
+	}
+	l.addr = ln.Addr().String()
+	if err := l.startPOPs(ctx); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if err := l.startRelays(ctx, samples); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/lab/", l.auth(l.state.Handler()))
+	mux.Handle("GET /ceph/metrics", mgr)
+	mux.Handle("GET /wireguard/{node}/metrics", newWGExporter(l.inv, l.state))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
+	go func() {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			log.Error("lab: HTTP server", "err", err)
+		}
+	}()
+	go func() {
+		<-ctx.Done()
+		_ = srv.Close()
+	}()
+	log.Info("lab running", "control", "http://"+l.addr+"/lab/state")
+	return l, nil
+}
+
+func (l *Lab) auth(h http.Handler) http.Handler {
+	want := []byte("Bearer " + l.token)
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if l.token != "" && subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
+			http.Error(w, "missing or wrong bearer token", http.StatusUnauthorized)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// State is the lab's failure state.
+func (l *Lab) State() *State { return l.state }
+
+// Endpoints returns where the lab's peers listen.
+func (l *Lab) Endpoints() Endpoints {
+	e := Endpoints{
+		Control:   "http://" + l.addr,
+		CephMgr:   "http://" + l.addr + "/ceph/metrics",
+		WireGuard: map[string]string{},
+		Relays:    map[string]string{},
+		Vantages:  map[string]string{},
+		Inventory: l.inv,
+	}
+	for _, n := range l.inv.Nodes {
+		e.WireGuard[n.Name] = "http://" + l.addr + "/wireguard/" + n.Name + "/metrics"
+	}
+	for _, r := range l.relays {
+		e.Relays[r.cluster] = r.srv.Addr()
+	}
+	for _, s := range siteNames(l.inv) {
+		a, _ := l.VantageAddr(s)
+		e.Vantages[s] = a.String()
+	}
+	return e
+}
+
+func (l *Lab) popNames() []string {
+	names := make([]string, 0, len(l.pops))
+	for n := range l.pops {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// normalize puts a tunnel target's sites in SitePair order.
+func normalize(f Failure) Failure {
+	if a, b, ok := strings.Cut(f.Target, "-"); ok && f.Kind == "tunnel" {
+		f.Target = SitePair(a, b)
+	}
+	return f
+}

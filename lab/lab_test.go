@@ -1,0 +1,200 @@
+package lab
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/cilium/api/v1/observer"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+)
+
+func startLab(t *testing.T) *Lab {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	l, err := Start(ctx, Config{ListenAddress: "127.0.0.1:0", Testdata: "../testdata"}, "tok", slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l
+}
+
+// probe GETs a POP's health URL from a vantage's source address and returns the time to
+// the response, or an error.
+func probe(t *testing.T, l *Lab, vantage, url string) (time.Duration, error) {
+	t.Helper()
+	src, _ := l.VantageAddr(vantage)
+	c := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DisableKeepAlives: true,
+		DialContext: (&net.Dialer{LocalAddr: &net.TCPAddr{IP: src.AsSlice()}}).DialContext}}
+	start := time.Now()
+	resp, err := c.Get(url)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	return time.Since(start), nil
+}
+
+func control(t *testing.T, l *Lab, path, body, token string) int {
+	t.Helper()
+	req, _ := http.NewRequest("POST", l.Endpoints().Control+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+func TestPOPDelayFollowsDistanceAndFailures(t *testing.T) {
+	l := startLab(t)
+	tokyo, _ := l.inv.POP("tokyo")
+	near, err := probe(t, l, "tokyo", tokyo.HealthURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	far, err := probe(t, l, "newyork", tokyo.HealthURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// New York to Tokyo is about 10,850 km: over 100 ms round trip; Tokyo to itself about 1 ms.
+	if far < 100*time.Millisecond || near > far/4 {
+		t.Fatalf("tokyo from tokyo %s, from newyork %s", near, far)
+	}
+	if code := control(t, l, "/lab/fail", `{"kind":"pop","target":"tokyo"}`, "wrong"); code != 401 {
+		t.Fatalf("wrong token: %d", code)
+	}
+	if code := control(t, l, "/lab/fail", `{"kind":"pop","target":"atlantis"}`, "tok"); code != 400 {
+		t.Fatalf("unknown POP: %d", code)
+	}
+	if code := control(t, l, "/lab/fail", `{"kind":"pop","target":"tokyo"}`, "tok"); code != 200 {
+		t.Fatalf("fail: %d", code)
+	}
+	if _, err := probe(t, l, "tokyo", tokyo.HealthURL); err == nil {
+		t.Fatal("a failed POP still answers")
+	}
+	if _, err := net.Dial("tcp", tokyo.TCPAddr); err == nil {
+		t.Fatal("a failed POP still accepts TCP")
+	}
+	control(t, l, "/lab/heal", "", "tok")
+	if _, err := probe(t, l, "tokyo", tokyo.HealthURL); err != nil {
+		t.Fatalf("healed POP: %v", err)
+	}
+}
+
+// scrape reads the samples of an exposition as "name{labels}" -> value.
+func scrape(t *testing.T, url string) map[string]float64 {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(body), "\n") {
+		if line == "" || line[0] == '#' {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			t.Fatalf("%s: bad sample line %q", url, line)
+		}
+		out[line[:i]] = v
+	}
+	return out
+}
+
+func TestCephReplayFollowsState(t *testing.T) {
+	l := startLab(t)
+	url := l.Endpoints().CephMgr
+	m := scrape(t, url)
+	if v, ok := m[`ceph_osd_up{ceph_daemon="osd.5"}`]; !ok || v != 1 {
+		t.Fatalf("osd.5 up: %v", v)
+	}
+	if v, ok := m[`ceph_health_status`]; !ok || v != 0 {
+		t.Fatalf("health: %v", v)
+	}
+	meta := 0
+	for k := range m {
+		if strings.HasPrefix(k, "ceph_osd_metadata") && strings.Contains(k, `hostname="vault-`) {
+			meta++
+		}
+	}
+	if meta != OSDs {
+		t.Fatalf("%d OSD metadata series on vault hosts, want %d", meta, OSDs)
+	}
+	if err := l.State().Fail(Failure{Kind: "osd", Target: "3", Mode: "slow"}); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.State().Fail(Failure{Kind: "osd", Target: "4"}); err != nil {
+		t.Fatal(err)
+	}
+	m = scrape(t, url)
+	if v := m[`ceph_osd_commit_latency_ms{ceph_daemon="osd.3"}`]; v < 100 {
+		t.Fatalf("slow osd.3 commit latency: %v", v)
+	}
+	if v, ok := m[`ceph_osd_up{ceph_daemon="osd.4"}`]; !ok || v != 0 {
+		t.Fatalf("down osd.4: %v", v)
+	}
+	if m[`ceph_health_detail{name="OSD_DOWN",severity="HEALTH_WARN"}`] != 1 || m["ceph_health_status"] != 1 {
+		t.Fatalf("no OSD_DOWN health check")
+	}
+}
+
+func TestTunnelFailureFreezesHandshakeAndBytes(t *testing.T) {
+	l := startLab(t)
+	url := l.Endpoints().WireGuard["ny-destroyer-1"]
+	peer := publicKey("nbg-aegis-1")
+	rx := `wireguard_peer_receive_bytes_total{device="wg0",public_key="` + peer + `"}`
+	first, ok := scrape(t, url)[rx]
+	if err := l.State().Fail(Failure{Kind: "tunnel", Target: "nuremberg-newyork"}); err != nil {
+		t.Fatal(err)
+	}
+	if got := l.State().Failures(); len(got) != 1 || got[0].Target != "newyork-nuremberg" {
+		t.Fatalf("failures %+v", got)
+	}
+	frozen := scrape(t, url)[rx]
+	again := scrape(t, url)[rx]
+	if !ok || again != frozen {
+		t.Fatalf("rx %v then %v then %v: want frozen while down", first, frozen, again)
+	}
+}
+
+func TestRelaysStreamFlowsWithCurrentTimes(t *testing.T) {
+	l := startLab(t)
+	addr := l.Endpoints().Relays["nbg-aegis"]
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stream, err := observer.NewObserverClient(conn).GetFlows(ctx, &observer.GetFlowsRequest{Follow: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := stream.Recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if age := time.Since(resp.GetFlow().GetTime().AsTime()); age > 5*time.Second || resp.GetFlow().GetNodeName() != "nbg-aegis-node-1" {
+		t.Fatalf("flow from %s, %s old", resp.GetFlow().GetNodeName(), age)
+	}
+	b, _ := json.Marshal(l.Endpoints().Relays)
+	if !strings.Contains(string(b), "par-edge") || strings.Contains(string(b), "ny-vault") {
+		t.Fatalf("relays %s", b)
+	}
+}
