@@ -1,0 +1,439 @@
+// Package chhttp serves the embedded ClickHouse engine over the part of ClickHouse's HTTP
+// interface that Grafana's ClickHouse plugin and clickhouse-go (HTTP protocol) use, so
+// Grafana works against Meridian's default embedded storage, where there is no ClickHouse
+// server to point it at. It is read-only and password-protected.
+package chhttp
+
+import (
+	"bytes"
+	"compress/gzip"
+	"compress/zlib"
+	"context"
+	"crypto/rand"
+	"crypto/subtle"
+	"encoding/hex"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"regexp"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/ClickHouse/ch-go/compress"
+	"github.com/andybalholm/brotli"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// PasswordEnv is the environment variable holding the password when no file is set.
+const PasswordEnv = "MERIDIAN_CLICKHOUSE_HTTP_PASSWORD"
+
+// Querier runs one SQL statement on the engine and returns its output in a ClickHouse
+// format (storage.Store satisfies it). Engine errors carry ClickHouse's text
+// ("Code: 60. DB::Exception: ...").
+type Querier interface {
+	Query(ctx context.Context, sql, format string) ([]byte, error)
+}
+
+// Config is the endpoint's configuration.
+type Config struct {
+	User             string        `yaml:"user"`
+	PasswordFile     string        `yaml:"password_file"`
+	MaxExecutionTime time.Duration `yaml:"max_execution_time"`
+	MaxResultBytes   int64         `yaml:"max_result_bytes"`
+}
+
+// RegisterFlags registers the endpoint's flags.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	f.StringVar(&c.User, "clickhouse-http.user", "grafana", "User name the ClickHouse HTTP endpoint accepts.")
+	f.StringVar(&c.PasswordFile, "clickhouse-http.password-file", "", "File holding the ClickHouse HTTP endpoint's password (default: env "+PasswordEnv+").")
+	f.DurationVar(&c.MaxExecutionTime, "clickhouse-http.max-execution-time", time.Minute, "Longest a query may run; a client's max_execution_time may only lower it.")
+	f.Int64Var(&c.MaxResultBytes, "clickhouse-http.max-result-bytes", 256<<20, "Largest result a query may return, in bytes.")
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	if c.User == "" {
+		return errors.New("clickhouse_http.user: empty")
+	}
+	if c.MaxExecutionTime < time.Second {
+		return fmt.Errorf("clickhouse_http.max_execution_time: %v is under 1s", c.MaxExecutionTime)
+	}
+	if c.MaxResultBytes <= 0 {
+		return fmt.Errorf("clickhouse_http.max_result_bytes: %d is not positive", c.MaxResultBytes)
+	}
+	return nil
+}
+
+// Password reads the password from the password file or the environment.
+func (c *Config) Password() (string, error) {
+	if c.PasswordFile != "" {
+		b, err := os.ReadFile(c.PasswordFile)
+		if err != nil {
+			return "", fmt.Errorf("clickhouse_http.password_file: %w", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return os.Getenv(PasswordEnv), nil
+}
+
+// maxQuerySize bounds a request's SQL (URL parameter plus body).
+const maxQuerySize = 1 << 20
+
+// Handler is the endpoint. Mount it on a prefix (e.g. /clickhouse/) without the server's
+// bearer-token middleware: it authenticates as ClickHouse does, with a user and password.
+type Handler struct {
+	cfg      Config
+	password string
+	q        Querier
+	log      *slog.Logger
+
+	requests *prometheus.CounterVec
+	refused  *prometheus.CounterVec
+	duration prometheus.Histogram
+}
+
+// New creates the endpoint over q. It refuses to start without a password.
+func New(cfg Config, q Querier, log *slog.Logger, reg prometheus.Registerer) (*Handler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	pw, err := cfg.Password()
+	if err != nil {
+		return nil, err
+	}
+	if pw == "" {
+		return nil, fmt.Errorf("clickhouse_http: no password: set %s or -clickhouse-http.password-file", PasswordEnv)
+	}
+	h := &Handler{
+		cfg: cfg, password: pw, q: q, log: log,
+		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_clickhouse_http_requests_total",
+			Help: "Requests to the ClickHouse HTTP endpoint, by HTTP status code.",
+		}, []string{"code"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_clickhouse_http_refused_total",
+			Help: "Requests the ClickHouse HTTP endpoint refused before running them, by reason (auth, readonly, syntax, unsupported, too_large).",
+		}, []string{"reason"}),
+		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name:    "meridian_clickhouse_http_query_duration_seconds",
+			Help:    "Time the engine took to run queries from the ClickHouse HTTP endpoint.",
+			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
+		}),
+	}
+	for _, c := range []prometheus.Collector{h.requests, h.refused, h.duration} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("clickhouse_http: register metrics: %w", err)
+		}
+	}
+	return h, nil
+}
+
+// ServeHTTP answers /ping (and /replicas_status) as ClickHouse does and runs every other
+// request as a query.
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if strings.HasSuffix(r.URL.Path, "/ping") || strings.HasSuffix(r.URL.Path, "/replicas_status") {
+		h.requests.WithLabelValues("200").Inc()
+		w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+		io.WriteString(w, "Ok.\n")
+		return
+	}
+	if r.Method != http.MethodGet && r.Method != http.MethodPost {
+		w.Header().Set("Allow", "GET, POST")
+		h.fail(w, "unsupported", exception(codeNotImplemented, "HTTP method %s is not supported", r.Method))
+		return
+	}
+	if ex := h.authenticate(r); ex != nil {
+		if ex.Code == codeRequiredPassword {
+			w.Header().Set("WWW-Authenticate", `Basic realm="ClickHouse server HTTP API"`)
+		}
+		h.fail(w, "auth", ex)
+		return
+	}
+	params := r.URL.Query()
+	sql, ex := readQuery(r, params)
+	if ex != nil {
+		h.fail(w, "too_large", ex)
+		return
+	}
+	st, ex := parseStatement(sql)
+	if ex != nil {
+		reason := "readonly"
+		if ex.Code == codeSyntaxError {
+			reason = "syntax"
+		}
+		h.fail(w, reason, ex)
+		return
+	}
+	settings, revision, ex := h.settings(params)
+	if ex != nil {
+		h.fail(w, "unsupported", ex)
+		return
+	}
+	format := st.format
+	if format == "" {
+		format = params.Get("default_format")
+	}
+	if format == "" {
+		format = "TabSeparated"
+	}
+
+	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.MaxExecutionTime+5*time.Second)
+	defer cancel()
+	start := time.Now()
+	out, err := h.q.Query(ctx, st.body+"\nSETTINGS "+settings, format)
+	h.duration.Observe(time.Since(start).Seconds())
+	if err == nil && strings.EqualFold(format, "Native") {
+		out, err = nativeForRevision(out, revision)
+	}
+	if err != nil {
+		ex := engineException(err)
+		h.log.Debug("clickhouse http query failed", "code", ex.Code, "err", ex.Text)
+		h.fail(w, "", ex)
+		return
+	}
+	h.write(w, r, params, format, out)
+}
+
+// authenticate checks the credentials the ways ClickHouse takes them: X-ClickHouse-User
+// and X-ClickHouse-Key headers, HTTP basic auth, user and password URL parameters, and a
+// bearer token (the password) as clickhouse-go sends for JWT auth.
+func (h *Handler) authenticate(r *http.Request) *Exception {
+	user, pass, ok := r.Header.Get("X-ClickHouse-User"), r.Header.Get("X-ClickHouse-Key"), false
+	switch {
+	case user != "" || pass != "":
+	case strings.HasPrefix(r.Header.Get("Authorization"), "Bearer "):
+		user, pass = h.cfg.User, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
+	default:
+		if user, pass, ok = r.BasicAuth(); !ok {
+			user, pass = r.URL.Query().Get("user"), r.URL.Query().Get("password")
+		}
+	}
+	if user == "" {
+		user = "default"
+	}
+	if pass == "" {
+		return exception(codeRequiredPassword, "%s: Authentication failed: password is required", user)
+	}
+	userOK := subtle.ConstantTimeCompare([]byte(user), []byte(h.cfg.User))
+	passOK := subtle.ConstantTimeCompare([]byte(pass), []byte(h.password))
+	if userOK&passOK != 1 {
+		return exception(codeAuthenticationFailed, "%s: Authentication failed: password is incorrect, or there is no user with such name", user)
+	}
+	return nil
+}
+
+// readQuery joins the query URL parameter and the body as ClickHouse does (parameter,
+// newline, body), decompressing a body sent with Content-Encoding.
+func readQuery(r *http.Request, params map[string][]string) (string, *Exception) {
+	q := ""
+	if v := params["query"]; len(v) > 0 && v[0] != "" {
+		q = v[0] + "\n"
+	}
+	var body io.Reader = r.Body
+	switch strings.ToLower(r.Header.Get("Content-Encoding")) {
+	case "":
+	case "gzip":
+		zr, err := gzip.NewReader(r.Body)
+		if err != nil {
+			return "", exception(codeSyntaxError, "Cannot decompress gzip request body: %v", err)
+		}
+		body = zr
+	case "deflate":
+		zr, err := zlib.NewReader(r.Body)
+		if err != nil {
+			return "", exception(codeSyntaxError, "Cannot decompress deflate request body: %v", err)
+		}
+		body = zr
+	case "br":
+		body = brotli.NewReader(r.Body)
+	default:
+		return "", exception(codeNotImplemented, "Content-Encoding %q is not supported", r.Header.Get("Content-Encoding"))
+	}
+	b, err := io.ReadAll(io.LimitReader(body, maxQuerySize+1))
+	if err != nil {
+		return "", exception(codeSyntaxError, "Cannot read request body: %v", err)
+	}
+	q += string(b)
+	if len(q) > maxQuerySize {
+		return "", exception(codeQueryIsTooLarge, "Query is too large (%d bytes); max is %d", len(q), maxQuerySize)
+	}
+	return q, nil
+}
+
+// settingValue is what a setting taken from the URL may look like inside the SETTINGS clause.
+var settingValue = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,64}$`)
+
+// passedSettings are URL settings applied to the engine: limits and output options that
+// cannot widen what a query may do. Others are accepted and ignored, as a ClickHouse user
+// with readonly=1 gets them refused only when they would change something.
+var passedSettings = map[string]bool{
+	"limit": true, "offset": true, "max_result_rows": true,
+	"max_rows_to_read": true, "max_bytes_to_read": true, "read_overflow_mode": true,
+	"max_threads": true, "max_block_size": true, "timeout_overflow_mode": true,
+	"date_time_output_format": true, "output_format_json_quote_64bit_integers": true,
+	"output_format_json_quote_denormals": true, "output_format_decimal_trailing_zeros": true,
+	"session_timezone": true, "extremes": true,
+}
+
+// settings builds the engine's SETTINGS clause for a request: readonly=1 first (it also
+// blocks table functions that reach outside, such as file() and url()), the endpoint's
+// limits, and the client's settings that may only narrow them. It also returns the Native
+// revision the client asked for.
+func (h *Handler) settings(params map[string][]string) (string, uint64, *Exception) {
+	maxExec := int(h.cfg.MaxExecutionTime / time.Second)
+	maxBytes := h.cfg.MaxResultBytes
+	var revision uint64
+	var extra []string
+	for name, vs := range params {
+		v := vs[0]
+		switch {
+		case strings.HasPrefix(name, "param_"):
+			return "", 0, exception(codeUnknownQueryParam, "Query parameters are not supported by this endpoint (%s); inline the value", name)
+		case name == "client_protocol_version":
+			n, err := strconv.ParseUint(v, 10, 64)
+			if err != nil {
+				return "", 0, exception(codeSyntaxError, "client_protocol_version %q is not a number", v)
+			}
+			revision = n
+		case name == "max_execution_time":
+			if n, err := strconv.ParseFloat(v, 64); err == nil && n >= 1 && int(n) < maxExec {
+				maxExec = int(n)
+			}
+		case name == "max_result_bytes":
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 && n < maxBytes {
+				maxBytes = n
+			}
+		case passedSettings[name]:
+			if !settingValue.MatchString(v) {
+				return "", 0, exception(codeSyntaxError, "Setting %s has an unsupported value", name)
+			}
+			if _, err := strconv.ParseFloat(v, 64); err != nil {
+				v = "'" + v + "'"
+			}
+			extra = append(extra, name+"="+v)
+		}
+	}
+	sort.Strings(extra) // deterministic SQL, for logs and tests
+	s := fmt.Sprintf("readonly=1, max_execution_time=%d, max_result_bytes=%d, result_overflow_mode='throw'", maxExec, maxBytes)
+	for _, e := range extra {
+		s += ", " + e
+	}
+	return s, revision, nil
+}
+
+// write sends a result: Content-Type for its format, ClickHouse's headers, and the body
+// compressed when the client asked (HTTP compression with enable_http_compression=1, or
+// ClickHouse's native block compression with compress=1).
+func (h *Handler) write(w http.ResponseWriter, r *http.Request, params map[string][]string, format string, out []byte) {
+	hdr := w.Header()
+	hdr.Set("Content-Type", contentType(format))
+	hdr.Set("X-ClickHouse-Format", format)
+	hdr.Set("X-ClickHouse-Timezone", "UTC")
+	qid := first(params["query_id"])
+	if qid == "" {
+		var b [16]byte
+		rand.Read(b[:])
+		qid = hex.EncodeToString(b[:])
+	}
+	hdr.Set("X-ClickHouse-Query-Id", qid)
+
+	if first(params["compress"]) == "1" {
+		method := compress.LZ4
+		if strings.EqualFold(first(params["network_compression_method"]), "ZSTD") {
+			method = compress.ZSTD
+		}
+		var buf bytes.Buffer
+		cw := compress.NewWriter(compress.LevelZero, method)
+		for chunk := range chunks(out, 1<<20) {
+			if err := cw.Compress(chunk); err != nil {
+				h.fail(w, "", exception(codeSTDException, "compress: %v", err))
+				return
+			}
+			buf.Write(cw.Data)
+		}
+		out = buf.Bytes()
+	} else if first(params["enable_http_compression"]) == "1" {
+		if enc, zw := httpCompressor(r.Header.Get("Accept-Encoding")); zw != nil {
+			var buf bytes.Buffer
+			c := zw(&buf)
+			c.Write(out)
+			c.Close()
+			out = buf.Bytes()
+			hdr.Set("Content-Encoding", enc)
+		}
+	}
+	hdr.Set("Content-Length", strconv.Itoa(len(out)))
+	h.requests.WithLabelValues("200").Inc()
+	w.Write(out)
+}
+
+// chunks yields b in chunks of at most n bytes (at least one, possibly empty, chunk).
+func chunks(b []byte, n int) func(func([]byte) bool) {
+	return func(yield func([]byte) bool) {
+		for {
+			k := min(n, len(b))
+			if !yield(b[:k]) || k == len(b) {
+				return
+			}
+			b = b[k:]
+		}
+	}
+}
+
+// httpCompressor picks the first encoding of Accept-Encoding the endpoint supports.
+func httpCompressor(accept string) (string, func(io.Writer) io.WriteCloser) {
+	for _, part := range strings.Split(accept, ",") {
+		enc := strings.TrimSpace(strings.SplitN(part, ";", 2)[0])
+		switch strings.ToLower(enc) {
+		case "gzip":
+			return "gzip", func(w io.Writer) io.WriteCloser { return gzip.NewWriter(w) }
+		case "deflate":
+			return "deflate", func(w io.Writer) io.WriteCloser { return zlib.NewWriter(w) }
+		case "br":
+			return "br", func(w io.Writer) io.WriteCloser { return brotli.NewWriter(w) }
+		}
+	}
+	return "", nil
+}
+
+func contentType(format string) string {
+	f := strings.ToLower(format)
+	switch {
+	case f == "native" || strings.HasPrefix(f, "rowbinary") || f == "parquet" || f == "arrow" || f == "arrowstream":
+		return "application/octet-stream"
+	case strings.HasPrefix(f, "json"):
+		return "application/json; charset=UTF-8"
+	case strings.HasPrefix(f, "tabseparated") || strings.HasPrefix(f, "tsv"):
+		return "text/tab-separated-values; charset=UTF-8"
+	case strings.HasPrefix(f, "csv"):
+		return "text/csv; charset=UTF-8; header=absent"
+	}
+	return "text/plain; charset=UTF-8"
+}
+
+// fail sends ex as ClickHouse does: the status for its code, the code in
+// X-ClickHouse-Exception-Code, the text as the body. reason, when set, counts a refusal.
+func (h *Handler) fail(w http.ResponseWriter, reason string, ex *Exception) {
+	if reason != "" {
+		h.refused.WithLabelValues(reason).Inc()
+	}
+	status := httpStatus(ex.Code)
+	h.requests.WithLabelValues(strconv.Itoa(status)).Inc()
+	w.Header().Set("Content-Type", "text/plain; charset=UTF-8")
+	w.Header().Set("X-ClickHouse-Exception-Code", strconv.Itoa(ex.Code))
+	w.WriteHeader(status)
+	io.WriteString(w, ex.Text+"\n")
+}
+
+func first(v []string) string {
+	if len(v) == 0 {
+		return ""
+	}
+	return v[0]
+}
