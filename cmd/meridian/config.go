@@ -13,7 +13,9 @@ import (
 	"github.com/meridianhq/meridian/internal/configfile"
 	"github.com/meridianhq/meridian/internal/tracing"
 	"github.com/meridianhq/meridian/inventory"
+	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/server"
+	"github.com/meridianhq/meridian/storage"
 )
 
 // Config is Meridian's one configuration tree. Each component registers its own flags
@@ -25,6 +27,8 @@ type Config struct {
 
 	Server    server.Config       `yaml:"server"`
 	Tracing   tracing.Config      `yaml:"tracing"`
+	Storage   storage.Config      `yaml:"storage"`
+	Pipeline  pipeline.Config     `yaml:"pipeline"`
 	Inventory inventory.Inventory `yaml:"inventory"`
 }
 
@@ -36,6 +40,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.LogFormat, "log.format", "logfmt", "Log format: logfmt or json.")
 	c.Server.RegisterFlags(f)
 	c.Tracing.RegisterFlags(f)
+	c.Storage.RegisterFlags(f)
+	c.Pipeline.RegisterFlags(f)
 }
 
 // Validate checks the tree; errors name the field.
@@ -52,6 +58,12 @@ func (c *Config) Validate() error {
 	}
 	if c.LogFormat != "logfmt" && c.LogFormat != "json" {
 		return fmt.Errorf("log_format: %q is not logfmt or json", c.LogFormat)
+	}
+	if err := c.Storage.Validate(); err != nil {
+		return err
+	}
+	if err := c.Pipeline.Validate(); err != nil {
+		return err
 	}
 	return c.Inventory.Validate()
 }

@@ -65,7 +65,9 @@ func TestServe(t *testing.T) {
 	if err := os.WriteFile(token, []byte("s3cret\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cfg, err := parseConfig([]string{"-server.listen-address=127.0.0.1:0", "-server.token-file=" + token}, io.Discard)
+	dir := t.TempDir()
+	cfg, err := parseConfig([]string{"-server.listen-address=127.0.0.1:0", "-server.token-file=" + token,
+		"-storage.path=" + filepath.Join(dir, "ch"), "-pipeline.spool.path=" + filepath.Join(dir, "spool")}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -80,7 +82,7 @@ func TestServe(t *testing.T) {
 		}
 	}()
 	base := waitAddr(t, a)
-	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready", "/metrics": "go_goroutines"} {
+	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready", "/metrics": "meridian_pipeline_"} {
 		body, code := get(t, base+path, "")
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("GET %s: %d %q", path, code, body)
