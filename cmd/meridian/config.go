@@ -73,11 +73,15 @@ var errHelp = errors.New("help requested")
 
 // parseConfig builds the config the Mimir way: flag defaults, then the YAML file, then
 // the command line again so that flags override the file.
-func parseConfig(args []string, stderr io.Writer) (*Config, error) {
+// extra registers flags that are not part of Config (the lab's).
+func parseConfig(args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) (*Config, error) {
 	var cfg Config
 	fs := flag.NewFlagSet("meridian", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	cfg.RegisterFlags(fs)
+	for _, register := range extra {
+		register(fs)
+	}
 	var file string
 	fs.StringVar(&file, "config.file", "", "YAML configuration file; flags given on the command line override it.")
 	fs.Usage = func() {} // printed below for -help only, not after every error

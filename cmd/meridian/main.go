@@ -29,6 +29,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			v, rev, gov := build.Info()
 			fmt.Fprintf(stdout, "meridian %s (revision %s, %s)\n", v, rev, gov)
 			return 0
+		case "lab":
+			return labCommand(args[1:], stdout, stderr)
 		}
 	}
 	cfg, err := parseConfig(args, stderr)

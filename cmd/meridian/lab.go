@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"gopkg.in/yaml.v3"
+
+	"github.com/meridianhq/meridian/lab"
+	"github.com/meridianhq/meridian/server"
+)
+
+const labUsage = `Usage:
+  meridian lab run [flags]             start the lab world and Meridian (all modules) pointed at it
+  meridian lab fail KIND TARGET [MODE] inject a failure: pop nuremberg | tunnel newyork-nuremberg | osd 3 slow | osd 3 down
+  meridian lab heal                    clear every failure
+  meridian lab status                  list the failures in force
+`
+
+// labCommand runs `meridian lab ...`.
+func labCommand(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
+		fmt.Fprint(stderr, labUsage)
+		return 0
+	}
+	var err error
+	switch args[0] {
+	case "run":
+		err = labRun(args[1:], stderr)
+	case "fail", "heal", "status":
+		err = labControl(args[0], args[1:], stdout)
+	default:
+		err = fmt.Errorf("unknown lab command %q\n%s", args[0], labUsage)
+	}
+	if errors.Is(err, errHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "meridian lab:", err)
+		return 2
+	}
+	return 0
+}
+
+// labDir holds the lab's token and the configuration it generated.
+const labDir = "data/lab"
+
+func labRun(args []string, stderr io.Writer) error {
+	var lc lab.Config
+	cfg, err := parseConfig(args, stderr, lc.RegisterFlags)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(labDir, 0o700); err != nil {
+		return err
+	}
+	token, err := labToken(cfg)
+	if err != nil {
+		return err
+	}
+	logger := newLogger(cfg, stderr)
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	l, err := lab.Start(ctx, lc, token, logger.With("component", "lab"))
+	if err != nil {
+		return err
+	}
+	labOverlay(cfg, l.Endpoints())
+	if err := cfg.Validate(); err != nil {
+		return fmt.Errorf("generated configuration: %w", err)
+	}
+	file := filepath.Join(labDir, "meridian.yaml")
+	if err := writeYAML(file, cfg); err != nil {
+		return err
+	}
+	fmt.Fprintf(stderr, "lab: Meridian's configuration for this world is in %s (token in %s)\n", file, filepath.Join(labDir, "token"))
+	return serve(ctx, cfg, logger)
+}
+
+// labOverlay points cfg at the lab's peers, as an operator's file would point it at real ones.
+func labOverlay(cfg *Config, e lab.Endpoints) {
+	cfg.Inventory = *e.Inventory
+}
+
+// labToken is the API token of Meridian and the lab: the configured one, else one made
+// for this lab and kept in data/lab/token so `meridian lab fail` finds it.
+func labToken(cfg *Config) (string, error) {
+	if t, err := cfg.Server.Token(); err != nil || t != "" {
+		return t, err
+	}
+	file := filepath.Join(labDir, "token")
+	if b, err := os.ReadFile(file); err == nil && len(strings.TrimSpace(string(b))) > 0 {
+		cfg.Server.TokenFile = file
+		return strings.TrimSpace(string(b)), nil
+	}
+	buf := make([]byte, 16)
+	if _, err := rand.Read(buf); err != nil {
+		return "", err
+	}
+	t := hex.EncodeToString(buf)
+	if err := os.WriteFile(file, []byte(t+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	cfg.Server.TokenFile = file
+	return t, nil
+}
+
+func writeYAML(file string, v any) error {
+	b, err := yaml.Marshal(v)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(file, b, 0o600)
+}
+
+// labControl sends a failure, a heal or a status request to a running lab.
+func labControl(cmd string, args []string, stdout io.Writer) error {
+	fs := flag.NewFlagSet("meridian lab "+cmd, flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	addr := fs.String("lab.address", "http://127.0.0.1:9479", "Base URL of the running lab's control API.")
+	tokenFile := fs.String("server.token-file", filepath.Join(labDir, "token"), "File holding the API token (else env "+server.TokenEnv+").")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	token := os.Getenv(server.TokenEnv)
+	if b, err := os.ReadFile(*tokenFile); err == nil {
+		token = strings.TrimSpace(string(b))
+	}
+	method, path, body := "POST", "/lab/"+cmd, ""
+	switch cmd {
+	case "fail":
+		f, err := lab.ParseFailure(fs.Args())
+		if err != nil {
+			return err
+		}
+		b, _ := json.Marshal(f)
+		body = string(b)
+	case "status":
+		method = "GET"
+		path = "/lab/state"
+	}
+	req, err := http.NewRequest(method, strings.TrimSuffix(*addr, "/")+path, strings.NewReader(body))
+	if err != nil {
+		return err
+	}
+	req.Header.Set("Authorization", "Bearer "+token)
+	c := &http.Client{Timeout: 10 * time.Second}
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("is the lab running (make run)? %w", err)
+	}
+	defer resp.Body.Close()
+	out, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("%s", strings.TrimSpace(string(out)))
+	}
+	_, err = stdout.Write(out)
+	return err
+}
