@@ -1,0 +1,121 @@
+package ruler
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"os"
+	"runtime"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/common/route"
+	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/scrape"
+	"github.com/prometheus/prometheus/tsdb"
+	apiv1 "github.com/prometheus/prometheus/web/api/v1"
+
+	"github.com/meridianhq/meridian/internal/build"
+)
+
+// APIPrefix is where the lead mounts Handler: Grafana's Prometheus datasource URL is
+// then http://meridian:PORT/prometheus.
+const APIPrefix = "/prometheus"
+
+// Handler serves Prometheus's HTTP API (/api/v1/query, query_range, series, labels,
+// label/<name>/values, rules, alerts, metadata, status/buildinfo, …) over the ruler's
+// TSDB with Prometheus's own promql engine: it is web/api/v1 itself, so the answers are
+// Prometheus's. Paths are relative to APIPrefix: mount it with
+// mux.Handle(APIPrefix+"/", http.StripPrefix(APIPrefix, r.Handler())).
+// It is valid once the service is running; before that it answers 503.
+func (r *Ruler) Handler() http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		h := r.apiHandler()
+		if h == nil {
+			http.Error(w, "ruler is not running", http.StatusServiceUnavailable)
+			return
+		}
+		h.ServeHTTP(w, req)
+	})
+}
+
+func (r *Ruler) apiHandler() http.Handler {
+	r.apiMu.Lock()
+	defer r.apiMu.Unlock()
+	// State is read under the service's lock, so once it says Running the fields set
+	// in starting are visible here.
+	if r.api == nil && r.State() == services.Running {
+		r.api = r.newAPI()
+	}
+	return r.api
+}
+
+func (r *Ruler) newAPI() http.Handler {
+	ext, _ := url.Parse(r.cfg.ExternalURL)
+	start := time.Now()
+	gatherer, _ := r.reg.(prometheus.Gatherer)
+	if gatherer == nil {
+		gatherer = prometheus.NewRegistry()
+	}
+	api := apiv1.NewAPI(r.engine, r.db, nil, nil, r.db,
+		func(context.Context) apiv1.ScrapePoolsRetriever { return noTargets{} },
+		func(context.Context) apiv1.TargetRetriever { return noTargets{} },
+		func(context.Context) apiv1.AlertmanagerRetriever { return r.notifier },
+		func() config.Config { return *r.amConfig },
+		map[string]string{},
+		apiv1.GlobalURLOptions{Host: ext.Host, Scheme: ext.Scheme},
+		func(f http.HandlerFunc) http.HandlerFunc { return f },
+		tsdbStats{r.db},
+		r.cfg.DataDir+"/tsdb",
+		false, // no admin API: the TSDB is Meridian's
+		false, 0,
+		r.logger.With("component", "api"),
+		func(context.Context) apiv1.RulesRetriever { return r.manager },
+		0, 1, 1<<20,
+		false, nil,
+		func() (apiv1.RuntimeInfo, error) {
+			cwd, _ := os.Getwd()
+			host, _ := os.Hostname()
+			return apiv1.RuntimeInfo{StartTime: start, CWD: cwd, Hostname: host, ServerTime: time.Now(),
+				ReloadConfigSuccess: true, LastConfigTime: start, GoroutineCount: runtime.NumGoroutine(),
+				GOMAXPROCS: runtime.GOMAXPROCS(0), StorageRetention: r.cfg.Retention.String()}, nil
+		},
+		// Grafana reads the version to pick query features: claim the Prometheus
+		// release whose API this is.
+		&apiv1.PrometheusVersion{Version: "3.9.0", Revision: build.Version, Branch: "meridian", GoVersion: runtime.Version()},
+		nil, nil,
+		gatherer, r.reg,
+		nil,
+		false, nil,
+		false, false, false,
+		false,
+		5*time.Minute,
+		false, false,
+		nil,
+		nil,
+		apiv1.OpenAPIOptions{ExternalURL: r.cfg.ExternalURL},
+		r.parser,
+	)
+	router := route.New()
+	api.Register(router.WithPrefix("/api/v1"))
+	return router
+}
+
+// noTargets: the ruler scrapes nothing; its SLI series come from the pipeline.
+type noTargets struct{}
+
+func (noTargets) ScrapePools() []string                                 { return nil }
+func (noTargets) TargetsActive() map[string][]*scrape.Target            { return map[string][]*scrape.Target{} }
+func (noTargets) TargetsDropped() map[string][]*scrape.Target           { return map[string][]*scrape.Target{} }
+func (noTargets) TargetsDroppedCounts() map[string]int                  { return map[string]int{} }
+func (noTargets) ScrapePoolConfig(string) (*config.ScrapeConfig, error) { return nil, nil }
+
+// tsdbStats adapts *tsdb.DB to the API's status endpoints.
+type tsdbStats struct{ *tsdb.DB }
+
+func (s tsdbStats) Stats(statsByLabelName string, limit int) (*tsdb.Stats, error) {
+	return s.Head().Stats(statsByLabelName, limit), nil
+}
+func (tsdbStats) WALReplayStatus() (tsdb.WALReplayStatus, error) { return tsdb.WALReplayStatus{}, nil }
+func (s tsdbStats) BlockMetas() ([]tsdb.BlockMeta, error)        { return s.DB.BlockMetas(), nil }

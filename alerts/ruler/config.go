@@ -1,0 +1,123 @@
+package ruler
+
+import (
+	"errors"
+	"flag"
+	"fmt"
+	"maps"
+	"net/url"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/grafana/dskit/flagext"
+	"github.com/prometheus/common/model"
+)
+
+// Config of the embedded ruler (yaml section `ruler`, flags -ruler.*).
+type Config struct {
+	// SpecFiles are SLO specs; their rules are generated at start into DataDir/rules.
+	SpecFiles flagext.StringSliceCSV `yaml:"spec_files"`
+	// WindowFiles are Sloth AlertWindows files for SLO periods without built-in windows.
+	WindowFiles flagext.StringSliceCSV `yaml:"window_files"`
+	// RuleFiles are extra Prometheus rule files evaluated as they are.
+	RuleFiles          flagext.StringSliceCSV `yaml:"rule_files"`
+	EvaluationInterval time.Duration          `yaml:"evaluation_interval"`
+	// ResendDelay is how often a firing alert is sent again; it is also how soon an
+	// alert reaches an Alertmanager that was down.
+	ResendDelay time.Duration `yaml:"resend_delay"`
+	// AlertmanagerURLs are Alertmanager base URLs (API v2), e.g. http://am:9093.
+	AlertmanagerURLs flagext.StringSliceCSV `yaml:"alertmanager_urls"`
+	ExternalLabels   Labels                 `yaml:"external_labels"`
+	// ExternalURL is where users reach Meridian; alerts link back to it.
+	ExternalURL   string        `yaml:"external_url"`
+	DataDir       string        `yaml:"data_dir"`
+	Retention     time.Duration `yaml:"retention"`
+	QueueCapacity int           `yaml:"notification_queue_capacity"`
+}
+
+// RegisterFlags registers the ruler's flags with their defaults.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	f.Var(&c.SpecFiles, "ruler.spec-files", "Comma-separated SLO spec files (Sloth prometheus/v1) to generate and evaluate rules for.")
+	f.Var(&c.WindowFiles, "ruler.window-files", "Comma-separated Sloth AlertWindows files for custom SLO periods.")
+	f.Var(&c.RuleFiles, "ruler.rule-files", "Comma-separated extra Prometheus rule files to evaluate.")
+	f.DurationVar(&c.EvaluationInterval, "ruler.evaluation-interval", 10*time.Second, "How often rules are evaluated and the SLI series are appended to the ruler's TSDB.")
+	f.DurationVar(&c.ResendDelay, "ruler.resend-delay", time.Minute, "How often firing alerts are re-sent to Alertmanager.")
+	f.Var(&c.AlertmanagerURLs, "ruler.alertmanager-urls", "Comma-separated Alertmanager URLs (API v2) to send alerts to.")
+	f.Var(&c.ExternalLabels, "ruler.external-labels", "Comma-separated name=value labels added to every alert sent.")
+	f.StringVar(&c.ExternalURL, "ruler.external-url", "http://localhost:8080/prometheus", "URL Meridian's Prometheus API is reached at; alerts link to it.")
+	f.StringVar(&c.DataDir, "ruler.data-dir", "data/ruler", "Directory of the ruler's TSDB and generated rule files.")
+	f.DurationVar(&c.Retention, "ruler.retention", 31*24*time.Hour, "How long the ruler's TSDB keeps samples; at least the longest SLO period.")
+	f.IntVar(&c.QueueCapacity, "ruler.notification-queue-capacity", 10000, "Alerts held for Alertmanager before the oldest are dropped.")
+}
+
+// Validate names the field at fault.
+func (c *Config) Validate() error {
+	if c.EvaluationInterval <= 0 {
+		return errors.New("ruler.evaluation_interval must be positive")
+	}
+	if c.ResendDelay <= 0 {
+		return errors.New("ruler.resend_delay must be positive")
+	}
+	if c.DataDir == "" {
+		return errors.New("ruler.data_dir is required")
+	}
+	if c.Retention < time.Hour {
+		return errors.New("ruler.retention must be at least 1h")
+	}
+	if c.QueueCapacity <= 0 {
+		return errors.New("ruler.notification_queue_capacity must be positive")
+	}
+	for _, u := range c.AlertmanagerURLs {
+		if _, err := parseAlertmanagerURL(u); err != nil {
+			return fmt.Errorf("ruler.alertmanager_urls: %w", err)
+		}
+	}
+	if _, err := url.Parse(c.ExternalURL); err != nil {
+		return fmt.Errorf("ruler.external_url: %w", err)
+	}
+	for k := range c.ExternalLabels {
+		if !model.LegacyValidation.IsValidLabelName(k) {
+			return fmt.Errorf("ruler.external_labels: invalid label name %q", k)
+		}
+	}
+	return nil
+}
+
+func parseAlertmanagerURL(s string) (*url.URL, error) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return nil, err
+	}
+	if (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("%q: want http(s)://host:port[/prefix]", s)
+	}
+	return u, nil
+}
+
+// Labels is a label set that reads name=value,name=value from a flag and a map from YAML.
+type Labels map[string]string
+
+func (l Labels) String() string {
+	var parts []string
+	for _, k := range slices.Sorted(maps.Keys(l)) {
+		parts = append(parts, k+"="+l[k])
+	}
+	return strings.Join(parts, ",")
+}
+
+func (l *Labels) Set(s string) error {
+	m := Labels{}
+	for _, kv := range strings.Split(s, ",") {
+		if kv == "" {
+			continue
+		}
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok {
+			return fmt.Errorf("%q: want name=value", kv)
+		}
+		m[k] = v
+	}
+	*l = m
+	return nil
+}

@@ -1,0 +1,306 @@
+// Package ruler evaluates the SLO rules inside Meridian: the SLI series are appended to
+// a local Prometheus TSDB on every evaluation tick, Prometheus's own rules manager
+// evaluates the generated rules over it, and Prometheus's notifier sends the alerts to
+// Alertmanager (API v2). The TSDB is also served through Prometheus's HTTP API.
+package ruler
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/config"
+	"github.com/prometheus/prometheus/discovery"
+	"github.com/prometheus/prometheus/discovery/targetgroup"
+	"github.com/prometheus/prometheus/model/labels"
+	"github.com/prometheus/prometheus/notifier"
+	"github.com/prometheus/prometheus/promql"
+	"github.com/prometheus/prometheus/promql/parser"
+	"github.com/prometheus/prometheus/rules"
+	"github.com/prometheus/prometheus/tsdb"
+
+	"github.com/meridianhq/meridian/alerts"
+	"github.com/meridianhq/meridian/alerts/slo"
+)
+
+// Ruler is the embedded SLO ruler. It implements alerts.Source.
+type Ruler struct {
+	services.Service
+
+	cfg    Config
+	logger *slog.Logger
+	reg    prometheus.Registerer
+	sli    *prometheus.Registry // the SLI series, gathered into the TSDB each tick
+
+	db       *tsdb.DB
+	engine   *promql.Engine
+	parser   parser.Parser
+	notifier *notifier.Manager
+	manager  *rules.Manager
+	amConfig *config.Config
+	files    []string
+	wg       sync.WaitGroup
+
+	apiMu sync.Mutex
+	api   http.Handler
+
+	appendErrors prometheus.Counter
+	appended     prometheus.Counter
+}
+
+var _ alerts.Source = (*Ruler)(nil)
+
+// New builds the ruler. sli is the SLI collector (alerts/sli) whose series the rules
+// read; reg receives the ruler's own metrics and those of the TSDB, rules manager and
+// notifier. Specs are loaded and checked here, so a bad spec fails New, not the service.
+func New(cfg Config, sli prometheus.Collector, reg prometheus.Registerer, logger *slog.Logger) (*Ruler, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	r := &Ruler{
+		cfg:    cfg,
+		logger: logger,
+		reg:    reg,
+		sli:    prometheus.NewRegistry(),
+		parser: parser.NewParser(parser.Options{}),
+		appendErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_ruler_sli_append_errors_total",
+			Help: "SLI samples the ruler's TSDB refused (out of order, invalid)."}),
+		appended: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_ruler_sli_samples_appended_total",
+			Help: "SLI samples appended to the ruler's TSDB."}),
+	}
+	if err := r.sli.Register(sli); err != nil {
+		return nil, fmt.Errorf("ruler: register SLI collector: %w", err)
+	}
+	reg.MustRegister(r.appendErrors, r.appended)
+
+	files, err := slo.GenerateFiles(cfg.SpecFiles, cfg.WindowFiles, slo.Options{Version: slo.GeneratorVersion, Mode: "meridian-ruler"})
+	if err != nil {
+		return nil, err
+	}
+	paths, err := slo.WriteFiles(filepath.Join(cfg.DataDir, "rules"), files)
+	if err != nil {
+		return nil, fmt.Errorf("ruler: write generated rules: %w", err)
+	}
+	r.files = append(paths, cfg.RuleFiles...)
+
+	r.amConfig, err = alertmanagerConfig(cfg)
+	if err != nil {
+		return nil, err
+	}
+	r.Service = services.NewBasicService(r.starting, r.running, r.stopping)
+	return r, nil
+}
+
+func alertmanagerConfig(cfg Config) (*config.Config, error) {
+	c := &config.Config{GlobalConfig: config.DefaultGlobalConfig}
+	c.GlobalConfig.ExternalLabels = labels.FromMap(cfg.ExternalLabels)
+	for _, s := range cfg.AlertmanagerURLs {
+		u, err := parseAlertmanagerURL(s)
+		if err != nil {
+			return nil, fmt.Errorf("ruler.alertmanager_urls: %w", err)
+		}
+		am := config.DefaultAlertmanagerConfig
+		am.Scheme = u.Scheme
+		am.PathPrefix = u.Path
+		am.ServiceDiscoveryConfigs = discovery.Configs{discovery.StaticConfig{
+			{Targets: []model.LabelSet{{model.AddressLabel: model.LabelValue(u.Host)}}, Source: s},
+		}}
+		c.AlertingConfig.AlertmanagerConfigs = append(c.AlertingConfig.AlertmanagerConfigs, &am)
+	}
+	return c, nil
+}
+
+func (r *Ruler) starting(ctx context.Context) error {
+	var err error
+	opts := tsdb.DefaultOptions()
+	opts.RetentionDuration = r.cfg.Retention.Milliseconds()
+	r.db, err = tsdb.Open(filepath.Join(r.cfg.DataDir, "tsdb"), r.logger.With("component", "tsdb"), r.reg, opts, nil)
+	if err != nil {
+		return fmt.Errorf("ruler: open TSDB: %w", err)
+	}
+	r.engine = promql.NewEngine(promql.EngineOpts{
+		Logger:               r.logger.With("component", "promql"),
+		Reg:                  r.reg,
+		MaxSamples:           50_000_000,
+		Timeout:              2 * time.Minute,
+		LookbackDelta:        5 * time.Minute,
+		EnableAtModifier:     true,
+		EnableNegativeOffset: true,
+	})
+
+	r.notifier = notifier.NewManager(&notifier.Options{
+		QueueCapacity:  r.cfg.QueueCapacity,
+		ExternalLabels: r.amConfig.GlobalConfig.ExternalLabels,
+		Registerer:     r.reg,
+	}, model.UTF8Validation, r.logger.With("component", "notifier"))
+	if err := r.notifier.ApplyConfig(r.amConfig); err != nil {
+		return fmt.Errorf("ruler: alertmanager config: %w", err)
+	}
+	// Static Alertmanagers: hand the notifier its targets as discovery would.
+	tsets := make(chan map[string][]*targetgroup.Group, 1)
+	groups := map[string][]*targetgroup.Group{}
+	for k, am := range r.amConfig.AlertingConfig.AlertmanagerConfigs.ToMap() {
+		for _, sd := range am.ServiceDiscoveryConfigs {
+			groups[k] = append(groups[k], sd.(discovery.StaticConfig)...)
+		}
+	}
+	tsets <- groups
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); r.notifier.Run(tsets) }()
+
+	extURL, _ := url.Parse(r.cfg.ExternalURL)
+	r.manager = rules.NewManager(&rules.ManagerOptions{
+		ExternalURL: extURL,
+		QueryFunc:   rules.EngineQueryFunc(r.engine, r.db),
+		NotifyFunc:  rules.SendAlerts(r.notifier, r.cfg.ExternalURL),
+		Context:     context.Background(),
+		Appendable:  r.db,
+		Queryable:   r.db,
+		Logger:      r.logger.With("component", "rules"),
+		Registerer:  r.reg,
+		ResendDelay: r.cfg.ResendDelay,
+		// Alerts are stateless bursts over windows; no `for` to restore after restart.
+		OutageTolerance: time.Hour,
+		ForGracePeriod:  10 * time.Minute,
+		Parser:          r.parser,
+	})
+	if err := r.manager.Update(r.cfg.EvaluationInterval, r.files, r.amConfig.GlobalConfig.ExternalLabels, r.cfg.ExternalURL, nil); err != nil {
+		r.notifier.Stop()
+		r.db.Close()
+		return fmt.Errorf("ruler: load rules: %w", err)
+	}
+	r.appendSLI(time.Now()) // first samples before the first evaluation
+	r.wg.Add(1)
+	go func() { defer r.wg.Done(); r.manager.Run() }()
+	r.logger.Info("ruler started", "rule_files", len(r.files), "alertmanagers", len(r.cfg.AlertmanagerURLs), "evaluation_interval", r.cfg.EvaluationInterval)
+	return nil
+}
+
+func (r *Ruler) running(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.EvaluationInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case now := <-t.C:
+			r.appendSLI(now)
+		}
+	}
+}
+
+func (r *Ruler) stopping(_ error) error {
+	r.manager.Stop() // Run was called in starting, so Stop returns
+	r.notifier.Stop()
+	r.wg.Wait()
+	return r.db.Close()
+}
+
+// appendSLI gathers the SLI registry and appends every sample at ts: the ruler
+// "scrapes" its own in-process series, so the rules read exactly what /metrics shows.
+func (r *Ruler) appendSLI(ts time.Time) {
+	mfs, err := r.sli.Gather()
+	if err != nil {
+		r.logger.Warn("gather SLI series", "err", err)
+	}
+	app := r.db.Appender(context.Background())
+	t := ts.UnixMilli()
+	n := 0
+	add := func(name string, base labels.Labels, extra []string, v float64) {
+		b := labels.NewBuilder(base)
+		b.Set(model.MetricNameLabel, name)
+		for i := 0; i+1 < len(extra); i += 2 {
+			b.Set(extra[i], extra[i+1])
+		}
+		if _, err := app.Append(0, b.Labels(), t, v); err != nil {
+			r.appendErrors.Inc()
+			return
+		}
+		n++
+	}
+	for _, mf := range mfs {
+		name := mf.GetName()
+		for _, m := range mf.GetMetric() {
+			base := metricLabels(m)
+			switch mf.GetType() {
+			case dto.MetricType_COUNTER:
+				add(name, base, nil, m.GetCounter().GetValue())
+			case dto.MetricType_GAUGE:
+				add(name, base, nil, m.GetGauge().GetValue())
+			case dto.MetricType_HISTOGRAM:
+				h := m.GetHistogram()
+				for _, b := range h.GetBucket() {
+					add(name+"_bucket", base, []string{model.BucketLabel, formatLe(b.GetUpperBound())}, float64(b.GetCumulativeCount()))
+				}
+				add(name+"_bucket", base, []string{model.BucketLabel, "+Inf"}, float64(h.GetSampleCount()))
+				add(name+"_sum", base, nil, h.GetSampleSum())
+				add(name+"_count", base, nil, float64(h.GetSampleCount()))
+			case dto.MetricType_UNTYPED:
+				add(name, base, nil, m.GetUntyped().GetValue())
+			}
+		}
+	}
+	if err := app.Commit(); err != nil {
+		r.logger.Warn("append SLI series", "err", err)
+		r.appendErrors.Inc()
+		return
+	}
+	r.appended.Add(float64(n))
+}
+
+func metricLabels(m *dto.Metric) labels.Labels {
+	b := labels.NewScratchBuilder(len(m.GetLabel()))
+	for _, l := range m.GetLabel() {
+		b.Add(l.GetName(), l.GetValue())
+	}
+	b.Sort()
+	return b.Labels()
+}
+
+// formatLe prints a bucket bound as Prometheus's text exposition does ("0.25", "1"),
+// so that le="0.25" in a spec matches.
+func formatLe(f float64) string { return strconv.FormatFloat(f, 'f', -1, 64) }
+
+// Firing returns the SLO alerts firing now (alerts.Source). Labels are the alert's
+// labels (pop, site, service, cluster, … from the SLI series, plus the rule's) with
+// slo set from sloth_slo; Severity is sloth_severity (page or ticket).
+func (r *Ruler) Firing() []alerts.Alert {
+	if r.manager == nil || r.State() != services.Running {
+		return nil
+	}
+	var out []alerts.Alert
+	for _, rule := range r.manager.AlertingRules() {
+		for _, a := range rule.ActiveAlerts() {
+			if a.State != rules.StateFiring {
+				continue
+			}
+			l := a.Labels.Map()
+			if s, ok := l[slo.LabelSLO]; ok {
+				l["slo"] = s
+			}
+			out = append(out, alerts.Alert{Name: rule.Name(), Severity: l[slo.LabelSeverity], Labels: l, ActiveAt: a.ActiveAt})
+		}
+	}
+	slices.SortFunc(out, func(a, b alerts.Alert) int {
+		return compareLabels(a.Labels, b.Labels)
+	})
+	return out
+}
+
+func compareLabels(a, b map[string]string) int {
+	return labels.Compare(labels.FromMap(a), labels.FromMap(b))
+}
+
+// RuleFiles are the rule files the ruler evaluates (generated ones first).
+func (r *Ruler) RuleFiles() []string { return slices.Clone(r.files) }
