@@ -182,6 +182,7 @@ func (r *relay) handleFlow(f *flowpb.Flow, m *observer.GetFlowsResponse) {
 		r.m.incomplete.WithLabelValues("time").Inc()
 	}
 	rec := r.parser.Parse(f, r.rc.Cluster, fallback)
+	rec.M.Collector, rec.M.Site = r.meta.Collector, r.meta.Site
 	if !r.resume.seen(f, rec.M.Time) {
 		r.m.duplicates.Inc()
 		return
