@@ -2,8 +2,8 @@ package topomap
 
 import (
 	"encoding/json"
-	"strings"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"

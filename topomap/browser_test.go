@@ -1,0 +1,154 @@
+package topomap
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridianhq/meridian/pipeline"
+)
+
+// requireBrowser fails (does not skip) when the page, Node or Chromium is missing: `make
+// test` installs all three (Debian packages chromium and nodejs, `make web`).
+func requireBrowser(t testing.TB) {
+	t.Helper()
+	if _, err := os.Stat("/usr/bin/chromium"); err != nil {
+		t.Fatal("Chromium missing: install the Debian package chromium (make apt-test)")
+	}
+	if _, err := exec.LookPath("node"); err != nil {
+		t.Fatal("node missing: install the Debian package nodejs (make apt-test)")
+	}
+	for _, f := range []string{"web/dist/index.html", "web/node_modules/playwright-core/package.json"} {
+		if _, err := os.Stat(f); err != nil {
+			t.Fatalf("%s missing: run `make web` first", f)
+		}
+	}
+}
+
+// artifactsDir is where screenshots are kept: $MERIDIAN_ARTIFACTS or <repo>/artifacts/topomap.
+func artifactsDir(t testing.TB) string {
+	dir := os.Getenv("MERIDIAN_ARTIFACTS")
+	if dir == "" {
+		dir = filepath.Join("..", "artifacts")
+	}
+	dir, _ = filepath.Abs(filepath.Join(dir, "topomap"))
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// runNode runs an e2e script and returns its JSON lines keyed by "step".
+func runNode(t testing.TB, timeout time.Duration, script string, args ...string) map[string]map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", append([]string{script}, args...)...)
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	steps := map[string]map[string]any{}
+	sc := bufio.NewScanner(bytes.NewReader(out))
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if json.Unmarshal(sc.Bytes(), &m) == nil {
+			if s, ok := m["step"].(string); ok {
+				steps[s] = m
+			}
+		}
+	}
+	if err != nil {
+		t.Fatalf("node %s: %v\nstdout:\n%s\nstderr:\n%s", script, err, out, stderr.String())
+	}
+	return steps
+}
+
+func TestBrowserMap(t *testing.T) {
+	requireBrowser(t)
+	cfg := testConfig()
+	m, srv := startMap(t, cfg, labInventory(), nil)
+	now := time.Now()
+	m.Consume(labRecords(now))
+	recs := []pipeline.Record{}
+	for _, e := range bookinfoFlowEdges(t, "destroyer", "nyc") {
+		recs = append(recs, e)
+	}
+	m.Consume(recs)
+
+	// The control endpoint lets the script decide when the tunnel goes down, so the
+	// measured time covers record -> tick -> websocket -> redraw only.
+	control := http.NewServeMux()
+	control.HandleFunc("POST /tunnel-down", func(w http.ResponseWriter, r *http.Request) {
+		m.Consume([]pipeline.Record{&pipeline.TunnelStat{
+			M: pipeline.Meta{Time: time.Now(), Site: "london", Cluster: "edge-lon", Node: "lon-1"}, Interface: "wg0",
+			PeerNode: "nyc-1", PeerSite: "nyc", Status: pipeline.StatusDown,
+		}})
+	})
+	ctl := startHTTP(t, control)
+	dir := artifactsDir(t)
+	steps := runNode(t, 90*time.Second, "web/e2e/map.mjs", srv.URL+"/map/?token="+testToken, ctl, dir)
+
+	loaded := steps["loaded"]
+	if loaded == nil {
+		t.Fatalf("page never loaded: %v", steps)
+	}
+	if got := strings.Join(toStrings(loaded["sites"]), ","); got != "london,nuremberg,nyc,paris,tokyo" {
+		t.Errorf("sites shown = %s", got)
+	}
+	if n := len(toStrings(loaded["tunnels"])); n != 10 || loaded["tunnelsDrawn"].(float64) != 10 {
+		t.Errorf("tunnels = %d, drawn %v; want the 10 of the mesh", n, loaded["tunnelsDrawn"])
+	}
+	if loaded["conn"] != "live" {
+		t.Errorf("connection state shows %q, want live", loaded["conn"])
+	}
+	if tip, _ := steps["hover"]["tooltip"].(string); !strings.Contains(tip, "RTT") || !strings.Contains(tip, "Mbit/s") {
+		t.Errorf("tunnel tooltip %q lacks RTT and throughput", tip)
+	}
+	down := steps["tunnel-down"]
+	if down == nil || down["red"] != true {
+		t.Fatalf("tunnel never drawn red: %v", down)
+	}
+	if ms := down["ms"].(float64); ms > 1000 {
+		t.Errorf("tunnel turned red after %.0f ms, want within 1 s", ms)
+	}
+	if down["navigations"].(float64) != 1 {
+		t.Errorf("page reloaded: %v navigations", down["navigations"])
+	}
+	svc := steps["services"]
+	var pairs []string
+	for _, f := range svc["flows"].([]any) {
+		p := toStrings(f)
+		pairs = append(pairs, p[0]+"->"+p[1])
+	}
+	for _, want := range []string{"bookinfo/productpage-v1->bookinfo/details-v1", "bookinfo/productpage-v1->bookinfo/reviews-v2",
+		"bookinfo/productpage-v1->bookinfo/reviews-v3", "bookinfo/reviews-v2->bookinfo/ratings-v1"} {
+		if !strings.Contains(strings.Join(pairs, " "), want) {
+			t.Errorf("service view lacks %s; drew %v", want, pairs)
+		}
+	}
+	if d, _ := steps["search"]["details"].(string); !strings.Contains(d, "par") {
+		t.Errorf("search did not open details: %q", d)
+	}
+	if errs := steps["done"]["errors"]; len(errs.([]any)) > 0 {
+		t.Errorf("page errors: %v", errs)
+	}
+	t.Logf("screenshots in %s; tunnel red after %.0f ms", dir, down["ms"])
+}
+
+func toStrings(v any) []string {
+	var out []string
+	for _, x := range v.([]any) {
+		s, _ := x.(string)
+		out = append(out, s)
+	}
+	return out
+}

@@ -1,0 +1,256 @@
+// Service view: one cluster's workloads and the Hubble flow edges between them, laid out
+// in layers (callers left of callees, longest path from the entry points) so request
+// paths read left to right. Edge labels carry request rate, error ratio and p99.
+import { COLORS, STATUSES } from './style.js';
+
+const BOX_W = 170, BOX_H = 34, COL_W = 290, ROW_H = 70;
+
+export class ServiceView {
+  constructor(store) {
+    this.store = store;
+    this.cluster = '';
+    this.t = { k: 1, x: 40, y: 40 };
+    this.builtFor = '';
+    this.size = [0, 0];
+  }
+
+  resize(w, h) { this.size = [w, h]; }
+
+  clusters() {
+    const out = new Set();
+    for (const n of this.store.nodes.values()) if (n.kind === 'workload' && n.cluster !== undefined) out.add(n.cluster || '');
+    return [...out].sort();
+  }
+
+  layout() {
+    const key = this.store.structure + '|' + this.cluster;
+    if (this.builtFor === key) return;
+    this.builtFor = key;
+    const { nodes, edges } = this.store;
+    const ws = [...nodes.values()].filter((n) => n.kind === 'workload' && (n.cluster || '') === this.cluster);
+    const ids = new Set(ws.map((n) => n.id));
+    this.flows = [...edges.values()].filter((e) => e.kind === 'flow' && ids.has(e.source) && ids.has(e.target));
+    const out = new Map(ws.map((n) => [n.id, []]));
+    const indeg = new Map(ws.map((n) => [n.id, 0]));
+    for (const e of this.flows) {
+      if (e.source === e.target) continue;
+      out.get(e.source).push(e.target);
+      indeg.set(e.target, indeg.get(e.target) + 1);
+    }
+    // Break cycles with a DFS (back edges ignored), then layer by longest path.
+    const state = new Map(), order = [], back = new Set();
+    const dfs = (id) => {
+      state.set(id, 1);
+      for (const t of out.get(id)) {
+        if (state.get(t) === 1) back.add(id + '>' + t);
+        else if (!state.get(t)) dfs(t);
+      }
+      state.set(id, 2);
+      order.push(id);
+    };
+    const roots = ws.map((n) => n.id).sort((a, b) => indeg.get(a) - indeg.get(b) || a.localeCompare(b));
+    for (const id of roots) if (!state.get(id)) dfs(id);
+    const layer = new Map();
+    for (const id of order.reverse()) {
+      if (!layer.has(id)) layer.set(id, 0);
+      for (const t of out.get(id)) {
+        if (back.has(id + '>' + t)) continue;
+        layer.set(t, Math.max(layer.get(t) || 0, layer.get(id) + 1));
+      }
+    }
+    const cols = [];
+    for (const n of ws) {
+      const l = layer.get(n.id) || 0;
+      (cols[l] ||= []).push(n);
+    }
+    this.pos = new Map();
+    // Order each column by the mean row of its callers to reduce crossings.
+    cols.forEach((col, ci) => {
+      if (!col) return;
+      const callerRow = (n) => {
+        const rows = this.flows.filter((e) => e.target === n.id && this.pos.has(e.source)).map((e) => this.pos.get(e.source)[1]);
+        return rows.length ? rows.reduce((a, b) => a + b, 0) / rows.length : 0;
+      };
+      col.sort((a, b) => callerRow(a) - callerRow(b) || a.label.localeCompare(b.label));
+      const top = -((col.length - 1) * ROW_H) / 2;
+      col.forEach((n, ri) => this.pos.set(n.id, [ci * COL_W, top + ri * ROW_H]));
+    });
+    this.fitted = false;
+  }
+
+  fit() {
+    const [w, h] = this.size;
+    if (!this.pos.size) return;
+    let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
+    for (const [x, y] of this.pos.values()) { x0 = Math.min(x0, x); y0 = Math.min(y0, y); x1 = Math.max(x1, x + BOX_W); y1 = Math.max(y1, y + BOX_H); }
+    const k = Math.min(1.6, (w - 80) / (x1 - x0 || 1), (h - 80) / (y1 - y0 || 1));
+    this.t = { k, x: (w - (x1 - x0) * k) / 2 - x0 * k, y: (h - (y1 - y0) * k) / 2 - y0 * k };
+    this.fitted = true;
+  }
+
+  screen(p) { return [p[0] * this.t.k + this.t.x, p[1] * this.t.k + this.t.y]; }
+  base(s) { return [(s[0] - this.t.x) / this.t.k, (s[1] - this.t.y) / this.t.k]; }
+
+  // curve gives an edge's bezier from the right side of the source box to the left of
+  // the target (or a loop back underneath for edges against the layer order).
+  curve(e) {
+    const a = this.pos.get(e.source), b = this.pos.get(e.target);
+    if (!a || !b) return null;
+    if (b[0] > a[0]) {
+      const p0 = [a[0] + BOX_W, a[1] + BOX_H / 2], p3 = [b[0], b[1] + BOX_H / 2];
+      const dx = (p3[0] - p0[0]) / 2;
+      return [p0, [p0[0] + dx, p0[1]], [p3[0] - dx, p3[1]], p3];
+    }
+    const p0 = [a[0] + BOX_W / 2, a[1] + BOX_H], p3 = [b[0] + BOX_W / 2, b[1] + BOX_H];
+    const drop = 60 + Math.abs(a[0] - b[0]) * 0.15;
+    return [p0, [p0[0], p0[1] + drop], [p3[0], p3[1] + drop], p3];
+  }
+
+  draw(ctx, dpr, { selected, highlight }) {
+    this.layout();
+    if (!this.fitted) this.fit();
+    const [w, h] = this.size;
+    ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+    ctx.fillStyle = '#0d1117';
+    ctx.fillRect(0, 0, w, h);
+    ctx.font = '12px "Liberation Sans", Arial, sans-serif';
+    ctx.textBaseline = 'middle';
+    if (!this.pos.size) {
+      ctx.fillStyle = '#8b949e';
+      ctx.fillText(this.cluster === undefined ? 'No cluster selected' : 'No flows seen in cluster ' + (this.cluster || '(none)'), 20, 30);
+      return 0;
+    }
+    const { k } = this.t;
+    ctx.setTransform(dpr * k, 0, 0, dpr * k, dpr * this.t.x, dpr * this.t.y);
+    const byStatus = STATUSES.map((s) => [s, this.flows.filter((e) => this.store.edges.get(e.id)?.status === s)]);
+    for (const [s, list] of byStatus) {
+      for (const e0 of list) {
+        const e = this.store.edges.get(e0.id);
+        const c = this.curve(e);
+        if (!c) continue;
+        const rps = e.metrics?.requests_per_s || e.metrics?.flows_per_s || 0;
+        ctx.strokeStyle = COLORS[s];
+        ctx.lineWidth = 1.2 + Math.min(5, Math.log2(1 + rps));
+        if (e.id === selected) ctx.lineWidth += 2;
+        ctx.beginPath();
+        ctx.moveTo(...c[0]);
+        ctx.bezierCurveTo(...c[1], ...c[2], ...c[3]);
+        ctx.stroke();
+        // arrowhead
+        const [p2, p3] = [c[2], c[3]];
+        const dx = p3[0] - p2[0], dy = p3[1] - p2[1], len = Math.hypot(dx, dy) || 1;
+        const ux = dx / len, uy = dy / len;
+        ctx.fillStyle = COLORS[s];
+        ctx.beginPath();
+        ctx.moveTo(p3[0], p3[1]);
+        ctx.lineTo(p3[0] - ux * 10 - uy * 5, p3[1] - uy * 10 + ux * 5);
+        ctx.lineTo(p3[0] - ux * 10 + uy * 5, p3[1] - uy * 10 - ux * 5);
+        ctx.fill();
+        // label at the curve's middle
+        // Labels sit near the arrowhead so a fan-out's labels spread with its targets.
+        const m = bez(c, forward(e, this) ? 0.7 : 0.5);
+        const label = flowLabel(e);
+        ctx.font = '11px "Liberation Sans", Arial, sans-serif';
+        const tw = ctx.measureText(label).width;
+        ctx.fillStyle = '#0d1117d9';
+        ctx.fillRect(m[0] - tw / 2 - 4, m[1] - 8, tw + 8, 16);
+        ctx.fillStyle = s === 'ok' ? '#c9d1d9' : COLORS[s];
+        ctx.textAlign = 'center';
+        ctx.fillText(label, m[0], m[1]);
+        ctx.textAlign = 'left';
+      }
+    }
+    ctx.font = '12px "Liberation Sans", Arial, sans-serif';
+    for (const [id, p] of this.pos) {
+      const n = this.store.nodes.get(id);
+      if (!n) continue;
+      ctx.fillStyle = '#161b22';
+      ctx.strokeStyle = COLORS[n.status];
+      ctx.lineWidth = id === selected || id === highlight ? 3.5 : 2;
+      ctx.beginPath();
+      ctx.roundRect(p[0], p[1], BOX_W, BOX_H, 6);
+      ctx.fill();
+      ctx.stroke();
+      ctx.fillStyle = COLORS[n.status];
+      ctx.beginPath();
+      ctx.arc(p[0] + 12, p[1] + BOX_H / 2, 4, 0, Math.PI * 2);
+      ctx.fill();
+      ctx.fillStyle = '#e6edf3';
+      let label = n.attrs?.namespace ? n.label.slice(n.attrs.namespace.length + 1) : n.label;
+      while (label.length > 3 && ctx.measureText(label).width > BOX_W - 30) label = label.slice(0, -2) + '…';
+      ctx.fillText(label, p[0] + 22, p[1] + BOX_H / 2 - 5);
+      ctx.fillStyle = '#8b949e';
+      ctx.font = '10px "Liberation Sans", Arial, sans-serif';
+      ctx.fillText(n.attrs?.namespace || '', p[0] + 22, p[1] + BOX_H / 2 + 8);
+      ctx.font = '12px "Liberation Sans", Arial, sans-serif';
+    }
+    return this.flows.length;
+  }
+
+  pick(sx, sy) {
+    this.layout();
+    const [bx, by] = this.base([sx, sy]);
+    for (const [id, p] of this.pos) {
+      if (bx >= p[0] && bx <= p[0] + BOX_W && by >= p[1] && by <= p[1] + BOX_H) return { type: 'node', id };
+    }
+    let best = null, bestD = 8 / this.t.k;
+    for (const e of this.flows || []) {
+      const c = this.curve(e);
+      if (!c) continue;
+      for (let i = 0; i <= 20; i++) {
+        const p = bez(c, i / 20);
+        const d = Math.hypot(p[0] - bx, p[1] - by);
+        if (d < bestD) { bestD = d; best = { type: 'edge', id: e.id }; }
+      }
+    }
+    return best;
+  }
+
+  nodeScreen(id) {
+    this.layout();
+    const p = this.pos.get(id);
+    return p ? this.screen([p[0] + BOX_W / 2, p[1] + BOX_H / 2]) : null;
+  }
+
+  edgeMid(id) {
+    this.layout();
+    const e = this.store.edges.get(id);
+    const c = e && this.curve(e);
+    return c ? this.screen(bez(c, 0.5)) : null;
+  }
+
+  center(id, w, h) {
+    const p = this.pos?.get(id);
+    if (!p) return;
+    this.t.x = w / 2 - (p[0] + BOX_W / 2) * this.t.k;
+    this.t.y = h / 2 - (p[1] + BOX_H / 2) * this.t.k;
+  }
+}
+
+// forward tells whether an edge runs forward (left to right) in the layered layout.
+function forward(e, view) {
+  const a = view.pos.get(e.source), b = view.pos.get(e.target);
+  return a && b && b[0] > a[0];
+}
+
+function bez(c, t) {
+  const u = 1 - t;
+  return [0, 1].map((i) => u * u * u * c[0][i] + 3 * u * u * t * c[1][i] + 3 * u * t * t * c[2][i] + t * t * t * c[3][i]);
+}
+
+export function flowLabel(e) {
+  const m = e.metrics || {};
+  const parts = [];
+  if (m.requests_per_s) parts.push(fmtNum(m.requests_per_s) + ' rps');
+  else parts.push(fmtNum(m.flows_per_s || 0) + ' flows/s');
+  if (m.requests_per_s) parts.push((100 * (m.error_ratio || 0)).toFixed(1) + '% err');
+  if (m.p99_ms) parts.push('p99 ' + fmtNum(m.p99_ms) + ' ms');
+  if (m.drops_per_s) parts.push(fmtNum(m.drops_per_s) + ' drops/s');
+  return parts.join(' · ');
+}
+
+export function fmtNum(v) {
+  if (v >= 100) return Math.round(v).toString();
+  if (v >= 10) return v.toFixed(1);
+  return v.toFixed(2);
+}
