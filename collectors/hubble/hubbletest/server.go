@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
 )
 
 // Load reads `hubble observe -o jsonpb` lines into the real response type; errors name
@@ -203,4 +204,16 @@ func (s *Server) ServerStatus(context.Context, *observer.ServerStatusRequest) (*
 	defer s.mu.Unlock()
 	return &observer.ServerStatusResponse{NumFlows: uint64(len(s.ring)), MaxFlows: uint64(cap(s.ring)),
 		SeenFlows: uint64(len(s.ring)), UptimeNs: uint64(time.Second)}, nil
+}
+
+// Shift moves every flow's time by d, e.g. to bring old captures inside a table's TTL.
+func Shift(ring []*observer.GetFlowsResponse, d time.Duration) {
+	for _, m := range ring {
+		if m.GetTime() != nil {
+			m.Time = timestamppb.New(m.GetTime().AsTime().Add(d))
+		}
+		if f := m.GetFlow(); f.GetTime() != nil {
+			f.Time = timestamppb.New(f.GetTime().AsTime().Add(d))
+		}
+	}
 }
