@@ -63,6 +63,7 @@ func New(cfg Config, inv *inventory.Inventory, alertSrc alerts.Source, logger *s
 	if token == "" && !cfg.Anonymous {
 		m.log.Warn("no topomap token configured: the websocket and snapshot refuse every client; set -topomap.token-file or $" + TokenEnv)
 	}
+	m.tick() // clients connecting before the first tick see the inventory
 	m.Service = services.NewBasicService(nil, m.running, m.stopped)
 	return m, nil
 }

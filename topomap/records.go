@@ -140,9 +140,7 @@ func (g *graph) applyTunnel(r *pipeline.TunnelStat, now time.Time) {
 	at["interface"], at["endpoint"] = r.Interface, r.Endpoint
 	g.observeEdge(es, status, now, r.M.Time)
 	g.observeNode(ln, now, r.M.Time)
-	if r.PeerNode == "" {
-		g.observeNode(pn, now, r.M.Time)
-	}
+	g.observeNode(pn, now, r.M.Time)
 }
 
 func sitePair(a, b string) [2]string {

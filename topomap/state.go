@@ -64,6 +64,7 @@ type graph struct {
 	firstDirty                 time.Time // oldest unflushed change, for the delay metric
 
 	unmapped map[string]int // records naming something outside the inventory, by kind
+	seeding  bool
 }
 
 func newGraph(inv *inventory.Inventory, rules Rules, now func() time.Time) *graph {
@@ -85,6 +86,8 @@ func (g *graph) seed() {
 	if g.inv == nil {
 		return
 	}
+	g.seeding = true
+	defer func() { g.seeding = false }()
 	for _, s := range g.inv.Sites {
 		n := g.node(siteID(s.Name), KindSite, s.Name, "", "")
 		n.inventory = true
@@ -162,6 +165,9 @@ func (g *graph) node(id, kind, site, cluster, label string) *nodeState {
 		}
 	}
 	ns := &nodeState{n: n}
+	if declared[kind] && g.inv != nil && !g.seeding {
+		n.Attrs = map[string]string{"inventory": "missing"}
+	}
 	g.nodes[id] = ns
 	delete(g.removedNodes, id)
 	g.markNode(id)
@@ -342,13 +348,16 @@ func (g *graph) popSite(pop string) string {
 	return ""
 }
 
+// declared are the kinds the inventory lists; workloads and OSDs are discovered.
+var declared = map[string]bool{KindSite: true, KindCluster: true, KindNode: true, KindPOP: true, KindRegion: true}
+
 // level orders status aggregation: inputs (edges, leaves) before their containers.
 var level = map[string]int{
 	KindOSD: 0, KindWorkload: 1, KindPOP: 1, KindRegion: 1, KindNode: 2, KindCluster: 3, KindSite: 4,
 }
 
-// aggregate folds input statuses: unknown inputs are ignored; all down is down; any
-// non-ok is degraded. No known input: ok if the element itself was seen lately.
+// aggregate folds input statuses: no known input is ok if the element itself was seen
+// lately, else unknown; every input down is down; any input down or degraded is degraded.
 func aggregate(inputs []string, fresh bool) string {
 	known, down, bad := 0, 0, 0
 	for _, s := range inputs {
@@ -368,7 +377,7 @@ func aggregate(inputs []string, fresh bool) string {
 		return pipeline.StatusOK
 	case known == 0:
 		return pipeline.StatusUnknown
-	case down == known:
+	case down == len(inputs):
 		return pipeline.StatusDown
 	case bad > 0:
 		return pipeline.StatusDegraded
@@ -404,6 +413,10 @@ func (g *graph) nodeStatus(ns *nodeState, now time.Time) string {
 			inputs = append(inputs, ns.base)
 		}
 		st = aggregate(inputs, fresh)
+	}
+	if !ns.inventory && declared[ns.n.Kind] && g.inv != nil {
+		// Something the inventory should declare but does not: grey until it is added.
+		st = pipeline.StatusUnknown
 	}
 	return worst(st, ns.alert)
 }

@@ -25,6 +25,9 @@ const (
 	writeTimeout = 10 * time.Second
 	pingEvery    = 30 * time.Second
 	pongWait     = 75 * time.Second
+
+	closeGrace      = time.Second
+	closeDrainBytes = 4 << 20
 )
 
 // clientMsg is every message a client may send.
@@ -266,5 +269,11 @@ func (s *session) fail(err error) {
 			s.m.log.Warn("topomap websocket: closing client", "remote", s.remote, "code", ce.code, "reason", ce.reason)
 		}
 		s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(ce.code, ce.reason), time.Now().Add(time.Second))
+		// Closing a socket with unread input sends a TCP reset, which can destroy the
+		// close frame before the client reads it. Discard (never buffer) what the client
+		// is still sending, for a bounded time and size, before closing.
+		nc := s.conn.NetConn()
+		nc.SetReadDeadline(time.Now().Add(closeGrace))
+		io.Copy(io.Discard, io.LimitReader(nc, closeDrainBytes))
 	}
 }
