@@ -98,23 +98,32 @@ func TestKdigGetsRegionalPOP(t *testing.T) {
 	}
 }
 
-// popServer is one POP's health endpoint on its own loopback VIP.
+// popServer is one POP's health endpoint on its own loopback VIP; it can be stopped
+// and started again on the same address.
 type popServer struct {
 	srv  *http.Server
 	addr string
 }
 
-func startPOP(t *testing.T, ip netip.Addr) *popServer {
+func startPOP(t testing.TB, ip netip.Addr) *popServer {
 	t.Helper()
-	l, err := net.Listen("tcp", netip.AddrPortFrom(ip, 0).String())
+	p := &popServer{addr: netip.AddrPortFrom(ip, 0).String()}
+	p.start(t)
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *popServer) start(t testing.TB) {
+	l, err := net.Listen("tcp", p.addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &popServer{srv: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })}, addr: l.Addr().String()}
+	p.addr = l.Addr().String()
+	p.srv = &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) })}
 	go p.srv.Serve(l)
-	t.Cleanup(func() { p.srv.Close() })
-	return p
 }
+
+func (p *popServer) stop() { p.srv.Close() }
 
 // answer asks the server for service's A record as a client inside subnet.
 func answer(t testing.TB, addr, subnet string) string {
@@ -173,7 +182,7 @@ func TestFailoverOnLoopback(t *testing.T) {
 	}
 
 	stopped := time.Now()
-	pops["nbg"].srv.Close()
+	pops["nbg"].stop()
 	waitFor(t, 15*time.Second, "france answers to move to nyc", func() bool { return answer(t, addr, france) == "127.0.1.2" })
 	t.Logf("stop -> changed answer: %v (probe interval %v, fail threshold %d)", time.Since(stopped).Round(time.Millisecond), pcfg.Interval, testConfig(t).FailThreshold)
 

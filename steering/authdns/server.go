@@ -16,7 +16,6 @@ import (
 	"net"
 	"net/netip"
 	"runtime"
-	"strings"
 	"sync"
 
 	"github.com/grafana/dskit/services"
@@ -85,9 +84,10 @@ type Server struct {
 	invalid prometheus.Counter
 	rcodes  [dns.RcodeBadCookie + 1]prometheus.Counter // resolved once: the hot path must not hash labels
 
-	mu      sync.Mutex
-	servers []*dns.Server
-	addr    net.Addr
+	udp  []*net.UDPConn
+	tcp  *dns.Server
+	wg   sync.WaitGroup
+	addr net.Addr // set before the service is Running
 }
 
 // New builds the server; it listens when started as a service.
@@ -115,61 +115,66 @@ func New(cfg Config, z *zone.Zone, l *locate.Locator, p Policy, log *slog.Logger
 	return s, nil
 }
 
-// Addr is the bound UDP address once started (useful with port 0).
-func (s *Server) Addr() net.Addr {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.addr
-}
+// Addr is the bound address once the service runs (useful with port 0).
+func (s *Server) Addr() net.Addr { return s.addr }
 
 func (s *Server) start(context.Context) error {
 	n := s.cfg.UDPListeners
 	if n == 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	udp, err := net.ListenPacket("udp", s.cfg.Listen)
+	first, err := listenReusePort(s.cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("authdns listen udp %s: %w", s.cfg.Listen, err)
 	}
-	udp.Close() // resolve port 0 once, then share it between SO_REUSEPORT sockets
-	addr := udp.LocalAddr().String()
-	s.addr = udp.LocalAddr()
-	for i := 0; i < n; i++ {
-		s.servers = append(s.servers, s.newServer("udp", addr))
-	}
-	s.servers = append(s.servers, s.newServer("tcp", addr))
-	for _, srv := range s.servers {
-		started := make(chan error, 1)
-		srv.NotifyStartedFunc = func() { started <- nil }
-		go func() {
-			if err := srv.ListenAndServe(); err != nil {
-				started <- err
-			}
-		}()
-		if err := <-started; err != nil {
+	// Port 0 resolves once; the other sockets and TCP share the port that came out.
+	s.addr = first.LocalAddr()
+	addr := s.addr.String()
+	s.udp = append(s.udp, first)
+	for len(s.udp) < n {
+		c, err := listenReusePort(addr)
+		if err != nil {
 			s.stop(nil)
-			return fmt.Errorf("authdns listen %s %s: %w", srv.Net, addr, err)
+			return fmt.Errorf("authdns listen udp %s: %w", addr, err)
+		}
+		s.udp = append(s.udp, c)
+	}
+	s.tcp = &dns.Server{Addr: addr, Net: "tcp", Handler: s, ReusePort: true, MsgInvalidFunc: func([]byte, error) { s.invalid.Inc() }}
+	started := make(chan error, 1)
+	s.tcp.NotifyStartedFunc = func() { started <- nil }
+	go func() {
+		if err := s.tcp.ListenAndServe(); err != nil {
+			started <- err
+		}
+	}()
+	if err := <-started; err != nil {
+		s.tcp = nil
+		s.stop(nil)
+		return fmt.Errorf("authdns listen tcp %s: %w", addr, err)
+	}
+	// Two readers per socket: one parses and answers while the other sits in recvmmsg.
+	for _, c := range s.udp {
+		for range 2 {
+			s.wg.Add(1)
+			go func() {
+				defer s.wg.Done()
+				s.serveUDP(c)
+			}()
 		}
 	}
 	s.log.Info("authoritative GeoDNS listening", "addr", addr, "zone", s.zone.Origin(), "udp_sockets", n)
 	return nil
 }
 
-func (s *Server) newServer(network, addr string) *dns.Server {
-	return &dns.Server{
-		Addr: addr, Net: network, Handler: s, ReusePort: true,
-		UDPSize:        dns.MaxMsgSize, // read whole datagrams: an oversized one is parsed, not cut
-		MsgInvalidFunc: func([]byte, error) { s.invalid.Inc() },
-	}
-}
-
 func (s *Server) stop(error) error {
 	var errs []error
-	for _, srv := range s.servers {
-		if err := srv.Shutdown(); err != nil && !strings.Contains(err.Error(), "not started") {
-			errs = append(errs, err)
-		}
+	for _, c := range s.udp {
+		errs = append(errs, c.Close())
 	}
+	if s.tcp != nil {
+		errs = append(errs, s.tcp.Shutdown())
+	}
+	s.wg.Wait()
 	return errors.Join(errs...)
 }
 
@@ -184,12 +189,7 @@ func (s *Server) ServeDNS(w dns.ResponseWriter, req *dns.Msg) {
 	case *net.TCPAddr:
 		src, _ = netip.AddrFromSlice(a.IP)
 	}
-	resp := s.Answer(req, src, udp)
-	if resp == nil {
-		return
+	if resp := s.count(s.Answer(req, src, udp)); resp != nil {
+		w.WriteMsg(resp)
 	}
-	if resp.Rcode >= 0 && resp.Rcode < len(s.rcodes) && s.rcodes[resp.Rcode] != nil {
-		s.rcodes[resp.Rcode].Inc()
-	}
-	w.WriteMsg(resp)
 }
