@@ -1,0 +1,199 @@
+package geodns
+
+import (
+	"context"
+	"flag"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridianhq/meridian/inventory"
+	"github.com/meridianhq/meridian/pipeline"
+)
+
+type sink struct {
+	mu     sync.Mutex
+	probes []*pipeline.Probe
+}
+
+func (s *sink) Append(_ context.Context, recs ...pipeline.Record) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, r := range recs {
+		s.probes = append(s.probes, r.(*pipeline.Probe))
+	}
+	return nil
+}
+
+func (s *sink) find(pred func(*pipeline.Probe) bool) *pipeline.Probe {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, p := range s.probes {
+		if pred(p) {
+			return p
+		}
+	}
+	return nil
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, bounded by the deadline
+	}
+}
+
+// closedPort returns a loopback address nothing listens on.
+func closedPort(t *testing.T) string {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	l.Close()
+	return addr
+}
+
+func TestProberOnLoopback(t *testing.T) {
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	t.Cleanup(ok.Close)
+	sick := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) }))
+	t.Cleanup(sick.Close)
+	inv := &inventory.Inventory{
+		Sites: []inventory.Site{{Name: "lab"}, {Name: "edge"}},
+		POPs: []inventory.POP{
+			{Name: "up", Site: "edge", VIPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, HealthURL: ok.URL + "/healthz", TCPAddr: ok.Listener.Addr().String()},
+			{Name: "sick", Site: "edge", HealthURL: sick.URL + "/healthz"},
+			{Name: "gone", Site: "edge", TCPAddr: closedPort(t)},
+		},
+	}
+	var cfg Config
+	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
+	cfg.Vantage, cfg.Interval = "lab", 100*time.Millisecond
+	out := &sink{}
+	p, err := New(cfg, inv, out, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := services.StartAndAwaitRunning(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { services.StopAndAwaitTerminated(context.Background(), p) })
+
+	for _, tc := range []struct {
+		what    string
+		method  string
+		pop     string
+		success bool
+		errHas  string
+	}{
+		{"tcp connect to a listening POP", "tcp", "up", true, ""},
+		{"http ttfb from a healthy POP", "http", "up", true, ""},
+		{"http 503 counts as failure", "http", "sick", false, "503"},
+		{"tcp to a closed port fails", "tcp", "gone", false, "refused"},
+	} {
+		waitFor(t, tc.what, func() bool {
+			return out.find(func(r *pipeline.Probe) bool { return r.Method == tc.method && r.POP == tc.pop }) != nil
+		})
+		r := out.find(func(r *pipeline.Probe) bool { return r.Method == tc.method && r.POP == tc.pop })
+		if r.Success != tc.success || !strings.Contains(r.Error, tc.errHas) || r.Vantage != "lab" || r.M.Site != "lab" || r.M.Time.IsZero() {
+			t.Errorf("%s: got %+v", tc.what, r)
+		}
+		if tc.success && r.RTT <= 0 {
+			t.Errorf("%s: RTT %v, want > 0", tc.what, r.RTT)
+		}
+	}
+
+	// ICMP runs only where the process may open an ICMP socket; say so when it cannot.
+	if c, _, err := icmpSocket(false); err != nil {
+		t.Logf("ICMP probe not checked: %v", err)
+	} else {
+		c.Close()
+		waitFor(t, "an icmp echo reply from 127.0.0.1", func() bool {
+			return out.find(func(r *pipeline.Probe) bool { return r.Method == "icmp" && r.POP == "up" && r.Success }) != nil
+		})
+	}
+
+	// The matrix sees the closed port failing again and again.
+	waitFor(t, "gone to be judged down", func() bool {
+		return p.Matrix().Health(time.Time{}, 3, 1)["gone"].Down
+	})
+	if h := p.Matrix().Health(time.Time{}, 3, 1)["up"]; h.Down {
+		t.Fatalf("healthy POP judged down: %+v", h)
+	}
+}
+
+func TestMatrixQuorum(t *testing.T) {
+	now := time.Now()
+	for _, tc := range []struct {
+		name    string
+		failing []string // vantages failing (3 times each)
+		fresh   []string // vantages reporting success
+		stale   []string // vantages failing long ago
+		quorum  int
+		down    bool
+	}{
+		{"one of three, majority", []string{"a"}, []string{"b", "c"}, nil, 0, false},
+		{"two of three, majority", []string{"a", "b"}, []string{"c"}, nil, 0, true},
+		{"one of three, quorum 1", []string{"a"}, []string{"b", "c"}, nil, 1, true},
+		{"stale vantages do not vote", nil, []string{"c"}, []string{"a", "b"}, 0, false},
+		{"single vantage failing", []string{"a"}, nil, nil, 0, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := NewMatrix()
+			obs := func(v string, ok bool, at time.Time) {
+				m.Observe(&pipeline.Probe{M: pipeline.Meta{Time: at}, Vantage: v, POP: "p", Method: "http", Success: ok, RTT: time.Millisecond})
+			}
+			for _, v := range tc.failing {
+				for range 3 {
+					obs(v, false, now)
+				}
+			}
+			for _, v := range tc.fresh {
+				obs(v, true, now)
+			}
+			for _, v := range tc.stale {
+				for range 3 {
+					obs(v, false, now.Add(-time.Minute))
+				}
+			}
+			if got := m.Health(now.Add(-10*time.Second), 2, tc.quorum)["p"].Down; got != tc.down {
+				t.Fatalf("down = %v, want %v", got, tc.down)
+			}
+		})
+	}
+	// A success resets the run; a DNS probe says nothing about the POP.
+	m := NewMatrix()
+	m.Observe(&pipeline.Probe{M: pipeline.Meta{Time: now}, Vantage: "a", POP: "p", Method: "tcp"})
+	m.Observe(&pipeline.Probe{M: pipeline.Meta{Time: now}, Vantage: "a", POP: "p", Method: "tcp", Success: true, RTT: 5 * time.Millisecond})
+	m.Observe(&pipeline.Probe{M: pipeline.Meta{Time: now}, Vantage: "a", POP: "p", Method: "dns"})
+	if c := m.Cells(time.Time{}); len(c) != 1 || c[0].Failures != 0 || c[0].RTT != 5*time.Millisecond {
+		t.Fatalf("cells = %+v", c)
+	}
+}
+
+func TestConfigValidate(t *testing.T) {
+	var cfg Config
+	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "geodns.vantage") {
+		t.Fatalf("err = %v, want it to name geodns.vantage", err)
+	}
+	cfg.Vantage, cfg.DNSServer = "lab", "no-port"
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "geodns.dns_server") {
+		t.Fatalf("err = %v, want it to name geodns.dns_server", err)
+	}
+}
