@@ -48,7 +48,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.Instance, "pipeline.instance", "", "Name of this instance in block deduplication tokens (default: the host name).")
 	f.IntVar(&c.BatchRows, "pipeline.batch-rows", 50000, "Rows per block: a batch of one record kind is sealed when it has this many rows.")
 	f.DurationVar(&c.BatchAge, "pipeline.batch-age", time.Second, "A non-empty batch is sealed at the latest this long after its first record.")
-	f.IntVar(&c.QueueSize, "pipeline.queue-size", 1024, "Append calls buffered per record kind before Append blocks.")
+	f.IntVar(&c.QueueSize, "pipeline.queue-size", 50000, "Records queued per record kind ahead of batching; when the queue is full, Append blocks.")
 	f.IntVar(&c.ConsumerQueueSize, "pipeline.consumer-queue-size", 1024, "Append calls buffered per consumer before that consumer's records are dropped.")
 	f.DurationVar(&c.InsertTimeout, "pipeline.insert-timeout", 30*time.Second, "Timeout of one insert attempt.")
 	f.DurationVar(&c.Retry.MinBackoff, "pipeline.retry.min-backoff", 100*time.Millisecond, "First delay before retrying a failed insert; it doubles up to the maximum, with jitter.")

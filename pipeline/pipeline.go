@@ -56,7 +56,13 @@ type Pipeline struct {
 // lane is one record kind's path: queue -> batcher -> spool -> pending -> writer.
 type lane struct {
 	kind Kind
-	in   chan item
+
+	// The input queue, bounded in records (not calls, whose sizes vary).
+	inMu   sync.Mutex
+	inQ    []item
+	inRecs int
+	room   chan struct{} // closed (and replaced) when the batcher empties the queue
+	ready  chan struct{} // wakes the batcher
 
 	mu      sync.Mutex
 	pending []*spoolEntry
@@ -104,7 +110,7 @@ func New(cfg Config, enc Encoder, ins Inserter, consumers map[string]Consumer, r
 	}
 	p.m.spoolMaxBytes.Set(float64(cfg.Spool.MaxBytes))
 	for _, k := range Kinds {
-		p.lanes[k] = &lane{kind: k, in: make(chan item, cfg.QueueSize), wake: make(chan struct{}, 1)}
+		p.lanes[k] = &lane{kind: k, room: make(chan struct{}), ready: make(chan struct{}, 1), wake: make(chan struct{}, 1)}
 	}
 	for _, name := range slices.Sorted(maps.Keys(consumers)) {
 		p.consumers = append(p.consumers, &consumerLane{
@@ -231,22 +237,47 @@ func (p *Pipeline) send(ctx context.Context, k Kind, recs []Record) error {
 	return nil
 }
 
+// enqueue adds an item to the lane's queue, waiting while the queue holds QueueSize
+// records (a call larger than the whole queue is let in when the queue is empty).
 func (p *Pipeline) enqueue(ctx context.Context, l *lane, it item) error {
+	n := len(it.recs)
+	var start time.Time
+	l.inMu.Lock()
+	for l.inRecs > 0 && l.inRecs+n > p.cfg.QueueSize {
+		room := l.room
+		l.inMu.Unlock()
+		if start.IsZero() {
+			start = time.Now()
+			defer func() { p.m.backpressureSec.Add(time.Since(start).Seconds()) }()
+		}
+		select {
+		case <-room:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-p.quit:
+			return ErrStopped
+		}
+		l.inMu.Lock()
+	}
+	l.inQ = append(l.inQ, it)
+	l.inRecs += n
+	l.inMu.Unlock()
 	select {
-	case l.in <- it:
-		return nil
+	case l.ready <- struct{}{}:
 	default:
 	}
-	start := time.Now()
-	defer func() { p.m.backpressureSec.Add(time.Since(start).Seconds()) }()
-	select {
-	case l.in <- it:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-p.quit:
-		return ErrStopped
-	}
+	return nil
+}
+
+// take empties the lane's queue.
+func (l *lane) take() []item {
+	l.inMu.Lock()
+	defer l.inMu.Unlock()
+	items := l.inQ
+	l.inQ, l.inRecs = nil, 0
+	close(l.room)
+	l.room = make(chan struct{})
+	return items
 }
 
 // Flush seals every open batch and returns once the blocks holding all records accepted
@@ -290,7 +321,7 @@ func (p *Pipeline) batch(l *lane) {
 		}
 		age.Stop()
 	}
-	take := func(it item) {
+	add := func(it item) {
 		if len(recs) == 0 && len(it.recs) > 0 {
 			age.Reset(p.cfg.BatchAge)
 		}
@@ -306,21 +337,19 @@ func (p *Pipeline) batch(l *lane) {
 	}
 	for {
 		select {
-		case it := <-l.in:
-			take(it)
+		case <-l.ready:
+			for _, it := range l.take() {
+				add(it)
+			}
 		case <-age.C:
 			seal()
 		case <-p.sealStop:
-			// No Append can send any more: drain what is queued, seal it and leave.
-			for {
-				select {
-				case it := <-l.in:
-					take(it)
-				default:
-					seal()
-					return
-				}
+			// No Append can enqueue any more: seal what is queued and leave.
+			for _, it := range l.take() {
+				add(it)
 			}
+			seal()
+			return
 		}
 	}
 }

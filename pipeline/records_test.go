@@ -48,7 +48,7 @@ const flowSelect = `SELECT ` + baseSQL + ` + toIntervalMillisecond(number), 'hub
 func tunnel(i int) *pipeline.TunnelStat {
 	t := base.Add(time.Duration(i) * time.Millisecond)
 	return &pipeline.TunnelStat{
-		M: pipeline.Meta{Time: t, Collector: "wireguard/nyc-1", Site: "nyc", Cluster: "destroyer", Node: "node-" + strconv.Itoa(i%64)},
+		M:         pipeline.Meta{Time: t, Collector: "wireguard/nyc-1", Site: "nyc", Cluster: "destroyer", Node: "node-" + strconv.Itoa(i%64)},
 		Interface: "wg0", PublicKey: "pk-" + strconv.Itoa(i%1000), PeerNode: "peer-" + strconv.Itoa(i%1000), PeerSite: "fra",
 		Endpoint: "198.51.100.1:51820", AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/24")},
 		LastHandshake: t.Add(-5 * time.Second), RxBytes: uint64(i), TxBytes: uint64(2 * i),
