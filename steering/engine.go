@@ -224,6 +224,12 @@ type target struct {
 func (e *Engine) Tick(ctx context.Context) {
 	now := e.now()
 	health := e.matrix.Health(now.Add(-e.cfg.Stale), e.cfg.FailThreshold, e.cfg.Quorum)
+	rtt := map[[2]string]time.Duration{} // vantage, POP -> fresh smoothed RTT
+	for _, c := range e.matrix.Cells(now.Add(-e.cfg.Stale)) {
+		if c.RTT > 0 && now.Sub(c.LastOK) < e.cfg.Stale {
+			rtt[[2]string{c.Vantage, c.POP}] = c.RTT
+		}
+	}
 	pages, tickets := e.alertState()
 
 	e.mu.Lock()
@@ -243,7 +249,7 @@ func (e *Engine) Tick(ctx context.Context) {
 	}
 	table := map[groupKey]*pick.Set{}
 	for _, g := range e.groups {
-		targets := e.targets(g, now, health, pages, tickets)
+		targets := e.targets(g, now, health, rtt, pages, tickets)
 		decisions = append(decisions, e.step(g, targets, now)...)
 		table[groupKey{g.svc.Name, g.region.Name}] = e.set(g)
 	}
@@ -294,7 +300,7 @@ func alertFor(m map[string]string, svc, pop string) (string, bool) {
 }
 
 // targets decides each candidate's target weight for one group.
-func (e *Engine) targets(g *group, now time.Time, health map[string]geodns.POPHealth, pages, tickets map[string]string) map[string]target {
+func (e *Engine) targets(g *group, now time.Time, health map[string]geodns.POPHealth, rtt map[[2]string]time.Duration, pages, tickets map[string]string) map[string]target {
 	out := map[string]target{}
 	eligible := []string{}
 	pinned := e.overrides.pinned(g.svc.Name, g.region.Name, g.candidates)
@@ -332,7 +338,7 @@ func (e *Engine) targets(g *group, now time.Time, health map[string]geodns.POPHe
 	if len(pinned) > 0 {
 		return out
 	}
-	chosen := e.rank(g, eligible, now)
+	chosen := e.rank(g, eligible, rtt, now)
 	for _, p := range eligible {
 		t := out[p]
 		switch {
@@ -349,7 +355,7 @@ func (e *Engine) targets(g *group, now time.Time, health map[string]geodns.POPHe
 // rank updates g.chosen: the eligible POPs whose cost is within RTTSlack of the best,
 // preferring the region's preferred POPs while any is eligible. The current choice is
 // kept for MinHold unless one of its POPs became ineligible, so RTT noise cannot flap it.
-func (e *Engine) rank(g *group, eligible []string, now time.Time) []string {
+func (e *Engine) rank(g *group, eligible []string, rtt map[[2]string]time.Duration, now time.Time) []string {
 	pool := eligible
 	if pref := filter(g.region.Preferred, eligible); len(pref) > 0 {
 		pool = pref
@@ -357,7 +363,7 @@ func (e *Engine) rank(g *group, eligible []string, now time.Time) []string {
 	cost := map[string]float64{}
 	best := math.Inf(1)
 	for _, p := range pool {
-		c := e.cost(g.region, p, now)
+		c := e.cost(g.region, p, rtt)
 		if slices.Contains(g.chosen, p) {
 			c *= 1 - e.cfg.Stickiness
 		}
@@ -395,14 +401,12 @@ func filter(list, keep []string) []string {
 // cost estimates the region's RTT to a POP in milliseconds: measured from the region's
 // vantage when fresh, else from great-circle distance (light in fibre covers about
 // 100 km per millisecond of round trip). Without a vantage every POP costs the same.
-func (e *Engine) cost(r inventory.ClientRegion, pop string, now time.Time) float64 {
+func (e *Engine) cost(r inventory.ClientRegion, pop string, rtt map[[2]string]time.Duration) float64 {
 	if r.Vantage == "" {
 		return 0
 	}
-	for _, c := range e.matrix.Cells(now.Add(-e.cfg.Stale)) {
-		if c.Vantage == r.Vantage && c.POP == pop && c.RTT > 0 && now.Sub(c.LastOK) < e.cfg.Stale {
-			return float64(c.RTT) / float64(time.Millisecond)
-		}
+	if d, ok := rtt[[2]string{r.Vantage, pop}]; ok {
+		return float64(d) / float64(time.Millisecond)
 	}
 	vs, _ := e.inv.Site(r.Vantage)
 	p, ok := e.inv.POP(pop)
