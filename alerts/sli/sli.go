@@ -103,7 +103,9 @@ func (s *SLI) Consume(recs []pipeline.Record) {
 	}
 }
 
-func (s *SLI) skip(k pipeline.Kind, reason string) { s.skipped.WithLabelValues(k.String(), reason).Inc() }
+func (s *SLI) skip(k pipeline.Kind, reason string) {
+	s.skipped.WithLabelValues(k.String(), reason).Inc()
+}
 
 func (s *SLI) probe(p *pipeline.Probe) {
 	if p.POP == "" {

@@ -118,8 +118,8 @@ func (ws Windows) validate() error {
 			return fmt.Errorf("spec.%s: shortWindow and longWindow are required", name)
 		case w.ShortWindow >= w.LongWindow:
 			return fmt.Errorf("spec.%s: shortWindow %s must be shorter than longWindow %s", name, promDuration(w.ShortWindow), promDuration(w.LongWindow))
-		case w.LongWindow > ws.Period:
-			return fmt.Errorf("spec.%s: longWindow %s is longer than the SLO period %s", name, promDuration(w.LongWindow), promDuration(ws.Period))
+		case w.LongWindow >= ws.Period:
+			return fmt.Errorf("spec.%s: longWindow %s is not shorter than the SLO period %s", name, promDuration(w.LongWindow), promDuration(ws.Period))
 		}
 	}
 	return nil

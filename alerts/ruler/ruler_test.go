@@ -1,0 +1,314 @@
+package ruler
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/meridianhq/meridian/alerts"
+	"github.com/meridianhq/meridian/alerts/sli"
+	"github.com/meridianhq/meridian/inventory"
+	"github.com/meridianhq/meridian/pipeline"
+)
+
+const fastSpecs = "../../testdata/slo/ruler"
+
+// webhook is the Alertmanager receiver the test serves: it records every notification.
+type webhook struct {
+	mu   sync.Mutex
+	msgs []amMessage
+}
+
+type amMessage struct {
+	Status      string            `json:"status"`
+	GroupLabels map[string]string `json:"groupLabels"`
+	Alerts      []struct {
+		Status string            `json:"status"`
+		Labels map[string]string `json:"labels"`
+	} `json:"alerts"`
+}
+
+func (h *webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	var m amMessage
+	if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return
+	}
+	h.mu.Lock()
+	h.msgs = append(h.msgs, m)
+	h.mu.Unlock()
+}
+
+// find returns the first notification with the status for alertname and pop.
+func (h *webhook) find(status, alertname, pop string) (amMessage, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, m := range h.msgs {
+		for _, a := range m.Alerts {
+			if m.Status == status && a.Status == status && a.Labels["alertname"] == alertname && a.Labels["pop"] == pop {
+				return m, true
+			}
+		}
+	}
+	return amMessage{}, false
+}
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// startAlertmanager runs Debian's prometheus-alertmanager on 127.0.0.1:port, routing
+// everything to hookURL with second-scale grouping, until the test ends.
+func startAlertmanager(t *testing.T, port int, hookURL string) {
+	t.Helper()
+	bin, err := exec.LookPath("prometheus-alertmanager")
+	if err != nil {
+		t.Fatal("prometheus-alertmanager not found: install Debian package prometheus-alertmanager (make apt-test)")
+	}
+	dir := t.TempDir()
+	cfg := fmt.Sprintf(`route:
+  receiver: hook
+  group_by: [alertname, pop]
+  group_wait: 1s
+  group_interval: 1s
+  repeat_interval: 1h
+receivers:
+  - name: hook
+    webhook_configs:
+      - url: %s
+        send_resolved: true
+`, hookURL)
+	if err := os.WriteFile(filepath.Join(dir, "am.yml"), []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, "--config.file="+filepath.Join(dir, "am.yml"), "--storage.path="+dir,
+		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port), "--cluster.listen-address=", "--log.level=warn")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
+	waitFor(t, 20*time.Second, "alertmanager ready", func() bool {
+		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/-/ready", port))
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+}
+
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func flagSet() *flag.FlagSet { return flag.NewFlagSet("test", flag.ContinueOnError) }
+
+func testInventory() *inventory.Inventory {
+	return &inventory.Inventory{POPs: []inventory.POP{{Name: "lon", Site: "london"}, {Name: "par", Site: "paris"}}}
+}
+
+// startRuler runs a ruler over the fast test spec with the given Alertmanager URLs.
+func startRuler(t *testing.T, s *sli.SLI, reg *prometheus.Registry, amURLs ...string) *Ruler {
+	t.Helper()
+	var cfg Config
+	cfg.RegisterFlags(flagSet())
+	cfg.SpecFiles = []string{filepath.Join(fastSpecs, "fast-pop.yaml")}
+	cfg.WindowFiles = []string{filepath.Join(fastSpecs, "fast-windows.yaml")}
+	cfg.EvaluationInterval = 500 * time.Millisecond
+	cfg.ResendDelay = time.Second
+	cfg.AlertmanagerURLs = amURLs
+	cfg.ExternalLabels = Labels{"meridian": "test"}
+	cfg.DataDir = t.TempDir()
+	r, err := New(cfg, s, reg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The start context is the service's lifetime context in dskit: not a timeout.
+	if err := services.StartAndAwaitRunning(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := services.StopAndAwaitTerminated(context.Background(), r); err != nil {
+			t.Error(err)
+		}
+	})
+	return r
+}
+
+// prober feeds probe records of two POPs; lon fails while failing is set.
+func prober(t *testing.T, s *sli.SLI, failing *atomic.Bool) {
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	t.Cleanup(func() { cancel(); <-done })
+	go func() {
+		defer close(done)
+		tick := time.NewTicker(20 * time.Millisecond)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case now := <-tick.C:
+				var recs []pipeline.Record
+				for _, pop := range []string{"lon", "par"} {
+					ok := pop != "lon" || !failing.Load()
+					recs = append(recs, &pipeline.Probe{M: pipeline.Meta{Time: now, Site: "nyc"}, Vantage: "nyc-1", Method: "http",
+						POP: pop, Service: "api", Success: ok, RTT: 30 * time.Millisecond})
+				}
+				s.Consume(recs)
+			}
+		}
+	}()
+}
+
+func pagesFor(src alerts.Source, pop string) []alerts.Alert {
+	var out []alerts.Alert
+	for _, a := range src.Firing() {
+		if a.Severity == alerts.SeverityPage && a.Labels["pop"] == pop {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// TestPageThroughAlertmanager: a POP's probes start failing, the page reaches a real
+// Alertmanager's webhook receiver grouped by alertname and pop, with the external
+// labels; steering sees it in Firing; the probes recover and the resolve arrives too.
+// Alertmanager is down when the alert first fires: the ruler keeps re-sending and the
+// page is delivered once Alertmanager is up.
+func TestPageThroughAlertmanager(t *testing.T) {
+	hook := &webhook{}
+	hookSrv := httptest.NewServer(hook)
+	t.Cleanup(hookSrv.Close)
+
+	amPort := freePort(t)
+	reg := prometheus.NewRegistry()
+	s := sli.New(testInventory())
+	reg.MustRegister(s)
+	var failing atomic.Bool
+	prober(t, s, &failing)
+	r := startRuler(t, s, reg, fmt.Sprintf("http://127.0.0.1:%d", amPort))
+
+	// Healthy: no page for either POP.
+	waitFor(t, 10*time.Second, "SLI series in the TSDB", func() bool {
+		return testutil.ToFloat64(r.appended) > 0
+	})
+	if p := pagesFor(r, "lon"); len(p) != 0 {
+		t.Fatalf("page before any failure: %+v", p)
+	}
+
+	failing.Store(true)
+	start := time.Now()
+	waitFor(t, 30*time.Second, "page for lon in Firing()", func() bool { return len(pagesFor(r, "lon")) == 1 })
+	t.Logf("page fired %s after lon started failing", time.Since(start).Round(100*time.Millisecond))
+	a := pagesFor(r, "lon")[0]
+	for k, v := range map[string]string{"pop": "lon", "site": "london", "service": "api", "slo": "availability", "sloth_slo": "availability"} {
+		if a.Labels[k] != v {
+			t.Errorf("alert label %s=%q, want %q (labels %v)", k, a.Labels[k], v, a.Labels)
+		}
+	}
+	if a.Name != "MeridianPOPAvailability" {
+		t.Errorf("alert name %q", a.Name)
+	}
+	if len(pagesFor(r, "par")) != 0 {
+		t.Errorf("healthy POP par paged")
+	}
+
+	// Alertmanager is down: sends fail and are counted, the alert stays firing.
+	waitFor(t, 15*time.Second, "a failed send to the absent Alertmanager", func() bool {
+		return gatherSum(t, reg, "prometheus_notifications_errors_total") > 0
+	})
+	startAlertmanager(t, amPort, hookSrv.URL)
+	waitFor(t, 30*time.Second, "firing notification at the webhook", func() bool {
+		_, ok := hook.find("firing", "MeridianPOPAvailability", "lon")
+		return ok
+	})
+	m, _ := hook.find("firing", "MeridianPOPAvailability", "lon")
+	if m.GroupLabels["pop"] != "lon" || m.GroupLabels["alertname"] != "MeridianPOPAvailability" {
+		t.Errorf("group labels %v", m.GroupLabels)
+	}
+	if l := m.Alerts[0].Labels; l["meridian"] != "test" || l["sloth_severity"] != "page" || l["severity"] != "critical" {
+		t.Errorf("notified labels %v: want external label meridian=test and page severity", l)
+	}
+
+	failing.Store(false)
+	start = time.Now()
+	waitFor(t, 60*time.Second, "resolved notification at the webhook", func() bool {
+		_, ok := hook.find("resolved", "MeridianPOPAvailability", "lon")
+		return ok
+	})
+	t.Logf("resolve delivered %s after lon recovered", time.Since(start).Round(100*time.Millisecond))
+	if p := pagesFor(r, "lon"); len(p) != 0 {
+		t.Errorf("page still firing after resolve: %+v", p)
+	}
+}
+
+func gatherSum(t *testing.T, g prometheus.Gatherer, name string) float64 {
+	t.Helper()
+	mfs, err := g.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sum float64
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			sum += m.GetCounter().GetValue()
+		}
+	}
+	return sum
+}
+
+func TestConfigValidate(t *testing.T) {
+	var base Config
+	base.RegisterFlags(flagSet())
+	if err := base.Validate(); err != nil {
+		t.Fatalf("defaults: %v", err)
+	}
+	for field, mut := range map[string]func(*Config){
+		"ruler.evaluation_interval": func(c *Config) { c.EvaluationInterval = 0 },
+		"ruler.alertmanager_urls":   func(c *Config) { c.AlertmanagerURLs = []string{"127.0.0.1:9093"} },
+		"ruler.external_labels":     func(c *Config) { c.ExternalLabels = Labels{"bad-name": "x"} },
+		"ruler.data_dir":            func(c *Config) { c.DataDir = "" },
+	} {
+		c := base
+		mut(&c)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), field) {
+			t.Errorf("%s: got %v", field, err)
+		}
+	}
+}
