@@ -43,7 +43,7 @@ func (e *embedded) dbFor(sql string) string {
 }
 
 func (e *embedded) insert(ctx context.Context, table string, b pipeline.Block) error {
-	q := "INSERT INTO " + table + settingsClause(dedupSettings(b.Token))
+	q := "INSERT INTO " + table + settingsClause(insertSettings(b.Token))
 	_, err := e.db.Insert(ctx, e.database, q, "Native", b.Native)
 	return err
 }

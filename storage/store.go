@@ -114,13 +114,17 @@ func (s *Store) Insert(ctx context.Context, b pipeline.Block) error {
 // (chDB boots once per process), so a later New on the same path works.
 func (s *Store) Close() error { return s.drv.close() }
 
-// dedupSettings are the insert settings that make a retried block land once, also in the
-// rollups fed by materialized views.
-func dedupSettings(token string) map[string]string {
+// insertSettings make a retried block (same token) land once, also in the rollups fed by
+// materialized views.
+func insertSettings(token string) map[string]string {
+	// A column the table lacks is an error (a block of the wrong kind, or a schema
+	// mismatch), not silently dropped; columns the block lacks take their defaults.
+	set := map[string]string{"input_format_skip_unknown_fields": "0"}
 	if token == "" {
-		return nil
+		return set
 	}
 	return map[string]string{
+		"input_format_skip_unknown_fields":                   "0",
 		"insert_deduplicate":                                 "1",
 		"insert_deduplication_token":                         token,
 		"deduplicate_blocks_in_dependent_materialized_views": "1",

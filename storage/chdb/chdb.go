@@ -164,7 +164,8 @@ func (db *DB) Query(ctx context.Context, database, sql, format string) ([]byte, 
 }
 
 // Insert runs query (an INSERT without a FORMAT clause, e.g. "INSERT INTO db.t") in
-// database and streams data in the given input format to it. It returns the rows written.
+// database and streams data in the given input format to it. It returns the rows written,
+// counting those that materialized views wrote too.
 func (db *DB) Insert(ctx context.Context, database, query, format string, data []byte) (uint64, error) {
 	c, err := db.acquire(ctx, database)
 	if err != nil {
