@@ -120,7 +120,9 @@ func (s *Steering) subservices() []services.Service {
 
 func (s *Steering) starting(ctx context.Context) error {
 	for _, sub := range s.subservices() {
-		if err := services.StartAndAwaitRunning(ctx, sub); err != nil {
+		// Not ctx: dskit cancels it when stopping begins, which would stop the DNS server
+		// behind our back while stopping still closes what it uses. stopping ends them.
+		if err := services.StartAndAwaitRunning(context.Background(), sub); err != nil {
 			s.stopping(nil)
 			return err
 		}
@@ -145,8 +147,9 @@ func (s *Steering) stopping(error) error {
 		cancel()
 	}
 	for _, sub := range s.subservices() {
-		if sub.State() == services.Running || sub.State() == services.Starting {
-			errs = append(errs, services.StopAndAwaitTerminated(context.Background(), sub))
+		sub.StopAsync()
+		if err := sub.AwaitTerminated(context.Background()); err != nil && sub.State() != services.New {
+			errs = append(errs, err)
 		}
 	}
 	if s.locator != nil {
