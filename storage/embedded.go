@@ -25,21 +25,22 @@ func openEmbedded(cfg Config) (*embedded, error) {
 }
 
 func (e *embedded) exec(ctx context.Context, sql string) error {
-	_, err := e.db.Query(ctx, e.dbFor(sql), sql, "")
+	_, err := e.db.Query(ctx, dbFor(sql, e.database), sql, "")
 	return err
 }
 
 func (e *embedded) query(ctx context.Context, sql, format string) ([]byte, error) {
-	return e.db.Query(ctx, e.dbFor(sql), sql, format)
+	return e.db.Query(ctx, dbFor(sql, e.database), sql, format)
 }
 
-// dbFor keeps database DDL out of the database it creates or drops.
-func (e *embedded) dbFor(sql string) string {
+// dbFor is the session database for sql: statements that create or drop the database
+// run from "default", since it may not exist.
+func dbFor(sql, database string) string {
 	s := strings.ToUpper(strings.TrimSpace(sql))
 	if strings.HasPrefix(s, "CREATE DATABASE") || strings.HasPrefix(s, "DROP DATABASE") {
 		return "default"
 	}
-	return e.database
+	return database
 }
 
 func (e *embedded) insert(ctx context.Context, table string, b pipeline.Block) error {
