@@ -118,7 +118,7 @@ func (c *Collector) iteration(ctx context.Context) error {
 			continue // counted and logged; the previous state stays for the next good read
 		}
 		now := c.now()
-		recs, next := records(snap, c.prev[r.kind], now, "ceph/"+c.cfg.Cluster, c.cfg.FSID, hosts)
+		recs, next := records(snap, c.prev[r.kind], now, "ceph/"+c.cfg.Cluster+"/"+r.kind, c.cfg.FSID, hosts)
 		c.prev[r.kind] = next
 		if err := c.app.Append(ctx, recs...); err != nil {
 			if ctx.Err() != nil {

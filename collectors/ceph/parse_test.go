@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"flag"
 	"os"
 	"strings"
 	"testing"
@@ -209,3 +210,5 @@ func FuzzParseJSON(f *testing.F) {
 		ParseOSDTree("fuzz", b)
 	})
 }
+
+func flagSet() *flag.FlagSet { return flag.NewFlagSet("test", flag.PanicOnError) }
