@@ -43,7 +43,7 @@ type Weight struct {
 	Target  float64 `json:"target"` // where the ramp is heading
 	Cause   string  `json:"cause"`
 	Reason  string  `json:"reason"`
-	Since   time.Time
+	Since   time.Time `json:"since"` // last change
 }
 
 // Weights is a consistent snapshot of every weight, sorted by service, region, POP.

@@ -49,6 +49,12 @@ type Steering struct {
 	log     *slog.Logger
 }
 
+var (
+	_ pipeline.Consumer = (*Steering)(nil)
+	_ authdns.Policy    = (*Engine)(nil)
+	_ rfc2136.Source    = (*Engine)(nil)
+)
+
 // New builds the module; it starts its listeners when started as a service.
 func New(cfg Config, d Deps) (*Steering, error) {
 	if err := cfg.Validate(); err != nil {
