@@ -36,13 +36,13 @@ const (
 
 // Weight is the current weight of one POP for one service and client region.
 type Weight struct {
-	Service string  `json:"service"`
-	Region  string  `json:"region"`
-	POP     string  `json:"pop"`
-	Weight  float64 `json:"weight"`
-	Target  float64 `json:"target"` // where the ramp is heading
-	Cause   string  `json:"cause"`
-	Reason  string  `json:"reason"`
+	Service string    `json:"service"`
+	Region  string    `json:"region"`
+	POP     string    `json:"pop"`
+	Weight  float64   `json:"weight"`
+	Target  float64   `json:"target"` // where the ramp is heading
+	Cause   string    `json:"cause"`
+	Reason  string    `json:"reason"`
 	Since   time.Time `json:"since"` // last change
 }
 
