@@ -15,7 +15,7 @@ func TestExpositionKeepsGoodLinesAroundBadOnes(t *testing.T) {
 		`a_total{x="2" 2`, // line 4: unclosed brace
 		"",
 		`a_total{x="3"} 3`,
-		"garbage here",    // line 7
+		"garbage here",     // line 7
 		"not_a_number{} x", // line 8
 		`b 4.5`,
 	}, "\n")

@@ -16,7 +16,7 @@ type StatusError struct {
 
 func (e *StatusError) Error() string { return fmt.Sprintf("GET %s: HTTP %d", e.URL, e.Status) }
 
-// MaxBody bounds what one scrape may read (a 1,000-OSD ceph-mgr exposition is ~60 MiB).
+// MaxBody bounds what one scrape may read (a 1,000-OSD ceph-mgr exposition is ~10 MiB).
 const MaxBody = 256 << 20
 
 // Fetch GETs url and returns its body, with one spare byte of capacity for Exposition.

@@ -216,4 +216,3 @@ func (c *Collector) index() nodeIndex {
 }
 
 type nodeIndex struct{ byKey, byName map[string]inventory.Node }
-

@@ -114,4 +114,3 @@ func fromWgtypes(d *wgtypes.Device, p *wgtypes.Peer) Peer {
 	}
 	return out
 }
-
