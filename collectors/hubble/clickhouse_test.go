@@ -20,14 +20,14 @@ import (
 )
 
 // startPipeline runs the real pipeline into a fresh embedded ClickHouse database.
-func startPipeline(tb testing.TB) (*pipeline.Pipeline, *storage.Store) {
+func startPipeline(tb testing.TB, batchAge time.Duration) (*pipeline.Pipeline, *storage.Store) {
 	tb.Helper()
 	store := storagetest.New(tb)
 	var cfg pipeline.Config
 	cfg.RegisterFlags(flag.NewFlagSet("p", flag.PanicOnError))
 	cfg.Spool.Path = tb.TempDir()
 	cfg.Spool.Fsync = false
-	cfg.BatchAge = 100 * time.Millisecond
+	cfg.BatchAge = batchAge
 	cfg.Instance = "hubble-test"
 	p, err := pipeline.New(cfg, storage.NewEncoder(), store, nil, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
@@ -54,7 +54,7 @@ func query(tb testing.TB, s *storage.Store, sql string) string {
 // TestClickHouse runs relay -> collector -> pipeline -> embedded ClickHouse and reads the
 // flows and edges back with SQL.
 func TestClickHouse(t *testing.T) {
-	p, store := startPipeline(t)
+	p, store := startPipeline(t, 100*time.Millisecond)
 	ring := concat(t, "hubble-otel-basic-sample-400-tcp-flows.json", "cilium-docs-export-dropped-policy-denied.json")
 	// The captures are years old: bring them inside the tables' TTL, keeping the
 	// sub-second offsets so that edges fall into the same seconds.

@@ -125,7 +125,7 @@ func startServer(t *testing.T, ring []*observer.GetFlowsResponse) *hubbletest.Se
 	return s
 }
 
-func startCollector(t *testing.T, cfg Config, app pipeline.Appender, inv *inventory.Inventory) (*Collector, *prometheus.Registry) {
+func startCollector(t testing.TB, cfg Config, app pipeline.Appender, inv *inventory.Inventory) (*Collector, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
 	c, err := NewCollector(cfg, app, inv, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
@@ -233,7 +233,7 @@ func near(got, want time.Duration) bool {
 	return got >= want*95/100 && got <= want*105/100
 }
 
-func counter(t *testing.T, reg *prometheus.Registry, name string, relay string) prometheus.Collector {
+func counter(t testing.TB, reg *prometheus.Registry, name string, relay string) prometheus.Collector {
 	t.Helper()
 	mfs, err := reg.Gather()
 	if err != nil {
@@ -255,7 +255,7 @@ func counter(t *testing.T, reg *prometheus.Registry, name string, relay string) 
 	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "x"}, func() float64 { return total })
 }
 
-func metric(t *testing.T, reg *prometheus.Registry, name, relay string) float64 {
+func metric(t testing.TB, reg *prometheus.Registry, name, relay string) float64 {
 	return testutil.ToFloat64(counter(t, reg, name, relay))
 }
 
