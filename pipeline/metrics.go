@@ -59,7 +59,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		spoolWriteErrors: f.NewCounter(prometheus.CounterOpts{Name: "meridian_pipeline_spool_write_errors_total",
 			Help: "Blocks that could not be written to the spool and are held in memory only."}),
 		backpressure: f.NewGauge(prometheus.GaugeOpts{Name: "meridian_pipeline_backpressure",
-			Help: "1 while the spool is full and sealed blocks wait for room."}),
+			Help: "1 from the moment sealed blocks wait for room in a full spool until the spool is back under half its bound."}),
 		backpressureSec: f.NewCounter(prometheus.CounterOpts{Name: "meridian_pipeline_backpressure_seconds_total",
 			Help: "Time Append callers spent blocked because the pipeline was full, summed over callers."}),
 		consumerDropped: f.NewCounterVec(prometheus.CounterOpts{Name: "meridian_pipeline_consumer_dropped_records_total",

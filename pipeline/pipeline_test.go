@@ -18,6 +18,10 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"go.opentelemetry.io/otel"
+	sdktrace "go.opentelemetry.io/otel/sdk/trace"
+	"go.opentelemetry.io/otel/sdk/trace/tracetest"
+	"go.opentelemetry.io/otel/trace/noop"
 )
 
 // fakeEncoder writes each record's Meta().Collector on a line; "bad" is refused.
@@ -112,8 +116,13 @@ func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, ni
 
 func start(t *testing.T, cfg Config, ins Inserter, consumers map[string]Consumer) (*Pipeline, *prometheus.Registry) {
 	t.Helper()
+	return startLogged(t, cfg, ins, consumers, discard())
+}
+
+func startLogged(t *testing.T, cfg Config, ins Inserter, consumers map[string]Consumer, log *slog.Logger) (*Pipeline, *prometheus.Registry) {
+	t.Helper()
 	reg := prometheus.NewRegistry()
-	p, err := New(cfg, fakeEncoder{}, ins, consumers, reg, discard())
+	p, err := New(cfg, fakeEncoder{}, ins, consumers, reg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,22 +313,42 @@ func TestBackpressureWhenSpoolFull(t *testing.T) {
 	ins := newFakeInserter()
 	down := errors.New("clickhouse down")
 	ins.setFail(func(Block) error { return down })
-	p, reg := start(t, cfg, ins, nil)
+	var logs lockedBuffer
+	p, reg := startLogged(t, cfg, ins, nil, slog.New(slog.NewTextHandler(&logs, nil)))
 
-	// Fill the spool, the batcher and the queue until Append blocks.
+	// Append until the spool is full and sealing waits for room.
 	var accepted int
-	for ; accepted < 100; accepted++ {
+	for testutil.ToFloat64(p.m.backpressure) == 0 {
+		if accepted == 1000 {
+			t.Fatal("the spool never filled with a failing inserter")
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := p.Append(ctx, tunnels(accepted, 1)...)
+		cancel()
+		if errors.Is(err, context.DeadlineExceeded) {
+			break // the spool filled up between the check and the call
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		accepted++
+	}
+	// With sealing stuck, at most queue_size (1) more record fits, then Append blocks.
+	blockedAt := -1
+	for i := range 3 {
 		ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
 		err := p.Append(ctx, tunnels(accepted, 1)...)
 		cancel()
 		if errors.Is(err, context.DeadlineExceeded) {
+			blockedAt = i
 			break
 		}
 		if err != nil {
 			t.Fatal(err)
 		}
+		accepted++
 	}
-	if accepted == 100 {
+	if blockedAt < 0 {
 		t.Fatal("Append never blocked with a full spool and a failing inserter")
 	}
 	if got := testutil.ToFloat64(p.m.backpressure); got != 1 {
@@ -354,6 +383,13 @@ func TestBackpressureWhenSpoolFull(t *testing.T) {
 	eventually(t, "backpressure released", func() bool { return testutil.ToFloat64(p.m.backpressure) == 0 })
 	if got := testutil.ToFloat64(p.m.backpressureSec); got <= 0 {
 		t.Errorf("backpressure_seconds_total = %v, want > 0", got)
+	}
+	// One episode: logged once when it starts and once when it ends, not per blocked call.
+	if n := strings.Count(logs.String(), "pipeline spool full"); n != 1 {
+		t.Errorf("backpressure start logged %d times, want once:\n%s", n, logs.String())
+	}
+	if n := strings.Count(logs.String(), "backpressure released"); n != 1 {
+		t.Errorf("backpressure end logged %d times, want once", n)
 	}
 	if n, _ := testutil.GatherAndCount(reg, "meridian_pipeline_spool_bytes", "meridian_pipeline_spool_max_bytes"); n != 2 {
 		t.Errorf("spool gauges exported: %d, want 2", n)
@@ -534,4 +570,47 @@ func TestConfigValidate(t *testing.T) {
 			t.Errorf("Validate with bad %s = %v, want an error naming it", field, err)
 		}
 	}
+}
+
+func TestSpansAroundStages(t *testing.T) {
+	rec := tracetest.NewSpanRecorder()
+	otel.SetTracerProvider(sdktrace.NewTracerProvider(sdktrace.WithSpanProcessor(rec)))
+	t.Cleanup(func() { otel.SetTracerProvider(noop.NewTracerProvider()) })
+
+	cfg := testConfig(t)
+	var got atomic.Int64
+	ins := newFakeInserter()
+	p, _ := start(t, cfg, ins, map[string]Consumer{"map": ConsumerFunc(func(r []Record) { got.Add(int64(len(r))) })})
+	if err := p.Append(context.Background(), tunnels(0, 3)...); err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Flush(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, "the block stored and consumed", func() bool { return len(ins.blocks()) == 1 && got.Load() == 3 })
+	eventually(t, "all four stage spans", func() bool {
+		names := map[string]bool{}
+		for _, s := range rec.Ended() {
+			names[s.Name()] = true
+		}
+		return names["pipeline.encode"] && names["pipeline.spool.write"] && names["pipeline.insert"] && names["pipeline.consume"]
+	})
+}
+
+// lockedBuffer collects log output written from several goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
 }

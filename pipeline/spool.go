@@ -61,12 +61,14 @@ type spool struct {
 
 	seq atomic.Uint64
 
-	mu      sync.Mutex
-	bytes   int64
-	blocks  int
-	room    chan struct{} // closed (and replaced) whenever bytes are freed
-	waiters int
-	since   time.Time // start of the current backpressure episode
+	mu     sync.Mutex
+	bytes  int64
+	blocks int
+	room   chan struct{} // closed (and replaced) whenever bytes are freed
+	// A backpressure episode runs from the first wait for room until the spool is back
+	// under half its bound, so a spool hovering at its limit logs one episode, not many.
+	pressured bool
+	since     time.Time
 }
 
 func spoolName(seq uint64) string { return fmt.Sprintf("%020d%s", seq, spoolExt) }
@@ -138,14 +140,13 @@ func (s *spool) moveTo(sub, name string) error {
 func (s *spool) wait(size int64, force <-chan struct{}) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for s.bytes > 0 && s.bytes+size > s.max {
-		if s.waiters == 0 {
-			s.since = time.Now()
+	for s.bytes > 0 && s.bytes+size > s.max && !isClosed(force) {
+		if !s.pressured {
+			s.pressured, s.since = true, time.Now()
 			s.m.backpressure.Set(1)
 			s.log.Warn("pipeline spool full: applying backpressure to collectors until storage catches up",
 				"dir", s.dir, "bytes", s.bytes, "max_bytes", s.max, "blocks", s.blocks)
 		}
-		s.waiters++
 		room := s.room
 		s.mu.Unlock()
 		select {
@@ -153,14 +154,6 @@ func (s *spool) wait(size int64, force <-chan struct{}) {
 		case <-force:
 		}
 		s.mu.Lock()
-		s.waiters--
-		if s.waiters == 0 {
-			s.m.backpressure.Set(0)
-			s.log.Info("pipeline spool has room again: backpressure released", "dir", s.dir, "after", time.Since(s.since).Round(time.Millisecond))
-		}
-		if isClosed(force) {
-			break
-		}
 	}
 	s.bytes += size
 	s.blocks++
@@ -315,6 +308,11 @@ func (s *spool) release(e *spoolEntry) {
 	s.bytes -= e.size
 	s.blocks--
 	s.gauges()
+	if s.pressured && s.bytes <= s.max/2 {
+		s.pressured = false
+		s.m.backpressure.Set(0)
+		s.log.Info("pipeline spool has room again: backpressure released", "dir", s.dir, "bytes", s.bytes, "after", time.Since(s.since).Round(time.Millisecond))
+	}
 	close(s.room)
 	s.room = make(chan struct{})
 	s.mu.Unlock()
