@@ -63,7 +63,7 @@ func (c *Config) Validate() error {
 		}
 	}
 	if c.Zone.Origin == "" {
-		return fmt.Errorf("steering.dns.zone.origin: required")
+		return fmt.Errorf("steering.dns.zone.origin: required while steering.dns.listen is set (set listen empty to disable the built-in GeoDNS)")
 	}
 	if c.UDPListeners < 0 {
 		return fmt.Errorf("steering.dns.udp_listeners: must be >= 0")
