@@ -310,6 +310,8 @@ func (e *Engine) targets(g *group, now time.Time, health map[string]geodns.POPHe
 		switch {
 		case len(pinned) > 0 && !slices.Contains(pinned, p):
 			t = target{0, CauseOverride, "manual pin to " + strings.Join(pinned, ","), true}
+		case len(pinned) > 0:
+			t = target{base, CauseOverride, "manual pin", false}
 		case e.overrides.drained(g.svc.Name, g.region.Name, p):
 			t = target{0, CauseOverride, "manual drain", true}
 		case health[p].Down:
@@ -483,7 +485,8 @@ func (e *Engine) step(g *group, targets map[string]target, now time.Time) []pipe
 			en.drainedAt = now
 		case t.w != w && now.Sub(en.lastStep) >= e.cfg.RampInterval:
 			if t.w > w && now.Sub(en.drainedAt) < e.cfg.MinHold {
-				break // hold a drained POP down before restoring it
+				t.cause, t.reason = en.cause, en.reason // held down: the drain's reason still stands
+				break
 			}
 			stepSize := e.cfg.RampStep * e.baseWeight(p)
 			if t.w > w {

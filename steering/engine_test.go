@@ -293,3 +293,25 @@ func TestConfigOverridesAreValidated(t *testing.T) {
 		t.Fatalf("err = %v, want a residency error naming steering.overrides[0]", err)
 	}
 }
+
+func TestPinOverride(t *testing.T) {
+	h := newHarness(t)
+	if _, err := h.e.overrides.add(Override{Action: "pin", POP: "nyc", Region: "uk", Source: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	h.advance(30*time.Second, nil)
+	if got := h.answers("uk"); !slices.Equal(got, []string{"nyc"}) {
+		t.Fatalf("uk pinned to nyc served by %v", got)
+	}
+	if d := h.lastDecision("uk", "nyc"); d == nil || d.Cause != CauseOverride {
+		t.Fatalf("pin decision %+v, want cause override", d)
+	}
+	// A pin of every region to a POP outside a region's allowed set leaves that region alone.
+	if _, err := h.e.overrides.add(Override{Action: "pin", POP: "tyo", Source: "test"}); err != nil {
+		t.Fatal(err)
+	}
+	h.advance(30*time.Second, nil)
+	if got := h.answers("sweden"); !slices.Equal(got, []string{"nbg"}) {
+		t.Fatalf("global pin to tyo moved sweden (residency nbg) to %v", got)
+	}
+}
