@@ -173,7 +173,7 @@ func (p *Pipeline) stopping(error) error {
 	close(p.sealed)
 	p.writers.Wait()
 	p.stopWrite()
-	if !waitTimeout(&p.readers, p.cfg.ShutdownTimeout) {
+	if len(p.consumers) > 0 && !waitTimeout(&p.readers, p.cfg.ShutdownTimeout) {
 		p.log.Warn("pipeline: a consumer did not return within the shutdown timeout")
 	}
 	p.spool.mu.Lock()
@@ -530,10 +530,12 @@ func (p *Pipeline) consume(c *consumerLane) {
 func waitTimeout(wg *sync.WaitGroup, d time.Duration) bool {
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()
+	t := time.NewTimer(d)
+	defer t.Stop()
 	select {
 	case <-done:
 		return true
-	case <-time.After(d):
+	case <-t.C:
 		return false
 	}
 }
