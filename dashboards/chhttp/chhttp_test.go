@@ -41,7 +41,7 @@ type endpoint struct {
 }
 
 // newEndpoint serves a handler over a fresh migrated database holding three tunnel stats.
-func newEndpoint(t *testing.T) *endpoint {
+func newEndpoint(t testing.TB, maxResultBytes int64) *endpoint {
 	t.Helper()
 	store := storagetest.New(t)
 	t0 := time.Date(2026, 11, 22, 1, 0, 0, 123e6, time.UTC)
@@ -73,7 +73,7 @@ func newEndpoint(t *testing.T) *endpoint {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	h, err := chhttp.New(chhttp.Config{User: user, PasswordFile: pwFile, MaxExecutionTime: 20 * time.Second, MaxResultBytes: 1 << 20},
+	h, err := chhttp.New(chhttp.Config{User: user, PasswordFile: pwFile, MaxExecutionTime: 20 * time.Second, MaxResultBytes: maxResultBytes},
 		store, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +111,7 @@ func ctx(t *testing.T) context.Context {
 // The endpoint, with clickhouse-go in HTTP mode as the client (the library Grafana's
 // ClickHouse plugin runs on), for each compression the plugin or the library may use.
 func TestClickHouseGoHTTP(t *testing.T) {
-	e := newEndpoint(t)
+	e := newEndpoint(t, 1<<20)
 	for _, comp := range []clickhouse.CompressionMethod{clickhouse.CompressionNone, clickhouse.CompressionGZIP, clickhouse.CompressionLZ4, clickhouse.CompressionZSTD} {
 		t.Run(comp.String(), func(t *testing.T) {
 			conn := e.open(t, password, comp)
@@ -162,7 +162,7 @@ func TestClickHouseGoHTTP(t *testing.T) {
 
 // Grafana's plugin goes through database/sql (clickhouse.OpenDB) with gzip over HTTP.
 func TestDatabaseSQL(t *testing.T) {
-	e := newEndpoint(t)
+	e := newEndpoint(t, 1<<20)
 	db := clickhouse.OpenDB(&clickhouse.Options{
 		Protocol:    clickhouse.HTTP,
 		Addr:        []string{e.addr},
@@ -195,7 +195,7 @@ func exceptionOf(t *testing.T, err error) *clickhouse.Exception {
 }
 
 func TestErrorsAndRefusals(t *testing.T) {
-	e := newEndpoint(t)
+	e := newEndpoint(t, 1<<20)
 	conn := e.open(t, password, clickhouse.CompressionNone)
 
 	// An engine error comes back as the engine reported it.
@@ -248,7 +248,7 @@ func TestErrorsAndRefusals(t *testing.T) {
 // The raw HTTP interface: /ping, the ways to pass credentials, FORMAT and default_format,
 // HTTP compression, and error headers.
 func TestRawHTTP(t *testing.T) {
-	e := newEndpoint(t)
+	e := newEndpoint(t, 1<<20)
 	base := "http://" + e.addr + prefix
 	do := func(req *http.Request) (*http.Response, string) {
 		t.Helper()
