@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridianhq/meridian/alerts"
@@ -67,7 +68,7 @@ type entry struct {
 }
 
 type group struct {
-	svc        inventory.Service
+	svc        inventory.Service // Name canonical: lower case, fully qualified, as DNS matches it
 	region     inventory.ClientRegion
 	candidates []string // service POPs allowed for the region, in service order
 	chosen     []string // POPs the RTT ranking chose last
@@ -146,6 +147,7 @@ func (e *Engine) buildGroups() error {
 			}
 		}
 		for _, svc := range e.inv.Services {
+			svc.Name = dns.CanonicalName(svc.Name)
 			g := &group{svc: svc, region: r}
 			for _, p := range svc.POPs {
 				if len(r.AllowedPOPs) == 0 || slices.Contains(r.AllowedPOPs, p) {
@@ -172,8 +174,9 @@ func (e *Engine) Consume(recs []pipeline.Record) {
 // Matrix is the engine's vantage × POP view, fed by every vantage's probe records.
 func (e *Engine) Matrix() *geodns.Matrix { return e.matrix }
 
-// Answers returns the weighted POP set for a service and client region, for the DNS
-// answer path; nil when the service is unknown or nothing may serve the region.
+// Answers returns the weighted POP set for a service (lower case, fully qualified) and
+// client region, for the DNS answer path; an unknown region gets the default region's
+// set; nil when the service is unknown.
 func (e *Engine) Answers(service, region string) *pick.Set {
 	t := e.table.Load()
 	if t == nil {
@@ -279,7 +282,7 @@ func (e *Engine) alertState() (pages, tickets map[string]string) {
 		}
 		k := pop
 		if s := a.Labels["service"]; s != "" {
-			k = s + "\x00" + pop
+			k = dns.CanonicalName(s) + "\x00" + pop
 		}
 		switch a.Severity {
 		case alerts.SeverityPage:

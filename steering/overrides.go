@@ -7,6 +7,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/miekg/dns"
+
 	"github.com/meridianhq/meridian/inventory"
 )
 
@@ -49,7 +51,7 @@ func (s *overrideSet) validate(o Override) error {
 	if _, ok := s.inv.POP(o.POP); !ok {
 		return fmt.Errorf("unknown POP %q", o.POP)
 	}
-	if o.Service != "" && !slices.ContainsFunc(s.inv.Services, func(v inventory.Service) bool { return v.Name == o.Service }) {
+	if o.Service != "" && !slices.ContainsFunc(s.inv.Services, func(v inventory.Service) bool { return dns.CanonicalName(v.Name) == o.Service }) {
 		return fmt.Errorf("unknown service %q", o.Service)
 	}
 	if o.Region == "" {
@@ -68,6 +70,9 @@ func (s *overrideSet) validate(o Override) error {
 }
 
 func (s *overrideSet) add(o Override) (Override, error) {
+	if o.Service != "" {
+		o.Service = dns.CanonicalName(o.Service)
+	}
 	if err := s.validate(o); err != nil {
 		return Override{}, err
 	}

@@ -49,7 +49,8 @@ func testInventory() *inventory.Inventory {
 			{Name: "lon", Site: "london", VIPs: []netip.Addr{vip["lon"]}},
 			{Name: "tyo", Site: "tokyo", VIPs: []netip.Addr{vip["tyo"]}},
 		},
-		Services: []inventory.Service{{Name: service, POPs: []string{"nbg", "nyc", "lon", "tyo"}}},
+		// Written as an operator might: the DNS path must still find it.
+		Services: []inventory.Service{{Name: "API.example.net", POPs: []string{"nbg", "nyc", "lon", "tyo"}}},
 		ClientRegions: []inventory.ClientRegion{
 			{Name: "france", Countries: []string{"FR"}, AllowedPOPs: []string{"nbg", "nyc"}, Vantage: "paris", SamplePrefix: pfx("2a02:cfc0::/32")},
 			{Name: "uk", Countries: []string{"GB"}, Vantage: "london", SamplePrefix: pfx("81.2.69.142/31")},
