@@ -83,14 +83,14 @@ func (s *Server) Answer(req *dns.Msg, src netip.Addr, udp bool) *dns.Msg {
 	client, bits, ecs := clientSubnet(reqOpt, src)
 	loc := s.locator.Locate(client, bits)
 	if ecs != nil {
-		// RFC 7871 7.2.1: echo the option with the scope our answer is valid for.
-		reply := *ecs
-		reply.SourceScope = uint8(min(loc.Scope, 128))
+		// RFC 7871 7.2.1: echo the option with the scope our answer is valid for (the
+		// request's own option, which nothing else reads any more).
+		ecs.SourceScope = uint8(min(loc.Scope, 128))
 		if ecs.Family == 1 {
-			reply.SourceScope = uint8(min(loc.Scope, 32))
+			ecs.SourceScope = uint8(min(loc.Scope, 32))
 		}
 		opt := resp.Extra[len(resp.Extra)-1].(*dns.OPT)
-		opt.Option = append(opt.Option, &reply)
+		opt.Option = append(opt.Option, ecs)
 	}
 
 	// 3. policy: which POPs, with which weights? 4. pick: one of them.
