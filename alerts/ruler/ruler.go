@@ -28,6 +28,7 @@ import (
 	"github.com/prometheus/prometheus/promql"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/rules"
+	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
 
 	"github.com/meridianhq/meridian/alerts"
@@ -53,7 +54,12 @@ type Ruler struct {
 	wg       sync.WaitGroup
 
 	apiMu sync.Mutex
-	api   http.Handler
+
+	// refs caches the TSDB reference of each SLI series, as Prometheus's scrape cache
+	// does, so a tick appends without looking every series up again. Only appendSLI
+	// touches it, from starting and then the running loop.
+	refs map[uint64]seriesRef
+	api  http.Handler
 
 	appendErrors prometheus.Counter
 	appended     prometheus.Counter
@@ -73,6 +79,7 @@ func New(cfg Config, sli prometheus.Collector, reg prometheus.Registerer, logger
 		logger: logger,
 		reg:    reg,
 		sli:    prometheus.NewRegistry(),
+		refs:   map[uint64]seriesRef{},
 		parser: parser.NewParser(parser.Options{}),
 		appendErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_ruler_sli_append_errors_total",
 			Help: "SLI samples the ruler's TSDB refused (out of order, invalid)."}),
@@ -223,10 +230,18 @@ func (r *Ruler) appendSLI(ts time.Time) {
 		for i := 0; i+1 < len(extra); i += 2 {
 			b.Set(extra[i], extra[i+1])
 		}
-		if _, err := app.Append(0, b.Labels(), t, v); err != nil {
+		l := b.Labels()
+		h := l.Hash()
+		c, ok := r.refs[h]
+		if !ok || !labels.Equal(c.labels, l) {
+			c = seriesRef{labels: l}
+		}
+		ref, err := app.Append(c.ref, l, t, v)
+		if err != nil {
 			r.appendErrors.Inc()
 			return
 		}
+		r.refs[h] = seriesRef{ref: ref, labels: l}
 		n++
 	}
 	for _, mf := range mfs {
@@ -257,6 +272,11 @@ func (r *Ruler) appendSLI(ts time.Time) {
 		return
 	}
 	r.appended.Add(float64(n))
+}
+
+type seriesRef struct {
+	ref    storage.SeriesRef
+	labels labels.Labels
 }
 
 func metricLabels(m *dto.Metric) labels.Labels {
