@@ -90,11 +90,9 @@ func addCol[T proto.ColInput](c *columns, name string, col T) T {
 func (c *columns) time(name string, precision proto.Precision) *proto.ColDateTime64 {
 	return addCol(c, name, new(proto.ColDateTime64).WithPrecision(precision).WithLocation(time.UTC))
 }
-func (c *columns) lc(name string) *proto.ColLowCardinality[string] {
-	return addCol(c, name, proto.NewLowCardinality[string](new(proto.ColStr)))
-}
+func (c *columns) lc(name string) *lowCard { return addCol(c, name, newLowCard()) }
 func (c *columns) lcArr(name string) *proto.ColArr[string] {
-	return addCol(c, name, proto.NewArray[string](proto.NewLowCardinality[string](new(proto.ColStr))))
+	return addCol(c, name, proto.NewArray[string](newLowCard()))
 }
 func (c *columns) str(name string) *proto.ColStr      { return addCol(c, name, new(proto.ColStr)) }
 func (c *columns) u16(name string) *proto.ColUInt16   { return addCol(c, name, new(proto.ColUInt16)) }
@@ -105,13 +103,13 @@ func (c *columns) f64(name string) *proto.ColFloat64  { return addCol(c, name, n
 func (c *columns) boolean(name string) *proto.ColBool { return addCol(c, name, new(proto.ColBool)) }
 func (c *columns) ip(name string) *proto.ColIPv6      { return addCol(c, name, new(proto.ColIPv6)) }
 func (c *columns) strMap(name string) *proto.ColMap[string, uint64] {
-	return addCol(c, name, proto.NewMap[string, uint64](proto.NewLowCardinality[string](new(proto.ColStr)), new(proto.ColUInt64)))
+	return addCol(c, name, proto.NewMap[string, uint64](newLowCard(), new(proto.ColUInt64)))
 }
 
 // metaCols are the leading columns of every table.
 type metaCols struct {
 	time                           *proto.ColDateTime64
-	collector, site, cluster, node *proto.ColLowCardinality[string]
+	collector, site, cluster, node *lowCard
 }
 
 func (c *columns) meta(precision proto.Precision) metaCols {
@@ -152,7 +150,7 @@ const (
 type tunnelCols struct {
 	columns
 	meta                                        metaCols
-	iface, peerNode, peerSite, endpoint, status *proto.ColLowCardinality[string]
+	iface, peerNode, peerSite, endpoint, status *lowCard
 	publicKey                                   *proto.ColStr
 	allowedIPs                                  *proto.ColArr[string]
 	lastHandshake                               *proto.ColDateTime64
@@ -210,7 +208,7 @@ func (c *tunnelCols) add(rec pipeline.Record) bool {
 type osdCols struct {
 	columns
 	meta                                     metaCols
-	fsid, host, deviceClass                  *proto.ColLowCardinality[string]
+	fsid, host, deviceClass                  *lowCard
 	osd                                      *proto.ColUInt32
 	up, in                                   *proto.ColBool
 	commit, apply, readLat, writeLat         *proto.ColFloat64
@@ -263,7 +261,7 @@ func (c *osdCols) add(rec pipeline.Record) bool {
 type healthCols struct {
 	columns
 	meta          metaCols
-	fsid, status  *proto.ColLowCardinality[string]
+	fsid, status  *lowCard
 	checks        *proto.ColArr[string]
 	total, up, in *proto.ColUInt32
 }
@@ -298,7 +296,7 @@ func (c *healthCols) add(rec pipeline.Record) bool {
 type poolCols struct {
 	columns
 	meta                                     metaCols
-	fsid, pool                               *proto.ColLowCardinality[string]
+	fsid, pool                               *lowCard
 	poolID                                   *proto.ColUInt32
 	readOps, writeOps, readBytes, writeBytes *proto.ColFloat64
 	stored                                   *proto.ColUInt64
@@ -337,7 +335,7 @@ func (c *poolCols) add(rec pipeline.Record) bool {
 
 // endpointCols are a flow endpoint's columns, prefixed src_ or dst_.
 type endpointCols struct {
-	namespace, pod, workload, kind *proto.ColLowCardinality[string]
+	namespace, pod, workload, kind *lowCard
 	identity                       *proto.ColUInt32
 	ip                             *proto.ColIPv6
 	labels                         *proto.ColArr[string]
@@ -365,7 +363,7 @@ type flowCols struct {
 	columns
 	meta                                                   metaCols
 	src, dst                                               endpointCols
-	l4, verdict, dropReason, direction, l7Type, httpMethod *proto.ColLowCardinality[string]
+	l4, verdict, dropReason, direction, l7Type, httpMethod *lowCard
 	srcPort, dstPort, httpCode, dnsRcode                   *proto.ColUInt16
 	isReply                                                *proto.ColBool
 	httpPath, dnsQuery                                     *proto.ColStr
@@ -423,7 +421,7 @@ type edgeCols struct {
 	columns
 	meta                                 metaCols
 	interval, p50, p90, p99              *proto.ColInt64
-	srcNS, srcWL, dstNS, dstWL, protocol *proto.ColLowCardinality[string]
+	srcNS, srcWL, dstNS, dstWL, protocol *lowCard
 	port                                 *proto.ColUInt16
 	flows, drops, requests, errors       *proto.ColUInt64
 	dropReasons                          *proto.ColMap[string, uint64]
@@ -477,7 +475,7 @@ func (c *edgeCols) add(rec pipeline.Record) bool {
 type probeCols struct {
 	columns
 	meta                                                       metaCols
-	vantage, method, pop, service, clientRegion, target, rcode *proto.ColLowCardinality[string]
+	vantage, method, pop, service, clientRegion, target, rcode *lowCard
 	answer, errText                                            *proto.ColStr
 	success                                                    *proto.ColBool
 	rtt                                                        *proto.ColInt64
@@ -523,7 +521,7 @@ func (c *probeCols) add(rec pipeline.Record) bool {
 type steeringCols struct {
 	columns
 	meta                              metaCols
-	service, clientRegion, pop, cause *proto.ColLowCardinality[string]
+	service, clientRegion, pop, cause *lowCard
 	oldWeight, newWeight              *proto.ColFloat64
 	reason                            *proto.ColStr
 }
