@@ -2,6 +2,7 @@ package ceph
 
 import (
 	"context"
+	"gopkg.in/yaml.v3"
 	"io"
 	"log/slog"
 	"net/http"
@@ -79,7 +80,9 @@ func TestMgrFaults(t *testing.T) {
 			t.Fatalf("%s: %d records emitted", m, len(got))
 		}
 	}
-	errs := func(url, reason string) float64 { return testutil.ToFloat64(c.metrics.Errors.WithLabelValues(url, reason)) }
+	errs := func(url, reason string) float64 {
+		return testutil.ToFloat64(c.metrics.Errors.WithLabelValues(url, reason))
+	}
 	if errs(mgr.URL, "http_503") != 1 || errs(mgr.URL, "timeout") != 1 || errs(standby.URL, "error") != 2 {
 		t.Fatalf("errors: 503 %v, timeout %v, standby %v", errs(mgr.URL, "http_503"), errs(mgr.URL, "timeout"), errs(standby.URL, "error"))
 	}
@@ -96,5 +99,24 @@ func TestMgrFaults(t *testing.T) {
 	set("empty", nil)
 	if got := step(10 * time.Second); len(got) != 0 || errs(mgr.URL, "error") != 1 {
 		t.Fatalf("empty exposition: %d records, errors %v", len(got), errs(mgr.URL, "error"))
+	}
+}
+
+func TestConfigYAML(t *testing.T) {
+	var cfg Config
+	cfg.RegisterFlags(flagSet())
+	in := "interval: 30s\ncluster: vault-nyc\nmgr_urls: http://10.0.0.1:9283/metrics,http://10.0.0.2:9283/metrics\ncommand: ceph --conf /etc/ceph/ceph.conf\n"
+	if err := yaml.Unmarshal([]byte(in), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Interval != 30*time.Second || cfg.Cluster != "vault-nyc" || len(cfg.MgrURLs) != 2 || cfg.Timeout != 10*time.Second {
+		t.Fatalf("config %+v", cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	cfg.MgrURLs = []string{"10.0.0.1:9283"}
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "ceph.mgr-urls") {
+		t.Fatalf("error %v does not name ceph.mgr-urls", err)
 	}
 }

@@ -54,7 +54,7 @@ func Exposition(source string, b []byte, want func(name []byte) bool, fn func(Sa
 	)
 	for start < len(b) {
 		p := textparse.NewPromParser(b[start:], st, false)
-		last := -1 // end offset (relative to start) of the last good entry
+		last := -1 // offset (relative to start) of the last good entry's end
 		var err error
 		for {
 			var e textparse.Entry
@@ -83,11 +83,9 @@ func Exposition(source string, b []byte, want func(name []byte) bool, fn func(Sa
 				// Histograms and unit entries do not occur in the classic text format.
 			}
 			if off := offsetIn(b[start:], at); off >= 0 {
-				last = off
+				// The entry's last byte: a quoted label value may hold a raw newline.
+				last = off + len(at) - 1
 			}
-		}
-		if errors.Is(err, io.EOF) {
-			break
 		}
 		// The bad line is the first non-blank one after the line holding the last entry.
 		rest := b[start:]
@@ -98,11 +96,18 @@ func Exposition(source string, b []byte, want func(name []byte) bool, fn func(Sa
 		lineNo := line + bytes.Count(rest[:pos], []byte{'\n'})
 		for pos < len(rest) {
 			end := nextLine(rest, pos)
-			if len(bytes.TrimSpace(rest[pos:end])) > 0 {
+			if len(bytes.Trim(rest[pos:end], " \t\n")) > 0 { // blank as textparse sees it
 				break
 			}
 			pos = end
 			lineNo++
+		}
+		if errors.Is(err, io.EOF) {
+			if pos == len(rest) {
+				break // the whole input was read
+			}
+			// textparse's lexer takes a NUL byte for the end of input.
+			err = errors.New("unreadable line (NUL byte)")
 		}
 		errs = append(errs, &LineError{Source: source, Line: lineNo, Err: err})
 		next := nextLine(rest, pos)

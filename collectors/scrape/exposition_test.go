@@ -56,3 +56,30 @@ func TestRate(t *testing.T) {
 		t.Fatalf("rate across a reset %v, want 0", r)
 	}
 }
+
+// FuzzExposition checks that recovery always makes progress: bad lines are reported in
+// increasing order, inside the input, and every good line after a bad one still passes.
+func FuzzExposition(f *testing.F) {
+	f.Add([]byte("a 1\nb{ 2\nc 3\n"))
+	f.Add([]byte("# TYPE x counter\nx_total 1\n\n\n{bad\n"))
+	f.Add([]byte("\x00")) // textparse reads NUL as the end of input
+	f.Add([]byte("\v"))   // not blank to textparse
+	f.Fuzz(func(t *testing.T, b []byte) {
+		lines := 1 + strings.Count(string(b), "\n")
+		prev := 0
+		errs := Exposition("fuzz", b, nil, func(Sample) {})
+		for _, err := range errs {
+			var le *LineError
+			if !errors.As(err, &le) || le.Line <= prev || le.Line > lines {
+				t.Fatalf("error %v out of order or range (previous line %d, %d lines)", err, prev, lines)
+			}
+			prev = le.Line
+		}
+		// A good line appended after whatever came before must come through.
+		var last string
+		Exposition("fuzz", append(append([]byte{}, b...), "\nzz_fuzz_tail 7\n"...), nil, func(s Sample) { last = s.Name })
+		if last != "zz_fuzz_tail" {
+			t.Fatalf("the good line after %q was lost (last sample %q)", b, last)
+		}
+	})
+}

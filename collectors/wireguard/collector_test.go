@@ -3,6 +3,7 @@ package wireguard
 import (
 	"context"
 	"flag"
+	"gopkg.in/yaml.v3"
 	"io"
 	"log/slog"
 	"os"
@@ -149,3 +150,18 @@ func TestConfigValidate(t *testing.T) {
 }
 
 func flagSet() *flag.FlagSet { return flag.NewFlagSet("test", flag.PanicOnError) }
+
+func TestConfigYAML(t *testing.T) {
+	cfg := testConfig()
+	in := "interval: 5s\ntimeout: 4s\ndevices: true\ndump_files: a.txt,b.txt\nexporter_urls: http://127.0.0.1:9586/metrics\nstale_after: 100s\ndown_after: 200s\n"
+	if err := yaml.Unmarshal([]byte(in), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Interval != 5*time.Second || !cfg.Devices || len(cfg.DumpFiles) != 2 || len(cfg.ExporterURLs) != 1 ||
+		cfg.StaleAfter != 100*time.Second || cfg.DownAfter != 200*time.Second || cfg.SilentDown != DefaultThresholds.SilentDown {
+		t.Fatalf("config %+v", cfg)
+	}
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+}
