@@ -30,7 +30,7 @@ func BenchmarkPipelineEmbedded(b *testing.B) {
 	const (
 		nFlow   = 200_000
 		nTunnel = 400_000
-		rounds  = 2 // interleaved; the best round of each side counts, to damp a busy machine
+		rounds  = 3 // interleaved; the best round of each side counts, to damp a busy machine
 	)
 	engineDB := storagetest.New(b)
 	pipeDB := storagetest.New(b)

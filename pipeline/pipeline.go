@@ -195,6 +195,11 @@ func (p *Pipeline) Append(ctx context.Context, recs ...Record) error {
 	if !p.accepting {
 		return ErrStopped
 	}
+	for i, r := range recs {
+		if r == nil {
+			return fmt.Errorf("pipeline: record %d of %d is nil, nothing appended", i, len(recs))
+		}
+	}
 	first := recs[0].Kind()
 	same := true
 	for _, r := range recs[1:] {

@@ -614,3 +614,21 @@ func (l *lockedBuffer) String() string {
 	defer l.mu.Unlock()
 	return l.b.String()
 }
+
+type alienRecord struct{ m Meta }
+
+func (a *alienRecord) Kind() Kind  { return Kind(200) }
+func (a *alienRecord) Meta() *Meta { return &a.m }
+
+func TestAppendRefusesNilAndUnknownRecords(t *testing.T) {
+	p, _ := start(t, testConfig(t), newFakeInserter(), nil)
+	if err := p.Append(context.Background(), tunnels(0, 1)[0], nil); err == nil || !strings.Contains(err.Error(), "record 1 of 2 is nil") {
+		t.Errorf("Append with a nil record = %v, want an error naming it", err)
+	}
+	if err := p.Append(context.Background(), &alienRecord{}); err == nil || !strings.Contains(err.Error(), "unknown record kind 200") {
+		t.Errorf("Append of an unknown kind = %v, want an error naming it", err)
+	}
+	if got := testutil.ToFloat64(p.m.accepted.WithLabelValues("tunnel_stat")); got != 0 {
+		t.Errorf("accepted = %v after refused calls, want 0", got)
+	}
+}
