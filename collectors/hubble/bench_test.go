@@ -6,6 +6,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -76,7 +77,7 @@ func BenchmarkHubble(b *testing.B) {
 	}
 
 	// Baseline: receive and decode only.
-	start := time.Now()
+	start, cpu0 := time.Now(), cpuTime()
 	conn, err := grpc.NewClient(serveReplay(b, newReplay()), grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		b.Fatal(err)
@@ -92,6 +93,7 @@ func BenchmarkHubble(b *testing.B) {
 		}
 	}
 	bare := total / time.Since(start).Seconds()
+	bareCPU := cpuTime() - cpu0
 	cancel()
 	conn.Close()
 
@@ -99,7 +101,7 @@ func BenchmarkHubble(b *testing.B) {
 	p, store := startPipeline(b, time.Second) // blocks of up to 50,000 rows
 	cfg := testConfig(RelayConfig{Cluster: "bench", Address: serveReplay(b, newReplay())})
 	b.ResetTimer()
-	start = time.Now()
+	start, cpu0 = time.Now(), cpuTime()
 	_, reg := startCollector(b, cfg, p, nil)
 	for metric(b, reg, "meridian_hubble_flows_received_total", "bench") < total {
 		time.Sleep(10 * time.Millisecond)
@@ -112,6 +114,7 @@ func BenchmarkHubble(b *testing.B) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	full := total / time.Since(start).Seconds()
+	fullCPU := cpuTime() - cpu0
 	b.StopTimer()
 	// Edges of the last seconds are emitted once the stream is idle for interval+grace.
 	for query(b, store, "SELECT sum(flows) FROM {db}.flow_edges") != fmt.Sprint(total) {
@@ -121,9 +124,18 @@ func BenchmarkHubble(b *testing.B) {
 
 	fmt.Printf("bare client (receive+decode): %.0f flows/s\n", bare)
 	fmt.Printf("collector received all in %v; stored in ClickHouse: %.0f flows/s; edges (rows, flows): %s\n", received, full, edges)
+	fmt.Printf("process CPU per flow (relay side included): bare %.1f µs, full %.1f µs\n",
+		bareCPU.Seconds()*1e6/total, fullCPU.Seconds()*1e6/total)
 	fmt.Printf("peak RSS (VmHWM): %s\n", vmHWM())
 	b.ReportMetric(full, "flows/s")
 	fmt.Printf("BENCH hubble_flows %.0f flows/s ratio=%.2f\n", full, full/bare)
+}
+
+// cpuTime is the process's user+system CPU time, chDB's threads included.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
 
 func vmHWM() string {

@@ -174,7 +174,7 @@ func (r *relay) handleFlow(f *flowpb.Flow, m *observer.GetFlowsResponse) {
 	if f == nil {
 		return
 	}
-	fallback := time.Now()
+	fallback := r.lastRecv // the flow's own time, else the relay's, else when it came
 	if ts := m.GetTime(); ts != nil && ts.IsValid() {
 		fallback = ts.AsTime()
 	}
