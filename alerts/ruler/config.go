@@ -10,25 +10,25 @@ import (
 	"strings"
 	"time"
 
-	"github.com/grafana/dskit/flagext"
 	"github.com/prometheus/common/model"
+	"gopkg.in/yaml.v3"
 )
 
 // Config of the embedded ruler (yaml section `ruler`, flags -ruler.*).
 type Config struct {
 	// SpecFiles are SLO specs; their rules are generated at start into DataDir/rules.
-	SpecFiles flagext.StringSliceCSV `yaml:"spec_files"`
+	SpecFiles List `yaml:"spec_files"`
 	// WindowFiles are Sloth AlertWindows files for SLO periods without built-in windows.
-	WindowFiles flagext.StringSliceCSV `yaml:"window_files"`
+	WindowFiles List `yaml:"window_files"`
 	// RuleFiles are extra Prometheus rule files evaluated as they are.
-	RuleFiles          flagext.StringSliceCSV `yaml:"rule_files"`
-	EvaluationInterval time.Duration          `yaml:"evaluation_interval"`
+	RuleFiles          List          `yaml:"rule_files"`
+	EvaluationInterval time.Duration `yaml:"evaluation_interval"`
 	// ResendDelay is how often a firing alert is sent again; it is also how soon an
 	// alert reaches an Alertmanager that was down.
 	ResendDelay time.Duration `yaml:"resend_delay"`
 	// AlertmanagerURLs are Alertmanager base URLs (API v2), e.g. http://am:9093.
-	AlertmanagerURLs flagext.StringSliceCSV `yaml:"alertmanager_urls"`
-	ExternalLabels   Labels                 `yaml:"external_labels"`
+	AlertmanagerURLs List   `yaml:"alertmanager_urls"`
+	ExternalLabels   Labels `yaml:"external_labels"`
 	// ExternalURL is where users reach Meridian; alerts link back to it.
 	ExternalURL   string        `yaml:"external_url"`
 	DataDir       string        `yaml:"data_dir"`
@@ -119,5 +119,33 @@ func (l *Labels) Set(s string) error {
 		m[k] = v
 	}
 	*l = m
+	return nil
+}
+
+// List is a list of strings: comma-separated in a flag, a YAML list (or one
+// comma-separated string) in the config file.
+type List []string
+
+func (l List) String() string { return strings.Join(l, ",") }
+
+func (l *List) Set(s string) error {
+	*l = nil
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*l = append(*l, v)
+		}
+	}
+	return nil
+}
+
+func (l *List) UnmarshalYAML(n *yaml.Node) error {
+	if n.Kind == yaml.ScalarNode {
+		return l.Set(n.Value)
+	}
+	var v []string
+	if err := n.Decode(&v); err != nil {
+		return err
+	}
+	*l = v
 	return nil
 }

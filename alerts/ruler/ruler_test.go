@@ -22,6 +22,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/meridianhq/meridian/alerts"
 	"github.com/meridianhq/meridian/alerts/sli"
 	"github.com/meridianhq/meridian/inventory"
@@ -291,6 +293,26 @@ func gatherSum(t *testing.T, g prometheus.Gatherer, name string) float64 {
 		}
 	}
 	return sum
+}
+
+func TestConfigYAML(t *testing.T) {
+	var c Config
+	c.RegisterFlags(flagSet())
+	in := `
+spec_files: [alerts/slos/pop.yaml, alerts/slos/ceph.yaml]
+alertmanager_urls: http://127.0.0.1:9093,http://127.0.0.1:9094
+external_labels: {region: eu}
+evaluation_interval: 15s
+`
+	if err := yaml.Unmarshal([]byte(in), &c); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.SpecFiles) != 2 || len(c.AlertmanagerURLs) != 2 || c.ExternalLabels["region"] != "eu" || c.EvaluationInterval != 15*time.Second || c.DataDir != "data/ruler" {
+		t.Errorf("config %+v", c)
+	}
+	if err := c.Validate(); err != nil {
+		t.Error(err)
+	}
 }
 
 func TestConfigValidate(t *testing.T) {
