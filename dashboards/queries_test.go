@@ -130,7 +130,7 @@ func openGrafanaConn(t *testing.T, store *storage.Store) *sql.DB {
 	if err := os.WriteFile(pw, []byte("grafana-test-password"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h, err := chhttp.New(chhttp.Config{User: "grafana", PasswordFile: pw, MaxExecutionTime: time.Minute, MaxResultBytes: 64 << 20},
+	h, err := chhttp.New(chhttp.Config{User: "grafana", PasswordFile: pw, MaxExecutionTime: time.Minute, MaxResultBytes: 64 << 20, MaxConcurrentQueries: 2},
 		store, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)

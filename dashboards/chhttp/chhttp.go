@@ -46,6 +46,9 @@ type Config struct {
 	PasswordFile     string        `yaml:"password_file"`
 	MaxExecutionTime time.Duration `yaml:"max_execution_time"`
 	MaxResultBytes   int64         `yaml:"max_result_bytes"`
+	// MaxConcurrentQueries bounds the engine connections dashboards may hold at once, so
+	// a wall of panels cannot starve the pipeline's inserts (they share the engine).
+	MaxConcurrentQueries int `yaml:"max_concurrent_queries"`
 }
 
 // RegisterFlags registers the endpoint's flags.
@@ -54,6 +57,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.PasswordFile, "clickhouse-http.password-file", "", "File holding the ClickHouse HTTP endpoint's password (default: env "+PasswordEnv+").")
 	f.DurationVar(&c.MaxExecutionTime, "clickhouse-http.max-execution-time", time.Minute, "Longest a query may run; a client's max_execution_time may only lower it.")
 	f.Int64Var(&c.MaxResultBytes, "clickhouse-http.max-result-bytes", 256<<20, "Largest result a query may return, in bytes.")
+	f.IntVar(&c.MaxConcurrentQueries, "clickhouse-http.max-concurrent-queries", 2, "Queries run at once; more wait for a slot until their time limit.")
 }
 
 // Validate checks the configuration.
@@ -66,6 +70,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MaxResultBytes <= 0 {
 		return fmt.Errorf("clickhouse_http.max_result_bytes: %d is not positive", c.MaxResultBytes)
+	}
+	if c.MaxConcurrentQueries <= 0 {
+		return fmt.Errorf("clickhouse_http.max_concurrent_queries: %d is not positive", c.MaxConcurrentQueries)
 	}
 	return nil
 }
@@ -91,10 +98,12 @@ type Handler struct {
 	cfg      Config
 	password string
 	q        Querier
+	slots    chan struct{} // one per query running on the engine
 	log      *slog.Logger
 
 	requests *prometheus.CounterVec
 	refused  *prometheus.CounterVec
+	waiting  prometheus.Gauge
 	duration prometheus.Histogram
 }
 
@@ -111,22 +120,26 @@ func New(cfg Config, q Querier, log *slog.Logger, reg prometheus.Registerer) (*H
 		return nil, fmt.Errorf("clickhouse_http: no password: set %s or -clickhouse-http.password-file", PasswordEnv)
 	}
 	h := &Handler{
-		cfg: cfg, password: pw, q: q, log: log,
+		cfg: cfg, password: pw, q: q, log: log, slots: make(chan struct{}, cfg.MaxConcurrentQueries),
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_clickhouse_http_requests_total",
 			Help: "Requests to the ClickHouse HTTP endpoint, by HTTP status code.",
 		}, []string{"code"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_clickhouse_http_refused_total",
-			Help: "Requests the ClickHouse HTTP endpoint refused before running them, by reason (auth, readonly, syntax, unsupported, too_large).",
+			Help: "Requests the ClickHouse HTTP endpoint refused before running them, by reason (auth, readonly, syntax, unsupported, too_large, busy).",
 		}, []string{"reason"}),
+		waiting: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "meridian_clickhouse_http_queries_waiting",
+			Help: "Queries waiting for a free slot (max_concurrent_queries) before they run.",
+		}),
 		duration: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name:    "meridian_clickhouse_http_query_duration_seconds",
 			Help:    "Time the engine took to run queries from the ClickHouse HTTP endpoint.",
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
 		}),
 	}
-	for _, c := range []prometheus.Collector{h.requests, h.refused, h.duration} {
+	for _, c := range []prometheus.Collector{h.requests, h.refused, h.waiting, h.duration} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("clickhouse_http: register metrics: %w", err)
 		}
@@ -185,6 +198,16 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.MaxExecutionTime+5*time.Second)
 	defer cancel()
+	h.waiting.Inc()
+	select {
+	case h.slots <- struct{}{}:
+		h.waiting.Dec()
+		defer func() { <-h.slots }()
+	case <-ctx.Done():
+		h.waiting.Dec()
+		h.fail(w, "busy", exception(codeTooManyQueries, "Too many simultaneous queries: no free slot of %d within the time limit", cap(h.slots)))
+		return
+	}
 	start := time.Now()
 	out, err := h.q.Query(ctx, st.body+"\nSETTINGS "+settings, format)
 	h.duration.Observe(time.Since(start).Seconds())

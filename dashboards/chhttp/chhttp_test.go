@@ -13,7 +13,9 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -73,7 +75,7 @@ func newEndpoint(t testing.TB, maxResultBytes int64) *endpoint {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	h, err := chhttp.New(chhttp.Config{User: user, PasswordFile: pwFile, MaxExecutionTime: 20 * time.Second, MaxResultBytes: maxResultBytes},
+	h, err := chhttp.New(chhttp.Config{User: user, PasswordFile: pwFile, MaxExecutionTime: 20 * time.Second, MaxResultBytes: maxResultBytes, MaxConcurrentQueries: 2},
 		store, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
 	if err != nil {
 		t.Fatal(err)
@@ -344,4 +346,91 @@ func sum(t *testing.T, reg *prometheus.Registry, name string) float64 {
 		}
 	}
 	return v
+}
+
+// gate holds queries that select 'hold' until released, counting how many run at once.
+type gate struct {
+	chhttp.Querier
+	entered, release chan struct{}
+	mu               sync.Mutex
+	running, most    int
+}
+
+func (g *gate) Query(ctx context.Context, sql, format string) ([]byte, error) {
+	g.mu.Lock()
+	g.running++
+	g.most = max(g.most, g.running)
+	g.mu.Unlock()
+	defer func() { g.mu.Lock(); g.running--; g.mu.Unlock() }()
+	if strings.Contains(sql, "'hold'") {
+		g.entered <- struct{}{}
+		<-g.release
+	}
+	return g.Querier.Query(ctx, sql, format)
+}
+
+// Queries beyond max_concurrent_queries wait for a slot instead of taking more engine
+// connections from the pipeline's writer.
+func TestConcurrencyLimit(t *testing.T) {
+	store := storagetest.New(t)
+	g := &gate{Querier: store, entered: make(chan struct{}), release: make(chan struct{})}
+	pw := filepath.Join(t.TempDir(), "pw")
+	os.WriteFile(pw, []byte(password), 0o600)
+	reg := prometheus.NewRegistry()
+	h, err := chhttp.New(chhttp.Config{User: user, PasswordFile: pw, MaxExecutionTime: 20 * time.Second, MaxResultBytes: 1 << 20, MaxConcurrentQueries: 1},
+		g, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(h)
+	t.Cleanup(srv.Close)
+	query := func(q string) <-chan string {
+		done := make(chan string, 1)
+		go func() {
+			req, _ := http.NewRequestWithContext(ctx(t), http.MethodPost, srv.URL, strings.NewReader(q))
+			req.SetBasicAuth(user, password)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				done <- err.Error()
+				return
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			done <- fmt.Sprintf("%d %s", resp.StatusCode, b)
+		}()
+		return done
+	}
+	first := query("SELECT 'hold'")
+	<-g.entered
+	second := query("SELECT 'next'")
+	deadline := time.Now().Add(30 * time.Second)
+	for gauge(t, reg, "meridian_clickhouse_http_queries_waiting") != 1 {
+		if time.Now().After(deadline) {
+			t.Fatal("the second query never queued")
+		}
+		runtime.Gosched()
+	}
+	close(g.release)
+	if a, b := <-first, <-second; a != "200 hold\n" || b != "200 next\n" {
+		t.Fatalf("responses %q, %q", a, b)
+	}
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.most != 1 {
+		t.Fatalf("%d queries ran at once, want 1", g.most)
+	}
+}
+
+func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name {
+			return mf.GetMetric()[0].GetGauge().GetValue()
+		}
+	}
+	return -1
 }

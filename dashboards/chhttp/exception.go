@@ -16,6 +16,7 @@ const (
 	codeSyntaxError          = 62
 	codeTimeoutExceeded      = 159
 	codeReadonly             = 164
+	codeTooManyQueries       = 202
 	codeRequiredPassword     = 194
 	codeQueryIsTooLarge      = 229
 	codeUnknownQueryParam    = 456
@@ -41,6 +42,7 @@ var codeNames = map[int]string{
 	codeSyntaxError:          "SYNTAX_ERROR",
 	codeTimeoutExceeded:      "TIMEOUT_EXCEEDED",
 	codeReadonly:             "READONLY",
+	codeTooManyQueries:       "TOO_MANY_SIMULTANEOUS_QUERIES",
 	codeRequiredPassword:     "REQUIRED_PASSWORD",
 	codeQueryIsTooLarge:      "QUERY_IS_TOO_LARGE",
 	codeUnknownQueryParam:    "UNKNOWN_QUERY_PARAMETER",
