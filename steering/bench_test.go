@@ -132,7 +132,7 @@ func BenchmarkSteerDetect(b *testing.B) {
 	rec.mu.Unlock()
 	var pcfg geodns.Config
 	pcfg.RegisterFlags(flag.NewFlagSet("probe", flag.PanicOnError))
-	pcfg.Vantage, pcfg.ICMP = "lab", false
+	pcfg.Vantages, pcfg.ICMP = geodns.Vantages{{Site: "lab"}}, false
 	prober, err := geodns.New(pcfg, inv, rec, discard(), newTestRegistry())
 	if err != nil {
 		b.Fatal(err)

@@ -163,7 +163,7 @@ func TestFailoverOnLoopback(t *testing.T) {
 
 	var pcfg geodns.Config
 	pcfg.RegisterFlags(flag.NewFlagSet("probe", flag.PanicOnError))
-	pcfg.Vantage, pcfg.DNSServer, pcfg.ICMP = "lab", addr, false
+	pcfg.Vantages, pcfg.DNSServer, pcfg.ICMP = geodns.Vantages{{Site: "lab"}}, addr, false
 	prober, err := geodns.New(pcfg, inv, rec, discard(), newTestRegistry())
 	if err != nil {
 		t.Fatal(err)

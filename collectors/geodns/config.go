@@ -4,12 +4,48 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"net/netip"
+	"strings"
 	"time"
 )
 
-// Config is one vantage's probe set.
+// Vantage is a site probes are sent from. SourceAddress is the local address they leave
+// from, so that one collector can stand for several vantages (or pick the uplink of a
+// multi-homed host); empty lets the kernel choose.
+type Vantage struct {
+	Site          string `yaml:"site"`
+	SourceAddress string `yaml:"source_address"`
+}
+
+// Vantages is a flag.Value: "site[=address],...".
+type Vantages []Vantage
+
+func (v *Vantages) String() string {
+	parts := make([]string, len(*v))
+	for i, x := range *v {
+		parts[i] = x.Site
+		if x.SourceAddress != "" {
+			parts[i] += "=" + x.SourceAddress
+		}
+	}
+	return strings.Join(parts, ",")
+}
+
+func (v *Vantages) Set(s string) error {
+	*v = nil
+	for _, part := range strings.Split(s, ",") {
+		if part = strings.TrimSpace(part); part == "" {
+			continue
+		}
+		site, addr, _ := strings.Cut(part, "=")
+		*v = append(*v, Vantage{Site: site, SourceAddress: addr})
+	}
+	return nil
+}
+
+// Config is the probe set of the vantages this collector runs.
 type Config struct {
-	Vantage      string        `yaml:"vantage"`       // inventory site this collector probes from
+	Vantages     Vantages      `yaml:"vantages"`      // inventory sites this collector probes from; none: no probes
 	Interval     time.Duration `yaml:"interval"`      // default for every probe kind
 	DNSInterval  time.Duration `yaml:"dns_interval"`  // 0: Interval
 	TCPInterval  time.Duration `yaml:"tcp_interval"`  // 0: Interval
@@ -23,7 +59,7 @@ type Config struct {
 
 // RegisterFlags registers the probe flags with the "geodns." prefix and sets defaults.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
-	f.StringVar(&c.Vantage, "geodns.vantage", "", "Inventory site this collector probes from.")
+	f.Var(&c.Vantages, "geodns.vantages", "Inventory sites this collector probes from, as site[=source address], comma separated (e.g. paris or paris=192.0.2.7); empty: no probes.")
 	f.DurationVar(&c.Interval, "geodns.interval", time.Second, "Default probe interval.")
 	f.DurationVar(&c.DNSInterval, "geodns.dns-interval", 0, "DNS probe interval (0: -geodns.interval).")
 	f.DurationVar(&c.TCPInterval, "geodns.tcp-interval", 0, "TCP connect probe interval (0: -geodns.interval).")
@@ -37,8 +73,20 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 
 // Validate names the offending field.
 func (c *Config) Validate() error {
-	if c.Vantage == "" {
-		return fmt.Errorf("geodns.vantage: required")
+	seen := map[string]bool{}
+	for i, v := range c.Vantages {
+		if v.Site == "" {
+			return fmt.Errorf("geodns.vantages[%d].site: empty", i)
+		}
+		if seen[v.Site] {
+			return fmt.Errorf("geodns.vantages[%d].site: duplicate vantage %q", i, v.Site)
+		}
+		seen[v.Site] = true
+		if v.SourceAddress != "" {
+			if _, err := netip.ParseAddr(v.SourceAddress); err != nil {
+				return fmt.Errorf("geodns.vantages[%d].source_address: %w", i, err)
+			}
+		}
 	}
 	if c.Interval <= 0 {
 		return fmt.Errorf("geodns.interval: must be > 0, got %s", c.Interval)

@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math/rand/v2"
+	"net"
 	"net/http"
 	"net/netip"
 	"sync"
@@ -24,23 +25,32 @@ import (
 	"github.com/meridianhq/meridian/pipeline"
 )
 
-// Prober runs every probe of one vantage on its own jittered timer.
+// Prober runs every probe of its vantages, each on its own jittered timer.
 type Prober struct {
 	services.Service
-	cfg    Config
-	inv    *inventory.Inventory
-	app    pipeline.Appender
-	log    *slog.Logger
-	matrix *Matrix
-	vips   map[netip.Addr]string
-	http   *http.Client
+	cfg      Config
+	inv      *inventory.Inventory
+	app      pipeline.Appender
+	log      *slog.Logger
+	matrix   *Matrix
+	vips     map[netip.Addr]string
+	vantages []*vantage
 
 	probes *prometheus.CounterVec
 	rtt    *prometheus.HistogramVec
 }
 
+// vantage is one site's way out: probes dial from its source address.
+type vantage struct {
+	site   string
+	dialer *net.Dialer // TCP
+	udp    *net.Dialer // DNS
+	http   *http.Client
+}
+
 // target is one recurring probe.
 type target struct {
+	v     *vantage
 	every time.Duration
 	pop   string
 	svc   string
@@ -48,31 +58,40 @@ type target struct {
 	run   func(ctx context.Context) pipeline.Probe
 }
 
-// New builds a prober for cfg.Vantage over the inventory's POPs, services and client regions.
+// New builds a prober for cfg.Vantages over the inventory's POPs, services and client
+// regions. With no vantages it probes nothing.
 func New(cfg Config, inv *inventory.Inventory, app pipeline.Appender, log *slog.Logger, reg prometheus.Registerer) (*Prober, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if _, ok := inv.Site(cfg.Vantage); !ok {
-		return nil, fmt.Errorf("geodns.vantage: unknown site %q", cfg.Vantage)
-	}
 	p := &Prober{
-		cfg: cfg, inv: inv, app: app, log: log.With("component", "geodns", "vantage", cfg.Vantage),
+		cfg: cfg, inv: inv, app: app, log: log.With("component", "geodns"),
 		matrix: NewMatrix(), vips: map[netip.Addr]string{},
-		http: &http.Client{
+		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_geodns_probes_total", Help: "Probes sent, by vantage, method and result (ok, fail).",
+		}, []string{"vantage", "method", "result"}),
+		rtt: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name: "meridian_geodns_probe_rtt_seconds", Help: "Round-trip time of successful probes, by vantage and method.",
+			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
+		}, []string{"vantage", "method"}),
+	}
+	for i, v := range cfg.Vantages {
+		if _, ok := inv.Site(v.Site); !ok {
+			return nil, fmt.Errorf("geodns.vantages[%d].site: unknown site %q", i, v.Site)
+		}
+		d, u := &net.Dialer{}, &net.Dialer{}
+		if v.SourceAddress != "" {
+			// Port 0: the kernel picks; the address is all that makes this vantage distinct.
+			ip := netip.MustParseAddr(v.SourceAddress).AsSlice()
+			d.LocalAddr, u.LocalAddr = &net.TCPAddr{IP: ip}, &net.UDPAddr{IP: ip}
+		}
+		p.vantages = append(p.vantages, &vantage{site: v.Site, dialer: d, udp: u, http: &http.Client{
 			Timeout: cfg.Timeout,
 			// Health URLs of POPs behind a VIP often carry the service's certificate, not the
 			// VIP's name; the probe measures reachability and latency, not identity.
-			Transport:     &http.Transport{DisableKeepAlives: true, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
+			Transport:     &http.Transport{DialContext: d.DialContext, DisableKeepAlives: true, TLSClientConfig: &tls.Config{InsecureSkipVerify: true}},
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
-		},
-		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meridian_geodns_probes_total", Help: "Probes sent, by method and result (ok, fail).",
-		}, []string{"method", "result"}),
-		rtt: prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name: "meridian_geodns_probe_rtt_seconds", Help: "Round-trip time of successful probes, by method.",
-			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
-		}, []string{"method"}),
+		}})
 	}
 	for _, c := range []prometheus.Collector{p.probes, p.rtt} {
 		if err := reg.Register(c); err != nil {
@@ -93,18 +112,26 @@ func (p *Prober) Matrix() *Matrix { return p.matrix }
 
 func (p *Prober) targets() []target {
 	var ts []target
+	for _, v := range p.vantages {
+		ts = append(ts, p.vantageTargets(v)...)
+	}
+	return ts
+}
+
+func (p *Prober) vantageTargets(v *vantage) []target {
+	var ts []target
 	for _, pop := range p.inv.POPs {
 		if pop.TCPAddr != "" {
 			addr := pop.TCPAddr
-			ts = append(ts, target{every: p.cfg.every(p.cfg.TCPInterval), pop: pop.Name, run: func(ctx context.Context) pipeline.Probe { return probeTCP(ctx, addr) }})
+			ts = append(ts, target{v: v, every: p.cfg.every(p.cfg.TCPInterval), pop: pop.Name, run: func(ctx context.Context) pipeline.Probe { return probeTCP(ctx, v.dialer, addr) }})
 		}
 		if pop.HealthURL != "" {
 			url := pop.HealthURL
-			ts = append(ts, target{every: p.cfg.every(p.cfg.HTTPInterval), pop: pop.Name, run: func(ctx context.Context) pipeline.Probe { return probeHTTP(ctx, p.http, url) }})
+			ts = append(ts, target{v: v, every: p.cfg.every(p.cfg.HTTPInterval), pop: pop.Name, run: func(ctx context.Context) pipeline.Probe { return probeHTTP(ctx, v.http, url) }})
 		}
 		if p.cfg.ICMP && len(pop.VIPs) > 0 {
 			vip := pop.VIPs[0]
-			ts = append(ts, target{every: p.cfg.every(p.cfg.ICMPInterval), pop: pop.Name, run: func(ctx context.Context) pipeline.Probe { return probeICMP(ctx, vip) }})
+			ts = append(ts, target{v: v, every: p.cfg.every(p.cfg.ICMPInterval), pop: pop.Name, run: func(ctx context.Context) pipeline.Probe { return probeICMP(ctx, vip) }})
 		}
 	}
 	if p.cfg.DNSServer == "" {
@@ -120,8 +147,8 @@ func (p *Prober) targets() []target {
 				continue
 			}
 			name, subnet := svc.Name, r.SamplePrefix
-			ts = append(ts, target{every: p.cfg.every(p.cfg.DNSInterval), svc: svc.Name, reg: r.Name, run: func(ctx context.Context) pipeline.Probe {
-				return probeDNS(ctx, p.cfg.DNSServer, name, qtype, subnet, p.vips)
+			ts = append(ts, target{v: v, every: p.cfg.every(p.cfg.DNSInterval), svc: svc.Name, reg: r.Name, run: func(ctx context.Context) pipeline.Probe {
+				return probeDNS(ctx, v.udp, p.cfg.DNSServer, name, qtype, subnet, p.vips)
 			}})
 		}
 	}
@@ -187,8 +214,8 @@ func (p *Prober) probeOnce(ctx context.Context, t target) {
 	if ctx.Err() != nil {
 		return // shutting down: a cancelled probe says nothing about the POP
 	}
-	rec.M = pipeline.Meta{Time: now, Collector: "geodns/" + p.cfg.Vantage, Site: p.cfg.Vantage}
-	rec.Vantage = p.cfg.Vantage
+	rec.M = pipeline.Meta{Time: now, Collector: "geodns/" + t.v.site, Site: t.v.site}
+	rec.Vantage = t.v.site
 	rec.Service, rec.ClientRegion = t.svc, t.reg
 	if t.pop != "" {
 		rec.POP = t.pop
@@ -197,9 +224,9 @@ func (p *Prober) probeOnce(ctx context.Context, t target) {
 	if !rec.Success {
 		result = "fail"
 	} else {
-		p.rtt.WithLabelValues(rec.Method).Observe(rec.RTT.Seconds())
+		p.rtt.WithLabelValues(t.v.site, rec.Method).Observe(rec.RTT.Seconds())
 	}
-	p.probes.WithLabelValues(rec.Method, result).Inc()
+	p.probes.WithLabelValues(t.v.site, rec.Method, result).Inc()
 	p.matrix.Observe(&rec)
 	if err := p.app.Append(ctx, &rec); err != nil && !errors.Is(err, context.Canceled) {
 		p.log.Warn("append probe", "err", err)

@@ -83,7 +83,7 @@ func TestProberOnLoopback(t *testing.T) {
 	}
 	var cfg Config
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
-	cfg.Vantage, cfg.Interval = "lab", 100*time.Millisecond
+	cfg.Vantages, cfg.Interval = Vantages{{Site: "lab"}}, 100*time.Millisecond
 	out := &sink{}
 	p, err := New(cfg, inv, out, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
@@ -189,11 +189,69 @@ func TestMatrixQuorum(t *testing.T) {
 func TestConfigValidate(t *testing.T) {
 	var cfg Config
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
-	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "geodns.vantage") {
-		t.Fatalf("err = %v, want it to name geodns.vantage", err)
+	if err := cfg.Validate(); err != nil {
+		t.Fatalf("defaults (no vantage: no probes) must be valid: %v", err)
 	}
-	cfg.Vantage, cfg.DNSServer = "lab", "no-port"
+	cfg.Vantages, cfg.DNSServer = Vantages{{Site: "lab"}}, "no-port"
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "geodns.dns_server") {
 		t.Fatalf("err = %v, want it to name geodns.dns_server", err)
+	}
+}
+
+// TestVantagesProbeFromTheirSourceAddress runs two vantages in one collector and checks
+// that each one's probes leave from its own loopback address and carry its name.
+func TestVantagesProbeFromTheirSourceAddress(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]bool{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		host, _, _ := net.SplitHostPort(r.RemoteAddr)
+		mu.Lock()
+		seen[host] = true
+		mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	inv := &inventory.Inventory{
+		Sites: []inventory.Site{{Name: "paris"}, {Name: "tokyo"}, {Name: "edge"}},
+		POPs:  []inventory.POP{{Name: "p", Site: "edge", HealthURL: srv.URL}},
+	}
+	var cfg Config
+	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
+	if err := cfg.Vantages.Set("paris=127.0.1.77,tokyo=127.0.1.78"); err != nil {
+		t.Fatal(err)
+	}
+	cfg.Interval, cfg.ICMP = 50*time.Millisecond, false
+	out := &sink{}
+	p, err := New(cfg, inv, out, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := services.StartAndAwaitRunning(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { services.StopAndAwaitTerminated(context.Background(), p) })
+	for _, v := range []string{"paris", "tokyo"} {
+		waitFor(t, v+" probes", func() bool {
+			return out.find(func(r *pipeline.Probe) bool { return r.Vantage == v && r.M.Site == v && r.Success }) != nil
+		})
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !seen["127.0.1.77"] || !seen["127.0.1.78"] || len(seen) != 2 {
+		t.Fatalf("probes came from %v, want 127.0.1.77 and 127.0.1.78 only", seen)
+	}
+}
+
+func TestVantagesValidate(t *testing.T) {
+	for flagValue, want := range map[string]string{
+		"paris,paris":       "duplicate vantage",
+		"=127.0.0.1":        "site: empty",
+		"paris=not-an-addr": "source_address",
+	} {
+		var c Config
+		c.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
+		_ = c.Vantages.Set(flagValue)
+		if err := c.Validate(); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", flagValue, err, want)
+		}
 	}
 }

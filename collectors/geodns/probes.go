@@ -24,7 +24,7 @@ import (
 
 // probeDNS asks the authoritative server for name as a client inside subnet would
 // (EDNS Client Subnet) and maps the answer back to a POP through vips.
-func probeDNS(ctx context.Context, server, name string, qtype uint16, subnet netip.Prefix, vips map[netip.Addr]string) pipeline.Probe {
+func probeDNS(ctx context.Context, d *net.Dialer, server, name string, qtype uint16, subnet netip.Prefix, vips map[netip.Addr]string) pipeline.Probe {
 	p := pipeline.Probe{Method: "dns", Target: name}
 	m := new(dns.Msg)
 	m.SetQuestion(dns.Fqdn(name), qtype)
@@ -42,7 +42,7 @@ func probeDNS(ctx context.Context, server, name string, qtype uint16, subnet net
 		})
 	}
 	m.Extra = append(m.Extra, opt)
-	c := &dns.Client{Net: "udp", UDPSize: 1232}
+	c := &dns.Client{Net: "udp", UDPSize: 1232, Dialer: d}
 	r, rtt, err := c.ExchangeContext(ctx, m, server)
 	p.RTT = rtt
 	if err != nil {
@@ -77,9 +77,8 @@ func probeDNS(ctx context.Context, server, name string, qtype uint16, subnet net
 }
 
 // probeTCP measures the TCP handshake to addr.
-func probeTCP(ctx context.Context, addr string) pipeline.Probe {
+func probeTCP(ctx context.Context, d *net.Dialer, addr string) pipeline.Probe {
 	p := pipeline.Probe{Method: "tcp", Target: addr}
-	var d net.Dialer
 	start := time.Now()
 	conn, err := d.DialContext(ctx, "tcp", addr)
 	p.RTT = time.Since(start)
