@@ -118,7 +118,7 @@ func Exposition(source string, b []byte, want func(name []byte) bool, fn func(Sa
 }
 
 // metricName is the name at the start of a series ("name{...}" or "name value"); empty for
-// the quoted-name form, which then goes through Labels.
+// the quoted-name form ({"name"}), which a want filter therefore never selects.
 func metricName(series []byte) []byte {
 	if i := bytes.IndexAny(series, "{ \t"); i >= 0 {
 		return series[:i]
