@@ -29,7 +29,9 @@ type serverMsg struct {
 	Removes ids      `json:"removes"`
 }
 
-func wsURL(srv *httptest.Server) string { return "ws" + strings.TrimPrefix(srv.URL, "http") + "/map/ws" }
+func wsURL(srv *httptest.Server) string {
+	return "ws" + strings.TrimPrefix(srv.URL, "http") + "/map/ws"
+}
 
 // dial opens a websocket with the token in the Authorization header.
 func dial(t *testing.T, srv *httptest.Server, d *websocket.Dialer) *websocket.Conn {

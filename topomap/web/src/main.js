@@ -52,6 +52,7 @@ function resize() {
 window.addEventListener('resize', resize);
 
 function frame(ts) {
+  if (!ui.dirty && ui.view.pending?.()) ui.dirty = true;
   if (ui.dirty) {
     ui.dirty = false;
     const t0 = performance.now();
@@ -77,6 +78,7 @@ canvas.addEventListener('mousemove', (ev) => {
     const dx = ev.clientX - drag.x, dy = ev.clientY - drag.y;
     if (Math.abs(dx) + Math.abs(dy) > 2) drag.moved = true;
     ui.view.t.x += dx; ui.view.t.y += dy;
+    ui.view.interacted?.();
     drag.x = ev.clientX; drag.y = ev.clientY;
     ui.dirty = true;
     $('tooltip').hidden = true;
@@ -97,6 +99,7 @@ function zoomAt(sx, sy, f) {
   t.x = sx - (sx - t.x) * (k / t.k);
   t.y = sy - (sy - t.y) * (k / t.k);
   t.k = k;
+  ui.view.interacted?.();
   ui.dirty = true;
 }
 
@@ -109,9 +112,12 @@ function hover(ev) {
   const hit = pickAt(ev);
   const tip = $('tooltip');
   if (!hit) { tip.hidden = true; return; }
-  const el = hit.type === 'node' ? store.nodes.get(hit.id) : store.edges.get(hit.id);
-  if (!el) { tip.hidden = true; return; }
-  tip.innerHTML = tooltipHTML(hit.type, el);
+  if (hit.type === 'agg') tip.innerHTML = aggHTML(hit.agg);
+  else {
+    const el = hit.type === 'node' ? store.nodes.get(hit.id) : store.edges.get(hit.id);
+    if (!el) { tip.hidden = true; return; }
+    tip.innerHTML = tooltipHTML(hit.type, el);
+  }
   const r = canvas.getBoundingClientRect();
   tip.style.left = Math.min(ev.clientX - r.left + 14, r.width - 300) + 'px';
   tip.style.top = (ev.clientY - r.top + 14) + 'px';
@@ -147,6 +153,13 @@ function tooltipHTML(type, el) {
   return lines.join('<br>');
 }
 
+// aggHTML describes the tunnels between two sites drawn as one arc at low zoom.
+function aggHTML(a) {
+  const c = a.counts, total = c.ok + c.degraded + c.down + c.unknown;
+  return `<b>${total} tunnels ${esc(a.sites[0])} ↔ ${esc(a.sites[1])}</b> ${badge(a.e.status)}<br>` +
+    ['ok', 'degraded', 'down', 'unknown'].filter((s) => c[s]).map((s) => `${c[s]} ${s}`).join(' · ') + '<br>zoom in for each tunnel';
+}
+
 function describeEdge(e) {
   const a = store.nodes.get(e.source)?.label || e.source, b = store.nodes.get(e.target)?.label || e.target;
   return `${e.kind}: ${a} ${e.kind === 'tunnel' ? '↔' : '→'} ${b}`;
@@ -160,6 +173,15 @@ function select(hit) {
 }
 
 function showDetails(hit) {
+  if (hit.type === 'agg') {
+    const [sa, sb] = hit.agg.sites;
+    const links = [...store.edges.values()].filter((e) => e.kind === 'tunnel' && ((store.nodes.get(e.source)?.site === sa && store.nodes.get(e.target)?.site === sb) || (store.nodes.get(e.source)?.site === sb && store.nodes.get(e.target)?.site === sa)));
+    links.sort((a, b) => SEV[b.status] - SEV[a.status]);
+    $('details-body').innerHTML = aggHTML(hit.agg) + `<h3>Tunnels</h3><ul>${links.slice(0, 100).map((e) => `<li data-edge="${esc(e.id)}">${badge(e.status)} ${esc(describeEdge(e))}</li>`).join('')}</ul>`;
+    $('details').hidden = false;
+    for (const li of $('details-body').querySelectorAll('li[data-edge]')) li.onclick = () => select({ type: 'edge', id: li.dataset.edge });
+    return;
+  }
   const el = hit.type === 'node' ? store.nodes.get(hit.id) : store.edges.get(hit.id);
   if (!el) { $('details-body').innerHTML = `<h2>${esc(hit.id)}</h2><p>removed</p>`; return; }
   const rows = (obj, fmt = (v) => v) => Object.entries(obj || {}).filter(([, v]) => v !== '' && v != null)
@@ -204,6 +226,7 @@ function refreshClusters() {
   sel.value = services.cluster;
 }
 
+const SEV = { unknown: 0, ok: 1, degraded: 2, down: 3 };
 const KIND_RANK = { site: 0, pop: 1, region: 2, cluster: 3, node: 4, workload: 5, osd: 6 };
 
 // --- search ------------------------------------------------------------------------------
@@ -269,7 +292,7 @@ window.__topomap = {
     let i = 0, t0 = 0;
     const step = (ts) => {
       if (i === 0) t0 = ts;
-      if (i === frames) { resolve({ fps: (frames - 1) / ((ts - t0) / 1000), lastDraw: ui.lastDraw, drawn: ui.drawn }); return; }
+      if (i === frames) { resolve({ fps: (frames - 1) / ((ts - t0) / 1000), lastDraw: ui.lastDraw, drawn: ui.drawn, fullRenderMs: ui.view.layerCost }); return; }
       ui.view.t.x += Math.sin(i / 7) * 6;
       zoomAt(r.width / 2, r.height / 2, i % 40 < 20 ? 1.03 : 1 / 1.03);
       i++;

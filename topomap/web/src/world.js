@@ -5,13 +5,51 @@
 import { geoNaturalEarth1, geoPath, geoGraticule10 } from 'd3-geo';
 import { feature, mesh } from 'topojson-client';
 import countries110m from 'world-atlas/countries-110m.json';
-import { COLORS, STATUSES } from './style.js';
+import { COLORS } from './style.js';
 
 const land = feature(countries110m, countries110m.objects.countries);
 const borders = mesh(countries110m, countries110m.objects.countries, (a, b) => a !== b);
 
 // Where elements without coordinates go: an "unplaced" corner in the South Pacific.
 const UNPLACED = [-48, -150];
+
+// Graphs with more elements than this render through a cached layer (see draw).
+const LAYER_ABOVE = 6000;
+const SETTLE_MS = 180;
+// Graphs with more edges than this draw tunnels one arc per site pair until zoomed in.
+const AGGREGATE_ABOVE = 4000;
+const AGGREGATE_BELOW_ZOOM = 8;
+const THIN_ABOVE = 1500;
+// Strokes are flushed every CHUNK segments: one huge path is far slower to rasterise.
+const CHUNK = 400;
+const SEVERITY = { unknown: 0, ok: 1, degraded: 2, down: 3 };
+
+function bend([ax, ay], [bx, by], f) {
+  return [(ax + bx) / 2 - (by - ay) * f, (ay + by) / 2 + (bx - ax) * f];
+}
+
+// batcher collects path segments per status (and width) and strokes or fills them in
+// chunks, worst status last.
+function batcher(ctx, op) {
+  const groups = new Map();
+  return {
+    add(status, build) {
+      let g = groups.get(status);
+      if (!g) { g = { status, paths: [new Path2D()], n: 0 }; groups.set(status, g); }
+      if (g.n === CHUNK) { g.paths.push(new Path2D()); g.n = 0; }
+      build(g.paths[g.paths.length - 1]);
+      g.n++;
+    },
+    flush(style) {
+      const list = [...groups.values()].sort((a, b) => SEVERITY[a.status] - SEVERITY[b.status]);
+      for (const g of list) {
+        style(g.status);
+        if (op === 'fill') ctx.fillStyle = COLORS[g.status]; else ctx.strokeStyle = COLORS[g.status];
+        for (const p of g.paths) if (op === 'fill') ctx.fill(p); else ctx.stroke(p);
+      }
+    },
+  };
+}
 
 export class WorldView {
   constructor(store) {
@@ -20,6 +58,9 @@ export class WorldView {
     this.pos = new Map();      // node id -> [x, y] in base (unzoomed) pixels
     this.builtFor = -1;
     this.size = [0, 0];
+    this.interactedAt = -1e9;
+    this.layerCost = 0;
+    this.drawn = 0;
   }
 
   resize(w, h) {
@@ -31,6 +72,7 @@ export class WorldView {
     this.land = new Path2D(path(land));
     this.borders = new Path2D(path(borders));
     this.builtFor = -1;
+    this.layer = null;
   }
 
   // layout projects every node once per structural change. Machines, OSDs and unknown
@@ -65,17 +107,27 @@ export class WorldView {
     };
     for (const n of nodes.values()) if (n.kind === 'site' || n.kind === 'region') place(n);
     for (const n of nodes.values()) place(n);
-    // Arc control points, one per edge, bent to one side so A->B and B->A do not overlap.
+    // Arc control points, one per edge, bent to one side so A->B and B->A do not overlap;
+    // tunnels also get their site pair's arc, drawn instead of them when zoomed out.
     this.geom = [];
+    this.pairs = new Map();
     for (const e of edges.values()) {
       const a = this.pos.get(e.source), b = this.pos.get(e.target);
       if (!a || !b) continue;
-      const dx = b[0] - a[0], dy = b[1] - a[1];
-      const bend = e.kind === 'tunnel' ? 0.18 : e.kind === 'steer' ? 0.12 : 0;
-      const c = [(a[0] + b[0]) / 2 - dy * bend, (a[1] + b[1]) / 2 + dx * bend];
-      this.geom.push({ id: e.id, a, b, c,
-        minx: Math.min(a[0], b[0], c[0]), maxx: Math.max(a[0], b[0], c[0]),
-        miny: Math.min(a[1], b[1], c[1]), maxy: Math.max(a[1], b[1], c[1]) });
+      const g = { id: e.id, a, b, c: bend(a, b, e.kind === 'tunnel' ? 0.18 : e.kind === 'steer' ? 0.12 : 0) };
+      g.minx = Math.min(a[0], b[0], g.c[0]); g.maxx = Math.max(a[0], b[0], g.c[0]);
+      g.miny = Math.min(a[1], b[1], g.c[1]); g.maxy = Math.max(a[1], b[1], g.c[1]);
+      const sa = nodes.get(e.source)?.site, sb = nodes.get(e.target)?.site;
+      const pa = this.pos.get('site:' + sa), pb = this.pos.get('site:' + sb);
+      if (e.kind === 'tunnel' && pa && pb && sa !== sb) {
+        g.pair = sa < sb ? sa + '|' + sb : sb + '|' + sa;
+        if (!this.pairs.has(g.pair)) {
+          const c = bend(pa, pb, 0.18);
+          this.pairs.set(g.pair, { a: pa, b: pb, c, sites: sa < sb ? [sa, sb] : [sb, sa],
+            minx: Math.min(pa[0], pb[0], c[0]), maxx: Math.max(pa[0], pb[0], c[0]), miny: Math.min(pa[1], pb[1], c[1]), maxy: Math.max(pa[1], pb[1], c[1]) });
+        }
+      }
+      this.geom.push(g);
     }
   }
 
@@ -98,11 +150,63 @@ export class WorldView {
   screen(p) { return [p[0] * this.t.k + this.t.x, p[1] * this.t.k + this.t.y]; }
   base(s) { return [(s[0] - this.t.x) / this.t.k, (s[1] - this.t.y) / this.t.k]; }
 
+  // draw renders a frame. Small graphs are drawn directly every frame. Large ones keep
+  // the expensive part (land, edges, machines) in an offscreen layer: while the user pans
+  // or zooms, the layer is transformed instead of redrawn, and it is redrawn once the
+  // view settles or the data changed (at most every max(250 ms, 2x its cost)).
   draw(ctx, dpr, { selected, highlight }) {
     this.layout();
     const [w, h] = this.size;
-    const { k, x, y } = this.t;
-    const { nodes, edges } = this.store;
+    const now = performance.now();
+    if (this.geom.length + this.store.nodes.size < LAYER_ABOVE) {
+      this.drawScene(ctx, dpr, this.t);
+    } else {
+      const interacting = now - this.interactedAt < SETTLE_MS;
+      const stale = this.layerVersion !== this.store.version && now - this.layerAt > Math.max(250, 2 * this.layerCost);
+      const moved = !this.layerT || this.layerT.k !== this.t.k || this.layerT.x !== this.t.x || this.layerT.y !== this.t.y;
+      if (!this.layer || (!interacting && (stale || moved))) this.renderLayer(dpr, now);
+      const s = this.t.k / this.layerT.k;
+      ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+      ctx.fillStyle = '#0d1117';
+      ctx.fillRect(0, 0, w, h);
+      ctx.setTransform(s, 0, 0, s, dpr * (this.t.x - this.layerT.x * s), dpr * (this.t.y - this.layerT.y * s));
+      ctx.drawImage(this.layer, 0, 0);
+    }
+    this.drawMarkers(ctx, dpr, selected, highlight);
+    return this.drawn;
+  }
+
+  // pending tells the render loop a settled redraw is due (view moved or data changed).
+  pending() {
+    if (!this.layer || this.geom.length + this.store.nodes.size < LAYER_ABOVE) return false;
+    const now = performance.now();
+    if (now - this.interactedAt < SETTLE_MS) return true;
+    const t = this.layerT;
+    return t.k !== this.t.k || t.x !== this.t.x || t.y !== this.t.y || this.layerVersion !== this.store.version;
+  }
+
+  interacted() { this.interactedAt = performance.now(); }
+
+  renderLayer(dpr, now) {
+    const [w, h] = this.size;
+    if (!this.layer || this.layer.width !== Math.round(w * dpr) || this.layer.height !== Math.round(h * dpr)) {
+      this.layer = document.createElement('canvas');
+      this.layer.width = Math.round(w * dpr);
+      this.layer.height = Math.round(h * dpr);
+    }
+    const t0 = performance.now();
+    this.drawScene(this.layer.getContext('2d'), dpr, this.t);
+    this.layerCost = performance.now() - t0;
+    this.layerT = { ...this.t };
+    this.layerVersion = this.store.version;
+    this.layerAt = now;
+  }
+
+  // drawScene draws land, edges and machines for transform t.
+  drawScene(ctx, dpr, t) {
+    const [w, h] = this.size;
+    const { k, x, y } = t;
+    const { nodes } = this.store;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.fillStyle = '#0d1117';
     ctx.fillRect(0, 0, w, h);
@@ -117,77 +221,117 @@ export class WorldView {
     ctx.strokeStyle = '#3a4a5e';
     ctx.stroke(this.borders);
 
-    // Viewport in base coordinates, for culling.
     const [vx0, vy0] = this.base([0, 0]), [vx1, vy1] = this.base([w, h]);
-    const showProbes = k >= 1.5 || this.geom.length < 5000;
-    const paths = {};
-    for (const kind of ['probe', 'tunnel', 'storage', 'steer']) {
-      paths[kind] = {};
-      for (const s of STATUSES) paths[kind][s] = new Path2D();
+    this.drawEdges(ctx, k, [vx0, vy0, vx1, vy1]);
+
+    const showMachines = k >= 2.5 || nodes.size < 600;
+    const dots = batcher(ctx, 'fill');
+    for (const n of nodes.values()) {
+      if (n.kind !== 'node' && n.kind !== 'osd') continue;
+      if ((!showMachines && !n.alerts) || (n.kind === 'osd' && k < 6)) continue;
+      const p = this.pos.get(n.id);
+      if (!p || p[0] < vx0 || p[0] > vx1 || p[1] < vy0 || p[1] > vy1) continue;
+      const r = (n.kind === 'osd' ? 1.2 : 1.8) / k;
+      dots.add(n.status, (path) => { path.moveTo(p[0] + r, p[1]); path.arc(p[0], p[1], r, 0, Math.PI * 2); });
     }
-    let drawnEdges = 0;
-    for (const g of this.geom) {
-      if (g.maxx < vx0 || g.minx > vx1 || g.maxy < vy0 || g.miny > vy1) continue;
-      const e = edges.get(g.id);
-      if (!e || e.kind === 'flow' || (e.kind === 'probe' && !showProbes)) continue;
-      const p = paths[e.kind]?.[e.status];
-      if (!p) continue;
-      p.moveTo(g.a[0], g.a[1]);
-      if (e.kind === 'tunnel' || e.kind === 'steer') p.quadraticCurveTo(g.c[0], g.c[1], g.b[0], g.b[1]);
-      else p.lineTo(g.b[0], g.b[1]);
-      drawnEdges++;
-    }
-    const widths = { probe: 0.6, storage: 0.8, tunnel: 1.3, steer: 2.2 };
-    ctx.setLineDash([]);
-    for (const kind of ['probe', 'storage', 'tunnel', 'steer']) {
-      ctx.globalAlpha = kind === 'probe' ? 0.45 : 0.9;
-      if (kind === 'probe') ctx.setLineDash([3 / k, 3 / k]); else ctx.setLineDash([]);
-      for (const s of STATUSES) {
-        ctx.strokeStyle = COLORS[s];
-        // Red on top: ordering by status keeps the worst visible where arcs overlap.
-        ctx.lineWidth = (widths[kind] + (s === 'down' ? 0.8 : 0)) / k;
-        ctx.stroke(paths[kind][s]);
+    dots.flush(() => {});
+  }
+
+  // drawEdges strokes the visible edges grouped by kind and status (worst last, so it
+  // stays on top). Past AGGREGATE_ABOVE visible tunnels, tunnels between the same two
+  // sites are drawn as one arc in their worst status, its width growing with the count.
+  drawEdges(ctx, k, [vx0, vy0, vx1, vy1]) {
+    const { edges } = this.store;
+    let all;
+    this.aggregates = null;
+    if (this.geom.length > AGGREGATE_ABOVE && k < AGGREGATE_BELOW_ZOOM) {
+      if (this.aggVersion !== this.store.version) {
+        this.aggVersion = this.store.version;
+        this.aggMap = this.aggregate();
       }
+      this.aggregates = this.aggMap;
+      all = this.aggMap.values();
+    } else {
+      all = (function* (geom) { for (const g of geom) { const e = edges.get(g.id); if (e) yield { g, e }; } })(this.geom);
+    }
+    const list = [];
+    for (const { g, e } of all) {
+      if (e.kind === 'flow' || g.maxx < vx0 || g.minx > vx1 || g.maxy < vy0 || g.miny > vy1) continue;
+      list.push([g, e]);
+    }
+    const showProbes = k >= 1.5 || list.length < 5000;
+    // Many edges: sub-pixel widths, which canvas rasterises as fast hairlines (a wide
+    // stroke costs ~10x more per segment in software rendering).
+    const thin = list.length > THIN_ABOVE;
+    const widths = thin ? { probe: 0.6, storage: 0.8, tunnel: 0.9, steer: 2.2 } : { probe: 0.6, storage: 0.8, tunnel: 1.3, steer: 2.2 };
+    for (const kind of ['probe', 'storage', 'tunnel', 'steer']) {
+      if (kind === 'probe' && !showProbes) continue;
+      ctx.globalAlpha = kind === 'probe' ? 0.45 : 0.9;
+      ctx.setLineDash(kind === 'probe' ? [3 / k, 3 / k] : []);
+      const b = batcher(ctx, 'stroke');
+      for (const [g, e] of list) {
+        if (e.kind !== kind) continue;
+        b.add(e.status, (p) => {
+          p.moveTo(g.a[0], g.a[1]);
+          if (kind === 'tunnel' || kind === 'steer') p.quadraticCurveTo(g.c[0], g.c[1], g.b[0], g.b[1]);
+          else p.lineTo(g.b[0], g.b[1]);
+        });
+      }
+      b.flush((s) => { ctx.lineWidth = (widths[kind] + (s === 'down' && !thin ? 0.8 : 0)) / k; });
     }
     ctx.globalAlpha = 1;
     ctx.setLineDash([]);
     this.drawSteerHeads(ctx, k);
+    this.drawn = list.length;
+  }
 
-    // Nodes: small ones batched by status, then the named ones with labels.
-    const small = {};
-    for (const s of STATUSES) small[s] = new Path2D();
-    const big = [];
-    const showMachines = k >= 2.5 || nodes.size < 600;
-    for (const n of nodes.values()) {
-      const p = this.pos.get(n.id);
-      if (!p || p[0] < vx0 || p[0] > vx1 || p[1] < vy0 || p[1] > vy1) continue;
-      if (n.kind === 'site' || n.kind === 'pop' || n.kind === 'region') { big.push(n); continue; }
-      if (n.kind === 'workload' || n.kind === 'cluster') continue;
-      if (!showMachines && !n.alerts) continue;
-      if (n.kind === 'osd' && k < 6) continue;
-      const r = (n.kind === 'osd' ? 1.2 : 1.8) / k;
-      small[n.status].moveTo(p[0] + r, p[1]);
-      small[n.status].arc(p[0], p[1], r, 0, Math.PI * 2);
+  // aggregate folds tunnels by site pair (worst status, counts); other edges pass through.
+  aggregate() {
+    const { edges } = this.store;
+    const out = new Map();
+    for (const g of this.geom) {
+      const e = edges.get(g.id);
+      if (!e) continue;
+      if (!g.pair) { out.set(e.id, { g, e }); continue; }
+      let a = out.get(g.pair);
+      if (!a) {
+        const pg = this.pairs.get(g.pair);
+        a = { key: g.pair, g: pg, e: { kind: 'tunnel', status: 'unknown' }, counts: { ok: 0, degraded: 0, down: 0, unknown: 0 }, sites: pg.sites };
+        out.set(g.pair, a);
+      }
+      a.counts[e.status]++;
+      if (SEVERITY[e.status] > SEVERITY[a.e.status]) a.e = { kind: 'tunnel', status: e.status };
     }
-    for (const s of STATUSES) { ctx.fillStyle = COLORS[s]; ctx.fill(small[s]); }
+    return out;
+  }
 
+  // drawMarkers draws sites, POPs and client regions with labels and alert rings: few,
+  // and always crisp, so they are drawn live over the layer.
+  drawMarkers(ctx, dpr, selected, highlight) {
+    const [w, h] = this.size;
+    const { nodes } = this.store;
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.font = '11px "Liberation Sans", Arial, sans-serif';
     ctx.textBaseline = 'middle';
-    const labels = big.length < 400 || k > 3;
+    const big = [];
+    for (const n of nodes.values()) {
+      if (n.kind !== 'site' && n.kind !== 'pop' && n.kind !== 'region') continue;
+      const p = this.pos.get(n.id);
+      if (!p) continue;
+      const sp = this.screen(p);
+      if (sp[0] < -20 || sp[0] > w + 20 || sp[1] < -20 || sp[1] > h + 20) continue;
+      big.push([n, sp]);
+    }
     const order = { site: 0, pop: 1, region: 2 };
-    big.sort((a, b) => order[a.kind] - order[b.kind]);
-    const marks = big.map((n) => this.screen(this.pos.get(n.id)));
-    for (let i = 0; i < big.length; i++) {
-      const n = big[i];
-      const [sx, sy] = marks[i];
+    big.sort((a, b) => order[a[0].kind] - order[b[0].kind]);
+    for (const [n, [sx, sy]] of big) {
       ctx.fillStyle = COLORS[n.status];
       ctx.strokeStyle = n.id === selected ? '#ffffff' : '#0d1117';
       ctx.lineWidth = n.id === selected ? 2.5 : 1.5;
       ctx.beginPath();
       if (n.kind === 'site') ctx.arc(sx, sy, 6, 0, Math.PI * 2);
       else if (n.kind === 'pop') { ctx.moveTo(sx, sy - 6); ctx.lineTo(sx + 6, sy); ctx.lineTo(sx, sy + 6); ctx.lineTo(sx - 6, sy); ctx.closePath(); }
-      else { ctx.rect(sx - 5, sy - 5, 10, 10); }
+      else ctx.rect(sx - 5, sy - 5, 10, 10);
       ctx.fill();
       ctx.stroke();
       if (n.alerts) {
@@ -198,19 +342,16 @@ export class WorldView {
         ctx.stroke();
       }
     }
-    if (labels) this.drawLabels(ctx, big, marks, selected);
-    if (highlight) {
-      const p = this.pos.get(highlight);
-      if (p) {
-        const [sx, sy] = this.screen(p);
-        ctx.strokeStyle = '#58a6ff';
-        ctx.lineWidth = 2;
-        ctx.beginPath();
-        ctx.arc(sx, sy, 14, 0, Math.PI * 2);
-        ctx.stroke();
-      }
+    if (big.length < 400 || this.t.k > 3) this.drawLabels(ctx, big.map((b) => b[0]), big.map((b) => b[1]), selected);
+    const hp = highlight && this.pos.get(highlight);
+    if (hp) {
+      const [sx, sy] = this.screen(hp);
+      ctx.strokeStyle = '#58a6ff';
+      ctx.lineWidth = 2;
+      ctx.beginPath();
+      ctx.arc(sx, sy, 14, 0, Math.PI * 2);
+      ctx.stroke();
     }
-    return drawnEdges;
   }
 
   // drawLabels places each label at the first of four spots around its marker that does
@@ -283,6 +424,18 @@ export class WorldView {
     }
     if (best) return best;
     bestD = 5 / k;
+    if (this.aggregates) {
+      for (const a of this.aggregates.values()) {
+        if (!a.counts) continue;
+        const g = a.g;
+        for (let i = 0; i <= 16; i++) {
+          const t = i / 16, u = 1 - t;
+          const d = Math.hypot(u * u * g.a[0] + 2 * u * t * g.c[0] + t * t * g.b[0] - bx, u * u * g.a[1] + 2 * u * t * g.c[1] + t * t * g.b[1] - by);
+          if (d < bestD) { bestD = d; best = { type: 'agg', id: a.key, agg: a }; }
+        }
+      }
+      return best;
+    }
     for (const g of this.geom) {
       if (bx < g.minx - bestD || bx > g.maxx + bestD || by < g.miny - bestD || by > g.maxy + bestD) continue;
       const e = this.store.edges.get(g.id);

@@ -1,0 +1,264 @@
+package topomap
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/gorilla/websocket"
+
+	"github.com/meridianhq/meridian/inventory"
+	"github.com/meridianhq/meridian/pipeline"
+)
+
+// scale is the benchmark topology: 100 sites with a cluster each and 9,800 nodes
+// (10,000 map nodes), joined by 50,000 WireGuard tunnels.
+type scale struct {
+	inv     *inventory.Inventory
+	tunnels [][2]int // node index pairs
+}
+
+func newScale() *scale {
+	rng := rand.New(rand.NewPCG(7, 7))
+	s := &scale{inv: &inventory.Inventory{}}
+	const sites, nodes, tunnels = 100, 9800, 50000
+	for i := range sites {
+		name := fmt.Sprintf("s%03d", i)
+		s.inv.Sites = append(s.inv.Sites, inventory.Site{Name: name, Lat: rng.Float64()*110 - 45, Lon: rng.Float64()*330 - 165})
+		s.inv.Clusters = append(s.inv.Clusters, inventory.Cluster{Name: "c" + name, Site: name})
+	}
+	for i := range nodes {
+		site := s.inv.Sites[i%sites].Name
+		s.inv.Nodes = append(s.inv.Nodes, inventory.Node{Name: fmt.Sprintf("n%05d", i), Site: site, Cluster: "c" + site})
+	}
+	seen := map[[2]int]bool{}
+	for len(s.tunnels) < tunnels {
+		a, b := rng.IntN(nodes), rng.IntN(nodes)
+		if a == b {
+			continue
+		}
+		a, b = min(a, b), max(a, b)
+		if !seen[[2]int{a, b}] {
+			seen[[2]int{a, b}] = true
+			s.tunnels = append(s.tunnels, [2]int{a, b})
+		}
+	}
+	return s
+}
+
+func (s *scale) record(i int, status string) *pipeline.TunnelStat {
+	a, b := s.inv.Nodes[s.tunnels[i][0]], s.inv.Nodes[s.tunnels[i][1]]
+	return &pipeline.TunnelStat{M: pipeline.Meta{Time: time.Now(), Site: a.Site, Cluster: a.Cluster, Node: a.Name}, Interface: "wg0",
+		PeerNode: b.Name, PeerSite: b.Site, Status: status, RxRate: float64(i % 1000 * 1000), TxRate: 5e4, LastHandshake: time.Now()}
+}
+
+func (s *scale) edgeID(i int) string {
+	return "tunnel:node:" + s.inv.Nodes[s.tunnels[i][0]].Name + "|node:" + s.inv.Nodes[s.tunnels[i][1]].Name
+}
+
+// load starts the map with every tunnel reported once, then feeds updates at rate per
+// second (in batches every 10 ms) until ctx ends, calling sent with each batch.
+func (s *scale) load(_ testing.TB, ctx context.Context, m *Map, rate int, sent func(ids []int, at time.Time)) *sync.WaitGroup {
+	all := make([]pipeline.Record, 0, len(s.tunnels))
+	for i := range s.tunnels {
+		all = append(all, s.record(i, pipeline.StatusOK))
+	}
+	m.Consume(all)
+	m.tick()
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		rng := rand.New(rand.NewPCG(1, 2))
+		tk := time.NewTicker(10 * time.Millisecond)
+		defer tk.Stop()
+		per := rate / 100
+		statuses := []string{pipeline.StatusOK, pipeline.StatusOK, pipeline.StatusOK, pipeline.StatusDegraded, pipeline.StatusDown}
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tk.C:
+			}
+			ids := make([]int, per)
+			recs := make([]pipeline.Record, per)
+			for j := range per {
+				ids[j] = rng.IntN(len(s.tunnels))
+				recs[j] = s.record(ids[j], statuses[rng.IntN(len(statuses))])
+			}
+			at := time.Now()
+			if sent != nil {
+				sent(ids, at)
+			}
+			m.Consume(recs)
+		}
+	}()
+	return &wg
+}
+
+// discardClient reads and drops every message, as a browser that keeps up would.
+func discardClient(b *testing.B, url string) *websocket.Conn {
+	c, _, err := websocket.DefaultDialer.Dial(url, nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	c.WriteJSON(clientMsg{Type: "hello"})
+	go func() {
+		for {
+			_, r, err := c.NextReader()
+			if err != nil {
+				return
+			}
+			io.Copy(io.Discard, r)
+		}
+	}()
+	return c
+}
+
+// BenchmarkTopomapUpdateP99: 10,000 nodes, 50,000 edges, 10,000 tunnel updates/s; the
+// time from Consume to a client holding the delta with that edge, over 10 s, with 10
+// clients connected (one measuring, nine reading). Target p99 <= 1 s.
+func BenchmarkTopomapUpdateP99(b *testing.B) {
+	s := newScale()
+	cfg := testConfig()
+	cfg.Anonymous = true
+	m, srv := startMap(b, cfg, s.inv, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	pending := map[string]time.Time{} // edge -> first unacknowledged update
+	wg := s.load(b, ctx, m, 10000, func(ids []int, at time.Time) {
+		mu.Lock()
+		for _, i := range ids {
+			id := s.edgeID(i)
+			if _, ok := pending[id]; !ok {
+				pending[id] = at
+			}
+		}
+		mu.Unlock()
+	})
+	for range 9 {
+		defer discardClient(b, wsURL(srv)).Close()
+	}
+	c, _, err := websocket.DefaultDialer.Dial(wsURL(srv), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	c.WriteJSON(clientMsg{Type: "hello"})
+	var lat []time.Duration
+	deadline := time.Now().Add(10 * time.Second)
+	for time.Now().Before(deadline) {
+		var msg serverMsg
+		c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if err := c.ReadJSON(&msg); err != nil {
+			b.Fatal(err)
+		}
+		now := time.Now()
+		mu.Lock()
+		for _, e := range msg.Upserts.Edges {
+			if at, ok := pending[e.ID]; ok {
+				lat = append(lat, now.Sub(at))
+				delete(pending, e.ID)
+			}
+		}
+		mu.Unlock()
+	}
+	cancel()
+	wg.Wait()
+	if len(lat) < 10000 {
+		b.Fatalf("only %d updates measured", len(lat))
+	}
+	slices.Sort(lat)
+	p99 := lat[len(lat)*99/100]
+	b.ReportMetric(float64(p99.Milliseconds()), "p99_ms")
+	fmt.Printf("topomap: %d updates measured, p50 %v p99 %v max %v\n", len(lat), lat[len(lat)/2], p99, lat[len(lat)-1])
+	fmt.Printf("BENCH topomap_update_p99 %d ms ratio=%.3f\n", p99.Milliseconds(), float64(p99)/float64(time.Second))
+}
+
+func rssBytes(b *testing.B) int64 {
+	data, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, l := range strings.Split(string(data), "\n") {
+		if v, ok := strings.CutPrefix(l, "VmRSS:"); ok {
+			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			return kb << 10
+		}
+	}
+	b.Fatal("no VmRSS")
+	return 0
+}
+
+// BenchmarkTopomapRSS100Clients: the same graph and update rate, process RSS with 100
+// websocket clients connected for 8 s, against the RSS with none (the baseline).
+func BenchmarkTopomapRSS100Clients(b *testing.B) {
+	s := newScale()
+	cfg := testConfig()
+	cfg.Anonymous = true
+	m, srv := startMap(b, cfg, s.inv, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	wg := s.load(b, ctx, m, 10000, nil)
+	sample := func(d time.Duration) int64 {
+		var peak int64
+		for end := time.Now().Add(d); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
+			peak = max(peak, rssBytes(b))
+		}
+		return peak
+	}
+	base := sample(4 * time.Second)
+	var conns []*websocket.Conn
+	for range 100 {
+		conns = append(conns, discardClient(b, wsURL(srv)))
+	}
+	with := sample(8 * time.Second)
+	clients := m.hub.clientCount()
+	cancel()
+	wg.Wait()
+	for _, c := range conns {
+		c.Close()
+	}
+	if clients != 100 {
+		b.Fatalf("%d clients connected, want 100", clients)
+	}
+	fmt.Printf("topomap: RSS %d MiB with no client, %d MiB with 100\n", base>>20, with>>20)
+	fmt.Printf("BENCH topomap_rss_100_clients %d MiB ratio=%.3f\n", with>>20, float64(with)/float64(base))
+}
+
+// BenchmarkTopomapBrowser: Chromium opens the page on the 10,000-node, 50,000-edge graph
+// while 10,000 updates/s flow; reports time to first render (baseline: the 5-site lab
+// in the same run) and the pan/zoom frame rate (target 30 fps).
+func BenchmarkTopomapBrowser(b *testing.B) {
+	requireBrowser(b)
+	lab, labSrv := startMap(b, testConfig(), labInventory(), nil)
+	lab.Consume(labRecords(time.Now()))
+	lab.tick()
+	small := runNode(b, 60*time.Second, "web/e2e/bench.mjs", labSrv.URL+"/map/?token="+testToken, "0")["result"]
+
+	s := newScale()
+	m, srv := startMap(b, testConfig(), s.inv, nil)
+	ctx, cancel := context.WithCancel(context.Background())
+	wg := s.load(b, ctx, m, 10000, nil)
+	shot := filepath.Join(artifactsDir(b), "scale-10k.png")
+	res := runNode(b, 90*time.Second, "web/e2e/bench.mjs", srv.URL+"/map/?token="+testToken, "240", shot)["result"]
+	cancel()
+	wg.Wait()
+	if res == nil || small == nil {
+		b.Fatal("bench script gave no result")
+	}
+	j, _ := json.Marshal(res)
+	fmt.Printf("topomap browser: %s\n", j)
+	first, fps := res["firstRenderMs"].(float64), res["fps"].(float64)
+	fmt.Printf("BENCH topomap_first_render %.0f ms ratio=%.3f\n", first, first/small["firstRenderMs"].(float64))
+	fmt.Printf("BENCH topomap_fps %.1f fps ratio=%.3f\n", fps, fps/30)
+}
