@@ -44,7 +44,7 @@ type Config struct {
 
 // RegisterFlags registers the server flags under prefix (e.g. "steering.dns.").
 func (c *Config) RegisterFlags(prefix string, f *flag.FlagSet) {
-	f.StringVar(&c.Listen, prefix+"listen", "127.0.0.1:5353", "UDP and TCP address of the built-in authoritative GeoDNS; empty disables it.")
+	f.StringVar(&c.Listen, prefix+"listen", "", "UDP and TCP address of the built-in authoritative GeoDNS, e.g. 127.0.0.1:5353 (needs -steering.dns.zone); empty: off.")
 	f.Func(prefix+"ttl", "TTL of steered answers in seconds (default 30).", func(s string) error {
 		_, err := fmt.Sscan(s, &c.TTL)
 		return err
