@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -34,7 +35,12 @@ const maxIdle = 4
 func openServer(cfg Config, sc schema) (*server, error) {
 	o, err := clickhouse.ParseDSN(cfg.ClickHouse.DSN)
 	if err != nil {
-		return nil, fmt.Errorf("clickhouse.dsn: %w", err)
+		// url.Error repeats the DSN, password included: keep only the cause.
+		var ue *url.Error
+		if errors.As(err, &ue) {
+			err = ue.Err
+		}
+		return nil, fmt.Errorf("clickhouse.dsn: invalid: %w", err)
 	}
 	if len(o.Addr) == 0 {
 		return nil, errors.New("clickhouse.dsn: no host")

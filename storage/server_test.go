@@ -151,3 +151,13 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("missing password file: %v", err)
 	}
 }
+
+func TestBadDSNDoesNotLeakPassword(t *testing.T) {
+	_, err := storage.New(serverConfig(t, "clickhouse://meridian:hunter2@127.0.0.1:notaport/", ""), nil, prometheus.NewRegistry())
+	if err == nil || !strings.Contains(err.Error(), "clickhouse.dsn") {
+		t.Fatalf("want a clickhouse.dsn error, got %v", err)
+	}
+	if strings.Contains(err.Error(), "hunter2") {
+		t.Fatalf("error leaks the password: %v", err)
+	}
+}
