@@ -263,7 +263,7 @@ func TestFaultServerClosedPort(t *testing.T) {
 }
 
 // TestKill9: a child process appends with storage down until its spool holds a backlog,
-// and is killed with SIGKILL (mid-write, likely). A new pipeline on the same spool drains
+// and is killed with SIGKILL, while it writes a spool file when the timing allows. A new pipeline on the same spool drains
 // every spooled block once: nothing flushed is lost, nothing is stored twice.
 func TestKill9(t *testing.T) {
 	spool := t.TempDir()
@@ -300,6 +300,12 @@ func TestKill9(t *testing.T) {
 		files, _ := filepath.Glob(filepath.Join(spool, "*.blk"))
 		return len(files) >= killFlushed/killBatch+20
 	})
+	// Aim the kill at a spool write in progress (a .tmp file present), to leave a torn file.
+	for deadline := time.Now().Add(2 * time.Second); time.Now().Before(deadline); {
+		if tmps, _ := filepath.Glob(filepath.Join(spool, "*.tmp")); len(tmps) > 0 {
+			break
+		}
+	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
