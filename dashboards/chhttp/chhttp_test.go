@@ -217,6 +217,8 @@ func TestErrorsAndRefusals(t *testing.T) {
 		"SET readonly = 0",
 		"SELECT 1; DROP TABLE tunnel_stats",
 		"SELECT $$'$$; DROP TABLE tunnel_stats; SELECT $$'$$",
+		"SELECT 1 /* /* */ ' */ ; DROP TABLE tunnel_stats; SELECT '",
+		"SELECT 1 #x\n; DROP TABLE tunnel_stats",
 		"SELECT * FROM (SELECT * FROM file('/etc/hostname', 'LineAsString') SETTINGS readonly = 0)",
 		"SELECT * FROM file('/etc/hostname', 'LineAsString')", // refused by the engine's readonly=1
 		"SELECT * FROM url('http://127.0.0.1:1/', 'TSV', 'a String')",

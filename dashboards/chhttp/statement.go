@@ -5,10 +5,10 @@ import (
 	"strings"
 )
 
-// token is one lexical token of a ClickHouse statement. Strings, quoted identifiers and
-// comments are recognised so that a keyword or a ';' inside them is never mistaken for
-// SQL; the lexer errs on the side of seeing more tokens than ClickHouse (block comments do
-// not nest here), which can only refuse a query, never let one through.
+// token is one lexical token of a ClickHouse statement. Strings, quoted identifiers,
+// heredocs and comments are recognised as ClickHouse's lexer recognises them, so that a
+// keyword or a ';' inside them is never mistaken for SQL and none outside them is missed.
+// Where the two could differ, this lexer sees more tokens, which can only refuse a query.
 type token struct {
 	text       string // as written; words are compared case-insensitively
 	word       bool   // a bare word (keyword or identifier)
@@ -81,16 +81,31 @@ func lex(sql string) ([]token, error) {
 		switch {
 		case c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v':
 			i++
-		case strings.HasPrefix(sql[i:], "--") || c == '#':
+		// Comments as ClickHouse's lexer reads them: "--" and "# " or "#!" to the end of the
+		// line, and block comments that nest.
+		case strings.HasPrefix(sql[i:], "--") || strings.HasPrefix(sql[i:], "# ") || strings.HasPrefix(sql[i:], "#!"):
 			for i < len(sql) && sql[i] != '\n' {
 				i++
 			}
 		case strings.HasPrefix(sql[i:], "/*"):
-			end := strings.Index(sql[i+2:], "*/")
-			if end < 0 {
-				return nil, fmt.Errorf("unterminated comment at position %d", i+1)
+			start, depth := i, 0
+			for {
+				switch {
+				case i+1 >= len(sql):
+					return nil, fmt.Errorf("unterminated comment at position %d", start+1)
+				case sql[i] == '/' && sql[i+1] == '*':
+					depth++
+					i += 2
+				case sql[i] == '*' && sql[i+1] == '/':
+					depth--
+					i += 2
+				default:
+					i++
+				}
+				if depth == 0 {
+					break
+				}
 			}
-			i += end + 4
 		case c == '\'' || c == '"' || c == '`':
 			end, err := quoted(sql, i)
 			if err != nil {

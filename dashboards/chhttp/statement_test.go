@@ -15,6 +15,7 @@ func TestParseStatement(t *testing.T) {
 		{sql: "SELECT 'a;b', \"c;d\", `e;f` /* ; */ FORMAT TSV", body: "SELECT 'a;b', \"c;d\", `e;f`", format: "TSV"},
 		{sql: "SELECT 'it''s', 'a\\'b' FORMAT Native", body: "SELECT 'it''s', 'a\\'b'", format: "Native"},
 		{sql: "SELECT * FROM system.settings", body: "SELECT * FROM system.settings"},
+		{sql: "SELECT 1 /* a /* b */ ; */ # x;\n#!y;\n", body: "SELECT 1"},
 		{sql: "SHOW TABLES", body: "SHOW TABLES"},
 		{sql: "DESC TABLE probes", body: "DESC TABLE probes"},
 		{sql: "EXPLAIN SELECT 1", body: "EXPLAIN SELECT 1"},
@@ -26,6 +27,9 @@ func TestParseStatement(t *testing.T) {
 		{sql: "SELECT $x$;$x$; DROP TABLE t", code: codeSyntaxError},
 		{sql: "SELECT $$'$$; DROP TABLE t; SELECT $$'$$", code: codeSyntaxError},
 		{sql: "SELECT 'unterminated", code: codeSyntaxError},
+		{sql: "SELECT 1 /* /* */ ' */ ; DROP TABLE t; SELECT '", code: codeSyntaxError}, // nested comment hides no quote
+		{sql: "SELECT 1 /* /* */", code: codeSyntaxError},
+		{sql: "SELECT 1 #x; DROP TABLE t", code: codeSyntaxError}, // '#' without space is no comment
 		{sql: "SELECT 1 /* unterminated", code: codeSyntaxError},
 		{sql: "INSERT INTO t VALUES (1)", code: codeReadonly},
 		{sql: "(INSERT INTO t VALUES (1))", code: codeReadonly},
