@@ -60,7 +60,6 @@ const poolSize = 4
 
 // DB is the process-wide embedded engine.
 type DB struct {
-	lib   string
 	path  string
 	conns chan *conn // idle connections
 }
@@ -103,7 +102,7 @@ func Open(libPath, path string) (*DB, error) {
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return nil, fmt.Errorf("chdb: data path: %w", err)
 	}
-	db := &DB{lib: libPath, path: abs, conns: make(chan *conn, poolSize)}
+	db := &DB{path: abs, conns: make(chan *conn, poolSize)}
 	for i := 0; i < poolSize; i++ {
 		h, err := api.connect(abs)
 		if err != nil {
@@ -193,10 +192,11 @@ type lib struct {
 
 func load(path string) (*lib, error) {
 	if _, err := os.Stat(path); err != nil {
+		dir := "~/.cache/meridian/chdb-" + Version
 		return nil, fmt.Errorf("chdb: embedded ClickHouse library not found at %s (set -storage.chdb-lib or $%s). "+
-			"Get it with `make chdb`, or by hand: `npm pack @chdb/lib-linux-x64-gnu@%s` and "+
-			"`tar -xzf chdb-lib-linux-x64-gnu-%s.tgz -C ~/.cache/meridian/chdb-%s/` (the library is package/libchdb.so inside it)",
-			path, EnvLib, Version, Version, Version)
+			"Get it with `make chdb`, or by hand: `npm pack @chdb/lib-linux-x64-gnu@%s && mkdir -p %s && "+
+			"tar -xzf chdb-lib-linux-x64-gnu-%s.tgz -C %s` (the library is %s/package/libchdb.so)",
+			path, EnvLib, Version, dir, Version, dir, dir)
 	}
 	h, err := purego.Dlopen(path, purego.RTLD_NOW|purego.RTLD_GLOBAL)
 	if err != nil {
