@@ -10,12 +10,20 @@ import (
 
 	"github.com/grafana/dskit/flagext"
 
+	"github.com/meridianhq/meridian/alerts/ruler"
+	"github.com/meridianhq/meridian/collectors/ceph"
+	"github.com/meridianhq/meridian/collectors/geodns"
+	"github.com/meridianhq/meridian/collectors/hubble"
+	"github.com/meridianhq/meridian/collectors/wireguard"
+	"github.com/meridianhq/meridian/dashboards/chhttp"
 	"github.com/meridianhq/meridian/internal/configfile"
 	"github.com/meridianhq/meridian/internal/tracing"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/server"
+	"github.com/meridianhq/meridian/steering"
 	"github.com/meridianhq/meridian/storage"
+	"github.com/meridianhq/meridian/topomap"
 )
 
 // Config is Meridian's one configuration tree. Each component registers its own flags
@@ -25,10 +33,19 @@ type Config struct {
 	LogLevel  string                 `yaml:"log_level"`
 	LogFormat string                 `yaml:"log_format"`
 
-	Server    server.Config       `yaml:"server"`
-	Tracing   tracing.Config      `yaml:"tracing"`
-	Storage   storage.Config      `yaml:"storage"`
-	Pipeline  pipeline.Config     `yaml:"pipeline"`
+	Server         server.Config    `yaml:"server"`
+	Tracing        tracing.Config   `yaml:"tracing"`
+	Storage        storage.Config   `yaml:"storage"`
+	Pipeline       pipeline.Config  `yaml:"pipeline"`
+	WireGuard      wireguard.Config `yaml:"wireguard"`
+	Ceph           ceph.Config      `yaml:"ceph"`
+	Hubble         hubble.Config    `yaml:"hubble"`
+	Probes         geodns.Config    `yaml:"geodns"`
+	Ruler          ruler.Config     `yaml:"ruler"`
+	Steering       steering.Config  `yaml:"steering"`
+	Topomap        topomap.Config   `yaml:"topomap"`
+	ClickHouseHTTP chhttp.Config    `yaml:"clickhouse_http"`
+
 	Inventory inventory.Inventory `yaml:"inventory"`
 }
 
@@ -42,6 +59,14 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Tracing.RegisterFlags(f)
 	c.Storage.RegisterFlags(f)
 	c.Pipeline.RegisterFlags(f)
+	c.WireGuard.RegisterFlags(f)
+	c.Ceph.RegisterFlags(f)
+	c.Hubble.RegisterFlags(f)
+	c.Probes.RegisterFlags(f)
+	c.Ruler.RegisterFlags(f)
+	c.Steering.RegisterFlags(f)
+	c.Topomap.RegisterFlags(f)
+	c.ClickHouseHTTP.RegisterFlags(f)
 }
 
 // Validate checks the tree; errors name the field.
@@ -59,13 +84,12 @@ func (c *Config) Validate() error {
 	if c.LogFormat != "logfmt" && c.LogFormat != "json" {
 		return fmt.Errorf("log_format: %q is not logfmt or json", c.LogFormat)
 	}
-	if err := c.Storage.Validate(); err != nil {
-		return err
+	for _, v := range []interface{ Validate() error }{&c.Storage, &c.Pipeline, &c.WireGuard, &c.Ceph, &c.Hubble, &c.Probes, &c.Ruler, &c.Steering, &c.Topomap, &c.ClickHouseHTTP, &c.Inventory} {
+		if err := v.Validate(); err != nil {
+			return err
+		}
 	}
-	if err := c.Pipeline.Validate(); err != nil {
-		return err
-	}
-	return c.Inventory.Validate()
+	return nil
 }
 
 // errHelp is returned when -help was asked for: usage was printed, exit 0.

@@ -19,6 +19,8 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/meridianhq/meridian/collectors/geodns"
+	"github.com/meridianhq/meridian/collectors/hubble"
 	"github.com/meridianhq/meridian/lab"
 	"github.com/meridianhq/meridian/server"
 )
@@ -86,13 +88,65 @@ func labRun(args []string, stderr io.Writer) error {
 	if err := writeYAML(file, cfg); err != nil {
 		return err
 	}
-	fmt.Fprintf(stderr, "lab: Meridian's configuration for this world is in %s (token in %s)\n", file, filepath.Join(labDir, "token"))
+	printBanner(stderr, cfg, file, token)
 	return serve(ctx, cfg, logger)
 }
 
 // labOverlay points cfg at the lab's peers, as an operator's file would point it at real ones.
 func labOverlay(cfg *Config, e lab.Endpoints) {
 	cfg.Inventory = *e.Inventory
+	cfg.WireGuard.ExporterURLs = nil
+	for _, n := range e.Inventory.Nodes {
+		cfg.WireGuard.ExporterURLs = append(cfg.WireGuard.ExporterURLs, e.WireGuard[n.Name])
+	}
+	cfg.Ceph.Cluster = "ny-vault"
+	cfg.Ceph.MgrURLs = []string{e.CephMgr}
+	cfg.Hubble.Relays = nil
+	for _, c := range e.Inventory.Clusters {
+		if addr, ok := e.Relays[c.Name]; ok {
+			cfg.Hubble.Relays = append(cfg.Hubble.Relays, hubble.RelayConfig{Cluster: c.Name, Address: addr})
+		}
+	}
+	cfg.Steering.DNS.Zone.Origin = lab.Zone
+	if cfg.Steering.DNS.Listen == "" {
+		cfg.Steering.DNS.Listen = "127.0.0.1:5353"
+	}
+	cfg.Probes.DNSServer = cfg.Steering.DNS.Listen
+	cfg.Probes.Vantages = nil
+	for _, s := range e.Inventory.Sites {
+		cfg.Probes.Vantages = append(cfg.Probes.Vantages, geodns.Vantage{Site: s.Name, SourceAddress: e.Vantages[s.Name]})
+	}
+	if len(cfg.Ruler.SpecFiles) == 0 {
+		specs, _ := filepath.Glob("alerts/slos/*.yaml")
+		cfg.Ruler.SpecFiles = specs
+	}
+}
+
+// printBanner tells a new user where to look and how to break things.
+func printBanner(w io.Writer, cfg *Config, file, token string) {
+	base := "http://" + cfg.Server.ListenAddress
+	dnsHost, dnsPort, _ := strings.Cut(cfg.Steering.DNS.Listen, ":")
+	fmt.Fprintf(w, `
+Meridian lab: the reference world on loopback (Tokyo brain, New York compute + vault,
+Nuremberg compute, London and Paris edge POPs).
+
+  Live map         %[1]s/map/?token=%[2]s
+  Metrics          %[1]s/metrics
+  Prometheus API   %[1]s/prometheus   (Grafana Prometheus datasource, header "Authorization: Bearer %[2]s")
+  GeoDNS           kdig @%[3]s -p %[4]s +subnet=198.51.100.0/26 api.%[5]s   (a client in France)
+  Grafana          dashboards/README.md: provisioning in dashboards/provisioning
+  Configuration    %[6]s (the same file works against real relays, mgrs and POPs)
+
+Break things (in another terminal), and watch the map, the DNS answers and the alerts:
+  ./bin/meridian lab fail pop nuremberg
+  ./bin/meridian lab fail tunnel newyork-nuremberg
+  ./bin/meridian lab fail osd 3 slow
+  ./bin/meridian lab heal
+  ./bin/meridian lab status
+
+Ctrl-C stops everything.
+
+`, base, token, dnsHost, dnsPort, lab.Zone, file)
 }
 
 // labToken is the API token of Meridian and the lab: the configured one, else one made

@@ -83,6 +83,14 @@ func serveApp(ctx context.Context, a *app) error {
 	if err != nil {
 		return err
 	}
+	if a.server != nil {
+		a.server.AddReadyCheck("modules", func() error {
+			if !sm.IsHealthy() {
+				return errors.New("not every module is running yet")
+			}
+			return nil
+		})
+	}
 	failed := make(chan error, 1)
 	sm.AddListener(services.NewManagerListener(nil, nil, func(s services.Service) {
 		select {

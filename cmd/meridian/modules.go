@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"os"
 	"slices"
 
 	"github.com/go-kit/log"
@@ -13,21 +15,47 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/meridianhq/meridian/alerts"
+	"github.com/meridianhq/meridian/alerts/ruler"
+	"github.com/meridianhq/meridian/alerts/sli"
+	"github.com/meridianhq/meridian/collectors/ceph"
+	"github.com/meridianhq/meridian/collectors/geodns"
+	"github.com/meridianhq/meridian/collectors/hubble"
+	"github.com/meridianhq/meridian/collectors/wireguard"
+	"github.com/meridianhq/meridian/dashboards/chhttp"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/server"
+	"github.com/meridianhq/meridian/steering"
 	"github.com/meridianhq/meridian/storage"
+	"github.com/meridianhq/meridian/topomap"
 )
 
 // Module names; a target is any of them.
 const (
-	All      = "all"
-	Server   = "server"
-	Storage  = "storage"
-	Pipeline = "pipeline"
+	All            = "all"
+	Server         = "server"
+	Storage        = "storage"
+	Pipeline       = "pipeline"
+	Collector      = "collector" // every collector below
+	WireGuard      = "wireguard"
+	Ceph           = "ceph"
+	Hubble         = "hubble"
+	Probes         = "geodns-probes"
+	Ruler          = "ruler"
+	Steering       = "steering"
+	Topomap        = "topomap"
+	ClickHouseHTTP = "clickhouse-http"
 )
 
 // targets lists what -target accepts.
-var targets = []string{All, Server, Storage, Pipeline}
+var targets = []string{All, Server, Storage, Pipeline, Collector, WireGuard, Ceph, Hubble, Probes, Ruler, Steering, Topomap, ClickHouseHTTP}
+
+// Names of the pipeline's live consumers.
+const (
+	consumeMap      = "topomap"
+	consumeSLI      = "sli"
+	consumeSteering = "steering"
+)
 
 func isTarget(t string) bool { return slices.Contains(targets, t) }
 
@@ -40,6 +68,7 @@ type app struct {
 	server   *server.Server
 	store    *storage.Store
 	pipeline *pipeline.Pipeline
+	ruler    *ruler.Ruler
 
 	// consumers are the live consumers of records, filled in by their modules. The
 	// pipeline is built first with one late-bound queue per entry, so a consumer module
@@ -59,11 +88,29 @@ func (a *app) modules() (*modules.Manager, error) {
 	m.RegisterModule(Server, a.initServer)
 	m.RegisterModule(Storage, a.initStorage)
 	m.RegisterModule(Pipeline, a.initPipeline)
+	m.RegisterModule(WireGuard, a.initWireGuard)
+	m.RegisterModule(Ceph, a.initCeph)
+	m.RegisterModule(Hubble, a.initHubble)
+	m.RegisterModule(Probes, a.initProbes)
+	m.RegisterModule(Ruler, a.initRuler)
+	m.RegisterModule(Steering, a.initSteering)
+	m.RegisterModule(Topomap, a.initTopomap)
+	m.RegisterModule(ClickHouseHTTP, a.initClickHouseHTTP)
+	m.RegisterModule(Collector, nil)
 	m.RegisterModule(All, nil)
 	deps := map[string][]string{
-		Storage:  {Server},
-		Pipeline: {Storage},
-		All:      {Pipeline},
+		Storage:        {Server},
+		Pipeline:       {Storage},
+		WireGuard:      {Pipeline},
+		Ceph:           {Pipeline},
+		Hubble:         {Pipeline},
+		Probes:         {Pipeline},
+		Collector:      {WireGuard, Ceph, Hubble, Probes},
+		Ruler:          {Pipeline},
+		Steering:       {Pipeline, Ruler},
+		Topomap:        {Pipeline},
+		ClickHouseHTTP: {Storage},
+		All:            {Collector, Ruler, Steering, Topomap, ClickHouseHTTP},
 	}
 	for mod, d := range deps {
 		if err := m.AddDependency(mod, d...); err != nil {
@@ -110,7 +157,7 @@ func (a *app) initStorage() (services.Service, error) {
 // initPipeline batches records into storage and fans them out to the live consumers.
 func (a *app) initPipeline() (services.Service, error) {
 	consumers := map[string]pipeline.Consumer{}
-	for _, name := range a.liveConsumers() {
+	for _, name := range []string{consumeMap, consumeSLI, consumeSteering} {
 		consumers[name] = pipeline.ConsumerFunc(func(recs []pipeline.Record) {
 			if c := a.consumers[name]; c != nil {
 				c.Consume(recs)
@@ -125,14 +172,111 @@ func (a *app) initPipeline() (services.Service, error) {
 	return p, nil
 }
 
-// liveConsumers names the consumer modules the chosen targets run.
-func (a *app) liveConsumers() []string { return nil }
-
 // storeInserter defers to the store opened when the storage module started.
 type storeInserter struct{ a *app }
 
 func (s storeInserter) Insert(ctx context.Context, b pipeline.Block) error {
 	return s.a.store.Insert(ctx, b)
+}
+
+func (a *app) logger(component string) *slog.Logger { return a.log.With("component", component) }
+
+func (a *app) initWireGuard() (services.Service, error) {
+	return wireguard.New(a.cfg.WireGuard, a.logger("wireguard"), a.reg, a.pipeline, &a.cfg.Inventory)
+}
+
+func (a *app) initCeph() (services.Service, error) {
+	return ceph.New(a.cfg.Ceph, a.logger("ceph"), a.reg, a.pipeline, &a.cfg.Inventory)
+}
+
+func (a *app) initHubble() (services.Service, error) {
+	return hubble.NewCollector(a.cfg.Hubble, a.pipeline, &a.cfg.Inventory, a.logger("hubble"), a.reg)
+}
+
+func (a *app) initProbes() (services.Service, error) {
+	return geodns.New(a.cfg.Probes, &a.cfg.Inventory, a.pipeline, a.logger("geodns"), a.reg)
+}
+
+// initRuler evaluates the SLO rules over the SLI series the pipeline feeds it, and serves
+// the Prometheus query API under /prometheus for Grafana.
+func (a *app) initRuler() (services.Service, error) {
+	s := sli.New(&a.cfg.Inventory)
+	r, err := ruler.New(a.cfg.Ruler, s, a.reg, a.logger("ruler"))
+	if err != nil {
+		return nil, err
+	}
+	a.ruler = r
+	a.consumers[consumeSLI] = s
+	a.server.Handle("/prometheus/", http.StripPrefix("/prometheus", r.Handler()))
+	return r, nil
+}
+
+func (a *app) initSteering() (services.Service, error) {
+	st, err := steering.New(a.cfg.Steering, steering.Deps{
+		Inventory: &a.cfg.Inventory, Appender: a.pipeline, Alerts: a.alerts(),
+		Logger: a.log, Registerer: a.reg,
+	})
+	if err != nil {
+		return nil, err
+	}
+	a.consumers[consumeSteering] = st
+	a.server.Handle("/api/v1/steering/", http.StripPrefix("/api/v1/steering", st.Handler()))
+	return st, nil
+}
+
+func (a *app) initTopomap() (services.Service, error) {
+	// One secret for the whole API: without a map token of its own, the map takes the server's.
+	if a.cfg.Topomap.Token.String() == "" && a.cfg.Topomap.TokenFile == "" && os.Getenv(topomap.TokenEnv) == "" {
+		a.cfg.Topomap.TokenFile = a.cfg.Server.TokenFile
+		if a.cfg.Topomap.TokenFile == "" {
+			if err := a.cfg.Topomap.Token.Set(os.Getenv(server.TokenEnv)); err != nil {
+				return nil, err
+			}
+		}
+	}
+	m, err := topomap.New(a.cfg.Topomap, &a.cfg.Inventory, a.alerts(), a.logger("topomap"), a.reg)
+	if err != nil {
+		return nil, err
+	}
+	a.consumers[consumeMap] = m
+	// The map checks its own token: a browser's websocket cannot send an Authorization header.
+	a.server.HandleOpen("/map", m.Handler())
+	a.server.HandleOpen("/map/", m.Handler())
+	return m, nil
+}
+
+// initClickHouseHTTP serves the embedded engine to Grafana's ClickHouse plugin, when a
+// password for it is configured.
+func (a *app) initClickHouseHTTP() (services.Service, error) {
+	if a.cfg.ClickHouseHTTP.PasswordFile == "" && os.Getenv(chhttp.PasswordEnv) == "" {
+		a.log.Info("ClickHouse HTTP endpoint off: set " + chhttp.PasswordEnv + " or -clickhouse-http.password-file to serve Grafana")
+		return nil, nil
+	}
+	h, err := chhttp.New(a.cfg.ClickHouseHTTP, storeQuerier{a}, a.logger("clickhouse-http"), a.reg)
+	if err != nil {
+		return nil, err
+	}
+	a.server.HandleOpen("/clickhouse/", http.StripPrefix("/clickhouse", h))
+	return nil, nil
+}
+
+// alerts is the ruler's firing alerts, or none when the ruler does not run here.
+func (a *app) alerts() alerts.Source { return alertSource{a} }
+
+type alertSource struct{ a *app }
+
+func (s alertSource) Firing() []alerts.Alert {
+	if s.a.ruler == nil {
+		return nil
+	}
+	return s.a.ruler.Firing()
+}
+
+// storeQuerier defers to the store opened when the storage module started.
+type storeQuerier struct{ a *app }
+
+func (s storeQuerier) Query(ctx context.Context, sql, format string) ([]byte, error) {
+	return s.a.store.Query(ctx, sql, format)
 }
 
 // goKitLogger lets dskit, which logs with go-kit, write through slog.

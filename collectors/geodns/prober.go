@@ -186,6 +186,7 @@ func (p *Prober) running(ctx context.Context) error {
 		}()
 	}
 	wg.Wait()
+	<-ctx.Done() // with no vantages there is nothing to wait for, but the module stays up
 	return nil
 }
 
