@@ -218,6 +218,8 @@ func TestErrorsAndRefusals(t *testing.T) {
 		"SELECT 1; DROP TABLE tunnel_stats",
 		"SELECT $$'$$; DROP TABLE tunnel_stats; SELECT $$'$$",
 		"SELECT 1 /* /* */ ' */ ; DROP TABLE tunnel_stats; SELECT '",
+		"SELECT $'$ ' $'$ ; DROP TABLE tunnel_stats; SELECT '",
+		"SELECT a$b$ ; DROP TABLE tunnel_stats; SELECT $b$",
 		"SELECT 1 #x\n; DROP TABLE tunnel_stats",
 		"SELECT * FROM (SELECT * FROM file('/etc/hostname', 'LineAsString') SETTINGS readonly = 0)",
 		"SELECT * FROM file('/etc/hostname', 'LineAsString')", // refused by the engine's readonly=1

@@ -114,27 +114,24 @@ func lex(sql string) ([]token, error) {
 			toks = append(toks, token{text: sql[i:end], start: i, end: end})
 			i = end
 		case c == '$':
-			// A heredoc string $tag$...$tag$; a quote inside it is not a string start.
-			j := i + 1
-			for j < len(sql) && isWordByte(sql[j]) {
-				j++
-			}
-			if j < len(sql) && sql[j] == '$' {
-				delim := sql[i : j+1]
-				end := strings.Index(sql[j+1:], delim)
-				if end < 0 {
-					return nil, fmt.Errorf("unterminated heredoc at position %d", i+1)
+			// A heredoc, as ClickHouse reads one: the tag runs from this '$' to the next
+			// one, whatever lies between, and the heredoc ends at the tag's next occurrence.
+			if k := strings.IndexByte(sql[i+1:], '$'); k >= 0 {
+				tag := sql[i : i+k+2]
+				if end := strings.Index(sql[i+len(tag):], tag); end >= 0 {
+					end += i + 2*len(tag)
+					toks = append(toks, token{text: sql[i:end], start: i, end: end})
+					i = end
+					continue
 				}
-				end += j + 1 + len(delim)
-				toks = append(toks, token{text: sql[i:end], start: i, end: end})
-				i = end
-				continue
 			}
 			toks = append(toks, token{text: "$", start: i, end: i + 1})
 			i++
 		case isWordByte(c):
+			// ClickHouse's words may carry '$' after their first byte ("a$b$" is one word,
+			// no heredoc).
 			j := i
-			for j < len(sql) && isWordByte(sql[j]) {
+			for j < len(sql) && (isWordByte(sql[j]) || sql[j] == '$') {
 				j++
 			}
 			toks = append(toks, token{text: sql[i:j], word: !isDigit(c), start: i, end: j})

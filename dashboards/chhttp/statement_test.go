@@ -16,6 +16,7 @@ func TestParseStatement(t *testing.T) {
 		{sql: "SELECT 'it''s', 'a\\'b' FORMAT Native", body: "SELECT 'it''s', 'a\\'b'", format: "Native"},
 		{sql: "SELECT * FROM system.settings", body: "SELECT * FROM system.settings"},
 		{sql: "SELECT 1 /* a /* b */ ; */ # x;\n#!y;\n", body: "SELECT 1"},
+		{sql: "SELECT $a b$;'$a b$, x$y FORMAT JSON", body: "SELECT $a b$;'$a b$, x$y", format: "JSON"},
 		{sql: "SHOW TABLES", body: "SHOW TABLES"},
 		{sql: "DESC TABLE probes", body: "DESC TABLE probes"},
 		{sql: "EXPLAIN SELECT 1", body: "EXPLAIN SELECT 1"},
@@ -29,7 +30,9 @@ func TestParseStatement(t *testing.T) {
 		{sql: "SELECT 'unterminated", code: codeSyntaxError},
 		{sql: "SELECT 1 /* /* */ ' */ ; DROP TABLE t; SELECT '", code: codeSyntaxError}, // nested comment hides no quote
 		{sql: "SELECT 1 /* /* */", code: codeSyntaxError},
-		{sql: "SELECT 1 #x; DROP TABLE t", code: codeSyntaxError}, // '#' without space is no comment
+		{sql: "SELECT $'$ ' $'$ ; DROP TABLE t; SELECT '", code: codeSyntaxError}, // the tag runs to the next '$'
+		{sql: "SELECT a$b$ ; DROP TABLE t; SELECT $b$", code: codeSyntaxError},    // a$b$ is a word, not a heredoc
+		{sql: "SELECT 1 #x; DROP TABLE t", code: codeSyntaxError},                 // '#' without space is no comment
 		{sql: "SELECT 1 /* unterminated", code: codeSyntaxError},
 		{sql: "INSERT INTO t VALUES (1)", code: codeReadonly},
 		{sql: "(INSERT INTO t VALUES (1))", code: codeReadonly},
