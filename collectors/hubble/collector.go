@@ -63,6 +63,7 @@ func (c *Collector) running(ctx context.Context) error {
 			r.run(ctx)
 		}()
 	}
+	<-ctx.Done() // also with no relays: a finished service would stop the process
 	wg.Wait()
 	return nil
 }
