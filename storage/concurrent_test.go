@@ -21,7 +21,7 @@ func TestConcurrentInsertsAndQueries(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	enc := storage.NewEncoder()
-	const blocks, rows = 10, 500
+	const blocks, rows = 6, 500
 	var wg sync.WaitGroup
 	for _, kind := range []pipeline.Kind{pipeline.KindTunnelStat, pipeline.KindFlow, pipeline.KindProbe, pipeline.KindOSDStat} {
 		wg.Go(func() {
