@@ -174,26 +174,15 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.fail(w, "too_large", ex)
 		return
 	}
-	st, ex := parseStatement(sql)
-	if ex != nil {
-		reason := "readonly"
-		if ex.Code == codeSyntaxError {
-			reason = "syntax"
-		}
-		h.fail(w, reason, ex)
+	// A first check refuses what is plainly not a read before it takes an engine slot.
+	if _, ex := parseStatement(sql); ex != nil {
+		h.refuse(w, ex)
 		return
 	}
 	settings, revision, ex := h.settings(params)
 	if ex != nil {
 		h.fail(w, "unsupported", ex)
 		return
-	}
-	format := st.format
-	if format == "" {
-		format = params.Get("default_format")
-	}
-	if format == "" {
-		format = "TabSeparated"
 	}
 
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.MaxExecutionTime+5*time.Second)
@@ -209,8 +198,30 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	start := time.Now()
+	defer func() { h.duration.Observe(time.Since(start).Seconds()) }()
+
+	// What runs is the engine's own re-serialization of the one statement it parsed, and
+	// that text is checked again: no difference between this package's lexer and
+	// ClickHouse's can smuggle a second statement or a SETTINGS clause past the check.
+	canon, err := h.canonical(ctx, sql)
+	if err != nil {
+		ex := engineException(err)
+		h.fail(w, "syntax", ex)
+		return
+	}
+	st, ex := parseStatement(canon)
+	if ex != nil {
+		h.refuse(w, ex)
+		return
+	}
+	format := st.format
+	if format == "" {
+		format = params.Get("default_format")
+	}
+	if format == "" {
+		format = "TabSeparated"
+	}
 	out, err := h.q.Query(ctx, st.body+"\nSETTINGS "+settings, format)
-	h.duration.Observe(time.Since(start).Seconds())
 	if err == nil && strings.EqualFold(format, "Native") {
 		out, err = nativeForRevision(out, revision)
 	}
@@ -221,6 +232,26 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	h.write(w, r, params, format, out)
+}
+
+// canonical has the engine parse sql as exactly one statement (formatQuerySingleLine
+// refuses multi-statements) and returns it re-serialized: no comments, no heredocs,
+// strings in one quoting style.
+func (h *Handler) canonical(ctx context.Context, sql string) (string, error) {
+	lit := strings.NewReplacer(`\`, `\\`, `'`, `\'`).Replace(sql)
+	out, err := h.q.Query(ctx, "SELECT formatQuerySingleLine('"+lit+"') SETTINGS readonly=1", "TSVRaw")
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSuffix(string(out), "\n"), nil
+}
+
+func (h *Handler) refuse(w http.ResponseWriter, ex *Exception) {
+	reason := "readonly"
+	if ex.Code == codeSyntaxError {
+		reason = "syntax"
+	}
+	h.fail(w, reason, ex)
 }
 
 // authenticate checks the credentials the ways ClickHouse takes them: X-ClickHouse-User
