@@ -100,6 +100,8 @@ type Engine struct {
 	weight    *prometheus.GaugeVec
 	decisions *prometheus.CounterVec
 	popDown   *prometheus.GaugeVec
+
+	pending []pipeline.Record // decisions the pipeline has not accepted yet; Tick's goroutine only
 }
 
 // NewEngine builds the weight engine; alertSrc may be nil (no SLO input).
@@ -259,13 +261,33 @@ func (e *Engine) Tick(ctx context.Context) {
 	e.table.Store(&table)
 	e.mu.Unlock()
 
-	if len(decisions) > 0 && e.app != nil {
-		actx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		if err := e.app.Append(actx, decisions...); err != nil {
-			e.log.Warn("append steering decisions", "n", len(decisions), "err", err)
-		}
-		cancel()
+	e.record(ctx, decisions)
+}
+
+// maxPending bounds the decisions kept while the pipeline refuses them.
+const maxPending = 10000
+
+// record appends decisions, with any the pipeline refused before (the first tick runs
+// before the pipeline has started; a full spool pushes back). Refused ones wait for the
+// next tick, so the decision log has no gaps.
+func (e *Engine) record(ctx context.Context, decisions []pipeline.Record) {
+	if e.app == nil {
+		return
 	}
+	e.pending = append(e.pending, decisions...)
+	if len(e.pending) == 0 {
+		return
+	}
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := e.app.Append(actx, e.pending...); err != nil {
+		if over := len(e.pending) - maxPending; over > 0 {
+			e.pending = e.pending[over:]
+			e.log.Error("steering decisions lost: the pipeline refused them for too long", "n", over, "err", err)
+		}
+		return
+	}
+	e.pending = nil
 }
 
 // alertState maps firing SLO alerts to POPs: page drains, ticket lowers. The key is

@@ -315,3 +315,33 @@ func TestPinOverride(t *testing.T) {
 		t.Fatalf("global pin to tyo moved sweden (residency nbg) to %v", got)
 	}
 }
+
+// refusing is an Appender that refuses while closed, as a pipeline that has not started.
+type refusing struct {
+	recorder
+	open bool
+}
+
+func (r *refusing) Append(ctx context.Context, recs ...pipeline.Record) error {
+	if !r.open {
+		return pipeline.ErrStopped
+	}
+	return r.recorder.Append(ctx, recs...)
+}
+
+func TestDecisionsRefusedAtStartArriveLater(t *testing.T) {
+	app := &refusing{}
+	e, err := NewEngine(testConfig(t), testInventory(), app, nil, discard(), newTestRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.pending) == 0 {
+		t.Fatal("the first tick made no decisions to record")
+	}
+	first := len(e.pending)
+	app.open = true
+	e.Tick(context.Background())
+	if got := len(app.decisions()); got < first || len(e.pending) != 0 {
+		t.Fatalf("%d decisions recorded after the pipeline opened, %d still pending; want the first tick's %d", got, len(e.pending), first)
+	}
+}

@@ -154,7 +154,7 @@ func (s *Server) start(context.Context) error {
 	}
 	// Two readers per socket: one parses and answers while the other sits in recvmmsg.
 	for _, c := range s.udp {
-		for range 2 {
+		for range udpReaders {
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()
