@@ -171,7 +171,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	params := r.URL.Query()
 	sql, ex := readQuery(r, params)
 	if ex != nil {
-		h.fail(w, "too_large", ex)
+		h.refuse(w, ex)
 		return
 	}
 	// A first check refuses what is plainly not a read before it takes an engine slot.
@@ -205,8 +205,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// ClickHouse's can smuggle a second statement or a SETTINGS clause past the check.
 	canon, err := h.canonical(ctx, sql)
 	if err != nil {
-		ex := engineException(err)
-		h.fail(w, "syntax", ex)
+		h.refuse(w, engineException(err))
 		return
 	}
 	st, ex := parseStatement(canon)
@@ -246,10 +245,16 @@ func (h *Handler) canonical(ctx context.Context, sql string) (string, error) {
 	return strings.TrimSuffix(string(out), "\n"), nil
 }
 
+// refuse sends ex for a request refused before its query ran, counted by reason.
 func (h *Handler) refuse(w http.ResponseWriter, ex *Exception) {
-	reason := "readonly"
-	if ex.Code == codeSyntaxError {
+	reason := "unsupported"
+	switch ex.Code {
+	case codeReadonly:
+		reason = "readonly"
+	case codeSyntaxError:
 		reason = "syntax"
+	case codeQueryIsTooLarge:
+		reason = "too_large"
 	}
 	h.fail(w, reason, ex)
 }
@@ -323,13 +328,14 @@ func readQuery(r *http.Request, params map[string][]string) (string, *Exception)
 // settingValue is what a setting taken from the URL may look like inside the SETTINGS clause.
 var settingValue = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,64}$`)
 
-// passedSettings are URL settings applied to the engine: limits and output options that
-// cannot widen what a query may do. Others are accepted and ignored, as a ClickHouse user
-// with readonly=1 gets them refused only when they would change something.
+// passedSettings are URL settings applied to the engine: limits that can only narrow a
+// query and output options. Others are accepted and ignored: clients send settings
+// (session_id, wait_end_of_query, ...) that mean nothing here, and none may widen the
+// endpoint's limits or take more of the engine (max_threads).
 var passedSettings = map[string]bool{
 	"limit": true, "offset": true, "max_result_rows": true,
 	"max_rows_to_read": true, "max_bytes_to_read": true, "read_overflow_mode": true,
-	"max_threads": true, "max_block_size": true, "timeout_overflow_mode": true,
+	"timeout_overflow_mode":   true,
 	"date_time_output_format": true, "output_format_json_quote_64bit_integers": true,
 	"output_format_json_quote_denormals": true, "output_format_decimal_trailing_zeros": true,
 	"session_timezone": true, "extremes": true,
