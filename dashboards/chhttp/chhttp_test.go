@@ -309,6 +309,13 @@ func TestRawHTTP(t *testing.T) {
 		t.Errorf("basic auth + query param and body: %d %q", resp.StatusCode, body)
 	}
 
+	// A bearer token (the password), as clickhouse-go sends for token auth.
+	req, _ = http.NewRequest(http.MethodPost, base+"?default_format=TSV", strings.NewReader("SELECT 7"))
+	req.Header.Set("Authorization", "Bearer "+password)
+	if resp, body = do(req); resp.StatusCode != 200 || body != "7\n" {
+		t.Errorf("bearer token: %d %q", resp.StatusCode, body)
+	}
+
 	// No password: 401 with REQUIRED_PASSWORD; wrong one: 403 with AUTHENTICATION_FAILED.
 	resp, body = do(get(url.Values{"query": {"SELECT 1"}}))
 	if resp.StatusCode != 401 || resp.Header.Get("X-ClickHouse-Exception-Code") != "194" || !strings.HasPrefix(body, "Code: 194. DB::Exception:") {
