@@ -73,6 +73,7 @@ func (s *sink) edge(cluster, src, dst string, port uint16) edgeSum {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var out edgeSum
+	var last time.Time
 	es := slices.Clone(s.edges)
 	slices.SortFunc(es, func(a, b *pipeline.FlowEdge) int { return a.M.Time.Compare(b.M.Time) })
 	for _, e := range es {
@@ -83,7 +84,14 @@ func (s *sink) edge(cluster, src, dst string, port uint16) edgeSum {
 		out.requests += e.Requests
 		out.errors += e.Errors
 		out.drops += e.Drops
-		out.perSecond = append(out.perSecond, e.Flows)
+		// An interval emitted early (the relay looked idle) and its late flows give two
+		// rows for one second: add them up.
+		if n := len(out.perSecond); n > 0 && e.M.Time.Equal(last) {
+			out.perSecond[n-1] += e.Flows
+		} else {
+			out.perSecond = append(out.perSecond, e.Flows)
+		}
+		last = e.M.Time
 		out.maxP99 = max(out.maxP99, e.LatencyP99)
 		if e.LatencyP50 > 0 && (out.minP50 == 0 || e.LatencyP50 < out.minP50) {
 			out.minP50 = e.LatencyP50
