@@ -154,7 +154,7 @@ func (s *Server) start(context.Context) error {
 	}
 	// Two readers per socket: one parses and answers while the other sits in recvmmsg.
 	for _, c := range s.udp {
-		for range udpReaders {
+		for range 2 {
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()

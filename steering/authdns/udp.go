@@ -22,8 +22,6 @@ import (
 
 const udpBatch = 32
 
-const udpReaders = 1
-
 // batchConn is what ipv4.PacketConn and ipv6.PacketConn share.
 type batchConn interface {
 	ReadBatch(ms []ipv4.Message, flags int) (int, error)
