@@ -181,9 +181,14 @@ func TestCollectorEdges(t *testing.T) {
 		req.GetWhitelist()[0].GetSourcePod()[0] != "bookinfo/" || req.GetWhitelist()[1].GetVerdict()[1] != flowpb.Verdict_DROPPED {
 		t.Errorf("first request: %v", req)
 	}
-	if f := out.flows[0]; f.M.Site != "nyc" || f.M.Collector != "hubble/kind" {
-		t.Errorf("meta %+v", f.M)
+	out.mu.Lock()
+	for _, f := range out.flows {
+		if want := map[string]string{"kind": "nyc", "gke": ""}[f.M.Cluster]; f.M.Site != want || f.M.Collector != "hubble/"+f.M.Cluster {
+			t.Errorf("meta %+v", f.M)
+			break
+		}
 	}
+	out.mu.Unlock()
 
 	// Counts per client -> server pair over the sample's four seconds, read off the raw
 	// JSON: replies are folded onto the pair of the request they answer.
