@@ -149,7 +149,11 @@ func (r *relay) setState(connected bool, err error) {
 	r.mu.Lock()
 	r.connected, r.lastErr = connected, err
 	r.mu.Unlock()
-	r.m.connected.Set(map[bool]float64{true: 1}[connected])
+	if connected {
+		r.m.connected.Set(1)
+	} else {
+		r.m.connected.Set(0)
+	}
 }
 
 // run streams until ctx ends, reconnecting with exponential backoff; the backoff starts
@@ -194,9 +198,7 @@ func (r *relay) run(ctx context.Context) {
 
 // stream runs one GetFlows stream to its end. got reports whether it delivered anything.
 func (r *relay) stream(ctx context.Context, tick <-chan time.Time) (got bool, err error) {
-	sctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	msgs, errc, closeConn, err := r.dial.open(sctx, r.resume.request(r.cfg.Backfill, r.rc))
+	msgs, errc, closeConn, err := r.dial.open(ctx, r.resume.request(r.cfg.Backfill, r.rc))
 	if err != nil {
 		return false, err
 	}
