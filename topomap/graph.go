@@ -53,15 +53,16 @@ type Node struct {
 	Updated int64              `json:"updated,omitempty"` // last observation, unix ms
 }
 
-// Edge is one link of the map. Sites and Clusters hold both ends' identities for filters.
+// Edge is one link of the map. Sites and Clusters hold both ends' identities for the
+// server's filters; clients get them from the end nodes.
 type Edge struct {
 	ID       string             `json:"id"`
 	Kind     string             `json:"kind"`
 	Source   string             `json:"source"`
 	Target   string             `json:"target"`
 	Status   string             `json:"status"`
-	Sites    []string           `json:"sites,omitempty"`
-	Clusters []string           `json:"clusters,omitempty"`
+	Sites    []string           `json:"-"`
+	Clusters []string           `json:"-"`
 	Metrics  map[string]float64 `json:"metrics,omitempty"`
 	Attrs    map[string]string  `json:"attrs,omitempty"`
 	Alerts   []string           `json:"alerts,omitempty"`

@@ -66,7 +66,8 @@ type hub struct {
 
 	maxRing, maxRingBytes int
 
-	snapMu   sync.Mutex
+	encodeMu sync.Mutex // one unfiltered encoding at a time; never taken under mu
+	cacheMu  sync.Mutex // guards snapSeq and snapData; held only briefly
 	snapSeq  uint64
 	snapData []byte
 }
@@ -125,7 +126,7 @@ func (h *hub) attach(c *client, epoch string, since uint64) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.clients[c] = struct{}{}
-	if epoch != h.epoch || since > h.seq || len(h.ring) == 0 && since != h.seq || len(h.ring) > 0 && h.ring[0].seq > since+1 {
+	if epoch != h.epoch || since > h.seq || !h.ringFrom(since) {
 		c.requestResync()
 		return false
 	}
@@ -155,38 +156,45 @@ func (h *hub) detach(c *client) {
 func (h *hub) snapshot(c *client, f *filter) ([]byte, error) {
 	h.mu.Lock()
 	seq := h.seq
-	var cached []byte
 	if f == nil {
-		cached = h.snapCached(seq)
-	}
-	var nodes []*Node
-	var edges []*Edge
-	if cached == nil {
-		nodes = make([]*Node, 0, len(h.nodes))
-		for _, n := range h.nodes {
-			if f.node(n) {
-				nodes = append(nodes, n)
+		// A recent cached snapshot plus the deltas after it is as good as a new one and
+		// spares re-encoding the whole graph for every client of a reconnect storm.
+		// The replayed deltas must fit well within the client's buffer, or it would lag
+		// again at once.
+		if data, cseq := h.cached(); data != nil && (cseq == seq || c != nil && h.replayable(cseq, c.limit/2)) {
+			if c != nil {
+				c.resynced(nil)
+				for _, d := range h.ring {
+					if d.seq > cseq {
+						c.offer(d)
+					}
+				}
 			}
+			h.mu.Unlock()
+			return data, nil
 		}
-		edges = make([]*Edge, 0, len(h.edges))
-		for _, e := range h.edges {
-			if f.edge(e) {
-				edges = append(edges, e)
-			}
+	}
+	nodes := make([]*Node, 0, len(h.nodes))
+	for _, n := range h.nodes {
+		if f.node(n) {
+			nodes = append(nodes, n)
+		}
+	}
+	edges := make([]*Edge, 0, len(h.edges))
+	for _, e := range h.edges {
+		if f.edge(e) {
+			edges = append(edges, e)
 		}
 	}
 	if c != nil {
 		c.resynced(f)
 	}
 	h.mu.Unlock()
-	if cached != nil {
-		return cached, nil
-	}
 	if f == nil {
-		h.snapMu.Lock()
-		defer h.snapMu.Unlock()
-		if h.snapSeq == seq && h.snapData != nil {
-			return h.snapData, nil
+		h.encodeMu.Lock()
+		defer h.encodeMu.Unlock()
+		if data, cseq := h.cached(); data != nil && cseq == seq {
+			return data, nil
 		}
 	}
 	slices.SortFunc(nodes, func(a, b *Node) int { return strings.Compare(a.ID, b.ID) })
@@ -196,19 +204,40 @@ func (h *hub) snapshot(c *client, f *filter) ([]byte, error) {
 		return nil, err
 	}
 	if f == nil {
-		h.snapSeq, h.snapData = seq, data
+		h.cacheMu.Lock()
+		if seq > h.snapSeq || h.snapData == nil {
+			h.snapSeq, h.snapData = seq, data
+		}
+		h.cacheMu.Unlock()
 	}
 	return data, nil
 }
 
-// snapCached returns the cached unfiltered snapshot for seq, or nil.
-func (h *hub) snapCached(seq uint64) []byte {
-	h.snapMu.Lock()
-	defer h.snapMu.Unlock()
-	if h.snapSeq == seq {
-		return h.snapData
+// cached returns the cached unfiltered snapshot and its seq (nil when none).
+func (h *hub) cached() ([]byte, uint64) {
+	h.cacheMu.Lock()
+	defer h.cacheMu.Unlock()
+	return h.snapData, h.snapSeq
+}
+
+// replayable tells whether the deltas after seq are all in the ring and weigh at most
+// limit bytes. Called under h.mu.
+func (h *hub) replayable(seq uint64, limit int64) bool {
+	if !h.ringFrom(seq) {
+		return false
 	}
-	return nil
+	var n int64
+	for i := len(h.ring) - 1; i >= 0 && h.ring[i].seq > seq; i-- {
+		if n += int64(len(h.ring[i].data)); n > limit {
+			return false
+		}
+	}
+	return true
+}
+
+// ringFrom tells whether the ring holds every delta after seq. Called under h.mu.
+func (h *hub) ringFrom(seq uint64) bool {
+	return seq == h.seq || len(h.ring) > 0 && h.ring[0].seq <= seq+1
 }
 
 func (h *hub) clientCount() int {

@@ -77,7 +77,9 @@ func (m *Map) Consume(recs []pipeline.Record) {
 func (m *Map) running(ctx context.Context) error {
 	tick := time.NewTicker(m.cfg.Tick)
 	defer tick.Stop()
-	age := time.NewTicker(time.Second)
+	// Ageing scans the whole graph: often enough to turn things unknown within ~5% of
+	// stale_after, no more.
+	age := time.NewTicker(min(max(m.cfg.StaleAfter/20, time.Second), 10*time.Second))
 	defer age.Stop()
 	poll := time.NewTicker(m.cfg.AlertPoll)
 	defer poll.Stop()

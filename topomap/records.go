@@ -33,12 +33,11 @@ func (g *graph) apply(r pipeline.Record, now time.Time) {
 // mark it themselves.
 func (g *graph) observeNode(ns *nodeState, now time.Time, at time.Time) {
 	if ns.seen.IsZero() || ns.stale {
-		g.markNode(ns.n.ID)
+		g.markNode(ns.n.ID) // its freshness may change its status
 	}
 	ns.seen = now
 	ns.stale = false
 	ns.n.Updated = unixMs(at, now)
-	g.recompute[ns.n.ID] = struct{}{}
 }
 
 func (g *graph) observeEdge(es *edgeState, status string, now, at time.Time) {
@@ -164,8 +163,7 @@ func (g *graph) applyOSD(r *pipeline.OSDStat, now time.Time) {
 	on, fresh := g.nodes[id]
 	if !fresh {
 		on = g.node(id, KindOSD, hn.n.Site, hn.n.Cluster, fmt.Sprintf("osd.%d", r.OSD))
-		on.n.Parent = hn.n.ID
-		set(g.children, hn.n.ID, id)
+		g.adopt(on, hn.n.ID)
 		on.n.Geo = hn.n.Geo
 	}
 	lat := max(r.CommitLatencyMs, r.ApplyLatencyMs, r.ReadLatencyMs, r.WriteLatencyMs)

@@ -25,16 +25,18 @@ type nodeState struct {
 	base      string // directly observed status: OSD up/in, cluster Ceph health
 	alert     string // status implied by firing alerts, "" when none
 	seen      time.Time
-	inventory bool // declared in the inventory: never expires
-	stale     bool // aged to unknown since its last observation
+	inventory bool   // declared in the inventory: never expires
+	stale     bool   // aged to unknown since its last observation
+	in        [4]int // statuses of the inputs (edges, children) by severity, kept incrementally
 }
 
 type edgeState struct {
-	e     *Edge
-	base  string
-	alert string
-	seen  time.Time
-	sides map[string]tunnelSide // tunnels: each end's latest report
+	e       *Edge
+	base    string
+	alert   string
+	seen    time.Time
+	sides   map[string]tunnelSide // tunnels: each end's latest report
+	counted bool                  // its status is counted in its ends' inputs
 }
 
 type tunnelSide struct {
@@ -173,9 +175,59 @@ func (g *graph) node(id, kind, site, cluster, label string) *nodeState {
 	g.markNode(id)
 	if n.Parent != "" {
 		g.ensureParent(n)
-		set(g.children, n.Parent, id)
+		g.adopt(ns, n.Parent)
 	}
 	return ns
+}
+
+// adopt makes ns a child of parent; its status becomes one of the parent's inputs
+// (workloads excepted: a cluster's health is its machines').
+func (g *graph) adopt(ns *nodeState, parent string) {
+	ns.n.Parent = parent
+	set(g.children, parent, ns.n.ID)
+	if ps, ok := g.nodes[parent]; ok && ns.n.Kind != KindWorkload {
+		ps.in[severity[ns.n.Status]]++
+		g.recompute[parent] = struct{}{}
+	}
+}
+
+// isInput tells whether edge e is one of node n's status inputs.
+func isInput(n *Node, e *Edge) bool {
+	switch n.Kind {
+	case KindNode:
+		return e.Kind == KindTunnel
+	case KindWorkload:
+		return e.Kind == KindFlow && e.Target == n.ID
+	case KindPOP:
+		return e.Kind == KindProbe && e.Target == n.ID
+	case KindRegion:
+		return e.Kind == KindSteer && e.Source == n.ID
+	}
+	return false
+}
+
+// moveInput moves one input of node id from status old to status new ("" for none).
+func (g *graph) moveInput(id, old, new string) {
+	ns, ok := g.nodes[id]
+	if !ok {
+		return
+	}
+	if old != "" {
+		ns.in[severity[old]]--
+	}
+	if new != "" {
+		ns.in[severity[new]]++
+	}
+	g.recompute[id] = struct{}{}
+}
+
+// edgeInput moves e's contribution at its ends.
+func (g *graph) edgeInput(e *Edge, old, new string) {
+	for _, end := range [2]string{e.Source, e.Target} {
+		if ns, ok := g.nodes[end]; ok && isInput(ns.n, e) {
+			g.moveInput(end, old, new)
+		}
+	}
 }
 
 // ensureParent creates a missing container (an unknown cluster or site) so every element
@@ -239,13 +291,11 @@ func (g *graph) markNode(id string) {
 	g.recompute[id] = struct{}{}
 }
 
+// markEdge queues an edge for the next delta; its ends are recomputed at flush only if
+// its status changed.
 func (g *graph) markEdge(id string) {
 	g.touch()
 	g.dirtyEdges[id] = struct{}{}
-	if es, ok := g.edges[id]; ok {
-		g.recompute[es.e.Source] = struct{}{}
-		g.recompute[es.e.Target] = struct{}{}
-	}
 }
 
 // Consume applies records; it is the pipeline.Consumer side of the map.
@@ -356,30 +406,19 @@ var level = map[string]int{
 	KindOSD: 0, KindWorkload: 1, KindPOP: 1, KindRegion: 1, KindNode: 2, KindCluster: 3, KindSite: 4,
 }
 
-// aggregate folds input statuses: no known input is ok if the element itself was seen
-// lately, else unknown; every input down is down; any input down or degraded is degraded.
-func aggregate(inputs []string, fresh bool) string {
-	known, down, bad := 0, 0, 0
-	for _, s := range inputs {
-		switch s {
-		case pipeline.StatusUnknown, "":
-			continue
-		case pipeline.StatusDown:
-			down++
-			bad++
-		case pipeline.StatusDegraded:
-			bad++
-		}
-		known++
-	}
+// aggregate folds input counts (by severity: unknown, ok, degraded, down): no known
+// input is ok if the element itself was seen lately, else unknown; every input down is
+// down; any input down or degraded is degraded.
+func aggregate(in [4]int, fresh bool) string {
+	known := in[1] + in[2] + in[3]
 	switch {
 	case known == 0 && fresh:
 		return pipeline.StatusOK
 	case known == 0:
 		return pipeline.StatusUnknown
-	case down == len(inputs):
+	case in[3] == known+in[0]:
 		return pipeline.StatusDown
-	case bad > 0:
+	case in[2]+in[3] > 0:
 		return pipeline.StatusDegraded
 	}
 	return pipeline.StatusOK
@@ -389,30 +428,14 @@ func aggregate(inputs []string, fresh bool) string {
 func (g *graph) nodeStatus(ns *nodeState, now time.Time) string {
 	fresh := !ns.seen.IsZero() && now.Sub(ns.seen) <= g.rules.StaleAfter
 	var st string
-	switch ns.n.Kind {
-	case KindOSD:
+	if ns.n.Kind == KindOSD {
 		st = ns.base
-	default:
-		var inputs []string
-		for eid := range g.adj[ns.n.ID] {
-			e := g.edges[eid].e
-			switch {
-			case ns.n.Kind == KindNode && e.Kind == KindTunnel,
-				ns.n.Kind == KindWorkload && e.Kind == KindFlow && e.Target == ns.n.ID,
-				ns.n.Kind == KindPOP && e.Kind == KindProbe && e.Target == ns.n.ID,
-				ns.n.Kind == KindRegion && e.Kind == KindSteer && e.Source == ns.n.ID:
-				inputs = append(inputs, e.Status)
-			}
-		}
-		for c := range g.children[ns.n.ID] {
-			if cs, ok := g.nodes[c]; ok && cs.n.Kind != KindWorkload {
-				inputs = append(inputs, cs.n.Status)
-			}
-		}
+	} else {
+		in := ns.in
 		if ns.base != "" {
-			inputs = append(inputs, ns.base)
+			in[severity[ns.base]]++
 		}
-		st = aggregate(inputs, fresh)
+		st = aggregate(in, fresh)
 	}
 	if !ns.inventory && declared[ns.n.Kind] && g.inv != nil {
 		// Something the inventory should declare but does not: grey until it is added.
@@ -428,9 +451,15 @@ func (g *graph) flush() (nodes []*Node, edges []*Edge, rmNodes, rmEdges []string
 	now := g.now()
 	for id := range g.dirtyEdges {
 		es := g.edges[id]
-		if st := worst(es.base, es.alert); st != es.e.Status {
-			es.e.Status = st
+		st := worst(es.base, es.alert)
+		switch {
+		case !es.counted:
+			g.edgeInput(es.e, "", st)
+			es.counted = true
+		case st != es.e.Status:
+			g.edgeInput(es.e, es.e.Status, st)
 		}
+		es.e.Status = st
 	}
 	// Containers are recomputed level by level so that a change propagates up in one flush.
 	for lvl := 0; lvl <= 4; lvl++ {
@@ -445,11 +474,11 @@ func (g *graph) flush() (nodes []*Node, edges []*Edge, rmNodes, rmEdges []string
 			}
 			delete(g.recompute, id)
 			if st := g.nodeStatus(ns, now); st != ns.n.Status {
+				if ns.n.Parent != "" && ns.n.Kind != KindWorkload {
+					g.moveInput(ns.n.Parent, ns.n.Status, st)
+				}
 				ns.n.Status = st
 				g.dirtyNodes[id] = struct{}{}
-				if ns.n.Parent != "" {
-					g.recompute[ns.n.Parent] = struct{}{}
-				}
 			}
 		}
 	}
@@ -525,12 +554,14 @@ func (g *graph) removeEdge(id string) {
 	delete(g.dirtyEdges, id)
 	g.removedEdges[id] = struct{}{}
 	g.touch()
+	if es.counted {
+		g.edgeInput(es.e, es.e.Status, "")
+	}
 	for _, end := range []string{es.e.Source, es.e.Target} {
 		delete(g.adj[end], id)
 		if len(g.adj[end]) == 0 {
 			delete(g.adj, end)
 		}
-		g.recompute[end] = struct{}{}
 	}
 }
 
@@ -543,7 +574,9 @@ func (g *graph) removeNode(id string) {
 	g.touch()
 	if p := ns.n.Parent; p != "" {
 		delete(g.children[p], id)
-		g.recompute[p] = struct{}{}
+		if ns.n.Kind != KindWorkload {
+			g.moveInput(p, ns.n.Status, "")
+		}
 	}
 }
 
