@@ -186,7 +186,8 @@ func (s *server) insert(ctx context.Context, table string, b pipeline.Block) err
 		// replicated local tables, which deduplicate.
 		set = append(set, ch.Setting{Key: "distributed_foreground_insert", Value: "1", Important: true})
 	}
-	return s.do(ctx, input.Into(table), ch.Query{Input: input, Settings: set})
+	// Not input.Into(table): it quotes "db.table" as one identifier.
+	return s.do(ctx, "INSERT INTO "+table+" "+input.Columns()+" VALUES", ch.Query{Input: input, Settings: set})
 }
 
 // decodeNative reads a Native block into fresh columns of its kind.
