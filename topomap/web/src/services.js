@@ -123,6 +123,7 @@ export class ServiceView {
     const { k } = this.t;
     ctx.setTransform(dpr * k, 0, 0, dpr * k, dpr * this.t.x, dpr * this.t.y);
     const byStatus = STATUSES.map((s) => [s, this.flows.filter((e) => this.store.edges.get(e.id)?.status === s)]);
+    const labels = [];
     for (const [s, list] of byStatus) {
       for (const e0 of list) {
         const e = this.store.edges.get(e0.id);
@@ -146,18 +147,7 @@ export class ServiceView {
         ctx.lineTo(p3[0] - ux * 10 - uy * 5, p3[1] - uy * 10 + ux * 5);
         ctx.lineTo(p3[0] - ux * 10 + uy * 5, p3[1] - uy * 10 - ux * 5);
         ctx.fill();
-        // label at the curve's middle
-        // Labels sit near the arrowhead so a fan-out's labels spread with its targets.
-        const m = bez(c, forward(e, this) ? 0.7 : 0.5);
-        const label = flowLabel(e);
-        ctx.font = '11px "Liberation Sans", Arial, sans-serif';
-        const tw = ctx.measureText(label).width;
-        ctx.fillStyle = '#0d1117d9';
-        ctx.fillRect(m[0] - tw / 2 - 4, m[1] - 8, tw + 8, 16);
-        ctx.fillStyle = s === 'ok' ? '#c9d1d9' : COLORS[s];
-        ctx.textAlign = 'center';
-        ctx.fillText(label, m[0], m[1]);
-        ctx.textAlign = 'left';
+        labels.push([e, c, s]);
       }
     }
     ctx.font = '12px "Liberation Sans", Arial, sans-serif';
@@ -184,7 +174,34 @@ export class ServiceView {
       ctx.fillText(n.attrs?.namespace || '', p[0] + 22, p[1] + BOX_H / 2 + 8);
       ctx.font = '12px "Liberation Sans", Arial, sans-serif';
     }
+    this.drawLabels(ctx, labels);
     return this.flows.length;
+  }
+
+  // drawLabels puts each edge's label on its curve at the first spot (middle first) that
+  // covers neither a workload box nor another label.
+  drawLabels(ctx, labels) {
+    ctx.font = '11px "Liberation Sans", Arial, sans-serif';
+    ctx.textAlign = 'center';
+    const taken = [...this.pos.values()].map(([x, y]) => [x, y, x + BOX_W, y + BOX_H]);
+    const free = (r) => !taken.some((t) => r[0] < t[2] && r[2] > t[0] && r[1] < t[3] && r[3] > t[1]);
+    for (const [e, c, s] of labels) {
+      const text = flowLabel(e);
+      const tw = ctx.measureText(text).width + 8;
+      let spot = null;
+      for (const t of [0.5, 0.4, 0.6, 0.3, 0.7, 0.2, 0.8]) {
+        const [mx, my] = bez(c, t);
+        const r = [mx - tw / 2, my - 8, mx + tw / 2, my + 8];
+        if (free(r)) { spot = r; break; }
+      }
+      if (!spot) { const [mx, my] = bez(c, 0.5); spot = [mx - tw / 2, my - 8, mx + tw / 2, my + 8]; }
+      taken.push(spot);
+      ctx.fillStyle = '#0d1117d9';
+      ctx.fillRect(spot[0], spot[1], spot[2] - spot[0], 16);
+      ctx.fillStyle = s === 'ok' ? '#c9d1d9' : COLORS[s];
+      ctx.fillText(text, (spot[0] + spot[2]) / 2, spot[1] + 8);
+    }
+    ctx.textAlign = 'left';
   }
 
   pick(sx, sy) {
@@ -225,12 +242,6 @@ export class ServiceView {
     this.t.x = w / 2 - (p[0] + BOX_W / 2) * this.t.k;
     this.t.y = h / 2 - (p[1] + BOX_H / 2) * this.t.k;
   }
-}
-
-// forward tells whether an edge runs forward (left to right) in the layered layout.
-function forward(e, view) {
-  const a = view.pos.get(e.source), b = view.pos.get(e.target);
-  return a && b && b[0] > a[0];
 }
 
 function bez(c, t) {

@@ -98,7 +98,7 @@ export class WorldView {
         else a = this.projection([UNPLACED[1], UNPLACED[0]]);
         const i = around.get(anchor || 'unplaced') || 0;
         around.set(anchor || 'unplaced', i + 1);
-        const r = n.kind === 'pop' ? 4 + 2.2 * Math.sqrt(i) : 1.6 * Math.sqrt(i + 4);
+        const r = n.kind === 'pop' ? 7 + 2.2 * Math.sqrt(i) : 1.6 * Math.sqrt(i + 4);
         const ang = i * 2.399963 + (n.kind === 'pop' ? 0.8 : 0);
         p = [a[0] + r * Math.cos(ang), a[1] + r * Math.sin(ang)];
       }
@@ -368,7 +368,8 @@ export class WorldView {
       }
       if (n.alerts) text = '⚠ ' + n.alerts.length + ' ' + text;
       const tw = ctx.measureText(text).width, [x, y] = marks[i];
-      const spots = [[x + 10, y - 7], [x - 10 - tw, y - 7], [x - tw / 2, y + 9], [x - tw / 2, y - 23]];
+      const spots = [[x + 10, y - 7], [x - 10 - tw, y - 7], [x - tw / 2, y + 9], [x - tw / 2, y - 23],
+        [x + 8, y + 4], [x + 8, y - 18], [x - 8 - tw, y + 4], [x - 8 - tw, y - 18]];
       const spot = spots.map(([lx, ly]) => [lx, ly, lx + tw, ly + 14]).find(free) || (n.id === selected ? [x + 10, y - 7, x + 10 + tw, y + 7] : null);
       if (!spot) continue;
       taken.push(spot);
