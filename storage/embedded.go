@@ -33,16 +33,6 @@ func (e *embedded) query(ctx context.Context, sql, format string) ([]byte, error
 	return e.db.Query(ctx, dbFor(sql, e.database), sql, format)
 }
 
-// dbFor is the session database for sql: statements that create or drop the database
-// run from "default", since it may not exist.
-func dbFor(sql, database string) string {
-	s := strings.ToUpper(strings.TrimSpace(sql))
-	if strings.HasPrefix(s, "CREATE DATABASE") || strings.HasPrefix(s, "DROP DATABASE") {
-		return "default"
-	}
-	return database
-}
-
 func (e *embedded) insert(ctx context.Context, table string, b pipeline.Block) error {
 	q := "INSERT INTO " + table + settingsClause(insertSettings(b.Token))
 	_, err := e.db.Insert(ctx, e.database, q, "Native", b.Native)

@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"strings"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -59,14 +60,15 @@ func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Store, er
 	var err error
 	if cfg.ClickHouse.DSN == "" {
 		s.drv, err = openEmbedded(cfg)
-		logger.Info("storage: embedded ClickHouse", "path", cfg.Path, "database", cfg.Database)
 	} else {
 		s.drv, err = openServer(cfg, s.schema)
-		logger.Info("storage: ClickHouse server", "cluster", cfg.ClickHouse.Cluster, "database", cfg.Database)
 	}
 	if err != nil {
 		return nil, err
 	}
+	// The DSN is not logged: it may hold a password.
+	logger.Info("storage opened", "embedded", cfg.ClickHouse.DSN == "", "path", cfg.Path,
+		"cluster", cfg.ClickHouse.Cluster, "database", cfg.Database)
 	return s, nil
 }
 
@@ -115,20 +117,26 @@ func (s *Store) Insert(ctx context.Context, b pipeline.Block) error {
 func (s *Store) Close() error { return s.drv.close() }
 
 // insertSettings make a retried block (same token) land once, also in the rollups fed by
-// materialized views.
+// materialized views. A column the table lacks is an error (a block of the wrong kind, a
+// schema mismatch), never silently dropped; columns the block lacks take their defaults.
 func insertSettings(token string) map[string]string {
-	// A column the table lacks is an error (a block of the wrong kind, or a schema
-	// mismatch), not silently dropped; columns the block lacks take their defaults.
 	set := map[string]string{"input_format_skip_unknown_fields": "0"}
-	if token == "" {
-		return set
+	if token != "" {
+		set["insert_deduplicate"] = "1"
+		set["insert_deduplication_token"] = token
+		set["deduplicate_blocks_in_dependent_materialized_views"] = "1"
 	}
-	return map[string]string{
-		"input_format_skip_unknown_fields":                   "0",
-		"insert_deduplicate":                                 "1",
-		"insert_deduplication_token":                         token,
-		"deduplicate_blocks_in_dependent_materialized_views": "1",
+	return set
+}
+
+// dbFor is the session database for sql: statements that create or drop the database
+// run from "default", since it may not exist.
+func dbFor(sql, database string) string {
+	s := strings.ToUpper(strings.TrimSpace(sql))
+	if strings.HasPrefix(s, "CREATE DATABASE") || strings.HasPrefix(s, "DROP DATABASE") {
+		return "default"
 	}
+	return database
 }
 
 type metrics struct {
