@@ -51,13 +51,13 @@ func World() *inventory.Inventory {
 		},
 		ClientRegions: []inventory.ClientRegion{
 			// France has no residency rule: it may be served from anywhere, nearest first.
-			{Name: "france", Countries: []string{"FR"}, CIDRs: prefixes("198.51.100.0/26"), SamplePrefix: netip.MustParsePrefix("198.51.100.0/26")},
+			{Name: "france", Vantage: "paris", Countries: []string{"FR"}, CIDRs: prefixes("198.51.100.0/26"), SamplePrefix: netip.MustParsePrefix("198.51.100.0/26")},
 			// Germany's data stays in the EU: only EU POPs, even when all of them are sick.
-			{Name: "germany", Countries: []string{"DE"}, CIDRs: prefixes("198.51.100.64/26"), SamplePrefix: netip.MustParsePrefix("198.51.100.64/26"),
+			{Name: "germany", Vantage: "nuremberg", Countries: []string{"DE"}, CIDRs: prefixes("198.51.100.64/26"), SamplePrefix: netip.MustParsePrefix("198.51.100.64/26"),
 				AllowedPOPs: []string{"nuremberg", "london", "paris"}},
-			{Name: "united-kingdom", Countries: []string{"GB"}, CIDRs: prefixes("198.51.100.128/26"), SamplePrefix: netip.MustParsePrefix("198.51.100.128/26")},
-			{Name: "north-america", Continents: []string{"NA"}, CIDRs: prefixes("203.0.113.0/25"), SamplePrefix: netip.MustParsePrefix("203.0.113.0/25")},
-			{Name: "asia", Continents: []string{"AS"}, CIDRs: prefixes("203.0.113.128/25"), SamplePrefix: netip.MustParsePrefix("203.0.113.128/25")},
+			{Name: "united-kingdom", Vantage: "london", Countries: []string{"GB"}, CIDRs: prefixes("198.51.100.128/26"), SamplePrefix: netip.MustParsePrefix("198.51.100.128/26")},
+			{Name: "north-america", Vantage: "newyork", Continents: []string{"NA"}, CIDRs: prefixes("203.0.113.0/25"), SamplePrefix: netip.MustParsePrefix("203.0.113.0/25")},
+			{Name: "asia", Vantage: "tokyo", Continents: []string{"AS"}, CIDRs: prefixes("203.0.113.128/25"), SamplePrefix: netip.MustParsePrefix("203.0.113.128/25")},
 		},
 	}
 	nodes := []struct{ name, site, cluster, ceph string }{

@@ -220,7 +220,7 @@ func (a *app) initSteering() (services.Service, error) {
 		return nil, err
 	}
 	a.consumers[consumeSteering] = st
-	a.server.Handle("/api/v1/steering/", http.StripPrefix("/api/v1/steering", st.Handler()))
+	a.server.Handle("/api/steering/", st.Handler())
 	return st, nil
 }
 

@@ -1,0 +1,239 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridianhq/meridian/internal/amtest"
+	"github.com/meridianhq/meridian/lab"
+)
+
+// The lab's VIP of the Nuremberg POP and a French client's sample subnet (lab/world.go).
+const (
+	nurembergVIP = "127.0.2.3"
+	franceSubnet = "198.51.100.0/26"
+)
+
+// TestLabEndToEnd runs the lab and every Meridian module in this process, fails the
+// Nuremberg POP and checks each consequence within its budget, then heals it. Each
+// step's time is printed as "E2E <step> <seconds> s budget=<seconds>" for the README.
+func TestLabEndToEnd(t *testing.T) {
+	if _, err := exec.LookPath("kdig"); err != nil {
+		t.Fatal("kdig not found: install Debian package knot-dnsutils (make apt-test)")
+	}
+	amURL, hook := amtest.Start(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	logs, _ := os.Create(filepath.Join(t.TempDir(), "meridian.log"))
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	t.Cleanup(func() {
+		if t.Failed() {
+			b, _ := os.ReadFile(logs.Name())
+			t.Logf("meridian log:\n%s", lastLines(string(b), 60))
+		}
+	})
+
+	const token = "e2e-token"
+	l, err := lab.Start(ctx, lab.Config{ListenAddress: "127.0.0.1:0", Testdata: "../../testdata"}, token, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	dnsAddr := fmt.Sprintf("127.0.0.1:%d", amtest.FreePort(t))
+	cfg, err := parseConfig([]string{
+		"-server.listen-address=127.0.0.1:0", "-server.token-file=" + tokenFile,
+		"-storage.path=" + filepath.Join(dir, "ch"), "-pipeline.spool.path=" + filepath.Join(dir, "spool"),
+		"-ruler.data-dir=" + filepath.Join(dir, "ruler"), "-ruler.evaluation-interval=1s", "-ruler.resend-delay=2s",
+		"-ruler.alertmanager-urls=" + amURL,
+		// The shipped POP availability SLO over a 1-hour period with second-scale windows,
+		// so the page fires and resolves within the test (testdata/slo/README.md).
+		"-ruler.spec-files=../../testdata/slo/ruler/fast-pop.yaml",
+		"-ruler.window-files=../../testdata/slo/ruler/fast-windows.yaml",
+		"-steering.dns.listen=" + dnsAddr, "-steering.dns.zone=" + lab.Zone, "-steering.min-hold=5s", "-steering.ramp-interval=1s",
+		"-topomap.tick=100ms",
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	labOverlay(cfg, l.Endpoints())
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	a := newApp(cfg, logger)
+	done := make(chan error, 1)
+	go func() { done <- serveApp(ctx, a) }()
+	defer func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("meridian: %v", err)
+		}
+	}()
+	base := waitAddr(t, a)
+	dig := func() string { return kdig(t, dnsAddr, franceSubnet, "api."+lab.Zone) }
+	watch(t, time.Now(), []check{{"steady: France is answered from Nuremberg", 60 * time.Second, func() bool { return dig() == nurembergVIP }}})
+
+	failedAt := time.Now()
+	if err := l.State().Fail(lab.Failure{Kind: "pop", Target: "nuremberg"}); err != nil {
+		t.Fatal(err)
+	}
+	since := failedAt.UTC().Format("2006-01-02 15:04:05.000")
+	watch(t, failedAt, []check{
+		{"probes of Nuremberg fail (stored in ClickHouse)", 10 * time.Second, func() bool {
+			return queryInt(t, a, "SELECT count() FROM meridian.probes WHERE pop = 'nuremberg' AND method != 'dns' AND NOT success AND time >= '"+since+"'") > 0
+		}},
+		{"the map shows the Nuremberg POP down", 10 * time.Second, func() bool {
+			return mapStatus(t, base, token, "pop:nuremberg") == "down"
+		}},
+		{"steering drains Nuremberg", 10 * time.Second, func() bool {
+			return weight(t, base, token, "api."+lab.Zone, "france", "nuremberg") == 0
+		}},
+		{"kdig from a French subnet gets another allowed POP", 10 * time.Second, func() bool {
+			ans := dig()
+			return ans != "" && ans != nurembergVIP
+		}},
+		{"the decision is in ClickHouse with its reason", 10 * time.Second, func() bool {
+			return queryInt(t, a, "SELECT count() FROM meridian.steering_decisions WHERE pop = 'nuremberg' AND client_region = 'france' AND new_weight = 0 AND reason != '' AND time >= '"+since+"'") > 0
+		}},
+		{"the page-severity SLO alert reaches Alertmanager", 90 * time.Second, func() bool {
+			_, ok := hook.Find("firing", map[string]string{"alertname": "MeridianPOPAvailability", "pop": "nuremberg", "sloth_severity": "page"})
+			return ok
+		}},
+	})
+
+	healedAt := time.Now()
+	l.State().Heal()
+	watch(t, healedAt, []check{
+		{"heal: the alert resolves in Alertmanager", 120 * time.Second, func() bool {
+			_, ok := hook.Find("resolved", map[string]string{"alertname": "MeridianPOPAvailability", "pop": "nuremberg"})
+			return ok
+		}},
+		{"heal: traffic ramps back to Nuremberg", 120 * time.Second, func() bool {
+			return weight(t, base, token, "api."+lab.Zone, "france", "nuremberg") == 1 && dig() == nurembergVIP
+		}},
+	})
+}
+
+// check is one expected consequence and how long after its cause it may take.
+type check struct {
+	what   string
+	budget time.Duration
+	cond   func() bool
+}
+
+// watch polls every check until each has held once, and prints the time from the cause to
+// the first time each held, so that one slow consequence does not hide a fast one.
+func watch(t *testing.T, from time.Time, checks []check) {
+	t.Helper()
+	pending := checks
+	for len(pending) > 0 {
+		var still []check
+		for _, c := range pending {
+			switch {
+			case c.cond():
+				fmt.Printf("E2E %q %.1f s budget=%.0f\n", c.what, time.Since(from).Seconds(), c.budget.Seconds())
+			case time.Since(from) > c.budget:
+				t.Fatalf("%s: not within %s", c.what, c.budget)
+			default:
+				still = append(still, c)
+			}
+		}
+		pending = still
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func kdig(t *testing.T, server, subnet, name string) string {
+	t.Helper()
+	host, port, _ := strings.Cut(server, ":")
+	out, err := exec.Command("kdig", "@"+host, "-p", port, "+subnet="+subnet, "+short", "+time=1", "+retry=0", name).Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func queryInt(t *testing.T, a *app, sql string) int {
+	t.Helper()
+	if a.store == nil {
+		return 0
+	}
+	out, err := a.store.Query(context.Background(), sql, "TSV")
+	if err != nil {
+		t.Fatalf("%s: %v", sql, err)
+	}
+	var n int
+	fmt.Sscan(string(out), &n)
+	return n
+}
+
+func getJSON(t *testing.T, url, token string, v any) {
+	t.Helper()
+	req, _ := http.NewRequest("GET", url, nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(resp.Body)
+		t.Fatalf("GET %s: %s %s", url, resp.Status, b)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(v); err != nil {
+		t.Fatalf("GET %s: %v", url, err)
+	}
+}
+
+func mapStatus(t *testing.T, base, token, id string) string {
+	var snap struct {
+		Nodes []struct {
+			ID     string `json:"id"`
+			Status string `json:"status"`
+		} `json:"nodes"`
+	}
+	getJSON(t, base+"/map/api/snapshot?token="+token, token, &snap)
+	for _, n := range snap.Nodes {
+		if n.ID == id {
+			return n.Status
+		}
+	}
+	return ""
+}
+
+func weight(t *testing.T, base, token, service, region, pop string) float64 {
+	var w struct {
+		Entries []struct {
+			Service, Region, POP string
+			Weight               float64
+		} `json:"entries"`
+	}
+	getJSON(t, base+"/api/steering/weights", token, &w)
+	for _, e := range w.Entries {
+		if e.Service == service && e.Region == region && e.POP == pop {
+			return e.Weight
+		}
+	}
+	return -1
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
