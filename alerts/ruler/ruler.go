@@ -184,6 +184,7 @@ func (r *Ruler) starting(ctx context.Context) error {
 	})
 	if err := r.manager.Update(r.cfg.EvaluationInterval, r.files, r.amConfig.GlobalConfig.ExternalLabels, r.cfg.ExternalURL, nil); err != nil {
 		r.notifier.Stop()
+		r.wg.Wait()
 		r.db.Close()
 		return fmt.Errorf("ruler: load rules: %w", err)
 	}

@@ -43,9 +43,8 @@ type Spec struct {
 // PluginChain is Sloth's SLO plugin chain. Only plugins whose effect Meridian implements
 // are accepted (see plugins in generate.go).
 type PluginChain struct {
-	OverridePrevious bool           `yaml:"overridePrevious"`
-	Chain            []PluginRef    `yaml:"chain"`
-	Extra            map[string]any `yaml:",inline"`
+	OverridePrevious bool        `yaml:"overridePrevious"`
+	Chain            []PluginRef `yaml:"chain"`
 }
 
 // PluginRef names one plugin in a chain.
