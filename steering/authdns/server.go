@@ -152,9 +152,9 @@ func (s *Server) start(context.Context) error {
 		s.stop(nil)
 		return fmt.Errorf("authdns listen tcp %s: %w", addr, err)
 	}
-	// Two readers per socket: one parses and answers while the other sits in recvmmsg.
+	// udpReaders goroutines per socket (see udp.go); SO_REUSEPORT spreads clients over sockets.
 	for _, c := range s.udp {
-		for range 2 {
+		for range udpReaders {
 			s.wg.Add(1)
 			go func() {
 				defer s.wg.Done()

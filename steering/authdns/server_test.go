@@ -295,3 +295,24 @@ func FuzzAnswer(f *testing.F) {
 		}
 	})
 }
+
+// TestUDPOverIPv6 covers the IPv6 sender addresses of the batched UDP loop.
+func TestUDPOverIPv6(t *testing.T) {
+	if c, err := net.ListenPacket("udp6", "[::1]:0"); err != nil {
+		t.Skipf("no IPv6 loopback here: %v", err)
+	} else {
+		c.Close()
+	}
+	s, _ := newTestServer(t)
+	s.cfg.Listen = "[::1]:0"
+	if err := services.StartAndAwaitRunning(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { services.StopAndAwaitTerminated(context.Background(), s) })
+	for _, ecs := range []string{"", "2a02:cfc0::/32"} {
+		r, err := dns.Exchange(query("api.example.net.", dns.TypeA, ecs), s.Addr().String())
+		if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
+			t.Fatalf("ECS %q over IPv6: %v %v", ecs, r, err)
+		}
+	}
+}
