@@ -56,7 +56,7 @@ func TestLabEndToEnd(t *testing.T) {
 	dnsAddr := fmt.Sprintf("127.0.0.1:%d", amtest.FreePort(t))
 	cfg, err := parseConfig([]string{
 		"-server.listen-address=127.0.0.1:0", "-server.token-file=" + tokenFile,
-		"-storage.path=" + filepath.Join(dir, "ch"), "-pipeline.spool.path=" + filepath.Join(dir, "spool"),
+		"-storage.path=" + enginePath, "-storage.database=e2e", "-pipeline.spool.path=" + filepath.Join(dir, "spool"),
 		"-ruler.data-dir=" + filepath.Join(dir, "ruler"), "-ruler.evaluation-interval=1s", "-ruler.resend-delay=2s",
 		"-ruler.alertmanager-urls=" + amURL,
 		// The shipped POP availability SLO over a 1-hour period with second-scale windows,
@@ -93,7 +93,7 @@ func TestLabEndToEnd(t *testing.T) {
 	since := failedAt.UTC().Format("2006-01-02 15:04:05.000")
 	watch(t, failedAt, []check{
 		{"probes of Nuremberg fail (stored in ClickHouse)", 10 * time.Second, func() bool {
-			return queryInt(t, a, "SELECT count() FROM meridian.probes WHERE pop = 'nuremberg' AND method != 'dns' AND NOT success AND time >= '"+since+"'") > 0
+			return queryInt(t, a, "SELECT count() FROM e2e.probes WHERE pop = 'nuremberg' AND method != 'dns' AND NOT success AND time >= '"+since+"'") > 0
 		}},
 		{"the map shows the Nuremberg POP down", 10 * time.Second, func() bool {
 			return mapStatus(t, base, token, "pop:nuremberg") == "down"
@@ -106,7 +106,7 @@ func TestLabEndToEnd(t *testing.T) {
 			return ans != "" && ans != nurembergVIP
 		}},
 		{"the decision is in ClickHouse with its reason", 10 * time.Second, func() bool {
-			return queryInt(t, a, "SELECT count() FROM meridian.steering_decisions WHERE pop = 'nuremberg' AND client_region = 'france' AND new_weight = 0 AND reason != '' AND time >= '"+since+"'") > 0
+			return queryInt(t, a, "SELECT count() FROM e2e.steering_decisions WHERE pop = 'nuremberg' AND client_region = 'france' AND new_weight = 0 AND reason != '' AND time >= '"+since+"'") > 0
 		}},
 		{"the page-severity SLO alert reaches Alertmanager", 90 * time.Second, func() bool {
 			_, ok := hook.Find("firing", map[string]string{"alertname": "MeridianPOPAvailability", "pop": "nuremberg", "sloth_severity": "page"})

@@ -14,6 +14,7 @@ import (
 
 	"github.com/grafana/dskit/services"
 
+	"github.com/meridianhq/meridian/alerts/slo"
 	"github.com/meridianhq/meridian/internal/build"
 	"github.com/meridianhq/meridian/internal/tracing"
 )
@@ -31,6 +32,16 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		case "lab":
 			return labCommand(args[1:], stdout, stderr)
+		case "slo":
+			if len(args) < 2 || args[1] != "generate" {
+				fmt.Fprintln(stderr, "usage: meridian slo generate [-out alerts/rules] [-windows FILE]... [-extra-label k=v]... SPEC...")
+				return 2
+			}
+			if err := slo.GenerateCmd(args[2:], stdout); err != nil {
+				fmt.Fprintln(stderr, "meridian slo generate:", err)
+				return 2
+			}
+			return 0
 		}
 	}
 	cfg, err := parseConfig(args, stderr)

@@ -67,7 +67,8 @@ func TestServe(t *testing.T) {
 	}
 	dir := t.TempDir()
 	cfg, err := parseConfig([]string{"-server.listen-address=127.0.0.1:0", "-server.token-file=" + token,
-		"-storage.path=" + filepath.Join(dir, "ch"), "-pipeline.spool.path=" + filepath.Join(dir, "spool")}, io.Discard)
+		"-storage.path=" + enginePath, "-storage.database=serve", "-pipeline.spool.path=" + filepath.Join(dir, "spool"),
+		"-ruler.data-dir=" + filepath.Join(dir, "ruler")}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -88,6 +89,21 @@ func TestServe(t *testing.T) {
 			t.Errorf("GET %s: %d %q", path, code, body)
 		}
 	}
+}
+
+// enginePath is the one embedded ClickHouse of this test process (chDB allows one per
+// process); tests isolate themselves by database.
+var enginePath string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "meridian-cmd-test")
+	if err != nil {
+		panic(err)
+	}
+	enginePath = filepath.Join(dir, "clickhouse")
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
 }
 
 func waitAddr(t *testing.T, a *app) string {

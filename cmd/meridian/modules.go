@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -129,29 +128,22 @@ func (a *app) initServer() (services.Service, error) {
 	return s, nil
 }
 
-// initStorage opens ClickHouse (embedded unless a DSN is set) and applies migrations.
+// initStorage opens ClickHouse (embedded unless a DSN is set); its service applies the
+// migrations at start, retrying while a server is unreachable.
 func (a *app) initStorage() (services.Service, error) {
-	var ready error = errors.New("migrations not applied yet")
-	a.server.AddReadyCheck("storage", func() error { return ready })
-	start := func(ctx context.Context) error {
-		st, err := storage.New(a.cfg.Storage, a.log.With("component", "storage"), a.reg)
-		if err != nil {
-			return err
+	st, err := storage.New(a.cfg.Storage, a.logger("storage"), a.reg)
+	if err != nil {
+		return nil, err
+	}
+	a.store = st
+	svc := st.Service()
+	a.server.AddReadyCheck("storage", func() error {
+		if svc.State() != services.Running {
+			return errors.New("migrations not applied yet")
 		}
-		if err := st.Migrate(ctx); err != nil {
-			st.Close()
-			return err
-		}
-		a.store, ready = st, nil
 		return nil
-	}
-	stop := func(error) error {
-		if a.store == nil {
-			return nil
-		}
-		return a.store.Close()
-	}
-	return services.NewIdleService(start, stop), nil
+	})
+	return svc, nil
 }
 
 // initPipeline batches records into storage and fans them out to the live consumers.
@@ -164,19 +156,12 @@ func (a *app) initPipeline() (services.Service, error) {
 			}
 		})
 	}
-	p, err := pipeline.New(a.cfg.Pipeline, storage.NewEncoder(), storeInserter{a}, consumers, a.reg, a.log.With("component", "pipeline"))
+	p, err := pipeline.New(a.cfg.Pipeline, storage.NewEncoder(), a.store, consumers, a.reg, a.log.With("component", "pipeline"))
 	if err != nil {
 		return nil, err
 	}
 	a.pipeline = p
 	return p, nil
-}
-
-// storeInserter defers to the store opened when the storage module started.
-type storeInserter struct{ a *app }
-
-func (s storeInserter) Insert(ctx context.Context, b pipeline.Block) error {
-	return s.a.store.Insert(ctx, b)
 }
 
 func (a *app) logger(component string) *slog.Logger { return a.log.With("component", component) }
@@ -201,13 +186,16 @@ func (a *app) initProbes() (services.Service, error) {
 // the Prometheus query API under /prometheus for Grafana.
 func (a *app) initRuler() (services.Service, error) {
 	s := sli.New(&a.cfg.Inventory)
+	if err := a.reg.Register(s); err != nil { // on /metrics too, for an external Prometheus
+		return nil, err
+	}
 	r, err := ruler.New(a.cfg.Ruler, s, a.reg, a.logger("ruler"))
 	if err != nil {
 		return nil, err
 	}
 	a.ruler = r
 	a.consumers[consumeSLI] = s
-	a.server.Handle("/prometheus/", http.StripPrefix("/prometheus", r.Handler()))
+	a.server.Handle(ruler.APIPrefix+"/", http.StripPrefix(ruler.APIPrefix, r.Handler()))
 	return r, nil
 }
 
@@ -252,7 +240,7 @@ func (a *app) initClickHouseHTTP() (services.Service, error) {
 		a.log.Info("ClickHouse HTTP endpoint off: set " + chhttp.PasswordEnv + " or -clickhouse-http.password-file to serve Grafana")
 		return nil, nil
 	}
-	h, err := chhttp.New(a.cfg.ClickHouseHTTP, storeQuerier{a}, a.logger("clickhouse-http"), a.reg)
+	h, err := chhttp.New(a.cfg.ClickHouseHTTP, a.store, a.logger("clickhouse-http"), a.reg)
 	if err != nil {
 		return nil, err
 	}
@@ -270,13 +258,6 @@ func (s alertSource) Firing() []alerts.Alert {
 		return nil
 	}
 	return s.a.ruler.Firing()
-}
-
-// storeQuerier defers to the store opened when the storage module started.
-type storeQuerier struct{ a *app }
-
-func (s storeQuerier) Query(ctx context.Context, sql, format string) ([]byte, error) {
-	return s.a.store.Query(ctx, sql, format)
 }
 
 // goKitLogger lets dskit, which logs with go-kit, write through slog.
