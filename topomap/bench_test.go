@@ -10,6 +10,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
@@ -248,6 +249,7 @@ func rssBytes(b *testing.B) int64 {
 // BenchmarkTopomapRSS100Clients: the same graph and update rate, process RSS with 100
 // websocket clients connected for 8 s, against the RSS with none (the baseline).
 func BenchmarkTopomapRSS100Clients(b *testing.B) {
+	debug.FreeOSMemory() // earlier benchmarks in this process must not inflate the baseline
 	s := newScale()
 	cfg := testConfig()
 	cfg.Anonymous = true

@@ -149,29 +149,28 @@ func (h *hub) detach(c *client) {
 	delete(h.clients, c)
 }
 
-// snapshot returns an encoded snapshot for f (nil: everything) and, when c is given,
-// resumes c's queue right after it: both happen under h.mu so that no delta falls between
-// the snapshot and the deltas queued after it. The unfiltered snapshot is encoded once
-// per sequence number, so many clients resyncing at once cost one encoding.
-func (h *hub) snapshot(c *client, f *filter) ([]byte, error) {
+// snapshot returns the messages that bring a client to the current state: an encoded
+// snapshot for f (nil: everything), possibly followed by deltas. When c is given, c's
+// queue resumes right after them: both happen under h.mu so that no delta falls between.
+// The unfiltered snapshot is encoded once and cached; a client may be given the cached
+// one plus the ring's deltas since (shared bytes, not counted against its buffer), which
+// spares re-encoding the whole graph for every client of a reconnect storm.
+func (h *hub) snapshot(c *client, f *filter) ([][]byte, error) {
 	h.mu.Lock()
 	seq := h.seq
 	if f == nil {
-		// A recent cached snapshot plus the deltas after it is as good as a new one and
-		// spares re-encoding the whole graph for every client of a reconnect storm.
-		// The replayed deltas must fit well within the client's buffer, or it would lag
-		// again at once.
-		if data, cseq := h.cached(); data != nil && (cseq == seq || c != nil && h.replayable(cseq, c.limit/2)) {
-			if c != nil {
-				c.resynced(nil)
-				for _, d := range h.ring {
-					if d.seq > cseq {
-						c.offer(d)
-					}
+		if data, cseq := h.cached(); data != nil && (cseq == seq || c != nil && seq-cseq <= maxReplay && h.ringFrom(cseq)) {
+			msgs := [][]byte{data}
+			for _, d := range h.ring {
+				if d.seq > cseq {
+					msgs = append(msgs, d.data)
 				}
 			}
+			if c != nil {
+				c.resynced(nil)
+			}
 			h.mu.Unlock()
-			return data, nil
+			return msgs, nil
 		}
 	}
 	nodes := make([]*Node, 0, len(h.nodes))
@@ -194,7 +193,7 @@ func (h *hub) snapshot(c *client, f *filter) ([]byte, error) {
 		h.encodeMu.Lock()
 		defer h.encodeMu.Unlock()
 		if data, cseq := h.cached(); data != nil && cseq == seq {
-			return data, nil
+			return [][]byte{data}, nil
 		}
 	}
 	slices.SortFunc(nodes, func(a, b *Node) int { return strings.Compare(a.ID, b.ID) })
@@ -210,7 +209,7 @@ func (h *hub) snapshot(c *client, f *filter) ([]byte, error) {
 		}
 		h.cacheMu.Unlock()
 	}
-	return data, nil
+	return [][]byte{data}, nil
 }
 
 // cached returns the cached unfiltered snapshot and its seq (nil when none).
@@ -220,20 +219,8 @@ func (h *hub) cached() ([]byte, uint64) {
 	return h.snapData, h.snapSeq
 }
 
-// replayable tells whether the deltas after seq are all in the ring and weigh at most
-// limit bytes. Called under h.mu.
-func (h *hub) replayable(seq uint64, limit int64) bool {
-	if !h.ringFrom(seq) {
-		return false
-	}
-	var n int64
-	for i := len(h.ring) - 1; i >= 0 && h.ring[i].seq > seq; i-- {
-		if n += int64(len(h.ring[i].data)); n > limit {
-			return false
-		}
-	}
-	return true
-}
+// maxReplay bounds the deltas sent after a cached snapshot (40 ticks: 10 s by default).
+const maxReplay = 40
 
 // ringFrom tells whether the ring holds every delta after seq. Called under h.mu.
 func (h *hub) ringFrom(seq uint64) bool {

@@ -157,12 +157,12 @@ func (m *Map) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, fmt.Sprintf("topomap snapshot: %v", err), http.StatusBadRequest)
 		return
 	}
-	data, err := m.hub.snapshot(nil, f)
+	msgs, err := m.hub.snapshot(nil, f)
 	if err != nil {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.Write(data)
+	w.Write(msgs[0]) // without a client, snapshot answers the current state alone
 }

@@ -234,13 +234,15 @@ func (s *session) writeLoop(readDone <-chan error) error {
 			s.c.filterMu.Lock()
 			f := s.c.filter
 			s.c.filterMu.Unlock()
-			data, err := s.m.hub.snapshot(s.c, f)
+			msgs, err := s.m.hub.snapshot(s.c, f)
 			if err != nil {
 				return err
 			}
 			s.m.metrics.snapshots.Inc()
-			if err := s.write(data); err != nil {
-				return err
+			for _, data := range msgs {
+				if err := s.write(data); err != nil {
+					return err
+				}
 			}
 		case data := <-s.c.queue:
 			s.c.queued.Add(-int64(len(data)))
