@@ -1,6 +1,8 @@
 package ruler
 
 import (
+	"github.com/meridianhq/meridian/internal/amtest"
+
 	"context"
 	"fmt"
 	"net/http"
@@ -49,7 +51,7 @@ scrape_configs:
 	if err := os.WriteFile(filepath.Join(dir, "prometheus.yml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port := amtest.FreePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "--config.file="+filepath.Join(dir, "prometheus.yml"),
 		"--storage.tsdb.path="+filepath.Join(dir, "data"), fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port), "--log.level=warn")

@@ -2,18 +2,12 @@ package ruler
 
 import (
 	"context"
-	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
-	"net"
-	"net/http"
-	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -26,103 +20,12 @@ import (
 
 	"github.com/meridianhq/meridian/alerts"
 	"github.com/meridianhq/meridian/alerts/sli"
+	"github.com/meridianhq/meridian/internal/amtest"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
 
 const fastSpecs = "../../testdata/slo/ruler"
-
-// webhook is the Alertmanager receiver the test serves: it records every notification.
-type webhook struct {
-	mu   sync.Mutex
-	msgs []amMessage
-}
-
-type amMessage struct {
-	Status      string            `json:"status"`
-	GroupLabels map[string]string `json:"groupLabels"`
-	Alerts      []struct {
-		Status string            `json:"status"`
-		Labels map[string]string `json:"labels"`
-	} `json:"alerts"`
-}
-
-func (h *webhook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	var m amMessage
-	if err := json.NewDecoder(r.Body).Decode(&m); err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
-		return
-	}
-	h.mu.Lock()
-	h.msgs = append(h.msgs, m)
-	h.mu.Unlock()
-}
-
-// find returns the first notification with the status for alertname and pop.
-func (h *webhook) find(status, alertname, pop string) (amMessage, bool) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for _, m := range h.msgs {
-		for _, a := range m.Alerts {
-			if m.Status == status && a.Status == status && a.Labels["alertname"] == alertname && a.Labels["pop"] == pop {
-				return m, true
-			}
-		}
-	}
-	return amMessage{}, false
-}
-
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
-// startAlertmanager runs Debian's prometheus-alertmanager on 127.0.0.1:port, routing
-// everything to hookURL with second-scale grouping, until the test ends.
-func startAlertmanager(t *testing.T, port int, hookURL string) {
-	t.Helper()
-	bin, err := exec.LookPath("prometheus-alertmanager")
-	if err != nil {
-		t.Fatal("prometheus-alertmanager not found: install Debian package prometheus-alertmanager (make apt-test)")
-	}
-	dir := t.TempDir()
-	cfg := fmt.Sprintf(`route:
-  receiver: hook
-  group_by: [alertname, pop]
-  group_wait: 1s
-  group_interval: 1s
-  repeat_interval: 1h
-receivers:
-  - name: hook
-    webhook_configs:
-      - url: %s
-        send_resolved: true
-`, hookURL)
-	if err := os.WriteFile(filepath.Join(dir, "am.yml"), []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	cmd := exec.CommandContext(ctx, bin, "--config.file="+filepath.Join(dir, "am.yml"), "--storage.path="+dir,
-		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port), "--cluster.listen-address=", "--log.level=warn")
-	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
-	waitFor(t, 20*time.Second, "alertmanager ready", func() bool {
-		resp, err := http.Get(fmt.Sprintf("http://127.0.0.1:%d/-/ready", port))
-		if err != nil {
-			return false
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	})
-}
 
 func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 	t.Helper()
@@ -211,11 +114,8 @@ func pagesFor(src alerts.Source, pop string) []alerts.Alert {
 // Alertmanager is down when the alert first fires: the ruler keeps re-sending and the
 // page is delivered once Alertmanager is up.
 func TestPageThroughAlertmanager(t *testing.T) {
-	hook := &webhook{}
-	hookSrv := httptest.NewServer(hook)
-	t.Cleanup(hookSrv.Close)
-
-	amPort := freePort(t)
+	hook := amtest.NewWebhook(t)
+	amPort := amtest.FreePort(t)
 	reg := prometheus.NewRegistry()
 	s := sli.New(testInventory())
 	reg.MustRegister(s)
@@ -252,12 +152,12 @@ func TestPageThroughAlertmanager(t *testing.T) {
 	waitFor(t, 15*time.Second, "a failed send to the absent Alertmanager", func() bool {
 		return gatherSum(t, reg, "prometheus_notifications_errors_total") > 0
 	})
-	startAlertmanager(t, amPort, hookSrv.URL)
+	amtest.Run(t, amPort, hook)
 	waitFor(t, 30*time.Second, "firing notification at the webhook", func() bool {
-		_, ok := hook.find("firing", "MeridianPOPAvailability", "lon")
+		_, ok := hook.Find("firing", map[string]string{"alertname": "MeridianPOPAvailability", "pop": "lon"})
 		return ok
 	})
-	m, _ := hook.find("firing", "MeridianPOPAvailability", "lon")
+	m, _ := hook.Find("firing", map[string]string{"alertname": "MeridianPOPAvailability", "pop": "lon"})
 	if m.GroupLabels["pop"] != "lon" || m.GroupLabels["alertname"] != "MeridianPOPAvailability" {
 		t.Errorf("group labels %v", m.GroupLabels)
 	}
@@ -268,7 +168,7 @@ func TestPageThroughAlertmanager(t *testing.T) {
 	failing.Store(false)
 	start = time.Now()
 	waitFor(t, 60*time.Second, "resolved notification at the webhook", func() bool {
-		_, ok := hook.find("resolved", "MeridianPOPAvailability", "lon")
+		_, ok := hook.Find("resolved", map[string]string{"alertname": "MeridianPOPAvailability", "pop": "lon"})
 		return ok
 	})
 	t.Logf("resolve delivered %s after lon recovered", time.Since(start).Round(100*time.Millisecond))

@@ -77,19 +77,34 @@ func (h *Webhook) Messages() []Message {
 	return append([]Message(nil), h.msgs...)
 }
 
-// Start runs prometheus-alertmanager on a free 127.0.0.1 port, routing every alert to a
-// new Webhook with second-scale grouping, until the test ends. It returns the
-// Alertmanager's base URL.
+// NewWebhook serves a webhook receiver on 127.0.0.1 until the test ends.
+func NewWebhook(t testing.TB) *Webhook {
+	hook := &Webhook{}
+	srv := httptest.NewServer(http.HandlerFunc(hook.serveHTTP))
+	t.Cleanup(srv.Close)
+	hook.URL = srv.URL
+	return hook
+}
+
+// Start runs an Alertmanager on a free 127.0.0.1 port, routing to a new Webhook; it
+// returns the Alertmanager's base URL.
 func Start(t testing.TB) (string, *Webhook) {
+	t.Helper()
+	hook := NewWebhook(t)
+	port := FreePort(t)
+	Run(t, port, hook)
+	return fmt.Sprintf("http://127.0.0.1:%d", port), hook
+}
+
+// Run runs prometheus-alertmanager on 127.0.0.1:port, routing every alert to hook with
+// second-scale grouping (by alertname and pop), until the test ends; it returns once the
+// Alertmanager is ready.
+func Run(t testing.TB, port int, hook *Webhook) {
 	t.Helper()
 	bin, err := exec.LookPath("prometheus-alertmanager")
 	if err != nil {
 		t.Fatal("prometheus-alertmanager not found: install Debian package prometheus-alertmanager (make apt-test)")
 	}
-	hook := &Webhook{}
-	srv := httptest.NewServer(http.HandlerFunc(hook.serveHTTP))
-	t.Cleanup(srv.Close)
-	hook.URL = srv.URL
 	dir := t.TempDir()
 	cfg := fmt.Sprintf(`route:
   receiver: hook
@@ -106,7 +121,6 @@ receivers:
 	if err := os.WriteFile(filepath.Join(dir, "am.yml"), []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	port := FreePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "--config.file="+filepath.Join(dir, "am.yml"), "--storage.path="+dir,
 		fmt.Sprintf("--web.listen-address=127.0.0.1:%d", port), "--cluster.listen-address=", "--log.level=warn")
@@ -115,14 +129,14 @@ receivers:
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
-	url := fmt.Sprintf("http://127.0.0.1:%d", port)
+	url := fmt.Sprintf("http://127.0.0.1:%d/-/ready", port)
 	deadline := time.Now().Add(20 * time.Second)
 	for {
-		resp, err := http.Get(url + "/-/ready")
+		resp, err := http.Get(url)
 		if err == nil {
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusOK {
-				return url, hook
+				return
 			}
 		}
 		if time.Now().After(deadline) {
