@@ -62,10 +62,12 @@ func (e *wgExporter) render(local inventory.Node, now time.Time) []byte {
 		}
 		p := e.peer(local, peer, now)
 		down := local.Site != peer.Site && e.state.tunnelDown(local.Site, peer.Site)
+		dt := now.Sub(p.last).Seconds()
+		// Applications keep sending into a broken tunnel; nothing comes back and no
+		// handshake completes. That silence is what the collector detects first.
+		p.tx += p.rate * dt * 0.8
 		if !down {
-			dt := now.Sub(p.last).Seconds()
 			p.rx += p.rate * dt
-			p.tx += p.rate * dt * 0.8
 			if now.Sub(p.handshake) >= rekeyAfter {
 				p.handshake = now
 			}
