@@ -37,7 +37,7 @@ func records(s *Snapshot, prev *prevState, now time.Time, collector, fsid string
 	recs := make([]pipeline.Record, 0, len(s.OSDs)+len(s.Pools)+1)
 	osdStats := make([]pipeline.OSDStat, len(ids))
 	var up, in uint32
-	sites := map[string]bool{}
+	sites, clusters := map[string]bool{}, map[string]bool{}
 	for i, id := range ids {
 		o := s.OSDs[id]
 		next.osds[id] = *o
@@ -49,7 +49,7 @@ func records(s *Snapshot, prev *prevState, now time.Time, collector, fsid string
 		}
 		if n, ok := hosts[o.Host]; ok && o.Host != "" {
 			r.M.Site, r.M.Cluster, r.M.Node = n.Site, n.Cluster, n.Name
-			sites[n.Site] = true
+			sites[n.Site], clusters[n.Cluster] = true, true
 		}
 		if p, ok := prev.osd(id); ok && o.HasOpCounters && p.HasOpCounters {
 			r.ReadLatencyMs = meanMs(p.ReadLatSum, o.ReadLatSum, p.ReadLatCount, o.ReadLatCount)
@@ -67,17 +67,12 @@ func records(s *Snapshot, prev *prevState, now time.Time, collector, fsid string
 		}
 		recs = append(recs, r)
 	}
-	// Health and pool records belong to the cluster: give them its site when all its
-	// OSD hosts are in one.
-	var site string
-	if len(sites) == 1 {
-		for s := range sites {
-			site = s
-		}
-	}
+	// Health and pool records belong to the cluster: give them its site and inventory
+	// cluster when all its OSD hosts are in one.
+	site, cluster := only(sites), only(clusters)
 	if s.Health != "" {
 		h := &pipeline.CephHealth{
-			M:    pipeline.Meta{Time: now, Collector: collector, Site: site},
+			M:    pipeline.Meta{Time: now, Collector: collector, Site: site, Cluster: cluster},
 			FSID: fsid, Status: s.Health, Checks: s.Checks,
 			OSDsTotal: uint32(len(ids)), OSDsUp: up, OSDsIn: in,
 		}
@@ -89,7 +84,7 @@ func records(s *Snapshot, prev *prevState, now time.Time, collector, fsid string
 	for id, p := range s.Pools {
 		next.pools[id] = *p
 		r := &pipeline.CephPool{
-			M:    pipeline.Meta{Time: now, Collector: collector, Site: site},
+			M:    pipeline.Meta{Time: now, Collector: collector, Site: site, Cluster: cluster},
 			FSID: fsid, Pool: p.Name, PoolID: id, StoredBytes: uint64(max(p.Stored, 0)),
 		}
 		if prev != nil {
@@ -120,4 +115,15 @@ func meanMs(sum0, sum1, n0, n1 float64) float64 {
 		return 0
 	}
 	return (sum1 - sum0) / (n1 - n0) * 1000
+}
+
+// only returns the one key of set, or "" when it has none or several.
+func only(set map[string]bool) string {
+	if len(set) != 1 {
+		return ""
+	}
+	for k := range set {
+		return k
+	}
+	return ""
 }

@@ -114,6 +114,9 @@ export class WorldView {
     for (const e of edges.values()) {
       const a = this.pos.get(e.source), b = this.pos.get(e.target);
       if (!a || !b) continue;
+      // Clients matching no region (steering's "default") have no place on the map: their
+      // arrows would all start from the unplaced corner. They stay in search and details.
+      if (e.kind === 'steer' && !nodes.get(e.source)?.geo) continue;
       const g = { id: e.id, a, b, c: bend(a, b, e.kind === 'tunnel' ? 0.18 : e.kind === 'steer' ? 0.12 : 0) };
       g.minx = Math.min(a[0], b[0], g.c[0]); g.maxx = Math.max(a[0], b[0], g.c[0]);
       g.miny = Math.min(a[1], b[1], g.c[1]); g.maxy = Math.max(a[1], b[1], g.c[1]);
