@@ -2,7 +2,6 @@ package lab
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"net/http"
@@ -11,29 +10,26 @@ import (
 	"time"
 )
 
-// popServer is one POP's HTTP health endpoint and TCP port on its own loopback address.
-// A failed POP closes both listeners, so probes see connection refused, as from a dead VIP.
+// popServer is one POP's HTTP health endpoint on its own loopback address. It answers
+// after the round trip between the asking vantage and the POP; a failed POP closes its
+// listener, so probes see connection refused, as from a dead VIP. The lab has no TCP or
+// ICMP targets: a TCP handshake or an echo on loopback cannot be delayed without netem,
+// and undelayed they would tell steering every POP is next door.
 type popServer struct {
 	name     string
 	addr     netip.Addr
 	httpPort int
-	tcpPort  int
 	delay    func(src netip.Addr) time.Duration
 
 	mu   sync.Mutex
 	http *http.Server
-	tcp  net.Listener
 }
 
 func (p *popServer) healthURL() string {
 	return fmt.Sprintf("http://%s/healthz", netip.AddrPortFrom(p.addr, uint16(p.httpPort)))
 }
 
-func (p *popServer) tcpAddr() string {
-	return netip.AddrPortFrom(p.addr, uint16(p.tcpPort)).String()
-}
-
-// up opens the listeners, on the ports they had before when there were any.
+// up opens the listener, on the port it had before when there was one.
 func (p *popServer) up() error {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -44,20 +40,13 @@ func (p *popServer) up() error {
 	if err != nil {
 		return fmt.Errorf("lab: POP %s HTTP: %w", p.name, err)
 	}
-	tl, err := net.Listen("tcp", netip.AddrPortFrom(p.addr, uint16(p.tcpPort)).String())
-	if err != nil {
-		hl.Close()
-		return fmt.Errorf("lab: POP %s TCP: %w", p.name, err)
-	}
-	p.httpPort, p.tcpPort = hl.Addr().(*net.TCPAddr).Port, tl.Addr().(*net.TCPAddr).Port
+	p.httpPort = hl.Addr().(*net.TCPAddr).Port
 	p.http = &http.Server{Handler: http.HandlerFunc(p.serveHealth), ReadHeaderTimeout: 5 * time.Second}
-	p.tcp = tl
 	go func() { _ = p.http.Serve(hl) }()
-	go acceptAndClose(tl)
 	return nil
 }
 
-// down closes the listeners and every open connection.
+// down closes the listener and every open connection.
 func (p *popServer) down() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
@@ -65,8 +54,7 @@ func (p *popServer) down() {
 		return
 	}
 	_ = p.http.Close()
-	_ = p.tcp.Close()
-	p.http, p.tcp = nil, nil
+	p.http = nil
 }
 
 func (p *popServer) serveHealth(w http.ResponseWriter, r *http.Request) {
@@ -78,18 +66,6 @@ func (p *popServer) serveHealth(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	fmt.Fprintf(w, "ok %s\n", p.name)
-}
-
-func acceptAndClose(l net.Listener) {
-	for {
-		c, err := l.Accept()
-		if errors.Is(err, net.ErrClosed) {
-			return
-		}
-		if err == nil {
-			c.Close()
-		}
-	}
 }
 
 // startPOPs opens every POP's endpoints and keeps them following the state.
@@ -112,7 +88,7 @@ func (l *Lab) startPOPs(ctx context.Context) error {
 		if err := p.up(); err != nil {
 			return err
 		}
-		pop.HealthURL, pop.TCPAddr = p.healthURL(), p.tcpAddr()
+		pop.HealthURL = p.healthURL()
 		l.pops[pop.Name] = p
 	}
 	l.state.onChange = append(l.state.onChange, func(f Failure, failed bool) {

@@ -112,6 +112,7 @@ func labOverlay(cfg *Config, e lab.Endpoints) {
 		cfg.Steering.DNS.Listen = "127.0.0.1:5353"
 	}
 	cfg.Probes.DNSServer = cfg.Steering.DNS.Listen
+	cfg.Probes.ICMP = false // loopback echoes carry no distance (lab/pop.go)
 	cfg.Probes.Vantages = nil
 	for _, s := range e.Inventory.Sites {
 		cfg.Probes.Vantages = append(cfg.Probes.Vantages, geodns.Vantage{Site: s.Name, SourceAddress: e.Vantages[s.Name]})
