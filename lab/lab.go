@@ -22,12 +22,16 @@ import (
 type Config struct {
 	ListenAddress string // control API, ceph-mgr and WireGuard exporter endpoints
 	Testdata      string // folder holding the real captures the lab replays
+	// WireGuardNetns runs the WireGuard mesh for real: wireguard-go in network namespaces
+	// (root and /dev/net/tun), read through wgctrl instead of the replayed exporters.
+	WireGuardNetns bool
 }
 
 // RegisterFlags registers the lab flags.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.ListenAddress, "lab.listen-address", "127.0.0.1:9479", "Lab control API and replayed exporter endpoints.")
 	f.StringVar(&c.Testdata, "lab.testdata", "testdata", "Folder with the real captures the lab replays (ceph/metrics.txt, hubble/*.json).")
+	f.BoolVar(&c.WireGuardNetns, "lab.wireguard-netns", false, "Run the WireGuard mesh for real: a network namespace per site, a wireguard-go device per node (needs root and /dev/net/tun).")
 }
 
 // Lab is the running world.
@@ -39,22 +43,27 @@ type Lab struct {
 	state  *State
 	pops   map[string]*popServer
 	relays []*relay
+	wg     *wgNetns // nil unless cfg.WireGuardNetns
 	addr   string
+	done   chan struct{}
 }
 
 // Endpoints are the addresses Meridian is pointed at.
 type Endpoints struct {
 	Control   string            // base URL of the control API
 	CephMgr   string            // ceph-mgr /metrics URL
-	WireGuard map[string]string // node -> exporter /metrics URL
-	Relays    map[string]string // cluster -> Hubble Relay host:port
-	Vantages  map[string]string // site -> source address its probes use
-	Inventory *inventory.Inventory
+	WireGuard map[string]string // node -> exporter /metrics URL (none with real devices)
+	// WireGuardDevices are the real wireguard-go devices (-lab.wireguard-netns), read
+	// through wgctrl: their UAPI sockets are in /var/run/wireguard.
+	WireGuardDevices []string
+	Relays           map[string]string // cluster -> Hubble Relay host:port
+	Vantages         map[string]string // site -> source address its probes use
+	Inventory        *inventory.Inventory
 }
 
 // Start brings the world up on loopback; it runs until ctx ends. token guards the control API.
 func Start(ctx context.Context, cfg Config, token string, log *slog.Logger) (*Lab, error) {
-	l := &Lab{cfg: cfg, token: token, log: log, inv: World(), pops: map[string]*popServer{}}
+	l := &Lab{cfg: cfg, token: token, log: log, inv: World(), pops: map[string]*popServer{}, done: make(chan struct{})}
 	l.state = newState(validator{l})
 	samples, err := hubbletest.Load(filepath.Join(cfg.Testdata, "hubble", "hubble-otel-basic-sample-348-http-flows.json"))
 	if err != nil {
@@ -80,7 +89,14 @@ func Start(ctx context.Context, cfg Config, token string, log *slog.Logger) (*La
 	mux := http.NewServeMux()
 	mux.Handle("/lab/", l.auth(l.state.Handler()))
 	mux.Handle("GET /ceph/metrics", mgr)
-	mux.Handle("GET /wireguard/{node}/metrics", newWGExporter(l.inv, l.state))
+	if cfg.WireGuardNetns {
+		if err := l.startWGNetns(ctx); err != nil {
+			ln.Close()
+			return nil, err
+		}
+	} else {
+		mux.Handle("GET /wireguard/{node}/metrics", newWGExporter(l.inv, l.state))
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -90,6 +106,12 @@ func Start(ctx context.Context, cfg Config, token string, log *slog.Logger) (*La
 	go func() {
 		<-ctx.Done()
 		_ = srv.Close()
+		if l.wg != nil {
+			if err := l.wg.close(); err != nil {
+				log.Error("lab: removing WireGuard namespaces", "err", err)
+			}
+		}
+		close(l.done)
 	}()
 	log.Info("lab running", "control", "http://"+l.addr+"/lab/state")
 	return l, nil
@@ -106,6 +128,29 @@ func (l *Lab) auth(h http.Handler) http.Handler {
 	})
 }
 
+// Done is closed once the lab has stopped after its context ended, and has removed what
+// it made outside the process (WireGuard namespaces and their processes).
+func (l *Lab) Done() <-chan struct{} { return l.done }
+
+// startWGNetns builds the real WireGuard mesh and makes tunnel failures break it.
+func (l *Lab) startWGNetns(ctx context.Context) error {
+	wg, err := startWGNetns(ctx, l.inv)
+	if err != nil {
+		return err
+	}
+	l.wg = wg
+	l.state.onChange = append(l.state.onChange, func(f Failure, failed bool) {
+		if f.Kind != "tunnel" {
+			return
+		}
+		if err := wg.setTunnel(f.Target, !failed); err != nil {
+			l.log.Error("lab: WireGuard tunnel", "tunnel", f.Target, "failed", failed, "err", err)
+		}
+	})
+	l.log.Info("lab: WireGuard mesh in network namespaces", "devices", len(wg.devices), "tag", wg.net.Tag)
+	return nil
+}
+
 // State is the lab's failure state.
 func (l *Lab) State() *State { return l.state }
 
@@ -119,8 +164,12 @@ func (l *Lab) Endpoints() Endpoints {
 		Vantages:  map[string]string{},
 		Inventory: l.inv,
 	}
-	for _, n := range l.inv.Nodes {
-		e.WireGuard[n.Name] = "http://" + l.addr + "/wireguard/" + n.Name + "/metrics"
+	if l.wg != nil {
+		e.WireGuardDevices = l.wg.devices
+	} else {
+		for _, n := range l.inv.Nodes {
+			e.WireGuard[n.Name] = "http://" + l.addr + "/wireguard/" + n.Name + "/metrics"
+		}
 	}
 	for _, r := range l.relays {
 		e.Relays[r.cluster] = r.srv.Addr()

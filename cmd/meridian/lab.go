@@ -89,7 +89,10 @@ func labRun(args []string, stderr io.Writer) error {
 		return err
 	}
 	printBanner(stderr, cfg, file, token)
-	return serve(ctx, cfg, logger)
+	err = serve(ctx, cfg, logger)
+	stop()
+	<-l.Done() // the lab removes its namespaces before the process exits
+	return err
 }
 
 // labOverlay points cfg at the lab's peers, as an operator's file would point it at real ones.
@@ -97,7 +100,12 @@ func labOverlay(cfg *Config, e lab.Endpoints) {
 	cfg.Inventory = *e.Inventory
 	cfg.WireGuard.ExporterURLs = nil
 	for _, n := range e.Inventory.Nodes {
-		cfg.WireGuard.ExporterURLs = append(cfg.WireGuard.ExporterURLs, e.WireGuard[n.Name])
+		if u, ok := e.WireGuard[n.Name]; ok {
+			cfg.WireGuard.ExporterURLs = append(cfg.WireGuard.ExporterURLs, u)
+		}
+	}
+	if len(e.WireGuardDevices) > 0 {
+		cfg.WireGuard.Devices = true // real wireguard-go devices: their keys are the inventory's
 	}
 	cfg.Ceph.Cluster = "ny-vault"
 	cfg.Ceph.MgrURLs = []string{e.CephMgr}

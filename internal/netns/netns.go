@@ -1,0 +1,216 @@
+// Package netns builds a small real network on one machine: network namespaces joined by
+// veth pairs, with wireguard-go devices inside them. The lab's real WireGuard mode and
+// the WireGuard collector's tests use it. Every name carries a random tag, so two
+// instances never collide, and Close removes everything the Net made. All addresses
+// live inside the namespaces it creates: nothing is routed to the host or beyond.
+//
+// It needs root, /dev/net/tun and the commands ip (iproute2) and wireguard-go.
+package netns
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.zx2c4.com/wireguard/wgctrl"
+	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
+)
+
+// Unavailable says why real namespaces cannot be made on this machine ("" when they can).
+// A missing command is not a reason to skip: it is an error naming its Debian package.
+func Unavailable() (reason string, err error) {
+	if os.Geteuid() != 0 {
+		return "needs root to create network namespaces", nil
+	}
+	if _, err := os.Stat("/dev/net/tun"); err != nil {
+		return fmt.Sprintf("no /dev/net/tun for wireguard-go: %v", err), nil
+	}
+	for bin, pkg := range map[string]string{"ip": "iproute2", "wireguard-go": "wireguard-go"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			return "", fmt.Errorf("%s not found: install the Debian package %s", bin, pkg)
+		}
+	}
+	return "", nil
+}
+
+// Net is the set of namespaces, links and wireguard-go processes one owner made.
+type Net struct {
+	// Tag is random hex that every name made by this Net carries.
+	Tag string
+
+	mu         sync.Mutex
+	namespaces []string
+	procs      map[string]*exec.Cmd // device -> its wireguard-go
+}
+
+// New returns an empty Net with a fresh tag.
+func New() (*Net, error) {
+	b := make([]byte, 3)
+	if _, err := rand.Read(b); err != nil {
+		return nil, err
+	}
+	return &Net{Tag: hex.EncodeToString(b), procs: map[string]*exec.Cmd{}}, nil
+}
+
+func run(args ...string) error {
+	out, err := exec.Command(args[0], args[1:]...).CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("%s: %w: %s", strings.Join(args, " "), err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// AddNamespace creates the namespace "m<tag>-<name>" with its loopback up and returns
+// its full name.
+func (n *Net) AddNamespace(name string) (string, error) {
+	full := "m" + n.Tag + "-" + name
+	if err := run("ip", "netns", "add", full); err != nil {
+		return "", err
+	}
+	n.mu.Lock()
+	n.namespaces = append(n.namespaces, full)
+	n.mu.Unlock()
+	return full, run("ip", "-n", full, "link", "set", "lo", "up")
+}
+
+// Link joins two namespaces with a veth pair, ifA (addressed addrA) in nsA and ifB in
+// nsB, both up. Interface names only need to be unique within their namespace.
+func (n *Net) Link(nsA, ifA string, addrA netip.Prefix, nsB, ifB string, addrB netip.Prefix) error {
+	if err := run("ip", "-n", nsA, "link", "add", ifA, "type", "veth", "peer", "name", ifB, "netns", nsB); err != nil {
+		return err
+	}
+	for _, end := range []struct {
+		ns, dev string
+		addr    netip.Prefix
+	}{{nsA, ifA, addrA}, {nsB, ifB, addrB}} {
+		if err := run("ip", "-n", end.ns, "addr", "add", end.addr.String(), "dev", end.dev); err != nil {
+			return err
+		}
+		if err := n.SetLink(end.ns, end.dev, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetLink sets an interface of a namespace up or down.
+func (n *Net) SetLink(ns, dev string, up bool) error {
+	state := "down"
+	if up {
+		state = "up"
+	}
+	return run("ip", "-n", ns, "link", "set", dev, state)
+}
+
+// DeviceName is the name of the WireGuard device "wg<tag><short>": device names must be
+// unique machine-wide, since each one's UAPI socket is /var/run/wireguard/<name>.sock.
+// short is at most 7 characters (interface names have 15).
+func (n *Net) DeviceName(short string) string { return "wg" + n.Tag + short }
+
+// WireGuard starts wireguard-go with the device dev inside ns, waits (until ctx ends) for
+// its UAPI socket, applies cfg through wgctrl and sets the device up.
+func (n *Net) WireGuard(ctx context.Context, ns, dev string, cfg wgtypes.Config) error {
+	cmd := exec.Command("ip", "netns", "exec", ns, "wireguard-go", "-f", dev)
+	cmd.Env = append(os.Environ(), "LOG_LEVEL=error")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("wireguard-go %s: %w", dev, err)
+	}
+	n.mu.Lock()
+	n.procs[dev] = cmd
+	n.mu.Unlock()
+	// The socket file appears on bind, before wireguard-go listens: wait for a connection.
+	sock := socketPath(dev)
+	for {
+		if c, err := net.Dial("unix", sock); err == nil {
+			c.Close()
+			break
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for %s: %w", sock, ctx.Err())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	wg, err := wgctrl.New()
+	if err != nil {
+		return err
+	}
+	defer wg.Close()
+	if err := wg.ConfigureDevice(dev, cfg); err != nil {
+		return fmt.Errorf("configuring %s: %w", dev, err)
+	}
+	return n.SetLink(ns, dev, true)
+}
+
+// ConfigureDevice changes a running device's configuration (peers, keepalives).
+func ConfigureDevice(dev string, cfg wgtypes.Config) error {
+	wg, err := wgctrl.New()
+	if err != nil {
+		return err
+	}
+	defer wg.Close()
+	return wg.ConfigureDevice(dev, cfg)
+}
+
+func socketPath(dev string) string { return "/var/run/wireguard/" + dev + ".sock" }
+
+// StopWireGuard ends dev's wireguard-go (SIGTERM, then SIGKILL after 5 s) and removes
+// its socket.
+func (n *Net) StopWireGuard(dev string) {
+	n.mu.Lock()
+	cmd := n.procs[dev]
+	delete(n.procs, dev)
+	n.mu.Unlock()
+	if cmd == nil {
+		return
+	}
+	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+		<-done
+	}
+	_ = os.Remove(socketPath(dev))
+}
+
+// Close stops every wireguard-go, kills whatever else runs in the namespaces and deletes
+// them (their veths go with them).
+func (n *Net) Close() error {
+	n.mu.Lock()
+	devs := make([]string, 0, len(n.procs))
+	for d := range n.procs {
+		devs = append(devs, d)
+	}
+	namespaces := n.namespaces
+	n.namespaces = nil
+	n.mu.Unlock()
+	var wg sync.WaitGroup
+	for _, d := range devs {
+		wg.Add(1)
+		go func() { defer wg.Done(); n.StopWireGuard(d) }()
+	}
+	wg.Wait()
+	var errs []error
+	for _, ns := range namespaces {
+		out, _ := exec.Command("ip", "netns", "pids", ns).Output()
+		for _, pid := range strings.Fields(string(out)) {
+			_ = run("kill", "-9", pid)
+		}
+		errs = append(errs, run("ip", "netns", "del", ns))
+	}
+	return errors.Join(errs...)
+}
