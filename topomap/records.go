@@ -275,6 +275,12 @@ func (g *graph) applyFlowEdge(r *pipeline.FlowEdge, now time.Time) {
 }
 
 func (g *graph) applyProbe(r *pipeline.Probe, now time.Time) {
+	// A DNS probe measures the GeoDNS's answer, not the POP it names (the steer edges show
+	// who answers whom); once a POP is drained no DNS probe reaches it, so its last good one
+	// would hold the POP up. POP health is its TCP, HTTP and ICMP probes, as for steering.
+	if r.Method == "dns" {
+		return
+	}
 	if r.POP == "" {
 		g.unmapped["probe"]++
 		return

@@ -18,10 +18,13 @@ import (
 	"github.com/meridianhq/meridian/lab"
 )
 
-// The lab's VIP of the Nuremberg POP and a French client's sample subnet (lab/world.go).
+// The lab's VIPs and client subnets (lab/world.go). France may be served from anywhere;
+// Germany's data stays in the EU, where api has only the Nuremberg POP.
 const (
-	nurembergVIP = "127.0.2.3"
-	franceSubnet = "198.51.100.0/26"
+	newYorkVIP    = "127.0.2.2"
+	nurembergVIP  = "127.0.2.3"
+	franceSubnet  = "198.51.100.0/26"
+	germanySubnet = "198.51.100.64/26"
 )
 
 // TestLabEndToEnd runs the lab and every Meridian module in this process, fails the
@@ -101,9 +104,8 @@ func TestLabEndToEnd(t *testing.T) {
 		{"steering drains Nuremberg", 10 * time.Second, func() bool {
 			return weight(t, base, token, "api."+lab.Zone, "france", "nuremberg") == 0
 		}},
-		{"kdig from a French subnet gets another allowed POP", 10 * time.Second, func() bool {
-			ans := dig()
-			return ans != "" && ans != nurembergVIP
+		{"kdig from a French subnet gets the next best POP, New York", 10 * time.Second, func() bool {
+			return dig() == newYorkVIP
 		}},
 		{"the decision is in ClickHouse with its reason", 10 * time.Second, func() bool {
 			return queryInt(t, a, "SELECT count() FROM e2e.steering_decisions WHERE pop = 'nuremberg' AND client_region = 'france' AND new_weight = 0 AND reason != '' AND time >= '"+since+"'") > 0
@@ -113,6 +115,12 @@ func TestLabEndToEnd(t *testing.T) {
 			return ok
 		}},
 	})
+
+	// Residency: with its only allowed POP down, Germany is still answered inside the EU
+	// (fail-open within the allowed set), never from New York.
+	if got := kdig(t, dnsAddr, germanySubnet, "api."+lab.Zone); got != nurembergVIP {
+		t.Errorf("germany while Nuremberg is down: %q, want %s (fail-open inside its allowed set)", got, nurembergVIP)
+	}
 
 	healedAt := time.Now()
 	l.State().Heal()
