@@ -3,6 +3,7 @@ package ceph
 import (
 	"context"
 	"crypto/rand"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -100,7 +101,12 @@ func (c *cluster) start(name string, args ...string) {
 	c.t.Helper()
 	cmd := exec.Command(args[0], args[1:]...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	cmd.Stdout, cmd.Stderr = nil, nil
+	out, err := os.Create(filepath.Join(c.dir, "log", name+".out"))
+	if err != nil {
+		c.t.Fatal(err)
+	}
+	defer out.Close()
+	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {
 		c.t.Fatalf("%s: %v", name, err)
 	}
@@ -274,6 +280,29 @@ func (c *cluster) startMgr() {
 	c.start("mgr.x", "ceph-mgr", "-c", c.conf, "-i", "x", "-f")
 }
 
+// primaries counts the bench pool's PGs and their objects by acting primary OSD, from the
+// PG stats the OSDs report to the mgr.
+func (c *cluster) primaries() (pgs, objects map[int]int) {
+	c.t.Helper()
+	var ls struct {
+		PGStats []struct {
+			Primary int `json:"acting_primary"`
+			Stats   struct {
+				Objects int `json:"num_objects"`
+			} `json:"stat_sum"`
+		} `json:"pg_stats"`
+	}
+	if err := json.Unmarshal([]byte(c.ceph("pg", "ls-by-pool", "bench", "-f", "json")), &ls); err != nil {
+		c.t.Fatalf("ceph pg ls-by-pool bench: %v", err)
+	}
+	pgs, objects = map[int]int{}, map[int]int{}
+	for _, p := range ls.PGStats {
+		pgs[p.Primary]++
+		objects[p.Primary] += p.Stats.Objects
+	}
+	return pgs, objects
+}
+
 // health is `ceph health` (HEALTH_OK, or HEALTH_WARN with reasons).
 func (c *cluster) health() string {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -282,12 +311,34 @@ func (c *cluster) health() string {
 	return strings.TrimSpace(string(out))
 }
 
-// load runs rados bench until the test ends: first a short write so objects exist, then
-// random reads and writes side by side, so both read and write op latencies move.
+// load runs rados bench until the test ends: random reads (which only read the objects
+// of the last write run under the default run name) beside writes (another run name, so
+// the read set stays fixed). That first run writes a fixed count, not for a fixed time:
+// on a busy machine a 3 s run could end with a few dozen objects, none of them in a PG
+// of some OSD (CRUSH gives each OSD 6 to 18 of the 32 PGs), which then served no reads.
 func (c *cluster) load() {
-	c.run("", "rados", "-c", c.conf, "-p", "bench", "bench", "3", "write", "-t", "16", "-b", "16384", "--no-cleanup")
-	c.start("bench-write", "rados", "-c", c.conf, "-p", "bench", "bench", "300", "write", "-t", "8", "-b", "16384", "--run-name", "w2", "--no-cleanup")
+	const objects = 256
+	c.run("", "rados", "-c", c.conf, "-p", "bench", "bench", "60", "write", "-t", "16", "-b", "16384",
+		"--max-objects", strconv.Itoa(objects), "--no-cleanup")
 	c.start("bench-read", "rados", "-c", c.conf, "-p", "bench", "bench", "300", "rand", "-t", "8")
+	// The OSDs report PG stats to the mgr every few seconds: wait until all the objects
+	// (and the run's metadata object) are counted, then check every OSD got some.
+	var pgs, objs map[int]int
+	waitFor(c.t, c.ctx, 30*time.Second, "PG stats to count the objects written", func() bool {
+		pgs, objs = c.primaries()
+		n := 0
+		for _, o := range objs {
+			n += o
+		}
+		return n > objects
+	})
+	for id := range 3 {
+		if objs[id] == 0 {
+			c.t.Fatalf("osd.%d is primary for no object to read: objects by primary OSD %v, PGs %v", id, objs, pgs)
+		}
+	}
+	c.t.Logf("objects to read by primary OSD %v (PGs %v) at %v", objs, pgs, time.Since(c.began).Round(100*time.Millisecond))
+	c.start("bench-write", "rados", "-c", c.conf, "-p", "bench", "bench", "300", "write", "-t", "8", "-b", "16384", "--run-name", "w2", "--no-cleanup")
 }
 
 // TestRealCeph runs the collector as a service against a real cluster under rados bench:
@@ -306,6 +357,10 @@ func TestRealCeph(t *testing.T) {
 			t.Logf("last ceph health detail: %s", last)
 			if b, err := exec.Command("bash", "-c", "grep -ihE 'error|exception|traceback|fail' "+c.dir+"/log/mgr.x.log | tail -20").Output(); err == nil {
 				t.Logf("mgr log errors:\n%s", b)
+			}
+			// Whether the load was still running, and at what rate, when the test gave up.
+			if b, err := exec.Command("bash", "-c", "tail -n 4 "+c.dir+"/log/bench-*.out").Output(); err == nil {
+				t.Logf("rados bench output:\n%s", b)
 			}
 		}
 	})
