@@ -74,7 +74,6 @@ func BenchmarkPipelineEmbedded(b *testing.B) {
 	for range rounds {
 		for _, db := range []*storage.Store{engineDB, pipeDB} {
 			exec(db, "TRUNCATE TABLE flows")
-			exec(db, "TRUNCATE TABLE flows_1m")
 			exec(db, "TRUNCATE TABLE tunnel_stats")
 		}
 		measure("engine_flow", func() {

@@ -47,9 +47,6 @@ func TestSameTokenStoredOnce(t *testing.T) {
 	if got := queryString(t, s, "SELECT count() FROM flows"); got != "100" {
 		t.Fatalf("flows rows after 3 inserts of one token: %s, want 100", got)
 	}
-	if got := queryString(t, s, "SELECT countMerge(flows) FROM flows_1m"); got != "100" {
-		t.Fatalf("flows_1m after 3 inserts of one token: %s, want 100", got)
-	}
 	// The same rows under another token are a new block: deduplication is by token.
 	b.Token = "batch-43"
 	if err := s.Insert(ctx, b); err != nil {
@@ -58,8 +55,20 @@ func TestSameTokenStoredOnce(t *testing.T) {
 	if got := queryString(t, s, "SELECT count() FROM flows"); got != "200" {
 		t.Fatalf("flows rows after a second token: %s, want 200", got)
 	}
-	if got := queryString(t, s, "SELECT countMerge(flows) FROM flows_1m"); got != "200" {
-		t.Fatalf("flows_1m after a second token: %s, want 200", got)
+
+	// A materialized view (flow_edges -> flows_1m) deduplicates with its source table.
+	edges := encode(t, pipeline.KindFlowEdge, []pipeline.Record{&pipeline.FlowEdge{M: meta("nyc-1"), Interval: time.Second,
+		SourceNamespace: "shop", SourceWorkload: "web", DestNamespace: "shop", DestWorkload: "api", Protocol: "TCP", Port: 80, Flows: 100}}, "edges-7")
+	for range 3 {
+		if err := s.Insert(ctx, edges); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := queryString(t, s, "SELECT count(), sum(flows) FROM flow_edges"); got != "1\t100" {
+		t.Fatalf("flow_edges (rows, flows) after 3 inserts of one token: %s, want 1, 100", got)
+	}
+	if got := queryString(t, s, "SELECT sum(flows) FROM flows_1m"); got != "100" {
+		t.Fatalf("flows_1m after 3 inserts of one token: %s flows, want 100", got)
 	}
 }
 
@@ -67,43 +76,32 @@ func TestRollupsHoldAggregates(t *testing.T) {
 	s := storagetest.New(t)
 	ctx := context.Background()
 	m0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
-	type edge struct{ src, dst string }
 	type agg struct{ flows, drops, requests, errors int }
-	want := map[string]agg{} // "minute src dst" -> counts
+	want := map[string]agg{} // "minute src dst" -> sums
 	var batches [2][]pipeline.Record
-	for i := range 600 {
-		minute := m0.Add(time.Duration(i%3) * time.Minute)
-		e := []edge{{"web", "api"}, {"api", "db"}}[i%2]
-		f := &pipeline.Flow{
-			M:      pipeline.Meta{Time: minute.Add(time.Duration(i) * 50 * time.Millisecond), Cluster: "destroyer", Node: "nyc-1"},
-			Source: pipeline.Endpoint{Namespace: "shop", Workload: e.src}, Destination: pipeline.Endpoint{Namespace: "shop", Workload: e.dst},
-			L4Protocol: "TCP", DestinationPort: 8080, Verdict: "FORWARDED", L7Type: "HTTP",
+	for i := range 360 { // per-second edges over 3 minutes, two workload pairs
+		src, dst := []string{"web", "api"}[i%2], []string{"api", "db"}[i%2]
+		e := &pipeline.FlowEdge{
+			M: pipeline.Meta{Time: m0.Add(time.Duration(i/2) * time.Second), Cluster: "destroyer"}, Interval: time.Second,
+			SourceNamespace: "shop", SourceWorkload: src, DestNamespace: "shop", DestWorkload: dst, Protocol: "TCP", Port: 8080,
+			Flows: uint64(10 + i%7), Drops: uint64(i % 3), Requests: uint64(i % 5), Errors: uint64(i % 5 / 4),
 		}
-		k := fmt.Sprintf("%s %s %s", minute.Format("2006-01-02 15:04:05"), e.src, e.dst)
+		if e.Requests > 0 {
+			e.LatencyP50 = time.Duration(i%5) * time.Millisecond
+			e.LatencyP90, e.LatencyP99 = 2*e.LatencyP50, 3*e.LatencyP50
+		}
+		k := fmt.Sprintf("%s %s %s", e.M.Time.Truncate(time.Minute).Format("2006-01-02 15:04:05"), src, dst)
 		a := want[k]
-		a.flows++
-		switch i % 5 {
-		case 0:
-			f.Verdict, f.DropReason, f.L7Type = "DROPPED", "POLICY_DENIED", ""
-			a.drops++
-		case 1, 2:
-			a.requests++ // a request
-		default:
-			f.IsReply, f.HTTPCode, f.L7Latency = true, 200, time.Duration(1+i%37)*time.Millisecond
-			if i%7 == 0 {
-				f.HTTPCode = 503
-				a.errors++
-			}
-		}
+		a.flows, a.drops, a.requests, a.errors = a.flows+int(e.Flows), a.drops+int(e.Drops), a.requests+int(e.Requests), a.errors+int(e.Errors)
 		want[k] = a
-		batches[i%2] = append(batches[i%2], f) // two blocks: two parts whose states must merge
+		batches[i%3%2] = append(batches[i%3%2], e) // two blocks: two parts whose states must merge
 	}
 	for i, b := range batches {
-		if err := s.Insert(ctx, encode(t, pipeline.KindFlow, b, fmt.Sprintf("rollup-%d", i))); err != nil {
+		if err := s.Insert(ctx, encode(t, pipeline.KindFlowEdge, b, fmt.Sprintf("rollup-%d", i))); err != nil {
 			t.Fatal(err)
 		}
 	}
-	out := queryString(t, s, `SELECT minute, src_workload, dst_workload, countMerge(flows), countIfMerge(drops), countIfMerge(requests), countIfMerge(errors)
+	out := queryString(t, s, `SELECT minute, src_workload, dst_workload, sum(flows), sum(drops), sum(requests), sum(errors)
 		FROM flows_1m GROUP BY minute, src_workload, dst_workload ORDER BY minute, src_workload`)
 	lines := strings.Split(out, "\n")
 	if len(lines) != len(want) {
@@ -116,12 +114,15 @@ func TestRollupsHoldAggregates(t *testing.T) {
 			t.Errorf("%s: flows drops requests errors = %s, want %s", strings.Join(f[:3], " "), got, exp)
 		}
 	}
-	// Latency quantiles merged from the rollup's states equal those over the raw flows.
-	rollup := queryString(t, s, `SELECT minute, src_workload, quantilesIfMerge(0.5, 0.9, 0.99)(latency) FROM flows_1m
-		GROUP BY minute, src_workload ORDER BY minute, src_workload`)
-	raw := queryString(t, s, `SELECT toStartOfMinute(time) AS minute, src_workload, quantilesIf(0.5, 0.9, 0.99)(l7_latency, l7_latency > 0) FROM flows
-		GROUP BY minute, src_workload ORDER BY minute, src_workload`)
-	if rollup != raw || !strings.Contains(rollup, "[") {
+	// Latency: the merged states equal the same weighted digest over the raw edges, and
+	// edge-seconds without requests do not drag the quantiles to zero.
+	rollup := queryString(t, s, `SELECT minute, src_workload,
+			quantileTDigestWeightedIfMerge(0.5)(latency_p50), quantileTDigestWeightedIfMerge(0.99)(latency_p99)
+		FROM flows_1m GROUP BY minute, src_workload ORDER BY minute, src_workload`)
+	raw := queryString(t, s, `SELECT toStartOfMinute(time) AS minute, src_workload,
+			quantileTDigestWeightedIf(0.5)(latency_p50, requests, latency_p50 > 0), quantileTDigestWeightedIf(0.99)(latency_p99, requests, latency_p99 > 0)
+		FROM flow_edges GROUP BY minute, src_workload ORDER BY minute, src_workload`)
+	if rollup != raw || strings.Contains(rollup, "\t0\t") {
 		t.Fatalf("latency quantiles:\nrollup %s\n   raw %s", rollup, raw)
 	}
 

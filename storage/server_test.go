@@ -81,7 +81,7 @@ func TestClusterDDL(t *testing.T) {
 		"ENGINE = ReplicatedAggregatingMergeTree(",
 		"CREATE TABLE IF NOT EXISTS meridian.flows ON CLUSTER prod AS meridian.flows_local ENGINE = Distributed(prod, meridian, flows_local, rand())",
 		"CREATE MATERIALIZED VIEW IF NOT EXISTS meridian.flows_1m_mv_local ON CLUSTER prod\nTO meridian.flows_1m_local",
-		"FROM meridian.flows_local",
+		"FROM meridian.flow_edges_local",
 		"ENGINE = Distributed(prod, meridian, probes_1m_local, rand())",
 	} {
 		if !strings.Contains(all, want) {
