@@ -3,7 +3,6 @@ package storage
 import (
 	"fmt"
 	"net/netip"
-	"sync"
 	"time"
 
 	"github.com/ClickHouse/ch-go/proto"
@@ -15,28 +14,49 @@ import (
 // the kind's table. It is safe for concurrent use and reuses its column buffers between
 // calls: only the returned bytes are allocated per block.
 type Encoder struct {
-	pools map[pipeline.Kind]*sync.Pool
+	free map[pipeline.Kind]chan columnSet
 }
 
 var _ pipeline.Encoder = (*Encoder)(nil)
 
+// keptSets is how many column sets per kind an Encoder keeps between calls: the pipeline
+// encodes one batch per kind at a time. They live as long as the Encoder, unlike a
+// sync.Pool's, which every GC cycle empties: the buffers of a 50,000-row block would then
+// be regrown (and their fresh pages faulted in) for most blocks.
+const keptSets = 2
+
 // NewEncoder returns an Encoder for every kind of pipeline.Kinds.
 func NewEncoder() *Encoder {
-	e := &Encoder{pools: map[pipeline.Kind]*sync.Pool{}}
-	for kind, mk := range columnSets {
-		e.pools[kind] = &sync.Pool{New: func() any { return mk() }}
+	e := &Encoder{free: map[pipeline.Kind]chan columnSet{}}
+	for kind := range columnSets {
+		e.free[kind] = make(chan columnSet, keptSets)
 	}
 	return e
 }
 
+func (e *Encoder) get(kind pipeline.Kind) columnSet {
+	select {
+	case set := <-e.free[kind]:
+		return set
+	default:
+		return columnSets[kind]()
+	}
+}
+
+func (e *Encoder) put(kind pipeline.Kind, set columnSet) {
+	select {
+	case e.free[kind] <- set:
+	default: // more concurrent callers than kept sets: let this one go
+	}
+}
+
 // Encode returns the Native block of recs, which must all be of kind.
 func (e *Encoder) Encode(kind pipeline.Kind, recs []pipeline.Record) ([]byte, error) {
-	pool, ok := e.pools[kind]
-	if !ok {
+	if _, ok := e.free[kind]; !ok {
 		return nil, fmt.Errorf("storage encode: unknown kind %d", kind)
 	}
-	set := pool.Get().(columnSet)
-	defer pool.Put(set)
+	set := e.get(kind)
+	defer e.put(kind, set)
 	c := set.cols()
 	c.input.Reset()
 	for i, r := range recs {
