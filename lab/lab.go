@@ -139,6 +139,7 @@ func (l *Lab) startWGNetns(ctx context.Context) error {
 		return err
 	}
 	l.wg = wg
+	go wg.traffic(ctx, l.inv)
 	l.state.onChange = append(l.state.onChange, func(f Failure, failed bool) {
 		if f.Kind != "tunnel" {
 			return

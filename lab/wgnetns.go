@@ -18,21 +18,38 @@ import (
 // counters visibly stop within seconds.
 const wgKeepalive = 5 * time.Second
 
+// wgTrafficEvery is how often each node sends a datagram to every node of another site
+// through their tunnel, as applications would: the collector tells a broken tunnel by data
+// sent and nothing back, which keepalives alone do not show.
+const wgTrafficEvery = time.Second
+
+// deadMAC is a link-layer address no interface has: a neighbour entry pointing at it
+// makes frames leave and the other end discard them.
+const deadMAC = "02:00:5e:00:00:01"
+
+// overlayAddr is node i's address inside the mesh (on its device, in its allowed IPs).
+func overlayAddr(i int) netip.Addr { return netip.AddrFrom4([4]byte{10, 42, byte(i + 1), 1}) }
+
 // wgNetns is the lab's WireGuard mesh for real (-lab.wireguard-netns): one network
 // namespace per site, a veth pair between every two sites, and in each site's namespace
 // one wireguard-go device per node of that site, holding that node's real key (written
 // into the inventory). Every device has every other node as a peer with a persistent
 // keepalive: a full mesh. Nodes of one site reach each other over their namespace's
-// loopback, nodes of two sites over the veth pair between the sites, so failing tunnel
-// A-B sets that pair's two ends down and breaks every tunnel between nodes of A and B.
+// loopback, nodes of two sites over the veth pair between the sites. Each node sends a
+// little traffic to the nodes of other sites; failing tunnel A-B makes the A-B veths
+// drop every frame, so every tunnel between nodes of A and B sends and hears nothing.
 type wgNetns struct {
 	net     *netns.Net
 	ns      map[string]string     // site -> namespace
 	links   map[string][2]vethEnd // SitePair -> the pair's two ends
 	devices []string
+	conns   []*net.UDPConn // per node, bound to its overlay address inside its namespace
 }
 
-type vethEnd struct{ ns, dev string }
+type vethEnd struct {
+	ns, dev string
+	addr    netip.Addr
+}
 
 // startWGNetns builds the mesh for inv's nodes and sets their WireGuardKey to the real
 // public keys. On error everything made so far is removed.
@@ -75,7 +92,7 @@ func (m *wgNetns) build(ctx context.Context, inv *inventory.Inventory) error {
 		for _, b := range sites[i+1:] {
 			pa := netip.AddrFrom4([4]byte{10, 201, byte(k), 1})
 			pb := netip.AddrFrom4([4]byte{10, 201, byte(k), 2})
-			ea, eb := vethEnd{m.ns[a], "to-" + b}, vethEnd{m.ns[b], "to-" + a}
+			ea, eb := vethEnd{m.ns[a], "to-" + b, pa}, vethEnd{m.ns[b], "to-" + a, pb}
 			if err := m.net.Link(ea.ns, ea.dev, netip.PrefixFrom(pa, 24), eb.ns, eb.dev, netip.PrefixFrom(pb, 24)); err != nil {
 				return err
 			}
@@ -124,13 +141,65 @@ func (m *wgNetns) build(ctx context.Context, inv *inventory.Inventory) error {
 			return fmt.Errorf("configuring %s: %w", m.devices[i], err)
 		}
 	}
+	// Overlay: several devices share a site's namespace, so what a node sends from its
+	// own address is routed through its own device (a routing table per node).
+	for i, n := range inv.Nodes {
+		ns, a, table := m.ns[n.Site], overlayAddr(i).String(), strconv.Itoa(100+i)
+		for _, args := range [][]string{
+			{"addr", "add", a + "/32", "dev", m.devices[i]},
+			{"rule", "add", "from", a, "table", table},
+			{"route", "add", "10.42.0.0/16", "dev", m.devices[i], "table", table},
+		} {
+			if err := netns.IP(ns, args...); err != nil {
+				return err
+			}
+		}
+		c, err := m.net.ListenUDP(ns, netip.AddrPortFrom(overlayAddr(i), 0))
+		if err != nil {
+			return err
+		}
+		m.conns = append(m.conns, c)
+	}
 	return nil
 }
 
-// setTunnel sets both veth ends between two sites up or down.
+// traffic sends, until ctx ends, a datagram every wgTrafficEvery from each node to the
+// discard port of every node of another site; the peer's kernel answers with an ICMP
+// port unreachable, so a live tunnel moves bytes both ways. (Nodes of one site would
+// reach each other's overlay address locally, not through their tunnel.)
+func (m *wgNetns) traffic(ctx context.Context, inv *inventory.Inventory) {
+	payload := make([]byte, 64)
+	t := time.NewTicker(wgTrafficEvery)
+	defer t.Stop()
+	for {
+		for i, a := range inv.Nodes {
+			for j, b := range inv.Nodes {
+				if a.Site != b.Site {
+					_, _ = m.conns[i].WriteToUDPAddrPort(payload, netip.AddrPortFrom(overlayAddr(j), 9))
+				}
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// setTunnel breaks or mends the path between two sites. Broken, each end's neighbour
+// entry for the other points at deadMAC: WireGuard's sends still succeed and the other end
+// discards the frames, as across a broken path. Mended, the entries go and ARP resolves
+// the real addresses again.
 func (m *wgNetns) setTunnel(pair string, up bool) error {
-	for _, e := range m.links[pair] {
-		if err := m.net.SetLink(e.ns, e.dev, up); err != nil {
+	ends := m.links[pair]
+	for k, e := range ends {
+		other := ends[1-k].addr.String()
+		args := []string{"neigh", "replace", other, "lladdr", deadMAC, "nud", "permanent", "dev", e.dev}
+		if up {
+			args = []string{"neigh", "del", other, "dev", e.dev}
+		}
+		if err := netns.IP(e.ns, args...); err != nil {
 			return err
 		}
 	}
@@ -138,4 +207,9 @@ func (m *wgNetns) setTunnel(pair string, up bool) error {
 }
 
 // close kills the wireguard-go processes and deletes the namespaces with their veths.
-func (m *wgNetns) close() error { return m.net.Close() }
+func (m *wgNetns) close() error {
+	for _, c := range m.conns {
+		c.Close()
+	}
+	return m.net.Close()
+}

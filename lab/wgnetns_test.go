@@ -122,6 +122,7 @@ func TestRealWireGuardMesh(t *testing.T) {
 	var cfg wireguard.Config
 	cfg.RegisterFlags(flag.NewFlagSet("test", flag.ContinueOnError))
 	cfg.Devices, cfg.Interval, cfg.Timeout = true, 200*time.Millisecond, 200*time.Millisecond
+	cfg.SilentStale, cfg.SilentDown = time.Second, 2*time.Second // the defaults take 15 s and 60 s
 	c, err := wireguard.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), app, e.Inventory)
 	if err != nil {
 		t.Fatal(err)
@@ -137,34 +138,40 @@ func TestRealWireGuardMesh(t *testing.T) {
 		return ok && ts.Status == pipeline.StatusOK && ts.M.Site == "newyork" && ts.PeerSite == "nuremberg" && ts.RxBytes > 0
 	})
 
-	// Break New York-Nuremberg. A keepalive may be in flight: take the broken tunnel's
-	// counters once the healthy London tunnel has received one keepalive more, then watch
-	// two more keepalives reach London and none reach Nuremberg.
+	// Break New York-Nuremberg: that tunnel keeps sending and hears nothing, its handshake
+	// ages, and the collector's silence rule calls it down; London's stays ok.
 	if err := l.State().Fail(Failure{Kind: "tunnel", Target: "nuremberg-newyork"}); err != nil {
 		t.Fatal(err)
 	}
 	failedAt := time.Now()
-	londonRx := func() int64 { return peer("ny-destroyer-1", "lon-edge-1").ReceiveBytes }
-	waitKeepalives := func(n int) {
-		t.Helper()
-		for range n {
-			rx := londonRx()
-			waitFor(t, 3*wgKeepalive, "a keepalive from London", func() bool { return londonRx() > rx })
-		}
+	status := func(link string) string {
+		mu.Lock()
+		defer mu.Unlock()
+		return seen[link].Status
 	}
-	waitKeepalives(1)
+	waitFor(t, 15*time.Second, "the collector to call ny-destroyer-1 > nbg-aegis-1 down", func() bool {
+		return status("ny-destroyer-1>nbg-aegis-1") == pipeline.StatusDown
+	})
+	t.Logf("down %s after the failure", time.Since(failedAt).Round(100*time.Millisecond))
+	if s := status("ny-destroyer-1>lon-edge-1"); s != pipeline.StatusOK {
+		t.Fatalf("ny-destroyer-1 > lon-edge-1 is %s, want ok", s)
+	}
 	broken := peer("ny-destroyer-1", "nbg-aegis-1")
-	waitKeepalives(2)
+	london := peer("ny-destroyer-1", "lon-edge-1").ReceiveBytes
+	waitFor(t, 5*time.Second, "more bytes from London and more bytes sent towards Nuremberg", func() bool {
+		return peer("ny-destroyer-1", "lon-edge-1").ReceiveBytes > london && peer("ny-destroyer-1", "nbg-aegis-1").TransmitBytes > broken.TransmitBytes
+	})
 	now := peer("ny-destroyer-1", "nbg-aegis-1")
-	if now.ReceiveBytes != broken.ReceiveBytes || !now.LastHandshakeTime.Equal(broken.LastHandshakeTime) {
-		t.Fatalf("broken tunnel still moves: rx %d then %d, handshake %s then %s", broken.ReceiveBytes, now.ReceiveBytes, broken.LastHandshakeTime, now.LastHandshakeTime)
+	if now.ReceiveBytes != broken.ReceiveBytes || !now.LastHandshakeTime.Equal(broken.LastHandshakeTime) || now.LastHandshakeTime.After(failedAt) {
+		t.Fatalf("broken tunnel still receives: rx %d then %d, handshake %s then %s", broken.ReceiveBytes, now.ReceiveBytes, broken.LastHandshakeTime, now.LastHandshakeTime)
 	}
-	t.Logf("broken for %s: rx frozen at %d B, handshake %s old", time.Since(failedAt).Round(time.Second), now.ReceiveBytes, time.Since(now.LastHandshakeTime).Round(time.Second))
 
 	l.State().Heal()
-	waitFor(t, 4*wgKeepalive, "the healed tunnel to receive again", func() bool {
-		return peer("ny-destroyer-1", "nbg-aegis-1").ReceiveBytes > broken.ReceiveBytes
+	healedAt := time.Now()
+	waitFor(t, 20*time.Second, "the healed tunnel to receive again and be ok", func() bool {
+		return peer("ny-destroyer-1", "nbg-aegis-1").ReceiveBytes > now.ReceiveBytes && status("ny-destroyer-1>nbg-aegis-1") == pipeline.StatusOK
 	})
+	t.Logf("ok %s after the heal", time.Since(healedAt).Round(100*time.Millisecond))
 
 	// Stopping the lab kills wireguard-go and deletes the namespaces with their veths.
 	tag, devices := l.wg.net.Tag, e.WireGuardDevices

@@ -17,11 +17,13 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"golang.zx2c4.com/wireguard/wgctrl"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 )
@@ -109,7 +111,54 @@ func (n *Net) SetLink(ns, dev string, up bool) error {
 	if up {
 		state = "up"
 	}
-	return run("ip", "-n", ns, "link", "set", dev, state)
+	return IP(ns, "link", "set", dev, state)
+}
+
+// IP runs `ip -n ns args...` (addresses, rules, routes, neighbours inside ns).
+func IP(ns string, args ...string) error {
+	return run(append([]string{"ip", "-n", ns}, args...)...)
+}
+
+// ListenUDP opens a UDP socket bound to addr inside the namespace ns. A socket stays in
+// the namespace it was made in, so this process can then send from inside ns.
+func (n *Net) ListenUDP(ns string, addr netip.AddrPort) (*net.UDPConn, error) {
+	type result struct {
+		c   *net.UDPConn
+		err error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// setns changes only this OS thread: keep the goroutine on it, and if the thread
+		// cannot be put back in its own namespace, leave it locked so that it exits with
+		// the goroutine instead of running other goroutines in ns.
+		runtime.LockOSThread()
+		orig, err := os.Open("/proc/thread-self/ns/net")
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: err}
+			return
+		}
+		defer orig.Close()
+		target, err := os.Open("/run/netns/" + ns)
+		if err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: err}
+			return
+		}
+		defer target.Close()
+		if err := unix.Setns(int(target.Fd()), unix.CLONE_NEWNET); err != nil {
+			runtime.UnlockOSThread()
+			ch <- result{err: fmt.Errorf("entering %s: %w", ns, err)}
+			return
+		}
+		c, err := net.ListenUDP("udp", net.UDPAddrFromAddrPort(addr))
+		if unix.Setns(int(orig.Fd()), unix.CLONE_NEWNET) == nil {
+			runtime.UnlockOSThread()
+		}
+		ch <- result{c, err}
+	}()
+	r := <-ch
+	return r.c, r.err
 }
 
 // DeviceName is the name of the WireGuard device "wg<tag><short>": device names must be
