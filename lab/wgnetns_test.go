@@ -46,10 +46,12 @@ func TestRealWireGuardMesh(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
+	started := time.Now()
 	l, err := Start(ctx, Config{ListenAddress: "127.0.0.1:0", Testdata: "../testdata", WireGuardNetns: true}, "tok", slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
+	startTook := time.Since(started)
 	stopped := false
 	stop := func() {
 		if stopped {
@@ -105,6 +107,7 @@ func TestRealWireGuardMesh(t *testing.T) {
 		}
 		return true
 	})
+	t.Logf("lab started in %s, every tunnel handshaked %s after the start", startTook.Round(100*time.Millisecond), time.Since(started).Round(100*time.Millisecond))
 
 	// Meridian's collector, configured as labOverlay does (devices: true), maps the
 	// devices and their peers to the inventory's nodes by their real keys.
