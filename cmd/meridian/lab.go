@@ -153,7 +153,8 @@ Break things (in another terminal), and watch the map, the DNS answers and the a
   ./bin/meridian lab heal
   ./bin/meridian lab status
 
-Ctrl-C stops everything.
+Ctrl-C stops everything. As root, -lab.wireguard-netns runs the WireGuard mesh for real
+(wireguard-go in one network namespace per site, read through wgctrl).
 
 `, base, token, dnsHost, dnsPort, lab.Zone, file)
 }
