@@ -178,10 +178,25 @@ type tunnelCols struct {
 	rxRate, txRate                              *proto.ColFloat64
 	keepalive                                   *proto.ColInt64
 	scratch                                     []string
+	prefixes                                    map[netip.Prefix]string
+}
+
+// prefixText is p.String() without an allocation per row: a peer's allowed IPs repeat in
+// every one of its rows. The cache is bounded by dropping it when full.
+func (c *tunnelCols) prefixText(p netip.Prefix) string {
+	if s, ok := c.prefixes[p]; ok {
+		return s
+	}
+	if len(c.prefixes) >= 1<<14 {
+		clear(c.prefixes)
+	}
+	s := p.String()
+	c.prefixes[p] = s
+	return s
 }
 
 func newTunnelCols() columnSet {
-	c := &tunnelCols{}
+	c := &tunnelCols{prefixes: map[netip.Prefix]string{}}
 	c.meta = c.columns.meta(ms)
 	c.iface = c.lc("interface")
 	c.publicKey = c.str("public_key")
@@ -212,7 +227,7 @@ func (c *tunnelCols) add(rec pipeline.Record) bool {
 	c.endpoint.Append(r.Endpoint)
 	c.scratch = c.scratch[:0]
 	for _, p := range r.AllowedIPs {
-		c.scratch = append(c.scratch, p.String())
+		c.scratch = append(c.scratch, c.prefixText(p))
 	}
 	c.allowedIPs.Append(c.scratch)
 	c.lastHandshake.Append(ts(r.LastHandshake))
