@@ -12,6 +12,7 @@ import (
 
 	"github.com/cilium/cilium/api/v1/observer"
 	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/protobuf/types/known/timestamppb"
@@ -70,80 +71,109 @@ func benchSamples(b *testing.B) []*observer.GetFlowsResponse {
 }
 
 // BenchmarkHubble measures flows/s from a local relay replaying the real samples through
-// the collector (decode, parse, edges), the pipeline and the embedded ClickHouse insert,
-// against a bare client that only receives and decodes the same stream.
+// the collector (decode, parse, edges), the pipeline (default batching) and the embedded
+// ClickHouse insert, against a bare client that only receives and decodes the same
+// stream. The two sides run in interleaved rounds and the best round of each counts, so
+// that a burst of load from other processes on this shared machine does not decide the
+// ratio.
 func BenchmarkHubble(b *testing.B) {
-	const total = 500_000
+	const (
+		perRound = 200_000
+		rounds   = 3
+	)
 	smp := benchSamples(b)
 	newReplay := func() *replay {
-		return &replay{samples: smp, total: total, base: time.Now().Add(-time.Minute).Truncate(time.Second), step: 10 * time.Microsecond}
+		return &replay{samples: smp, total: perRound, base: time.Now().Add(-time.Minute).Truncate(time.Second), step: 10 * time.Microsecond}
+	}
+	type run struct{ wall, cpu time.Duration }
+	measure := func(f func()) run {
+		start, cpu0 := time.Now(), cpuTime()
+		f()
+		return run{time.Since(start), cpuTime() - cpu0}
+	}
+	best := func(old, r run) run {
+		if old.wall == 0 || r.wall < old.wall {
+			return r
+		}
+		return old
 	}
 
 	// Baseline: receive and decode only.
-	start, cpu0 := time.Now(), cpuTime()
-	conn, err := grpc.NewClient(serveReplay(b, newReplay()), grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	stream, err := observer.NewObserverClient(conn).GetFlows(ctx, &observer.GetFlowsRequest{Follow: true})
-	if err != nil {
-		b.Fatal(err)
-	}
-	for n := 0; n < total; n++ {
-		if _, err := stream.Recv(); err != nil {
+	bareRound := func() {
+		conn, err := grpc.NewClient(serveReplay(b, newReplay()), grpc.WithTransportCredentials(insecure.NewCredentials()))
+		if err != nil {
 			b.Fatal(err)
 		}
+		defer conn.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		stream, err := observer.NewObserverClient(conn).GetFlows(ctx, &observer.GetFlowsRequest{Follow: true})
+		if err != nil {
+			b.Fatal(err)
+		}
+		for range perRound {
+			if _, err := stream.Recv(); err != nil {
+				b.Fatal(err)
+			}
+		}
 	}
-	bare := total / time.Since(start).Seconds()
-	bareCPU := cpuTime() - cpu0
-	cancel()
-	conn.Close()
+	waitReceived := func(reg *prometheus.Registry) {
+		for metric(b, reg, "meridian_hubble_flows_received_total", "bench") < perRound {
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
 
 	// The collector alone (decode, parse, edges) into an Appender that discards: where the
 	// collector's own cost ends and the store's begins.
-	start, cpu0 = time.Now(), cpuTime()
 	discard := pipeline.AppenderFunc(func(context.Context, ...pipeline.Record) error { return nil })
-	c, reg := startCollector(b, testConfig(RelayConfig{Cluster: "bench", Address: serveReplay(b, newReplay())}), discard, nil)
-	for metric(b, reg, "meridian_hubble_flows_received_total", "bench") < total {
-		time.Sleep(10 * time.Millisecond)
-	}
-	alone, aloneCPU := total/time.Since(start).Seconds(), cpuTime()-cpu0
-	services.StopAndAwaitTerminated(context.Background(), c)
+	alone := measure(func() {
+		c, reg := startCollector(b, testConfig(RelayConfig{Cluster: "bench", Address: serveReplay(b, newReplay())}), discard, nil)
+		waitReceived(reg)
+		services.StopAndAwaitTerminated(context.Background(), c)
+	})
 
 	// Full path, stored and readable in ClickHouse.
-	p, store := startPipeline(b, time.Second) // blocks of up to 50,000 rows
-	cfg := testConfig(RelayConfig{Cluster: "bench", Address: serveReplay(b, newReplay())})
+	p, store := startPipeline(b, 0)
+	stored := 0
+	fullRound := func() {
+		c, reg := startCollector(b, testConfig(RelayConfig{Cluster: "bench", Address: serveReplay(b, newReplay())}), p, nil)
+		waitReceived(reg)
+		// Stopping appends the collector's buffered flows and open edges at once, and Flush
+		// seals the open batches: a round measures throughput, not the flush interval and
+		// batch age that a continuous stream pays once.
+		if err := services.StopAndAwaitTerminated(context.Background(), c); err != nil {
+			b.Fatal(err)
+		}
+		if err := p.Flush(context.Background()); err != nil {
+			b.Fatal(err)
+		}
+		stored += perRound
+		for query(b, store, "SELECT count() FROM {db}.flows") != fmt.Sprint(stored) {
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+
+	var bare, full run
 	b.ResetTimer()
-	start, cpu0 = time.Now(), cpuTime()
-	_, reg = startCollector(b, cfg, p, nil)
-	for metric(b, reg, "meridian_hubble_flows_received_total", "bench") < total {
-		time.Sleep(10 * time.Millisecond)
+	for range rounds {
+		bare = best(bare, measure(bareRound))
+		full = best(full, measure(fullRound))
 	}
-	received := time.Since(start)
-	if err := p.Flush(context.Background()); err != nil {
-		b.Fatal(err)
-	}
-	for query(b, store, "SELECT count() FROM {db}.flows") != fmt.Sprint(total) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	full := total / time.Since(start).Seconds()
-	fullCPU := cpuTime() - cpu0
 	b.StopTimer()
-	// Edges of the last seconds are emitted once the stream is idle for interval+grace.
-	for query(b, store, "SELECT sum(flows) FROM {db}.flow_edges") != fmt.Sprint(total) {
+	for query(b, store, "SELECT sum(flows) FROM {db}.flow_edges") != fmt.Sprint(stored) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	edges := query(b, store, "SELECT count(), sum(flows) FROM {db}.flow_edges")
 
-	fmt.Printf("bare client (receive+decode): %.0f flows/s\n", bare)
-	fmt.Printf("collector received all in %v; stored in ClickHouse: %.0f flows/s; edges (rows, flows): %s\n", received, full, edges)
-	fmt.Printf("collector alone (discarding appender): %.0f flows/s, ratio %.2f\n", alone, alone/bare)
-	fmt.Printf("process CPU per flow (relay side included): bare %.1f µs, collector alone %.1f µs, full %.1f µs\n",
-		bareCPU.Seconds()*1e6/total, aloneCPU.Seconds()*1e6/total, fullCPU.Seconds()*1e6/total)
+	rate := func(r run) float64 { return perRound / r.wall.Seconds() }
+	perFlow := func(r run) float64 { return r.cpu.Seconds() * 1e6 / perRound }
+	fmt.Printf("%d flows per round, best of %d interleaved rounds per side\n", perRound, rounds)
+	fmt.Printf("bare client (receive+decode): %.0f flows/s, %.1f µs CPU per flow (relay side included)\n", rate(bare), perFlow(bare))
+	fmt.Printf("collector alone (discarding appender, one round): %.0f flows/s, ratio %.2f, %.1f µs CPU per flow\n", rate(alone), rate(alone)/rate(bare), perFlow(alone))
+	fmt.Printf("full path, stored in ClickHouse: %.0f flows/s, %.1f µs CPU per flow; edges (rows, flows): %s\n", rate(full), perFlow(full), edges)
 	fmt.Printf("peak RSS (VmHWM): %s\n", vmHWM())
-	b.ReportMetric(full, "flows/s")
-	fmt.Printf("BENCH hubble_flows %.0f flows/s ratio=%.2f\n", full, full/bare)
+	b.ReportMetric(rate(full), "flows/s")
+	fmt.Printf("BENCH hubble_flows %.0f flows/s ratio=%.2f\n", rate(full), rate(full)/rate(bare))
 }
 
 // cpuTime is the process's user+system CPU time, chDB's threads included.

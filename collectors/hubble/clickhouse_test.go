@@ -27,7 +27,9 @@ func startPipeline(tb testing.TB, batchAge time.Duration) (*pipeline.Pipeline, *
 	cfg.RegisterFlags(flag.NewFlagSet("p", flag.PanicOnError))
 	cfg.Spool.Path = tb.TempDir()
 	cfg.Spool.Fsync = false
-	cfg.BatchAge = batchAge
+	if batchAge > 0 { // else the pipeline's default
+		cfg.BatchAge = batchAge
+	}
 	cfg.Instance = "hubble-test"
 	p, err := pipeline.New(cfg, storage.NewEncoder(), store, nil, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
