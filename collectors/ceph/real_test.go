@@ -1,6 +1,8 @@
 package ceph
 
 import (
+	"github.com/meridianhq/meridian/internal/proc"
+
 	"context"
 	"crypto/rand"
 	"encoding/json"
@@ -121,17 +123,8 @@ func (c *cluster) stop(name string) {
 	cmd := c.procs[name]
 	delete(c.procs, name)
 	c.mu.Unlock()
-	if cmd == nil {
-		return
-	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
+	if cmd != nil {
+		proc.Stop(cmd, 10*time.Second)
 	}
 }
 

@@ -8,6 +8,8 @@
 package netns
 
 import (
+	"github.com/meridianhq/meridian/internal/proc"
+
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -224,15 +226,7 @@ func (n *Net) StopWireGuard(dev string) {
 	if cmd == nil {
 		return
 	}
-	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
-	done := make(chan struct{})
-	go func() { _ = cmd.Wait(); close(done) }()
-	select {
-	case <-done:
-	case <-time.After(5 * time.Second):
-		_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
-		<-done
-	}
+	proc.Stop(cmd, 5*time.Second)
 	_ = os.Remove(socketPath(dev))
 }
 
