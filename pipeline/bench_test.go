@@ -1,6 +1,8 @@
 package pipeline_test
 
 import (
+	"github.com/meridianhq/meridian/internal/promtest"
+
 	"bufio"
 	"context"
 	"flag"
@@ -91,7 +93,7 @@ func BenchmarkPipelineEmbedded(b *testing.B) {
 
 	checkExactlyOnce(b, pipeDB, "flow", nFlow)
 	checkExactlyOnce(b, pipeDB, "tunnel_stat", nTunnel)
-	if got := metric(b, reg, "meridian_pipeline_blocks_failed_total"); got != 0 {
+	if got := promtest.Sum(b, reg, "meridian_pipeline_blocks_failed_total"); got != 0 {
 		b.Errorf("%v failed inserts during the benchmark", got)
 	}
 
@@ -131,7 +133,7 @@ func drive(b *testing.B, p *pipeline.Pipeline, reg prometheus.Gatherer, n, befor
 		b.Fatal(err)
 	}
 	waitFor(b, 5*time.Minute, "every row inserted", func() bool {
-		return metric(b, reg, "meridian_pipeline_rows_inserted_total") == float64(before+n)
+		return promtest.Sum(b, reg, "meridian_pipeline_rows_inserted_total") == float64(before+n)
 	})
 	return before + n
 }

@@ -1,6 +1,8 @@
 package pipeline_test
 
 import (
+	"github.com/meridianhq/meridian/internal/promtest"
+
 	"bufio"
 	"context"
 	"encoding/binary"
@@ -115,25 +117,6 @@ func appendRange(t testing.TB, p pipeline.Appender, from, to int, kinds ...strin
 	}
 }
 
-// metric sums the samples of a counter or gauge family ("" label filter: all).
-func metric(t testing.TB, reg prometheus.Gatherer, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
-		}
-	}
-	return sum
-}
-
 func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	deadline := time.Now().Add(d)
@@ -190,26 +173,26 @@ func TestFaultEmbeddedOutage(t *testing.T) {
 	}
 	// Every block waits in the spool and /metrics shows the backlog.
 	const blocks = 2 * n / 1000
-	if got := metric(t, reg, "meridian_pipeline_spool_blocks"); got != blocks {
+	if got := promtest.Sum(t, reg, "meridian_pipeline_spool_blocks"); got != blocks {
 		t.Errorf("meridian_pipeline_spool_blocks = %v during the outage, want %d", got, blocks)
 	}
-	if got := metric(t, reg, "meridian_pipeline_spool_bytes"); got <= 0 {
+	if got := promtest.Sum(t, reg, "meridian_pipeline_spool_bytes"); got <= 0 {
 		t.Errorf("meridian_pipeline_spool_bytes = %v during the outage, want > 0", got)
 	}
-	waitFor(t, 10*time.Second, "failed inserts to show", func() bool { return metric(t, reg, "meridian_pipeline_blocks_failed_total") >= 2 })
+	waitFor(t, 10*time.Second, "failed inserts to show", func() bool { return promtest.Sum(t, reg, "meridian_pipeline_blocks_failed_total") >= 2 })
 	if got := query(t, store, "SELECT count() FROM flows"); got != "0" {
 		t.Fatalf("flows holds %s rows while storage is down", got)
 	}
 
 	f.lostAcks.Store(6)
 	f.down.Store(false)
-	waitFor(t, 2*time.Minute, "the spool to drain", func() bool { return metric(t, reg, "meridian_pipeline_spool_blocks") == 0 })
+	waitFor(t, 2*time.Minute, "the spool to drain", func() bool { return promtest.Sum(t, reg, "meridian_pipeline_spool_blocks") == 0 })
 	if f.lostAcks.Load() >= 0 {
 		t.Fatalf("only %d of 6 lost acks happened", 6-f.lostAcks.Load())
 	}
 	checkExactlyOnce(t, store, "flow", n)
 	checkExactlyOnce(t, store, "tunnel_stat", n)
-	if got := metric(t, reg, "meridian_pipeline_rows_inserted_total"); got != 2*n {
+	if got := promtest.Sum(t, reg, "meridian_pipeline_rows_inserted_total"); got != 2*n {
 		t.Errorf("meridian_pipeline_rows_inserted_total = %v, want %d", got, 2*n)
 	}
 }
@@ -244,8 +227,8 @@ func TestFaultServerClosedPort(t *testing.T) {
 	if err := p.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "inserts to the closed port to fail", func() bool { return metric(t, reg, "meridian_pipeline_blocks_failed_total") >= 2 })
-	if got := metric(t, reg, "meridian_pipeline_spool_blocks"); got != n/1000 {
+	waitFor(t, 30*time.Second, "inserts to the closed port to fail", func() bool { return promtest.Sum(t, reg, "meridian_pipeline_blocks_failed_total") >= 2 })
+	if got := promtest.Sum(t, reg, "meridian_pipeline_spool_blocks"); got != n/1000 {
 		t.Errorf("meridian_pipeline_spool_blocks = %v, want %d", got, n/1000)
 	}
 	if err := services.StopAndAwaitTerminated(context.Background(), p); err != nil {
@@ -255,7 +238,7 @@ func TestFaultServerClosedPort(t *testing.T) {
 	store := storagetest.New(t)
 	reg2 := prometheus.NewRegistry()
 	startPipeline(t, faultConfig(spool), store, reg2)
-	waitFor(t, time.Minute, "the spool to drain", func() bool { return metric(t, reg2, "meridian_pipeline_spool_blocks") == 0 })
+	waitFor(t, time.Minute, "the spool to drain", func() bool { return promtest.Sum(t, reg2, "meridian_pipeline_spool_blocks") == 0 })
 	checkExactlyOnce(t, store, "flow", n)
 }
 
@@ -327,8 +310,8 @@ func TestKill9(t *testing.T) {
 	store := storagetest.New(t)
 	reg := prometheus.NewRegistry()
 	startPipeline(t, faultConfig(spool), store, reg)
-	waitFor(t, 2*time.Minute, "the spool to drain", func() bool { return metric(t, reg, "meridian_pipeline_spool_blocks") == 0 })
-	if got := metric(t, reg, "meridian_pipeline_spool_corrupt_files_total"); got != float64(tmp) {
+	waitFor(t, 2*time.Minute, "the spool to drain", func() bool { return promtest.Sum(t, reg, "meridian_pipeline_spool_blocks") == 0 })
+	if got := promtest.Sum(t, reg, "meridian_pipeline_spool_corrupt_files_total"); got != float64(tmp) {
 		t.Errorf("meridian_pipeline_spool_corrupt_files_total = %v, want the %d torn files reported", got, tmp)
 	}
 	// Blocks are spooled in order, so what is stored is ids 0..spooledRows-1, each once.

@@ -21,6 +21,7 @@ import (
 	"github.com/meridianhq/meridian/alerts"
 	"github.com/meridianhq/meridian/alerts/sli"
 	"github.com/meridianhq/meridian/internal/amtest"
+	"github.com/meridianhq/meridian/internal/promtest"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
@@ -150,7 +151,7 @@ func TestPageThroughAlertmanager(t *testing.T) {
 
 	// Alertmanager is down: sends fail and are counted, the alert stays firing.
 	waitFor(t, 15*time.Second, "a failed send to the absent Alertmanager", func() bool {
-		return gatherSum(t, reg, "prometheus_notifications_errors_total") > 0
+		return promtest.Sum(t, reg, "prometheus_notifications_errors_total") > 0
 	})
 	amtest.Run(t, amPort, hook)
 	waitFor(t, 30*time.Second, "firing notification at the webhook", func() bool {
@@ -175,24 +176,6 @@ func TestPageThroughAlertmanager(t *testing.T) {
 	if p := pagesFor(r, "lon"); len(p) != 0 {
 		t.Errorf("page still firing after resolve: %+v", p)
 	}
-}
-
-func gatherSum(t *testing.T, g prometheus.Gatherer, name string) float64 {
-	t.Helper()
-	mfs, err := g.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var sum float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			sum += m.GetCounter().GetValue()
-		}
-	}
-	return sum
 }
 
 func TestConfigYAML(t *testing.T) {

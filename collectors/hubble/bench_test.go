@@ -1,6 +1,8 @@
 package hubble
 
 import (
+	"github.com/meridianhq/meridian/internal/promtest"
+
 	"context"
 	"fmt"
 	"net"
@@ -118,7 +120,7 @@ func BenchmarkHubble(b *testing.B) {
 		}
 	}
 	waitReceived := func(reg *prometheus.Registry) {
-		for metric(b, reg, "meridian_hubble_flows_received_total", "bench") < perRound {
+		for promtest.Sum(b, reg, "meridian_hubble_flows_received_total", "relay", "bench") < perRound {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}

@@ -1,6 +1,8 @@
 package hubble
 
 import (
+	"github.com/meridianhq/meridian/internal/promtest"
+
 	"context"
 	"flag"
 	"fmt"
@@ -17,7 +19,6 @@ import (
 	"github.com/cilium/cilium/api/v1/observer"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/testutil"
 	"gopkg.in/yaml.v3"
 
 	"github.com/meridianhq/meridian/collectors/hubble/hubbletest"
@@ -236,7 +237,7 @@ func TestCollectorEdges(t *testing.T) {
 	if dns := out.edge("gke", "node-local-dns", "kube-dns", 53); dns.errors == 0 || dns.requests == 0 {
 		t.Errorf("node-local-dns -> kube-dns:53: %+v", dns)
 	}
-	if got := testutil.ToFloat64(counter(t, reg, "meridian_hubble_flows_received_total", "gke")); got != 678 {
+	if got := promtest.Sum(t, reg, "meridian_hubble_flows_received_total", "relay", "gke"); got != 678 {
 		t.Errorf("received %v", got)
 	}
 }
@@ -244,32 +245,6 @@ func TestCollectorEdges(t *testing.T) {
 // near reports whether a sketch quantile is within its bucket error of the exact value.
 func near(got, want time.Duration) bool {
 	return got >= want*95/100 && got <= want*105/100
-}
-
-func counter(t testing.TB, reg *prometheus.Registry, name string, relay string) prometheus.Collector {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var total float64
-	for _, mf := range mfs {
-		if mf.GetName() != name {
-			continue
-		}
-		for _, m := range mf.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if l.GetName() == "relay" && l.GetValue() == relay {
-					total += m.GetCounter().GetValue() + m.GetGauge().GetValue()
-				}
-			}
-		}
-	}
-	return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "x"}, func() float64 { return total })
-}
-
-func metric(t testing.TB, reg *prometheus.Registry, name, relay string) float64 {
-	return testutil.ToFloat64(counter(t, reg, name, relay))
 }
 
 // TestReconnectExactlyOnce stops the relay in the middle of a stream, adds flows while it
@@ -292,7 +267,7 @@ func TestReconnectExactlyOnce(t *testing.T) {
 	c, reg := startCollector(t, testConfig(RelayConfig{Cluster: "kind", Address: srv.Addr()}), out, nil)
 	waitFor(t, "the first 200 flows", func() bool { f, _ := out.counts("kind"); return f == 200 })
 	srv.Stop()
-	waitFor(t, "the collector to see the relay go", func() bool { return metric(t, reg, "meridian_hubble_relay_errors_total", "kind") >= 1 })
+	waitFor(t, "the collector to see the relay go", func() bool { return promtest.Sum(t, reg, "meridian_hubble_relay_errors_total", "relay", "kind") >= 1 })
 	if st := c.Status()[0]; st.Connected || !st.LastFlow.Equal(ring[199].GetFlow().GetTime().AsTime()) || st.LastError == "" {
 		t.Errorf("status while down: %+v", st)
 	}
@@ -303,7 +278,7 @@ func TestReconnectExactlyOnce(t *testing.T) {
 	}
 	all := append(slices.Clone(ring), later...)
 	waitFor(t, "the relay's whole ring", func() bool {
-		return metric(t, reg, "meridian_hubble_flows_received_total", "kind")+metric(t, reg, "meridian_hubble_flows_duplicate_total", "kind") == float64(srv.Sent()) &&
+		return promtest.Sum(t, reg, "meridian_hubble_flows_received_total", "relay", "kind")+promtest.Sum(t, reg, "meridian_hubble_flows_duplicate_total", "relay", "kind") == float64(srv.Sent()) &&
 			srv.Sent() == 200+len(all)-199
 	})
 	waitFor(t, "flows appended", func() bool { f, _ := out.counts("kind"); return f >= len(all) })
@@ -312,7 +287,7 @@ func TestReconnectExactlyOnce(t *testing.T) {
 	if len(reqs) != 2 || !reqs[1].GetSince().AsTime().Equal(ring[199].GetFlow().GetTime().AsTime()) {
 		t.Fatalf("requests %v", reqs)
 	}
-	if d := metric(t, reg, "meridian_hubble_flows_duplicate_total", "kind"); d != 1 {
+	if d := promtest.Sum(t, reg, "meridian_hubble_flows_duplicate_total", "relay", "kind"); d != 1 {
 		t.Errorf("%v duplicates dropped, want 1 (the flow at the resume time)", d)
 	}
 	// Exactly once: the stored flows are the ring, in order, each once.
@@ -361,7 +336,7 @@ func TestBadRelays(t *testing.T) {
 	c, reg := startCollector(t, cfg, out, nil)
 	waitFor(t, "good flows", func() bool { f, e := out.counts("good"); return f == 400 && e == 400 })
 	waitFor(t, "retries of the bad relays", func() bool {
-		return metric(t, reg, "meridian_hubble_relay_errors_total", "junk") >= 2 && metric(t, reg, "meridian_hubble_relay_errors_total", "stall") >= 2
+		return promtest.Sum(t, reg, "meridian_hubble_relay_errors_total", "relay", "junk") >= 2 && promtest.Sum(t, reg, "meridian_hubble_relay_errors_total", "relay", "stall") >= 2
 	})
 	for _, st := range c.Status() {
 		switch st.Name {
@@ -384,10 +359,10 @@ func TestBadRelays(t *testing.T) {
 		broke[1].DropReason != "1234" || broke[1].Source.Workload != "a-1" {
 		t.Errorf("broken flows: %+v\n%+v", broke[0], broke[1])
 	}
-	if got := metric(t, reg, "meridian_hubble_lost_events_total", "broken"); got != 42 {
+	if got := promtest.Sum(t, reg, "meridian_hubble_lost_events_total", "relay", "broken"); got != 42 {
 		t.Errorf("lost events %v", got)
 	}
-	if got := metric(t, reg, "meridian_hubble_flows_incomplete_total", "broken"); got != 6 { // time x2, source, destination x2, l4
+	if got := promtest.Sum(t, reg, "meridian_hubble_flows_incomplete_total", "relay", "broken"); got != 6 { // time x2, source, destination x2, l4
 		t.Errorf("incomplete parts counted %v, want 6", got)
 	}
 }

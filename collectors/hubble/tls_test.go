@@ -1,6 +1,8 @@
 package hubble
 
 import (
+	"github.com/meridianhq/meridian/internal/promtest"
+
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -96,7 +98,7 @@ func TestMutualTLS(t *testing.T) {
 	_, reg := startCollector(t, cfg, out, nil)
 	waitFor(t, "flows over mTLS", func() bool { f, _ := out.counts("mtls"); return f == 400 })
 	waitFor(t, "the relay to refuse the client without a certificate", func() bool {
-		return metric(t, reg, "meridian_hubble_relay_errors_total", "nocert") >= 1
+		return promtest.Sum(t, reg, "meridian_hubble_relay_errors_total", "relay", "nocert") >= 1
 	})
 	if f, _ := out.counts("nocert"); f != 0 {
 		t.Errorf("%d flows without a client certificate", f)
