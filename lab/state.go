@@ -31,12 +31,12 @@ func (f Failure) String() string {
 type State struct {
 	mu       sync.RWMutex
 	failures map[string]Failure // keyed by kind+target
-	inv      interface{ validate(Failure) error }
+	check    interface{ validate(Failure) error }
 	onChange []func(Failure, bool)
 }
 
 func newState(v interface{ validate(Failure) error }) *State {
-	return &State{failures: map[string]Failure{}, inv: v}
+	return &State{failures: map[string]Failure{}, check: v}
 }
 
 // Fail injects f.
@@ -45,7 +45,7 @@ func (s *State) Fail(f Failure) error {
 		f.Mode = "down"
 	}
 	f = normalize(f)
-	if err := s.inv.validate(f); err != nil {
+	if err := s.check.validate(f); err != nil {
 		return err
 	}
 	s.mu.Lock()

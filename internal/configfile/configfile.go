@@ -87,7 +87,9 @@ func PathAtLine(root *yaml.Node, line int) string {
 				if path != "" {
 					p = path + "." + k.Value
 				}
-				if k.Line == line && (v.Kind == yaml.ScalarNode || v.Line != line || v.Kind != yaml.MappingNode) {
+				// A key names the line unless its value is a flow mapping on the same line,
+				// whose own keys are more precise.
+				if k.Line == line && (v.Kind != yaml.MappingNode || v.Line != line) {
 					return p
 				}
 				if q := walk(v, p); q != "" {
