@@ -21,6 +21,7 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/sys/unix"
 
 	"github.com/meridianhq/meridian/steering/locate"
 	"github.com/meridianhq/meridian/steering/pick"
@@ -82,9 +83,10 @@ type Server struct {
 
 	queries *prometheus.CounterVec
 	invalid prometheus.Counter
+	unsent  prometheus.Counter
 	rcodes  [dns.RcodeBadCookie + 1]prometheus.Counter // resolved once: the hot path must not hash labels
 
-	udp  []*net.UDPConn
+	udp  []*udpSocket
 	tcp  *dns.Server
 	wg   sync.WaitGroup
 	addr net.Addr // set before the service is Running
@@ -100,8 +102,11 @@ func New(cfg Config, z *zone.Zone, l *locate.Locator, p Policy, log *slog.Logger
 		invalid: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meridian_steering_dns_invalid_requests_total", Help: "Requests that could not be parsed (answered FORMERR when the header was readable, else dropped).",
 		}),
+		unsent: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_steering_dns_udp_unsent_responses_total", Help: "UDP responses dropped because the socket's send buffer was full or the send failed.",
+		}),
 	}
-	for _, c := range []prometheus.Collector{s.queries, s.invalid} {
+	for _, c := range []prometheus.Collector{s.queries, s.invalid, s.unsent} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("authdns metrics: %w", err)
 		}
@@ -123,21 +128,24 @@ func (s *Server) start(context.Context) error {
 	if n == 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
-	first, err := listenReusePort(s.cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("authdns listen udp %s: %w", s.cfg.Listen, err)
-	}
-	// Port 0 resolves once; the other sockets and TCP share the port that came out.
-	s.addr = first.LocalAddr()
-	addr := s.addr.String()
-	s.udp = append(s.udp, first)
+	addr := s.cfg.Listen
 	for len(s.udp) < n {
-		c, err := listenReusePort(addr)
+		u, bound, err := listenUDP(addr)
 		if err != nil {
 			s.stop(nil)
 			return fmt.Errorf("authdns listen udp %s: %w", addr, err)
 		}
-		s.udp = append(s.udp, c)
+		// Port 0 resolves once; the other sockets and TCP share the port that came out.
+		s.addr, addr = bound, bound.String()
+		s.udp = append(s.udp, u)
+		// One reader per socket: with the fast path a batch is answered in microseconds,
+		// and a second reader only adds hand-offs and wake-ups (measured: ~25% more CPU
+		// per query under dnsperf). SO_REUSEPORT spreads clients over the sockets.
+		s.wg.Add(1)
+		go func() {
+			defer s.wg.Done()
+			s.serveUDP(u)
+		}()
 	}
 	s.tcp = &dns.Server{Addr: addr, Net: "tcp", Handler: s, ReusePort: true, MsgInvalidFunc: func([]byte, error) { s.invalid.Inc() }}
 	started := make(chan error, 1)
@@ -152,29 +160,22 @@ func (s *Server) start(context.Context) error {
 		s.stop(nil)
 		return fmt.Errorf("authdns listen tcp %s: %w", addr, err)
 	}
-	// udpReaders goroutines per socket (see udp.go); SO_REUSEPORT spreads clients over sockets.
-	for _, c := range s.udp {
-		for range udpReaders {
-			s.wg.Add(1)
-			go func() {
-				defer s.wg.Done()
-				s.serveUDP(c)
-			}()
-		}
-	}
 	s.log.Info("authoritative GeoDNS listening", "addr", addr, "zone", s.zone.Origin(), "udp_sockets", n)
 	return nil
 }
 
 func (s *Server) stop(error) error {
 	var errs []error
-	for _, c := range s.udp {
-		errs = append(errs, c.Close())
+	for _, u := range s.udp {
+		u.stop()
 	}
 	if s.tcp != nil {
 		errs = append(errs, s.tcp.Shutdown())
 	}
 	s.wg.Wait()
+	for _, u := range s.udp {
+		errs = append(errs, unix.Close(u.fd)) // after the readers are gone: a closed number may be reused at once
+	}
 	return errors.Join(errs...)
 }
 

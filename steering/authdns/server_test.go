@@ -316,3 +316,27 @@ func TestUDPOverIPv6(t *testing.T) {
 		}
 	}
 }
+
+// TestStopWakesBlockedReaders: the UDP readers block in recvmmsg outside Go's poller, so
+// stopping must wake each of them (idle ones too) and give the port back.
+func TestStopWakesBlockedReaders(t *testing.T) {
+	s, _ := newTestServer(t)
+	s.cfg.UDPListeners = 3
+	if err := services.StartAndAwaitRunning(context.Background(), s); err != nil {
+		t.Fatal(err)
+	}
+	addr := s.Addr().String()
+	if r, err := dns.Exchange(query("api.example.net.", dns.TypeA, ""), addr); err != nil || len(r.Answer) != 1 {
+		t.Fatalf("before stop: %v %v", r, err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := services.StopAndAwaitTerminated(ctx, s); err != nil {
+		t.Fatalf("stop with readers blocked in recvmmsg: %v", err)
+	}
+	c, err := net.ListenPacket("udp", addr) // no SO_REUSEPORT: fails while any of our sockets is open
+	if err != nil {
+		t.Fatalf("port still held after stop: %v", err)
+	}
+	c.Close()
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"net"
 	"net/netip"
+	"sync/atomic"
 	"syscall"
 	"unsafe"
 
@@ -22,17 +23,28 @@ import (
 // x/net allocates a net.UDPAddr per datagram, which at gdnsd's rate keeps the garbage
 // collector busy; here the kernel writes each datagram and its sender's address into
 // buffers allocated once, and the replies go out to the same address bytes.
+//
+// Each socket's reader blocks in recvmmsg itself, as gdnsd's threads do, and the
+// sockets are kept out of Go's poller. Through the poller (non-blocking reads, epoll)
+// every quiet moment cost an empty recvmmsg and an epoll_wait, and the poller, which
+// watches for output too, was woken each time a reply freed send-buffer space: ~12%
+// more CPU per query than gdnsd under dnsperf, and the qps ratio 0.87–0.99. Blocking
+// reads: 0.94–1.02 (BenchmarkGeoDNSQPS, README). The read is an ordinary system call,
+// so the runtime hands the P on while the reader waits.
 
 // udpBatch is the most datagrams one recvmmsg/sendmmsg moves.
 const udpBatch = 32
 
-// udpReaders is the reader goroutines per socket. One: with the fast path a batch is
-// answered in microseconds, and a second reader only adds lock hand-offs and scheduler
-// wake-ups (measured: ~25% more CPU per query under dnsperf).
-const udpReaders = 1
+// udpSocket is one SO_REUSEPORT socket in blocking mode, outside Go's poller.
+type udpSocket struct {
+	fd      int
+	stopped atomic.Bool
+}
 
-// listenReusePort opens one of several UDP sockets sharing addr.
-func listenReusePort(addr string) (*net.UDPConn, error) {
+// listenUDP opens one of several UDP sockets sharing addr (SO_REUSEPORT). Go resolves
+// and binds it; then the descriptor is duplicated and Go's copy closed, which takes the
+// socket out of Go's poller.
+func listenUDP(addr string) (*udpSocket, net.Addr, error) {
 	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
@@ -42,29 +54,39 @@ func listenReusePort(addr string) (*net.UDPConn, error) {
 	}}
 	pc, err := lc.ListenPacket(context.Background(), "udp", addr)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	return pc.(*net.UDPConn), nil
+	defer pc.Close()
+	raw, err := pc.(*net.UDPConn).SyscallConn()
+	if err != nil {
+		return nil, nil, err
+	}
+	fd := -1
+	var serr error
+	if err := raw.Control(func(s uintptr) { fd, serr = unix.FcntlInt(s, unix.F_DUPFD_CLOEXEC, 0) }); err != nil || serr != nil {
+		return nil, nil, errors.Join(err, serr)
+	}
+	// The duplicate shares Go's open file description; Go's copy is closed on return.
+	if err := unix.SetNonblock(fd, false); err != nil {
+		unix.Close(fd)
+		return nil, nil, err
+	}
+	return &udpSocket{fd: fd}, pc.LocalAddr(), nil
 }
 
-// mmsgs is one recvmmsg or sendmmsg vector with its buffers, allocated once (the
-// system-call closures too: a closure made per call would escape to the heap).
-//
-// Both calls pass MSG_DONTWAIT, so they never block (the poller does the waiting) and
-// last at most one batch; they go through RawSyscall6, without the runtime's
-// entersyscall/exitsyscall: a sendmmsg of a full batch outlasts sysmon's 20 µs, after
-// which the runtime hands our P to another thread and we take it back on return —
-// measured ~25% more CPU per query under dnsperf than the raw call.
+// stop wakes the reader blocked in recvmmsg: shutting the socket's receive side down
+// wakes every waiter, even on an unbound-peer UDP socket (the call reports ENOTCONN).
+func (u *udpSocket) stop() {
+	u.stopped.Store(true)
+	unix.Shutdown(u.fd, unix.SHUT_RD)
+}
+
+// mmsgs is one recvmmsg or sendmmsg vector with its buffers, allocated once.
 type mmsgs struct {
 	hdrs  []unix.Mmsghdr
 	iovs  []unix.Iovec
 	bufs  [][]byte
 	names []unix.RawSockaddrInet6 // sender addresses; large enough for either family
-
-	recvFn, sendFn func(fd uintptr) bool
-	from, to       int // sendFn's range
-	n              int // messages moved by the last call
-	errno          syscall.Errno
 }
 
 func newMmsgs(n, size int) *mmsgs {
@@ -75,16 +97,6 @@ func newMmsgs(n, size int) *mmsgs {
 		m.hdrs[i].Hdr.Iov = &m.iovs[i]
 		m.hdrs[i].Hdr.SetIovlen(1)
 		m.hdrs[i].Hdr.Name = (*byte)(unsafe.Pointer(&m.names[i]))
-	}
-	m.recvFn = func(fd uintptr) bool {
-		r, _, e := unix.RawSyscall6(unix.SYS_RECVMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(len(m.hdrs)), unix.MSG_DONTWAIT, 0, 0)
-		m.n, m.errno = int(r), e
-		return e != unix.EAGAIN // EAGAIN: wait for the poller
-	}
-	m.sendFn = func(fd uintptr) bool {
-		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, fd, uintptr(unsafe.Pointer(&m.hdrs[m.from])), uintptr(m.to-m.from), unix.MSG_DONTWAIT, 0, 0)
-		m.n, m.errno = int(r), e
-		return e != unix.EAGAIN // EAGAIN: the socket buffer is full, wait until it drains
 	}
 	return m
 }
@@ -105,51 +117,52 @@ func (m *mmsgs) src(i int) (netip.Addr, bool) {
 	return netip.Addr{}, false
 }
 
-// recv fills the vector with the datagrams waiting on raw, waiting for at least one.
-func (m *mmsgs) recv(raw syscall.RawConn) (int, error) {
+// recv fills the vector from fd, blocking until at least one datagram is there
+// (MSG_WAITFORONE: the rest of the batch is what is already queued).
+func (m *mmsgs) recv(fd int) (int, syscall.Errno) {
 	for i := range m.hdrs {
 		m.hdrs[i].Hdr.Namelen = unix.SizeofSockaddrInet6
 	}
-	if err := raw.Read(m.recvFn); err != nil {
-		return 0, err
+	r, _, e := unix.Syscall6(unix.SYS_RECVMMSG, uintptr(fd), uintptr(unsafe.Pointer(&m.hdrs[0])), uintptr(len(m.hdrs)), unix.MSG_WAITFORONE, 0, 0)
+	if e != 0 {
+		return 0, e
 	}
-	if m.errno != 0 {
-		return 0, m.errno
-	}
-	return m.n, nil
+	return int(r), 0
 }
 
-// send writes the first n messages of the vector.
-func (m *mmsgs) send(raw syscall.RawConn, n int) error {
-	for m.from, m.to = 0, n; m.from < m.to; {
-		if err := raw.Write(m.sendFn); err != nil {
-			return err
+// send writes the first n messages of the vector without waiting and returns how many
+// it dropped: a reply the send buffer cannot take is dropped, as the network would drop
+// it, and the client asks again. sendmmsg goes through RawSyscall6, without the
+// runtime's entersyscall/exitsyscall: it never blocks, but a full batch outlasts
+// sysmon's 20 µs, after which the runtime hands our P to another thread and we take it
+// back on return (measured ~25% more CPU per query under dnsperf).
+func (m *mmsgs) send(fd, n int) (dropped int) {
+	for from := 0; from < n; {
+		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&m.hdrs[from])), uintptr(n-from), unix.MSG_DONTWAIT, 0, 0)
+		switch {
+		case e == unix.EAGAIN || e == unix.EWOULDBLOCK:
+			return dropped + n - from
+		case e != 0:
+			r = 1 // sendmmsg fails only on the first message: skip that reply, send the others
+			dropped++
 		}
-		if m.errno != 0 {
-			m.n = 1 // sendmmsg fails only on the first message: skip that reply, send the others
-		}
-		m.from += m.n
+		from += int(r)
 	}
-	return nil
+	return dropped
 }
 
-// serveUDP answers queries on conn until it is closed.
-func (s *Server) serveUDP(conn *net.UDPConn) {
-	raw, err := conn.SyscallConn()
-	if err != nil {
-		s.log.Error("udp socket", "err", err)
-		return
-	}
+// serveUDP answers queries on u until u.stop.
+func (s *Server) serveUDP(u *udpSocket) {
 	rs := newReaderState()
 	in := newMmsgs(udpBatch, dns.MaxMsgSize) // a datagram is read whole, up to 64 KiB
 	out := newMmsgs(udpBatch, 4096)
 	for {
-		n, err := in.recv(raw)
-		if errors.Is(err, net.ErrClosed) {
+		n, errno := in.recv(u.fd)
+		if u.stopped.Load() {
 			return
 		}
-		if err != nil {
-			continue // a transient read error (e.g. ICMP-induced ECONNREFUSED) says nothing about the next datagram
+		if errno != 0 {
+			continue // EINTR, or a transient error (e.g. ICMP-induced ECONNREFUSED) that says nothing about the next datagram
 		}
 		m := 0
 		for i := range n {
@@ -164,6 +177,7 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 				if resp == nil {
 					continue
 				}
+				var err error
 				if wire, err = resp.PackBuffer(out.bufs[m]); err != nil {
 					s.log.Warn("pack response", "err", err)
 					continue
@@ -173,8 +187,8 @@ func (s *Server) serveUDP(conn *net.UDPConn) {
 			out.hdrs[m].Hdr.Name, out.hdrs[m].Hdr.Namelen = in.hdrs[i].Hdr.Name, in.hdrs[i].Hdr.Namelen
 			m++
 		}
-		if err := out.send(raw, m); errors.Is(err, net.ErrClosed) {
-			return
+		if d := out.send(u.fd, m); d > 0 {
+			s.unsent.Add(float64(d))
 		}
 	}
 }
