@@ -28,9 +28,10 @@ import (
 // sockets are kept out of Go's poller. Through the poller (non-blocking reads, epoll)
 // every quiet moment cost an empty recvmmsg and an epoll_wait, and the poller, which
 // watches for output too, was woken each time a reply freed send-buffer space: ~12%
-// more CPU per query than gdnsd under dnsperf, and the qps ratio 0.87–0.99. Blocking
-// reads: 0.94–1.02 (BenchmarkGeoDNSQPS, README). The read is an ordinary system call,
-// so the runtime hands the P on while the reader waits.
+// more CPU per query than gdnsd under dnsperf. The read is an ordinary system call, so
+// the runtime hands the P on while the reader waits. (A raw one, keeping the P, gained
+// another ~4% qps but made idle readers slow every garbage collection ten-fold, to
+// 11–15 ms per cycle: dropped.)
 
 // udpBatch is the most datagrams one recvmmsg/sendmmsg moves.
 const udpBatch = 32
