@@ -15,6 +15,7 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"golang.org/x/sys/unix"
 
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/steering/locate"
@@ -313,6 +314,23 @@ func TestUDPOverIPv6(t *testing.T) {
 		r, err := dns.Exchange(query("api.example.net.", dns.TypeA, ecs), s.Addr().String())
 		if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
 			t.Fatalf("ECS %q over IPv6: %v %v", ecs, r, err)
+		}
+	}
+	assertPMTUOmitted(t, s, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_OMIT)
+}
+
+// TestRepliesIgnorePathMTU: replies are neither sized by an ICMP-learnt path MTU nor sent
+// with Don't Fragment (omitPMTU), on every socket.
+func TestRepliesIgnorePathMTU(t *testing.T) {
+	s, _, _ := startServer(t)
+	assertPMTUOmitted(t, s, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_OMIT)
+}
+
+func assertPMTUOmitted(t *testing.T, s *Server, level, opt, want int) {
+	t.Helper()
+	for i, u := range s.udp {
+		if v, err := unix.GetsockoptInt(u.fd, level, opt); err != nil || v != want {
+			t.Errorf("socket %d: path MTU discovery option = %d (%v), want %d", i, v, err, want)
 		}
 	}
 }

@@ -46,10 +46,10 @@ type udpSocket struct {
 // and binds it; then the descriptor is duplicated and Go's copy closed, which takes the
 // socket out of Go's poller.
 func listenUDP(addr string) (*udpSocket, net.Addr, error) {
-	lc := net.ListenConfig{Control: func(_, _ string, c syscall.RawConn) error {
+	lc := net.ListenConfig{Control: func(network, _ string, c syscall.RawConn) error {
 		var serr error
 		err := c.Control(func(fd uintptr) {
-			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1)
+			serr = errors.Join(unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_REUSEPORT, 1), omitPMTU(int(fd), network))
 		})
 		return errors.Join(err, serr)
 	}}
@@ -73,6 +73,18 @@ func listenUDP(addr string) (*udpSocket, net.Addr, error) {
 		return nil, nil, err
 	}
 	return &udpSocket{fd: fd}, pc.LocalAddr(), nil
+}
+
+// omitPMTU keeps replies from being sized by a path MTU learnt from ICMP or sent with
+// Don't Fragment: a forged "fragmentation needed" would make the kernel fragment our
+// replies, and an off-path attacker can then splice in a forged second fragment. DNS
+// servers set this (gdnsd, Knot, BIND, Unbound); an IPv6 socket may also carry IPv4.
+func omitPMTU(fd int, network string) error {
+	err := unix.SetsockoptInt(fd, unix.IPPROTO_IP, unix.IP_MTU_DISCOVER, unix.IP_PMTUDISC_OMIT)
+	if network == "udp6" {
+		err = errors.Join(err, unix.SetsockoptInt(fd, unix.IPPROTO_IPV6, unix.IPV6_MTU_DISCOVER, unix.IPV6_PMTUDISC_OMIT))
+	}
+	return err
 }
 
 // stop wakes the reader blocked in recvmmsg: shutting the socket's receive side down
