@@ -30,8 +30,8 @@ import (
 // watches for output too, was woken each time a reply freed send-buffer space: ~12%
 // more CPU per query than gdnsd under dnsperf. The read is an ordinary system call, so
 // the runtime hands the P on while the reader waits. (A raw one, keeping the P, gained
-// another ~4% qps but made idle readers slow every garbage collection ten-fold, to
-// 11–15 ms per cycle: dropped.)
+// another 2–4% qps but needed a P added per reader and slowed every garbage collection
+// while the runtime signalled the readers out of their waits: dropped, see README.)
 
 // udpBatch is the most datagrams one recvmmsg/sendmmsg moves.
 const udpBatch = 32
