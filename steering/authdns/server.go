@@ -176,6 +176,7 @@ func (s *Server) stop(error) error {
 	for _, u := range s.udp {
 		errs = append(errs, unix.Close(u.fd)) // after the readers are gone: a closed number may be reused at once
 	}
+	s.udp = nil // a second stop must not close numbers that may belong to others by now
 	return errors.Join(errs...)
 }
 
