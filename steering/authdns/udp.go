@@ -153,7 +153,7 @@ func (m *mmsgs) send(fd, n int) (dropped int) {
 	for from := 0; from < n; {
 		r, _, e := unix.RawSyscall6(unix.SYS_SENDMMSG, uintptr(fd), uintptr(unsafe.Pointer(&m.hdrs[from])), uintptr(n-from), unix.MSG_DONTWAIT, 0, 0)
 		switch {
-		case e == unix.EAGAIN || e == unix.EWOULDBLOCK:
+		case e == unix.EAGAIN: // the same number as EWOULDBLOCK on Linux
 			return dropped + n - from
 		case e != 0:
 			r = 1 // sendmmsg fails only on the first message: skip that reply, send the others
