@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"syscall"
 
 	"github.com/grafana/dskit/services"
 	"github.com/miekg/dns"
@@ -128,6 +129,20 @@ func (s *Server) start(context.Context) error {
 	if n == 0 {
 		n = runtime.GOMAXPROCS(0)
 	}
+	_, port, _ := net.SplitHostPort(s.cfg.Listen)
+	for attempt := 1; ; attempt++ {
+		err := s.listen(n)
+		// With port 0 the UDP socket picks the port and TCP takes the same number, which
+		// another process's TCP connection may already hold: pick again.
+		if err == nil || port != "0" || !errors.Is(err, syscall.EADDRINUSE) || attempt == 5 {
+			return err
+		}
+	}
+}
+
+// listen opens n UDP sockets and the TCP listener on one port and starts their readers;
+// on failure it leaves nothing open.
+func (s *Server) listen(n int) error {
 	addr := s.cfg.Listen
 	for len(s.udp) < n {
 		u, bound, err := listenUDP(addr)

@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"syscall"
 	"testing"
 	"time"
 
@@ -355,6 +356,28 @@ func TestStopWakesBlockedReaders(t *testing.T) {
 	c, err := net.ListenPacket("udp", addr) // no SO_REUSEPORT: fails while any of our sockets is open
 	if err != nil {
 		t.Fatalf("port still held after stop: %v", err)
+	}
+	c.Close()
+}
+
+// TestTCPPortTakenFailsCleanly: an explicit port whose TCP side is taken fails start with
+// the bind error and leaves no UDP socket behind. (With port 0 the same error makes start
+// pick another port; no test can make the kernel's pick collide on demand.)
+func TestTCPPortTakenFailsCleanly(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	s, _ := newTestServer(t)
+	s.cfg.Listen = l.Addr().String()
+	err = services.StartAndAwaitRunning(context.Background(), s)
+	if !errors.Is(err, syscall.EADDRINUSE) {
+		t.Fatalf("start on a taken TCP port: %v, want EADDRINUSE", err)
+	}
+	c, err := net.ListenPacket("udp", l.Addr().String())
+	if err != nil {
+		t.Fatalf("UDP port still held after the failed start: %v", err)
 	}
 	c.Close()
 }
