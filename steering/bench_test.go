@@ -21,31 +21,57 @@ import (
 	"github.com/meridianhq/meridian/collectors/geodns"
 )
 
-// dnsperfQPS runs dnsperf (one UDP client, as in RECIPES.md) against addr for secs
-// seconds and returns the measured queries per second. Every query carries an ECS
-// option for 216.160.83.0/24 (US in the MaxMind test database), so our server runs the
-// full geo path: GeoIP lookup, region, weighted pick.
-func dnsperfQPS(b *testing.B, addr, queries string, secs int) float64 {
+// dnsperfRun runs dnsperf (one UDP client, as in RECIPES.md) against the server at addr,
+// process pid, for secs seconds; it returns the measured queries per second and the
+// server's CPU time per answered query. Every query carries an ECS option for
+// 216.160.83.0/24 (US in the MaxMind test database), so our server runs the full geo
+// path: GeoIP lookup, region, weighted pick.
+func dnsperfRun(b *testing.B, addr string, pid int, queries string, secs int) (qps float64, cpu time.Duration) {
 	b.Helper()
 	host, port, _ := net.SplitHostPort(addr)
+	before := threadsCPU(b, pid)
 	// ECS option 8: family 1, source /24, scope 0, address 216.160.83.
 	out, err := exec.Command(needBinary(b, "dnsperf", "dnsperf"), "-s", host, "-p", port, "-d", queries,
 		"-l", strconv.Itoa(secs), "-E", "8:00011800d8a053").CombinedOutput()
 	if err != nil {
 		b.Fatalf("dnsperf: %v\n%s", err, out)
 	}
+	used := threadsCPU(b, pid) - before
 	m := regexp.MustCompile(`Queries per second:\s+([0-9.]+)`).FindSubmatch(out)
+	done := regexp.MustCompile(`Queries completed:\s+(\d+)`).FindSubmatch(out)
 	lost := regexp.MustCompile(`Queries lost:\s+(\d+)`).FindSubmatch(out)
-	if m == nil {
+	if m == nil || done == nil || lost == nil {
 		b.Fatalf("no qps in dnsperf output:\n%s", out)
 	}
-	qps, _ := strconv.ParseFloat(string(m[1]), 64)
-	b.Logf("dnsperf %s: %.0f qps, lost %s", addr, qps, lost[1])
-	return qps
+	qps, _ = strconv.ParseFloat(string(m[1]), 64)
+	n, _ := strconv.Atoi(string(done[1]))
+	cpu = used / time.Duration(max(n, 1))
+	b.Logf("dnsperf %s: %.0f qps, lost %s, server CPU %.2f µs/query", addr, qps, lost[1], float64(cpu)/1e3)
+	return qps, cpu
 }
 
-// startGdnsd serves a static example.net zone with the same answer as ours.
-func startGdnsd(b *testing.B) string {
+// threadsCPU is the CPU time all of pid's threads have used so far, from the scheduler's
+// nanosecond accounting (clock ticks are too coarse for a few seconds' run).
+func threadsCPU(b *testing.B, pid int) time.Duration {
+	b.Helper()
+	stats, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/schedstat", pid))
+	if err != nil || len(stats) == 0 {
+		b.Fatalf("no scheduler statistics for process %d: %v", pid, err)
+	}
+	var sum time.Duration
+	for _, p := range stats {
+		var ns int64
+		if data, err := os.ReadFile(p); err == nil { // a thread may end meanwhile
+			fmt.Sscan(string(data), &ns)
+		}
+		sum += time.Duration(ns)
+	}
+	return sum
+}
+
+// startGdnsd serves a static example.net zone with the same answer as ours; it returns
+// the address and gdnsd's process.
+func startGdnsd(b *testing.B) (string, int) {
 	b.Helper()
 	gdnsd := needBinary(b, "gdnsd", "gdnsd")
 	dir := b.TempDir()
@@ -73,7 +99,7 @@ func startGdnsd(b *testing.B) string {
 	for {
 		r, err := dns.Exchange(question("api.example.net.", dns.TypeA), addr)
 		if err == nil && r.Rcode == dns.RcodeSuccess {
-			return addr
+			return addr, cmd.Process.Pid
 		}
 		if time.Now().After(deadline) {
 			b.Fatalf("gdnsd did not start: %v\n%s", err, logs.String())
@@ -83,7 +109,9 @@ func startGdnsd(b *testing.B) string {
 }
 
 // BenchmarkGeoDNSQPS compares the built-in GeoDNS (geo + weights on) with gdnsd serving a
-// static zone, same machine, same run, same dnsperf load.
+// static zone, same machine, same run, same dnsperf load: queries per second, and the
+// server's CPU time per query, which the placement of dnsperf's and the server's threads
+// on the two cores moves much less than it moves qps.
 func BenchmarkGeoDNSQPS(b *testing.B) {
 	queries := filepath.Join(b.TempDir(), "queries")
 	os.WriteFile(queries, []byte("api.example.net A\n"), 0o644)
@@ -93,24 +121,38 @@ func BenchmarkGeoDNSQPS(b *testing.B) {
 	if err != nil || len(r.Answer) != 1 {
 		b.Fatalf("our server does not answer: %v %v", r, err)
 	}
-	theirs := startGdnsd(b)
+	theirs, gdnsdPID := startGdnsd(b)
 	b.ResetTimer()
-	// Interleaved rounds, best of each, the side going first alternating: the machine is
-	// shared, and a burst of other load during one run should not decide the ratio.
+	// Interleaved rounds, the side going first alternating; the best qps of each side (the
+	// machine is shared, and a burst of other load during one run should not decide the
+	// ratio) and the median CPU per query.
 	var oursQPS, gdnsdQPS float64
+	var oursCPU, gdnsdCPU []time.Duration
+	run := func(addr string, pid int, best *float64, cpus *[]time.Duration) {
+		b.Helper()
+		qps, cpu := dnsperfRun(b, addr, pid, queries, 4)
+		*best, *cpus = max(*best, qps), append(*cpus, cpu)
+	}
 	for range b.N {
 		for round := range 5 {
 			if round%2 == 0 {
-				gdnsdQPS = max(gdnsdQPS, dnsperfQPS(b, theirs, queries, 4))
+				run(theirs, gdnsdPID, &gdnsdQPS, &gdnsdCPU)
 			}
-			oursQPS = max(oursQPS, dnsperfQPS(b, ours, queries, 4))
+			run(ours, os.Getpid(), &oursQPS, &oursCPU)
 			if round%2 == 1 {
-				gdnsdQPS = max(gdnsdQPS, dnsperfQPS(b, theirs, queries, 4))
+				run(theirs, gdnsdPID, &gdnsdQPS, &gdnsdCPU)
 			}
 		}
 	}
 	b.StopTimer()
+	cpu, theirsCPU := median(oursCPU), median(gdnsdCPU)
+	fmt.Printf("BENCH geodns_cpu_per_query %.2f µs ratio=%.2f\n", float64(cpu)/1e3, float64(cpu)/float64(theirsCPU))
 	fmt.Printf("BENCH geodns_qps %.0f qps ratio=%.2f\n", oursQPS, oursQPS/gdnsdQPS)
+}
+
+func median(d []time.Duration) time.Duration {
+	slices.Sort(d)
+	return d[len(d)/2]
 }
 
 // BenchmarkSteerDetect measures detection-to-steer time with 1 s probes: from stopping a
