@@ -24,6 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridianhq/meridian/dashboards/chhttp"
+	"github.com/meridianhq/meridian/internal/promtest"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/storage"
 	"github.com/meridianhq/meridian/storage/storagetest"
@@ -337,26 +338,9 @@ func TestRawHTTP(t *testing.T) {
 		t.Errorf("DROP: %d %q", resp.StatusCode, body)
 	}
 
-	if got := sum(t, e.reg, "meridian_clickhouse_http_refused_total"); got != 3 {
+	if got := promtest.Sum(t, e.reg, "meridian_clickhouse_http_refused_total"); got != 3 {
 		t.Errorf("refused counter = %v, want 3 (no password, wrong password, DROP)", got)
 	}
-}
-
-func sum(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var v float64
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			for _, m := range mf.GetMetric() {
-				v += m.GetCounter().GetValue()
-			}
-		}
-	}
-	return v
 }
 
 // gate holds queries that select 'hold' until released, counting how many run at once.
@@ -415,7 +399,7 @@ func TestConcurrencyLimit(t *testing.T) {
 	<-g.entered
 	second := query("SELECT 'next'")
 	deadline := time.Now().Add(30 * time.Second)
-	for gauge(t, reg, "meridian_clickhouse_http_queries_waiting") != 1 {
+	for promtest.Sum(t, reg, "meridian_clickhouse_http_queries_waiting") != 1 {
 		if time.Now().After(deadline) {
 			t.Fatal("the second query never queued")
 		}
@@ -430,18 +414,4 @@ func TestConcurrencyLimit(t *testing.T) {
 	if g.most != 1 {
 		t.Fatalf("%d queries ran at once, want 1", g.most)
 	}
-}
-
-func gauge(t *testing.T, reg *prometheus.Registry, name string) float64 {
-	t.Helper()
-	mfs, err := reg.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, mf := range mfs {
-		if mf.GetName() == name {
-			return mf.GetMetric()[0].GetGauge().GetValue()
-		}
-	}
-	return -1
 }
