@@ -261,6 +261,12 @@ func TestBadInputOverTheWire(t *testing.T) {
 	if n := testutil.ToFloat64(srv.invalid); n < 2 {
 		t.Fatalf("invalid requests counted %v, want >= 2", n)
 	}
+	// Every reply is counted by its rcode, the fast path's (the last query) too.
+	for rcode, want := range map[string]float64{"NOERROR": 3, "FORMERR": 3, "NOTIMP": 1} {
+		if n := testutil.ToFloat64(srv.queries.WithLabelValues(rcode)); n != want {
+			t.Errorf("responses_total{rcode=%q} = %v, want %v", rcode, n, want)
+		}
+	}
 }
 
 func TestTCPAndTruncation(t *testing.T) {

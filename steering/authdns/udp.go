@@ -38,9 +38,11 @@ import (
 // udpBatch is the most datagrams one recvmmsg/sendmmsg moves.
 const udpBatch = 32
 
-// yieldEvery is how often a busy UDP reader passes through the scheduler: well inside
-// the 10 ms after which the runtime preempts a goroutine (see serveUDP).
-const yieldEvery = 2 * time.Millisecond
+// yieldEvery is how often a busy UDP reader passes through the scheduler: inside the
+// 10 ms after which the runtime preempts a goroutine (see serveUDP), with a batch's
+// worth of margin. Not less: each yield wakes a second thread (the runtime's wakep) to
+// look for work, ~2% of the server's CPU at a yield every 2 ms.
+const yieldEvery = 8 * time.Millisecond
 
 // udpSocket is one SO_REUSEPORT socket in blocking mode, outside Go's poller.
 type udpSocket struct {
@@ -194,7 +196,7 @@ func (s *Server) serveUDP(u *udpSocket) {
 		if errno != 0 {
 			continue // EINTR, or a transient error (e.g. ICMP-induced ECONNREFUSED) that says nothing about the next datagram
 		}
-		m := 0
+		m, fast := 0, 0
 		for i := range n {
 			src, ok := in.src(i)
 			if !ok {
@@ -202,7 +204,9 @@ func (s *Server) serveUDP(u *udpSocket) {
 			}
 			req := in.bufs[i][:in.hdrs[i].Len]
 			wire, ok := s.fastAnswer(req, src, out.bufs[m], rs)
-			if !ok {
+			if ok {
+				fast++
+			} else {
 				resp := s.handleWire(req, src, true)
 				if resp == nil {
 					continue
@@ -217,6 +221,7 @@ func (s *Server) serveUDP(u *udpSocket) {
 			out.hdrs[m].Hdr.Name, out.hdrs[m].Hdr.Namelen = in.hdrs[i].Hdr.Name, in.hdrs[i].Hdr.Namelen
 			m++
 		}
+		s.rcodes[dns.RcodeSuccess].Add(float64(fast)) // once per batch: an atomic add per query showed in profiles
 		if d := out.send(u.fd, m); d > 0 {
 			s.unsent.Add(float64(d))
 		}
