@@ -184,6 +184,9 @@ func (e *Engine) Answers(service, region string) *pick.Set {
 	if t == nil {
 		return nil
 	}
+	if region == "" {
+		region = DefaultRegion // one map lookup, not two, for the clients no region names
+	}
 	if s, ok := (*t)[groupKey{service, region}]; ok {
 		return s
 	}

@@ -95,6 +95,13 @@ func TestDistanceFallbackPicksNearest(t *testing.T) {
 	if got := h.answers(DefaultRegion); len(got) != 4 {
 		t.Errorf("default region served by %v, want every POP", got)
 	}
+	// Clients no region names (locate's "") and regions the engine does not know get the
+	// default region's answer.
+	for _, region := range []string{"", "mars"} {
+		if got := h.answers(region); len(got) != 4 {
+			t.Errorf("region %q served by %v, want the default region's every POP", region, got)
+		}
+	}
 }
 
 func TestQuorumDrainHoldAndRamp(t *testing.T) {
