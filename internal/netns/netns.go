@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
@@ -57,13 +58,65 @@ type Net struct {
 	procs      map[string]*exec.Cmd // device -> its wireguard-go
 }
 
-// New returns an empty Net with a fresh tag.
+// ownersDir holds a file per live tag naming its owner process, so that a later New can
+// remove what an owner killed before its Close left behind.
+const ownersDir = "/run/meridian/netns"
+
+// New returns an empty Net with a fresh tag, after removing the namespaces, wireguard-go
+// processes and sockets of owners that died without Close.
 func New() (*Net, error) {
+	sweep()
 	b := make([]byte, 3)
 	if _, err := rand.Read(b); err != nil {
 		return nil, err
 	}
-	return &Net{Tag: hex.EncodeToString(b), procs: map[string]*exec.Cmd{}}, nil
+	n := &Net{Tag: hex.EncodeToString(b), procs: map[string]*exec.Cmd{}}
+	if err := os.MkdirAll(ownersDir, 0o700); err != nil {
+		return nil, err
+	}
+	return n, os.WriteFile(filepath.Join(ownersDir, n.Tag), []byte(owner(os.Getpid())), 0o600)
+}
+
+// owner identifies a process as "<pid> <start time>", which a reused pid does not match.
+func owner(pid int) string {
+	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return ""
+	}
+	// Fields after the command's closing parenthesis; the start time is field 22.
+	f := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+1:]))
+	if len(f) < 20 {
+		return ""
+	}
+	return fmt.Sprintf("%d %s", pid, f[19])
+}
+
+// sweep removes what each dead owner's tag names. Best effort: what it cannot remove, the
+// next New tries again.
+func sweep() {
+	files, _ := os.ReadDir(ownersDir)
+	for _, f := range files {
+		rec, err := os.ReadFile(filepath.Join(ownersDir, f.Name()))
+		var pid int
+		if err != nil || len(rec) == 0 {
+			continue
+		}
+		if _, err := fmt.Sscan(string(rec), &pid); err != nil || owner(pid) == string(rec) {
+			continue // alive
+		}
+		dead := &Net{Tag: f.Name()}
+		out, _ := exec.Command("ip", "netns", "list").Output()
+		for _, line := range strings.Split(string(out), "\n") {
+			if name, _, _ := strings.Cut(line, " "); strings.HasPrefix(name, "m"+dead.Tag+"-") {
+				dead.namespaces = append(dead.namespaces, name)
+			}
+		}
+		socks, _ := filepath.Glob(socketPath(dead.DeviceName("*")))
+		for _, sock := range socks {
+			_ = os.Remove(sock)
+		}
+		_ = dead.Close()
+	}
 }
 
 func run(args ...string) error {
@@ -255,5 +308,8 @@ func (n *Net) Close() error {
 		}
 		errs = append(errs, run("ip", "netns", "del", ns))
 	}
-	return errors.Join(errs...)
+	if err := errors.Join(errs...); err != nil {
+		return err // the owner record stays, for a sweep to try again once this process is gone
+	}
+	return os.Remove(filepath.Join(ownersDir, n.Tag))
 }
