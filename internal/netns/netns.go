@@ -105,9 +105,9 @@ func sweep() {
 			continue // alive
 		}
 		dead := &Net{Tag: f.Name()}
-		out, _ := exec.Command("ip", "netns", "list").Output()
-		for _, line := range strings.Split(string(out), "\n") {
-			if name, _, _ := strings.Cut(line, " "); strings.HasPrefix(name, "m"+dead.Tag+"-") {
+		all, _ := namespaces()
+		for _, name := range all {
+			if strings.HasPrefix(name, "m"+dead.Tag+"-") {
 				dead.namespaces = append(dead.namespaces, name)
 			}
 		}
@@ -117,6 +117,18 @@ func sweep() {
 		}
 		_ = dead.Close()
 	}
+}
+
+// namespaces lists the machine's named network namespaces.
+func namespaces() ([]string, error) {
+	out, err := exec.Command("ip", "netns", "list").Output()
+	var names []string
+	for _, line := range strings.Split(string(out), "\n") {
+		if name, _, _ := strings.Cut(line, " "); name != "" { // "NAME (id: N)"
+			names = append(names, name)
+		}
+	}
+	return names, err
 }
 
 func run(args ...string) error {

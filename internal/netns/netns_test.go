@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -24,16 +25,11 @@ func needNamespaces(t *testing.T) {
 
 func namespaceExists(t *testing.T, name string) bool {
 	t.Helper()
-	out, err := exec.Command("ip", "netns", "list").Output()
+	all, err := namespaces()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(out), "\n") {
-		if n, _, _ := strings.Cut(line, " "); n == name {
-			return true
-		}
-	}
-	return false
+	return slices.Contains(all, name)
 }
 
 // TestOwnerKilledBeforeClose is the child process of TestNewSweepsWhatAKilledOwnerLeft:
