@@ -95,27 +95,32 @@ func owner(pid int) string {
 // next New tries again.
 func sweep() {
 	files, _ := os.ReadDir(ownersDir)
+	var dead []*Net
 	for _, f := range files {
 		rec, err := os.ReadFile(filepath.Join(ownersDir, f.Name()))
 		var pid int
 		if err != nil || len(rec) == 0 {
 			continue
 		}
-		if _, err := fmt.Sscan(string(rec), &pid); err != nil || owner(pid) == string(rec) {
-			continue // alive
+		if _, err := fmt.Sscan(string(rec), &pid); err == nil && owner(pid) != string(rec) {
+			dead = append(dead, &Net{Tag: f.Name()})
 		}
-		dead := &Net{Tag: f.Name()}
-		all, _ := namespaces()
+	}
+	if len(dead) == 0 {
+		return
+	}
+	all, _ := namespaces()
+	for _, d := range dead {
 		for _, name := range all {
-			if strings.HasPrefix(name, "m"+dead.Tag+"-") {
-				dead.namespaces = append(dead.namespaces, name)
+			if strings.HasPrefix(name, "m"+d.Tag+"-") {
+				d.namespaces = append(d.namespaces, name)
 			}
 		}
-		socks, _ := filepath.Glob(socketPath(dead.DeviceName("*")))
+		socks, _ := filepath.Glob(socketPath(d.DeviceName("*")))
 		for _, sock := range socks {
 			_ = os.Remove(sock)
 		}
-		_ = dead.Close()
+		_ = d.Close()
 	}
 }
 
@@ -323,5 +328,8 @@ func (n *Net) Close() error {
 	if err := errors.Join(errs...); err != nil {
 		return err // the owner record stays, for a sweep to try again once this process is gone
 	}
-	return os.Remove(filepath.Join(ownersDir, n.Tag))
+	if err := os.Remove(filepath.Join(ownersDir, n.Tag)); !os.IsNotExist(err) {
+		return err // nil, or a real failure; a second Close finds the record gone
+	}
+	return nil
 }

@@ -115,4 +115,7 @@ func TestNewSweepsWhatAKilledOwnerLeft(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(ownersDir, live.Tag)); !os.IsNotExist(err) {
 		t.Errorf("Close left its owner record: %v", err)
 	}
+	if err := live.Close(); err != nil {
+		t.Errorf("a second Close: %v", err)
+	}
 }
