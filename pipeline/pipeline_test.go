@@ -22,6 +22,8 @@ import (
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/sdk/trace/tracetest"
 	"go.opentelemetry.io/otel/trace/noop"
+
+	"github.com/meridianhq/meridian/internal/testlog"
 )
 
 // fakeEncoder writes each record's Meta().Collector on a line; "bad" is refused.
@@ -313,7 +315,7 @@ func TestBackpressureWhenSpoolFull(t *testing.T) {
 	ins := newFakeInserter()
 	down := errors.New("clickhouse down")
 	ins.setFail(func(Block) error { return down })
-	var logs lockedBuffer
+	var logs testlog.Buffer
 	p, reg := startLogged(t, cfg, ins, nil, slog.New(slog.NewTextHandler(&logs, nil)))
 
 	// Append until the spool is full and sealing waits for room.
@@ -595,24 +597,6 @@ func TestSpansAroundStages(t *testing.T) {
 		}
 		return names["pipeline.encode"] && names["pipeline.spool.write"] && names["pipeline.insert"] && names["pipeline.consume"]
 	})
-}
-
-// lockedBuffer collects log output written from several goroutines.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 type alienRecord struct{ m Meta }

@@ -34,6 +34,10 @@ type Config struct {
 	RFC2136 rfc2136.Config `yaml:"rfc2136"`
 }
 
+// Reloadable are the fields a running module takes from a reloaded configuration
+// (Engine.ApplyOverrides); the others keep their value until a restart.
+var Reloadable = []string{"overrides"}
+
 // RegisterFlags registers the steering flags with the "steering." prefix and sets defaults.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.TickInterval, "steering.tick-interval", 200*time.Millisecond, "How often weights are recomputed.")

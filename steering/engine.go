@@ -193,6 +193,11 @@ func (e *Engine) Answers(service, region string) *pick.Set {
 	return (*t)[groupKey{service, DefaultRegion}]
 }
 
+// ApplyOverrides makes list the drains and pins from the configuration
+// (steering.overrides), as a reload does; those set through the API stay. The next tick
+// applies them. On error nothing changes.
+func (e *Engine) ApplyOverrides(list []Override) error { return e.overrides.replaceConfig(list) }
+
 // Weights returns a snapshot of every weight.
 func (e *Engine) Weights() Weights {
 	e.mu.Lock()

@@ -301,6 +301,47 @@ func TestConfigOverridesAreValidated(t *testing.T) {
 	}
 }
 
+// TestApplyOverrides replaces the configuration's overrides as a reload does: the ones
+// set through the API stay, an unchanged one keeps its ID, a refused list changes nothing.
+func TestApplyOverrides(t *testing.T) {
+	h := newHarness(t)
+	api, err := h.e.overrides.add(Override{Action: "pin", POP: "nyc", Region: "uk", Source: "api"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	drain := Override{Action: "drain", POP: "nbg", Reason: "maintenance"}
+	if err := h.e.ApplyOverrides([]Override{drain}); err != nil {
+		t.Fatal(err)
+	}
+	first := h.e.overrides.all()
+	if len(first) != 2 || first[0].POP != "nbg" || first[0].Source != "config" || first[1] != api {
+		t.Fatalf("overrides %+v, want the config drain and the API pin", first)
+	}
+	h.advance(30*time.Second, nil)
+	if got := h.answers("france"); slices.Contains(got, "nbg") {
+		t.Fatalf("france served by drained nbg: %v", got)
+	}
+
+	if err := h.e.ApplyOverrides([]Override{drain, {Action: "drain", POP: "lon"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.e.overrides.all(); len(got) != 3 || got[0] != first[0] || got[1].POP != "lon" || got[2] != api {
+		t.Fatalf("overrides %+v: the unchanged drain must keep ID %s, the API pin stay", got, first[0].ID)
+	}
+	before := h.e.overrides.all()
+	err = h.e.ApplyOverrides([]Override{{Action: "drain", POP: "zrh"}})
+	if err == nil || !strings.Contains(err.Error(), "steering.overrides[0]") || !slices.Equal(h.e.overrides.all(), before) {
+		t.Fatalf("unknown POP: err %v, overrides %+v", err, h.e.overrides.all())
+	}
+
+	if err := h.e.ApplyOverrides(nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.e.overrides.all(); len(got) != 1 || got[0] != api {
+		t.Fatalf("overrides %+v after the file dropped its own, want the API pin only", got)
+	}
+}
+
 func TestPinOverride(t *testing.T) {
 	h := newHarness(t)
 	if _, err := h.e.overrides.add(Override{Action: "pin", POP: "nyc", Region: "uk", Source: "test"}); err != nil {

@@ -33,13 +33,42 @@ type overrideSet struct {
 
 func newOverrideSet(cfg []Override, inv *inventory.Inventory) (*overrideSet, error) {
 	s := &overrideSet{inv: inv}
-	for i, o := range cfg {
-		o.Source = "config"
-		if _, err := s.add(o); err != nil {
-			return nil, fmt.Errorf("steering.overrides[%d]: %w", i, err)
+	return s, s.replaceConfig(cfg)
+}
+
+// replaceConfig makes list the overrides from the configuration, in place of the
+// previous ones; those set through the API stay. An override in both lists keeps its ID
+// and creation time, so reloading an unchanged file changes nothing. On error nothing
+// changes.
+func (s *overrideSet) replaceConfig(list []Override) error {
+	fresh := make([]Override, 0, len(list))
+	for i, o := range list {
+		o, err := s.prepare(o)
+		if err != nil {
+			return fmt.Errorf("steering.overrides[%d]: %w", i, err)
 		}
+		o.Source = "config"
+		fresh = append(fresh, o)
 	}
-	return s, nil
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := slices.DeleteFunc(slices.Clone(s.list), func(o Override) bool { return o.Source != "config" })
+	api := slices.DeleteFunc(slices.Clone(s.list), func(o Override) bool { return o.Source == "config" })
+	for i, o := range fresh {
+		if j := slices.IndexFunc(old, o.same); j >= 0 {
+			fresh[i] = old[j]
+			old = slices.Delete(old, j, j+1)
+			continue
+		}
+		fresh[i] = s.stamp(o)
+	}
+	s.list = append(fresh, api...)
+	return nil
+}
+
+// same reports whether two overrides say the same thing, whatever their ID.
+func (o Override) same(p Override) bool {
+	return o.Action == p.Action && o.POP == p.POP && o.Service == p.Service && o.Region == p.Region && o.Reason == p.Reason
 }
 
 // validate refuses overrides that name unknown things or would break residency: a pin
@@ -69,20 +98,32 @@ func (s *overrideSet) validate(o Override) error {
 	return nil
 }
 
-func (s *overrideSet) add(o Override) (Override, error) {
+// prepare puts o's service name in canonical form and validates it.
+func (s *overrideSet) prepare(o Override) (Override, error) {
 	if o.Service != "" {
 		o.Service = dns.CanonicalName(o.Service)
 	}
-	if err := s.validate(o); err != nil {
-		return Override{}, err
-	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
+	return o, s.validate(o)
+}
+
+// stamp gives o the next ID and, unless it has one, a creation time; s.mu is held.
+func (s *overrideSet) stamp(o Override) Override {
 	s.next++
 	o.ID = strconv.Itoa(s.next)
 	if o.Created.IsZero() {
 		o.Created = time.Now()
 	}
+	return o
+}
+
+func (s *overrideSet) add(o Override) (Override, error) {
+	o, err := s.prepare(o)
+	if err != nil {
+		return Override{}, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	o = s.stamp(o)
 	s.list = append(s.list, o)
 	return o, nil
 }

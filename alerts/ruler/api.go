@@ -62,7 +62,11 @@ func (r *Ruler) newAPI() http.Handler {
 		func(context.Context) apiv1.ScrapePoolsRetriever { return noTargets{} },
 		func(context.Context) apiv1.TargetRetriever { return noTargets{} },
 		func(context.Context) apiv1.AlertmanagerRetriever { return r.notifier },
-		func() config.Config { return *r.amConfig },
+		func() config.Config {
+			r.mu.Lock()
+			defer r.mu.Unlock()
+			return *r.amConfig
+		},
 		map[string]string{},
 		apiv1.GlobalURLOptions{Host: ext.Host, Scheme: ext.Scheme},
 		func(f http.HandlerFunc) http.HandlerFunc { return f },
@@ -78,7 +82,7 @@ func (r *Ruler) newAPI() http.Handler {
 			cwd, _ := os.Getwd()
 			host, _ := os.Hostname()
 			return apiv1.RuntimeInfo{StartTime: start, CWD: cwd, Hostname: host, ServerTime: time.Now(),
-				ReloadConfigSuccess: true, LastConfigTime: start, GoroutineCount: runtime.NumGoroutine(),
+				ReloadConfigSuccess: true, LastConfigTime: r.lastConfigTime(), GoroutineCount: runtime.NumGoroutine(),
 				GOMAXPROCS: runtime.GOMAXPROCS(0), StorageRetention: r.cfg.Retention.String()}, nil
 		},
 		// Grafana reads the version to pick query features: claim the Prometheus

@@ -6,6 +6,7 @@ package ruler
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"net/http"
@@ -49,9 +50,15 @@ type Ruler struct {
 	parser   parser.Parser
 	notifier *notifier.Manager
 	manager  *rules.Manager
-	amConfig *config.Config
-	files    []string
+	tsets    chan map[string][]*targetgroup.Group // the Alertmanagers, handed to the notifier
+	interval chan time.Duration                   // a reloaded evaluation interval, for running
 	wg       sync.WaitGroup
+
+	// mu guards what ApplyConfig changes while the ruler runs.
+	mu         sync.Mutex
+	amConfig   *config.Config
+	files      []string
+	configTime time.Time // when the running configuration was loaded or last applied
 
 	apiMu sync.Mutex
 
@@ -75,12 +82,15 @@ func New(cfg Config, sli prometheus.Collector, reg prometheus.Registerer, logger
 		return nil, err
 	}
 	r := &Ruler{
-		cfg:    cfg,
-		logger: logger,
-		reg:    reg,
-		sli:    prometheus.NewRegistry(),
-		refs:   map[uint64]seriesRef{},
-		parser: parser.NewParser(parser.Options{}),
+		cfg:        cfg,
+		logger:     logger,
+		reg:        reg,
+		sli:        prometheus.NewRegistry(),
+		refs:       map[uint64]seriesRef{},
+		parser:     parser.NewParser(parser.Options{}),
+		tsets:      make(chan map[string][]*targetgroup.Group, 1),
+		interval:   make(chan time.Duration, 1),
+		configTime: time.Now(),
 		appendErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_ruler_sli_append_errors_total",
 			Help: "SLI samples the ruler's TSDB refused (out of order, invalid)."}),
 		appended: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_ruler_sli_samples_appended_total",
@@ -91,6 +101,20 @@ func New(cfg Config, sli prometheus.Collector, reg prometheus.Registerer, logger
 	}
 	reg.MustRegister(r.appendErrors, r.appended)
 
+	var err error
+	if r.files, err = ruleFiles(cfg); err != nil {
+		return nil, err
+	}
+	if r.amConfig, err = alertmanagerConfig(cfg); err != nil {
+		return nil, err
+	}
+	r.Service = services.NewBasicService(r.starting, r.running, r.stopping)
+	return r, nil
+}
+
+// ruleFiles generates the SLO specs' rules into DataDir/rules and returns the files to
+// evaluate: those, then the extra rule files.
+func ruleFiles(cfg Config) ([]string, error) {
 	files, err := slo.GenerateFiles(cfg.SpecFiles, cfg.WindowFiles, slo.Options{Version: slo.GeneratorVersion, Mode: "meridian-ruler"})
 	if err != nil {
 		return nil, err
@@ -99,14 +123,74 @@ func New(cfg Config, sli prometheus.Collector, reg prometheus.Registerer, logger
 	if err != nil {
 		return nil, fmt.Errorf("ruler: write generated rules: %w", err)
 	}
-	r.files = append(paths, cfg.RuleFiles...)
+	return append(paths, cfg.RuleFiles...), nil
+}
 
-	r.amConfig, err = alertmanagerConfig(cfg)
-	if err != nil {
-		return nil, err
+// Reloadable are the fields ApplyConfig changes in a running ruler; the others keep
+// their value until a restart.
+var Reloadable = []string{"spec_files", "window_files", "rule_files", "evaluation_interval", "alertmanager_urls", "external_labels"}
+
+// ApplyConfig reloads a running ruler as Prometheus reloads: the SLO specs and rule files
+// are read again, so an edited spec counts even when cfg is unchanged, and the rules
+// manager replaces only the groups that changed, keeping the alert state of the others.
+// The evaluation interval, external labels and Alertmanagers change with them. A spec
+// or rule file that fails to load leaves the running rules and Alertmanagers as they
+// were (the generated files on disk are the new ones).
+func (r *Ruler) ApplyConfig(cfg Config) error {
+	if r.State() != services.Running {
+		return errors.New("ruler: not running")
 	}
-	r.Service = services.NewBasicService(r.starting, r.running, r.stopping)
-	return r, nil
+	if err := cfg.Validate(); err != nil {
+		return err
+	}
+	cfg.DataDir = r.cfg.DataDir // needs a restart: the TSDB lives there
+	files, err := ruleFiles(cfg)
+	if err != nil {
+		return err
+	}
+	am, err := alertmanagerConfig(cfg)
+	if err != nil {
+		return err
+	}
+	if err := r.manager.Update(cfg.EvaluationInterval, files, am.GlobalConfig.ExternalLabels, r.cfg.ExternalURL, nil); err != nil {
+		return fmt.Errorf("ruler: load rules: %w", err)
+	}
+	if err := r.notifier.ApplyConfig(am); err != nil {
+		return fmt.Errorf("ruler: alertmanager config: %w", err)
+	}
+	replace(r.tsets, staticAlertmanagers(am))
+	replace(r.interval, cfg.EvaluationInterval)
+	r.mu.Lock()
+	r.files, r.amConfig, r.configTime = files, am, time.Now()
+	r.mu.Unlock()
+	r.logger.Info("ruler configuration applied", "rule_files", len(files), "alertmanagers", len(cfg.AlertmanagerURLs), "evaluation_interval", cfg.EvaluationInterval)
+	return nil
+}
+
+func (r *Ruler) lastConfigTime() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.configTime
+}
+
+// replace puts v in the one-slot channel c, in place of a value not yet taken.
+func replace[T any](c chan T, v T) {
+	select {
+	case <-c:
+	default:
+	}
+	c <- v
+}
+
+// staticAlertmanagers hands the notifier its static Alertmanagers as discovery would.
+func staticAlertmanagers(c *config.Config) map[string][]*targetgroup.Group {
+	groups := map[string][]*targetgroup.Group{}
+	for k, am := range c.AlertingConfig.AlertmanagerConfigs.ToMap() {
+		for _, sd := range am.ServiceDiscoveryConfigs {
+			groups[k] = append(groups[k], sd.(discovery.StaticConfig)...)
+		}
+	}
+	return groups
 }
 
 func alertmanagerConfig(cfg Config) (*config.Config, error) {
@@ -154,17 +238,9 @@ func (r *Ruler) starting(ctx context.Context) error {
 	if err := r.notifier.ApplyConfig(r.amConfig); err != nil {
 		return fmt.Errorf("ruler: alertmanager config: %w", err)
 	}
-	// Static Alertmanagers: hand the notifier its targets as discovery would.
-	tsets := make(chan map[string][]*targetgroup.Group, 1)
-	groups := map[string][]*targetgroup.Group{}
-	for k, am := range r.amConfig.AlertingConfig.AlertmanagerConfigs.ToMap() {
-		for _, sd := range am.ServiceDiscoveryConfigs {
-			groups[k] = append(groups[k], sd.(discovery.StaticConfig)...)
-		}
-	}
-	tsets <- groups
+	r.tsets <- staticAlertmanagers(r.amConfig)
 	r.wg.Add(1)
-	go func() { defer r.wg.Done(); r.notifier.Run(tsets) }()
+	go func() { defer r.wg.Done(); r.notifier.Run(r.tsets) }()
 
 	extURL, _ := url.Parse(r.cfg.ExternalURL)
 	r.manager = rules.NewManager(&rules.ManagerOptions{
@@ -204,6 +280,8 @@ func (r *Ruler) running(ctx context.Context) error {
 			return nil
 		case now := <-t.C:
 			r.appendSLI(now)
+		case d := <-r.interval:
+			t.Reset(d)
 		}
 	}
 }
@@ -324,4 +402,8 @@ func compareLabels(a, b map[string]string) int {
 }
 
 // RuleFiles are the rule files the ruler evaluates (generated ones first).
-func (r *Ruler) RuleFiles() []string { return slices.Clone(r.files) }
+func (r *Ruler) RuleFiles() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return slices.Clone(r.files)
+}

@@ -178,6 +178,49 @@ func TestPageThroughAlertmanager(t *testing.T) {
 	}
 }
 
+// TestApplyConfig reloads a running ruler: Alertmanagers and external labels added by a
+// reload get the page that was already firing, whose alert state (ActiveAt) the reload
+// keeps; a spec that does not parse leaves the ruler as it was.
+func TestApplyConfig(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	s := sli.New(testInventory())
+	reg.MustRegister(s)
+	var failing atomic.Bool
+	failing.Store(true)
+	prober(t, s, &failing)
+	r := startRuler(t, s, reg) // no Alertmanager yet
+	waitFor(t, 30*time.Second, "page for lon in Firing()", func() bool { return len(pagesFor(r, "lon")) == 1 })
+	active := pagesFor(r, "lon")[0].ActiveAt
+
+	amURL, hook := amtest.Start(t)
+	cfg := r.cfg
+	cfg.AlertmanagerURLs = []string{amURL}
+	cfg.ExternalLabels = Labels{"meridian": "reloaded"}
+	if err := r.ApplyConfig(cfg); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, "the page at the Alertmanager added by the reload", func() bool {
+		m, ok := hook.Find("firing", map[string]string{"alertname": "MeridianPOPAvailability", "pop": "lon"})
+		return ok && m.Alerts[0].Labels["meridian"] == "reloaded"
+	})
+	if p := pagesFor(r, "lon"); len(p) != 1 || !p[0].ActiveAt.Equal(active) {
+		t.Errorf("after the reload: pages %+v, want one active since %v", p, active)
+	}
+
+	bad := filepath.Join(t.TempDir(), "bad.yaml")
+	if err := os.WriteFile(bad, []byte("version: prometheus/v1\nslos: [\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	broken := cfg
+	broken.SpecFiles = []string{bad}
+	if err := r.ApplyConfig(broken); err == nil || !strings.Contains(err.Error(), "bad.yaml") {
+		t.Errorf("ApplyConfig with a broken spec: %v, want an error naming it", err)
+	}
+	if p := pagesFor(r, "lon"); len(p) != 1 || !p[0].ActiveAt.Equal(active) {
+		t.Errorf("after a failed reload: pages %+v", p)
+	}
+}
+
 func TestConfigYAML(t *testing.T) {
 	var c Config
 	c.RegisterFlags(flagSet())

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/grafana/dskit/flagext"
 
@@ -47,6 +48,11 @@ type Config struct {
 	ClickHouseHTTP chhttp.Config    `yaml:"clickhouse_http"`
 
 	Inventory inventory.Inventory `yaml:"inventory"`
+
+	// File is -config.file; ReloadInterval is how often it, and the rule sources it
+	// names, are checked for changes (reload.go). Flags only.
+	File           string        `yaml:"-"`
+	ReloadInterval time.Duration `yaml:"-"`
 }
 
 // RegisterFlags registers every component's flags on f.
@@ -67,6 +73,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Steering.RegisterFlags(f)
 	c.Topomap.RegisterFlags(f)
 	c.ClickHouseHTTP.RegisterFlags(f)
+	f.StringVar(&c.File, "config.file", "", "YAML configuration file; flags given on the command line override it.")
+	f.DurationVar(&c.ReloadInterval, "config.reload-interval", 10*time.Second, "How often -config.file and the ruler's spec, window and rule files are checked and, when changed, reloaded; 0 = only on SIGHUP or POST /-/reload.")
 }
 
 // Validate checks the tree; errors name the field.
@@ -83,6 +91,9 @@ func (c *Config) Validate() error {
 	}
 	if c.LogFormat != "logfmt" && c.LogFormat != "json" {
 		return fmt.Errorf("log_format: %q is not logfmt or json", c.LogFormat)
+	}
+	if c.ReloadInterval < 0 {
+		return errors.New("-config.reload-interval: must be >= 0")
 	}
 	for _, v := range []interface{ Validate() error }{&c.Storage, &c.Pipeline, &c.WireGuard, &c.Ceph, &c.Hubble, &c.Probes, &c.Ruler, &c.Steering, &c.Topomap, &c.ClickHouseHTTP, &c.Inventory} {
 		if err := v.Validate(); err != nil {
@@ -106,8 +117,6 @@ func parseConfig(args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) 
 	for _, register := range extra {
 		register(fs)
 	}
-	var file string
-	fs.StringVar(&file, "config.file", "", "YAML configuration file; flags given on the command line override it.")
 	fs.Usage = func() {} // printed below for -help only, not after every error
 
 	if err := fs.Parse(args); err != nil {
@@ -120,7 +129,7 @@ func parseConfig(args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) 
 	if fs.NArg() > 0 {
 		return nil, fmt.Errorf("unexpected argument %q (subcommands: version, slo, lab; see -help)", fs.Arg(0))
 	}
-	if file != "" {
+	if file := cfg.File; file != "" {
 		data, err := os.ReadFile(file)
 		if err != nil {
 			return nil, fmt.Errorf("config: %w", err)
@@ -158,7 +167,7 @@ func usage(fs *flag.FlagSet, w io.Writer) {
   meridian slo generate [-out DIR] SPEC...   write Prometheus rules for SLO specs
   meridian lab ...                 run the loopback lab (see meridian lab -help)
 
-Flags (each also a YAML field of -config.file, e.g. -server.listen-address is server.listen_address):
+Flags (each also a YAML field of -config.file, e.g. -server.listen-address is server.listen_address; -config.* are flags only):
 `)
 	fs.SetOutput(w)
 	fs.PrintDefaults()

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"os/signal"
@@ -73,7 +74,7 @@ func labRun(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	logger := newLogger(cfg, stderr)
+	logger := newLogger(cfg, stderr, new(slog.LevelVar))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	l, err := lab.Start(ctx, lc, token, logger.With("component", "lab"))
@@ -89,7 +90,7 @@ func labRun(args []string, stderr io.Writer) error {
 		return err
 	}
 	printBanner(stderr, cfg, file, token)
-	err = serve(ctx, cfg, logger)
+	err = serve(ctx, cfg, logger, nil) // the lab's configuration is generated, not a file to reload
 	stop()
 	<-l.Done() // the lab removes its namespaces before the process exits
 	return err

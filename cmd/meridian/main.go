@@ -52,10 +52,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "meridian:", err)
 		return 2
 	}
-	logger := newLogger(cfg, stderr)
+	level := new(slog.LevelVar)
+	logger := newLogger(cfg, stderr, level)
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := serve(ctx, cfg, logger); err != nil {
+	reparse := func() (*Config, error) { return parseConfig(args, io.Discard) }
+	if err := serve(ctx, cfg, logger, func(a *app) *reloader { return newReloader(a, reparse, level) }); err != nil {
 		logger.Error("meridian stopped with an error", "err", err)
 		return 1
 	}
@@ -63,7 +65,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 }
 
 // serve starts the chosen modules and blocks until ctx ends or one of them fails.
-func serve(ctx context.Context, cfg *Config, logger *slog.Logger) error {
+// reload, when not nil, makes the reloader of the configuration.
+func serve(ctx context.Context, cfg *Config, logger *slog.Logger, reload func(*app) *reloader) error {
 	v, _, _ := build.Info()
 	shutdownTracing, err := tracing.Setup(ctx, cfg.Tracing, v)
 	if err != nil {
@@ -71,7 +74,11 @@ func serve(ctx context.Context, cfg *Config, logger *slog.Logger) error {
 	}
 	defer shutdownTracing(context.Background())
 
-	return serveApp(ctx, newApp(cfg, logger))
+	a := newApp(cfg, logger)
+	if reload != nil && cfg.File != "" {
+		a.reloader = reload(a)
+	}
+	return serveApp(ctx, a)
 }
 
 // serveApp runs a's modules until ctx ends or one of them fails.
@@ -118,12 +125,21 @@ func serveApp(ctx context.Context, a *app) error {
 		return fmt.Errorf("starting: %w", err)
 	}
 	logger.Info("meridian running", "version", v, "targets", cfg.Target.String())
+	stopReloads := func() {}
+	if r := a.reloader; r != nil {
+		a.server.Handle("/-/reload", r)
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { defer close(done); r.run(rctx) }()
+		stopReloads = func() { cancel(); <-done }
+	}
 	var runErr error
 	select {
 	case <-ctx.Done():
 		logger.Info("stopping")
 	case runErr = <-failed:
 	}
+	stopReloads() // no reload reaches a stopping module
 	sm.StopAsync()
 	if err := sm.AwaitStopped(context.Background()); err != nil && runErr == nil {
 		runErr = err
@@ -131,10 +147,12 @@ func serveApp(ctx context.Context, a *app) error {
 	return runErr
 }
 
-func newLogger(cfg *Config, w io.Writer) *slog.Logger {
+// newLogger logs at cfg's level into level, which a reload may change.
+func newLogger(cfg *Config, w io.Writer, level *slog.LevelVar) *slog.Logger {
 	var lvl slog.Level
 	_ = lvl.UnmarshalText([]byte(cfg.LogLevel))
-	opts := &slog.HandlerOptions{Level: lvl}
+	level.Set(lvl)
+	opts := &slog.HandlerOptions{Level: level}
 	if cfg.LogFormat == "json" {
 		return slog.New(slog.NewJSONHandler(w, opts))
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -72,17 +73,7 @@ func TestServe(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	a := newApp(cfg, newLogger(cfg, io.Discard))
-	done := make(chan error, 1)
-	go func() { done <- serveApp(ctx, a) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("serve: %v", err)
-		}
-	}()
-	base := waitAddr(t, a)
+	base := startApp(t, newApp(cfg, newLogger(cfg, io.Discard, new(slog.LevelVar))))
 	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready", "/metrics": "meridian_pipeline_"} {
 		body, code := get(t, base+path, "")
 		if code != 200 || !strings.Contains(body, want) {
@@ -104,6 +95,22 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// startApp serves a's modules until the test ends; it returns the HTTP base URL once
+// the server is ready.
+func startApp(t *testing.T, a *app) string {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- serveApp(ctx, a) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("serve: %v", err)
+		}
+	})
+	return waitAddr(t, a)
 }
 
 func waitAddr(t *testing.T, a *app) string {

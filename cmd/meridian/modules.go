@@ -68,6 +68,8 @@ type app struct {
 	store    *storage.Store
 	pipeline *pipeline.Pipeline
 	ruler    *ruler.Ruler
+	steering *steering.Steering
+	reloader *reloader // nil: the configuration is not reloaded
 
 	// consumers are the live consumers of records, filled in by their modules. The
 	// pipeline is built first with one late-bound queue per entry, so a consumer module
@@ -207,6 +209,7 @@ func (a *app) initSteering() (services.Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	a.steering = st
 	a.consumers[consumeSteering] = st
 	a.server.Handle("/api/steering/", st.Handler())
 	return st, nil

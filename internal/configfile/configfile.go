@@ -9,7 +9,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -191,4 +193,38 @@ func distance(a, b string) int {
 		prev, cur = cur, prev
 	}
 	return prev[len(b)]
+}
+
+// Changed returns the YAML names, after prefix, of the fields that differ between old
+// and new, two values of one struct type; fields named in skip, or tagged `yaml:"-"`,
+// are left out. A reload uses it to say which settings need a restart.
+func Changed(prefix string, old, new any, skip ...string) []string {
+	ov, nv := reflect.ValueOf(old), reflect.ValueOf(new)
+	var out []string
+	for i := range ov.NumField() {
+		f := ov.Type().Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "" {
+			name = strings.ToLower(f.Name)
+		}
+		if !f.IsExported() || name == "-" || slices.Contains(skip, name) {
+			continue
+		}
+		if !reflect.DeepEqual(ov.Field(i).Interface(), nv.Field(i).Interface()) {
+			out = append(out, prefix+name)
+		}
+	}
+	return out
+}
+
+// Copy sets the fields of *dst that src, a value of the same struct type, has under the
+// YAML names given.
+func Copy(dst, src any, names ...string) {
+	dv, sv := reflect.ValueOf(dst).Elem(), reflect.ValueOf(src)
+	for i := range dv.NumField() {
+		name, _, _ := strings.Cut(dv.Type().Field(i).Tag.Get("yaml"), ",")
+		if slices.Contains(names, name) {
+			dv.Field(i).Set(sv.Field(i))
+		}
+	}
 }

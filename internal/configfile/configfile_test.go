@@ -78,3 +78,24 @@ func TestUnknownFlag(t *testing.T) {
 		t.Fatal("other errors pass through")
 	}
 }
+
+func TestChangedAndCopy(t *testing.T) {
+	type reloadable struct {
+		Listen  string   `yaml:"listen"`
+		Storage inner    `yaml:"storage"`
+		Names   []string `yaml:"names"`
+		File    string   `yaml:"-"`
+	}
+	old := reloadable{Listen: "a", Storage: inner{TTL: time.Second}, Names: []string{"x"}, File: "f"}
+	cur := reloadable{Listen: "b", Storage: inner{TTL: time.Second}, Names: []string{"x", "y"}, File: "g"}
+	if got := Changed("s.", old, cur); strings.Join(got, ",") != "s.listen,s.names" {
+		t.Errorf("Changed = %v, want s.listen and s.names (storage equal, file not YAML)", got)
+	}
+	if got := Changed("s.", old, cur, "names"); strings.Join(got, ",") != "s.listen" {
+		t.Errorf("Changed skipping names = %v", got)
+	}
+	Copy(&old, cur, "names")
+	if old.Listen != "a" || len(old.Names) != 2 {
+		t.Errorf("Copy of names only: %+v", old)
+	}
+}

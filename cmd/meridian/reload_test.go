@@ -1,0 +1,146 @@
+package main
+
+import (
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridianhq/meridian/internal/promtest"
+	"github.com/meridianhq/meridian/internal/testlog"
+)
+
+const reloadInventory = `inventory:
+  sites:
+    - {name: nuremberg, region: europe, role: muscle, lat: 49.45, lon: 11.08}
+    - {name: newyork, region: north-america, role: vault, lat: 40.71, lon: -74.01}
+  pops:
+    - {name: nbg, site: nuremberg, vips: [127.0.1.1]}
+    - {name: nyc, site: newyork, vips: [127.0.1.2]}
+  services:
+    - {name: api.example.net., pops: [nbg, nyc]}
+  client_regions:
+    - {name: germany, countries: [DE], allowed_pops: [nbg, nyc]}
+`
+
+// TestConfigReload runs Meridian from a file, edits it and the SLO spec it names, and
+// checks what a reload applies at once, what it refuses (keeping the running
+// configuration), and what it leaves for a restart.
+func TestConfigReload(t *testing.T) {
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	spec := filepath.Join(dir, "pop.yaml")
+	file := filepath.Join(dir, "meridian.yaml")
+	specData, err := os.ReadFile("../../testdata/slo/ruler/fast-pop.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Files are replaced by rename, as editors and Kubernetes ConfigMaps do, so that a
+	// check never reads half a file.
+	write := func(path, body string) {
+		t.Helper()
+		if err := os.WriteFile(path+".new", []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(path+".new", path); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(token, "s3cret\n")
+	write(spec, string(specData))
+	config := func(extra string) string {
+		return reloadInventory + "ruler:\n  spec_files: [" + spec + "]\n  window_files: [../../testdata/slo/ruler/fast-windows.yaml]\n" + extra
+	}
+	write(file, config(""))
+
+	args := []string{"-config.file=" + file, "-config.reload-interval=20ms",
+		"-server.listen-address=127.0.0.1:0", "-server.token-file=" + token,
+		"-storage.path=" + enginePath, "-storage.database=reload", "-pipeline.spool.path=" + filepath.Join(dir, "spool"),
+		"-ruler.data-dir=" + filepath.Join(dir, "ruler")}
+	cfg, err := parseConfig(args, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	level := new(slog.LevelVar)
+	var logs testlog.Buffer
+	a := newApp(cfg, newLogger(cfg, &logs, level))
+	a.reloader = newReloader(a, func() (*Config, error) { return parseConfig(args, io.Discard) }, level)
+	base := startApp(t, a)
+	metric := func(name string, labels ...string) float64 { return promtest.Sum(t, a.reg, name, labels...) }
+	waitFor := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			if time.Now().After(deadline) {
+				t.Fatalf("timed out waiting for %s; log:\n%s", what, logs.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	overrides := func() string { body, _ := get(t, base+"/api/steering/overrides", "s3cret"); return body }
+
+	// A drain in the file and a log level take effect without a restart.
+	write(file, config("log_level: debug\nsteering:\n  overrides:\n    - {action: drain, pop: nbg, reason: maintenance}\n"))
+	waitFor("the reload", func() bool { return metric("meridian_config_reloads_total", "result", "success") == 1 })
+	if !strings.Contains(overrides(), `"pop":"nbg"`) || !strings.Contains(overrides(), `"source":"config"`) || level.Level() != slog.LevelDebug {
+		t.Errorf("after the reload: overrides %s, log level %v", overrides(), level.Level())
+	}
+	before := overrides()
+
+	// An edited SLO spec is a change too: its rules replace the old ones.
+	write(spec, strings.Replace(string(specData), "name: MeridianPOPAvailability", "name: MeridianPOPAvailabilityEdited", 1))
+	waitFor("the edited spec's alert", func() bool {
+		body, _ := get(t, base+"/prometheus/api/v1/rules", "s3cret")
+		return strings.Contains(body, "MeridianPOPAvailabilityEdited")
+	})
+	if after := overrides(); after != before {
+		t.Errorf("reloading an unchanged override changed it:\n%s\n%s", before, after)
+	}
+
+	// A broken file changes nothing and is reported once, with its line.
+	write(file, config("steering:\n  overrides:\n    - {action: drain, pop: nbg}\n  tick_intervall: 1s\n"))
+	waitFor("the failed reload", func() bool { return metric("meridian_config_last_reload_successful") == 0 })
+	if !strings.Contains(logs.String(), file+":18: field steering.tick_intervall") || overrides() != before || level.Level() != slog.LevelDebug {
+		t.Errorf("after a broken file: overrides %s, level %v, log:\n%s", overrides(), level.Level(), logs.String())
+	}
+	// An override the inventory refuses fails the same way.
+	write(file, config("steering:\n  overrides:\n    - {action: drain, pop: zrh}\n"))
+	waitFor("the second failed reload", func() bool { return metric("meridian_config_reloads_total", "result", "failure") == 2 })
+	if !strings.Contains(logs.String(), `steering.overrides[0]: unknown POP \"zrh\"`) || overrides() != before {
+		t.Errorf("after an unknown POP: overrides %s, log:\n%s", overrides(), logs.String())
+	}
+
+	// A change only a restart can apply is applied as far as it can be, and said.
+	write(file, config("storage:\n  ttl:\n    flows: 48h\n"))
+	waitFor("the reload after the fix", func() bool { return metric("meridian_config_last_reload_successful") == 1 })
+	if metric("meridian_config_restart_required") != 1 || !strings.Contains(logs.String(), "storage") || strings.Contains(overrides(), `"pop":"nbg"`) {
+		t.Errorf("restart required %v, overrides %s, log:\n%s", metric("meridian_config_restart_required"), overrides(), logs.String())
+	}
+
+	// POST /-/reload reloads at once, with the API token.
+	successes := metric("meridian_config_reloads_total", "result", "success")
+	for _, tc := range []struct {
+		method, token string
+		code          int
+	}{{"POST", "", http.StatusUnauthorized}, {"GET", "s3cret", http.StatusMethodNotAllowed}, {"POST", "s3cret", http.StatusOK}} {
+		req, _ := http.NewRequest(tc.method, base+"/-/reload", nil)
+		if tc.token != "" {
+			req.Header.Set("Authorization", "Bearer "+tc.token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != tc.code {
+			t.Errorf("%s /-/reload with token %q: %d, want %d", tc.method, tc.token, resp.StatusCode, tc.code)
+		}
+	}
+	if got := metric("meridian_config_reloads_total", "result", "success"); got != successes+1 {
+		t.Errorf("successful reloads %v after POST /-/reload, want %v", got, successes+1)
+	}
+}
