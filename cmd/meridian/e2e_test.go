@@ -60,7 +60,7 @@ func TestLabEndToEnd(t *testing.T) {
 	cfg, err := parseConfig([]string{
 		"-server.listen-address=127.0.0.1:0", "-server.token-file=" + tokenFile,
 		"-storage.path=" + enginePath, "-storage.database=e2e", "-pipeline.spool.path=" + filepath.Join(dir, "spool"),
-		"-ruler.data-dir=" + filepath.Join(dir, "ruler"), "-ruler.evaluation-interval=1s", "-ruler.resend-delay=2s",
+		"-ruler.data-dir=" + filepath.Join(dir, "ruler"), "-hubble.state-dir=" + filepath.Join(dir, "hubble"), "-ruler.evaluation-interval=1s", "-ruler.resend-delay=2s",
 		"-ruler.alertmanager-urls=" + amURL,
 		// The shipped POP availability SLO over a 1-hour period with second-scale windows,
 		// so the page fires and resolves within the test (testdata/slo/README.md).

@@ -109,10 +109,10 @@ type relay struct {
 }
 
 type relayMetrics struct {
-	received, stored, duplicates, edges, overflow, relayErrors prometheus.Counter
-	connected, lastFlowTime                                    prometheus.Gauge
-	incomplete                                                 *prometheus.CounterVec
-	lost                                                       *prometheus.CounterVec
+	received, stored, duplicates, edges, overflow, relayErrors, checkpointErrors prometheus.Counter
+	connected, lastFlowTime                                                      prometheus.Gauge
+	incomplete                                                                   *prometheus.CounterVec
+	lost                                                                         *prometheus.CounterVec
 }
 
 func newRelay(cfg *Config, rc RelayConfig, site string, parser *Parser, app pipeline.Appender, m *metrics, log *slog.Logger) (*relay, error) {
@@ -125,7 +125,8 @@ func newRelay(cfg *Config, rc RelayConfig, site string, parser *Parser, app pipe
 		meta: pipeline.Meta{Collector: "hubble/" + n, Site: site, Cluster: rc.Cluster},
 		m: relayMetrics{received: m.received.WithLabelValues(n), stored: m.stored.WithLabelValues(n),
 			duplicates: m.duplicates.WithLabelValues(n), edges: m.edges.WithLabelValues(n), overflow: m.overflow.WithLabelValues(n),
-			relayErrors: m.relayErrors.WithLabelValues(n), connected: m.connected.WithLabelValues(n),
+			relayErrors: m.relayErrors.WithLabelValues(n), checkpointErrors: m.checkpointErrors.WithLabelValues(n),
+			connected:    m.connected.WithLabelValues(n),
 			lastFlowTime: m.lastFlowTime.WithLabelValues(n),
 			incomplete:   m.incomplete.MustCurryWith(prometheus.Labels{"relay": n}),
 			lost:         m.lost.MustCurryWith(prometheus.Labels{"relay": n})},
@@ -159,6 +160,15 @@ func (r *relay) setState(connected bool, err error) {
 // run streams until ctx ends, reconnecting with exponential backoff; the backoff starts
 // over once a stream has delivered messages.
 func (r *relay) run(ctx context.Context) {
+	if r.cfg.StateDir != "" {
+		path := checkpointPath(r.cfg.StateDir, r.rc.Name)
+		if err := r.resume.takeCheckpoint(path); err != nil {
+			r.m.checkpointErrors.Inc()
+			r.log.Error("hubble resume point unreadable; asking for backfill instead", "err", err)
+		} else if last := r.resume.load(); !last.IsZero() {
+			r.log.Info("hubble resuming where the last run stopped", "since", last)
+		}
+	}
 	tick := time.NewTicker(r.cfg.FlushInterval)
 	defer tick.Stop()
 	delay := r.cfg.BackoffMin
@@ -193,7 +203,16 @@ func (r *relay) run(ctx context.Context) {
 	final, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
 	r.batch = append(r.batch, r.edges.flush()...)
-	r.appendPending(final)
+	if err := r.appendPending(final); err != nil {
+		r.log.Error("hubble records lost at shutdown; the next start asks for backfill", "err", err)
+		return
+	}
+	if r.cfg.StateDir != "" {
+		if err := r.resume.saveCheckpoint(checkpointPath(r.cfg.StateDir, r.rc.Name)); err != nil {
+			r.m.checkpointErrors.Inc()
+			r.log.Error("hubble resume point not saved; the next start asks for backfill", "err", err)
+		}
+	}
 }
 
 // stream runs one GetFlows stream to its end. got reports whether it delivered anything.

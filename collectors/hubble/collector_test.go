@@ -4,11 +4,15 @@ import (
 	"github.com/meridianhq/meridian/internal/promtest"
 
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net"
+	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -121,6 +125,7 @@ func testConfig(relays ...RelayConfig) Config {
 	cfg.FlushInterval = 20 * time.Millisecond
 	cfg.BackoffMin, cfg.BackoffMax = 10*time.Millisecond, 100*time.Millisecond
 	cfg.ConnectTimeout = 500 * time.Millisecond
+	cfg.StateDir = "" // a test that keeps resume points sets its own directory
 	return cfg
 }
 
@@ -302,6 +307,74 @@ func TestReconnectExactlyOnce(t *testing.T) {
 		if got := out.flows[i]; dump(*got) != dump(withMeta(want, got.M)) {
 			t.Fatalf("flow %d:\n got %s\nwant %s", i, dump(*got), dump(want))
 		}
+	}
+}
+
+// TestResumeAcrossRestart stops the collector mid-stream and starts a new one with the
+// same state directory, as an upgrade of Meridian would: the new one asks the relay for
+// the flows since the old one's last, and the flows stored over both runs are the
+// relay's ring, each once. An unreadable resume point is counted and backfill used.
+func TestResumeAcrossRestart(t *testing.T) {
+	ring := load(t, "hubble-otel-basic-sample-400-tcp-flows.json")
+	ring[200].GetFlow().Time = ring[199].GetFlow().GetTime() // two flows at the resume time
+	ring[200].Time = ring[199].GetTime()
+	srv := hubbletest.NewServer(slices.Clone(ring))
+	srv.Hold(200)
+	if err := srv.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(srv.Stop)
+	cfg := testConfig(RelayConfig{Cluster: "kind", Address: srv.Addr()})
+	cfg.StateDir = t.TempDir()
+	state := filepath.Join(cfg.StateDir, "kind.json")
+
+	out := &sink{}
+	first, _ := startCollector(t, cfg, out, nil)
+	waitFor(t, "the first 200 flows", func() bool { f, _ := out.counts("kind"); return f == 200 })
+	if err := services.StopAndAwaitTerminated(context.Background(), first); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(state); err != nil {
+		t.Fatalf("no resume point after a stop: %v", err)
+	}
+
+	srv.Hold(-1)
+	_, reg := startCollector(t, cfg, out, nil)
+	waitFor(t, "the rest of the ring", func() bool { f, _ := out.counts("kind"); return f >= len(ring) })
+	if _, err := os.Stat(state); !errors.Is(err, fs.ErrNotExist) {
+		t.Errorf("resume point still there while running (a crash would resume from it again): %v", err)
+	}
+	reqs := srv.Requests()
+	if len(reqs) != 2 || !reqs[1].GetSince().AsTime().Equal(ring[199].GetFlow().GetTime().AsTime()) {
+		t.Fatalf("requests %v, want the second since the first run's last flow", reqs)
+	}
+	if d := promtest.Sum(t, reg, "meridian_hubble_flows_duplicate_total", "relay", "kind"); d != 1 {
+		t.Errorf("%v duplicates dropped, want 1 (the flow at the resume time)", d)
+	}
+	p := NewParser(nil)
+	out.mu.Lock()
+	if len(out.flows) != len(ring) {
+		t.Errorf("%d flows stored over both runs, want %d", len(out.flows), len(ring))
+	}
+	for i := range min(len(out.flows), len(ring)) {
+		want := p.Parse(ring[i].GetFlow(), "kind", time.Time{})
+		if got := out.flows[i]; dump(*got) != dump(withMeta(want, got.M)) {
+			t.Errorf("flow %d:\n got %s\nwant %s", i, dump(*got), dump(want))
+			break
+		}
+	}
+	out.mu.Unlock()
+
+	if err := os.WriteFile(state, []byte("{not json"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_, reg = startCollector(t, cfg, &sink{}, nil)
+	waitFor(t, "a request after the unreadable resume point", func() bool { return len(srv.Requests()) == 3 })
+	if r := srv.Requests()[2]; r.GetSince() != nil || r.GetNumber() != cfg.Backfill {
+		t.Errorf("request %v, want backfill", r)
+	}
+	if n := promtest.Sum(t, reg, "meridian_hubble_checkpoint_errors_total", "relay", "kind"); n != 1 {
+		t.Errorf("checkpoint errors %v, want 1", n)
 	}
 }
 

@@ -30,6 +30,7 @@ type Config struct {
 	MaxPairs       int           `yaml:"max_pairs"`
 	MaxWindows     int           `yaml:"max_windows"`
 	Backfill       uint64        `yaml:"backfill"`
+	StateDir       string        `yaml:"state_dir"` // where each relay's resume point waits for the next start; "" = none
 	ConnectTimeout time.Duration `yaml:"connect_timeout"`
 	BatchSize      int           `yaml:"batch_size"`
 	FlushInterval  time.Duration `yaml:"flush_interval"`
@@ -87,6 +88,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.MaxPairs, "hubble.max-pairs", 10000, "Distinct workload pairs per relay and interval; more go to the \"other\" edge.")
 	f.IntVar(&c.MaxWindows, "hubble.max-windows", 8, "Open edge intervals per relay; more emit the oldest early.")
 	f.Uint64Var(&c.Backfill, "hubble.backfill", 4095, "Flows asked for from the relay's buffer on the first connection (0: only new flows).")
+	f.StringVar(&c.StateDir, "hubble.state-dir", "data/hubble", "Directory where each relay's resume point is kept from a stop to the next start (empty: start from backfill).")
 	f.DurationVar(&c.ConnectTimeout, "hubble.connect-timeout", 10*time.Second, "Time allowed to connect to a relay before retrying.")
 	f.IntVar(&c.BatchSize, "hubble.batch-size", 2048, "Records per append to the pipeline.")
 	f.DurationVar(&c.FlushInterval, "hubble.flush-interval", time.Second, "Longest time records wait before being appended.")

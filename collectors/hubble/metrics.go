@@ -6,16 +6,17 @@ import (
 )
 
 type metrics struct {
-	received     *prometheus.CounterVec
-	stored       *prometheus.CounterVec
-	duplicates   *prometheus.CounterVec
-	incomplete   *prometheus.CounterVec
-	lost         *prometheus.CounterVec
-	edges        *prometheus.CounterVec
-	overflow     *prometheus.CounterVec
-	relayErrors  *prometheus.CounterVec
-	connected    *prometheus.GaugeVec
-	lastFlowTime *prometheus.GaugeVec
+	received         *prometheus.CounterVec
+	stored           *prometheus.CounterVec
+	duplicates       *prometheus.CounterVec
+	incomplete       *prometheus.CounterVec
+	lost             *prometheus.CounterVec
+	edges            *prometheus.CounterVec
+	overflow         *prometheus.CounterVec
+	relayErrors      *prometheus.CounterVec
+	checkpointErrors *prometheus.CounterVec
+	connected        *prometheus.GaugeVec
+	lastFlowTime     *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -37,6 +38,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Flows counted in the \"other\" edge because an interval reached max_pairs workload pairs."}, []string{"relay"}),
 		relayErrors: f.NewCounterVec(prometheus.CounterOpts{Name: "meridian_hubble_relay_errors_total",
 			Help: "Failed connections or streams to a relay; each is retried with backoff."}, []string{"relay"}),
+		checkpointErrors: f.NewCounterVec(prometheus.CounterOpts{Name: "meridian_hubble_checkpoint_errors_total",
+			Help: "Resume points that could not be read at start or saved at stop; the relay is then asked for backfill."}, []string{"relay"}),
 		connected: f.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_hubble_relay_connected",
 			Help: "1 while a flow stream from the relay is open."}, []string{"relay"}),
 		lastFlowTime: f.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_hubble_last_flow_timestamp_seconds",
