@@ -89,6 +89,9 @@ func TestConfigReload(t *testing.T) {
 	if !strings.Contains(overrides(), `"pop":"nbg"`) || !strings.Contains(overrides(), `"source":"config"`) || level.Level() != slog.LevelDebug {
 		t.Errorf("after the reload: overrides %s, log level %v", overrides(), level.Level())
 	}
+	if metric("meridian_config_restart_required") != 0 {
+		t.Errorf("a reload of reloadable fields says a restart is needed; log:\n%s", logs.String())
+	}
 	before := overrides()
 
 	// An edited SLO spec is a change too: its rules replace the old ones.
