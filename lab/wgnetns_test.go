@@ -126,7 +126,7 @@ func TestRealWireGuardMesh(t *testing.T) {
 	cfg.RegisterFlags(flag.NewFlagSet("test", flag.ContinueOnError))
 	cfg.Devices, cfg.Interval, cfg.Timeout = true, 200*time.Millisecond, 200*time.Millisecond
 	cfg.SilentStale, cfg.SilentDown = time.Second, 2*time.Second // the defaults take 15 s and 60 s
-	c, err := wireguard.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), app, e.Inventory)
+	c, err := wireguard.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), app, e.Inventory, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/meridianhq/meridian/collectors/ceph"
 	"github.com/meridianhq/meridian/collectors/geodns"
 	"github.com/meridianhq/meridian/collectors/hubble"
+	"github.com/meridianhq/meridian/collectors/shard"
 	"github.com/meridianhq/meridian/collectors/wireguard"
 	"github.com/meridianhq/meridian/dashboards/chhttp"
 	"github.com/meridianhq/meridian/internal/configfile"
@@ -38,6 +39,7 @@ type Config struct {
 	Tracing        tracing.Config   `yaml:"tracing"`
 	Storage        storage.Config   `yaml:"storage"`
 	Pipeline       pipeline.Config  `yaml:"pipeline"`
+	CollectorRing  shard.Config     `yaml:"collector_ring"`
 	WireGuard      wireguard.Config `yaml:"wireguard"`
 	Ceph           ceph.Config      `yaml:"ceph"`
 	Hubble         hubble.Config    `yaml:"hubble"`
@@ -65,6 +67,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Tracing.RegisterFlags(f)
 	c.Storage.RegisterFlags(f)
 	c.Pipeline.RegisterFlags(f)
+	c.CollectorRing.RegisterFlags(f)
 	c.WireGuard.RegisterFlags(f)
 	c.Ceph.RegisterFlags(f)
 	c.Hubble.RegisterFlags(f)
@@ -95,7 +98,7 @@ func (c *Config) Validate() error {
 	if c.ReloadInterval < 0 {
 		return errors.New("-config.reload-interval: must be >= 0")
 	}
-	for _, v := range []interface{ Validate() error }{&c.Storage, &c.Pipeline, &c.WireGuard, &c.Ceph, &c.Hubble, &c.Probes, &c.Ruler, &c.Steering, &c.Topomap, &c.ClickHouseHTTP, &c.Inventory} {
+	for _, v := range []interface{ Validate() error }{&c.Storage, &c.Pipeline, &c.CollectorRing, &c.WireGuard, &c.Ceph, &c.Hubble, &c.Probes, &c.Ruler, &c.Steering, &c.Topomap, &c.ClickHouseHTTP, &c.Inventory} {
 		if err := v.Validate(); err != nil {
 			return err
 		}

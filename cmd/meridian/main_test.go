@@ -62,23 +62,33 @@ func TestHelpAndVersion(t *testing.T) {
 // TestServe starts the modules, checks the self-observability endpoints and the API token,
 // then stops them through the context as SIGTERM would.
 func TestServe(t *testing.T) {
-	token := filepath.Join(t.TempDir(), "token")
-	if err := os.WriteFile(token, []byte("s3cret\n"), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	dir := t.TempDir()
-	cfg, err := parseConfig([]string{"-server.listen-address=127.0.0.1:0", "-server.token-file=" + token,
-		"-storage.path=" + enginePath, "-storage.database=serve", "-pipeline.spool.path=" + filepath.Join(dir, "spool"),
-		"-ruler.data-dir=" + filepath.Join(dir, "ruler")}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := startApp(t, newApp(cfg, newLogger(cfg, io.Discard, new(slog.LevelVar))))
+	base := startApp(t, testApp(t, serveArgs(t, "serve")...))
 	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ready", "/metrics": "meridian_pipeline_"} {
 		body, code := get(t, base+path, "")
 		if code != 200 || !strings.Contains(body, want) {
 			t.Errorf("GET %s: %d %q", path, code, body)
 		}
+	}
+}
+
+// TestCollectorRing runs with the collector ring on: the replica registers, and the
+// ring's status page (behind the API token) lists it.
+func TestCollectorRing(t *testing.T) {
+	base := startApp(t, testApp(t, append(serveArgs(t, "ring"), "-target=collector",
+		"-collector.ring.enabled", "-collector.ring.store=inmemory", "-collector.ring.instance-id=replica-1")...))
+	if _, code := get(t, base+"/collector/ring", ""); code != http.StatusUnauthorized {
+		t.Errorf("ring page without the token: %d", code)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		body, code := get(t, base+"/collector/ring", "s3cret")
+		if code == 200 && strings.Contains(body, "replica-1") && strings.Contains(body, "ACTIVE") {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("ring page: %d %s", code, body)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }
 
@@ -95,6 +105,30 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+// serveArgs writes the API token "s3cret" and returns the flags of a test process on
+// loopback with its own database and data directories.
+func serveArgs(t *testing.T, database string) []string {
+	t.Helper()
+	dir := t.TempDir()
+	token := filepath.Join(dir, "token")
+	if err := os.WriteFile(token, []byte("s3cret\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return []string{"-server.listen-address=127.0.0.1:0", "-server.token-file=" + token,
+		"-storage.path=" + enginePath, "-storage.database=" + database, "-pipeline.spool.path=" + filepath.Join(dir, "spool"),
+		"-ruler.data-dir=" + filepath.Join(dir, "ruler"), "-hubble.state-dir=" + filepath.Join(dir, "hubble")}
+}
+
+// testApp builds the app of args, logging nowhere.
+func testApp(t *testing.T, args ...string) *app {
+	t.Helper()
+	cfg, err := parseConfig(args, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return newApp(cfg, newLogger(cfg, io.Discard, new(slog.LevelVar)))
 }
 
 // startApp serves a's modules until the test ends; it returns the HTTP base URL once

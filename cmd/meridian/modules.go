@@ -20,6 +20,7 @@ import (
 	"github.com/meridianhq/meridian/collectors/ceph"
 	"github.com/meridianhq/meridian/collectors/geodns"
 	"github.com/meridianhq/meridian/collectors/hubble"
+	"github.com/meridianhq/meridian/collectors/shard"
 	"github.com/meridianhq/meridian/collectors/wireguard"
 	"github.com/meridianhq/meridian/dashboards/chhttp"
 	"github.com/meridianhq/meridian/pipeline"
@@ -35,7 +36,8 @@ const (
 	Server         = "server"
 	Storage        = "storage"
 	Pipeline       = "pipeline"
-	Collector      = "collector" // every collector below
+	Collector      = "collector"      // every collector below
+	CollectorRing  = "collector-ring" // shards the collectors' targets over replicas; a dependency, not a target
 	WireGuard      = "wireguard"
 	Ceph           = "ceph"
 	Hubble         = "hubble"
@@ -69,7 +71,8 @@ type app struct {
 	pipeline *pipeline.Pipeline
 	ruler    *ruler.Ruler
 	steering *steering.Steering
-	reloader *reloader // nil: the configuration is not reloaded
+	ring     *shard.Ring // nil unless collector_ring.enabled
+	reloader *reloader   // nil: the configuration is not reloaded
 
 	// consumers are the live consumers of records, filled in by their modules. The
 	// pipeline is built first with one late-bound queue per entry, so a consumer module
@@ -89,6 +92,7 @@ func (a *app) modules() (*modules.Manager, error) {
 	m.RegisterModule(Server, a.initServer)
 	m.RegisterModule(Storage, a.initStorage)
 	m.RegisterModule(Pipeline, a.initPipeline)
+	m.RegisterModule(CollectorRing, a.initCollectorRing)
 	m.RegisterModule(WireGuard, a.initWireGuard)
 	m.RegisterModule(Ceph, a.initCeph)
 	m.RegisterModule(Hubble, a.initHubble)
@@ -102,9 +106,10 @@ func (a *app) modules() (*modules.Manager, error) {
 	deps := map[string][]string{
 		Storage:        {Server},
 		Pipeline:       {Storage},
-		WireGuard:      {Pipeline},
+		CollectorRing:  {Server},
+		WireGuard:      {Pipeline, CollectorRing},
 		Ceph:           {Pipeline},
-		Hubble:         {Pipeline},
+		Hubble:         {Pipeline, CollectorRing},
 		Probes:         {Pipeline},
 		Collector:      {WireGuard, Ceph, Hubble, Probes},
 		Ruler:          {Pipeline},
@@ -168,8 +173,31 @@ func (a *app) initPipeline() (services.Service, error) {
 
 func (a *app) logger(component string) *slog.Logger { return a.log.With("component", component) }
 
+// initCollectorRing joins the collector ring when it is enabled; its status page lists
+// the replicas.
+func (a *app) initCollectorRing() (services.Service, error) {
+	if !a.cfg.CollectorRing.Enabled {
+		return nil, nil
+	}
+	r, err := shard.New(a.cfg.CollectorRing, goKitLogger{a.logger("collector-ring")}, a.reg)
+	if err != nil {
+		return nil, err
+	}
+	a.ring = r
+	a.server.Handle("/collector/ring", r)
+	return r, nil
+}
+
+// owner is what shards the collectors' targets: the ring, or nil (every target here).
+func (a *app) owner() shard.Owner {
+	if a.ring == nil {
+		return nil // not a nil *shard.Ring inside a non-nil interface
+	}
+	return a.ring
+}
+
 func (a *app) initWireGuard() (services.Service, error) {
-	return wireguard.New(a.cfg.WireGuard, a.logger("wireguard"), a.reg, a.pipeline, &a.cfg.Inventory)
+	return wireguard.New(a.cfg.WireGuard, a.logger("wireguard"), a.reg, a.pipeline, &a.cfg.Inventory, a.owner())
 }
 
 func (a *app) initCeph() (services.Service, error) {
@@ -177,7 +205,7 @@ func (a *app) initCeph() (services.Service, error) {
 }
 
 func (a *app) initHubble() (services.Service, error) {
-	return hubble.NewCollector(a.cfg.Hubble, a.pipeline, &a.cfg.Inventory, a.logger("hubble"), a.reg)
+	return hubble.NewCollector(a.cfg.Hubble, a.pipeline, &a.cfg.Inventory, a.logger("hubble"), a.reg, a.owner())
 }
 
 func (a *app) initProbes() (services.Service, error) {

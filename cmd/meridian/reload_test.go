@@ -32,7 +32,6 @@ const reloadInventory = `inventory:
 // configuration), and what it leaves for a restart.
 func TestConfigReload(t *testing.T) {
 	dir := t.TempDir()
-	token := filepath.Join(dir, "token")
 	spec := filepath.Join(dir, "pop.yaml")
 	file := filepath.Join(dir, "meridian.yaml")
 	specData, err := os.ReadFile("../../testdata/slo/ruler/fast-pop.yaml")
@@ -50,17 +49,13 @@ func TestConfigReload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	write(token, "s3cret\n")
 	write(spec, string(specData))
 	config := func(extra string) string {
 		return reloadInventory + "ruler:\n  spec_files: [" + spec + "]\n  window_files: [../../testdata/slo/ruler/fast-windows.yaml]\n" + extra
 	}
 	write(file, config(""))
 
-	args := []string{"-config.file=" + file, "-config.reload-interval=20ms",
-		"-server.listen-address=127.0.0.1:0", "-server.token-file=" + token,
-		"-storage.path=" + enginePath, "-storage.database=reload", "-pipeline.spool.path=" + filepath.Join(dir, "spool"),
-		"-ruler.data-dir=" + filepath.Join(dir, "ruler")}
+	args := append(serveArgs(t, "reload"), "-config.file="+file, "-config.reload-interval=20ms")
 	cfg, err := parseConfig(args, io.Discard)
 	if err != nil {
 		t.Fatal(err)

@@ -129,7 +129,7 @@ func BenchmarkHubble(b *testing.B) {
 	// collector's own cost ends and the store's begins.
 	discard := pipeline.AppenderFunc(func(context.Context, ...pipeline.Record) error { return nil })
 	alone := measure(func() {
-		c, reg := startCollector(b, testConfig(RelayConfig{Cluster: "bench", Address: serveReplay(b, newReplay())}), discard, nil)
+		c, reg := startCollector(b, testConfig(RelayConfig{Cluster: "bench", Address: serveReplay(b, newReplay())}), discard, nil, nil)
 		waitReceived(reg)
 		services.StopAndAwaitTerminated(context.Background(), c)
 	})
@@ -138,7 +138,7 @@ func BenchmarkHubble(b *testing.B) {
 	p, store := startPipeline(b, 0)
 	stored := 0
 	fullRound := func() {
-		c, reg := startCollector(b, testConfig(RelayConfig{Cluster: "bench", Address: serveReplay(b, newReplay())}), p, nil)
+		c, reg := startCollector(b, testConfig(RelayConfig{Cluster: "bench", Address: serveReplay(b, newReplay())}), p, nil, nil)
 		waitReceived(reg)
 		// Stopping appends the collector's buffered flows and open edges at once, and Flush
 		// seals the open batches: a round measures throughput, not the flush interval and

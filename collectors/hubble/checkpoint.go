@@ -91,3 +91,21 @@ func (p *resumePoint) saveCheckpoint(path string) error {
 	}
 	return os.Rename(tmp, path)
 }
+
+// handOver forgets the relay's resume point, in memory and on disk, once another
+// replica streams it.
+func (r *relay) handOver() {
+	r.resume.reset()
+	if r.cfg.StateDir != "" {
+		if err := os.Remove(checkpointPath(r.cfg.StateDir, r.rc.Name)); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			r.m.checkpointErrors.Inc()
+			r.log.Error("hubble resume point of a relay handed over not removed", "err", err)
+		}
+	}
+}
+
+func (p *resumePoint) reset() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.last, p.boundary, p.pending, p.from = time.Time{}, nil, nil, time.Time{}
+}

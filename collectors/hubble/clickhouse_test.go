@@ -62,7 +62,7 @@ func TestClickHouse(t *testing.T) {
 	// sub-second offsets so that edges fall into the same seconds.
 	hubbletest.Shift(ring, time.Now().Add(-time.Hour).Truncate(time.Second).Sub(ring[0].GetTime().AsTime().Truncate(time.Second)))
 	srv := startServer(t, ring)
-	startCollector(t, testConfig(RelayConfig{Cluster: "kind", Address: srv.Addr()}), p, nil)
+	startCollector(t, testConfig(RelayConfig{Cluster: "kind", Address: srv.Addr()}), p, nil, nil)
 
 	waitFor(t, "rows in ClickHouse", func() bool {
 		return query(t, store, "SELECT count() FROM {db}.flows") == "401" &&

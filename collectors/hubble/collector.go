@@ -15,26 +15,29 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meridianhq/meridian/collectors/shard"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
 
-// Collector streams flows from every configured relay, one goroutine each: a relay that
-// fails or stalls is retried on its own and never holds up the others.
+// Collector streams flows from every configured relay it owns, one goroutine each: a
+// relay that fails or stalls is retried on its own and never holds up the others.
 type Collector struct {
 	services.Service
 	relays []*relay
+	owner  shard.Owner
 }
 
 // NewCollector validates cfg and returns the collector service. inv maps each relay's
-// cluster to its site (nil: no site).
-func NewCollector(cfg Config, app pipeline.Appender, inv *inventory.Inventory, log *slog.Logger, reg prometheus.Registerer) (*Collector, error) {
+// cluster to its site (nil: no site). owner shards the relays over the collector
+// replicas (nil: this one streams them all).
+func NewCollector(cfg Config, app pipeline.Appender, inv *inventory.Inventory, log *slog.Logger, reg prometheus.Registerer, owner shard.Owner) (*Collector, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
 	m := newMetrics(reg)
 	parser := NewParser(cfg.LabelKeys)
-	c := &Collector{}
+	c := &Collector{owner: owner}
 	for _, rc := range cfg.Relays {
 		site := ""
 		if inv != nil {
@@ -54,18 +57,63 @@ func NewCollector(cfg Config, app pipeline.Appender, inv *inventory.Inventory, l
 	return c, nil
 }
 
+// ownershipCheck is how often a sharded collector asks the ring which relays it owns.
+const ownershipCheck = time.Second
+
+// running streams the relays this replica owns, starting and stopping them as the ring
+// moves them. A relay handed to another replica is stopped like at shutdown (its
+// records appended) and forgets its resume point: if it comes back, the other replica
+// has stored the flows since, so it starts from backfill.
 func (c *Collector) running(ctx context.Context) error {
-	var wg sync.WaitGroup
-	for _, r := range c.relays {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			r.run(ctx)
-		}()
+	type live struct {
+		cancel context.CancelFunc
+		done   chan struct{}
 	}
-	<-ctx.Done() // also with no relays: a finished service would stop the process
-	wg.Wait()
-	return nil
+	streaming := map[*relay]live{}
+	stop := func(r *relay) {
+		l := streaming[r]
+		l.cancel()
+		<-l.done
+		delete(streaming, r)
+	}
+	var check <-chan time.Time
+	if c.owner != nil {
+		t := time.NewTicker(ownershipCheck)
+		defer t.Stop()
+		check = t.C
+	}
+	for {
+		for _, r := range c.relays {
+			owns := c.owner == nil || c.owner.Owns(r.rc.Name)
+			_, on := streaming[r]
+			switch {
+			case owns && !on:
+				rctx, cancel := context.WithCancel(ctx)
+				l := live{cancel, make(chan struct{})}
+				streaming[r] = l
+				go func() {
+					defer close(l.done)
+					r.run(rctx)
+				}()
+			case !owns && on:
+				r.log.Info("hubble relay moved to another collector replica")
+				stop(r)
+				r.handOver()
+			}
+			r.m.owned.Set(map[bool]float64{false: 0, true: 1}[owns])
+		}
+		select {
+		case <-ctx.Done(): // also with no relays: a finished service would stop the process
+			for r := range streaming {
+				streaming[r].cancel()
+			}
+			for r := range streaming {
+				stop(r)
+			}
+			return nil
+		case <-check:
+		}
+	}
 }
 
 // RelayStatus is one relay's state, for readiness and debugging.
@@ -110,7 +158,7 @@ type relay struct {
 
 type relayMetrics struct {
 	received, stored, duplicates, edges, overflow, relayErrors, checkpointErrors prometheus.Counter
-	connected, lastFlowTime                                                      prometheus.Gauge
+	connected, lastFlowTime, owned                                               prometheus.Gauge
 	incomplete                                                                   *prometheus.CounterVec
 	lost                                                                         *prometheus.CounterVec
 }
@@ -127,9 +175,9 @@ func newRelay(cfg *Config, rc RelayConfig, site string, parser *Parser, app pipe
 			duplicates: m.duplicates.WithLabelValues(n), edges: m.edges.WithLabelValues(n), overflow: m.overflow.WithLabelValues(n),
 			relayErrors: m.relayErrors.WithLabelValues(n), checkpointErrors: m.checkpointErrors.WithLabelValues(n),
 			connected:    m.connected.WithLabelValues(n),
-			lastFlowTime: m.lastFlowTime.WithLabelValues(n),
-			incomplete:   m.incomplete.MustCurryWith(prometheus.Labels{"relay": n}),
-			lost:         m.lost.MustCurryWith(prometheus.Labels{"relay": n})},
+			lastFlowTime: m.lastFlowTime.WithLabelValues(n), owned: m.owned.WithLabelValues(n),
+			incomplete: m.incomplete.MustCurryWith(prometheus.Labels{"relay": n}),
+			lost:       m.lost.MustCurryWith(prometheus.Labels{"relay": n})},
 	}
 	r.edges = newEdgeAggregator(r.meta, cfg.EdgeInterval, cfg.EdgeGrace, cfg.MaxPairs, cfg.MaxWindows,
 		func(k int) { r.m.overflow.Add(float64(k)) })

@@ -26,6 +26,8 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/meridianhq/meridian/collectors/hubble/hubbletest"
+	"github.com/meridianhq/meridian/collectors/shard"
+	"github.com/meridianhq/meridian/collectors/shard/shardtest"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
@@ -139,10 +141,10 @@ func startServer(t *testing.T, ring []*observer.GetFlowsResponse) *hubbletest.Se
 	return s
 }
 
-func startCollector(t testing.TB, cfg Config, app pipeline.Appender, inv *inventory.Inventory) (*Collector, *prometheus.Registry) {
+func startCollector(t testing.TB, cfg Config, app pipeline.Appender, inv *inventory.Inventory, owner shard.Owner) (*Collector, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	c, err := NewCollector(cfg, app, inv, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	c, err := NewCollector(cfg, app, inv, slog.New(slog.NewTextHandler(io.Discard, nil)), reg, owner)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -174,7 +176,7 @@ func TestCollectorEdges(t *testing.T) {
 	cfg := testConfig(RelayConfig{Cluster: "kind", Address: kind.Addr(), Whitelist: filters}, RelayConfig{Cluster: "gke", Address: gke.Addr()})
 	out := &sink{}
 	inv := &inventory.Inventory{Clusters: []inventory.Cluster{{Name: "kind", Site: "nyc"}}}
-	_, reg := startCollector(t, cfg, out, inv)
+	_, reg := startCollector(t, cfg, out, inv, nil)
 
 	waitFor(t, "all flows and edges", func() bool {
 		kf, ke := out.counts("kind")
@@ -269,7 +271,7 @@ func TestReconnectExactlyOnce(t *testing.T) {
 	t.Cleanup(srv.Stop)
 
 	out := &sink{}
-	c, reg := startCollector(t, testConfig(RelayConfig{Cluster: "kind", Address: srv.Addr()}), out, nil)
+	c, reg := startCollector(t, testConfig(RelayConfig{Cluster: "kind", Address: srv.Addr()}), out, nil, nil)
 	waitFor(t, "the first 200 flows", func() bool { f, _ := out.counts("kind"); return f == 200 })
 	srv.Stop()
 	waitFor(t, "the collector to see the relay go", func() bool { return promtest.Sum(t, reg, "meridian_hubble_relay_errors_total", "relay", "kind") >= 1 })
@@ -329,7 +331,7 @@ func TestResumeAcrossRestart(t *testing.T) {
 	state := filepath.Join(cfg.StateDir, "kind.json")
 
 	out := &sink{}
-	first, _ := startCollector(t, cfg, out, nil)
+	first, _ := startCollector(t, cfg, out, nil, nil)
 	waitFor(t, "the first 200 flows", func() bool { f, _ := out.counts("kind"); return f == 200 })
 	if err := services.StopAndAwaitTerminated(context.Background(), first); err != nil {
 		t.Fatal(err)
@@ -339,7 +341,7 @@ func TestResumeAcrossRestart(t *testing.T) {
 	}
 
 	srv.Hold(-1)
-	_, reg := startCollector(t, cfg, out, nil)
+	_, reg := startCollector(t, cfg, out, nil, nil)
 	waitFor(t, "the rest of the ring", func() bool { f, _ := out.counts("kind"); return f >= len(ring) })
 	if _, err := os.Stat(state); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("resume point still there while running (a crash would resume from it again): %v", err)
@@ -368,13 +370,43 @@ func TestResumeAcrossRestart(t *testing.T) {
 	if err := os.WriteFile(state, []byte("{not json"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	_, reg = startCollector(t, cfg, &sink{}, nil)
+	_, reg = startCollector(t, cfg, &sink{}, nil, nil)
 	waitFor(t, "a request after the unreadable resume point", func() bool { return len(srv.Requests()) == 3 })
 	if r := srv.Requests()[2]; r.GetSince() != nil || r.GetNumber() != cfg.Backfill {
 		t.Errorf("request %v, want backfill", r)
 	}
 	if n := promtest.Sum(t, reg, "meridian_hubble_checkpoint_errors_total", "relay", "kind"); n != 1 {
 		t.Errorf("checkpoint errors %v, want 1", n)
+	}
+}
+
+// TestRelaysFollowOwnership shards two relays as the collector ring would: only the
+// owned relay is streamed; when ownership moves, the other starts and the first stops,
+// and a relay that comes back starts from backfill (the other replica stored the flows
+// in between).
+func TestRelaysFollowOwnership(t *testing.T) {
+	ring := load(t, "hubble-otel-basic-sample-400-tcp-flows.json")
+	a, b := startServer(t, ring[:100]), startServer(t, ring[100:200])
+	owner := &shardtest.Owner{}
+	owner.Set("a")
+	out := &sink{}
+	_, reg := startCollector(t, testConfig(RelayConfig{Cluster: "a", Address: a.Addr()}, RelayConfig{Cluster: "b", Address: b.Addr()}), out, nil, owner)
+	waitFor(t, "relay a's flows", func() bool { f, _ := out.counts("a"); return f == 100 })
+	if len(b.Requests()) != 0 || promtest.Sum(t, reg, "meridian_hubble_relay_owned", "relay", "b") != 0 ||
+		promtest.Sum(t, reg, "meridian_hubble_relay_owned", "relay", "a") != 1 {
+		t.Fatalf("relay b, not owned: %d requests, owned gauge %v", len(b.Requests()), promtest.Sum(t, reg, "meridian_hubble_relay_owned", "relay", "b"))
+	}
+
+	owner.Set("b")
+	waitFor(t, "relay b's flows after it moved here", func() bool { f, _ := out.counts("b"); return f == 100 })
+	waitFor(t, "relay a stopped after it moved away", func() bool {
+		return promtest.Sum(t, reg, "meridian_hubble_relay_connected", "relay", "a") == 0
+	})
+
+	owner.Set("a", "b")
+	waitFor(t, "relay a streamed again", func() bool { return len(a.Requests()) == 2 })
+	if r := a.Requests()[1]; r.GetSince() != nil || r.GetNumber() == 0 {
+		t.Errorf("relay a back: request %v, want backfill, not since its old resume point", r)
 	}
 }
 
@@ -406,7 +438,7 @@ func TestBadRelays(t *testing.T) {
 		RelayConfig{Cluster: "broken", Address: broken.Addr()},
 	)
 	out := &sink{}
-	c, reg := startCollector(t, cfg, out, nil)
+	c, reg := startCollector(t, cfg, out, nil, nil)
 	waitFor(t, "good flows", func() bool { f, e := out.counts("good"); return f == 400 && e == 400 })
 	waitFor(t, "retries of the bad relays", func() bool {
 		return promtest.Sum(t, reg, "meridian_hubble_relay_errors_total", "relay", "junk") >= 2 && promtest.Sum(t, reg, "meridian_hubble_relay_errors_total", "relay", "stall") >= 2

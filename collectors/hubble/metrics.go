@@ -17,6 +17,7 @@ type metrics struct {
 	checkpointErrors *prometheus.CounterVec
 	connected        *prometheus.GaugeVec
 	lastFlowTime     *prometheus.GaugeVec
+	owned            *prometheus.GaugeVec
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,5 +45,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "1 while a flow stream from the relay is open."}, []string{"relay"}),
 		lastFlowTime: f.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_hubble_last_flow_timestamp_seconds",
 			Help: "Time of the newest flow received from the relay: the resume point."}, []string{"relay"}),
+		owned: f.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_hubble_relay_owned",
+			Help: "1 when this collector replica streams the relay (always, unless collector_ring shards the relays)."}, []string{"relay"}),
 	}
 }

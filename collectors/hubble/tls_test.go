@@ -95,7 +95,7 @@ func TestMutualTLS(t *testing.T) {
 		RelayConfig{Cluster: "nocert", Address: srv.Addr(), TLSEnabled: &on, TLS: dstls.ClientConfig{CAPath: filepath.Join(p.dir, "ca.crt")}},
 	)
 	out := &sink{}
-	_, reg := startCollector(t, cfg, out, nil)
+	_, reg := startCollector(t, cfg, out, nil, nil)
 	waitFor(t, "flows over mTLS", func() bool { f, _ := out.counts("mtls"); return f == 400 })
 	waitFor(t, "the relay to refuse the client without a certificate", func() bool {
 		return promtest.Sum(t, reg, "meridian_hubble_relay_errors_total", "relay", "nocert") >= 1

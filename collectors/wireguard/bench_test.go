@@ -42,7 +42,7 @@ func BenchmarkDump10kPeers(b *testing.B) {
 	second, _ := genDump(b, n, 1000)
 	var cfg Config
 	cfg.RegisterFlags(flagSet())
-	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), nil, inv)
+	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), nil, inv, nil)
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -15,6 +15,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl"
 
 	"github.com/meridianhq/meridian/collectors/scrape"
+	"github.com/meridianhq/meridian/collectors/shard"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
@@ -75,6 +76,7 @@ type Collector struct {
 	log     *slog.Logger
 	app     pipeline.Appender
 	inv     *inventory.Inventory
+	owner   shard.Owner
 	metrics *scrape.Metrics
 	peers   *prometheus.GaugeVec
 	http    *http.Client
@@ -87,8 +89,10 @@ type Collector struct {
 
 type peerKey struct{ iface, key string }
 
-// New returns the collector as a dskit timer service.
-func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, app pipeline.Appender, inv *inventory.Inventory) (*Collector, error) {
+// New returns the collector as a dskit timer service. owner shards the exporter URLs
+// over the collector replicas (nil: this one scrapes them all); the node's own devices,
+// dump command and files are always read.
+func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, app pipeline.Appender, inv *inventory.Inventory, owner shard.Owner) (*Collector, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -96,7 +100,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, app pipeline.A
 		inv = &inventory.Inventory{}
 	}
 	c := &Collector{
-		cfg: cfg, log: log, app: app, inv: inv,
+		cfg: cfg, log: log, app: app, inv: inv, owner: owner,
 		metrics: scrape.NewMetrics(reg, "wireguard"),
 		peers: promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meridian_wireguard_peers",

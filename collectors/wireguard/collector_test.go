@@ -6,6 +6,8 @@ import (
 	"gopkg.in/yaml.v3"
 	"io"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,6 +18,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/meridianhq/meridian/collectors/shard/shardtest"
+	"github.com/meridianhq/meridian/internal/promtest"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
@@ -68,7 +72,7 @@ func TestCollectorFileSourceMapsInventoryAndSurvivesBadScrapes(t *testing.T) {
 	cfg.DumpFiles = []string{dump}
 	reg := prometheus.NewRegistry()
 	rec := &recorder{}
-	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), reg, rec, inv)
+	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), reg, rec, inv, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -163,5 +167,45 @@ func TestConfigYAML(t *testing.T) {
 	}
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestExporterURLsFollowOwnership shards two exporters as the collector ring would: each
+// iteration scrapes only the exporters this replica owns, so a moved one is scraped by
+// its new owner from the next iteration on.
+func TestExporterURLsFollowOwnership(t *testing.T) {
+	var urls []string
+	for _, name := range []string{"mdlayher-readme-metrics.prom", "mindflavor-readme-metrics-friendly_name.prom"} {
+		body := readTestdata(t, name)
+		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write(body) }))
+		t.Cleanup(srv.Close)
+		urls = append(urls, srv.URL+"/metrics")
+	}
+	cfg := testConfig()
+	cfg.ExporterURLs = urls
+	owner := &shardtest.Owner{}
+	owner.Set(urls[0])
+	reg := prometheus.NewRegistry()
+	rec := &recorder{}
+	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), reg, rec, nil, owner)
+	if err != nil {
+		t.Fatal(err)
+	}
+	scrapes := func() (first, second float64) {
+		return promtest.Sum(t, reg, "meridian_wireguard_scrapes_total", "source", urls[0]),
+			promtest.Sum(t, reg, "meridian_wireguard_scrapes_total", "source", urls[1])
+	}
+	if err := c.iteration(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := scrapes(); a != 1 || b != 0 || len(rec.take()) == 0 {
+		t.Fatalf("owning the first exporter: scrapes %v and %v, want 1 and 0, with records", a, b)
+	}
+	owner.Set(urls[1])
+	if err := c.iteration(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := scrapes(); a != 1 || b != 1 || len(rec.take()) == 0 {
+		t.Fatalf("after the exporters swapped owners: scrapes %v and %v, want 1 and 1, with records", a, b)
 	}
 }

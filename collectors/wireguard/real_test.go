@@ -174,7 +174,7 @@ func TestRealWireGuard(t *testing.T) {
 		ts, ok := latest[id{"wireguard/" + src, peer}]
 		return ts, ok
 	}
-	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), app, inv)
+	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), app, inv, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -55,6 +55,9 @@ func (c *Collector) sources() []source {
 		}})
 	}
 	for _, u := range c.cfg.ExporterURLs {
+		if c.owner != nil && !c.owner.Owns(u) {
+			continue // another collector replica scrapes it
+		}
 		s = append(s, source{name: u, read: func(ctx context.Context, now time.Time) ([]Peer, []error, error) {
 			b, err := scrape.Fetch(ctx, c.http, u)
 			if err != nil {

@@ -1,0 +1,157 @@
+// Package shard spreads collector targets (Hubble relays, WireGuard exporters) over the
+// collector replicas that share a dskit ring, as Mimir's compactors and store-gateways
+// share their work: each replica registers in the ring (over memberlist by default) and
+// owns a target when the target's hash falls on one of its tokens. A replica that stops
+// leaves the ring at once; one that dies is forgotten by the others after a few missed
+// heartbeats, and its targets move to them.
+package shard
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"hash/fnv"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/go-kit/log"
+	"github.com/grafana/dskit/dns"
+	"github.com/grafana/dskit/kv"
+	"github.com/grafana/dskit/kv/memberlist"
+	"github.com/grafana/dskit/ring"
+	"github.com/grafana/dskit/services"
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Config is the collector ring (yaml `collector_ring`, flags -collector.ring.*).
+type Config struct {
+	Enabled          bool                `yaml:"enabled"`
+	InstanceID       string              `yaml:"instance_id"`
+	HeartbeatPeriod  time.Duration       `yaml:"heartbeat_period"`
+	HeartbeatTimeout time.Duration       `yaml:"heartbeat_timeout"`
+	KVStore          kv.Config           `yaml:"kvstore"`
+	Memberlist       memberlist.KVConfig `yaml:"memberlist"`
+}
+
+const (
+	ringName = "collectors"
+	ringKey  = "collectors"
+	// numTokens per replica: enough for an even spread over a few replicas.
+	numTokens = 128
+	// forgetAfter is how many heartbeat timeouts a dead replica stays in the ring.
+	forgetAfter = 2
+)
+
+// RegisterFlags registers -collector.ring.* with their defaults: off; memberlist.
+func (c *Config) RegisterFlags(f *flag.FlagSet) {
+	host, _ := os.Hostname()
+	f.BoolVar(&c.Enabled, "collector.ring.enabled", false, "Shard collector targets (Hubble relays, WireGuard exporters) over the replicas that share this ring; off: this replica collects every target.")
+	f.StringVar(&c.InstanceID, "collector.ring.instance-id", host, "This replica's name in the ring.")
+	f.DurationVar(&c.HeartbeatPeriod, "collector.ring.heartbeat-period", 5*time.Second, "How often this replica renews its entry in the ring.")
+	f.DurationVar(&c.HeartbeatTimeout, "collector.ring.heartbeat-timeout", time.Minute, "A replica silent this long is unhealthy; after twice that its targets move to the others.")
+	c.KVStore.Store = "memberlist"
+	c.KVStore.RegisterFlagsWithPrefix("collector.ring.", "collectors/", f)
+	c.Memberlist.RegisterFlagsWithPrefix(f, "collector.ring.")
+}
+
+// Validate names the field at fault.
+func (c *Config) Validate() error {
+	if !c.Enabled {
+		return nil
+	}
+	switch {
+	case c.InstanceID == "":
+		return errors.New("collector_ring.instance_id: empty")
+	case c.HeartbeatPeriod <= 0:
+		return errors.New("collector_ring.heartbeat_period: must be positive")
+	case c.HeartbeatTimeout <= c.HeartbeatPeriod:
+		return errors.New("collector_ring.heartbeat_timeout: must be longer than heartbeat_period")
+	}
+	return nil
+}
+
+// Owner decides which targets a collector replica collects; *Ring is one. Collectors
+// take nil as "every target".
+type Owner interface {
+	Owns(target string) bool
+}
+
+// Ring is this replica's membership of the collector ring. It is a dskit service; Owns
+// answers once it runs.
+type Ring struct {
+	services.Service
+	id          string
+	lifecycler  *ring.BasicLifecycler
+	ring        *ring.Ring
+	subservices *services.Manager
+}
+
+// op counts only ACTIVE replicas: a target belongs to the first one on its hash.
+var op = ring.NewOp([]ring.InstanceState{ring.ACTIVE}, nil)
+
+// New joins the ring described by cfg (which must be enabled).
+func New(cfg Config, logger log.Logger, reg prometheus.Registerer) (*Ring, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	var subs []services.Service
+	if cfg.KVStore.Store == "memberlist" {
+		ml := cfg.Memberlist
+		ml.NodeName = cfg.InstanceID
+		ml.Codecs = append(ml.Codecs, ring.GetCodec())
+		kvs := memberlist.NewKVInitService(&ml, logger, dns.NewProvider(dns.GolangResolverType, 0, logger, reg), reg)
+		cfg.KVStore.MemberlistKV = kvs.GetMemberlistKV
+		subs = append(subs, kvs)
+	}
+	store, err := kv.NewClient(cfg.KVStore, ring.GetCodec(), kv.RegistererWithKVName(reg, "collector-lifecycler"), logger)
+	if err != nil {
+		return nil, fmt.Errorf("collector_ring.kvstore: %w", err)
+	}
+	var delegate ring.BasicLifecyclerDelegate = ring.NewInstanceRegisterDelegate(ring.ACTIVE, numTokens)
+	delegate = ring.NewLeaveOnStoppingDelegate(delegate, logger)
+	delegate = ring.NewAutoForgetDelegate(forgetAfter*cfg.HeartbeatTimeout, delegate, logger)
+	lc, err := ring.NewBasicLifecycler(ring.BasicLifecyclerConfig{
+		ID: cfg.InstanceID, Addr: cfg.InstanceID, HeartbeatPeriod: cfg.HeartbeatPeriod,
+		HeartbeatTimeout: cfg.HeartbeatTimeout, NumTokens: numTokens,
+	}, ringName, ringKey, store, delegate, logger, reg)
+	if err != nil {
+		return nil, err
+	}
+	rc, err := ring.New(ring.Config{KVStore: cfg.KVStore, HeartbeatTimeout: cfg.HeartbeatTimeout, ReplicationFactor: 1},
+		ringName, ringKey, logger, reg)
+	if err != nil {
+		return nil, err
+	}
+	r := &Ring{id: cfg.InstanceID, lifecycler: lc, ring: rc}
+	if r.subservices, err = services.NewManager(append(subs, lc, rc)...); err != nil {
+		return nil, err
+	}
+	r.Service = services.NewIdleService(r.starting, r.stopping).WithName("collector-ring")
+	return r, nil
+}
+
+func (r *Ring) starting(ctx context.Context) error {
+	if err := services.StartManagerAndAwaitHealthy(ctx, r.subservices); err != nil {
+		return fmt.Errorf("collector ring: %w", err)
+	}
+	return nil
+}
+
+func (r *Ring) stopping(error) error {
+	return services.StopManagerAndAwaitStopped(context.Background(), r.subservices)
+}
+
+// ServeHTTP is the ring's status page (dskit's): the replicas, their state, heartbeat
+// and share of the tokens, and a button to forget a dead one.
+func (r *Ring) ServeHTTP(w http.ResponseWriter, req *http.Request) { r.ring.ServeHTTP(w, req) }
+
+// Owns reports whether this replica collects the target named key. Before the ring
+// holds any ACTIVE replica, or while this one is not ACTIVE, it owns nothing.
+func (r *Ring) Owns(key string) bool {
+	h := fnv.New32a()
+	h.Write([]byte(key))
+	rs, err := r.ring.Get(h.Sum32(), op, nil, nil, nil)
+	return err == nil && len(rs.Instances) == 1 && rs.Instances[0].Id == r.id
+}
