@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"syscall"
@@ -126,7 +127,11 @@ func serveApp(ctx context.Context, a *app) error {
 	}
 	logger.Info("meridian running", "version", v, "targets", cfg.Target.String())
 	stopReloads := func() {}
-	if r := a.reloader; r != nil {
+	if r := a.reloader; r == nil {
+		a.server.Handle("/-/reload", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			http.Error(w, "no configuration file to reload: meridian runs without -config.file", http.StatusNotFound)
+		}))
+	} else {
 		a.server.Handle("/-/reload", r)
 		rctx, cancel := context.WithCancel(ctx)
 		done := make(chan struct{})

@@ -69,6 +69,10 @@ func TestServe(t *testing.T) {
 			t.Errorf("GET %s: %d %q", path, code, body)
 		}
 	}
+	// Without -config.file there is nothing to reload, and the answer says so.
+	if body, code := get(t, base+"/-/reload", "s3cret"); code != http.StatusNotFound || !strings.Contains(body, "-config.file") {
+		t.Errorf("/-/reload without a file: %d %q", code, body)
+	}
 }
 
 // TestCollectorRing runs with the collector ring on: the replica registers, and the
