@@ -13,13 +13,15 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+const heartbeatTimeout = 2 * time.Second
+
 // member starts a replica named id gossiping on a free 127.0.0.1 port, joining join.
 func member(t *testing.T, id string, join ...string) (*Ring, string) {
 	t.Helper()
 	var cfg Config
 	cfg.RegisterFlags(flag.NewFlagSet(id, flag.PanicOnError))
 	cfg.Enabled, cfg.InstanceID = true, id
-	cfg.HeartbeatPeriod, cfg.HeartbeatTimeout = 100*time.Millisecond, 2*time.Second
+	cfg.HeartbeatPeriod, cfg.HeartbeatTimeout = 100*time.Millisecond, heartbeatTimeout
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -88,4 +90,36 @@ func TestTargetsSplitAndMove(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, "a to own every target once b left", func() bool { return owned(a) == len(targets) })
+}
+
+// TestDeadReplicaIsForgotten stops a replica without taking it out of the ring, so its
+// entry stays with its heartbeat stopped, as a crashed replica's would: until the others
+// forget it (two heartbeat timeouts) its targets have no owner, then one takes them all.
+func TestDeadReplicaIsForgotten(t *testing.T) {
+	a, seed := member(t, "a")
+	b, _ := member(t, "b", seed)
+	waitFor(t, "both replicas in both views of the ring", func() bool {
+		return a.ring.InstancesWithTokensCount() == 2 && b.ring.InstancesWithTokensCount() == 2
+	})
+	var orphan string
+	for i := 0; orphan == ""; i++ {
+		if k := fmt.Sprintf("relay-%d", i); b.Owns(k) {
+			orphan = k
+		}
+	}
+	b.lifecycler.SetKeepInstanceInTheRingOnShutdown(true)
+	died := time.Now()
+	if err := services.StopAndAwaitTerminated(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	if a.Owns(orphan) {
+		t.Fatalf("%s moved to a at once; a dead replica is only forgotten after two heartbeat timeouts", orphan)
+	}
+	waitFor(t, "a to own the dead replica's target", func() bool { return a.Owns(orphan) })
+	if took := time.Since(died); took < forgetAfter*heartbeatTimeout {
+		t.Errorf("%s moved after %v, before two heartbeat timeouts", orphan, took)
+	}
+	if a.ring.InstancesCount() != 1 {
+		t.Errorf("ring still has %d instances", a.ring.InstancesCount())
+	}
 }
