@@ -27,12 +27,16 @@ import (
 
 // Config is the collector ring (yaml `collector_ring`, flags -collector.ring.*).
 type Config struct {
-	Enabled          bool                `yaml:"enabled"`
-	InstanceID       string              `yaml:"instance_id"`
-	HeartbeatPeriod  time.Duration       `yaml:"heartbeat_period"`
-	HeartbeatTimeout time.Duration       `yaml:"heartbeat_timeout"`
-	KVStore          kv.Config           `yaml:"kvstore"`
-	Memberlist       memberlist.KVConfig `yaml:"memberlist"`
+	Enabled          bool          `yaml:"enabled"`
+	InstanceID       string        `yaml:"instance_id"`
+	HeartbeatPeriod  time.Duration `yaml:"heartbeat_period"`
+	HeartbeatTimeout time.Duration `yaml:"heartbeat_timeout"`
+	// A replica that keeps its entry at shutdown and its tokens in a file gets the same
+	// targets back when it restarts, instead of handing them to the others and back.
+	UnregisterOnShutdown bool                `yaml:"unregister_on_shutdown"`
+	TokensFilePath       string              `yaml:"tokens_file_path"`
+	KVStore              kv.Config           `yaml:"kvstore"`
+	Memberlist           memberlist.KVConfig `yaml:"memberlist"`
 }
 
 const (
@@ -51,6 +55,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.InstanceID, "collector.ring.instance-id", host, "This replica's name in the ring.")
 	f.DurationVar(&c.HeartbeatPeriod, "collector.ring.heartbeat-period", 5*time.Second, "How often this replica renews its entry in the ring.")
 	f.DurationVar(&c.HeartbeatTimeout, "collector.ring.heartbeat-timeout", time.Minute, "A replica silent this long is unhealthy; after twice that its targets move to the others.")
+	f.BoolVar(&c.UnregisterOnShutdown, "collector.ring.unregister-on-shutdown", true, "Leave the ring at shutdown, so the others take this replica's targets at once. Off (with a tokens file) for rolling restarts: the targets wait for this replica to come back, unless it stays away longer than twice the heartbeat timeout.")
+	f.StringVar(&c.TokensFilePath, "collector.ring.tokens-file-path", "", "File keeping this replica's ring tokens across restarts, so it owns the same targets again (empty: new tokens at each start).")
 	c.KVStore.Store = "memberlist"
 	c.KVStore.RegisterFlagsWithPrefix("collector.ring.", "collectors/", f)
 	c.Memberlist.RegisterFlagsWithPrefix(f, "collector.ring.")
@@ -111,10 +117,12 @@ func New(cfg Config, logger log.Logger, reg prometheus.Registerer) (*Ring, error
 	}
 	var delegate ring.BasicLifecyclerDelegate = ring.NewInstanceRegisterDelegate(ring.ACTIVE, numTokens)
 	delegate = ring.NewLeaveOnStoppingDelegate(delegate, logger)
+	delegate = ring.NewTokensPersistencyDelegate(cfg.TokensFilePath, ring.ACTIVE, delegate, logger)
 	delegate = ring.NewAutoForgetDelegate(forgetAfter*cfg.HeartbeatTimeout, delegate, logger)
 	lc, err := ring.NewBasicLifecycler(ring.BasicLifecyclerConfig{
 		ID: cfg.InstanceID, Addr: cfg.InstanceID, HeartbeatPeriod: cfg.HeartbeatPeriod,
 		HeartbeatTimeout: cfg.HeartbeatTimeout, NumTokens: numTokens,
+		KeepInstanceInTheRingOnShutdown: !cfg.UnregisterOnShutdown,
 	}, ringName, ringKey, store, delegate, logger, reg)
 	if err != nil {
 		return nil, err
@@ -132,15 +140,25 @@ func New(cfg Config, logger log.Logger, reg prometheus.Registerer) (*Ring, error
 	return r, nil
 }
 
+// starting runs the subservices on a context of their own: ctx ends when stopping
+// begins, and would stop them all at once instead of in stopping's order.
 func (r *Ring) starting(ctx context.Context) error {
-	if err := services.StartManagerAndAwaitHealthy(ctx, r.subservices); err != nil {
-		return fmt.Errorf("collector ring: %w", err)
+	err := r.subservices.StartAsync(context.Background())
+	if err == nil {
+		err = r.subservices.AwaitHealthy(ctx)
+	}
+	if err != nil {
+		return errors.Join(fmt.Errorf("collector ring: %w", err), services.StopManagerAndAwaitStopped(context.Background(), r.subservices))
 	}
 	return nil
 }
 
+// stopping stops the lifecycler first: its last word to the ring (leaving, or LEAVING
+// and kept) must be gossiped before memberlist goes, or the others learn of it only when
+// they forget this replica.
 func (r *Ring) stopping(error) error {
-	return services.StopManagerAndAwaitStopped(context.Background(), r.subservices)
+	err := services.StopAndAwaitTerminated(context.Background(), r.lifecycler)
+	return errors.Join(err, services.StopManagerAndAwaitStopped(context.Background(), r.subservices))
 }
 
 // ServeHTTP is the ring's status page (dskit's): the replicas, their state, heartbeat

@@ -5,23 +5,33 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
 	"github.com/go-kit/log"
+	"github.com/grafana/dskit/ring"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-const heartbeatTimeout = 2 * time.Second
+const heartbeatTimeout = 3 * time.Second
 
 // member starts a replica named id gossiping on a free 127.0.0.1 port, joining join.
 func member(t *testing.T, id string, join ...string) (*Ring, string) {
 	t.Helper()
+	return memberWith(t, id, func(*Config) {}, join...)
+}
+
+// memberWith is member with set applied to its configuration.
+func memberWith(t *testing.T, id string, set func(*Config), join ...string) (*Ring, string) {
+	t.Helper()
 	var cfg Config
 	cfg.RegisterFlags(flag.NewFlagSet(id, flag.PanicOnError))
 	cfg.Enabled, cfg.InstanceID = true, id
-	cfg.HeartbeatPeriod, cfg.HeartbeatTimeout = 100*time.Millisecond, heartbeatTimeout
+	set(&cfg)
+	cfg.HeartbeatPeriod, cfg.HeartbeatTimeout = 2*time.Second, heartbeatTimeout
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -58,7 +68,8 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 
 // TestTargetsSplitAndMove runs two replicas over real memberlist gossip on loopback:
 // every target has exactly one owner and each replica has some; when one stops, the
-// other owns them all.
+// other owns them all at once (the leaving one's last update is gossiped before its
+// memberlist goes).
 func TestTargetsSplitAndMove(t *testing.T) {
 	a, seed := member(t, "a")
 	b, _ := member(t, "b", seed)
@@ -89,7 +100,11 @@ func TestTargetsSplitAndMove(t *testing.T) {
 	if err := services.StopAndAwaitTerminated(context.Background(), b); err != nil {
 		t.Fatal(err)
 	}
+	left := time.Now()
 	waitFor(t, "a to own every target once b left", func() bool { return owned(a) == len(targets) })
+	if took := time.Since(left); took >= forgetAfter*heartbeatTimeout {
+		t.Errorf("a took b's targets %v after b left: it learnt only by forgetting b, not from b's leaving", took)
+	}
 }
 
 // TestDeadReplicaIsForgotten stops a replica without taking it out of the ring, so its
@@ -122,4 +137,56 @@ func TestDeadReplicaIsForgotten(t *testing.T) {
 	if a.ring.InstancesCount() != 1 {
 		t.Errorf("ring still has %d instances", a.ring.InstancesCount())
 	}
+}
+
+// TestRestartKeepsTargets restarts a replica that keeps its ring entry at shutdown and
+// its tokens in a file, as a rolling restart does: while it is away its entry stays
+// (LEAVING) and its targets wait, the other replica does not take them; back, it owns the
+// same ones, so its collectors resume them from their own resume points.
+func TestRestartKeepsTargets(t *testing.T) {
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	keep := func(c *Config) { c.UnregisterOnShutdown, c.TokensFilePath = false, tokens }
+	a, seed := member(t, "a")
+	b, _ := memberWith(t, "b", keep, seed)
+	waitFor(t, "both replicas in both views of the ring", func() bool {
+		return a.ring.InstancesWithTokensCount() == 2 && b.ring.InstancesWithTokensCount() == 2
+	})
+	var mine []string
+	for i := range 32 {
+		if k := fmt.Sprintf("relay-%d", i); b.Owns(k) {
+			mine = append(mine, k)
+		}
+	}
+	if len(mine) == 0 {
+		t.Fatal("b owns none of 32 targets")
+	}
+	before, err := b.ring.GetInstance("b")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if saved, err := ring.LoadTokensFromFile(tokens); err != nil || !slices.Equal(saved, ring.Tokens(before.Tokens)) {
+		t.Fatalf("tokens file %v (%v), want b's tokens", saved, err)
+	}
+	if err := services.StopAndAwaitTerminated(context.Background(), b); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "a to see b leaving, still in the ring", func() bool {
+		st, err := a.ring.GetInstanceState("b")
+		return err == nil && st == ring.LEAVING
+	})
+	for _, k := range mine {
+		if a.Owns(k) {
+			t.Errorf("%s moved to a while b restarts", k)
+		}
+	}
+	b, _ = memberWith(t, "b", keep, seed)
+	waitFor(t, "b back with its targets", func() bool {
+		for i := range 32 {
+			k := fmt.Sprintf("relay-%d", i)
+			if b.Owns(k) != slices.Contains(mine, k) || a.Owns(k) == b.Owns(k) {
+				return false
+			}
+		}
+		return true
+	})
 }
