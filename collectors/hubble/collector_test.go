@@ -290,24 +290,30 @@ func TestReconnectExactlyOnce(t *testing.T) {
 	})
 	waitFor(t, "flows appended", func() bool { f, _ := out.counts("kind"); return f >= len(all) })
 
-	reqs := srv.Requests()
-	if len(reqs) != 2 || !reqs[1].GetSince().AsTime().Equal(ring[199].GetFlow().GetTime().AsTime()) {
-		t.Fatalf("requests %v", reqs)
+	resumedOnce(t, srv, reg, out, all, ring[199].GetFlow().GetTime().AsTime())
+}
+
+// resumedOnce checks a stream resumed once at since (inclusive): the second request
+// asked for the flows since then, the one flow repeated at since was dropped, and the
+// stored flows are want, in order, each once.
+func resumedOnce(t *testing.T, srv *hubbletest.Server, reg *prometheus.Registry, out *sink, want []*observer.GetFlowsResponse, since time.Time) {
+	t.Helper()
+	if reqs := srv.Requests(); len(reqs) != 2 || !reqs[1].GetSince().AsTime().Equal(since) {
+		t.Fatalf("requests %v, want the second since %v", reqs, since)
 	}
 	if d := promtest.Sum(t, reg, "meridian_hubble_flows_duplicate_total", "relay", "kind"); d != 1 {
 		t.Errorf("%v duplicates dropped, want 1 (the flow at the resume time)", d)
 	}
-	// Exactly once: the stored flows are the ring, in order, each once.
 	p := NewParser(nil)
 	out.mu.Lock()
 	defer out.mu.Unlock()
-	if len(out.flows) != len(all) {
-		t.Fatalf("%d flows stored, want %d", len(out.flows), len(all))
+	if len(out.flows) != len(want) {
+		t.Fatalf("%d flows stored, want %d", len(out.flows), len(want))
 	}
-	for i, r := range all {
-		want := p.Parse(r.GetFlow(), "kind", time.Time{})
-		if got := out.flows[i]; dump(*got) != dump(withMeta(want, got.M)) {
-			t.Fatalf("flow %d:\n got %s\nwant %s", i, dump(*got), dump(want))
+	for i, r := range want {
+		w := p.Parse(r.GetFlow(), "kind", time.Time{})
+		if got := out.flows[i]; dump(*got) != dump(withMeta(w, got.M)) {
+			t.Fatalf("flow %d:\n got %s\nwant %s", i, dump(*got), dump(w))
 		}
 	}
 }
@@ -346,26 +352,7 @@ func TestResumeAcrossRestart(t *testing.T) {
 	if _, err := os.Stat(state); !errors.Is(err, fs.ErrNotExist) {
 		t.Errorf("resume point still there while running (a crash would resume from it again): %v", err)
 	}
-	reqs := srv.Requests()
-	if len(reqs) != 2 || !reqs[1].GetSince().AsTime().Equal(ring[199].GetFlow().GetTime().AsTime()) {
-		t.Fatalf("requests %v, want the second since the first run's last flow", reqs)
-	}
-	if d := promtest.Sum(t, reg, "meridian_hubble_flows_duplicate_total", "relay", "kind"); d != 1 {
-		t.Errorf("%v duplicates dropped, want 1 (the flow at the resume time)", d)
-	}
-	p := NewParser(nil)
-	out.mu.Lock()
-	if len(out.flows) != len(ring) {
-		t.Errorf("%d flows stored over both runs, want %d", len(out.flows), len(ring))
-	}
-	for i := range min(len(out.flows), len(ring)) {
-		want := p.Parse(ring[i].GetFlow(), "kind", time.Time{})
-		if got := out.flows[i]; dump(*got) != dump(withMeta(want, got.M)) {
-			t.Errorf("flow %d:\n got %s\nwant %s", i, dump(*got), dump(want))
-			break
-		}
-	}
-	out.mu.Unlock()
+	resumedOnce(t, srv, reg, out, ring, ring[199].GetFlow().GetTime().AsTime())
 
 	if err := os.WriteFile(state, []byte("{not json"), 0o600); err != nil {
 		t.Fatal(err)
