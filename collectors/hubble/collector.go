@@ -100,7 +100,11 @@ func (c *Collector) running(ctx context.Context) error {
 				stop(r)
 				r.handOver()
 			}
-			r.m.owned.Set(map[bool]float64{false: 0, true: 1}[owns])
+			if owns {
+				r.m.owned.Set(1)
+			} else {
+				r.m.owned.Set(0)
+			}
 		}
 		select {
 		case <-ctx.Done(): // also with no relays: a finished service would stop the process
