@@ -97,7 +97,7 @@ func TestRealWireGuardMesh(t *testing.T) {
 		t.Fatalf("%s has no peer %s", local, remote)
 		return wgtypes.Peer{}
 	}
-	// Alone this takes ~1 s; under `make test`, where packages share the 2 cores with the
+	// Alone this takes ~0.5 s; under `make test`, where packages share the 2 cores with the
 	// Ceph and ClickHouse tests, it once took over 20 s (a lost handshake waits for the
 	// next 5 s keepalive).
 	waitFor(t, time.Minute, "a handshake on every tunnel of the full mesh", func() bool {
