@@ -2,6 +2,9 @@
 // as a library, from the npm package @chdb/lib-linux-x64-gnu) at run time with purego,
 // without cgo, and exposes SQL queries and streaming Native inserts.
 //
+// A Go panic or fault still ends the process with Go's stack trace: Open keeps the Go
+// runtime's signal handlers in place of the engine's (see keepGoSignalHandlers).
+//
 // The engine is process-wide: it boots once with one data path and stays up until the
 // process exits (chDB cannot shut down and reboot a MergeTree engine cleanly), so Open is
 // idempotent per path and refuses a second path.
@@ -102,6 +105,11 @@ func Open(libPath, path string) (*DB, error) {
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return nil, fmt.Errorf("chdb: data path: %w", err)
 	}
+	// Before the engine boots (in the first chdb_connect), so that its handlers are
+	// never the ones a Go fault meets.
+	if err := api.keepGoSignalHandlers(); err != nil {
+		return nil, err
+	}
 	db := &DB{path: abs, conns: make(chan *conn, poolSize)}
 	for i := 0; i < poolSize; i++ {
 		h, err := api.connect(abs)
@@ -188,6 +196,8 @@ type lib struct {
 	streamDone    func(s uintptr) uintptr
 	streamError   func(s uintptr) string
 	destroyStream func(s uintptr)
+
+	setSignalHandlersEnabled func(enabled int32)
 }
 
 func load(path string) (*lib, error) {
@@ -204,18 +214,19 @@ func load(path string) (*lib, error) {
 	}
 	l := &lib{}
 	for name, fn := range map[string]any{
-		"chdb_connect":               &l.connect_,
-		"chdb_query_n":               &l.queryN,
-		"chdb_result_buffer":         &l.resultBuffer,
-		"chdb_result_length":         &l.resultLength,
-		"chdb_result_error":          &l.resultError,
-		"chdb_result_rows_written":   &l.resultRowsW,
-		"chdb_destroy_query_result":  &l.destroyResult,
-		"chdb_stream_insert":         &l.streamInsert,
-		"chdb_stream_append":         &l.streamAppend,
-		"chdb_stream_done":           &l.streamDone,
-		"chdb_stream_insert_error":   &l.streamError,
-		"chdb_destroy_insert_stream": &l.destroyStream,
+		"chdb_connect":                     &l.connect_,
+		"chdb_query_n":                     &l.queryN,
+		"chdb_result_buffer":               &l.resultBuffer,
+		"chdb_result_length":               &l.resultLength,
+		"chdb_result_error":                &l.resultError,
+		"chdb_result_rows_written":         &l.resultRowsW,
+		"chdb_destroy_query_result":        &l.destroyResult,
+		"chdb_stream_insert":               &l.streamInsert,
+		"chdb_stream_append":               &l.streamAppend,
+		"chdb_stream_done":                 &l.streamDone,
+		"chdb_stream_insert_error":         &l.streamError,
+		"chdb_destroy_insert_stream":       &l.destroyStream,
+		"chdb_set_signal_handlers_enabled": &l.setSignalHandlersEnabled,
 	} {
 		sym, err := purego.Dlsym(h, name)
 		if err != nil {
