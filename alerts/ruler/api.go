@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/grafana/dskit/services"
+	"github.com/grafana/regexp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/route"
 	"github.com/prometheus/prometheus/config"
@@ -70,7 +71,7 @@ func (r *Ruler) newAPI() http.Handler {
 		r.logger.With("component", "api"),
 		func(context.Context) apiv1.RulesRetriever { return r.manager },
 		0, 1, 1<<20,
-		false, nil,
+		false, sameOriginOnly,
 		func() (apiv1.RuntimeInfo, error) {
 			cwd, _ := os.Getwd()
 			host, _ := os.Hostname()
@@ -104,6 +105,11 @@ func (r *Ruler) newAPI() http.Handler {
 	}))
 	return router
 }
+
+// sameOriginOnly matches no Origin (a request carries a non-empty one), so the API
+// allows no cross-origin reads: the map and Grafana's server-side proxy are same-origin.
+// A nil pattern would be dereferenced by every request that carries an Origin header.
+var sameOriginOnly = regexp.MustCompile("^$")
 
 // noTargets: the ruler scrapes nothing; its SLI series come from the pipeline.
 type noTargets struct{}

@@ -87,9 +87,9 @@ type apiReply struct {
 }
 
 // call sends one request; params go in the URL for GET, HEAD, DELETE and OPTIONS, in a
-// form body otherwise. A streaming reply (server-sent events) is closed once its header
-// arrived.
-func call(ctx context.Context, method, u string, params url.Values) (int, []byte, error) {
+// form body otherwise; header pairs (name, value, ...) are set. A streaming reply
+// (server-sent events) is closed once its header arrived.
+func call(ctx context.Context, method, u string, params url.Values, header ...string) (int, []byte, error) {
 	var body io.Reader
 	if method == http.MethodPost || method == http.MethodPut {
 		body = strings.NewReader(params.Encode())
@@ -102,6 +102,9 @@ func call(ctx context.Context, method, u string, params url.Values) (int, []byte
 	}
 	if body != nil {
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	}
+	for i := 0; i+1 < len(header); i += 2 {
+		req.Header.Set(header[i], header[i+1])
 	}
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
@@ -116,8 +119,8 @@ func call(ctx context.Context, method, u string, params url.Values) (int, []byte
 }
 
 // TestAPIRoutesSurviveHostileRequests calls every route Prometheus's API registers on the
-// ruler, with every method, with valid parameters and then with each parameter made
-// hostile in turn: no request may crash (a dropped connection or a panic in net/http's
+// ruler, with every method, with valid parameters, none and an Origin header, and then
+// with each parameter made hostile in turn: no request may crash (a dropped connection or a panic in net/http's
 // log), every answer is below 500 or a JSON error that says what failed, and the API
 // still answers a valid query afterwards. The engine is loaded (TestMain).
 func TestAPIRoutesSurviveHostileRequests(t *testing.T) {
@@ -185,13 +188,13 @@ func TestAPIRoutesSurviveHostileRequests(t *testing.T) {
 	var slowest time.Duration
 	var slowestReq string
 	start := time.Now()
-	check := func(method, route, u string, params url.Values) {
+	check := func(method, route, u string, params url.Values, header ...string) {
 		t.Helper()
 		n++
 		reqCtx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
 		t0 := time.Now()
-		code, body, err := call(reqCtx, method, u, params)
+		code, body, err := call(reqCtx, method, u, params, header...)
 		if d := time.Since(t0); d > slowest {
 			slowest, slowestReq = d, fmt.Sprintf("%s %s %.80s", method, route, params.Encode())
 		}
@@ -222,6 +225,8 @@ func TestAPIRoutesSurviveHostileRequests(t *testing.T) {
 			for _, method := range []string{http.MethodGet, http.MethodPost, http.MethodPut, http.MethodDelete, http.MethodOptions, http.MethodHead} {
 				check(method, route, u, valid)
 				check(method, route, u, nil)
+				// A browser's cross-origin request (Grafana in direct access mode).
+				check(method, route, u, valid, "Origin", "http://elsewhere.example")
 			}
 			for _, method := range []string{http.MethodGet, http.MethodPost} {
 				for key, vals := range hostile {
