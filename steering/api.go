@@ -4,9 +4,10 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
+
+	"github.com/meridianhq/meridian/internal/jsonbody"
 )
 
 // Handler serves the steering API (mount it behind the main server's token auth):
@@ -31,9 +32,7 @@ func (e *Engine) Handler() http.Handler {
 	})
 	mux.HandleFunc("POST /api/steering/overrides", func(w http.ResponseWriter, r *http.Request) {
 		var o Override
-		dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&o); err != nil {
+		if err := jsonbody.DecodeRequest(w, r, 64<<10, &o); err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "override body: " + err.Error()})
 			return
 		}

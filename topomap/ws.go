@@ -3,7 +3,6 @@ package topomap
 import (
 	"bytes"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +13,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/meridianhq/meridian/internal/jsonbody"
 )
 
 // Subprotocol is the websocket subprotocol the map speaks. Browsers, which cannot set
@@ -181,9 +182,7 @@ func (s *session) read(timeout time.Duration) (*clientMsg, error) {
 		return nil, &closeError{websocket.CloseMessageTooBig, fmt.Sprintf("message exceeds %d bytes", limit)}
 	}
 	var msg clientMsg
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&msg); err != nil {
+	if err := jsonbody.Decode(bytes.NewReader(data), &msg); err != nil {
 		return nil, &closeError{websocket.CloseInvalidFramePayloadData, "malformed message: " + err.Error()}
 	}
 	return &msg, nil
