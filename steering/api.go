@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/meridianhq/meridian/internal/httpmux"
 	"github.com/meridianhq/meridian/internal/jsonbody"
 )
 
@@ -20,7 +21,7 @@ import (
 //
 // An override takes effect on the next tick (TickInterval).
 func (e *Engine) Handler() http.Handler {
-	mux := http.NewServeMux()
+	mux := httpmux.New() // lists its routes, for the test that checks every route's guard
 	mux.HandleFunc("GET /api/steering/weights", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, e.Weights())
 	})
