@@ -25,7 +25,7 @@ import (
 // where they were; a client that reads keeps getting deltas throughout.
 func TestClientsThatNeverReadAreClosed(t *testing.T) {
 	cfg := fastConfig()
-	cfg.ClientTimeout = time.Second
+	cfg.ClientTimeout = 2 * time.Second // the reading client must pong in time even on a loaded machine
 	cfg.History = 20 // a full history ring early on: the heap baseline holds it
 	m, srv := startMap(t, cfg, labInventory(), nil)
 
