@@ -26,7 +26,7 @@ import (
 func TestClientsThatNeverReadAreClosed(t *testing.T) {
 	cfg := fastConfig()
 	cfg.ClientTimeout = 2 * time.Second // the reading client must pong in time even on a loaded machine
-	cfg.History = 20 // a full history ring early on: the heap baseline holds it
+	cfg.History = 20                    // a full history ring early on: the heap baseline holds it
 	m, srv := startMap(t, cfg, labInventory(), nil)
 
 	// Deltas all along: 40 flow edges with ~200-byte names, counters changing every 10 ms.
