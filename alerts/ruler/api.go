@@ -70,7 +70,8 @@ func (r *Ruler) newAPI() http.Handler {
 		false, 0,
 		r.logger.With("component", "api"),
 		func(context.Context) apiv1.RulesRetriever { return r.manager },
-		0, 1, 1<<20,
+		// Remote read holds its samples in memory like a query (0 would be no limit).
+		r.cfg.QueryMaxSamples, 1, 1<<20,
 		false, sameOriginOnly,
 		func() (apiv1.RuntimeInfo, error) {
 			cwd, _ := os.Getwd()

@@ -1,8 +1,10 @@
 package ruler
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
+	"io"
 	"net/http"
 	"net/url"
 	"os"
@@ -12,8 +14,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang/snappy"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	"github.com/prometheus/prometheus/prompb"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/prometheus/prometheus/rules"
 
@@ -253,4 +257,37 @@ func hasAlert(as []alerts.Alert, name string) bool {
 		}
 	}
 	return false
+}
+
+// TestRemoteReadSampleLimit: a remote read (a sampled response, held in memory) is
+// bounded by the query samples limit too.
+func TestRemoteReadSampleLimit(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.QueryMaxSamples = 50
+	reg := prometheus.NewRegistry()
+	s := sli.New(testInventory())
+	var failing atomic.Bool
+	prober(t, s, &failing)
+	r := startRulerConfig(t, s, reg, cfg)
+	base, _ := apiServer(t, r)
+	waitFor(t, 10*time.Second, "more SLI samples than the limit", func() bool { return testutil.ToFloat64(r.appended) > 50 })
+
+	now := time.Now()
+	req := &prompb.ReadRequest{Queries: []*prompb.Query{{
+		StartTimestampMs: now.Add(-time.Hour).UnixMilli(), EndTimestampMs: now.Add(time.Minute).UnixMilli(),
+		Matchers: []*prompb.LabelMatcher{{Type: prompb.LabelMatcher_RE, Name: "__name__", Value: "meridian_sli_.+"}},
+	}}}
+	raw, err := req.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, err := http.Post(base+"/read", "application/x-protobuf", bytes.NewReader(snappy.Encode(nil, raw)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadRequest || !strings.Contains(string(body), "exceeded sample limit (50)") {
+		t.Errorf("remote read of every SLI series: %d %.300q", resp.StatusCode, body)
+	}
 }
