@@ -72,7 +72,8 @@ type group struct {
 	region     inventory.ClientRegion
 	candidates []string // service POPs allowed for the region, in service order
 	chosen     []string // POPs the RTT ranking chose last
-	chosenAt   time.Time
+	proposed   []string // a different choice RTT has wanted since proposedAt
+	proposedAt time.Time
 }
 
 // Engine turns probe, SLO and override state into weights, one tick at a time. It is
@@ -388,8 +389,11 @@ func (e *Engine) targets(g *group, now time.Time, health map[string]geodns.POPHe
 }
 
 // rank updates g.chosen: the eligible POPs whose cost is within RTTSlack of the best,
-// preferring the region's preferred POPs while any is eligible. The current choice is
-// kept for MinHold unless one of its POPs became ineligible, so RTT noise cannot flap it.
+// preferring the region's preferred POPs while any is eligible. Against RTT noise, the
+// band has hysteresis (a POP joins RTTHysteresis inside it and leaves RTTHysteresis
+// outside it) and a change applies only after RTTDwell of wanting the same change. When
+// a chosen POP becomes ineligible (health, alerts, overrides) the choice is made again at
+// once: that is not noise, and detection-to-steer must stay fast.
 func (e *Engine) rank(g *group, eligible []string, rtt map[[2]string]time.Duration, now time.Time) []string {
 	pool := eligible
 	if pref := filter(g.region.Preferred, eligible); len(pref) > 0 {
@@ -398,27 +402,36 @@ func (e *Engine) rank(g *group, eligible []string, rtt map[[2]string]time.Durati
 	cost := map[string]float64{}
 	best := math.Inf(1)
 	for _, p := range pool {
-		c := e.cost(g.region, p, rtt)
-		if slices.Contains(g.chosen, p) {
-			c *= 1 - e.cfg.Stickiness
-		}
-		cost[p] = c
-		best = min(best, c)
+		cost[p] = e.cost(g.region, p, rtt)
+		best = min(best, cost[p])
 	}
-	var chosen []string
-	for _, p := range pool {
-		if cost[p] <= best*(1+e.cfg.RTTSlack)+1e-9 {
-			chosen = append(chosen, p)
-		}
+	limit := best*(1+e.cfg.RTTSlack) + 1e-9
+	settled := len(g.chosen) > 0 && !slices.ContainsFunc(g.chosen, func(p string) bool { return !slices.Contains(pool, p) })
+	band := func(hysteresis bool) []string {
+		return slices.DeleteFunc(slices.Clone(pool), func(p string) bool {
+			switch {
+			case !hysteresis:
+				return cost[p] > limit
+			case slices.Contains(g.chosen, p):
+				return cost[p] > limit*(1+e.cfg.RTTHysteresis)
+			default:
+				return cost[p]*(1+e.cfg.RTTHysteresis) > limit
+			}
+		})
 	}
-	stillValid := len(g.chosen) > 0
-	for _, p := range g.chosen {
-		if !slices.Contains(pool, p) {
-			stillValid = false
-		}
+	want := band(settled)
+	if len(want) == 0 { // every serving POP left, and none is far enough inside to join
+		want = band(false)
 	}
-	if !slices.Equal(chosen, g.chosen) && (!stillValid || now.Sub(g.chosenAt) >= e.cfg.MinHold) {
-		g.chosen, g.chosenAt = chosen, now
+	switch {
+	case !settled:
+		g.chosen, g.proposed = want, nil
+	case slices.Equal(want, g.chosen):
+		g.proposed = nil
+	case !slices.Equal(want, g.proposed):
+		g.proposed, g.proposedAt = want, now
+	case now.Sub(g.proposedAt) >= e.cfg.RTTDwell:
+		g.chosen, g.proposed = want, nil
 	}
 	return g.chosen
 }
