@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/go-kit/log"
 	"github.com/grafana/dskit/modules"
@@ -260,7 +261,10 @@ func (a *app) initTopomap() (services.Service, error) {
 	a.consumers[consumeMap] = m
 	// The map checks its own token: a browser's websocket cannot send an Authorization header.
 	a.server.HandleOpen("/map", m.Handler())
-	a.server.HandleOpen("/map/", m.Handler())
+	a.server.HandleOpen("/map/", m.Handler(), server.ContentSecurityPolicy(topomap.ContentSecurityPolicy))
+	// The websocket outlives the server's read and write timeouts; it keeps its own
+	// ping/pong deadlines.
+	a.server.HandleOpen("GET /map/ws", m.Handler(), server.Streaming())
 	return m, nil
 }
 
@@ -275,7 +279,9 @@ func (a *app) initClickHouseHTTP() (services.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.server.HandleOpen("/clickhouse/", http.StripPrefix("/clickhouse", h))
+	// A query may run its whole max_execution_time (and wait as long for a slot) whatever
+	// -server.write-timeout is; the reply must still get out.
+	a.server.HandleOpen("/clickhouse/", http.StripPrefix("/clickhouse", h), server.WriteTimeout(2*a.cfg.ClickHouseHTTP.MaxExecutionTime+10*time.Second))
 	return nil, nil
 }
 
