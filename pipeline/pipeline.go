@@ -41,6 +41,7 @@ type Pipeline struct {
 	lanes     map[Kind]*lane
 	consumers []*consumerLane
 	spool     *spool
+	health    health
 
 	fence     sync.RWMutex // Append holds it shared; stopping takes it to shut the door
 	accepting bool
@@ -129,6 +130,7 @@ func (p *Pipeline) starting(context.Context) error {
 		return err
 	}
 	p.spool = sp
+	sp.onWrite = p.health.spoolWrite
 	for _, e := range recovered {
 		p.lanes[e.kind].push(e)
 	}
@@ -476,6 +478,7 @@ func (p *Pipeline) deliver(ctx context.Context, e *spoolEntry) bool {
 	bo := newBackoff(ctx, p.cfg.Retry)
 	for {
 		err := p.insert(ctx, b)
+		p.health.insert(e.kind, err)
 		if err == nil {
 			p.m.blocksInserted.WithLabelValues(kind).Inc()
 			p.m.rowsInserted.WithLabelValues(kind).Add(float64(b.Rows))

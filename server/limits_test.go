@@ -144,7 +144,9 @@ func TestSlowAndIdleClientsAreCutOff(t *testing.T) {
 	})
 	// All of them held at once (the server accepts the last ones a moment after their dial).
 	waitFor(t, 10*time.Second, func() bool { return testutil.ToFloat64(s.conns.open) >= n },
-		func() string { return fmt.Sprintf("%v connections open, want %d held at once", testutil.ToFloat64(s.conns.open), n) })
+		func() string {
+			return fmt.Sprintf("%v connections open, want %d held at once", testutil.ToFloat64(s.conns.open), n)
+		})
 
 	// Trickle: a header line or a body byte every 250 ms, as slowloris does to stay under
 	// a per-read timeout; the server's deadlines are per request, so this buys nothing.
@@ -210,7 +212,9 @@ func TestSlowAndIdleClientsAreCutOff(t *testing.T) {
 	}
 	// Every attack connection is gone: only the normal client's last ones may linger.
 	waitFor(t, 5*time.Second, func() bool { return testutil.ToFloat64(s.conns.open) <= 2 },
-		func() string { return fmt.Sprintf("%v connections still open after the attack", testutil.ToFloat64(s.conns.open)) })
+		func() string {
+			return fmt.Sprintf("%v connections still open after the attack", testutil.ToFloat64(s.conns.open))
+		})
 }
 
 // waitFor polls cond until it holds, failing with what() at the deadline.

@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -196,6 +197,7 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	if len(failed) > 0 {
+		sort.Strings(failed)
 		http.Error(w, strings.Join(failed, "\n"), http.StatusServiceUnavailable)
 		return
 	}

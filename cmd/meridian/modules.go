@@ -169,6 +169,8 @@ func (a *app) initPipeline() (services.Service, error) {
 		return nil, err
 	}
 	a.pipeline = p
+	// Not ready while records cannot be kept: the spool cannot write, or inserts keep failing.
+	a.server.AddReadyCheck("pipeline", p.Health)
 	return p, nil
 }
 
