@@ -16,7 +16,6 @@ type route struct {
 	setWrite bool
 	write    time.Duration // 0: no deadline
 	setRead  bool
-	csp      string
 }
 
 // WriteTimeout gives a route its own reply deadline, counted from when its handler
@@ -31,12 +30,6 @@ func WriteTimeout(d time.Duration) RouteOption {
 // and write deadlines), since the server's would cut it off.
 func Streaming() RouteOption {
 	return func(r *route) { r.setWrite, r.write, r.setRead = true, 0, true }
-}
-
-// ContentSecurityPolicy replaces the default policy (nothing may load, nothing may frame)
-// for a route that serves a page.
-func ContentSecurityPolicy(policy string) RouteOption {
-	return func(r *route) { r.csp = policy }
 }
 
 // withRoute applies opts to h's requests; deadlines are moved with the connection's
@@ -61,9 +54,6 @@ func withRoute(h http.Handler, opts []RouteOption) http.Handler {
 		if rt.setRead {
 			_ = rc.SetReadDeadline(time.Time{})
 		}
-		if rt.csp != "" {
-			w.Header().Set("Content-Security-Policy", rt.csp)
-		}
 		h.ServeHTTP(w, r)
 	})
 }
@@ -71,6 +61,7 @@ func withRoute(h http.Handler, opts []RouteOption) http.Handler {
 // securityHeaders sets on every reply the headers that keep a browser from
 // misinterpreting it: no MIME sniffing, no framing (clickjacking), no referrer leaking a
 // token in a URL, and a policy under which an API reply rendered as a page runs nothing.
+// A handler that serves a page sets its own policy over this one (the map's).
 func securityHeaders(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		hdr := w.Header()

@@ -316,13 +316,16 @@ func TestRouteTimeouts(t *testing.T) {
 
 const pagePolicy = "default-src 'self'; frame-ancestors 'none'"
 
-// Every reply carries the security headers, refusals included; a page route gets its own
-// Content-Security-Policy, still without framing.
+// Every reply carries the security headers, refusals included; a handler serving a page
+// replaces the policy with its own.
 func TestSecurityHeaders(t *testing.T) {
 	t.Setenv(TokenEnv, "tok")
 	s := serve(t, defaults(), func(s *Server) {
 		s.Handle("GET /api/x", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "x") }))
-		s.HandleOpen("GET /map/", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "<html>") }), ContentSecurityPolicy(pagePolicy))
+		s.HandleOpen("GET /map/", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			w.Header().Set("Content-Security-Policy", pagePolicy)
+			io.WriteString(w, "<html>")
+		}))
 	})
 	for _, tc := range []struct{ path, auth, csp string }{
 		{"/api/x", "Bearer tok", "default-src 'none'; frame-ancestors 'none'"},

@@ -128,11 +128,6 @@ func (m *Map) tick() {
 	}
 }
 
-// ContentSecurityPolicy is the policy the page works under: its own script, style and
-// websocket only (the bundle carries everything it draws, the world map included), the
-// inline empty favicon, and no framing.
-const ContentSecurityPolicy = "default-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
-
 // RegisterRoutes mounts the page (/map/), the websocket (/map/ws) and the JSON snapshot
 // (/map/api/snapshot).
 func (m *Map) RegisterRoutes(mux *http.ServeMux) {

@@ -263,7 +263,7 @@ func (a *app) initTopomap() (services.Service, error) {
 	a.consumers[consumeMap] = m
 	// The map checks its own token: a browser's websocket cannot send an Authorization header.
 	a.server.HandleOpen("/map", m.Handler())
-	a.server.HandleOpen("/map/", m.Handler(), server.ContentSecurityPolicy(topomap.ContentSecurityPolicy))
+	a.server.HandleOpen("/map/", m.Handler())
 	// The websocket outlives the server's read and write timeouts; it keeps its own
 	// ping/pong deadlines.
 	a.server.HandleOpen("GET /map/ws", m.Handler(), server.Streaming())
