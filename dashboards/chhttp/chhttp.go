@@ -25,6 +25,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/ch-go/compress"
@@ -118,7 +119,10 @@ type Handler struct {
 	slots    chan struct{} // one per query running on the engine
 	log      *slog.Logger
 	// tableFunctions are the engine's table functions, lower case: the sandbox refuses
-	// those not known to only compute, so one a new engine adds is refused too.
+	// those not known to only compute, so one a new engine adds is refused too. Read at
+	// the first query: at New the store's database may not exist yet (migrations run at
+	// its start).
+	tfMu           sync.Mutex
 	tableFunctions map[string]bool
 
 	requests *prometheus.CounterVec
@@ -159,16 +163,6 @@ func New(cfg Config, q Querier, log *slog.Logger, reg prometheus.Registerer) (*H
 			Buckets: prometheus.ExponentialBuckets(0.001, 4, 9),
 		}),
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-	defer cancel()
-	out, err := q.Query(ctx, "SELECT lower(name) FROM system.table_functions", "TSVRaw")
-	if err != nil {
-		return nil, fmt.Errorf("clickhouse_http: list the engine's table functions: %w", err)
-	}
-	h.tableFunctions = map[string]bool{}
-	for _, name := range strings.Fields(string(out)) {
-		h.tableFunctions[name] = true
-	}
 	for _, c := range []prometheus.Collector{h.requests, h.refused, h.waiting, h.duration} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("clickhouse_http: register metrics: %w", err)
@@ -205,7 +199,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A first check refuses what is plainly not a read before it takes an engine slot.
-	if _, ex := h.check(sql); ex != nil {
+	if _, ex := h.check(r.Context(), sql); ex != nil {
 		h.refuse(w, ex)
 		return
 	}
@@ -238,7 +232,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, engineException(err))
 		return
 	}
-	st, ex := h.check(canon)
+	st, ex := h.check(ctx, canon)
 	if ex != nil {
 		h.refuse(w, ex)
 		return
@@ -264,12 +258,38 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // check parses sql as one read-only statement and applies the sandbox to it.
-func (h *Handler) check(sql string) (statement, *Exception) {
+func (h *Handler) check(ctx context.Context, sql string) (statement, *Exception) {
 	st, ex := parseStatement(sql)
-	if ex == nil {
-		ex = sandbox(st.toks, h.tableFunctions)
+	if ex != nil {
+		return st, ex
 	}
-	return st, ex
+	tf, err := h.engineTableFunctions(ctx)
+	if err != nil {
+		return st, engineException(fmt.Errorf("list the engine's table functions: %w", err))
+	}
+	return st, sandbox(st.toks, tf)
+}
+
+// engineTableFunctions reads the engine's table functions once it can.
+func (h *Handler) engineTableFunctions(ctx context.Context) (map[string]bool, error) {
+	h.tfMu.Lock()
+	defer h.tfMu.Unlock()
+	if h.tableFunctions != nil {
+		return h.tableFunctions, nil
+	}
+	out, err := h.q.Query(ctx, "SELECT lower(name) FROM system.table_functions", "TSVRaw")
+	if err != nil {
+		return nil, err
+	}
+	tf := map[string]bool{}
+	for _, name := range strings.Fields(string(out)) {
+		tf[name] = true
+	}
+	if len(tf) == 0 {
+		return nil, errors.New("the engine lists none")
+	}
+	h.tableFunctions = tf
+	return tf, nil
 }
 
 // canonical has the engine parse sql as exactly one statement (formatQuerySingleLine
