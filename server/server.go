@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -23,6 +24,8 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/meridianhq/meridian/internal/httpmux"
 )
 
 // TokenEnv is the environment variable holding the API token when no token file is set.
@@ -97,13 +100,22 @@ type Server struct {
 	cfg   Config
 	token string
 	log   *slog.Logger
-	mux   *http.ServeMux
+	mux   *httpmux.Mux
 	srv   *http.Server
 	ln    net.Listener
 	conns *connMetrics
 
 	mu     sync.Mutex
 	checks map[string]func() error
+	routes []Route
+}
+
+// Route is one pattern mounted on the server: whether it is behind the bearer token, and
+// the patterns its handler serves when it lists them (httpmux.Lister).
+type Route struct {
+	Pattern string
+	Guarded bool
+	Sub     []string
 }
 
 // New creates the server; it listens once started. reg serves /metrics and takes the
@@ -123,10 +135,10 @@ func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*Server, error
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{cfg: cfg, token: token, log: log, mux: http.NewServeMux(), conns: conns, checks: map[string]func() error{}}
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	s.mux.HandleFunc("GET /readyz", s.ready)
+	s := &Server{cfg: cfg, token: token, log: log, mux: httpmux.New(), conns: conns, checks: map[string]func() error{}}
+	s.HandleOpen("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
+	s.HandleOpen("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }))
+	s.HandleOpen("GET /readyz", http.HandlerFunc(s.ready))
 	s.srv = &http.Server{
 		Handler:           securityHeaders(s.mux),
 		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
@@ -143,6 +155,7 @@ func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*Server, error
 // Handle mounts an API handler behind the bearer token.
 func (s *Server) Handle(pattern string, h http.Handler, opts ...RouteOption) {
 	s.mux.Handle(pattern, withRoute(s.Auth(h), opts))
+	s.addRoute(pattern, true, h)
 }
 
 // HandleOpen mounts a handler that does its own authentication (a websocket that takes
@@ -150,6 +163,24 @@ func (s *Server) Handle(pattern string, h http.Handler, opts ...RouteOption) {
 // static assets).
 func (s *Server) HandleOpen(pattern string, h http.Handler, opts ...RouteOption) {
 	s.mux.Handle(pattern, withRoute(h, opts))
+	s.addRoute(pattern, false, h)
+}
+
+func (s *Server) addRoute(pattern string, guarded bool, h http.Handler) {
+	r := Route{Pattern: pattern, Guarded: guarded}
+	if l, ok := h.(httpmux.Lister); ok {
+		r.Sub = l.Patterns()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.routes = append(s.routes, r)
+}
+
+// Routes lists every pattern mounted so far, so a test can check each one's guard.
+func (s *Server) Routes() []Route {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.routes)
 }
 
 // AddReadyCheck makes /readyz fail while check returns an error.

@@ -14,6 +14,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -48,10 +50,26 @@ func LibPath(configured string) string {
 }
 
 // Error is an error reported by the engine; Msg is ClickHouse's own text (with its
-// error code name, e.g. "Code: 60. DB::Exception: ... (UNKNOWN_TABLE)").
-type Error struct{ Msg string }
+// error code name, e.g. "Code: 60. DB::Exception: ... (UNKNOWN_TABLE)") and Code the
+// ClickHouse error code it starts with (0 when the engine gave none, as when this package
+// itself gets no result from the engine).
+type Error struct {
+	Code int
+	Msg  string
+}
 
 func (e *Error) Error() string { return "clickhouse: " + e.Msg }
+
+// engineError keeps the engine's text and the error code it starts with.
+func engineError(msg string) *Error {
+	e := &Error{Msg: msg}
+	if rest, ok := strings.CutPrefix(msg, "Code: "); ok {
+		if n, _, ok := strings.Cut(rest, "."); ok {
+			e.Code, _ = strconv.Atoi(n)
+		}
+	}
+	return e
+}
 
 // poolSize bounds how many statements run at once. A chDB connection runs one statement
 // at a time; several connections share the one engine, so queries (dashboards) and
@@ -254,7 +272,7 @@ func (l *lib) query(c uintptr, sql, format string) ([]byte, error) {
 	}
 	defer l.destroyResult(r)
 	if msg := l.resultError(r); msg != "" {
-		return nil, &Error{Msg: msg}
+		return nil, engineError(msg)
 	}
 	n := l.resultLength(r)
 	if n == 0 {
@@ -272,7 +290,7 @@ func (l *lib) insert(c uintptr, query, format string, data []byte) (uint64, erro
 	}
 	defer l.destroyStream(s)
 	if msg := l.streamError(s); msg != "" {
-		return 0, &Error{Msg: msg}
+		return 0, engineError(msg)
 	}
 	if len(data) > 0 {
 		if l.streamAppend(s, unsafe.Pointer(&data[0]), uintptr(len(data))) != 0 {
@@ -280,20 +298,20 @@ func (l *lib) insert(c uintptr, query, format string, data []byte) (uint64, erro
 			if msg == "" {
 				msg = "append to insert stream failed"
 			}
-			return 0, &Error{Msg: msg}
+			return 0, engineError(msg)
 		}
 		runtime.KeepAlive(data)
 	}
 	r := l.streamDone(s)
 	if r == 0 {
 		if msg := l.streamError(s); msg != "" {
-			return 0, &Error{Msg: msg}
+			return 0, engineError(msg)
 		}
 		return 0, &Error{Msg: "no result from insert"}
 	}
 	defer l.destroyResult(r)
 	if msg := l.resultError(r); msg != "" {
-		return 0, &Error{Msg: msg}
+		return 0, engineError(msg)
 	}
 	return l.resultRowsW(r), nil
 }
