@@ -14,6 +14,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/meridianhq/meridian/storage/chdb"
 )
 
 // post runs sql on the endpoint with basic auth and the extra URL parameters, returning
@@ -35,8 +37,8 @@ func (e *endpoint) post(t *testing.T, sql string, params url.Values) (int, strin
 }
 
 // A hostile client with the right password: every way to read a file, reach the network
-// or look into the process is refused, and neither the secret nor the host path it lives
-// at appears in any reply.
+// or look into the process is refused, and neither the secret, the host path it lives at,
+// nor the engine's data directory appears in any reply.
 func TestSandboxRefusesReadsOutsideTheDatabase(t *testing.T) {
 	e := newEndpoint(t, 1<<20)
 	var b [16]byte
@@ -75,12 +77,14 @@ func TestSandboxRefusesReadsOutsideTheDatabase(t *testing.T) {
 		"SELECT addressToLine(toUInt64(1))",
 		"SELECT demangle('x')",
 		"SELECT getServerSetting('path')",
+		"SELECT * FROM system.tables",
+		"SELECT data_path FROM system.databases",
 	} {
 		status, code, body := e.post(t, sql, nil)
 		if status == 200 {
 			t.Errorf("%s: ran (%q)", sql, body)
 		}
-		if strings.Contains(body, secret) || strings.Contains(body, dir) {
+		if strings.Contains(body, secret) || strings.Contains(body, dir) || strings.Contains(body, chdb.OpenPath()) {
 			t.Errorf("%s: reply %q shows the secret or its path", sql, body)
 		}
 		t.Logf("%s -> %d code %s", sql, status, code)

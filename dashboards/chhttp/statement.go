@@ -204,6 +204,13 @@ var allowedSystemTables = map[string]bool{
 	"aggregate_function_combinators": true,
 }
 
+// pathColumns are the columns of allowed system tables that hold host paths (where the
+// data lives); pathTables are those tables.
+var (
+	pathColumns = map[string]bool{"data_path": true, "data_paths": true, "metadata_path": true}
+	pathTables  = map[string]bool{"tables": true, "databases": true}
+)
+
 // allowedShow are the SHOW statements that list the schema (SHOW PROCESSLIST, GRANTS,
 // SETTINGS, ... are not).
 var allowedShow = map[string]bool{
@@ -233,8 +240,19 @@ func sandbox(toks []token, tableFunctions map[string]bool) *Exception {
 	if first+1 < len(toks) && strings.EqualFold(toks[first].text, "SHOW") && !allowedShow[strings.ToUpper(toks[first+1].name())] {
 		return exception(codeReadonly, "%s: SHOW %s is not allowed: only the schema may be shown", readonlyUser, toks[first+1].text)
 	}
+	// A statement reading a table with path columns names its columns: no *, no
+	// COLUMNS() matcher, none of the path columns.
+	readsPaths := false
+	for i := 0; i+2 < len(toks); i++ {
+		if strings.EqualFold(toks[i].name(), "system") && toks[i+1].text == "." && pathTables[strings.ToLower(toks[i+2].name())] {
+			readsPaths = true
+		}
+	}
 	for i, t := range toks {
 		n := strings.ToLower(t.name())
+		if readsPaths && (t.text == "*" || pathColumns[n] || (n == "columns" && i+1 < len(toks) && toks[i+1].text == "(")) {
+			return exception(codeAccessDenied, "%s: Not enough privileges: system.tables and system.databases are read by named columns, without * or the path columns", readonlyUser)
+		}
 		if n == "" || (i > 0 && toks[i-1].text == ".") {
 			continue // not a name, or a column or table of a qualified name
 		}

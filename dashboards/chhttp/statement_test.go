@@ -80,6 +80,13 @@ func TestSandbox(t *testing.T) {
 		{"SELECT * FROM system.stack_trace", codeAccessDenied},
 		{"SELECT * FROM `system`.\"processes\"", codeAccessDenied},
 		{"SELECT * FROM (SELECT * FROM system.processes)", codeAccessDenied},
+		{"SELECT name, engine FROM system.tables WHERE database = currentDatabase()", 0},
+		{"SELECT * FROM tunnel_stats, system.one", 0},
+		{"SELECT * FROM system.tables", codeAccessDenied},
+		{"SELECT t.* FROM system.databases AS t", codeAccessDenied},
+		{"SELECT name, data_paths FROM system.tables", codeAccessDenied},
+		{"SELECT `metadata_path` FROM system.databases", codeAccessDenied},
+		{"SELECT COLUMNS('path') FROM system.tables", codeAccessDenied},
 		{"SHOW PROCESSLIST", codeReadonly},
 		{"(SHOW GRANTS)", codeReadonly},
 	} {
