@@ -3,6 +3,7 @@ package dashboards
 import (
 	"context"
 	"database/sql"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -130,7 +131,7 @@ func openGrafanaConn(t *testing.T, store *storage.Store) *sql.DB {
 	if err := os.WriteFile(pw, []byte("grafana-test-password"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	h, err := chhttp.New(chhttp.Config{User: "grafana", PasswordFile: pw, MaxExecutionTime: time.Minute, MaxResultBytes: 64 << 20, MaxConcurrentQueries: 2},
+	h, err := chhttp.New(chhttpConfig(pw),
 		store, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
@@ -261,4 +262,12 @@ func fillWorld(t *testing.T, store *storage.Store, to time.Time) {
 			t.Fatal(err)
 		}
 	}
+}
+
+// chhttpConfig is the endpoint's default configuration with the password file pw.
+func chhttpConfig(pw string) chhttp.Config {
+	var c chhttp.Config
+	c.RegisterFlags(flag.NewFlagSet("test", flag.PanicOnError))
+	c.PasswordFile = pw
+	return c
 }

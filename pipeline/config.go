@@ -22,7 +22,10 @@ type Config struct {
 	InsertTimeout     time.Duration `yaml:"insert_timeout"`
 	Retry             RetryConfig   `yaml:"retry"`
 	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"`
-	Spool             SpoolConfig   `yaml:"spool"`
+	// NotReadyAfter is how long one kind's inserts may keep failing before Health (and
+	// /readyz) reports it: a blip of storage is retried quietly, an outage is not.
+	NotReadyAfter time.Duration `yaml:"not_ready_after"`
+	Spool         SpoolConfig   `yaml:"spool"`
 }
 
 // RetryConfig bounds the exponential, jittered backoff between insert attempts. A block is
@@ -57,6 +60,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.Retry.MaxBackoff, "pipeline.retry.max-backoff", 30*time.Second, "Largest delay between insert retries.")
 	f.IntVar(&c.Retry.RejectAfter, "pipeline.retry.reject-after", 3, "Attempts a block gets when the store refuses it for good (a permanent error, not a transport failure) before it is moved to the spool's rejected/ folder and its kind moves on.")
 	f.DurationVar(&c.ShutdownTimeout, "pipeline.shutdown-timeout", 10*time.Second, "On stop, how long to keep inserting spooled blocks; what is left stays in the spool for the next start.")
+	f.DurationVar(&c.NotReadyAfter, "pipeline.not-ready-after", time.Minute, "How long one record kind's inserts may keep failing, none succeeding, before /readyz reports not ready.")
 	f.StringVar(&c.Spool.Path, "pipeline.spool.path", "./data/spool", "Directory of the disk spool holding blocks until they are stored.")
 	c.Spool.MaxBytes = 1 << 30
 	f.Var(&c.Spool.MaxBytes, "pipeline.spool.max-bytes", "Spool size limit; when it is full, Append blocks (backpressure).")
@@ -82,6 +86,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("pipeline.retry.max_backoff: %s is below min_backoff %s", c.Retry.MaxBackoff, c.Retry.MinBackoff)
 	case c.Retry.RejectAfter < 1:
 		return fmt.Errorf("pipeline.retry.reject_after: must be at least 1, got %d", c.Retry.RejectAfter)
+	case c.NotReadyAfter < 0:
+		return fmt.Errorf("pipeline.not_ready_after: must be >= 0, got %s", c.NotReadyAfter)
 	case c.ShutdownTimeout < 0:
 		return fmt.Errorf("pipeline.shutdown_timeout: must not be negative, got %s", c.ShutdownTimeout)
 	case c.Spool.Path == "":

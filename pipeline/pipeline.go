@@ -41,6 +41,7 @@ type Pipeline struct {
 	lanes     map[Kind]*lane
 	consumers []*consumerLane
 	spool     *spool
+	health    health
 
 	fence     sync.RWMutex // Append holds it shared; stopping takes it to shut the door
 	accepting bool
@@ -129,6 +130,7 @@ func (p *Pipeline) starting(context.Context) error {
 		return err
 	}
 	p.spool = sp
+	sp.onWrite = p.health.spoolWrite
 	for _, e := range recovered {
 		p.lanes[e.kind].push(e)
 	}
@@ -477,6 +479,7 @@ func (p *Pipeline) deliver(ctx context.Context, e *spoolEntry) bool {
 	refused := 0 // attempts that failed with a permanent error
 	for {
 		err := p.insert(ctx, b)
+		p.health.insert(e.kind, err)
 		if err == nil {
 			p.m.blocksInserted.WithLabelValues(kind).Inc()
 			p.m.rowsInserted.WithLabelValues(kind).Add(float64(b.Rows))

@@ -69,6 +69,8 @@ type spool struct {
 	// under half its bound, so a spool hovering at its limit logs one episode, not many.
 	pressured bool
 	since     time.Time
+
+	onWrite func(error) // told each write's outcome (readiness), when set
 }
 
 func spoolName(seq uint64) string { return fmt.Sprintf("%020d%s", seq, spoolExt) }
@@ -167,7 +169,11 @@ func (s *spool) put(seq uint64, b Block, force <-chan struct{}) *spoolEntry {
 	e := &spoolEntry{seq: seq, kind: b.Kind, rows: b.Rows, token: b.Token, native: b.Native}
 	e.size = int64(headerFixed + len(b.Token) + 8 + len(b.Native) + 4)
 	s.wait(e.size, force)
-	if err := s.write(e); err != nil {
+	err := s.write(e)
+	if s.onWrite != nil {
+		s.onWrite(err)
+	}
+	if err != nil {
 		s.m.spoolWriteErrors.Inc()
 		s.log.Error("pipeline spool: write failed, block held in memory only", "dir", s.dir, "kind", b.Kind, "rows", b.Rows, "err", err)
 		return e

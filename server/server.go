@@ -1,6 +1,8 @@
 // Package server is Meridian's one HTTP listener: /metrics, /healthz, /readyz and the
 // APIs the other components mount. APIs take a bearer token; probes and /metrics do not,
-// so a Prometheus or a kubelet can reach them without a secret.
+// so a Prometheus or a kubelet can reach them without a secret. Every connection is
+// bounded in time (header, body, reply, idle) and in number, and every reply carries
+// security headers.
 package server
 
 import (
@@ -14,6 +16,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -34,6 +37,18 @@ type Config struct {
 	TokenFile     string `yaml:"token_file"`
 	// AllowNoToken serves the APIs without a token. Off by default.
 	AllowNoToken bool `yaml:"allow_no_token"`
+
+	// The timeouts bound what a slow or idle client can hold: a connection that trickles
+	// its headers or body, reads its reply slowly, or idles between requests is closed
+	// when its bound passes. Routes that stream (the map's websocket) or run longer
+	// (/clickhouse/ queries) override them per route (RouteOption).
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	ReadTimeout       time.Duration `yaml:"read_timeout"`
+	WriteTimeout      time.Duration `yaml:"write_timeout"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout"`
+	// MaxConnections bounds the open connections (websockets included); one more is
+	// answered 503 and closed at once, so descriptors and memory stay bounded.
+	MaxConnections int `yaml:"max_connections"`
 }
 
 // RegisterFlags registers the server flags.
@@ -41,6 +56,30 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.ListenAddress, "server.listen-address", "127.0.0.1:9470", "HTTP listen address for /metrics, /healthz, /readyz, the APIs and the map.")
 	f.StringVar(&c.TokenFile, "server.token-file", "", "File holding the bearer token the APIs and websockets require (default: env "+TokenEnv+").")
 	f.BoolVar(&c.AllowNoToken, "server.allow-no-token", false, "Serve the APIs without a token (only for a listener nobody else can reach).")
+	f.DurationVar(&c.ReadHeaderTimeout, "server.read-header-timeout", 10*time.Second, "Longest a client may take to send a request's headers.")
+	f.DurationVar(&c.ReadTimeout, "server.read-timeout", 30*time.Second, "Longest a client may take to send a whole request, body included.")
+	f.DurationVar(&c.WriteTimeout, "server.write-timeout", 3*time.Minute, "Longest a request may take from its headers to the end of its reply (above PromQL's 2-minute query timeout); the websocket and /clickhouse/ set their own.")
+	f.DurationVar(&c.IdleTimeout, "server.idle-timeout", time.Minute, "Longest a keep-alive connection may idle between requests.")
+	f.IntVar(&c.MaxConnections, "server.max-connections", 4096, "Most connections open at once; one more is answered 503 and closed.")
+}
+
+// Validate checks the configuration.
+func (c *Config) Validate() error {
+	for _, d := range []struct {
+		name string
+		v    time.Duration
+	}{{"read_header_timeout", c.ReadHeaderTimeout}, {"read_timeout", c.ReadTimeout}, {"write_timeout", c.WriteTimeout}, {"idle_timeout", c.IdleTimeout}} {
+		if d.v <= 0 {
+			return fmt.Errorf("server.%s: %v is not positive (every connection needs a bound)", d.name, d.v)
+		}
+	}
+	if c.ReadHeaderTimeout > c.ReadTimeout {
+		return fmt.Errorf("server.read_header_timeout: %v exceeds read_timeout %v", c.ReadHeaderTimeout, c.ReadTimeout)
+	}
+	if c.MaxConnections <= 0 {
+		return fmt.Errorf("server.max_connections: %d is not positive", c.MaxConnections)
+	}
+	return nil
 }
 
 // Token reads the API token from the token file or the environment.
@@ -64,6 +103,7 @@ type Server struct {
 	mux   *httpmux.Mux
 	srv   *http.Server
 	ln    net.Listener
+	conns *connMetrics
 
 	mu     sync.Mutex
 	checks map[string]func() error
@@ -78,8 +118,12 @@ type Route struct {
 	Sub     []string
 }
 
-// New creates the server; it listens once started. gatherer serves /metrics.
-func New(cfg Config, gatherer prometheus.Gatherer, log *slog.Logger) (*Server, error) {
+// New creates the server; it listens once started. reg serves /metrics and takes the
+// server's own metrics.
+func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*Server, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
 	token, err := cfg.Token()
 	if err != nil {
 		return nil, err
@@ -87,26 +131,38 @@ func New(cfg Config, gatherer prometheus.Gatherer, log *slog.Logger) (*Server, e
 	if token == "" && !cfg.AllowNoToken {
 		return nil, fmt.Errorf("server: no API token: set %s, -server.token-file, or -server.allow-no-token", TokenEnv)
 	}
-	s := &Server{cfg: cfg, token: token, log: log, mux: httpmux.New(), checks: map[string]func() error{}}
-	s.HandleOpen("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
+	conns, err := newConnMetrics(reg)
+	if err != nil {
+		return nil, err
+	}
+	s := &Server{cfg: cfg, token: token, log: log, mux: httpmux.New(), conns: conns, checks: map[string]func() error{}}
+	s.HandleOpen("GET /metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
 	s.HandleOpen("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }))
 	s.HandleOpen("GET /readyz", http.HandlerFunc(s.ready))
-	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
+	s.srv = &http.Server{
+		Handler:           securityHeaders(s.mux),
+		ReadHeaderTimeout: cfg.ReadHeaderTimeout,
+		ReadTimeout:       cfg.ReadTimeout,
+		WriteTimeout:      cfg.WriteTimeout,
+		IdleTimeout:       cfg.IdleTimeout,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelDebug),
+	}
 	s.Service = services.NewBasicService(s.start, s.run, s.stop)
 	return s, nil
 }
 
 // Handle mounts an API handler behind the bearer token.
-func (s *Server) Handle(pattern string, h http.Handler) {
-	s.mux.Handle(pattern, s.Auth(h))
+func (s *Server) Handle(pattern string, h http.Handler, opts ...RouteOption) {
+	s.mux.Handle(pattern, withRoute(s.Auth(h), opts))
 	s.addRoute(pattern, true, h)
 }
 
 // HandleOpen mounts a handler that does its own authentication (a websocket that takes
 // its token as a query parameter, the ClickHouse-compatible endpoint's passwords, the map's
 // static assets).
-func (s *Server) HandleOpen(pattern string, h http.Handler) {
-	s.mux.Handle(pattern, h)
+func (s *Server) HandleOpen(pattern string, h http.Handler, opts ...RouteOption) {
+	s.mux.Handle(pattern, withRoute(h, opts))
 	s.addRoute(pattern, false, h)
 }
 
@@ -172,6 +228,7 @@ func (s *Server) ready(w http.ResponseWriter, _ *http.Request) {
 		}
 	}
 	if len(failed) > 0 {
+		sort.Strings(failed)
 		http.Error(w, strings.Join(failed, "\n"), http.StatusServiceUnavailable)
 		return
 	}
@@ -183,7 +240,7 @@ func (s *Server) start(context.Context) error {
 	if err != nil {
 		return fmt.Errorf("server: listen %s: %w", s.cfg.ListenAddress, err)
 	}
-	s.ln = ln
+	s.ln = newLimitListener(ln, s.cfg.MaxConnections, s.conns)
 	s.log.Info("HTTP server listening", "addr", ln.Addr().String())
 	return nil
 }

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"flag"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,14 +12,29 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 )
 
+// defaults is the configuration the flags give.
+func defaults() Config {
+	var cfg Config
+	cfg.RegisterFlags(flag.NewFlagSet("test", flag.PanicOnError))
+	return cfg
+}
+
 func start(t *testing.T, cfg Config) *Server {
+	t.Helper()
+	return serve(t, cfg, func(s *Server) {
+		s.Handle("GET /api/x", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "x") }))
+	})
+}
+
+// serve starts a server on a free loopback port with the routes mount adds.
+func serve(t *testing.T, cfg Config, mount func(*Server)) *Server {
 	t.Helper()
 	cfg.ListenAddress = "127.0.0.1:0"
 	s, err := New(cfg, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
-	s.Handle("GET /api/x", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "x") }))
+	mount(s)
 	if err := services.StartAndAwaitRunning(context.Background(), s); err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +58,7 @@ func status(t *testing.T, url, auth string) int {
 
 func TestAPIsTakeAToken(t *testing.T) {
 	t.Setenv(TokenEnv, "tok")
-	s := start(t, Config{})
+	s := start(t, defaults())
 	base := "http://" + s.Addr()
 	for _, tc := range []struct {
 		path, auth string
@@ -67,7 +83,7 @@ func TestAPIsTakeAToken(t *testing.T) {
 
 func TestNoTokenIsAnError(t *testing.T) {
 	t.Setenv(TokenEnv, "")
-	if _, err := New(Config{}, prometheus.NewRegistry(), slog.Default()); err == nil {
+	if _, err := New(defaults(), prometheus.NewRegistry(), slog.Default()); err == nil {
 		t.Fatal("want an error without a token")
 	}
 }

@@ -17,6 +17,11 @@ const placeholder = `<!doctype html><meta charset="utf-8"><title>Meridian map</t
 <code>make build</code>) and rebuild; the websocket (<code>/map/ws</code>) and snapshot
 (<code>/map/api/snapshot</code>) work without them.</p>`
 
+// ContentSecurityPolicy is the policy the page works under: its own script, style and
+// websocket only (the bundle carries everything it draws, the world map included), the
+// inline empty favicon, and no framing (clickjacking).
+const ContentSecurityPolicy = "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+
 func assetHandler() http.Handler {
 	sub, _ := fs.Sub(dist, "web/dist")
 	if _, err := fs.Stat(sub, "index.html"); err != nil {
@@ -27,7 +32,7 @@ func assetHandler() http.Handler {
 	}
 	files := http.FileServerFS(sub)
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Security-Policy", "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:; style-src 'self'")
+		w.Header().Set("Content-Security-Policy", ContentSecurityPolicy)
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		files.ServeHTTP(w, r)
 	})

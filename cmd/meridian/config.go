@@ -98,7 +98,7 @@ func (c *Config) Validate() error {
 	if c.ReloadInterval < 0 {
 		return errors.New("-config.reload-interval: must be >= 0")
 	}
-	for _, v := range []interface{ Validate() error }{&c.Storage, &c.Pipeline, &c.CollectorRing, &c.WireGuard, &c.Ceph, &c.Hubble, &c.Probes, &c.Ruler, &c.Steering, &c.Topomap, &c.ClickHouseHTTP, &c.Inventory} {
+	for _, v := range []interface{ Validate() error }{&c.Server, &c.Storage, &c.Pipeline, &c.CollectorRing, &c.WireGuard, &c.Ceph, &c.Hubble, &c.Probes, &c.Ruler, &c.Steering, &c.Topomap, &c.ClickHouseHTTP, &c.Inventory} {
 		if err := v.Validate(); err != nil {
 			return err
 		}

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"slices"
+	"time"
 
 	"github.com/go-kit/log"
 	"github.com/grafana/dskit/modules"
@@ -168,6 +169,8 @@ func (a *app) initPipeline() (services.Service, error) {
 		return nil, err
 	}
 	a.pipeline = p
+	// Not ready while records cannot be kept: the spool cannot write, or inserts keep failing.
+	a.server.AddReadyCheck("pipeline", p.Health)
 	return p, nil
 }
 
@@ -261,6 +264,9 @@ func (a *app) initTopomap() (services.Service, error) {
 	// The map checks its own token: a browser's websocket cannot send an Authorization header.
 	a.server.HandleOpen("/map", m.Handler())
 	a.server.HandleOpen("/map/", m.Handler())
+	// The websocket outlives the server's read and write timeouts; it keeps its own
+	// ping/pong deadlines.
+	a.server.HandleOpen("GET /map/ws", m.Handler(), server.Streaming())
 	return m, nil
 }
 
@@ -275,7 +281,9 @@ func (a *app) initClickHouseHTTP() (services.Service, error) {
 	if err != nil {
 		return nil, err
 	}
-	a.server.HandleOpen("/clickhouse/", http.StripPrefix("/clickhouse", h))
+	// A query may run its whole max_execution_time (and wait as long for a slot) whatever
+	// -server.write-timeout is; the reply must still get out.
+	a.server.HandleOpen("/clickhouse/", http.StripPrefix("/clickhouse", h), server.WriteTimeout(2*a.cfg.ClickHouseHTTP.MaxExecutionTime+10*time.Second))
 	return nil, nil
 }
 

@@ -60,7 +60,13 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.KVStore.Store = "memberlist"
 	c.KVStore.RegisterFlagsWithPrefix("collector.ring.", "collectors/", f)
 	c.Memberlist.RegisterFlagsWithPrefix(f, "collector.ring.")
+	// dskit binds to 0.0.0.0 when no address is given; here that default is loopback (New).
+	f.Lookup("collector.ring.memberlist.bind-addr").Usage = "IP address to listen on for gossip messages; repeat for several. Default " + DefaultBindAddr + ": set the pod's or host's IP for replicas on other machines, or 0.0.0.0 to bind every interface (then with TLS where the network is not trusted)."
 }
+
+// DefaultBindAddr is where the gossip listener binds unless told otherwise: like every
+// other Meridian listener, only this machine can reach it until it is configured.
+const DefaultBindAddr = "127.0.0.1"
 
 // Validate names the field at fault.
 func (c *Config) Validate() error {
@@ -105,6 +111,9 @@ func New(cfg Config, logger log.Logger, reg prometheus.Registerer) (*Ring, error
 	var subs []services.Service
 	if cfg.KVStore.Store == "memberlist" {
 		ml := cfg.Memberlist
+		if len(ml.TCPTransport.BindAddrs) == 0 {
+			ml.TCPTransport.BindAddrs = []string{DefaultBindAddr}
+		}
 		ml.NodeName = cfg.InstanceID
 		ml.Codecs = append(ml.Codecs, ring.GetCodec())
 		kvs := memberlist.NewKVInitService(&ml, logger, dns.NewProvider(dns.GolangResolverType, 0, logger, reg), reg)

@@ -5,8 +5,10 @@ import (
 	"flag"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -189,4 +191,43 @@ func TestRestartKeepsTargets(t *testing.T) {
 		}
 		return true
 	})
+}
+
+// With no bind address configured the gossip listener binds to loopback, not to every
+// interface as dskit's own default does (read from the kernel's socket table).
+func TestGossipBindsLoopbackByDefault(t *testing.T) {
+	var cfg Config
+	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
+	cfg.Enabled, cfg.InstanceID = true, "solo"
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	cfg.Memberlist.TCPTransport.BindPort = port
+	cfg.Memberlist.LeaveTimeout = time.Second
+	r, err := New(cfg, log.NewNopLogger(), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := services.StartAndAwaitRunning(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	defer services.StopAndAwaitTerminated(context.Background(), r)
+	b, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Skipf("no /proc/net/tcp: %v", err)
+	}
+	// Columns: sl local_address rem_address st ...; 0A is LISTEN, addresses little-endian hex.
+	var bound []string
+	for _, line := range strings.Split(string(b), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 3 && f[3] == "0A" && strings.HasSuffix(f[1], fmt.Sprintf(":%04X", port)) {
+			bound = append(bound, f[1])
+		}
+	}
+	if want := fmt.Sprintf("0100007F:%04X", port); len(bound) != 1 || bound[0] != want {
+		t.Fatalf("gossip listeners on port %d: %v, want only %s (127.0.0.1)", port, bound, want)
+	}
 }

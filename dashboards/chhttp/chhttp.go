@@ -1,7 +1,9 @@
 // Package chhttp serves the embedded ClickHouse engine over the part of ClickHouse's HTTP
 // interface that Grafana's ClickHouse plugin and clickhouse-go (HTTP protocol) use, so
 // Grafana works against Meridian's default embedded storage, where there is no ClickHouse
-// server to point it at. It is read-only and password-protected.
+// server to point it at. It is read-only, password-protected and sandboxed: no function
+// reads outside the database, and every query runs under memory, read, result and time
+// limits the client can only narrow.
 package chhttp
 
 import (
@@ -23,6 +25,7 @@ import (
 	"sort"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ClickHouse/ch-go/compress"
@@ -46,6 +49,12 @@ type Config struct {
 	PasswordFile     string        `yaml:"password_file"`
 	MaxExecutionTime time.Duration `yaml:"max_execution_time"`
 	MaxResultBytes   int64         `yaml:"max_result_bytes"`
+	MaxResultRows    int64         `yaml:"max_result_rows"`
+	// The engine is shared with the pipeline's inserts (and GeoDNS lives in the same
+	// process): one query must not take the process's memory or read without end.
+	MaxMemoryUsage int64 `yaml:"max_memory_usage"`
+	MaxRowsToRead  int64 `yaml:"max_rows_to_read"`
+	MaxBytesToRead int64 `yaml:"max_bytes_to_read"`
 	// MaxConcurrentQueries bounds the engine connections dashboards may hold at once, so
 	// a wall of panels cannot starve the pipeline's inserts (they share the engine).
 	MaxConcurrentQueries int `yaml:"max_concurrent_queries"`
@@ -57,6 +66,10 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.PasswordFile, "clickhouse-http.password-file", "", "File holding the ClickHouse HTTP endpoint's password (default: env "+PasswordEnv+").")
 	f.DurationVar(&c.MaxExecutionTime, "clickhouse-http.max-execution-time", time.Minute, "Longest a query may run; a client's max_execution_time may only lower it.")
 	f.Int64Var(&c.MaxResultBytes, "clickhouse-http.max-result-bytes", 256<<20, "Largest result a query may return, in bytes.")
+	f.Int64Var(&c.MaxResultRows, "clickhouse-http.max-result-rows", 10_000_000, "Most rows a query may return.")
+	f.Int64Var(&c.MaxMemoryUsage, "clickhouse-http.max-memory-usage", 1<<30, "Most memory one query may use in the engine, in bytes.")
+	f.Int64Var(&c.MaxRowsToRead, "clickhouse-http.max-rows-to-read", 2_000_000_000, "Most rows one query may read.")
+	f.Int64Var(&c.MaxBytesToRead, "clickhouse-http.max-bytes-to-read", 100<<30, "Most uncompressed bytes one query may read.")
 	f.IntVar(&c.MaxConcurrentQueries, "clickhouse-http.max-concurrent-queries", 2, "Queries run at once; more wait for a slot until their time limit.")
 }
 
@@ -68,8 +81,13 @@ func (c *Config) Validate() error {
 	if c.MaxExecutionTime < time.Second {
 		return fmt.Errorf("clickhouse_http.max_execution_time: %v is under 1s", c.MaxExecutionTime)
 	}
-	if c.MaxResultBytes <= 0 {
-		return fmt.Errorf("clickhouse_http.max_result_bytes: %d is not positive", c.MaxResultBytes)
+	for _, l := range []struct {
+		name string
+		v    int64
+	}{{"max_result_bytes", c.MaxResultBytes}, {"max_result_rows", c.MaxResultRows}, {"max_memory_usage", c.MaxMemoryUsage}, {"max_rows_to_read", c.MaxRowsToRead}, {"max_bytes_to_read", c.MaxBytesToRead}} {
+		if l.v <= 0 { // 0 means no limit to the engine
+			return fmt.Errorf("clickhouse_http.%s: %d is not positive", l.name, l.v)
+		}
 	}
 	if c.MaxConcurrentQueries <= 0 {
 		return fmt.Errorf("clickhouse_http.max_concurrent_queries: %d is not positive", c.MaxConcurrentQueries)
@@ -100,6 +118,12 @@ type Handler struct {
 	q        Querier
 	slots    chan struct{} // one per query running on the engine
 	log      *slog.Logger
+	// tableFunctions are the engine's table functions, lower case: the sandbox refuses
+	// those not known to only compute, so one a new engine adds is refused too. Read at
+	// the first query: at New the store's database may not exist yet (migrations run at
+	// its start).
+	tfMu           sync.Mutex
+	tableFunctions map[string]bool
 
 	requests *prometheus.CounterVec
 	refused  *prometheus.CounterVec
@@ -127,7 +151,7 @@ func New(cfg Config, q Querier, log *slog.Logger, reg prometheus.Registerer) (*H
 		}, []string{"code"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_clickhouse_http_refused_total",
-			Help: "Requests the ClickHouse HTTP endpoint refused before running them, by reason (auth, readonly, syntax, unsupported, too_large, busy).",
+			Help: "Requests the ClickHouse HTTP endpoint refused before running them, by reason (auth, readonly, sandbox, syntax, unsupported, too_large, busy).",
 		}, []string{"reason"}),
 		waiting: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "meridian_clickhouse_http_queries_waiting",
@@ -175,7 +199,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A first check refuses what is plainly not a read before it takes an engine slot.
-	if _, ex := parseStatement(sql); ex != nil {
+	if _, ex := h.check(r.Context(), sql); ex != nil {
 		h.refuse(w, ex)
 		return
 	}
@@ -208,7 +232,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.refuse(w, engineException(err))
 		return
 	}
-	st, ex := parseStatement(canon)
+	st, ex := h.check(ctx, canon)
 	if ex != nil {
 		h.refuse(w, ex)
 		return
@@ -233,6 +257,41 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	h.write(w, r, params, format, out)
 }
 
+// check parses sql as one read-only statement and applies the sandbox to it.
+func (h *Handler) check(ctx context.Context, sql string) (statement, *Exception) {
+	st, ex := parseStatement(sql)
+	if ex != nil {
+		return st, ex
+	}
+	tf, err := h.engineTableFunctions(ctx)
+	if err != nil {
+		return st, engineException(fmt.Errorf("list the engine's table functions: %w", err))
+	}
+	return st, sandbox(st.toks, tf)
+}
+
+// engineTableFunctions reads the engine's table functions once it can.
+func (h *Handler) engineTableFunctions(ctx context.Context) (map[string]bool, error) {
+	h.tfMu.Lock()
+	defer h.tfMu.Unlock()
+	if h.tableFunctions != nil {
+		return h.tableFunctions, nil
+	}
+	out, err := h.q.Query(ctx, "SELECT lower(name) FROM system.table_functions", "TSVRaw")
+	if err != nil {
+		return nil, err
+	}
+	tf := map[string]bool{}
+	for _, name := range strings.Fields(string(out)) {
+		tf[name] = true
+	}
+	if len(tf) == 0 {
+		return nil, errors.New("the engine lists none")
+	}
+	h.tableFunctions = tf
+	return tf, nil
+}
+
 // canonical has the engine parse sql as exactly one statement (formatQuerySingleLine
 // refuses multi-statements) and returns it re-serialized: no comments, no heredocs,
 // strings in one quoting style.
@@ -255,14 +314,20 @@ func (h *Handler) refuse(w http.ResponseWriter, ex *Exception) {
 		reason = "syntax"
 	case codeQueryIsTooLarge:
 		reason = "too_large"
+	case codeAccessDenied:
+		reason = "sandbox"
 	}
 	h.fail(w, reason, ex)
 }
 
-// authenticate checks the credentials the ways ClickHouse takes them: X-ClickHouse-User
-// and X-ClickHouse-Key headers, HTTP basic auth, user and password URL parameters, and a
-// bearer token (the password) as clickhouse-go sends for JWT auth.
+// authenticate checks the credentials the ways ClickHouse takes them in headers:
+// X-ClickHouse-User and X-ClickHouse-Key, HTTP basic auth, and a bearer token (the
+// password) as clickhouse-go sends for JWT auth. A password in the URL is refused, right
+// or wrong: URLs end up in proxy logs, browser history and Referer headers.
 func (h *Handler) authenticate(r *http.Request) *Exception {
+	if r.URL.Query().Has("password") {
+		return exception(codeBadArguments, "Password in the URL is refused (URLs are logged): send it in the X-ClickHouse-Key header or with HTTP basic auth")
+	}
 	user, pass, ok := r.Header.Get("X-ClickHouse-User"), r.Header.Get("X-ClickHouse-Key"), false
 	switch {
 	case user != "" || pass != "":
@@ -270,7 +335,7 @@ func (h *Handler) authenticate(r *http.Request) *Exception {
 		user, pass = h.cfg.User, strings.TrimPrefix(r.Header.Get("Authorization"), "Bearer ")
 	default:
 		if user, pass, ok = r.BasicAuth(); !ok {
-			user, pass = r.URL.Query().Get("user"), r.URL.Query().Get("password")
+			user = r.URL.Query().Get("user")
 		}
 	}
 	if user == "" {
@@ -333,21 +398,25 @@ var settingValue = regexp.MustCompile(`^[A-Za-z0-9_.\-]{1,64}$`)
 // (session_id, wait_end_of_query, ...) that mean nothing here, and none may widen the
 // endpoint's limits or take more of the engine (max_threads).
 var passedSettings = map[string]bool{
-	"limit": true, "offset": true, "max_result_rows": true,
-	"max_rows_to_read": true, "max_bytes_to_read": true, "read_overflow_mode": true,
+	"limit": true, "offset": true, "read_overflow_mode": true,
 	"timeout_overflow_mode":   true,
 	"date_time_output_format": true, "output_format_json_quote_64bit_integers": true,
 	"output_format_json_quote_denormals": true, "output_format_decimal_trailing_zeros": true,
 	"session_timezone": true, "extremes": true,
 }
 
-// settings builds the engine's SETTINGS clause for a request: readonly=1 first (it also
-// blocks table functions that reach outside, such as file() and url()), the endpoint's
-// limits, and the client's settings that may only narrow them. It also returns the Native
-// revision the client asked for.
+// settings builds the engine's SETTINGS clause for a request: the endpoint's limits, the
+// client's settings that may only narrow them, no introspection, and readonly=1 last (it
+// blocks most table functions that reach outside, and any later change of a setting).
+// The client cannot add settings of its own: SETTINGS in the SQL is refused. It also
+// returns the Native revision the client asked for.
 func (h *Handler) settings(params map[string][]string) (string, uint64, *Exception) {
 	maxExec := int(h.cfg.MaxExecutionTime / time.Second)
-	maxBytes := h.cfg.MaxResultBytes
+	limits := map[string]int64{
+		"max_result_bytes": h.cfg.MaxResultBytes, "max_result_rows": h.cfg.MaxResultRows,
+		"max_memory_usage": h.cfg.MaxMemoryUsage, "max_rows_to_read": h.cfg.MaxRowsToRead,
+		"max_bytes_to_read": h.cfg.MaxBytesToRead,
+	}
 	var revision uint64
 	var extra []string
 	for name, vs := range params {
@@ -365,9 +434,10 @@ func (h *Handler) settings(params map[string][]string) (string, uint64, *Excepti
 			if n, err := strconv.ParseFloat(v, 64); err == nil && n >= 1 && int(n) < maxExec {
 				maxExec = int(n)
 			}
-		case name == "max_result_bytes":
-			if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 && n < maxBytes {
-				maxBytes = n
+		case limits[name] > 0:
+			// 0 would mean no limit to the engine: only a smaller positive value narrows.
+			if n, err := strconv.ParseInt(v, 10, 64); err == nil && n > 0 && n < limits[name] {
+				limits[name] = n
 			}
 		case passedSettings[name]:
 			if !settingValue.MatchString(v) {
@@ -379,12 +449,15 @@ func (h *Handler) settings(params map[string][]string) (string, uint64, *Excepti
 			extra = append(extra, name+"="+v)
 		}
 	}
+	for name, v := range limits {
+		extra = append(extra, fmt.Sprintf("%s=%d", name, v))
+	}
 	sort.Strings(extra) // deterministic SQL, for logs and tests
-	s := fmt.Sprintf("readonly=1, max_execution_time=%d, max_result_bytes=%d, result_overflow_mode='throw'", maxExec, maxBytes)
+	s := fmt.Sprintf("max_execution_time=%d, result_overflow_mode='throw', allow_introspection_functions=0", maxExec)
 	for _, e := range extra {
 		s += ", " + e
 	}
-	return s, revision, nil
+	return s + ", readonly=1", revision, nil
 }
 
 // write sends a result: Content-Type for its format, ClickHouse's headers, and the body

@@ -4,6 +4,7 @@ import (
 	"compress/gzip"
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -36,6 +37,20 @@ const (
 	password = "s3cret-for-tests"
 	prefix   = "/clickhouse/"
 )
+
+// config is c over the flags' defaults (the limits c leaves at zero).
+func config(c chhttp.Config) chhttp.Config {
+	var d chhttp.Config
+	d.RegisterFlags(flag.NewFlagSet("test", flag.PanicOnError))
+	d.User, d.PasswordFile, d.MaxExecutionTime, d.MaxConcurrentQueries = c.User, c.PasswordFile, c.MaxExecutionTime, c.MaxConcurrentQueries
+	if c.MaxResultBytes > 0 {
+		d.MaxResultBytes = c.MaxResultBytes
+	}
+	if c.MaxMemoryUsage > 0 {
+		d.MaxMemoryUsage = c.MaxMemoryUsage
+	}
+	return d
+}
 
 type endpoint struct {
 	addr  string // host:port on 127.0.0.1
@@ -77,7 +92,7 @@ func newEndpoint(t testing.TB, maxResultBytes int64) *endpoint {
 		t.Fatal(err)
 	}
 	reg := prometheus.NewRegistry()
-	h, err := chhttp.New(chhttp.Config{User: user, PasswordFile: pwFile, MaxExecutionTime: 20 * time.Second, MaxResultBytes: maxResultBytes, MaxConcurrentQueries: 2},
+	h, err := chhttp.New(config(chhttp.Config{User: user, PasswordFile: pwFile, MaxExecutionTime: 20 * time.Second, MaxResultBytes: maxResultBytes, MaxConcurrentQueries: 2}),
 		store, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
 	if err != nil {
 		t.Fatal(err)
@@ -224,7 +239,7 @@ func TestErrorsAndRefusals(t *testing.T) {
 		"SELECT a$b$ ; DROP TABLE tunnel_stats; SELECT $b$",
 		"SELECT 1 #x\n; DROP TABLE tunnel_stats",
 		"SELECT * FROM (SELECT * FROM file('/etc/hostname', 'LineAsString') SETTINGS readonly = 0)",
-		"SELECT * FROM file('/etc/hostname', 'LineAsString')", // refused by the engine's readonly=1
+		"SELECT * FROM file('/etc/hostname', 'LineAsString')",
 		"SELECT * FROM url('http://127.0.0.1:1/', 'TSV', 'a String')",
 		"SELECT 1 INTO OUTFILE '/tmp/meridian-chhttp-outfile'",
 	}
@@ -234,8 +249,8 @@ func TestErrorsAndRefusals(t *testing.T) {
 			t.Errorf("%q was not refused", q)
 			continue
 		}
-		if ex := exceptionOf(t, err); ex.Code != 164 && ex.Code != 62 {
-			t.Errorf("%q: code %d %q, want READONLY (164) or SYNTAX_ERROR (62)", q, ex.Code, ex.Message)
+		if ex := exceptionOf(t, err); ex.Code != 164 && ex.Code != 62 && ex.Code != 497 {
+			t.Errorf("%q: code %d %q, want READONLY (164), SYNTAX_ERROR (62) or ACCESS_DENIED (497)", q, ex.Code, ex.Message)
 		}
 	}
 	var n uint64
@@ -288,14 +303,22 @@ func TestRawHTTP(t *testing.T) {
 		t.Errorf("/ping: %d %q", resp.StatusCode, body)
 	}
 
-	// user/password parameters, FORMAT in the SQL.
-	resp, body := do(get(url.Values{"user": {user}, "password": {password}, "query": {"SELECT count() AS n FROM tunnel_stats FORMAT JSONEachRow"}}))
+	// A password in the URL is refused even when right, and not echoed.
+	resp, body := do(get(url.Values{"user": {user}, "password": {password}, "query": {"SELECT 1"}}))
+	if resp.StatusCode != 400 || resp.Header.Get("X-ClickHouse-Exception-Code") != "36" || !strings.Contains(body, "Password in the URL is refused") || strings.Contains(body, password) {
+		t.Errorf("password in the URL: %d %q", resp.StatusCode, body)
+	}
+
+	// Basic auth with the user as a URL parameter, FORMAT in the SQL.
+	req, _ := http.NewRequest(http.MethodGet, base+"?"+url.Values{"user": {user}, "query": {"SELECT count() AS n FROM tunnel_stats FORMAT JSONEachRow"}}.Encode(), nil)
+	req.SetBasicAuth(user, password)
+	resp, body = do(req)
 	if resp.StatusCode != 200 || strings.TrimSpace(body) != `{"n":3}` || !strings.HasPrefix(resp.Header.Get("Content-Type"), "application/json") {
-		t.Errorf("params auth + FORMAT: %d %q %q", resp.StatusCode, body, resp.Header.Get("Content-Type"))
+		t.Errorf("basic auth + FORMAT: %d %q %q", resp.StatusCode, body, resp.Header.Get("Content-Type"))
 	}
 
 	// X-ClickHouse headers, query in the body, default_format, gzip when asked for.
-	req, _ := http.NewRequest(http.MethodPost, base+"?default_format=CSV&enable_http_compression=1", strings.NewReader("SELECT peer_node FROM tunnel_stats ORDER BY time;"))
+	req, _ = http.NewRequest(http.MethodPost, base+"?default_format=CSV&enable_http_compression=1", strings.NewReader("SELECT peer_node FROM tunnel_stats ORDER BY time;"))
 	req.Header.Set("X-ClickHouse-User", user)
 	req.Header.Set("X-ClickHouse-Key", password)
 	req.Header.Set("Accept-Encoding", "gzip")
@@ -323,7 +346,10 @@ func TestRawHTTP(t *testing.T) {
 	if resp.StatusCode != 401 || resp.Header.Get("X-ClickHouse-Exception-Code") != "194" || !strings.HasPrefix(body, "Code: 194. DB::Exception:") {
 		t.Errorf("no password: %d %q %v", resp.StatusCode, body, resp.Header)
 	}
-	resp, body = do(get(url.Values{"user": {user}, "password": {"nope"}, "query": {"SELECT 1"}}))
+	req, _ = http.NewRequest(http.MethodGet, base+"?query=SELECT+1", nil)
+	req.Header.Set("X-ClickHouse-User", user)
+	req.Header.Set("X-ClickHouse-Key", "nope")
+	resp, body = do(req)
 	if resp.StatusCode != 403 || resp.Header.Get("X-ClickHouse-Exception-Code") != "516" {
 		t.Errorf("wrong password: %d %q", resp.StatusCode, body)
 	}
@@ -339,8 +365,8 @@ func TestRawHTTP(t *testing.T) {
 		t.Errorf("DROP: %d %q", resp.StatusCode, body)
 	}
 
-	if got := promtest.Sum(t, e.reg, "meridian_clickhouse_http_refused_total"); got != 3 {
-		t.Errorf("refused counter = %v, want 3 (no password, wrong password, DROP)", got)
+	if got := promtest.Sum(t, e.reg, "meridian_clickhouse_http_refused_total"); got != 4 {
+		t.Errorf("refused counter = %v, want 4 (password in the URL, no password, wrong password, DROP)", got)
 	}
 }
 
@@ -373,7 +399,7 @@ func TestConcurrencyLimit(t *testing.T) {
 	pw := filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(pw, []byte(password), 0o600)
 	reg := prometheus.NewRegistry()
-	h, err := chhttp.New(chhttp.Config{User: user, PasswordFile: pw, MaxExecutionTime: 20 * time.Second, MaxResultBytes: 1 << 20, MaxConcurrentQueries: 1},
+	h, err := chhttp.New(config(chhttp.Config{User: user, PasswordFile: pw, MaxExecutionTime: 20 * time.Second, MaxResultBytes: 1 << 20, MaxConcurrentQueries: 1}),
 		g, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 
 // ClickHouse error codes the endpoint reports itself (src/Common/ErrorCodes.cpp).
 const (
+	codeBadArguments         = 36
 	codeNotImplemented       = 48
 	codeSyntaxError          = 62
 	codeTimeoutExceeded      = 159
@@ -20,6 +21,7 @@ const (
 	codeRequiredPassword     = 194
 	codeQueryIsTooLarge      = 229
 	codeUnknownQueryParam    = 456
+	codeAccessDenied         = 497
 	codeAuthenticationFailed = 516
 	codeSTDException         = 1001
 )
@@ -38,6 +40,7 @@ type Exception struct {
 func (e *Exception) Error() string { return e.Text }
 
 var codeNames = map[int]string{
+	codeBadArguments:         "BAD_ARGUMENTS",
 	codeNotImplemented:       "NOT_IMPLEMENTED",
 	codeSyntaxError:          "SYNTAX_ERROR",
 	codeTimeoutExceeded:      "TIMEOUT_EXCEEDED",
@@ -46,6 +49,7 @@ var codeNames = map[int]string{
 	codeRequiredPassword:     "REQUIRED_PASSWORD",
 	codeQueryIsTooLarge:      "QUERY_IS_TOO_LARGE",
 	codeUnknownQueryParam:    "UNKNOWN_QUERY_PARAMETER",
+	codeAccessDenied:         "ACCESS_DENIED",
 	codeAuthenticationFailed: "AUTHENTICATION_FAILED",
 	codeSTDException:         "STD_EXCEPTION",
 }
@@ -67,12 +71,22 @@ func engineException(err error) *Exception {
 	msg := err.Error()
 	if m := engineCode.FindStringSubmatchIndex(msg); m != nil {
 		code, _ := strconv.Atoi(msg[m[2]:m[3]])
-		return &Exception{Code: code, Text: strings.TrimSpace(msg[m[0]:])}
+		return &Exception{Code: code, Text: scrubPaths(strings.TrimSpace(msg[m[0]:]))}
 	}
 	if errors.Is(err, context.DeadlineExceeded) {
 		return exception(codeTimeoutExceeded, "Timeout exceeded: %v", err)
 	}
-	return exception(codeSTDException, "%v", err)
+	return exception(codeSTDException, "%s", scrubPaths(err.Error()))
+}
+
+// hostPath is an absolute path in an engine message: a '/' that starts a word (after a
+// quote, a space, '(' or the like; a division "a/b" is not one) and what follows it.
+var hostPath = regexp.MustCompile("(^|[\\s'\"`(\\[=:,])/[^\\s'\"`(),\\[\\]]+")
+
+// scrubPaths replaces host paths in an engine message with "<path>": they tell a client
+// where the data lives and, with a file name of its choosing, whether a file exists.
+func scrubPaths(msg string) string {
+	return hostPath.ReplaceAllString(msg, "$1<path>")
 }
 
 // httpStatus maps an error code to the HTTP status ClickHouse's HTTP handler sends for it

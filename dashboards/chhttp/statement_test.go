@@ -56,3 +56,63 @@ func TestParseStatement(t *testing.T) {
 		}
 	}
 }
+
+func TestSandbox(t *testing.T) {
+	tableFunctions := map[string]bool{"file": true, "url": true, "merge": true, "numbers": true, "view": true}
+	for _, c := range []struct {
+		sql  string
+		code int // 0: accepted
+	}{
+		{"SELECT name FROM system.tables", 0},
+		{"SELECT system.columns.name FROM system.columns", 0},
+		{"SELECT file, url, merge FROM t", 0}, // columns, not calls
+		{"SELECT t.file(1)", 0},               // not the function file: a qualified name
+		{"SELECT * FROM numbers(3)", 0},
+		{"SELECT * FROM view(SELECT 1)", 0},
+		{"SHOW TABLES FROM system", 0},
+		{"SHOW CREATE TABLE probes", 0},
+
+		{"SELECT FILE('/x')", codeAccessDenied}, // the engine would refuse it; so do we
+		{"SELECT `file`('/x')", codeAccessDenied},
+		{"SELECT * FROM Merge('system', 'processes')", codeAccessDenied},
+		{"SELECT * FROM url ('http://x', 'TSV')", codeAccessDenied},
+		{"SELECT * FROM view(SELECT file('/x'))", codeAccessDenied},
+		{"SELECT * FROM system.stack_trace", codeAccessDenied},
+		{"SELECT * FROM `system`.\"processes\"", codeAccessDenied},
+		{"SELECT * FROM (SELECT * FROM system.processes)", codeAccessDenied},
+		{"SELECT name, engine FROM system.tables WHERE database = currentDatabase()", 0},
+		{"SELECT * FROM tunnel_stats, system.one", 0},
+		{"SELECT * FROM system.tables", codeAccessDenied},
+		{"SELECT t.* FROM system.databases AS t", codeAccessDenied},
+		{"SELECT name, data_paths FROM system.tables", codeAccessDenied},
+		{"SELECT `metadata_path` FROM system.databases", codeAccessDenied},
+		{"SELECT COLUMNS('path') FROM system.tables", codeAccessDenied},
+		{"SHOW PROCESSLIST", codeReadonly},
+		{"(SHOW GRANTS)", codeReadonly},
+	} {
+		st, ex := parseStatement(c.sql)
+		if ex == nil {
+			ex = sandbox(st.toks, tableFunctions)
+		}
+		switch {
+		case c.code == 0 && ex != nil:
+			t.Errorf("%q refused: %v", c.sql, ex)
+		case c.code != 0 && (ex == nil || ex.Code != c.code):
+			t.Errorf("%q: %v, want code %d", c.sql, ex, c.code)
+		}
+	}
+}
+
+func TestScrubPaths(t *testing.T) {
+	for in, want := range map[string]string{
+		// The engine's own message for file('nonexist.csv'), seen with chDB 26.7.
+		"Code: 400. DB::ErrnoException: Cannot stat file /work/wt/x/nonexist.csv: , errno: 2 (in file/uri /work/wt/x/nonexist.csv). (CANNOT_STAT)": "Code: 400. DB::ErrnoException: Cannot stat file <path> , errno: 2 (in file/uri <path>). (CANNOT_STAT)",
+		"File is not inside '/var/lib/clickhouse/user_files/'":       "File is not inside '<path>'",
+		"Unknown identifier a/b in scope SELECT a/b, 4 / 2, x":       "Unknown identifier a/b in scope SELECT a/b, 4 / 2, x",
+		"Cannot open `/etc/shadow` (path=/etc/shadow, [/root/.ssh])": "Cannot open `<path>` (path=<path>, [<path>])",
+	} {
+		if got := scrubPaths(in); got != want {
+			t.Errorf("scrubPaths(%q)\n = %q\nwant %q", in, got, want)
+		}
+	}
+}

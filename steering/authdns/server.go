@@ -84,6 +84,7 @@ type Server struct {
 
 	queries *prometheus.CounterVec
 	invalid prometheus.Counter
+	ignored prometheus.Counter
 	unsent  prometheus.Counter
 	rcodes  [dns.RcodeBadCookie + 1]prometheus.Counter // resolved once: the hot path must not hash labels
 
@@ -101,13 +102,16 @@ func New(cfg Config, z *zone.Zone, l *locate.Locator, p Policy, log *slog.Logger
 			Name: "meridian_steering_dns_responses_total", Help: "Responses sent by the built-in GeoDNS, by rcode.",
 		}, []string{"rcode"}),
 		invalid: prometheus.NewCounter(prometheus.CounterOpts{
-			Name: "meridian_steering_dns_invalid_requests_total", Help: "Requests that could not be parsed (answered FORMERR when the header was readable, else dropped).",
+			Name: "meridian_steering_dns_invalid_requests_total", Help: "Requests that could not be parsed or that break the accept rules (answered FORMERR when the header was readable, else dropped).",
+		}),
+		ignored: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_steering_dns_dropped_responses_total", Help: "Messages received with the response (QR) bit set, dropped unanswered: answering could loop or amplify.",
 		}),
 		unsent: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meridian_steering_dns_udp_unsent_responses_total", Help: "UDP responses dropped because the socket's send buffer was full or the send failed.",
 		}),
 	}
-	for _, c := range []prometheus.Collector{s.queries, s.invalid, s.unsent} {
+	for _, c := range []prometheus.Collector{s.queries, s.invalid, s.ignored, s.unsent} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("authdns metrics: %w", err)
 		}
@@ -117,6 +121,9 @@ func New(cfg Config, z *zone.Zone, l *locate.Locator, p Policy, log *slog.Logger
 			s.rcodes[rc] = s.queries.WithLabelValues(name)
 		}
 	}
+	// 16 is BADSIG in a TSIG record and BADVERS in an OPT (RFC 6891); miekg/dns names it
+	// BADSIG. This server signs nothing: its 16 is always BADVERS.
+	s.rcodes[dns.RcodeBadVers] = s.queries.WithLabelValues("BADVERS")
 	s.Service = services.NewIdleService(s.start, s.stop).WithName("authdns")
 	return s, nil
 }
@@ -162,7 +169,7 @@ func (s *Server) listen(n int) error {
 			s.serveUDP(u)
 		}()
 	}
-	s.tcp = &dns.Server{Addr: addr, Net: "tcp", Handler: s, ReusePort: true, MsgInvalidFunc: func([]byte, error) { s.invalid.Inc() }}
+	s.tcp = &dns.Server{Addr: addr, Net: "tcp", Handler: s, ReusePort: true, MsgAcceptFunc: s.acceptTCP, MsgInvalidFunc: s.invalidTCP}
 	started := make(chan error, 1)
 	s.tcp.NotifyStartedFunc = func() { started <- nil }
 	go func() {

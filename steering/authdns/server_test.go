@@ -219,6 +219,10 @@ func TestBadInputOverTheWire(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	v1 := query("api.example.net.", dns.TypeA, "")
+	v1.SetEdns0(1232, false)
+	v1.IsEdns0().SetVersion(1)
+	ednsV1, _ := v1.Pack()
 	for _, tc := range []struct {
 		name  string
 		msg   []byte
@@ -232,6 +236,7 @@ func TestBadInputOverTheWire(t *testing.T) {
 		{"UPDATE opcode", header(func(h []byte) { h[2] = h[2]&^0x78 | dns.OpcodeUpdate<<3 }), dns.RcodeNotImplemented},
 		{"9 KB query with padding", oversized, dns.RcodeSuccess},
 		{"garbage after the message", append(append([]byte(nil), valid...), 1, 2, 3), dns.RcodeSuccess},
+		{"EDNS version 1", ednsV1, dns.RcodeBadVers},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			b := rawExchange(t, addr, tc.msg)
@@ -258,11 +263,16 @@ func TestBadInputOverTheWire(t *testing.T) {
 	if err != nil || r.Rcode != dns.RcodeSuccess || len(r.Answer) != 1 {
 		t.Fatalf("server unhealthy after bad input: %v %v", r, err)
 	}
-	if n := testutil.ToFloat64(srv.invalid); n < 2 {
-		t.Fatalf("invalid requests counted %v, want >= 2", n)
+	// Invalid: the garbage, the truncated question and the two the accept rules reject.
+	if n := testutil.ToFloat64(srv.invalid); n != 4 {
+		t.Errorf("invalid requests counted %v, want 4", n)
 	}
-	// Every reply is counted by its rcode, the fast path's (the last query) too.
-	for rcode, want := range map[string]float64{"NOERROR": 3, "FORMERR": 3, "NOTIMP": 1} {
+	if n := testutil.ToFloat64(srv.ignored); n != 1 {
+		t.Errorf("dropped responses counted %v, want 1", n)
+	}
+	// Every reply is counted by its rcode, the fast path's (the last query) too; 16 is
+	// BADVERS here, never BADSIG.
+	for rcode, want := range map[string]float64{"NOERROR": 3, "FORMERR": 3, "NOTIMP": 1, "BADVERS": 1, "BADSIG": 0} {
 		if n := testutil.ToFloat64(srv.queries.WithLabelValues(rcode)); n != want {
 			t.Errorf("responses_total{rcode=%q} = %v, want %v", rcode, n, want)
 		}
@@ -275,6 +285,51 @@ func TestTCPAndTruncation(t *testing.T) {
 	r, _, err := c.Exchange(query("api.example.net.", dns.TypeA, "2a02:cfc0::/32"), addr)
 	if err != nil || len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "127.0.1.1" {
 		t.Fatalf("TCP answer %v, err %v", r, err)
+	}
+}
+
+// Over TCP, dns.Server applies the accept rules and writes the FORMERR itself: the
+// rejected request still counts as invalid and its reply by rcode, and a response is
+// dropped and counted.
+func TestTCPBadInputIsCounted(t *testing.T) {
+	srv, _, addr := startServer(t)
+	send := func(mut func(m *dns.Msg)) *dns.Msg {
+		t.Helper()
+		m := query("api.example.net.", dns.TypeA, "")
+		mut(m)
+		conn, err := dns.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if err := conn.WriteMsg(m); err != nil {
+			t.Fatal(err)
+		}
+		conn.SetReadDeadline(time.Now().Add(300 * time.Millisecond))
+		r, err := conn.ReadMsg()
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() || errors.Is(err, io.EOF) {
+			return nil
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	if r := send(func(m *dns.Msg) { m.Question = append(m.Question, m.Question[0]) }); r == nil || r.Rcode != dns.RcodeFormatError {
+		t.Fatalf("two questions over TCP: %v, want FORMERR", r)
+	}
+	if r := send(func(m *dns.Msg) { m.Response = true }); r != nil {
+		t.Fatalf("a response over TCP was answered: %v", r)
+	}
+	if n := testutil.ToFloat64(srv.invalid); n != 1 {
+		t.Errorf("invalid requests counted %v, want 1", n)
+	}
+	if n := testutil.ToFloat64(srv.queries.WithLabelValues("FORMERR")); n != 1 {
+		t.Errorf("FORMERR responses counted %v, want 1", n)
+	}
+	if n := testutil.ToFloat64(srv.ignored); n != 1 {
+		t.Errorf("dropped responses counted %v, want 1", n)
 	}
 }
 

@@ -243,7 +243,7 @@ func (s *Server) handleWire(b []byte, src netip.Addr, udp bool) *dns.Msg {
 		Qdcount: binary.BigEndian.Uint16(b[4:]), Ancount: binary.BigEndian.Uint16(b[6:]),
 		Nscount: binary.BigEndian.Uint16(b[8:]), Arcount: binary.BigEndian.Uint16(b[10:]),
 	}
-	action := dns.DefaultMsgAcceptFunc(h)
+	action := s.accept(h)
 	req := new(dns.Msg)
 	if action == dns.MsgAccept {
 		if err := req.Unpack(b); err == nil {
@@ -260,6 +260,41 @@ func (s *Server) handleWire(b []byte, src netip.Addr, udp bool) *dns.Msg {
 		resp.Rcode = dns.RcodeNotImplemented
 	}
 	return s.count(resp)
+}
+
+// accept applies miekg/dns's default accept rules to a request's header and counts what
+// they turn away: a response is dropped, a malformed request is invalid (FORMERR).
+func (s *Server) accept(h dns.Header) dns.MsgAcceptAction {
+	action := dns.DefaultMsgAcceptFunc(h)
+	switch action {
+	case dns.MsgIgnore:
+		s.ignored.Inc()
+	case dns.MsgReject:
+		s.invalid.Inc()
+	}
+	return action
+}
+
+// acceptTCP is accept for dns.Server, which then writes the FORMERR or NOTIMP reply
+// itself: the reply is counted here.
+func (s *Server) acceptTCP(h dns.Header) dns.MsgAcceptAction {
+	action := s.accept(h)
+	switch action {
+	case dns.MsgReject:
+		s.rcodes[dns.RcodeFormatError].Inc()
+	case dns.MsgRejectNotImplemented:
+		s.rcodes[dns.RcodeNotImplemented].Inc()
+	}
+	return action
+}
+
+// invalidTCP counts a request dns.Server could not parse; it answers FORMERR when the
+// header was readable.
+func (s *Server) invalidTCP(m []byte, _ error) {
+	s.invalid.Inc()
+	if len(m) >= 12 {
+		s.rcodes[dns.RcodeFormatError].Inc()
+	}
 }
 
 // count records the response's rcode.
