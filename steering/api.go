@@ -34,12 +34,14 @@ func (e *Engine) Handler() http.Handler {
 	mux.HandleFunc("POST /api/steering/overrides", func(w http.ResponseWriter, r *http.Request) {
 		var o Override
 		if err := jsonbody.DecodeRequest(w, r, 64<<10, &o); err != nil {
+			e.refused.WithLabelValues("body").Inc()
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "override body: " + err.Error()})
 			return
 		}
 		o.ID, o.Source, o.Created = "", "api", e.now()
 		added, err := e.overrides.add(o)
 		if err != nil {
+			e.refused.WithLabelValues("override").Inc()
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "override: " + err.Error()})
 			return
 		}

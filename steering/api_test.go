@@ -6,6 +6,8 @@ import (
 	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/client_golang/prometheus/testutil"
 )
 
 // TestOverrideBodyIsStrict: a body is one JSON object and nothing else, with a bounded
@@ -41,6 +43,10 @@ func TestOverrideBodyIsStrict(t *testing.T) {
 	}
 	if got := h.e.overrides.all(); len(got) != 0 {
 		t.Fatalf("refused bodies added overrides: %+v", got)
+	}
+	// The 60 KB reason is a valid body the limits refuse; the rest are malformed.
+	if body, ov := testutil.ToFloat64(h.e.refused.WithLabelValues("body")), testutil.ToFloat64(h.e.refused.WithLabelValues("override")); body != 6 || ov != 1 {
+		t.Errorf("refused counted as body %v, override %v; want 6 and 1", body, ov)
 	}
 	reason := strings.Repeat("r", MaxReasonBytes)
 	if code, msg := post(`{"action":"drain","pop":"nyc","reason":"` + reason + `"}` + "\n"); code != http.StatusCreated {

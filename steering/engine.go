@@ -104,6 +104,7 @@ type Engine struct {
 	weight    *prometheus.GaugeVec
 	decisions *prometheus.CounterVec
 	popDown   *prometheus.GaugeVec
+	refused   *prometheus.CounterVec // override requests refused, by reason
 
 	pending []pipeline.Record // decisions the pipeline has not accepted yet; Tick's goroutine only
 }
@@ -122,8 +123,11 @@ func NewEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, aler
 		popDown: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meridian_steering_pop_down", Help: "1 when a quorum of vantages sees the POP failing.",
 		}, []string{"pop"}),
+		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_steering_override_requests_refused_total", Help: "Override API requests refused: a malformed body (body) or an override the inventory or limits refuse (override).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{e.weight, e.decisions, e.popDown} {
+	for _, c := range []prometheus.Collector{e.weight, e.decisions, e.popDown, e.refused} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("steering metrics: %w", err)
 		}
