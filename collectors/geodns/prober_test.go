@@ -84,15 +84,7 @@ func TestProberOnLoopback(t *testing.T) {
 	var cfg Config
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
 	cfg.Vantages, cfg.Interval = Vantages{{Site: "lab"}}, 100*time.Millisecond
-	out := &sink{}
-	p, err := New(cfg, inv, out, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := services.StartAndAwaitRunning(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { services.StopAndAwaitTerminated(context.Background(), p) })
+	p, out := startProber(t, cfg, inv)
 
 	for _, tc := range []struct {
 		what    string
@@ -224,15 +216,7 @@ func TestVantagesProbeFromTheirSourceAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Interval, cfg.ICMP = 50*time.Millisecond, false
-	out := &sink{}
-	p, err := New(cfg, inv, out, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := services.StartAndAwaitRunning(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { services.StopAndAwaitTerminated(context.Background(), p) })
+	_, out := startProber(t, cfg, inv)
 	for _, v := range []string{"paris", "tokyo"} {
 		waitFor(t, v+" probes", func() bool {
 			return out.find(func(r *pipeline.Probe) bool { return r.Vantage == v && r.M.Site == v && r.Success }) != nil
@@ -285,15 +269,7 @@ func TestFirstFailureIsConfirmedFast(t *testing.T) {
 	var cfg Config
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
 	cfg.Vantages, cfg.Interval, cfg.FastInterval, cfg.ICMP = Vantages{{Site: "lab"}}, 2*time.Second, 100*time.Millisecond, false
-	out := &sink{}
-	p, err := New(cfg, inv, out, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := services.StartAndAwaitRunning(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { services.StopAndAwaitTerminated(context.Background(), p) })
+	_, out := startProber(t, cfg, inv)
 	waitFor(t, "a successful probe", func() bool { return out.find(func(r *pipeline.Probe) bool { return r.Success }) != nil })
 	l.Close() // the POP goes away: connections are refused from now on
 	var fails []time.Time
@@ -319,4 +295,19 @@ func TestFirstFailureIsConfirmedFast(t *testing.T) {
 	if gap := fails[2].Sub(fails[1]); gap < 1500*time.Millisecond {
 		t.Errorf("third failure %v after the second, want the regular interval (2s ± 20%%)", gap)
 	}
+}
+
+// startProber runs a prober until the test ends, with the sink its records go to.
+func startProber(t *testing.T, cfg Config, inv *inventory.Inventory) (*Prober, *sink) {
+	t.Helper()
+	out := &sink{}
+	p, err := New(cfg, inv, out, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := services.StartAndAwaitRunning(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { services.StopAndAwaitTerminated(context.Background(), p) })
+	return p, out
 }
