@@ -59,14 +59,20 @@ func control(t *testing.T, l *Lab, path, body, token string) int {
 func TestPOPDelayFollowsDistanceAndFailures(t *testing.T) {
 	l := startLab(t)
 	tokyo, _ := l.inv.POP("tokyo")
-	near, err := probe(t, l, "tokyo", tokyo.HealthURL)
-	if err != nil {
-		t.Fatal(err)
+	// The lab's delay is a floor that a loaded machine only adds to: the fastest of a
+	// few probes is the delay.
+	fastest := func(vantage string) time.Duration {
+		best := time.Hour
+		for range 5 {
+			d, err := probe(t, l, vantage, tokyo.HealthURL)
+			if err != nil {
+				t.Fatal(err)
+			}
+			best = min(best, d)
+		}
+		return best
 	}
-	far, err := probe(t, l, "newyork", tokyo.HealthURL)
-	if err != nil {
-		t.Fatal(err)
-	}
+	near, far := fastest("tokyo"), fastest("newyork")
 	// New York to Tokyo is about 10,850 km: over 100 ms round trip; Tokyo to itself about 1 ms.
 	if far < 100*time.Millisecond || near > far/4 {
 		t.Fatalf("tokyo from tokyo %s, from newyork %s", near, far)
