@@ -12,9 +12,12 @@ import (
 	"testing"
 	"time"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/cilium/cilium/api/v1/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/meridianhq/meridian/collectors/hubble/hubbletest"
 )
 
 func startLab(t *testing.T) *Lab {
@@ -194,5 +197,37 @@ func TestRelaysStreamFlowsWithCurrentTimes(t *testing.T) {
 	b, _ := json.Marshal(l.Endpoints().Relays)
 	if !strings.Contains(string(b), "par-edge") || strings.Contains(string(b), "ny-vault") {
 		t.Fatalf("relays %s", b)
+	}
+}
+
+// The calm world replays only the capture's successful exchanges: no 5xx answer reaches
+// Meridian, and every kept answer keeps its request.
+func TestRelayReplaysSuccessfulExchanges(t *testing.T) {
+	all, err := hubbletest.Load("../testdata/hubble/hubble-otel-basic-sample-348-http-flows.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := succeeded(all)
+	requests, answers := map[string]bool{}, 0
+	for _, m := range kept {
+		f := m.GetFlow()
+		switch f.GetL7().GetType() {
+		case flowpb.L7FlowType_REQUEST:
+			requests[endpoint(f, true)+">"+endpoint(f, false)] = true
+		case flowpb.L7FlowType_RESPONSE:
+			if c := f.GetL7().GetHttp().GetCode(); c >= 500 {
+				t.Fatalf("replayed a %d answer", c)
+			}
+			answers++
+		}
+	}
+	for _, m := range kept {
+		if f := m.GetFlow(); f.GetL7().GetType() == flowpb.L7FlowType_RESPONSE && !requests[endpoint(f, false)+">"+endpoint(f, true)] {
+			t.Fatalf("answer %s without its request", f.GetSummary())
+		}
+	}
+	// The capture holds 22 answers 200 and 151 answers 503.
+	if answers != 22 || len(kept) >= len(all)/2 {
+		t.Fatalf("kept %d of %d flows, %d answers", len(kept), len(all), answers)
 	}
 }
