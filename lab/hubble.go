@@ -67,28 +67,44 @@ func (r *relay) replay(ctx context.Context, samples []*observer.GetFlowsResponse
 	}
 }
 
-// succeeded keeps the flows of the capture's successful exchanges. The capture
-// (hubble-otel's 348 HTTP flows) comes from a mesh whose sidecars answered 151 of its 173
-// requests with 503: replayed as the calm world, it burnt every service's error SLO and
-// painted every site degraded. A healthy world replays only the exchanges that succeeded;
-// a failed exchange is dropped with its request (same connection, reversed).
+// healthyLatency is the longest answer a healthy exchange takes: the service latency SLO's
+// threshold (alerts/slos/service.yaml).
+const healthyLatency = 500 * time.Millisecond
+
+// succeeded keeps the flows of the capture's healthy exchanges. The capture (hubble-otel's
+// 348 HTTP flows) comes from a sick mesh: its sidecars answered 151 of 173 requests with
+// 503, and one of the two productpage answers took 3 s. Replayed as the calm world, it
+// burnt every service's error and latency SLOs, fired about 140 alerts and painted every
+// site degraded. A healthy world replays only the exchanges answered without error within
+// healthyLatency; a sick exchange is dropped with its request (same connection, reversed).
 func succeeded(samples []*observer.GetFlowsResponse) []*observer.GetFlowsResponse {
-	type conn struct{ src, dst string }
-	failed := map[conn]bool{}
-	for _, m := range samples {
+	// HTTP/1.1 answers in request order on a connection: the k-th answer on a connection
+	// is to the k-th request on it.
+	pending := map[string][]int{} // connection "client>server" -> indexes of unanswered requests
+	drop := map[int]bool{}
+	for i, m := range samples {
 		f := m.GetFlow()
-		if l7 := f.GetL7(); l7.GetType() == flowpb.L7FlowType_RESPONSE &&
-			(l7.GetHttp().GetCode() >= 500 || l7.GetDns().GetRcode() != 0) {
-			failed[conn{endpoint(f, false), endpoint(f, true)}] = true // the request's direction
+		l7 := f.GetL7()
+		switch l7.GetType() {
+		case flowpb.L7FlowType_REQUEST:
+			c := endpoint(f, true) + ">" + endpoint(f, false)
+			pending[c] = append(pending[c], i)
+		case flowpb.L7FlowType_RESPONSE:
+			c := endpoint(f, false) + ">" + endpoint(f, true)
+			req := -1
+			if q := pending[c]; len(q) > 0 {
+				req, pending[c] = q[0], q[1:]
+			}
+			if l7.GetHttp().GetCode() >= 500 || l7.GetDns().GetRcode() != 0 || l7.GetLatencyNs() > uint64(healthyLatency) {
+				drop[i], drop[req] = true, true
+			}
 		}
 	}
 	var out []*observer.GetFlowsResponse
-	for _, m := range samples {
-		f := m.GetFlow()
-		if failed[conn{endpoint(f, true), endpoint(f, false)}] || failed[conn{endpoint(f, false), endpoint(f, true)}] {
-			continue
+	for i, m := range samples {
+		if !drop[i] {
+			out = append(out, m)
 		}
-		out = append(out, m)
 	}
 	return out
 }
