@@ -16,12 +16,18 @@ type Config struct {
 	FailThreshold int           `yaml:"fail_threshold"` // consecutive probe failures that make a vantage vote "down"
 	Quorum        int           `yaml:"quorum"`         // vantages that must vote "down"; 0 = a majority of those reporting
 	Stale         time.Duration `yaml:"stale"`          // a vantage silent this long does not vote, its RTT is not used
-	MinHold       time.Duration `yaml:"min_hold"`       // a drained POP stays drained at least this long; RTT choices hold this long
+	MinHold       time.Duration `yaml:"min_hold"`       // a drained POP stays drained at least this long
 	RampStep      float64       `yaml:"ramp_step"`      // max weight change per ramp interval, as a fraction of the POP's base weight
 	RampInterval  time.Duration `yaml:"ramp_interval"`
 	TicketFactor  float64       `yaml:"ticket_factor"` // weight multiplier under a ticket-severity SLO burn
 	RTTSlack      float64       `yaml:"rtt_slack"`     // POPs within this fraction of the best RTT share a region's traffic
-	Stickiness    float64       `yaml:"stickiness"`    // RTT discount of POPs already serving, against flapping
+	// RTTHysteresis is the minimum relative improvement before RTT moves traffic: a POP
+	// joins a region's set only when its cost is this fraction inside the sharing band,
+	// and a serving POP leaves only when it is this fraction outside it.
+	RTTHysteresis float64 `yaml:"rtt_hysteresis"`
+	// RTTDwell is how long the same RTT-driven change must be wanted, tick after tick,
+	// before it applies: noise that crosses the band for a few probes moves nothing.
+	RTTDwell time.Duration `yaml:"rtt_dwell"`
 
 	Overrides []Override `yaml:"overrides"`
 
@@ -44,12 +50,13 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.FailThreshold, "steering.fail-threshold", 2, "Consecutive probe failures after which a vantage votes a POP down.")
 	f.IntVar(&c.Quorum, "steering.quorum", 0, "Vantages that must vote a POP down to drain it; 0 = a majority of the reporting vantages.")
 	f.DurationVar(&c.Stale, "steering.stale", 10*time.Second, "A vantage silent this long does not vote and its RTTs are not used.")
-	f.DurationVar(&c.MinHold, "steering.min-hold", 30*time.Second, "Minimum time a drained POP stays drained, and an RTT choice stays chosen.")
+	f.DurationVar(&c.MinHold, "steering.min-hold", 30*time.Second, "Minimum time a drained POP stays drained.")
 	f.Float64Var(&c.RampStep, "steering.ramp-step", 0.25, "Max weight change per ramp interval, as a fraction of the POP's base weight.")
 	f.DurationVar(&c.RampInterval, "steering.ramp-interval", 5*time.Second, "Interval between ramp steps.")
 	f.Float64Var(&c.TicketFactor, "steering.ticket-factor", 0.5, "Weight multiplier while a ticket-severity SLO alert fires for the POP.")
 	f.Float64Var(&c.RTTSlack, "steering.rtt-slack", 0.2, "POPs within this fraction of the best RTT share a region's traffic.")
-	f.Float64Var(&c.Stickiness, "steering.stickiness", 0.15, "RTT discount of POPs already serving a region.")
+	f.Float64Var(&c.RTTHysteresis, "steering.rtt-hysteresis", 0.1, "Minimum relative RTT improvement before traffic moves: a POP joins a region this fraction inside the sharing band and leaves this fraction outside it.")
+	f.DurationVar(&c.RTTDwell, "steering.rtt-dwell", time.Minute, "How long an RTT-driven change must be wanted continuously before it applies.")
 	f.StringVar(&c.APIListen, "steering.api-listen", "", "Serve the override API on its own listener (token required); empty: mounted by the main server only.")
 	f.StringVar(&c.APITokenFile, "steering.api-token-file", "", "File holding the override API token (else $MERIDIAN_STEERING_API_TOKEN).")
 	c.DNS.RegisterFlags("steering.dns.", f)
@@ -77,8 +84,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("steering.ticket_factor: must be in [0,1]")
 	case c.RTTSlack < 0:
 		return fmt.Errorf("steering.rtt_slack: must be >= 0")
-	case c.Stickiness < 0 || c.Stickiness >= 1:
-		return fmt.Errorf("steering.stickiness: must be in [0,1)")
+	case c.RTTHysteresis < 0 || c.RTTHysteresis >= 1:
+		return fmt.Errorf("steering.rtt_hysteresis: must be in [0,1)")
+	case c.RTTDwell < 0:
+		return fmt.Errorf("steering.rtt_dwell: must be >= 0")
 	}
 	if c.DNS.Listen != "" {
 		if err := c.DNS.Validate(); err != nil {

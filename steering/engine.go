@@ -63,7 +63,8 @@ type entry struct {
 	w, target     float64
 	cause, reason string
 	since         time.Time // last change
-	drainedAt     time.Time // last emergency drain: restore waits MinHold after it
+	heldAt        time.Time // last tick with an emergency drain target: restore waits MinHold after it
+	held          target    // that drain, whose cause and reason stand while the hold lasts
 	lastStep      time.Time
 }
 
@@ -71,8 +72,10 @@ type group struct {
 	svc        inventory.Service // Name canonical: lower case, fully qualified, as DNS matches it
 	region     inventory.ClientRegion
 	candidates []string // service POPs allowed for the region, in service order
+	pool       []string // eligible POPs the ranking chose among last
 	chosen     []string // POPs the RTT ranking chose last
-	chosenAt   time.Time
+	proposed   []string // a different choice RTT has wanted since proposedAt
+	proposedAt time.Time
 }
 
 // Engine turns probe, SLO and override state into weights, one tick at a time. It is
@@ -94,6 +97,7 @@ type Engine struct {
 	regions []string // client region names, DefaultRegion included
 	entries map[key]*entry
 	down    map[string]bool // POPs the health quorum drained, as of the last tick
+	probes  *probeState     // what gates recovery (recovery.go)
 
 	table atomic.Pointer[map[groupKey]*pick.Set]
 
@@ -108,7 +112,7 @@ type Engine struct {
 func NewEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, alertSrc alerts.Source, log *slog.Logger, reg prometheus.Registerer) (*Engine, error) {
 	e := &Engine{
 		cfg: cfg, inv: inv, app: app, alerts: alertSrc, log: log.With("component", "steering"), now: time.Now,
-		matrix: geodns.NewMatrix(), entries: map[key]*entry{}, down: map[string]bool{},
+		matrix: geodns.NewMatrix(), entries: map[key]*entry{}, down: map[string]bool{}, probes: newProbeState(),
 		weight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meridian_steering_weight", Help: "Current steering weight of a POP for a service and client region (0 = drained).",
 		}, []string{"service", "region", "pop"}),
@@ -237,16 +241,22 @@ type target struct {
 func (e *Engine) Tick(ctx context.Context) {
 	now := e.now()
 	health := e.matrix.Health(now.Add(-e.cfg.Stale), e.cfg.FailThreshold, e.cfg.Quorum)
+	cells := e.matrix.Cells(now.Add(-e.cfg.Stale))
 	rtt := map[[2]string]time.Duration{} // vantage, POP -> fresh smoothed RTT
-	for _, c := range e.matrix.Cells(now.Add(-e.cfg.Stale)) {
+	for _, c := range cells {
 		if c.RTT > 0 && now.Sub(c.LastOK) < e.cfg.Stale {
 			rtt[[2]string{c.Vantage, c.POP}] = c.RTT
 		}
 	}
-	pages, tickets := e.alertState()
+	var firing []alerts.Alert
+	if e.alerts != nil {
+		firing = e.alerts.Firing()
+	}
 
 	e.mu.Lock()
 	var decisions []pipeline.Record
+	e.probes.observe(cells, e.cfg.FailThreshold, now)
+	pages, tickets := e.alertState(firing)
 	for pop := range e.down {
 		if !health[pop].Down {
 			delete(e.down, pop)
@@ -298,32 +308,6 @@ func (e *Engine) record(ctx context.Context, decisions []pipeline.Record) {
 	e.pending = nil
 }
 
-// alertState maps firing SLO alerts to POPs: page drains, ticket lowers. The key is
-// "pop" or "service\x00pop" when the alert names a service.
-func (e *Engine) alertState() (pages, tickets map[string]string) {
-	pages, tickets = map[string]string{}, map[string]string{}
-	if e.alerts == nil {
-		return
-	}
-	for _, a := range e.alerts.Firing() {
-		pop := a.Labels["pop"]
-		if pop == "" {
-			continue
-		}
-		k := pop
-		if s := a.Labels["service"]; s != "" {
-			k = dns.CanonicalName(s) + "\x00" + pop
-		}
-		switch a.Severity {
-		case alerts.SeverityPage:
-			pages[k] = a.Name
-		case alerts.SeverityTicket:
-			tickets[k] = a.Name
-		}
-	}
-	return
-}
-
 func alertFor(m map[string]string, svc, pop string) (string, bool) {
 	if n, ok := m[pop]; ok {
 		return n, true
@@ -336,6 +320,7 @@ func alertFor(m map[string]string, svc, pop string) (string, bool) {
 func (e *Engine) targets(g *group, now time.Time, health map[string]geodns.POPHealth, rtt map[[2]string]time.Duration, pages, tickets map[string]string) map[string]target {
 	out := map[string]target{}
 	eligible := []string{}
+	held := map[string]target{} // held POPs' targets but for the hold
 	pinned := e.overrides.pinned(g.svc.Name, g.region.Name, g.candidates)
 	for _, p := range g.candidates {
 		base := e.baseWeight(p)
@@ -357,10 +342,32 @@ func (e *Engine) targets(g *group, now time.Time, health map[string]geodns.POPHe
 				t = target{base * e.cfg.TicketFactor, CauseSLO, "ticket-severity SLO burn " + name, false}
 			}
 		}
+		if en := e.entries[key{g.svc.Name, g.region.Name, p}]; en != nil && len(pinned) == 0 {
+			// Hold: a drained POP stays out until its drain's cause has been gone for
+			// MinHold, counted from the cause's end, not its start, so that a POP that
+			// answers again serves again only once it has kept answering.
+			switch {
+			case t.emergency:
+				en.heldAt, en.held = now, t
+			case t.w > 0 && now.Sub(en.heldAt) < e.cfg.MinHold:
+				held[p] = t
+				t = target{0, en.held.cause, fmt.Sprintf("held for %s after: %s", e.cfg.MinHold, en.held.reason), false}
+			}
+		}
 		if t.w > 0 {
 			eligible = append(eligible, p)
 		}
 		out[p] = t
+	}
+	if len(eligible) == 0 && len(held) > 0 {
+		// A POP that answers again, though not yet for MinHold, beats failing open to
+		// POPs that do not answer at all.
+		for _, p := range g.candidates {
+			if t, ok := held[p]; ok {
+				out[p] = target{t.w, t.cause, "last resort, cut short a hold: " + t.reason, false}
+				eligible = append(eligible, p)
+			}
+		}
 	}
 	if len(eligible) == 0 {
 		// Fail open inside the allowed set: answering with a sick POP beats answering
@@ -388,8 +395,12 @@ func (e *Engine) targets(g *group, now time.Time, health map[string]geodns.POPHe
 }
 
 // rank updates g.chosen: the eligible POPs whose cost is within RTTSlack of the best,
-// preferring the region's preferred POPs while any is eligible. The current choice is
-// kept for MinHold unless one of its POPs became ineligible, so RTT noise cannot flap it.
+// preferring the region's preferred POPs while any is eligible. Against RTT noise, the
+// band has hysteresis (a POP joins RTTHysteresis inside it and leaves RTTHysteresis
+// outside it) and a change applies only after RTTDwell of wanting the same change. When
+// the eligible pool changes (health, alerts, overrides, the end of a hold) the choice is
+// made again at once, without hysteresis: that is not noise, detection-to-steer must
+// stay fast, and a healed POP must get its traffic back as it had it before.
 func (e *Engine) rank(g *group, eligible []string, rtt map[[2]string]time.Duration, now time.Time) []string {
 	pool := eligible
 	if pref := filter(g.region.Preferred, eligible); len(pref) > 0 {
@@ -398,27 +409,36 @@ func (e *Engine) rank(g *group, eligible []string, rtt map[[2]string]time.Durati
 	cost := map[string]float64{}
 	best := math.Inf(1)
 	for _, p := range pool {
-		c := e.cost(g.region, p, rtt)
-		if slices.Contains(g.chosen, p) {
-			c *= 1 - e.cfg.Stickiness
-		}
-		cost[p] = c
-		best = min(best, c)
+		cost[p] = e.cost(g.region, p, rtt)
+		best = min(best, cost[p])
 	}
-	var chosen []string
-	for _, p := range pool {
-		if cost[p] <= best*(1+e.cfg.RTTSlack)+1e-9 {
-			chosen = append(chosen, p)
-		}
+	limit := best*(1+e.cfg.RTTSlack) + 1e-9
+	settled := slices.Equal(pool, g.pool)
+	band := func(hysteresis bool) []string {
+		return slices.DeleteFunc(slices.Clone(pool), func(p string) bool {
+			switch {
+			case !hysteresis:
+				return cost[p] > limit
+			case slices.Contains(g.chosen, p):
+				return cost[p] > limit*(1+e.cfg.RTTHysteresis)
+			default:
+				return cost[p]*(1+e.cfg.RTTHysteresis) > limit
+			}
+		})
 	}
-	stillValid := len(g.chosen) > 0
-	for _, p := range g.chosen {
-		if !slices.Contains(pool, p) {
-			stillValid = false
-		}
+	want := band(settled)
+	if len(want) == 0 { // every serving POP left, and none is far enough inside to join
+		want = band(false)
 	}
-	if !slices.Equal(chosen, g.chosen) && (!stillValid || now.Sub(g.chosenAt) >= e.cfg.MinHold) {
-		g.chosen, g.chosenAt = chosen, now
+	switch {
+	case !settled:
+		g.chosen, g.pool, g.proposed = want, pool, nil
+	case slices.Equal(want, g.chosen):
+		g.proposed = nil
+	case !slices.Equal(want, g.proposed):
+		g.proposed, g.proposedAt = want, now
+	case now.Sub(g.proposedAt) >= e.cfg.RTTDwell:
+		g.chosen, g.proposed = want, nil
 	}
 	return g.chosen
 }
@@ -471,8 +491,7 @@ func (e *Engine) baseWeight(pop string) float64 {
 }
 
 // step moves each weight of a group toward its target: emergency drains at once,
-// everything else by at most RampStep × base per RampInterval, and a drained POP is
-// held at its drained weight for MinHold before it may rise again.
+// everything else by at most RampStep × base per RampInterval.
 func (e *Engine) step(g *group, targets map[string]target, now time.Time) []pipeline.Record {
 	var recs []pipeline.Record
 	change := func(p string, en *entry, w float64, t target) {
@@ -515,16 +534,11 @@ func (e *Engine) step(g *group, targets map[string]target, now time.Time) []pipe
 		switch {
 		case t.w < w && t.emergency:
 			w = t.w
-			en.drainedAt = now
 		case t.w != w && now.Sub(en.lastStep) >= e.cfg.RampInterval:
-			if t.w > w && now.Sub(en.drainedAt) < e.cfg.MinHold {
-				t.cause, t.reason = en.cause, en.reason // held down: the drain's reason still stands
-				break
-			}
 			stepSize := e.cfg.RampStep * e.baseWeight(p)
 			if t.w > w {
 				w = min(t.w, w+stepSize)
-				if en.w == 0 && !en.drainedAt.IsZero() && t.cause != CauseFailOpen {
+				if en.w == 0 && !en.heldAt.IsZero() && t.cause != CauseFailOpen {
 					t.cause, t.reason = CauseRestore, "ramping up: "+t.reason
 				}
 			} else {

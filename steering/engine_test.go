@@ -3,6 +3,8 @@ package steering
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"math/rand/v2"
 	"net/http"
 	"net/http/httptest"
 	"slices"
@@ -223,7 +225,7 @@ func TestFailOpenKeepsResidency(t *testing.T) {
 func TestMeasuredRTTBeatsDistance(t *testing.T) {
 	h := newHarness(t)
 	// London's vantage measures Tokyo closer than London itself (say, a broken path):
-	// measured RTT wins over distance, but only after the current choice's hold time.
+	// measured RTT wins over distance, but only after the dwell time.
 	fresh := func() {
 		h.probe("london", "lon", true, 90*time.Millisecond)
 		h.probe("london", "tyo", true, 10*time.Millisecond)
@@ -232,11 +234,83 @@ func TestMeasuredRTTBeatsDistance(t *testing.T) {
 	}
 	h.advance(5*time.Second, fresh)
 	if got := h.answers("uk"); !slices.Equal(got, []string{"lon"}) {
-		t.Fatalf("RTT choice changed within MinHold: uk served by %v", got)
+		t.Fatalf("RTT choice changed within RTTDwell: uk served by %v", got)
 	}
-	h.advance(h.e.cfg.MinHold+30*time.Second, fresh)
+	h.advance(h.e.cfg.RTTDwell+30*time.Second, fresh)
 	if w := h.weights("uk"); w["tyo"] != 1 || w["lon"] != 0 {
 		t.Fatalf("uk weights %v, want tyo 1 and lon 0", w)
+	}
+}
+
+// TestRTTNoiseMovesNothing feeds RTTs that jitter around fixed values for half an hour:
+// around equal values, and around the edge of the sharing band, where a POP is as near
+// to joining as to staying out. Noise must not change a single weight.
+func TestRTTNoiseMovesNothing(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		lon, nbg time.Duration // London's view; nyc and tyo are far
+		noise    float64       // each probe's RTT is off by up to this fraction, either way
+	}{
+		{"equal", 10 * time.Millisecond, 10 * time.Millisecond, 0.3},
+		{"band edge", 10 * time.Millisecond, 12 * time.Millisecond, 0.15},
+		{"just outside the band", 10 * time.Millisecond, 12500 * time.Microsecond, 0.15},
+		{"just inside the band", 10 * time.Millisecond, 11500 * time.Microsecond, 0.15},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			rnd := rand.New(rand.NewPCG(1, 2))
+			jitter := func(d time.Duration) time.Duration {
+				return time.Duration(float64(d) * (1 + tc.noise*(2*rnd.Float64()-1)))
+			}
+			fresh := func() {
+				h.probe("london", "lon", true, jitter(tc.lon))
+				h.probe("london", "nbg", true, jitter(tc.nbg))
+				h.probe("london", "nyc", true, jitter(70*time.Millisecond))
+				h.probe("london", "tyo", true, jitter(200*time.Millisecond))
+			}
+			// Warm-up: measured RTTs replace the distance estimate, and the choice settles
+			// once the noise lets a change be wanted for a whole dwell.
+			h.advance(10*time.Minute, fresh)
+			before := len(h.rec.decisions())
+			settled := h.weights("uk")
+			h.advance(30*time.Minute, fresh)
+			var moved []string
+			for _, d := range h.rec.decisions()[before:] {
+				if d.ClientRegion == "uk" {
+					moved = append(moved, fmt.Sprintf("%s %v->%v", d.POP, d.OldWeight, d.NewWeight))
+				}
+			}
+			if len(moved) > 0 {
+				t.Fatalf("noise moved uk's weights %d times (settled at %v): %v", len(moved), settled, moved)
+			}
+		})
+	}
+}
+
+// TestRTTSustainedImprovementMoves: a POP that becomes and stays clearly nearer takes the
+// traffic, but only after RTTDwell, and then ramps in bounded steps.
+func TestRTTSustainedImprovementMoves(t *testing.T) {
+	h := newHarness(t)
+	nbg := 30 * time.Millisecond
+	fresh := func() {
+		h.probe("london", "lon", true, 10*time.Millisecond)
+		h.probe("london", "nbg", true, nbg)
+	}
+	h.advance(2*time.Minute, fresh)
+	if w := h.weights("uk"); w["lon"] != 1 || w["nbg"] != 0 {
+		t.Fatalf("uk weights %v, want lon 1", w)
+	}
+	nbg = 5 * time.Millisecond // a real, lasting improvement: half London's RTT
+	h.advance(h.e.cfg.RTTDwell-5*time.Second, fresh)
+	if w := h.weights("uk"); w["lon"] != 1 || w["nbg"] != 0 {
+		t.Fatalf("uk weights %v before the dwell ended, want still lon 1", w)
+	}
+	h.advance(10*time.Second+4*h.e.cfg.RampInterval, fresh)
+	if w := h.weights("uk"); w["lon"] != 0 || w["nbg"] != 1 {
+		t.Fatalf("uk weights %v after dwell and ramp, want nbg 1", w)
+	}
+	if d := h.lastDecision("uk", "nbg"); d == nil || d.Cause != CauseRTT {
+		t.Fatalf("decision %+v, want cause rtt", d)
 	}
 }
 

@@ -76,7 +76,7 @@ func (s staticAlerts) Firing() []alerts.Alert { return s }
 // the test.
 func startMap(t testing.TB, cfg Config, inv *inventory.Inventory, src alerts.Source) (*Map, *httptest.Server) {
 	t.Helper()
-	m, err := New(cfg, inv, src, nil, prometheus.NewRegistry())
+	m, err := New(cfg, inv, src, nil, nil, prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -28,14 +28,37 @@ type Map struct {
 	graph    *graph
 	hub      *hub
 	alerts   alerts.Source
+	weights  WeightSource
 	metrics  *metrics
 	stopping chan struct{}
 }
 
 var _ pipeline.Consumer = (*Map)(nil)
 
-// New builds the map from the inventory. alertSrc may be nil (no alert overlay).
-func New(cfg Config, inv *inventory.Inventory, alertSrc alerts.Source, logger *slog.Logger, reg prometheus.Registerer) (*Map, error) {
+// Weight is one steering weight as the steering module reports it now.
+type Weight struct {
+	Service, Region, POP string
+	Weight               float64
+	Cause, Reason        string
+	Since                time.Time // when the weight last changed
+}
+
+// WeightSource gives steering's current weights. The map polls it with the alerts, so
+// that a weight that does not change is still observed: steering records a decision only
+// when a weight changes, and without this its arrows would age to unknown in a calm world.
+type WeightSource interface {
+	CurrentWeights() []Weight
+}
+
+// WeightsFunc adapts a function to WeightSource.
+type WeightsFunc func() []Weight
+
+// CurrentWeights calls f.
+func (f WeightsFunc) CurrentWeights() []Weight { return f() }
+
+// New builds the map from the inventory. alertSrc may be nil (no alert overlay), and
+// weights nil (steer arrows from decision records alone).
+func New(cfg Config, inv *inventory.Inventory, alertSrc alerts.Source, weights WeightSource, logger *slog.Logger, reg prometheus.Registerer) (*Map, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
@@ -49,7 +72,7 @@ func New(cfg Config, inv *inventory.Inventory, alertSrc alerts.Source, logger *s
 	var epoch [8]byte
 	rand.Read(epoch[:])
 	m := &Map{
-		cfg: cfg, log: logger.With("component", "topomap"), token: token, alerts: alertSrc,
+		cfg: cfg, log: logger.With("component", "topomap"), token: token, alerts: alertSrc, weights: weights,
 		graph: newGraph(inv, Rules{
 			StaleAfter: cfg.StaleAfter, ExpireAfter: cfg.ExpireAfter, OSDLatencyDegraded: cfg.OSDLatencyDegraded,
 			ProbeRTTDegraded: cfg.ProbeRTTDegraded, FlowErrorDegraded: cfg.FlowErrorDegraded,
@@ -83,7 +106,7 @@ func (m *Map) running(ctx context.Context) error {
 	defer age.Stop()
 	poll := time.NewTicker(m.cfg.AlertPoll)
 	defer poll.Stop()
-	m.pollAlerts()
+	m.poll()
 	for {
 		select {
 		case <-ctx.Done():
@@ -93,7 +116,7 @@ func (m *Map) running(ctx context.Context) error {
 		case <-age.C:
 			m.graph.age()
 		case <-poll.C:
-			m.pollAlerts()
+			m.poll()
 		}
 	}
 }
@@ -103,9 +126,14 @@ func (m *Map) stopped(error) error {
 	return nil
 }
 
-func (m *Map) pollAlerts() {
+// poll reads the sources whose state is not carried by records: firing alerts, and
+// steering's unchanged weights.
+func (m *Map) poll() {
 	if m.alerts != nil {
 		m.graph.applyAlerts(m.alerts.Firing())
+	}
+	if m.weights != nil {
+		m.graph.applyWeights(m.weights.CurrentWeights())
 	}
 }
 

@@ -321,33 +321,70 @@ func (g *graph) applyProbe(r *pipeline.Probe, now time.Time) {
 }
 
 func (g *graph) applySteering(r *pipeline.SteeringDecision, now time.Time) {
-	pop := g.node(popID(r.POP), KindPOP, g.popSite(r.POP), "", r.POP)
+	g.setWeight(Weight{Service: r.Service, Region: r.ClientRegion, POP: r.POP, Weight: r.NewWeight, Cause: r.Cause, Reason: r.Reason, Since: r.M.Time}, r.OldWeight, now)
+}
+
+// setWeight draws one steering weight: a decision (old is the weight before it) or a
+// weight steering reports unchanged (old is the weight the map shows).
+func (g *graph) setWeight(w Weight, old float64, now time.Time) {
+	pop := g.node(popID(w.POP), KindPOP, g.popSite(w.POP), "", w.POP)
 	base := 1.0
 	if g.inv != nil {
-		if p, ok := g.inv.POP(r.POP); ok {
+		if p, ok := g.inv.POP(w.POP); ok {
 			base = baseWeight(p)
 		}
 	}
-	if r.ClientRegion == "" {
+	if w.Region == "" {
 		// A global decision is the POP's weight for the service.
-		metricMap(&pop.n.Metrics)["weight/"+r.Service] = r.NewWeight
+		metricMap(&pop.n.Metrics)["weight/"+w.Service] = w.Weight
 		g.markNode(pop.n.ID)
-		g.observeNode(pop, now, r.M.Time)
+		g.observeNode(pop, now, w.Since)
 		return
 	}
-	rn := g.node(regionID(r.ClientRegion), KindRegion, "", "", r.ClientRegion)
-	es := g.edge("steer:"+r.ClientRegion+"->"+r.POP+"/"+r.Service, KindSteer, rn.n.ID, pop.n.ID)
+	rn := g.node(regionID(w.Region), KindRegion, "", "", w.Region)
+	es := g.edge(steerID(w), KindSteer, rn.n.ID, pop.n.ID)
+	if w.Since.Before(es.weightAt) {
+		// A decision the pipeline delivered after steering had already reported a later
+		// weight: it is still an observation, but not the current weight.
+		es.seen = now
+		return
+	}
+	es.weightAt = w.Since
 	status := pipeline.StatusOK
 	switch {
-	case r.NewWeight <= 0:
+	case w.Weight <= 0:
 		status = pipeline.StatusDown
-	case r.NewWeight < base:
+	case w.Weight < base:
 		status = pipeline.StatusDegraded
 	}
 	m := metricMap(&es.e.Metrics)
-	m["weight"], m["old_weight"] = r.NewWeight, r.OldWeight
+	m["weight"], m["old_weight"] = w.Weight, old
 	at := attrMap(&es.e.Attrs)
-	at["service"], at["cause"], at["reason"] = r.Service, r.Cause, r.Reason
-	g.observeEdge(es, status, now, r.M.Time)
-	g.observeNode(rn, now, r.M.Time)
+	at["service"], at["cause"], at["reason"] = w.Service, w.Cause, w.Reason
+	g.observeEdge(es, status, now, w.Since)
+	g.observeNode(rn, now, w.Since)
+}
+
+func steerID(w Weight) string { return "steer:" + w.Region + "->" + w.POP + "/" + w.Service }
+
+// applyWeights folds in the weights steering reports now. Each is an observation, so a
+// weight that stays the same stays fresh (decisions come only on change); only what
+// differs from the map, or had gone stale, goes out in the next delta.
+func (g *graph) applyWeights(ws []Weight) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	now := g.now()
+	for _, w := range ws {
+		es, ok := g.edges[steerID(w)]
+		if !ok {
+			g.setWeight(w, w.Weight, now)
+			continue
+		}
+		if es.base != pipeline.StatusUnknown && es.e.Metrics["weight"] == w.Weight && es.e.Attrs["cause"] == w.Cause && es.e.Attrs["reason"] == w.Reason {
+			es.seen = now
+			g.observeNode(g.nodes[es.e.Source], now, w.Since)
+			continue
+		}
+		g.setWeight(w, es.e.Metrics["weight"], now)
+	}
 }

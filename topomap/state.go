@@ -31,12 +31,13 @@ type nodeState struct {
 }
 
 type edgeState struct {
-	e       *Edge
-	base    string
-	alert   string
-	seen    time.Time
-	sides   map[string]tunnelSide // tunnels: each end's latest report
-	counted bool                  // its status is counted in its ends' inputs
+	e        *Edge
+	base     string
+	alert    string
+	seen     time.Time
+	sides    map[string]tunnelSide // tunnels: each end's latest report
+	counted  bool                  // its status is counted in its ends' inputs
+	weightAt time.Time             // steer edges: when the weight shown was decided
 }
 
 type tunnelSide struct {
@@ -118,7 +119,14 @@ func (g *graph) seed() {
 			"continents": strings.Join(r.Continents, ","), "countries": strings.Join(r.Countries, ","),
 		}
 	}
+	// Steering's region for clients no configured region matches (steering.DefaultRegion)
+	// is steered like any other: declared, though no place on the map.
+	if _, ok := g.nodes[regionID(defaultRegion)]; !ok {
+		g.node(regionID(defaultRegion), KindRegion, "", "", defaultRegion).inventory = true
+	}
 }
+
+const defaultRegion = "default"
 
 func baseWeight(p inventory.POP) float64 {
 	if p.BaseWeight > 0 {

@@ -253,7 +253,7 @@ func (a *app) initTopomap() (services.Service, error) {
 			}
 		}
 	}
-	m, err := topomap.New(a.cfg.Topomap, &a.cfg.Inventory, a.alerts(), a.logger("topomap"), a.reg)
+	m, err := topomap.New(a.cfg.Topomap, &a.cfg.Inventory, a.alerts(), a.weights(), a.logger("topomap"), a.reg)
 	if err != nil {
 		return nil, err
 	}
@@ -289,6 +289,21 @@ func (s alertSource) Firing() []alerts.Alert {
 		return nil
 	}
 	return s.a.ruler.Firing()
+}
+
+// weights is steering's current weights for the map, or none when steering does not run here.
+func (a *app) weights() topomap.WeightSource {
+	return topomap.WeightsFunc(func() []topomap.Weight {
+		if a.steering == nil {
+			return nil
+		}
+		ws := a.steering.Weights().Entries
+		out := make([]topomap.Weight, len(ws))
+		for i, w := range ws {
+			out[i] = topomap.Weight{Service: w.Service, Region: w.Region, POP: w.POP, Weight: w.Weight, Cause: w.Cause, Reason: w.Reason, Since: w.Since}
+		}
+		return out
+	})
 }
 
 // goKitLogger lets dskit, which logs with go-kit, write through slog.

@@ -52,6 +52,7 @@ type Config struct {
 	HTTPInterval time.Duration `yaml:"http_interval"` // 0: Interval
 	ICMPInterval time.Duration `yaml:"icmp_interval"` // 0: Interval
 	Jitter       float64       `yaml:"jitter"`        // fraction of the interval, spreads probes of many vantages
+	FastInterval time.Duration `yaml:"fast_interval"` // after a first failure, the next probe comes this soon; 0: off
 	Timeout      time.Duration `yaml:"timeout"`       // per probe
 	DNSServer    string        `yaml:"dns_server"`    // host:port of the authoritative GeoDNS; "" disables DNS probes
 	ICMP         bool          `yaml:"icmp"`          // try ICMP echo (needs root or ping_group_range)
@@ -66,6 +67,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.HTTPInterval, "geodns.http-interval", 0, "HTTP(S) probe interval (0: -geodns.interval).")
 	f.DurationVar(&c.ICMPInterval, "geodns.icmp-interval", 0, "ICMP echo probe interval (0: -geodns.interval).")
 	f.Float64Var(&c.Jitter, "geodns.jitter", 0.2, "Random spread of each interval, as a fraction of it.")
+	f.DurationVar(&c.FastInterval, "geodns.fast-interval", 500*time.Millisecond, "After a probe fails where the one before succeeded, probe again this soon, to confirm or clear the failure quickly (HAProxy's fastinter); 0: off.")
 	f.DurationVar(&c.Timeout, "geodns.timeout", 800*time.Millisecond, "Timeout of one probe.")
 	f.StringVar(&c.DNSServer, "geodns.dns-server", "", "host:port of the authoritative GeoDNS to query with EDNS Client Subnet; empty disables DNS probes.")
 	f.BoolVar(&c.ICMP, "geodns.icmp", true, "Send ICMP echo probes where the process may (root or net.ipv4.ping_group_range).")
@@ -98,6 +100,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Jitter < 0 || c.Jitter >= 1 {
 		return fmt.Errorf("geodns.jitter: must be in [0,1), got %v", c.Jitter)
+	}
+	if c.FastInterval < 0 {
+		return fmt.Errorf("geodns.fast_interval: must be >= 0, got %s", c.FastInterval)
 	}
 	if c.Timeout <= 0 {
 		return fmt.Errorf("geodns.timeout: must be > 0, got %s", c.Timeout)

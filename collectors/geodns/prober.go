@@ -191,29 +191,38 @@ func (p *Prober) running(ctx context.Context) error {
 }
 
 // loop runs one target until ctx ends. Each wait is the interval ± jitter, so that many
-// vantages probing one POP do not arrive in lockstep.
+// vantages probing one POP do not arrive in lockstep. A first failure is confirmed or
+// cleared after FastInterval: steering drains on consecutive failures, and waiting a
+// whole interval for the second one would double detection time.
 func (p *Prober) loop(ctx context.Context, t target) {
 	timer := time.NewTimer(time.Duration(rand.Float64() * float64(t.every)))
 	defer timer.Stop()
+	wasOK := true
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
 		}
-		p.probeOnce(ctx, t)
+		ok := p.probeOnce(ctx, t)
 		spread := p.cfg.Jitter * float64(t.every)
-		timer.Reset(t.every + time.Duration((rand.Float64()*2-1)*spread))
+		wait := t.every + time.Duration((rand.Float64()*2-1)*spread)
+		if !ok && wasOK && p.cfg.FastInterval > 0 {
+			wait = min(wait, p.cfg.FastInterval)
+		}
+		wasOK = ok
+		timer.Reset(wait)
 	}
 }
 
-func (p *Prober) probeOnce(ctx context.Context, t target) {
+// probeOnce runs one probe and reports whether it succeeded (true when shutting down).
+func (p *Prober) probeOnce(ctx context.Context, t target) bool {
 	pctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	now := time.Now()
 	rec := t.run(pctx)
 	cancel()
 	if ctx.Err() != nil {
-		return // shutting down: a cancelled probe says nothing about the POP
+		return true // shutting down: a cancelled probe says nothing about the POP
 	}
 	rec.M = pipeline.Meta{Time: now, Collector: "geodns/" + t.v.site, Site: t.v.site}
 	rec.Vantage = t.v.site
@@ -232,4 +241,5 @@ func (p *Prober) probeOnce(ctx context.Context, t target) {
 	if err := p.app.Append(ctx, &rec); err != nil && !errors.Is(err, context.Canceled) {
 		p.log.Warn("append probe", "err", err)
 	}
+	return rec.Success
 }

@@ -255,3 +255,64 @@ func TestVantagesValidate(t *testing.T) {
 		}
 	}
 }
+
+// TestFirstFailureIsConfirmedFast: after a success, a failed probe is followed by the
+// next one after fast_interval, not a whole interval; further failures of the same run
+// go back to the interval, so a dead POP is not probed faster for ever.
+func TestFirstFailureIsConfirmedFast(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+		}
+	}()
+	inv := &inventory.Inventory{
+		Sites: []inventory.Site{{Name: "lab"}, {Name: "edge"}},
+		POPs:  []inventory.POP{{Name: "p", Site: "edge", TCPAddr: addr}},
+	}
+	var cfg Config
+	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
+	cfg.Vantages, cfg.Interval, cfg.FastInterval, cfg.ICMP = Vantages{{Site: "lab"}}, 2*time.Second, 100*time.Millisecond, false
+	out := &sink{}
+	p, err := New(cfg, inv, out, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := services.StartAndAwaitRunning(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { services.StopAndAwaitTerminated(context.Background(), p) })
+	waitFor(t, "a successful probe", func() bool { return out.find(func(r *pipeline.Probe) bool { return r.Success }) != nil })
+	l.Close() // the POP goes away: connections are refused from now on
+	var fails []time.Time
+	deadline := time.Now().Add(15 * time.Second)
+	for len(fails) < 3 {
+		if time.Now().After(deadline) {
+			t.Fatalf("saw %d failed probes in 15 s, want 3", len(fails))
+		}
+		fails = fails[:0]
+		out.mu.Lock()
+		for _, r := range out.probes {
+			if !r.Success {
+				fails = append(fails, r.M.Time)
+			}
+		}
+		out.mu.Unlock()
+		time.Sleep(20 * time.Millisecond) // polling a condition, bounded by the deadline
+	}
+	// Jitter is 20%: a regular wait is at least 1.6 s.
+	if gap := fails[1].Sub(fails[0]); gap > time.Second {
+		t.Errorf("second failure %v after the first, want about fast_interval (100ms)", gap)
+	}
+	if gap := fails[2].Sub(fails[1]); gap < 1500*time.Millisecond {
+		t.Errorf("third failure %v after the second, want the regular interval (2s ± 20%%)", gap)
+	}
+}
