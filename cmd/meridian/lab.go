@@ -214,7 +214,8 @@ func waitReady(ctx context.Context, base string, limit time.Duration, done <-cha
 }
 
 // processResources samples this process: RSS from /proc, the live Go heap (what the last
-// GC kept, so the GC's sawtooth does not hide growth) and each table's active parts.
+// GC kept, so the GC's sawtooth does not hide growth), the memory the embedded engine
+// tracks and each table's active parts.
 func processResources(ctx context.Context, a *app) (lab.Resources, error) {
 	var r lab.Resources
 	statm, err := os.ReadFile("/proc/self/statm")
@@ -244,7 +245,12 @@ func processResources(ctx context.Context, a *app) (lab.Resources, error) {
 			r.Parts[table] = n
 		}
 	}
-	return r, nil
+	out, err = a.store.Query(ctx, "SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'", "TSV")
+	if err != nil {
+		return r, err
+	}
+	_, err = fmt.Sscan(string(out), &r.Engine)
+	return r, err
 }
 
 // labOverlay points cfg at the lab's peers, as an operator's file would point it at real ones.

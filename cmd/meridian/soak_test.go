@@ -46,9 +46,7 @@ func TestLabSoak(t *testing.T) {
 		"-storage.path=" + enginePath, "-storage.database=soak", "-pipeline.spool.path=" + filepath.Join(dir, "spool"),
 		"-ruler.data-dir=" + filepath.Join(dir, "ruler"), "-hubble.state-dir=" + filepath.Join(dir, "hubble"),
 		fmt.Sprintf("-steering.dns.listen=127.0.0.1:%d", amtest.FreePort(t)), "-steering.dns.zone=" + lab.Zone,
-	}
-	for _, s := range specs {
-		args = append(args, "-ruler.spec-files="+s)
+		"-ruler.spec-files=" + strings.Join(specs, ","),
 	}
 	cfg, err := parseConfig(args, io.Discard)
 	if err != nil {
