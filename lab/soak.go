@@ -177,7 +177,7 @@ type soak struct {
 }
 
 type resourceSample struct {
-	t         float64 // s since warm-up ended
+	t                 float64 // s since warm-up ended
 	rss, heap, engine float64 // MB
 }
 
