@@ -172,8 +172,9 @@ type soak struct {
 	fires          map[string]float64 // failure kind -> s from injection to its alert firing
 	failedAt       map[string]time.Time
 	healedAt       map[string]time.Time
-	fullAt         float64 // s from the POP heal to every weight back to its calm value
-	osdSeen        float64 // s from the OSD failure to the map showing it
+	resolved       map[string]bool // page resolved after the heal
+	fullAt         float64         // s from the POP heal to every weight back to its calm value
+	osdSeen        float64         // s from the OSD failure to the map showing it
 }
 
 type resourceSample struct {
@@ -192,7 +193,7 @@ func (l *Lab) Soak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 		cfg.Log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := &soak{cfg: cfg, lab: l, http: &http.Client{Timeout: 10 * time.Second}, start: time.Now(),
-		fires: map[string]float64{}, failedAt: map[string]time.Time{}, healedAt: map[string]time.Time{},
+		fires: map[string]float64{}, failedAt: map[string]time.Time{}, healedAt: map[string]time.Time{}, resolved: map[string]bool{},
 		parts: map[string]int{}, calmAlertNames: map[string]bool{}, fullAt: math.NaN(), osdSeen: math.NaN()}
 	phases := soakPhases()
 	var warmUp time.Duration
@@ -490,6 +491,20 @@ func steerStatus(w float64) string {
 func (s *soak) failureChecks(now time.Time, w map[string]float64, firing map[string]bool, snap mapSnapshot) {
 	alertOf := map[string]string{"pop": "MeridianPOPAvailability{page,pop=" + soakPOP.Target,
 		"tunnel": "MeridianTunnelAvailability{page,", "osd": "MeridianCephWriteLatency{"}
+	for kind, healed := range s.healedAt {
+		// The page resolves along its SLO windows, after the heal: noted, not judged.
+		if _, fired := s.fires[kind]; !fired || s.resolved[kind] {
+			continue
+		}
+		still := false
+		for n := range firing {
+			still = still || strings.HasPrefix(n, alertOf[kind]) && (kind != "tunnel" || strings.Contains(n, "nuremberg"))
+		}
+		if !still {
+			s.resolved[kind] = true
+			s.note("%s heal: its page resolved %.1f s after the heal", kind, now.Sub(healed).Seconds())
+		}
+	}
 	for kind, at := range s.failedAt {
 		// Watched up to the budget even after the heal: a page that fires late is late,
 		// not absent.
