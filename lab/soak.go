@@ -51,9 +51,9 @@ const (
 	// the first half hour bounded buffers are still filling (the map's delta history, the
 	// ruler's head chunks, the engine's caches), which a regression cannot tell from a
 	// leak. Shorter soaks report the slope without judging it.
-	minGrowthWindow = 30 * time.Minute
-	soakCheckEvery  = time.Second
-	soakResourceEvery      = 5 * time.Second
+	minGrowthWindow   = 30 * time.Minute
+	soakCheckEvery    = time.Second
+	soakResourceEvery = 5 * time.Second
 )
 
 // soakPhase is one step of the schedule: a failure to inject (none: calm or heal) for a
