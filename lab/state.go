@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+
+	"github.com/meridianhq/meridian/internal/jsonbody"
 )
 
 // Failure is one injected fault. Kind is pop, tunnel or osd; Target names the POP, the
@@ -120,9 +122,7 @@ func (s *State) Handler() http.Handler {
 	})
 	mux.HandleFunc("POST /lab/fail", func(w http.ResponseWriter, r *http.Request) {
 		var f Failure
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, 4096))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&f); err != nil {
+		if err := jsonbody.DecodeRequest(w, r, 4096, &f); err != nil {
 			http.Error(w, "lab fail: bad request body: "+err.Error(), http.StatusBadRequest)
 			return
 		}

@@ -26,10 +26,12 @@ type Config struct {
 }
 
 // RetryConfig bounds the exponential, jittered backoff between insert attempts. A block is
-// retried until it is stored (or the Inserter marks its error Permanent).
+// retried until it is stored, or until RejectAfter of its attempts failed with an error the
+// Inserter marks Permanent (the store refuses the block itself).
 type RetryConfig struct {
-	MinBackoff time.Duration `yaml:"min_backoff"`
-	MaxBackoff time.Duration `yaml:"max_backoff"`
+	MinBackoff  time.Duration `yaml:"min_backoff"`
+	MaxBackoff  time.Duration `yaml:"max_backoff"`
+	RejectAfter int           `yaml:"reject_after"`
 }
 
 func (c RetryConfig) backoff() backoff.Config {
@@ -53,6 +55,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.InsertTimeout, "pipeline.insert-timeout", 30*time.Second, "Timeout of one insert attempt.")
 	f.DurationVar(&c.Retry.MinBackoff, "pipeline.retry.min-backoff", 100*time.Millisecond, "First delay before retrying a failed insert; it doubles up to the maximum, with jitter.")
 	f.DurationVar(&c.Retry.MaxBackoff, "pipeline.retry.max-backoff", 30*time.Second, "Largest delay between insert retries.")
+	f.IntVar(&c.Retry.RejectAfter, "pipeline.retry.reject-after", 3, "Attempts a block gets when the store refuses it for good (a permanent error, not a transport failure) before it is moved to the spool's rejected/ folder and its kind moves on.")
 	f.DurationVar(&c.ShutdownTimeout, "pipeline.shutdown-timeout", 10*time.Second, "On stop, how long to keep inserting spooled blocks; what is left stays in the spool for the next start.")
 	f.StringVar(&c.Spool.Path, "pipeline.spool.path", "./data/spool", "Directory of the disk spool holding blocks until they are stored.")
 	c.Spool.MaxBytes = 1 << 30
@@ -77,6 +80,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("pipeline.retry.min_backoff: must be positive, got %s", c.Retry.MinBackoff)
 	case c.Retry.MaxBackoff < c.Retry.MinBackoff:
 		return fmt.Errorf("pipeline.retry.max_backoff: %s is below min_backoff %s", c.Retry.MaxBackoff, c.Retry.MinBackoff)
+	case c.Retry.RejectAfter < 1:
+		return fmt.Errorf("pipeline.retry.reject_after: must be at least 1, got %d", c.Retry.RejectAfter)
 	case c.ShutdownTimeout < 0:
 		return fmt.Errorf("pipeline.shutdown_timeout: must not be negative, got %s", c.ShutdownTimeout)
 	case c.Spool.Path == "":

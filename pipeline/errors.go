@@ -8,9 +8,10 @@ import (
 )
 
 // Permanent marks an Inserter error that retrying cannot fix (for example the server
-// refuses the block's columns). The pipeline then moves the block to the spool's
-// rejected/ folder and counts its rows as dropped instead of retrying it forever and
-// stalling its record kind. Any other error is retried until the block is stored.
+// refuses the block's columns). After retry.reject_after such attempts the pipeline moves
+// the block to the spool's rejected/ folder and counts its rows as dropped instead of
+// retrying it forever and stalling its record kind. Any other error is retried until the
+// block is stored.
 func Permanent(err error) error {
 	if err == nil {
 		return nil

@@ -474,6 +474,7 @@ func (p *Pipeline) deliver(ctx context.Context, e *spoolEntry) bool {
 		return true
 	}
 	bo := newBackoff(ctx, p.cfg.Retry)
+	refused := 0 // attempts that failed with a permanent error
 	for {
 		err := p.insert(ctx, b)
 		if err == nil {
@@ -482,20 +483,24 @@ func (p *Pipeline) deliver(ctx context.Context, e *spoolEntry) bool {
 			p.spool.remove(e)
 			return true
 		}
-		if IsPermanent(err) {
-			p.m.blocksRejected.WithLabelValues(kind).Inc()
-			p.m.dropped.WithLabelValues(kind, "rejected").Add(float64(b.Rows))
-			p.log.Error("pipeline: block rejected for good, moved to the spool's rejected/ folder",
-				"kind", kind, "rows", b.Rows, "token", b.Token, "file", spoolName(e.seq), "err", err)
-			p.spool.reject(e)
-			return true
-		}
 		if ctx.Err() != nil {
 			return false
 		}
 		p.m.blocksFailed.WithLabelValues(kind).Inc()
+		// A few attempts, not one: an error wrongly classed permanent costs a short delay
+		// rather than the block.
+		if IsPermanent(err) {
+			if refused++; refused >= p.cfg.Retry.RejectAfter {
+				p.m.blocksRejected.WithLabelValues(kind).Inc()
+				p.m.dropped.WithLabelValues(kind, "rejected").Add(float64(b.Rows))
+				p.log.Error("pipeline: block refused for good, moved to the spool's rejected/ folder; its kind continues",
+					"kind", kind, "rows", b.Rows, "token", b.Token, "file", spoolName(e.seq), "attempts", bo.NumRetries()+1, "err", err)
+				p.spool.reject(e)
+				return true
+			}
+		}
 		p.log.Warn("pipeline: insert failed, block stays spooled and is retried",
-			"kind", kind, "rows", b.Rows, "token", b.Token, "attempt", bo.NumRetries()+1, "err", err)
+			"kind", kind, "rows", b.Rows, "token", b.Token, "attempt", bo.NumRetries()+1, "permanent", IsPermanent(err), "err", err)
 		bo.Wait()
 		if ctx.Err() != nil {
 			return false

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -515,17 +516,28 @@ func TestBadRecordDoesNotLoseItsNeighbours(t *testing.T) {
 	}
 }
 
+// TestPermanentErrorRejectsBlock: a block the store refuses for good gets
+// retry.reject_after attempts, then goes to rejected/ with a log line naming the error
+// and a metric, and the blocks behind it are stored; a block failing with transient
+// errors is retried past that bound and never rejected.
 func TestPermanentErrorRejectsBlock(t *testing.T) {
 	cfg := testConfig(t)
+	cfg.Retry.RejectAfter = 3
 	ins := newFakeInserter()
+	transient := 0
 	ins.setFail(func(b Block) error {
-		if strings.Contains(string(b.Native), "t0") {
-			return Permanent(errors.New("unknown column"))
+		switch {
+		case strings.Contains(string(b.Native), "t0"):
+			return Permanent(errors.New("Code: 469. DB::Exception: Constraint no_poison is violated (VIOLATED_CONSTRAINT)"))
+		case strings.Contains(string(b.Native), "t1") && transient < 2*cfg.Retry.RejectAfter:
+			transient++
+			return errors.New("connection reset by peer")
 		}
 		return nil
 	})
-	p, _ := start(t, cfg, ins, nil)
-	for i := range 2 {
+	var logs testlog.Buffer
+	p, _ := startLogged(t, cfg, ins, nil, slog.New(slog.NewTextHandler(&logs, nil)))
+	for i := range 3 {
 		if err := p.Append(context.Background(), tunnels(i, 1)...); err != nil {
 			t.Fatal(err)
 		}
@@ -533,13 +545,33 @@ func TestPermanentErrorRejectsBlock(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "the block after the rejected one stored", func() bool { return len(ins.storedIDs()) == 1 })
+	eventually(t, "the blocks after the rejected one stored", func() bool { return len(ins.storedIDs()) == 2 })
+	if got := ins.storedIDs(); !slices.Equal(got, []string{"t1", "t2"}) {
+		t.Errorf("stored %v, want t1 (after %d transient failures) and t2", got, 2*cfg.Retry.RejectAfter)
+	}
+	ins.mu.Lock()
+	poisonAttempts := 0
+	for _, a := range ins.attempts {
+		if IsPermanent(a.err) {
+			poisonAttempts++
+		}
+	}
+	ins.mu.Unlock()
+	if poisonAttempts != cfg.Retry.RejectAfter {
+		t.Errorf("the refused block was tried %d times, want %d", poisonAttempts, cfg.Retry.RejectAfter)
+	}
 	if got := testutil.ToFloat64(p.m.blocksRejected.WithLabelValues("tunnel_stat")); got != 1 {
 		t.Errorf("blocks_rejected = %v, want 1", got)
+	}
+	if got := testutil.ToFloat64(p.m.dropped.WithLabelValues("tunnel_stat", "rejected")); got != 1 {
+		t.Errorf("records_dropped{reason=rejected} = %v, want 1", got)
 	}
 	rejected, _ := os.ReadDir(filepath.Join(cfg.Spool.Path, rejectedDir))
 	if len(rejected) != 1 {
 		t.Errorf("rejected/ holds %d files, want 1", len(rejected))
+	}
+	if l := logs.String(); !strings.Contains(l, "moved to the spool's rejected/ folder") || !strings.Contains(l, "VIOLATED_CONSTRAINT") {
+		t.Errorf("no log line naming the rejection and its error:\n%s", l)
 	}
 }
 
@@ -560,11 +592,12 @@ func TestConfigValidate(t *testing.T) {
 		t.Errorf("flags not applied: %+v", def)
 	}
 	for field, mutate := range map[string]func(*Config){
-		"pipeline.batch_rows":        func(c *Config) { c.BatchRows = 0 },
-		"pipeline.batch_age":         func(c *Config) { c.BatchAge = 0 },
-		"pipeline.retry.max_backoff": func(c *Config) { c.Retry.MaxBackoff = time.Millisecond },
-		"pipeline.spool.path":        func(c *Config) { c.Spool.Path = "" },
-		"pipeline.spool.max_bytes":   func(c *Config) { c.Spool.MaxBytes = 0 },
+		"pipeline.batch_rows":         func(c *Config) { c.BatchRows = 0 },
+		"pipeline.batch_age":          func(c *Config) { c.BatchAge = 0 },
+		"pipeline.retry.max_backoff":  func(c *Config) { c.Retry.MaxBackoff = time.Millisecond },
+		"pipeline.retry.reject_after": func(c *Config) { c.Retry.RejectAfter = 0 },
+		"pipeline.spool.path":         func(c *Config) { c.Spool.Path = "" },
+		"pipeline.spool.max_bytes":    func(c *Config) { c.Spool.MaxBytes = 0 },
 	} {
 		c := def
 		mutate(&c)

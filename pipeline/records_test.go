@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/meridianhq/meridian/internal/testtime"
 	"github.com/meridianhq/meridian/pipeline"
 )
 
@@ -12,9 +13,11 @@ import (
 // the pipeline, the SQL side is the engine's own INSERT ... SELECT ... FROM numbers(N)
 // (the benchmark's baseline) and the expected checksums of the fault tests.
 
-var base = time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
-
-const baseSQL = "toDateTime64('2026-11-22 00:00:00', 9, 'UTC')"
+// base is inside every TTL on any date (flows keep 7 days).
+var (
+	base    = testtime.Day
+	baseSQL = testtime.SQL(base, 9)
+)
 
 // flow i is unique by l7_latency = i and http_path = /p/i.
 func flow(i int) *pipeline.Flow {
@@ -38,7 +41,7 @@ const flowColumns = `time, collector, site, cluster, node,
  l4_protocol, src_port, dst_port, verdict, drop_reason, direction, is_reply,
  l7_type, http_method, http_code, http_path, l7_latency, dns_query, dns_rcode`
 
-const flowSelect = `SELECT ` + baseSQL + ` + toIntervalMillisecond(number), 'hubble/relay-1', 'nyc', 'destroyer', concat('node-', toString(number % 16)),
+var flowSelect = `SELECT ` + baseSQL + ` + toIntervalMillisecond(number), 'hubble/relay-1', 'nyc', 'destroyer', concat('node-', toString(number % 16)),
  'shop', concat('api-', toString(number % 32)), 'api', 'Deployment', 1000 + number % 7, CAST(toIPv4(167772160 + number % 65536) AS IPv6), ['app=api'],
  'shop', concat('db-', toString(number % 8)), 'db', 'StatefulSet', 2000, CAST(toIPv4(167837696 + number % 8) AS IPv6), ['app=db'],
  'TCP', 30000 + number % 30000, 5432, 'FORWARDED', '', 'EGRESS', number % 2 = 1,
@@ -59,7 +62,7 @@ func tunnel(i int) *pipeline.TunnelStat {
 const tunnelColumns = `time, collector, site, cluster, node, interface, public_key, peer_node, peer_site,
  endpoint, allowed_ips, last_handshake, rx_bytes, tx_bytes, rx_rate, tx_rate, keepalive, status`
 
-const tunnelSelect = `SELECT ` + baseSQL + ` + toIntervalMillisecond(number), 'wireguard/nyc-1', 'nyc', 'destroyer', concat('node-', toString(number % 64)),
+var tunnelSelect = `SELECT ` + baseSQL + ` + toIntervalMillisecond(number), 'wireguard/nyc-1', 'nyc', 'destroyer', concat('node-', toString(number % 64)),
  'wg0', concat('pk-', toString(number % 1000)), concat('peer-', toString(number % 1000)), 'fra',
  '198.51.100.1:51820', ['10.0.0.0/24'], ` + baseSQL + ` + toIntervalMillisecond(number) - toIntervalSecond(5), number, 2 * number,
  toFloat64(number % 1000), 1.5, 25000000000, 'ok'`

@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -20,6 +21,8 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/meridianhq/meridian/internal/httpmux"
 )
 
 // TokenEnv is the environment variable holding the API token when no token file is set.
@@ -58,12 +61,21 @@ type Server struct {
 	cfg   Config
 	token string
 	log   *slog.Logger
-	mux   *http.ServeMux
+	mux   *httpmux.Mux
 	srv   *http.Server
 	ln    net.Listener
 
 	mu     sync.Mutex
 	checks map[string]func() error
+	routes []Route
+}
+
+// Route is one pattern mounted on the server: whether it is behind the bearer token, and
+// the patterns its handler serves when it lists them (httpmux.Lister).
+type Route struct {
+	Pattern string
+	Guarded bool
+	Sub     []string
 }
 
 // New creates the server; it listens once started. gatherer serves /metrics.
@@ -75,22 +87,45 @@ func New(cfg Config, gatherer prometheus.Gatherer, log *slog.Logger) (*Server, e
 	if token == "" && !cfg.AllowNoToken {
 		return nil, fmt.Errorf("server: no API token: set %s, -server.token-file, or -server.allow-no-token", TokenEnv)
 	}
-	s := &Server{cfg: cfg, token: token, log: log, mux: http.NewServeMux(), checks: map[string]func() error{}}
-	s.mux.Handle("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
-	s.mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") })
-	s.mux.HandleFunc("GET /readyz", s.ready)
+	s := &Server{cfg: cfg, token: token, log: log, mux: httpmux.New(), checks: map[string]func() error{}}
+	s.HandleOpen("GET /metrics", promhttp.HandlerFor(gatherer, promhttp.HandlerOpts{ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelError)}))
+	s.HandleOpen("GET /healthz", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { fmt.Fprintln(w, "ok") }))
+	s.HandleOpen("GET /readyz", http.HandlerFunc(s.ready))
 	s.srv = &http.Server{Handler: s.mux, ReadHeaderTimeout: 10 * time.Second}
 	s.Service = services.NewBasicService(s.start, s.run, s.stop)
 	return s, nil
 }
 
 // Handle mounts an API handler behind the bearer token.
-func (s *Server) Handle(pattern string, h http.Handler) { s.mux.Handle(pattern, s.Auth(h)) }
+func (s *Server) Handle(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, s.Auth(h))
+	s.addRoute(pattern, true, h)
+}
 
 // HandleOpen mounts a handler that does its own authentication (a websocket that takes
 // its token as a query parameter, the ClickHouse-compatible endpoint's passwords, the map's
 // static assets).
-func (s *Server) HandleOpen(pattern string, h http.Handler) { s.mux.Handle(pattern, h) }
+func (s *Server) HandleOpen(pattern string, h http.Handler) {
+	s.mux.Handle(pattern, h)
+	s.addRoute(pattern, false, h)
+}
+
+func (s *Server) addRoute(pattern string, guarded bool, h http.Handler) {
+	r := Route{Pattern: pattern, Guarded: guarded}
+	if l, ok := h.(httpmux.Lister); ok {
+		r.Sub = l.Patterns()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.routes = append(s.routes, r)
+}
+
+// Routes lists every pattern mounted so far, so a test can check each one's guard.
+func (s *Server) Routes() []Route {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return slices.Clone(s.routes)
+}
 
 // AddReadyCheck makes /readyz fail while check returns an error.
 func (s *Server) AddReadyCheck(name string, check func() error) {

@@ -4,9 +4,11 @@ import (
 	"crypto/subtle"
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"strings"
+
+	"github.com/meridianhq/meridian/internal/httpmux"
+	"github.com/meridianhq/meridian/internal/jsonbody"
 )
 
 // Handler serves the steering API (mount it behind the main server's token auth):
@@ -19,7 +21,7 @@ import (
 //
 // An override takes effect on the next tick (TickInterval).
 func (e *Engine) Handler() http.Handler {
-	mux := http.NewServeMux()
+	mux := httpmux.New() // lists its routes, for the test that checks every route's guard
 	mux.HandleFunc("GET /api/steering/weights", func(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusOK, e.Weights())
 	})
@@ -31,9 +33,7 @@ func (e *Engine) Handler() http.Handler {
 	})
 	mux.HandleFunc("POST /api/steering/overrides", func(w http.ResponseWriter, r *http.Request) {
 		var o Override
-		dec := json.NewDecoder(io.LimitReader(r.Body, 64<<10))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&o); err != nil {
+		if err := jsonbody.DecodeRequest(w, r, 64<<10, &o); err != nil {
 			writeJSON(w, http.StatusBadRequest, map[string]string{"error": "override body: " + err.Error()})
 			return
 		}

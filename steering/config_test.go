@@ -3,6 +3,7 @@ package steering
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"gopkg.in/yaml.v3"
 )
@@ -14,6 +15,8 @@ func TestConfigValidateNamesField(t *testing.T) {
 	}{
 		{func(c *Config) { c.RampStep = 0 }, "steering.ramp_step"},
 		{func(c *Config) { c.FailThreshold = 0 }, "steering.fail_threshold"},
+		{func(c *Config) { c.RTTHysteresis = 1 }, "steering.rtt_hysteresis"},
+		{func(c *Config) { c.RTTDwell = -time.Second }, "steering.rtt_dwell"},
 		{func(c *Config) { c.DNS.Listen = "127.0.0.1:53"; c.DNS.Zone.Origin = "" }, "steering.dns.zone.origin"},
 		{func(c *Config) { c.RFC2136.Server = "127.0.0.1:53"; c.RFC2136.Zone = "example.net." }, "steering.rfc2136.key_name"},
 	} {

@@ -531,6 +531,11 @@ func (e *Engine) step(g *group, targets map[string]target, now time.Time) []pipe
 		}
 		en.target = t.w
 		w := en.w
+		// Coming back from what lowered a weight (not an RTT choice) is a restore until
+		// the target is reached, so that cause rtt counts only what RTT decided.
+		if t.w > w && t.cause != CauseFailOpen && slices.Contains([]string{CauseHealth, CauseSLO, CauseOverride, CauseRestore}, en.cause) {
+			t.cause, t.reason = CauseRestore, "ramping up: "+t.reason
+		}
 		switch {
 		case t.w < w && t.emergency:
 			w = t.w
@@ -538,9 +543,6 @@ func (e *Engine) step(g *group, targets map[string]target, now time.Time) []pipe
 			stepSize := e.cfg.RampStep * e.baseWeight(p)
 			if t.w > w {
 				w = min(t.w, w+stepSize)
-				if en.w == 0 && !en.heldAt.IsZero() && t.cause != CauseFailOpen {
-					t.cause, t.reason = CauseRestore, "ramping up: "+t.reason
-				}
 			} else {
 				w = max(t.w, w-stepSize)
 			}

@@ -71,11 +71,18 @@ func (o Override) same(p Override) bool {
 	return o.Action == p.Action && o.POP == p.POP && o.Service == p.Service && o.Region == p.Region && o.Reason == p.Reason
 }
 
+// MaxReasonBytes bounds an override's reason: it is stored, logged and recorded with
+// every decision it causes, so a client must not be able to make it arbitrarily large.
+const MaxReasonBytes = 1024
+
 // validate refuses overrides that name unknown things or would break residency: a pin
 // to a POP a region may not use is an error, not a silent no-op.
 func (s *overrideSet) validate(o Override) error {
 	if o.Action != "drain" && o.Action != "pin" {
 		return fmt.Errorf("action %q: want drain or pin", o.Action)
+	}
+	if len(o.Reason) > MaxReasonBytes {
+		return fmt.Errorf("reason is %d bytes, at most %d allowed", len(o.Reason), MaxReasonBytes)
 	}
 	if _, ok := s.inv.POP(o.POP); !ok {
 		return fmt.Errorf("unknown POP %q", o.POP)

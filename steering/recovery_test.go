@@ -73,8 +73,8 @@ func TestHealedPOPRecoversDespiteFiringAlerts(t *testing.T) {
 		t.Fatalf("nbg back at full weight %v after the heal, want within 2m (alerts still firing)", full)
 	}
 	t.Logf("drained %v after the failure; full weight %v after the heal, both alerts still firing", drainedAfter, full)
-	if d := h.lastDecision("france", "nbg"); d == nil || d.NewWeight != 1 || d.Cause != CauseRTT {
-		t.Fatalf("last nbg decision %+v, want the ramp's last step to 1", d)
+	if d := h.lastDecision("france", "nbg"); d == nil || d.NewWeight != 1 || d.Cause != CauseRestore {
+		t.Fatalf("last nbg decision %+v, want the ramp's last step to 1, cause restore", d)
 	}
 
 	// A single failed probe later (below fail_threshold) does not wake the firing alerts.

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridianhq/meridian/internal/testtime"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/storage"
 	"github.com/meridianhq/meridian/storage/storagetest"
@@ -18,7 +19,8 @@ const (
 	benchBlock = 50_000 // the pipeline's default batch
 )
 
-var benchT0 = time.Date(2026, 11, 22, 0, 0, 0, 0, time.UTC)
+// benchT0 is inside every TTL on any date (flows keep 7 days).
+var benchT0 = testtime.Day
 
 func names(prefix string, n int) []string {
 	out := make([]string, n)
@@ -50,14 +52,14 @@ func tunnelStat(i int) *pipeline.TunnelStat {
 	}
 }
 
-const tunnelSQL = `INSERT INTO %s SELECT
-    toDateTime64('2026-11-22 00:00:00', 3, 'UTC') + toIntervalMillisecond(number),
+const tunnelSQL = `INSERT INTO %[1]s SELECT
+    %[3]s + toIntervalMillisecond(number),
     'wireguard/nyc-1', 'nyc', 'destroyer', concat('node-', toString(number %% 10)),
     concat('wg', toString(number %% 4)), concat('pubkey-base64-0000000000000000000000000000-', toString(number %% 5000)),
     concat('peer-', toString(number %% 500)), 'tokyo', '127.0.0.1:51820', ['10.10.0.2/32'],
-    toDateTime64('2026-11-22 00:00:00', 3, 'UTC') + toIntervalMillisecond(number),
+    %[3]s + toIntervalMillisecond(number),
     number * 1000, number * 500, (number %% 1000) * 1.5, (number %% 700) * 0.5, 25000000000, 'ok'
-FROM numbers(%d)`
+FROM numbers(%[2]d)`
 
 var labels = []string{"app=web", "tier=front"}
 
@@ -77,8 +79,8 @@ func flow(i int) *pipeline.Flow {
 	return f
 }
 
-const flowSQL = `INSERT INTO %s SELECT
-    toDateTime64('2026-11-22 00:00:00', 9, 'UTC') + toIntervalMicrosecond(number),
+const flowSQL = `INSERT INTO %[1]s SELECT
+    %[3]s + toIntervalMicrosecond(number),
     'hubble/destroyer', 'nyc', 'destroyer', concat('node-', toString(number %% 10)),
     concat('ns-', toString(number %% 20)), concat('pod-', toString(number %% 1000)), concat('wl-', toString(number %% 200)), 'Deployment',
     toUInt32(number %% 5000), toIPv6(IPv4NumToString(toUInt32(167772160 + number %% 65536))), ['app=web', 'tier=front'],
@@ -86,7 +88,7 @@ const flowSQL = `INSERT INTO %s SELECT
     toUInt32((number + 13) %% 5000), toIPv6(IPv4NumToString(toUInt32(167837696 + (number + 13) %% 65536))), ['app=web', 'tier=front'],
     'TCP', toUInt16(number %% 60000), 8080, if(number %% 50 = 0, 'DROPPED', 'FORWARDED'), if(number %% 50 = 0, 'POLICY_DENIED', ''), 'EGRESS',
     number %% 2 = 1, 'HTTP', 'GET', 200, '/api/v1/items', toInt64(number %% 100000) * 1000, '', 0
-FROM numbers(%d)`
+FROM numbers(%[2]d)`
 
 // BenchmarkStorageInsert encodes and inserts 1M TunnelStat and 1M Flow records into the
 // embedded engine in 50k-row Native blocks (encoding the next block while the previous
@@ -121,7 +123,7 @@ func BenchmarkStorageInsert(b *testing.B) {
 
 				mustExec(b, s, "TRUNCATE TABLE "+table)
 				start = time.Now()
-				mustExec(b, s, fmt.Sprintf(c.sql, table, benchRows))
+				mustExec(b, s, fmt.Sprintf(c.sql, table, benchRows, testtime.SQL(benchT0, 9)))
 				engine = min(engine, time.Since(start))
 				checkRows(b, s, table)
 			}

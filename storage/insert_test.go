@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridianhq/meridian/internal/testtime"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/storage"
 	"github.com/meridianhq/meridian/storage/storagetest"
@@ -75,7 +76,7 @@ func TestSameTokenStoredOnce(t *testing.T) {
 func TestRollupsHoldAggregates(t *testing.T) {
 	s := storagetest.New(t)
 	ctx := context.Background()
-	m0 := time.Date(2026, 11, 22, 10, 0, 0, 0, time.UTC)
+	m0 := testtime.Day.Add(10 * time.Hour)
 	type agg struct{ flows, drops, requests, errors int }
 	want := map[string]agg{} // "minute src dst" -> sums
 	var batches [2][]pipeline.Record

@@ -8,12 +8,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/meridianhq/meridian/internal/testtime"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/storage"
 	"github.com/meridianhq/meridian/storage/storagetest"
 )
 
-var t0 = time.Date(2026, 11, 22, 1, 2, 3, 123456789, time.UTC)
+// t0 is inside every TTL on any date; the wanted rows name its day as DAY.
+var t0 = testtime.Day.Add(time.Hour + 2*time.Minute + 3*time.Second + 123456789)
 
 func meta(node string) pipeline.Meta {
 	return pipeline.Meta{Time: t0, Collector: "test/" + node, Site: "nyc", Cluster: "destroyer", Node: node}
@@ -34,24 +36,24 @@ var roundTrips = []struct {
 			Keepalive: 25 * time.Second, Status: pipeline.StatusOK},
 		&pipeline.TunnelStat{M: meta("nyc-1"), Interface: "wg0", PublicKey: "b", Status: pipeline.StatusDown},
 	}, []string{
-		`{"time":"2026-11-22 01:02:03.123","collector":"test/nyc-1","site":"nyc","cluster":"destroyer","node":"nyc-1","interface":"wg0","public_key":"xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=","peer_node":"tyo-1","peer_site":"tokyo","endpoint":"127.0.0.1:51820","allowed_ips":["10.10.0.2/32","fd00::/64"],"last_handshake":"2026-11-22 01:00:33.123","rx_bytes":1099511627776,"tx_bytes":12345,"rx_rate":1500000,"tx_rate":0.25,"keepalive":25000000000,"status":"ok"}`,
-		`{"time":"2026-11-22 01:02:03.123","collector":"test/nyc-1","site":"nyc","cluster":"destroyer","node":"nyc-1","interface":"wg0","public_key":"b","peer_node":"","peer_site":"","endpoint":"","allowed_ips":[],"last_handshake":"1970-01-01 00:00:00.000","rx_bytes":0,"tx_bytes":0,"rx_rate":0,"tx_rate":0,"keepalive":0,"status":"down"}`,
+		`{"time":"DAY 01:02:03.123","collector":"test/nyc-1","site":"nyc","cluster":"destroyer","node":"nyc-1","interface":"wg0","public_key":"xTIBA5rboUvnH4htodjb6e697QjLERt1NAB4mZqp8Dg=","peer_node":"tyo-1","peer_site":"tokyo","endpoint":"127.0.0.1:51820","allowed_ips":["10.10.0.2/32","fd00::/64"],"last_handshake":"DAY 01:00:33.123","rx_bytes":1099511627776,"tx_bytes":12345,"rx_rate":1500000,"tx_rate":0.25,"keepalive":25000000000,"status":"ok"}`,
+		`{"time":"DAY 01:02:03.123","collector":"test/nyc-1","site":"nyc","cluster":"destroyer","node":"nyc-1","interface":"wg0","public_key":"b","peer_node":"","peer_site":"","endpoint":"","allowed_ips":[],"last_handshake":"1970-01-01 00:00:00.000","rx_bytes":0,"tx_bytes":0,"rx_rate":0,"tx_rate":0,"keepalive":0,"status":"down"}`,
 	}},
 	{pipeline.KindOSDStat, []pipeline.Record{
 		&pipeline.OSDStat{M: meta("vault-1"), FSID: "f0e1", OSD: 3, Host: "vault-1", DeviceClass: "ssd", Up: true, In: false,
 			CommitLatencyMs: 1.25, ApplyLatencyMs: 0.5, ReadLatencyMs: 0.125, WriteLatencyMs: 2, ReadOps: 100, WriteOps: 50.5, ReadBytes: 4096, WriteBytes: 8192},
 	}, []string{
-		`{"time":"2026-11-22 01:02:03.123","collector":"test/vault-1","site":"nyc","cluster":"destroyer","node":"vault-1","fsid":"f0e1","osd":3,"host":"vault-1","device_class":"ssd","up":true,"in":false,"commit_latency_ms":1.25,"apply_latency_ms":0.5,"read_latency_ms":0.125,"write_latency_ms":2,"read_ops":100,"write_ops":50.5,"read_bytes":4096,"write_bytes":8192}`,
+		`{"time":"DAY 01:02:03.123","collector":"test/vault-1","site":"nyc","cluster":"destroyer","node":"vault-1","fsid":"f0e1","osd":3,"host":"vault-1","device_class":"ssd","up":true,"in":false,"commit_latency_ms":1.25,"apply_latency_ms":0.5,"read_latency_ms":0.125,"write_latency_ms":2,"read_ops":100,"write_ops":50.5,"read_bytes":4096,"write_bytes":8192}`,
 	}},
 	{pipeline.KindCephHealth, []pipeline.Record{
 		&pipeline.CephHealth{M: meta("vault-1"), FSID: "f0e1", Status: "HEALTH_WARN", Checks: []string{"OSD_DOWN", "PG_DEGRADED"}, OSDsTotal: 3, OSDsUp: 2, OSDsIn: 3},
 	}, []string{
-		`{"time":"2026-11-22 01:02:03.123","collector":"test/vault-1","site":"nyc","cluster":"destroyer","node":"vault-1","fsid":"f0e1","status":"HEALTH_WARN","checks":["OSD_DOWN","PG_DEGRADED"],"osds_total":3,"osds_up":2,"osds_in":3}`,
+		`{"time":"DAY 01:02:03.123","collector":"test/vault-1","site":"nyc","cluster":"destroyer","node":"vault-1","fsid":"f0e1","status":"HEALTH_WARN","checks":["OSD_DOWN","PG_DEGRADED"],"osds_total":3,"osds_up":2,"osds_in":3}`,
 	}},
 	{pipeline.KindCephPool, []pipeline.Record{
 		&pipeline.CephPool{M: meta("vault-1"), FSID: "f0e1", Pool: "rbd", PoolID: 2, ReadOps: 1, WriteOps: 2, ReadBytes: 3, WriteBytes: 4, StoredBytes: 1 << 50},
 	}, []string{
-		`{"time":"2026-11-22 01:02:03.123","collector":"test/vault-1","site":"nyc","cluster":"destroyer","node":"vault-1","fsid":"f0e1","pool":"rbd","pool_id":2,"read_ops":1,"write_ops":2,"read_bytes":3,"write_bytes":4,"stored_bytes":1125899906842624}`,
+		`{"time":"DAY 01:02:03.123","collector":"test/vault-1","site":"nyc","cluster":"destroyer","node":"vault-1","fsid":"f0e1","pool":"rbd","pool_id":2,"read_ops":1,"write_ops":2,"read_bytes":3,"write_bytes":4,"stored_bytes":1125899906842624}`,
 	}},
 	{pipeline.KindFlow, []pipeline.Record{
 		&pipeline.Flow{M: meta("nyc-1"),
@@ -61,29 +63,29 @@ var roundTrips = []struct {
 			L7Type: "HTTP", HTTPMethod: "GET", HTTPCode: 503, HTTPPath: "/api/v1/cart?id=1", L7Latency: 1234567 * time.Nanosecond},
 		&pipeline.Flow{M: meta("nyc-1"), Verdict: "DROPPED", DropReason: "POLICY_DENIED", L7Type: "DNS", DNSQuery: "api.example.", DNSRcode: 3},
 	}, []string{
-		`{"time":"2026-11-22 01:02:03.123456789","collector":"test/nyc-1","site":"nyc","cluster":"destroyer","node":"nyc-1","src_namespace":"shop","src_pod":"web-7d9f-abcde","src_workload":"web","src_workload_kind":"Deployment","src_identity":12345,"src_ip":"::ffff:10.0.1.5","src_labels":["app=web","tier=front"],"dst_namespace":"shop","dst_pod":"api-0","dst_workload":"api","dst_workload_kind":"StatefulSet","dst_identity":23456,"dst_ip":"fd00::17","dst_labels":[],"l4_protocol":"TCP","src_port":43210,"dst_port":8080,"verdict":"FORWARDED","drop_reason":"","direction":"EGRESS","is_reply":true,"l7_type":"HTTP","http_method":"GET","http_code":503,"http_path":"/api/v1/cart?id=1","l7_latency":1234567,"dns_query":"","dns_rcode":0}`,
-		`{"time":"2026-11-22 01:02:03.123456789","collector":"test/nyc-1","site":"nyc","cluster":"destroyer","node":"nyc-1","src_namespace":"","src_pod":"","src_workload":"","src_workload_kind":"","src_identity":0,"src_ip":"::","src_labels":[],"dst_namespace":"","dst_pod":"","dst_workload":"","dst_workload_kind":"","dst_identity":0,"dst_ip":"::","dst_labels":[],"l4_protocol":"","src_port":0,"dst_port":0,"verdict":"DROPPED","drop_reason":"POLICY_DENIED","direction":"","is_reply":false,"l7_type":"DNS","http_method":"","http_code":0,"http_path":"","l7_latency":0,"dns_query":"api.example.","dns_rcode":3}`,
+		`{"time":"DAY 01:02:03.123456789","collector":"test/nyc-1","site":"nyc","cluster":"destroyer","node":"nyc-1","src_namespace":"shop","src_pod":"web-7d9f-abcde","src_workload":"web","src_workload_kind":"Deployment","src_identity":12345,"src_ip":"::ffff:10.0.1.5","src_labels":["app=web","tier=front"],"dst_namespace":"shop","dst_pod":"api-0","dst_workload":"api","dst_workload_kind":"StatefulSet","dst_identity":23456,"dst_ip":"fd00::17","dst_labels":[],"l4_protocol":"TCP","src_port":43210,"dst_port":8080,"verdict":"FORWARDED","drop_reason":"","direction":"EGRESS","is_reply":true,"l7_type":"HTTP","http_method":"GET","http_code":503,"http_path":"/api/v1/cart?id=1","l7_latency":1234567,"dns_query":"","dns_rcode":0}`,
+		`{"time":"DAY 01:02:03.123456789","collector":"test/nyc-1","site":"nyc","cluster":"destroyer","node":"nyc-1","src_namespace":"","src_pod":"","src_workload":"","src_workload_kind":"","src_identity":0,"src_ip":"::","src_labels":[],"dst_namespace":"","dst_pod":"","dst_workload":"","dst_workload_kind":"","dst_identity":0,"dst_ip":"::","dst_labels":[],"l4_protocol":"","src_port":0,"dst_port":0,"verdict":"DROPPED","drop_reason":"POLICY_DENIED","direction":"","is_reply":false,"l7_type":"DNS","http_method":"","http_code":0,"http_path":"","l7_latency":0,"dns_query":"api.example.","dns_rcode":3}`,
 	}},
 	{pipeline.KindFlowEdge, []pipeline.Record{
 		&pipeline.FlowEdge{M: meta("nyc-1"), Interval: 10 * time.Second, SourceNamespace: "shop", SourceWorkload: "web", DestNamespace: "shop", DestWorkload: "api",
 			Protocol: "TCP", Port: 8080, Flows: 100, Drops: 7, DropReasons: map[string]uint64{"POLICY_DENIED": 7}, Requests: 90, Errors: 3,
 			LatencyP50: 2 * time.Millisecond, LatencyP90: 9 * time.Millisecond, LatencyP99: 40 * time.Millisecond},
 	}, []string{
-		`{"time":"2026-11-22 01:02:03.123","collector":"test/nyc-1","site":"nyc","cluster":"destroyer","node":"nyc-1","interval":10000000000,"src_namespace":"shop","src_workload":"web","dst_namespace":"shop","dst_workload":"api","protocol":"TCP","port":8080,"flows":100,"drops":7,"drop_reasons":{"POLICY_DENIED":7},"requests":90,"errors":3,"latency_p50":2000000,"latency_p90":9000000,"latency_p99":40000000}`,
+		`{"time":"DAY 01:02:03.123","collector":"test/nyc-1","site":"nyc","cluster":"destroyer","node":"nyc-1","interval":10000000000,"src_namespace":"shop","src_workload":"web","dst_namespace":"shop","dst_workload":"api","protocol":"TCP","port":8080,"flows":100,"drops":7,"drop_reasons":{"POLICY_DENIED":7},"requests":90,"errors":3,"latency_p50":2000000,"latency_p90":9000000,"latency_p99":40000000}`,
 	}},
 	{pipeline.KindProbe, []pipeline.Record{
 		&pipeline.Probe{M: meta("lon-probe"), Vantage: "london", Method: "dns", POP: "lon", Service: "api", ClientRegion: "eu-west",
 			Target: "api.example.", Answer: "198.51.100.7", Rcode: "NOERROR", Success: true, RTT: 1500 * time.Microsecond},
 		&pipeline.Probe{M: meta("lon-probe"), Vantage: "london", Method: "tcp", POP: "par", Service: "api", Target: "127.0.0.1:443", Error: "connection refused"},
 	}, []string{
-		`{"time":"2026-11-22 01:02:03.123","collector":"test/lon-probe","site":"nyc","cluster":"destroyer","node":"lon-probe","vantage":"london","method":"dns","pop":"lon","service":"api","client_region":"eu-west","target":"api.example.","answer":"198.51.100.7","rcode":"NOERROR","success":true,"rtt":1500000,"error":""}`,
-		`{"time":"2026-11-22 01:02:03.123","collector":"test/lon-probe","site":"nyc","cluster":"destroyer","node":"lon-probe","vantage":"london","method":"tcp","pop":"par","service":"api","client_region":"","target":"127.0.0.1:443","answer":"","rcode":"","success":false,"rtt":0,"error":"connection refused"}`,
+		`{"time":"DAY 01:02:03.123","collector":"test/lon-probe","site":"nyc","cluster":"destroyer","node":"lon-probe","vantage":"london","method":"dns","pop":"lon","service":"api","client_region":"eu-west","target":"api.example.","answer":"198.51.100.7","rcode":"NOERROR","success":true,"rtt":1500000,"error":""}`,
+		`{"time":"DAY 01:02:03.123","collector":"test/lon-probe","site":"nyc","cluster":"destroyer","node":"lon-probe","vantage":"london","method":"tcp","pop":"par","service":"api","client_region":"","target":"127.0.0.1:443","answer":"","rcode":"","success":false,"rtt":0,"error":"connection refused"}`,
 	}},
 	{pipeline.KindSteeringDecision, []pipeline.Record{
 		&pipeline.SteeringDecision{M: meta("brain-1"), Service: "api", ClientRegion: "eu-west", POP: "lon", OldWeight: 1, NewWeight: 0.25,
 			Cause: "slo", Reason: "api-availability burning 14.4x over 1h and 5m at lon"},
 	}, []string{
-		`{"time":"2026-11-22 01:02:03.123","collector":"test/brain-1","site":"nyc","cluster":"destroyer","node":"brain-1","service":"api","client_region":"eu-west","pop":"lon","old_weight":1,"new_weight":0.25,"cause":"slo","reason":"api-availability burning 14.4x over 1h and 5m at lon"}`,
+		`{"time":"DAY 01:02:03.123","collector":"test/brain-1","site":"nyc","cluster":"destroyer","node":"brain-1","service":"api","client_region":"eu-west","pop":"lon","old_weight":1,"new_weight":0.25,"cause":"slo","reason":"api-availability burning 14.4x over 1h and 5m at lon"}`,
 	}},
 }
 
@@ -106,7 +108,12 @@ func TestRoundTrip(t *testing.T) {
 			}
 			// Rows come back in the table's sort order: compare as sorted sets.
 			got := strings.Split(strings.TrimSpace(string(out)), "\n")
-			want := slices.Sorted(slices.Values(rt.want))
+			day := t0.Format("2006-01-02")
+			var want []string
+			for _, w := range rt.want {
+				want = append(want, strings.ReplaceAll(w, `"DAY `, `"`+day+" "))
+			}
+			slices.Sort(want)
 			slices.Sort(got)
 			if len(got) != len(want) {
 				t.Fatalf("got %d rows, want %d:\n%s", len(got), len(rt.want), out)
@@ -125,4 +132,64 @@ func TestEncodeRejectsWrongKind(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "*pipeline.Probe") {
 		t.Fatalf("want an error naming the record type, got %v", err)
 	}
+}
+
+// Rows at the edges of each table's retention are kept: one written an hour inside the
+// TTL and one an hour in the future (a collector's clock ahead of ours) both read back.
+func TestRowsInsideTTLAreKept(t *testing.T) {
+	s := storagetest.New(t)
+	enc := storage.NewEncoder()
+	ctx := context.Background()
+	ttls := storage.DefaultTTLs()
+	now := time.Now().UTC()
+	for _, rt := range roundTrips {
+		table := storage.Tables[rt.kind]
+		ttl := time.Duration(ttls[table])
+		if ttl == 0 {
+			t.Fatalf("%s: no TTL", table)
+		}
+		var recs []pipeline.Record
+		for _, at := range []time.Time{now.Add(-(ttl - time.Hour)), now.Add(time.Hour)} {
+			r := newRecord(rt.kind)
+			*r.Meta() = pipeline.Meta{Time: at, Collector: "test/ttl", Node: "n"}
+			recs = append(recs, r)
+		}
+		native, err := enc.Encode(rt.kind, recs)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := s.Insert(ctx, pipeline.Block{Kind: rt.kind, Rows: len(recs), Token: "ttl-" + table, Native: native}); err != nil {
+			t.Fatal(err)
+		}
+		out, err := s.Query(ctx, "SELECT count() FROM "+s.Table(rt.kind)+" WHERE collector = 'test/ttl'", "TabSeparated")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.TrimSpace(string(out)); got != "2" {
+			t.Errorf("%s (TTL %s): %s rows read back, want 2", table, ttl, got)
+		}
+	}
+}
+
+// newRecord is an empty record of the kind.
+func newRecord(k pipeline.Kind) pipeline.Record {
+	switch k {
+	case pipeline.KindTunnelStat:
+		return &pipeline.TunnelStat{}
+	case pipeline.KindOSDStat:
+		return &pipeline.OSDStat{}
+	case pipeline.KindCephHealth:
+		return &pipeline.CephHealth{}
+	case pipeline.KindCephPool:
+		return &pipeline.CephPool{}
+	case pipeline.KindFlow:
+		return &pipeline.Flow{}
+	case pipeline.KindFlowEdge:
+		return &pipeline.FlowEdge{}
+	case pipeline.KindProbe:
+		return &pipeline.Probe{}
+	case pipeline.KindSteeringDecision:
+		return &pipeline.SteeringDecision{}
+	}
+	panic("no record for kind " + k.String())
 }

@@ -175,7 +175,7 @@ func (s *server) query(ctx context.Context, sql, format string) ([]byte, error) 
 func (s *server) insert(ctx context.Context, table string, b pipeline.Block) error {
 	input, err := decodeNative(b)
 	if err != nil {
-		return err
+		return pipeline.Permanent(err) // bytes no retry can make into a block
 	}
 	set := []ch.Setting{}
 	for k, v := range insertSettings(b.Token) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/storage"
+	"github.com/meridianhq/meridian/storage/chdb"
 )
 
 // shimRevision is the protocol revision the shim speaks: before custom serialization
@@ -148,9 +149,15 @@ func (c *shimConn) sendBlock(compressed bool, rows int, input proto.Input) error
 	return nil
 }
 
+// exception sends err as a server exception, with the engine's error code when it has one
+// (else UNKNOWN_EXCEPTION), as a real server would.
 func (c *shimConn) exception(err error) error {
 	proto.ServerCodeException.Encode(&c.buf)
-	ex := proto.Exception{Code: 1000, Name: "DB::Exception", Message: err.Error()}
+	code := proto.Error(1002)
+	if ce := (*chdb.Error)(nil); errors.As(err, &ce) && ce.Code != 0 {
+		code = proto.Error(ce.Code)
+	}
+	ex := proto.Exception{Code: code, Name: "DB::Exception", Message: err.Error()}
 	ex.EncodeAware(&c.buf, c.ver)
 	return c.flush()
 }
@@ -209,6 +216,10 @@ func (sh *chShim) insert(ctx context.Context, c *shimConn, q proto.Query, compre
 	if !ok {
 		return c.exception(errors.New("shim: unknown table " + table))
 	}
+	// A server refuses an INSERT into a missing table before it sends the header.
+	if _, err := sh.backend.Query(ctx, "SELECT * FROM "+table+" LIMIT 0", "TabSeparated"); err != nil {
+		return c.exception(err)
+	}
 	// The header: the table's columns, with no rows.
 	input := storage.NewColumns(kind)
 	if err := c.sendBlock(compressed, 0, input); err != nil {
@@ -223,6 +234,9 @@ func (sh *chShim) insert(ctx context.Context, c *shimConn, q proto.Query, compre
 			token = s.Value
 		}
 	}
+	// The client sends every block and the end marker before it reads the answer: the
+	// first refused block's error is sent after them, and later blocks are discarded.
+	var refused error
 	for {
 		in := storage.NewColumns(kind)
 		res := make(proto.Results, len(in))
@@ -240,9 +254,12 @@ func (sh *chShim) insert(ctx context.Context, c *shimConn, q proto.Query, compre
 		if err := (proto.Block{Columns: len(in), Rows: blk.Rows}).EncodeRawBlock(&native, 0, in); err != nil {
 			return err
 		}
-		if err := sh.backend.Insert(ctx, pipeline.Block{Kind: kind, Rows: blk.Rows, Token: token, Native: native.Buf}); err != nil {
-			return c.exception(err)
+		if refused == nil {
+			refused = sh.backend.Insert(ctx, pipeline.Block{Kind: kind, Rows: blk.Rows, Token: token, Native: native.Buf})
 		}
+	}
+	if refused != nil {
+		return c.exception(refused)
 	}
 	proto.ServerCodeEndOfStream.Encode(&c.buf)
 	return c.flush()

@@ -97,17 +97,18 @@ func (s *Store) Query(ctx context.Context, sql, format string) ([]byte, error) {
 }
 
 // Insert stores a Native block into its kind's table. A block inserted again with the
-// same Token is stored once.
+// same Token is stored once. A block the engine refuses for good (see insertError) comes
+// back wrapped with pipeline.Permanent; any other error is worth retrying.
 func (s *Store) Insert(ctx context.Context, b pipeline.Block) error {
 	name, ok := Tables[b.Kind]
 	if !ok {
-		return fmt.Errorf("storage insert: unknown kind %d", b.Kind)
+		return pipeline.Permanent(fmt.Errorf("storage insert: unknown kind %d", b.Kind))
 	}
 	start := time.Now()
 	err := s.drv.insert(ctx, s.schema.DB+"."+name, b)
 	s.m.observeInsert(name, b, start, err)
 	if err != nil {
-		return fmt.Errorf("storage insert %s (%d rows): %w", name, b.Rows, err)
+		return insertError(fmt.Errorf("storage insert %s (%d rows): %w", name, b.Rows, err))
 	}
 	return nil
 }

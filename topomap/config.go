@@ -28,6 +28,7 @@ type Config struct {
 	HistoryBytes       int                    `yaml:"history_bytes"`
 	ClientBufferBytes  int                    `yaml:"client_buffer_bytes"`
 	MaxMessageBytes    int                    `yaml:"max_message_bytes"`
+	ClientTimeout      time.Duration          `yaml:"client_timeout"`
 	Token              flagext.Secret         `yaml:"token"`
 	TokenFile          string                 `yaml:"token_file"`
 	Anonymous          bool                   `yaml:"anonymous"`
@@ -47,6 +48,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.HistoryBytes, "topomap.history-bytes", 64<<20, "Upper bound on the encoded size of the kept deltas.")
 	f.IntVar(&c.ClientBufferBytes, "topomap.client-buffer-bytes", 8<<20, "Bytes queued for one client before it is marked slow and resynced with a snapshot.")
 	f.IntVar(&c.MaxMessageBytes, "topomap.max-message-bytes", 4096, "Largest message a client may send.")
+	f.DurationVar(&c.ClientTimeout, "topomap.client-timeout", 30*time.Second, "A websocket client that answers no ping and sends nothing for this long, or whose socket stays full this long (at most 10s), has stopped reading and is closed (1008).")
 	f.Var(&c.Token, "topomap.token", "Websocket and snapshot token (prefer -topomap.token-file or $"+TokenEnv+").")
 	f.StringVar(&c.TokenFile, "topomap.token-file", "", "File holding the websocket token.")
 	f.BoolVar(&c.Anonymous, "topomap.anonymous", false, "Serve the websocket and snapshot without a token (lab only).")
@@ -72,8 +74,15 @@ func (c *Config) Validate() error {
 		return errors.New("topomap.client_buffer_bytes: must be at least 1024")
 	case c.MaxMessageBytes < 64:
 		return errors.New("topomap.max_message_bytes: must be at least 64")
+	case c.ClientTimeout <= 0:
+		return errors.New("topomap.client_timeout: must be positive")
 	case c.FlowErrorDegraded <= 0 || c.FlowErrorDegraded > 1:
 		return errors.New("topomap.flow_error_degraded: must be in (0, 1]")
+	}
+	for _, o := range c.AllowedOrigins {
+		if _, ok := originKey(o); !ok {
+			return fmt.Errorf("topomap.allowed_origins: %q is not an origin (scheme://host[:port], http or https)", o)
+		}
 	}
 	return nil
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridianhq/meridian/alerts"
+	"github.com/meridianhq/meridian/internal/httpmux"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
@@ -157,17 +158,17 @@ func (m *Map) tick() {
 }
 
 // RegisterRoutes mounts the page (/map/), the websocket (/map/ws) and the JSON snapshot
-// (/map/api/snapshot).
-func (m *Map) RegisterRoutes(mux *http.ServeMux) {
-	mux.HandleFunc("GET /map/ws", m.serveWS)
-	mux.HandleFunc("GET /map/api/snapshot", m.serveSnapshot)
+// (/map/api/snapshot) on mux (an *http.ServeMux, for one).
+func (m *Map) RegisterRoutes(mux interface{ Handle(string, http.Handler) }) {
+	mux.Handle("GET /map/ws", http.HandlerFunc(m.serveWS))
+	mux.Handle("GET /map/api/snapshot", http.HandlerFunc(m.serveSnapshot))
 	mux.Handle("GET /map/", http.StripPrefix("/map/", assetHandler()))
 	mux.Handle("GET /map", http.RedirectHandler("/map/", http.StatusMovedPermanently))
 }
 
-// Handler returns a mux with only the map's routes, for tests and standalone use.
+// Handler returns a mux with only the map's routes, which lists them (httpmux.Lister).
 func (m *Map) Handler() http.Handler {
-	mux := http.NewServeMux()
+	mux := httpmux.New()
 	m.RegisterRoutes(mux)
 	return mux
 }

@@ -48,7 +48,7 @@ func newMetrics(reg prometheus.Registerer, m *Map) (*metrics, error) {
 			Name: "meridian_topomap_clients", Help: "Connected websocket clients.",
 		}),
 		rejected: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meridian_topomap_rejected_total", Help: "Clients refused or closed, by reason (auth, origin, message).",
+			Name: "meridian_topomap_rejected_total", Help: "Clients refused or closed, by reason (auth, origin, message, stalled: stopped reading).",
 		}, []string{"reason"}),
 		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_topomap_resumes_total", Help: "Reconnecting clients, by how they caught up (deltas, snapshot).",

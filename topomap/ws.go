@@ -2,11 +2,12 @@ package topomap
 
 import (
 	"bytes"
+	"cmp"
 	"crypto/subtle"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -14,6 +15,8 @@ import (
 	"time"
 
 	"github.com/gorilla/websocket"
+
+	"github.com/meridianhq/meridian/internal/jsonbody"
 )
 
 // Subprotocol is the websocket subprotocol the map speaks. Browsers, which cannot set
@@ -22,9 +25,12 @@ const Subprotocol = "meridian.topomap.v1"
 
 const (
 	helloTimeout = 10 * time.Second
-	writeTimeout = 10 * time.Second
-	pingEvery    = 30 * time.Second
-	pongWait     = 75 * time.Second
+	maxWriteWait = 10 * time.Second
+
+	// sendBufferBytes caps the kernel's send buffer per client (loopback autotuning grows
+	// it to megabytes): a client that stops reading then blocks the writer, and is closed,
+	// after a bounded amount of memory, not after the kernel's own limit.
+	sendBufferBytes = 256 << 10
 
 	closeGrace      = time.Second
 	closeDrainBytes = 4 << 20
@@ -38,10 +44,12 @@ type clientMsg struct {
 	Filter FilterSpec `json:"filter"`
 }
 
-// closeError closes a connection with a code and a reason the client can read.
+// closeError closes a connection with a code and a reason the client can read; metric
+// is the rejected_total reason ("message" when empty).
 type closeError struct {
 	code   int
 	reason string
+	metric string
 }
 
 func (e *closeError) Error() string { return fmt.Sprintf("close %d: %s", e.code, e.reason) }
@@ -72,20 +80,46 @@ func (m *Map) authorized(r *http.Request) bool {
 }
 
 // checkOrigin allows non-browser clients (no Origin), the page's own origin and the
-// configured ones.
+// configured ones. An origin is scheme, host and port: http://map.example is not
+// https://map.example, whose page an attacker on the network cannot script.
 func (m *Map) checkOrigin(r *http.Request) bool {
 	origin := r.Header.Get("Origin")
 	if origin == "" {
 		return true
 	}
-	u, err := url.Parse(origin)
-	if err != nil {
+	got, ok := originKey(origin)
+	if !ok {
 		return false
 	}
-	if strings.EqualFold(u.Host, r.Host) {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	if own, _ := originKey(scheme + "://" + r.Host); got == own {
 		return true
 	}
-	return slices.Contains(m.cfg.AllowedOrigins, origin)
+	return slices.ContainsFunc(m.cfg.AllowedOrigins, func(a string) bool {
+		k, ok := originKey(a)
+		return ok && k == got
+	})
+}
+
+// originKey is origin as "scheme://host:port", lower case, with the scheme's default port
+// made explicit; ok is false for anything but an http(s) origin ("null", a path, ...).
+func originKey(origin string) (key string, ok bool) {
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" || u.User != nil || strings.Trim(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" {
+		return "", false
+	}
+	scheme, host := strings.ToLower(u.Scheme), strings.ToLower(u.Host)
+	port := map[string]string{"http": "80", "https": "443"}[scheme]
+	if port == "" {
+		return "", false
+	}
+	if u.Port() == "" {
+		host = net.JoinHostPort(strings.Trim(host, "[]"), port)
+	}
+	return scheme + "://" + host, true
 }
 
 func (m *Map) serveWS(w http.ResponseWriter, r *http.Request) {
@@ -110,6 +144,9 @@ func (m *Map) serveWS(w http.ResponseWriter, r *http.Request) {
 	if err != nil {
 		return // Upgrade has answered the client
 	}
+	if tc, ok := conn.NetConn().(*net.TCPConn); ok {
+		tc.SetWriteBuffer(sendBufferBytes)
+	}
 	m.metrics.clients.Inc()
 	defer m.metrics.clients.Dec()
 	s := &session{m: m, conn: conn, remote: r.RemoteAddr}
@@ -129,12 +166,12 @@ func (s *session) run() {
 	defer s.conn.Close()
 	hello, err := s.read(helloTimeout)
 	if err == nil && hello.Type != "hello" {
-		err = &closeError{websocket.ClosePolicyViolation, "first message must be hello"}
+		err = &closeError{code: websocket.ClosePolicyViolation, reason: "first message must be hello"}
 	}
 	var f *filter
 	if err == nil {
 		if f, err = compileFilter(hello.Filter); err != nil {
-			err = &closeError{websocket.CloseUnsupportedData, err.Error()}
+			err = &closeError{code: websocket.CloseUnsupportedData, reason: err.Error()}
 		}
 	}
 	if err != nil {
@@ -170,7 +207,7 @@ func (s *session) read(timeout time.Duration) (*clientMsg, error) {
 		return nil, err
 	}
 	if mt != websocket.TextMessage {
-		return nil, &closeError{websocket.CloseUnsupportedData, "only JSON text messages are accepted"}
+		return nil, &closeError{code: websocket.CloseUnsupportedData, reason: "only JSON text messages are accepted"}
 	}
 	limit := s.m.cfg.MaxMessageBytes
 	data, err := io.ReadAll(io.LimitReader(r, int64(limit)+1))
@@ -178,23 +215,28 @@ func (s *session) read(timeout time.Duration) (*clientMsg, error) {
 		return nil, err
 	}
 	if len(data) > limit {
-		return nil, &closeError{websocket.CloseMessageTooBig, fmt.Sprintf("message exceeds %d bytes", limit)}
+		return nil, &closeError{code: websocket.CloseMessageTooBig, reason: fmt.Sprintf("message exceeds %d bytes", limit)}
 	}
 	var msg clientMsg
-	dec := json.NewDecoder(bytes.NewReader(data))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(&msg); err != nil {
-		return nil, &closeError{websocket.CloseInvalidFramePayloadData, "malformed message: " + err.Error()}
+	if err := jsonbody.Decode(bytes.NewReader(data), &msg); err != nil {
+		return nil, &closeError{code: websocket.CloseInvalidFramePayloadData, reason: "malformed message: " + err.Error()}
 	}
 	return &msg, nil
 }
 
+// readLoop reads client messages. Every message and every pong (the client answers pings
+// only while it reads) extends the read deadline by client_timeout: a client that stops
+// reading is closed when it runs out.
 func (s *session) readLoop() error {
+	timeout := s.m.cfg.ClientTimeout
 	s.conn.SetPongHandler(func(string) error {
-		return s.conn.SetReadDeadline(time.Now().Add(pongWait))
+		return s.conn.SetReadDeadline(time.Now().Add(timeout))
 	})
 	for {
-		msg, err := s.read(pongWait)
+		msg, err := s.read(timeout)
+		if isTimeout(err) {
+			return stalled(fmt.Sprintf("no pong or message for %s", timeout))
+		}
 		if err != nil {
 			return err
 		}
@@ -202,30 +244,32 @@ func (s *session) readLoop() error {
 		case "filter":
 			f, err := compileFilter(msg.Filter)
 			if err != nil {
-				return &closeError{websocket.CloseUnsupportedData, err.Error()}
+				return &closeError{code: websocket.CloseUnsupportedData, reason: err.Error()}
 			}
 			s.c.filterMu.Lock()
 			s.c.filter = f
 			s.c.filterMu.Unlock()
 			s.c.requestResync()
 		default:
-			return &closeError{websocket.CloseUnsupportedData, fmt.Sprintf("unknown message type %q", msg.Type)}
+			return &closeError{code: websocket.CloseUnsupportedData, reason: fmt.Sprintf("unknown message type %q", msg.Type)}
 		}
 	}
 }
 
 func (s *session) writeLoop(readDone <-chan error) error {
-	ping := time.NewTicker(pingEvery)
+	// Three pings per client_timeout: a reading client answers one well before its read
+	// deadline, even when a ping waits behind a long write.
+	ping := time.NewTicker(s.m.cfg.ClientTimeout / 3)
 	defer ping.Stop()
 	for {
 		select {
 		case err := <-readDone:
 			return err
 		case <-s.m.stopping:
-			return &closeError{websocket.CloseGoingAway, "server shutting down"}
+			return &closeError{code: websocket.CloseGoingAway, reason: "server shutting down"}
 		case <-ping.C:
-			if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(writeTimeout)); err != nil {
-				return err
+			if err := s.conn.WriteControl(websocket.PingMessage, nil, time.Now().Add(s.writeWait())); err != nil {
+				return s.writeFailed(err)
 			}
 		case <-s.c.wake:
 			if !s.c.lagging.Load() {
@@ -254,12 +298,34 @@ func (s *session) writeLoop(readDone <-chan error) error {
 }
 
 func (s *session) write(data []byte) error {
-	s.conn.SetWriteDeadline(time.Now().Add(writeTimeout))
+	s.conn.SetWriteDeadline(time.Now().Add(s.writeWait()))
 	if err := s.conn.WriteMessage(websocket.TextMessage, data); err != nil {
-		return err
+		return s.writeFailed(err)
 	}
 	s.m.metrics.sentBytes.Add(float64(len(data)))
 	return nil
+}
+
+// writeWait is how long one write may block: a client whose socket stays full that long
+// is not reading.
+func (s *session) writeWait() time.Duration { return min(maxWriteWait, s.m.cfg.ClientTimeout) }
+
+func (s *session) writeFailed(err error) error {
+	if isTimeout(err) {
+		return stalled(fmt.Sprintf("a write blocked for %s", s.writeWait()))
+	}
+	return err
+}
+
+// stalled closes a client that stopped reading: 1008, since keeping up is the protocol's
+// policy (no code fits better; 1001 is the server going away).
+func stalled(why string) *closeError {
+	return &closeError{code: websocket.ClosePolicyViolation, reason: "client stopped reading: " + why, metric: "stalled"}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
 }
 
 // fail closes the connection, with a reason when the error is the client's fault.
@@ -267,7 +333,7 @@ func (s *session) fail(err error) {
 	var ce *closeError
 	if errors.As(err, &ce) {
 		if ce.code != websocket.CloseGoingAway {
-			s.m.metrics.rejected.WithLabelValues("message").Inc()
+			s.m.metrics.rejected.WithLabelValues(cmp.Or(ce.metric, "message")).Inc()
 			s.m.log.Warn("topomap websocket: closing client", "remote", s.remote, "code", ce.code, "reason", ce.reason)
 		}
 		s.conn.WriteControl(websocket.CloseMessage, websocket.FormatCloseMessage(ce.code, ce.reason), time.Now().Add(time.Second))

@@ -300,6 +300,7 @@ func TestBadClientMessages(t *testing.T) {
 	}{
 		{"oversized", false, websocket.TextMessage, `{"type":"hello","filter":{"sites":["` + strings.Repeat("a", 10000) + `"]}}`, websocket.CloseMessageTooBig, "message exceeds 4096 bytes"},
 		{"malformed json", false, websocket.TextMessage, `{"type":"hello",`, websocket.CloseInvalidFramePayloadData, "malformed message"},
+		{"trailing data", false, websocket.TextMessage, `{"type":"hello"}{"type":"filter"}`, websocket.CloseInvalidFramePayloadData, "malformed message: trailing data"},
 		{"unknown field", false, websocket.TextMessage, `{"type":"hello","sinse":3}`, websocket.CloseInvalidFramePayloadData, "malformed message"},
 		{"not hello first", false, websocket.TextMessage, `{"type":"filter"}`, websocket.ClosePolicyViolation, "first message must be hello"},
 		{"binary", false, websocket.BinaryMessage, `{"type":"hello"}`, websocket.CloseUnsupportedData, "only JSON text"},

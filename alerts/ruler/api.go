@@ -2,6 +2,7 @@ package ruler
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/url"
 	"os"
@@ -9,6 +10,7 @@ import (
 	"time"
 
 	"github.com/grafana/dskit/services"
+	"github.com/grafana/regexp"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/common/route"
 	"github.com/prometheus/prometheus/config"
@@ -28,29 +30,21 @@ const APIPrefix = "/prometheus"
 // TSDB with Prometheus's own promql engine: it is web/api/v1 itself, so the answers are
 // Prometheus's. Paths are relative to APIPrefix: mount it with
 // mux.Handle(APIPrefix+"/", http.StripPrefix(APIPrefix, r.Handler())).
-// It is valid once the service is running; before that it answers 503.
+// It answers 503 while the service is not running.
 func (r *Ruler) Handler() http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
-		h := r.apiHandler()
-		if h == nil {
+		// State is read under the service's lock, so once it says Running the API built
+		// in starting is visible here.
+		if r.State() != services.Running {
 			http.Error(w, "ruler is not running", http.StatusServiceUnavailable)
 			return
 		}
-		h.ServeHTTP(w, req)
+		r.api.ServeHTTP(w, req)
 	})
 }
 
-func (r *Ruler) apiHandler() http.Handler {
-	r.apiMu.Lock()
-	defer r.apiMu.Unlock()
-	// State is read under the service's lock, so once it says Running the fields set
-	// in starting are visible here.
-	if r.api == nil && r.State() == services.Running {
-		r.api = r.newAPI()
-	}
-	return r.api
-}
-
+// newAPI builds the API with a real or no-op getter for everything it calls: a nil one
+// would be dereferenced by its route.
 func (r *Ruler) newAPI() http.Handler {
 	ext, _ := url.Parse(r.cfg.ExternalURL)
 	start := time.Now()
@@ -76,8 +70,9 @@ func (r *Ruler) newAPI() http.Handler {
 		false, 0,
 		r.logger.With("component", "api"),
 		func(context.Context) apiv1.RulesRetriever { return r.manager },
-		0, 1, 1<<20,
-		false, nil,
+		// Remote read holds its samples in memory like a query (0 would be no limit).
+		r.cfg.QueryMaxSamples, 1, 1<<20,
+		false, sameOriginOnly,
 		func() (apiv1.RuntimeInfo, error) {
 			cwd, _ := os.Getwd()
 			host, _ := os.Hostname()
@@ -88,7 +83,7 @@ func (r *Ruler) newAPI() http.Handler {
 		// Grafana reads the version to pick query features: claim the Prometheus
 		// release whose API this is.
 		&apiv1.PrometheusVersion{Version: "3.9.0", Revision: build.Version, Branch: "meridian", GoVersion: runtime.Version()},
-		nil, nil,
+		r.notifs.Get, r.notifs.Sub,
 		gatherer, r.reg,
 		nil,
 		false, nil,
@@ -102,18 +97,31 @@ func (r *Ruler) newAPI() http.Handler {
 		r.parser,
 	)
 	router := route.New()
-	api.Register(router.WithPrefix("/api/v1"))
+	api.Register(router.WithPrefix("/api/v1").WithInstrumentation(func(name string, h http.HandlerFunc) http.HandlerFunc {
+		requests := r.apiRequests.WithLabelValues(name) // every route is listed from the start
+		return func(w http.ResponseWriter, req *http.Request) {
+			requests.Inc()
+			h(w, req)
+		}
+	}))
 	return router
 }
+
+// sameOriginOnly matches no Origin (a request carries a non-empty one), so the API
+// allows no cross-origin reads: the map and Grafana's server-side proxy are same-origin.
+// A nil pattern would be dereferenced by every request that carries an Origin header.
+var sameOriginOnly = regexp.MustCompile("^$")
 
 // noTargets: the ruler scrapes nothing; its SLI series come from the pipeline.
 type noTargets struct{}
 
-func (noTargets) ScrapePools() []string                                 { return nil }
-func (noTargets) TargetsActive() map[string][]*scrape.Target            { return map[string][]*scrape.Target{} }
-func (noTargets) TargetsDropped() map[string][]*scrape.Target           { return map[string][]*scrape.Target{} }
-func (noTargets) TargetsDroppedCounts() map[string]int                  { return map[string]int{} }
-func (noTargets) ScrapePoolConfig(string) (*config.ScrapeConfig, error) { return nil, nil }
+func (noTargets) ScrapePools() []string                       { return nil }
+func (noTargets) TargetsActive() map[string][]*scrape.Target  { return map[string][]*scrape.Target{} }
+func (noTargets) TargetsDropped() map[string][]*scrape.Target { return map[string][]*scrape.Target{} }
+func (noTargets) TargetsDroppedCounts() map[string]int        { return map[string]int{} }
+func (noTargets) ScrapePoolConfig(pool string) (*config.ScrapeConfig, error) {
+	return nil, fmt.Errorf("no scrape pool %q: Meridian's ruler scrapes nothing", pool)
+}
 
 // tsdbStats adapts *tsdb.DB to the API's status endpoints.
 type tsdbStats struct{ *tsdb.DB }

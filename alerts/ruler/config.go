@@ -34,6 +34,13 @@ type Config struct {
 	DataDir       string        `yaml:"data_dir"`
 	Retention     time.Duration `yaml:"retention"`
 	QueueCapacity int           `yaml:"notification_queue_capacity"`
+
+	// Limits of one PromQL query, from the API or a rule (see limits.go).
+	QueryTimeout          time.Duration `yaml:"query_timeout"`
+	QueryMaxConcurrency   int           `yaml:"query_max_concurrency"`
+	QueryMaxSamples       int           `yaml:"query_max_samples"`
+	QueryMaxLength        int           `yaml:"query_max_length"`
+	QueryMaxSubquerySteps int64         `yaml:"query_max_subquery_steps"`
 }
 
 // RegisterFlags registers the ruler's flags with their defaults.
@@ -49,6 +56,11 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.DataDir, "ruler.data-dir", "data/ruler", "Directory of the ruler's TSDB and generated rule files.")
 	f.DurationVar(&c.Retention, "ruler.retention", 31*24*time.Hour, "How long the ruler's TSDB keeps samples; at least the longest SLO period.")
 	f.IntVar(&c.QueueCapacity, "ruler.notification-queue-capacity", 10000, "Alerts held for Alertmanager before the oldest are dropped.")
+	f.DurationVar(&c.QueryTimeout, "ruler.query-timeout", 2*time.Minute, "Longest a PromQL query (API or rule) may run, waiting for its turn included.")
+	f.IntVar(&c.QueryMaxConcurrency, "ruler.query-max-concurrency", 20, "PromQL queries evaluated at once; more wait for a turn within their timeout.")
+	f.IntVar(&c.QueryMaxSamples, "ruler.query-max-samples", 50_000_000, "Samples a PromQL query may hold in memory at once.")
+	f.IntVar(&c.QueryMaxLength, "ruler.query-max-length", 8<<10, "Longest PromQL expression or series selector accepted, in bytes; checked before parsing, whose time grows with the square of the nesting depth.")
+	f.Int64Var(&c.QueryMaxSubquerySteps, "ruler.query-max-subquery-steps", 11000, "Steps one subquery may take (its range plus the outer range, over its step); checked before evaluation.")
 }
 
 // Validate names the field at fault.
@@ -67,6 +79,21 @@ func (c *Config) Validate() error {
 	}
 	if c.QueueCapacity <= 0 {
 		return errors.New("ruler.notification_queue_capacity must be positive")
+	}
+	if c.QueryTimeout <= 0 {
+		return errors.New("ruler.query_timeout must be positive")
+	}
+	if c.QueryMaxConcurrency <= 0 {
+		return errors.New("ruler.query_max_concurrency must be positive")
+	}
+	if c.QueryMaxSamples <= 0 {
+		return errors.New("ruler.query_max_samples must be positive")
+	}
+	if c.QueryMaxLength <= 0 {
+		return errors.New("ruler.query_max_length must be positive")
+	}
+	if c.QueryMaxSubquerySteps <= 0 {
+		return errors.New("ruler.query_max_subquery_steps must be positive")
 	}
 	for _, u := range c.AlertmanagerURLs {
 		if _, err := parseAlertmanagerURL(u); err != nil {

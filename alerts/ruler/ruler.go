@@ -15,6 +15,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/grafana/dskit/services"
@@ -31,6 +32,7 @@ import (
 	"github.com/prometheus/prometheus/rules"
 	"github.com/prometheus/prometheus/storage"
 	"github.com/prometheus/prometheus/tsdb"
+	"github.com/prometheus/prometheus/util/notifications"
 
 	"github.com/meridianhq/meridian/alerts"
 	"github.com/meridianhq/meridian/alerts/slo"
@@ -46,13 +48,17 @@ type Ruler struct {
 	sli    *prometheus.Registry // the SLI series, gathered into the TSDB each tick
 
 	db       *tsdb.DB
-	engine   *promql.Engine
-	parser   parser.Parser
+	engine   promql.QueryEngine // Prometheus's engine behind the subquery step limit
+	parser   parser.Parser      // Prometheus's parser behind the length limit
+	notifs   *notifications.Notifications
 	notifier *notifier.Manager
 	manager  *rules.Manager
 	tsets    chan map[string][]*targetgroup.Group // the Alertmanagers, handed to the notifier
 	interval chan time.Duration                   // a reloaded evaluation interval, for running
-	wg       sync.WaitGroup
+	// evalMillis is the evaluation interval in force: the step of a subquery written
+	// without one, as in Prometheus.
+	evalMillis atomic.Int64
+	wg         sync.WaitGroup
 
 	// mu guards what ApplyConfig changes while the ruler runs.
 	mu         sync.Mutex
@@ -60,13 +66,13 @@ type Ruler struct {
 	files      []string
 	configTime time.Time // when the running configuration was loaded or last applied
 
-	apiMu sync.Mutex
-
 	// refs caches the TSDB reference of each SLI series, as Prometheus's scrape cache
 	// does, so a tick appends without looking every series up again. Only appendSLI
 	// touches it, from starting and then the running loop.
 	refs map[uint64]seriesRef
-	api  http.Handler
+	api  http.Handler // built in starting
+
+	apiRequests *prometheus.CounterVec
 
 	appendErrors prometheus.Counter
 	appended     prometheus.Counter
@@ -87,7 +93,8 @@ func New(cfg Config, sli prometheus.Collector, reg prometheus.Registerer, logger
 		reg:        reg,
 		sli:        prometheus.NewRegistry(),
 		refs:       map[uint64]seriesRef{},
-		parser:     parser.NewParser(parser.Options{}),
+		parser:     lengthParser{Parser: parser.NewParser(parser.Options{}), max: cfg.QueryMaxLength},
+		notifs:     notifications.NewNotifications(maxNotificationSubscribers, reg),
 		tsets:      make(chan map[string][]*targetgroup.Group, 1),
 		interval:   make(chan time.Duration, 1),
 		configTime: time.Now(),
@@ -95,11 +102,14 @@ func New(cfg Config, sli prometheus.Collector, reg prometheus.Registerer, logger
 			Help: "SLI samples the ruler's TSDB refused (out of order, invalid)."}),
 		appended: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_ruler_sli_samples_appended_total",
 			Help: "SLI samples appended to the ruler's TSDB."}),
+		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_ruler_api_requests_total",
+			Help: "Requests to the ruler's Prometheus HTTP API, by route (handler) as Prometheus registers it."}, []string{"handler"}),
 	}
 	if err := r.sli.Register(sli); err != nil {
 		return nil, fmt.Errorf("ruler: register SLI collector: %w", err)
 	}
-	reg.MustRegister(r.appendErrors, r.appended)
+	reg.MustRegister(r.appendErrors, r.appended, r.apiRequests)
+	r.evalMillis.Store(cfg.EvaluationInterval.Milliseconds())
 
 	var err error
 	if r.files, err = ruleFiles(cfg); err != nil {
@@ -130,13 +140,27 @@ func ruleFiles(cfg Config) ([]string, error) {
 // their value until a restart.
 var Reloadable = []string{"spec_files", "window_files", "rule_files", "evaluation_interval", "alertmanager_urls", "external_labels"}
 
+// maxNotificationSubscribers bounds the clients of /api/v1/notifications/live, as
+// Prometheus's -web.max-notifications-subscribers default does.
+const maxNotificationSubscribers = 16
+
 // ApplyConfig reloads a running ruler as Prometheus reloads: the SLO specs and rule files
 // are read again, so an edited spec counts even when cfg is unchanged, and the rules
 // manager replaces only the groups that changed, keeping the alert state of the others.
 // The evaluation interval, external labels and Alertmanagers change with them. A spec
 // or rule file that fails to load leaves the running rules and Alertmanagers as they
 // were (the generated files on disk are the new ones).
+// A failed reload is also shown on the API's notifications, until one succeeds.
 func (r *Ruler) ApplyConfig(cfg Config) error {
+	if err := r.applyConfig(cfg); err != nil {
+		r.notifs.AddNotification(notifications.ConfigurationUnsuccessful)
+		return err
+	}
+	r.notifs.DeleteNotification(notifications.ConfigurationUnsuccessful)
+	return nil
+}
+
+func (r *Ruler) applyConfig(cfg Config) error {
 	if r.State() != services.Running {
 		return errors.New("ruler: not running")
 	}
@@ -160,6 +184,7 @@ func (r *Ruler) ApplyConfig(cfg Config) error {
 	}
 	replace(r.tsets, staticAlertmanagers(am))
 	replace(r.interval, cfg.EvaluationInterval)
+	r.evalMillis.Store(cfg.EvaluationInterval.Milliseconds())
 	r.mu.Lock()
 	r.files, r.amConfig, r.configTime = files, am, time.Now()
 	r.mu.Unlock()
@@ -220,15 +245,31 @@ func (r *Ruler) starting(ctx context.Context) error {
 	if err != nil {
 		return fmt.Errorf("ruler: open TSDB: %w", err)
 	}
-	r.engine = promql.NewEngine(promql.EngineOpts{
-		Logger:               r.logger.With("component", "promql"),
-		Reg:                  r.reg,
-		MaxSamples:           50_000_000,
-		Timeout:              2 * time.Minute,
-		LookbackDelta:        5 * time.Minute,
-		EnableAtModifier:     true,
-		EnableNegativeOffset: true,
-	})
+	// The tracker bounds concurrent queries and, on the next start, logs those that
+	// were running when the process died. It is never closed (see stopping).
+	queries, err := promql.NewActiveQueryTracker(r.cfg.DataDir, r.cfg.QueryMaxConcurrency, r.logger.With("component", "activeQueryTracker"))
+	if err != nil {
+		r.db.Close()
+		return fmt.Errorf("ruler: active query tracker: %w", err)
+	}
+	noStep := func(int64) int64 { return r.evalMillis.Load() }
+	r.engine = stepLimitEngine{
+		QueryEngine: promql.NewEngine(promql.EngineOpts{
+			Logger:                   r.logger.With("component", "promql"),
+			Reg:                      r.reg,
+			MaxSamples:               r.cfg.QueryMaxSamples,
+			Timeout:                  r.cfg.QueryTimeout,
+			ActiveQueryTracker:       queries,
+			LookbackDelta:            5 * time.Minute,
+			NoStepSubqueryIntervalFn: noStep,
+			EnableAtModifier:         true,
+			EnableNegativeOffset:     true,
+			Parser:                   r.parser,
+		}),
+		parser:   r.parser,
+		maxSteps: r.cfg.QueryMaxSubquerySteps,
+		noStep:   noStep,
+	}
 
 	r.notifier = notifier.NewManager(&notifier.Options{
 		QueueCapacity:  r.cfg.QueueCapacity,
@@ -236,6 +277,7 @@ func (r *Ruler) starting(ctx context.Context) error {
 		Registerer:     r.reg,
 	}, model.UTF8Validation, r.logger.With("component", "notifier"))
 	if err := r.notifier.ApplyConfig(r.amConfig); err != nil {
+		r.db.Close()
 		return fmt.Errorf("ruler: alertmanager config: %w", err)
 	}
 	r.tsets <- staticAlertmanagers(r.amConfig)
@@ -264,6 +306,7 @@ func (r *Ruler) starting(ctx context.Context) error {
 		r.db.Close()
 		return fmt.Errorf("ruler: load rules: %w", err)
 	}
+	r.api = r.newAPI()
 	r.appendSLI(time.Now()) // first samples before the first evaluation
 	r.wg.Add(1)
 	go func() { defer r.wg.Done(); r.manager.Run() }()
@@ -287,9 +330,12 @@ func (r *Ruler) running(ctx context.Context) error {
 }
 
 func (r *Ruler) stopping(_ error) error {
+	r.notifs.AddNotification(notifications.ShuttingDown)
 	r.manager.Stop() // Run was called in starting, so Stop returns
 	r.notifier.Stop()
 	r.wg.Wait()
+	// The active query tracker stays mapped: an API query still running now writes to
+	// it when it ends.
 	return r.db.Close()
 }
 

@@ -45,8 +45,8 @@ func testInventory() *inventory.Inventory {
 	return &inventory.Inventory{POPs: []inventory.POP{{Name: "lon", Site: "london"}, {Name: "par", Site: "paris"}}}
 }
 
-// startRuler runs a ruler over the fast test spec with the given Alertmanager URLs.
-func startRuler(t *testing.T, s *sli.SLI, reg *prometheus.Registry, amURLs ...string) *Ruler {
+// testConfig is a ruler over the fast test spec with the given Alertmanager URLs.
+func testConfig(t *testing.T, amURLs ...string) Config {
 	t.Helper()
 	var cfg Config
 	cfg.RegisterFlags(flagSet())
@@ -57,6 +57,17 @@ func startRuler(t *testing.T, s *sli.SLI, reg *prometheus.Registry, amURLs ...st
 	cfg.AlertmanagerURLs = amURLs
 	cfg.ExternalLabels = Labels{"meridian": "test"}
 	cfg.DataDir = t.TempDir()
+	return cfg
+}
+
+// startRuler runs a ruler of testConfig(amURLs).
+func startRuler(t *testing.T, s *sli.SLI, reg *prometheus.Registry, amURLs ...string) *Ruler {
+	t.Helper()
+	return startRulerConfig(t, s, reg, testConfig(t, amURLs...))
+}
+
+func startRulerConfig(t *testing.T, s *sli.SLI, reg *prometheus.Registry, cfg Config) *Ruler {
+	t.Helper()
 	r, err := New(cfg, s, reg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		t.Fatal(err)
@@ -229,11 +240,13 @@ spec_files: [alerts/slos/pop.yaml, alerts/slos/ceph.yaml]
 alertmanager_urls: http://127.0.0.1:9093,http://127.0.0.1:9094
 external_labels: {region: eu}
 evaluation_interval: 15s
+query_max_subquery_steps: 500
 `
 	if err := yaml.Unmarshal([]byte(in), &c); err != nil {
 		t.Fatal(err)
 	}
-	if len(c.SpecFiles) != 2 || len(c.AlertmanagerURLs) != 2 || c.ExternalLabels["region"] != "eu" || c.EvaluationInterval != 15*time.Second || c.DataDir != "data/ruler" {
+	if len(c.SpecFiles) != 2 || len(c.AlertmanagerURLs) != 2 || c.ExternalLabels["region"] != "eu" || c.EvaluationInterval != 15*time.Second || c.DataDir != "data/ruler" ||
+		c.QueryMaxSubquerySteps != 500 || c.QueryMaxLength != 8<<10 {
 		t.Errorf("config %+v", c)
 	}
 	if err := c.Validate(); err != nil {
@@ -248,10 +261,15 @@ func TestConfigValidate(t *testing.T) {
 		t.Fatalf("defaults: %v", err)
 	}
 	for field, mut := range map[string]func(*Config){
-		"ruler.evaluation_interval": func(c *Config) { c.EvaluationInterval = 0 },
-		"ruler.alertmanager_urls":   func(c *Config) { c.AlertmanagerURLs = []string{"127.0.0.1:9093"} },
-		"ruler.external_labels":     func(c *Config) { c.ExternalLabels = Labels{"bad-name": "x"} },
-		"ruler.data_dir":            func(c *Config) { c.DataDir = "" },
+		"ruler.evaluation_interval":      func(c *Config) { c.EvaluationInterval = 0 },
+		"ruler.alertmanager_urls":        func(c *Config) { c.AlertmanagerURLs = []string{"127.0.0.1:9093"} },
+		"ruler.external_labels":          func(c *Config) { c.ExternalLabels = Labels{"bad-name": "x"} },
+		"ruler.data_dir":                 func(c *Config) { c.DataDir = "" },
+		"ruler.query_timeout":            func(c *Config) { c.QueryTimeout = 0 },
+		"ruler.query_max_concurrency":    func(c *Config) { c.QueryMaxConcurrency = 0 },
+		"ruler.query_max_samples":        func(c *Config) { c.QueryMaxSamples = -1 },
+		"ruler.query_max_length":         func(c *Config) { c.QueryMaxLength = 0 },
+		"ruler.query_max_subquery_steps": func(c *Config) { c.QueryMaxSubquerySteps = 0 },
 	} {
 		c := base
 		mut(&c)

@@ -129,21 +129,24 @@ func (r *reloader) reload(trigger string) error {
 		r.sums[f] = sum
 	}
 	if err != nil {
+		r.a.log.Error("configuration reload failed; the running configuration is unchanged", "trigger", trigger, "err", err)
 		r.ok.Set(0)
 		r.reloads.WithLabelValues("failure").Inc()
-		r.a.log.Error("configuration reload failed; the running configuration is unchanged", "trigger", trigger, "err", err)
 		return err
 	}
-	r.ok.Set(1)
-	r.okTime.SetToCurrentTime()
-	r.reloads.WithLabelValues("success").Inc()
+	// The restart gauge is set before the outcome is counted: whoever sees this reload
+	// succeed also sees whether it needs a restart.
 	pending := r.pendingRestart(cfg)
-	r.restart.Set(0)
 	if len(pending) > 0 {
 		r.restart.Set(1)
 		r.a.log.Warn("configuration changes that take effect after a restart", "fields", pending)
+	} else {
+		r.restart.Set(0)
 	}
 	r.a.log.Info("configuration reloaded", "trigger", trigger)
+	r.ok.Set(1)
+	r.okTime.SetToCurrentTime()
+	r.reloads.WithLabelValues("success").Inc()
 	return nil
 }
 

@@ -196,6 +196,10 @@ func TestConfigValidate(t *testing.T) {
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "geodns.dns_server") {
 		t.Fatalf("err = %v, want it to name geodns.dns_server", err)
 	}
+	cfg.DNSServer, cfg.FastInterval = "", -time.Second
+	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "geodns.fast_interval") {
+		t.Fatalf("err = %v, want it to name geodns.fast_interval", err)
+	}
 }
 
 // TestVantagesProbeFromTheirSourceAddress runs two vantages in one collector and checks

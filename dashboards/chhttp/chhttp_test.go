@@ -25,6 +25,7 @@ import (
 
 	"github.com/meridianhq/meridian/dashboards/chhttp"
 	"github.com/meridianhq/meridian/internal/promtest"
+	"github.com/meridianhq/meridian/internal/testtime"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/storage"
 	"github.com/meridianhq/meridian/storage/storagetest"
@@ -47,7 +48,7 @@ type endpoint struct {
 func newEndpoint(t testing.TB, maxResultBytes int64) *endpoint {
 	t.Helper()
 	store := storagetest.New(t)
-	t0 := time.Date(2026, 11, 22, 1, 0, 0, 123e6, time.UTC)
+	t0 := testtime.Day.Add(time.Hour + 123*time.Millisecond)
 	var recs []pipeline.Record
 	for i, peer := range []string{"nbg-aegis-1", "tyo-brain-1", "lon-pop-1"} {
 		recs = append(recs, &pipeline.TunnelStat{

@@ -2,6 +2,9 @@
 // as a library, from the npm package @chdb/lib-linux-x64-gnu) at run time with purego,
 // without cgo, and exposes SQL queries and streaming Native inserts.
 //
+// A Go panic or fault still ends the process with Go's stack trace: Open keeps the Go
+// runtime's signal handlers in place of the engine's (see keepGoSignalHandlers).
+//
 // The engine is process-wide: it boots once with one data path and stays up until the
 // process exits (chDB cannot shut down and reboot a MergeTree engine cleanly), so Open is
 // idempotent per path and refuses a second path.
@@ -14,6 +17,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
+	"strings"
 	"sync"
 	"unsafe"
 
@@ -48,10 +53,26 @@ func LibPath(configured string) string {
 }
 
 // Error is an error reported by the engine; Msg is ClickHouse's own text (with its
-// error code name, e.g. "Code: 60. DB::Exception: ... (UNKNOWN_TABLE)").
-type Error struct{ Msg string }
+// error code name, e.g. "Code: 60. DB::Exception: ... (UNKNOWN_TABLE)") and Code the
+// ClickHouse error code it starts with (0 when the engine gave none, as when this package
+// itself gets no result from the engine).
+type Error struct {
+	Code int
+	Msg  string
+}
 
 func (e *Error) Error() string { return "clickhouse: " + e.Msg }
+
+// engineError keeps the engine's text and the error code it starts with.
+func engineError(msg string) *Error {
+	e := &Error{Msg: msg}
+	if rest, ok := strings.CutPrefix(msg, "Code: "); ok {
+		if n, _, ok := strings.Cut(rest, "."); ok {
+			e.Code, _ = strconv.Atoi(n)
+		}
+	}
+	return e
+}
 
 // poolSize bounds how many statements run at once. A chDB connection runs one statement
 // at a time; several connections share the one engine, so queries (dashboards) and
@@ -133,6 +154,11 @@ func OpenLimited(libPath, path string, lim Limits) (*DB, error) {
 	}
 	if err := os.MkdirAll(abs, 0o755); err != nil {
 		return nil, fmt.Errorf("chdb: data path: %w", err)
+	}
+	// Before the engine boots (in the first chdb_connect), so that its handlers are
+	// never the ones a Go fault meets.
+	if err := api.keepGoSignalHandlers(); err != nil {
+		return nil, err
 	}
 	db := &DB{path: abs, conns: make(chan *conn, poolSize)}
 	for i := 0; i < poolSize; i++ {
@@ -220,6 +246,8 @@ type lib struct {
 	streamDone    func(s uintptr) uintptr
 	streamError   func(s uintptr) string
 	destroyStream func(s uintptr)
+
+	setSignalHandlersEnabled func(enabled int32)
 }
 
 func load(path string) (*lib, error) {
@@ -236,18 +264,19 @@ func load(path string) (*lib, error) {
 	}
 	l := &lib{}
 	for name, fn := range map[string]any{
-		"chdb_connect":               &l.connect_,
-		"chdb_query_n":               &l.queryN,
-		"chdb_result_buffer":         &l.resultBuffer,
-		"chdb_result_length":         &l.resultLength,
-		"chdb_result_error":          &l.resultError,
-		"chdb_result_rows_written":   &l.resultRowsW,
-		"chdb_destroy_query_result":  &l.destroyResult,
-		"chdb_stream_insert":         &l.streamInsert,
-		"chdb_stream_append":         &l.streamAppend,
-		"chdb_stream_done":           &l.streamDone,
-		"chdb_stream_insert_error":   &l.streamError,
-		"chdb_destroy_insert_stream": &l.destroyStream,
+		"chdb_connect":                     &l.connect_,
+		"chdb_query_n":                     &l.queryN,
+		"chdb_result_buffer":               &l.resultBuffer,
+		"chdb_result_length":               &l.resultLength,
+		"chdb_result_error":                &l.resultError,
+		"chdb_result_rows_written":         &l.resultRowsW,
+		"chdb_destroy_query_result":        &l.destroyResult,
+		"chdb_stream_insert":               &l.streamInsert,
+		"chdb_stream_append":               &l.streamAppend,
+		"chdb_stream_done":                 &l.streamDone,
+		"chdb_stream_insert_error":         &l.streamError,
+		"chdb_destroy_insert_stream":       &l.destroyStream,
+		"chdb_set_signal_handlers_enabled": &l.setSignalHandlersEnabled,
 	} {
 		sym, err := purego.Dlsym(h, name)
 		if err != nil {
@@ -289,7 +318,7 @@ func (l *lib) query(c uintptr, sql, format string) ([]byte, error) {
 	}
 	defer l.destroyResult(r)
 	if msg := l.resultError(r); msg != "" {
-		return nil, &Error{Msg: msg}
+		return nil, engineError(msg)
 	}
 	n := l.resultLength(r)
 	if n == 0 {
@@ -307,7 +336,7 @@ func (l *lib) insert(c uintptr, query, format string, data []byte) (uint64, erro
 	}
 	defer l.destroyStream(s)
 	if msg := l.streamError(s); msg != "" {
-		return 0, &Error{Msg: msg}
+		return 0, engineError(msg)
 	}
 	if len(data) > 0 {
 		if l.streamAppend(s, unsafe.Pointer(&data[0]), uintptr(len(data))) != 0 {
@@ -315,20 +344,20 @@ func (l *lib) insert(c uintptr, query, format string, data []byte) (uint64, erro
 			if msg == "" {
 				msg = "append to insert stream failed"
 			}
-			return 0, &Error{Msg: msg}
+			return 0, engineError(msg)
 		}
 		runtime.KeepAlive(data)
 	}
 	r := l.streamDone(s)
 	if r == 0 {
 		if msg := l.streamError(s); msg != "" {
-			return 0, &Error{Msg: msg}
+			return 0, engineError(msg)
 		}
 		return 0, &Error{Msg: "no result from insert"}
 	}
 	defer l.destroyResult(r)
 	if msg := l.resultError(r); msg != "" {
-		return 0, &Error{Msg: msg}
+		return 0, engineError(msg)
 	}
 	return l.resultRowsW(r), nil
 }

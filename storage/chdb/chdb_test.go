@@ -34,6 +34,9 @@ func open(t *testing.T) *DB {
 }
 
 func TestMain(m *testing.M) {
+	if mode := os.Getenv(envChild); mode != "" {
+		os.Exit(runChild(mode))
+	}
 	code := m.Run()
 	if testDir != "" {
 		os.RemoveAll(testDir)
