@@ -18,7 +18,7 @@ APT_TEST := iproute2 wireguard-go wireguard-tools \
 	chromium fonts-liberation
 APT_RUN := knot-dnsutils
 
-.PHONY: all build run test bench chdb apt-test apt-run modules web fmt vet clean
+.PHONY: all build run soak test bench chdb apt-test apt-run modules web fmt vet clean
 
 all: build
 
@@ -42,6 +42,12 @@ build: modules web
 
 run: apt-run chdb build
 	./bin/meridian lab run
+
+# One hour of the lab on the soak schedule (lab/README.md); the report and BENCH lines go
+# to soak.out, and a broken invariant fails the target. SOAK_DURATION=10m for a short one.
+SOAK_DURATION ?= 1h
+soak: apt-run chdb build
+	set -o pipefail; ./bin/meridian lab soak -duration $(SOAK_DURATION) 2>soak.log | tee soak.out
 
 test: apt-test chdb modules web
 	$(GO) vet ./...

@@ -12,9 +12,12 @@ import (
 	"testing"
 	"time"
 
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/cilium/cilium/api/v1/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/meridianhq/meridian/collectors/hubble/hubbletest"
 )
 
 func startLab(t *testing.T) *Lab {
@@ -200,5 +203,41 @@ func TestRelaysStreamFlowsWithCurrentTimes(t *testing.T) {
 	b, _ := json.Marshal(l.Endpoints().Relays)
 	if !strings.Contains(string(b), "par-edge") || strings.Contains(string(b), "ny-vault") {
 		t.Fatalf("relays %s", b)
+	}
+}
+
+// The calm world replays only the capture's healthy exchanges: no 5xx or slow answer
+// reaches Meridian, and every kept answer keeps its request.
+func TestRelayReplaysSuccessfulExchanges(t *testing.T) {
+	all, err := hubbletest.Load("../testdata/hubble/hubble-otel-basic-sample-348-http-flows.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	kept := succeeded(all)
+	requests, answers := map[string]int{}, 0
+	for _, m := range kept {
+		f := m.GetFlow()
+		switch f.GetL7().GetType() {
+		case flowpb.L7FlowType_REQUEST:
+			requests[endpoint(f, true)+">"+endpoint(f, false)]++
+		case flowpb.L7FlowType_RESPONSE:
+			if c, d := f.GetL7().GetHttp().GetCode(), time.Duration(f.GetL7().GetLatencyNs()); c >= 500 || d > healthyLatency {
+				t.Fatalf("replayed a %d answer after %s", c, d)
+			}
+			answers++
+		}
+	}
+	for _, m := range kept {
+		if f := m.GetFlow(); f.GetL7().GetType() == flowpb.L7FlowType_RESPONSE {
+			c := endpoint(f, false) + ">" + endpoint(f, true)
+			if requests[c] == 0 {
+				t.Fatalf("answer %s without its request", f.GetSummary())
+			}
+			requests[c]--
+		}
+	}
+	// The capture holds 22 answers 200 (one of them after 3 s) and 151 answers 503.
+	if answers != 21 || len(kept) >= len(all)/2 {
+		t.Fatalf("kept %d of %d flows, %d answers", len(kept), len(all), answers)
 	}
 }

@@ -16,11 +16,13 @@ import (
 
 // Config selects and configures the driver: embedded chDB unless ClickHouse.DSN is set.
 type Config struct {
-	Path       string       `yaml:"path"`
-	ChdbLib    string       `yaml:"chdb_lib"`
-	Database   string       `yaml:"database"`
-	TTL        TTLs         `yaml:"ttl"`
-	ClickHouse ServerConfig `yaml:"clickhouse"`
+	Path     string `yaml:"path"`
+	ChdbLib  string `yaml:"chdb_lib"`
+	Database string `yaml:"database"`
+	// ChdbMaxMemory bounds the embedded engine's memory (bytes; chdb.Limits).
+	ChdbMaxMemory int64        `yaml:"chdb_max_memory"`
+	TTL           TTLs         `yaml:"ttl"`
+	ClickHouse    ServerConfig `yaml:"clickhouse"`
 }
 
 // ServerConfig is the ClickHouse server or cluster driver's configuration.
@@ -40,6 +42,7 @@ const EnvPassword = "MERIDIAN_CLICKHOUSE_PASSWORD"
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.Path, "storage.path", "./data/clickhouse", "Data directory of the embedded ClickHouse engine (chDB).")
 	f.StringVar(&c.ChdbLib, "storage.chdb-lib", "", "Path of libchdb.so (default $"+chdb.EnvLib+", else "+chdb.DefaultLibPath()+"; `make chdb` fetches it).")
+	f.Int64Var(&c.ChdbMaxMemory, "storage.chdb-max-memory", chdb.DefaultLimits.MaxMemory, "Memory the embedded engine may use, in bytes (its max_server_memory_usage; its caches have fixed small ceilings, see storage/README.md). 0: ClickHouse's default, 90% of RAM.")
 	f.StringVar(&c.Database, "storage.database", "meridian", "ClickHouse database holding Meridian's tables.")
 	c.TTL = DefaultTTLs()
 	f.Var(&c.TTL, "storage.ttl", "Retention per table as table=duration, comma separated, merged over the defaults (e.g. flows=14d,probes=60d).")
@@ -55,6 +58,9 @@ var identRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
 func (c *Config) Validate() error {
 	if !identRe.MatchString(c.Database) {
 		return fmt.Errorf("storage.database: %q is not a plain identifier ([A-Za-z_][A-Za-z0-9_]*)", c.Database)
+	}
+	if c.ChdbMaxMemory < 0 {
+		return fmt.Errorf("storage.chdb_max_memory: %d is negative (0: the engine's default)", c.ChdbMaxMemory)
 	}
 	if c.ClickHouse.DSN == "" {
 		if c.Path == "" {

@@ -17,7 +17,7 @@ type embedded struct {
 }
 
 func openEmbedded(cfg Config) (*embedded, error) {
-	db, err := chdb.Open(chdb.LibPath(cfg.ChdbLib), cfg.Path)
+	db, err := chdb.OpenLimited(chdb.LibPath(cfg.ChdbLib), cfg.Path, chdb.Limits{MaxMemory: cfg.ChdbMaxMemory})
 	if err != nil {
 		return nil, err
 	}

@@ -14,6 +14,9 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
+	"runtime/metrics"
+	"runtime/pprof"
 	"strings"
 	"syscall"
 	"time"
@@ -28,6 +31,7 @@ import (
 
 const labUsage = `Usage:
   meridian lab run [flags]             start the lab world and Meridian (all modules) pointed at it
+  meridian lab soak -duration D [flags] run the lab on the soak schedule, check its invariants, report
   meridian lab fail KIND TARGET [MODE] inject a failure: pop nuremberg | tunnel newyork-nuremberg | osd 3 slow | osd 3 down
   meridian lab heal                    clear every failure
   meridian lab status                  list the failures in force
@@ -43,6 +47,8 @@ func labCommand(args []string, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "run":
 		err = labRun(args[1:], stderr)
+	case "soak":
+		err = labSoak(args[1:], stdout, stderr)
 	case "fail", "heal", "status":
 		err = labControl(args[0], args[1:], stdout)
 	default:
@@ -67,33 +73,184 @@ func labRun(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	if err := os.MkdirAll(labDir, 0o700); err != nil {
-		return err
-	}
-	token, err := labToken(cfg)
-	if err != nil {
-		return err
-	}
-	logger := newLogger(cfg, stderr, new(slog.LevelVar))
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	l, err := lab.Start(ctx, lc, token, logger.With("component", "lab"))
+	l, token, logger, err := startLab(ctx, cfg, lc, stderr)
 	if err != nil {
 		return err
 	}
-	labOverlay(cfg, l.Endpoints())
-	if err := cfg.Validate(); err != nil {
-		return fmt.Errorf("generated configuration: %w", err)
-	}
-	file := filepath.Join(labDir, "meridian.yaml")
-	if err := writeYAML(file, cfg); err != nil {
-		return err
-	}
-	printBanner(stderr, cfg, file, token)
+	printBanner(stderr, cfg, filepath.Join(labDir, "meridian.yaml"), token)
 	err = serve(ctx, cfg, logger, nil) // the lab's configuration is generated, not a file to reload
 	stop()
 	<-l.Done() // the lab removes its namespaces before the process exits
 	return err
+}
+
+// startLab starts the lab world and points cfg at it; the generated configuration is
+// written to data/lab/meridian.yaml.
+func startLab(ctx context.Context, cfg *Config, lc lab.Config, stderr io.Writer) (*lab.Lab, string, *slog.Logger, error) {
+	if err := os.MkdirAll(labDir, 0o700); err != nil {
+		return nil, "", nil, err
+	}
+	token, err := labToken(cfg)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	logger := newLogger(cfg, stderr, new(slog.LevelVar))
+	l, err := lab.Start(ctx, lc, token, logger.With("component", "lab"))
+	if err != nil {
+		return nil, "", nil, err
+	}
+	labOverlay(cfg, l.Endpoints())
+	if err := cfg.Validate(); err != nil {
+		return nil, "", nil, fmt.Errorf("generated configuration: %w", err)
+	}
+	if err := writeYAML(filepath.Join(labDir, "meridian.yaml"), cfg); err != nil {
+		return nil, "", nil, err
+	}
+	return l, token, logger, nil
+}
+
+// labSoak runs `meridian lab soak`: the lab and Meridian in this process, the soak's
+// schedule against them (lab.Soak), the report on stdout. Broken invariants fail it.
+func labSoak(args []string, stdout, stderr io.Writer) error {
+	var lc lab.Config
+	duration, profile := time.Hour, ""
+	cfg, err := parseConfig(args, stderr, func(f *flag.FlagSet) {
+		lc.RegisterFlags(f)
+		f.DurationVar(&duration, "duration", duration, "Length of the soak's schedule (calm, POP failure, heal, tunnel failure, heal, OSD slow, heal, calm).")
+		f.StringVar(&profile, "heap-profile", "", "Write a Go heap profile (pprof) here when the soak ends, to see what grew.")
+	})
+	if err != nil {
+		return err
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	l, token, logger, err := startLab(ctx, cfg, lc, stderr)
+	if err != nil {
+		return err
+	}
+	report, err := runSoak(ctx, cfg, l, token, duration, profile, logger)
+	stop()
+	<-l.Done()
+	if err != nil {
+		return err
+	}
+	report.Write(stdout)
+	if failed := report.Failed(); len(failed) > 0 {
+		return fmt.Errorf("soak: %d invariants broken:\n  %s", len(failed), strings.Join(failed, "\n  "))
+	}
+	return nil
+}
+
+// runSoak serves Meridian with cfg until the soak of lab l is over.
+// A heap profile is written to profile (unless empty) before Meridian stops.
+func runSoak(ctx context.Context, cfg *Config, l *lab.Lab, token string, d time.Duration, profile string, logger *slog.Logger) (*lab.SoakReport, error) {
+	ctx, cancel := context.WithCancel(ctx)
+	a := newApp(cfg, logger)
+	done := make(chan error, 1)
+	go func() { done <- serveApp(ctx, a) }()
+	base := "http://" + cfg.Server.ListenAddress
+	if err := waitReady(ctx, base, 2*time.Minute, done); err != nil {
+		cancel()
+		return nil, err
+	}
+	report, err := l.Soak(ctx, lab.SoakConfig{Duration: d, Meridian: base, Token: token, Log: logger.With("component", "soak"),
+		Resources: func(ctx context.Context) (lab.Resources, error) { return processResources(ctx, a) },
+		Query: func(ctx context.Context, sql string) ([]byte, error) {
+			if a.store == nil {
+				return nil, errors.New("no store")
+			}
+			return a.store.Query(ctx, sql, "TSV")
+		},
+		Database: cfg.Storage.Database})
+	if profile != "" {
+		if perr := writeHeapProfile(profile); perr != nil {
+			logger.Error("soak: heap profile", "file", profile, "err", perr)
+		}
+	}
+	cancel()
+	if serr := <-done; serr != nil && err == nil {
+		err = serr
+	}
+	return report, err
+}
+
+func writeHeapProfile(file string) error {
+	f, err := os.Create(file)
+	if err != nil {
+		return err
+	}
+	runtime.GC() // the profile's in-use figures are as of the last GC
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
+// waitReady waits for base's /readyz, or for serve to end first.
+func waitReady(ctx context.Context, base string, limit time.Duration, done <-chan error) error {
+	deadline := time.Now().Add(limit)
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	c := &http.Client{Timeout: 2 * time.Second}
+	for time.Now().Before(deadline) {
+		if resp, err := c.Get(base + "/readyz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case err := <-done:
+			return fmt.Errorf("meridian stopped before it was ready: %v", err)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-tick.C:
+		}
+	}
+	return fmt.Errorf("meridian at %s not ready within %s", base, limit)
+}
+
+// processResources samples this process: RSS from /proc, the live Go heap (what the last
+// GC kept, so the GC's sawtooth does not hide growth), the memory the embedded engine
+// tracks and each table's active parts.
+func processResources(ctx context.Context, a *app) (lab.Resources, error) {
+	var r lab.Resources
+	statm, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return r, err
+	}
+	var size, resident float64
+	if _, err := fmt.Sscan(string(statm), &size, &resident); err != nil {
+		return r, fmt.Errorf("/proc/self/statm: %w", err)
+	}
+	r.RSS = resident * float64(os.Getpagesize())
+	sample := []metrics.Sample{{Name: "/gc/heap/live:bytes"}}
+	metrics.Read(sample)
+	r.Heap = float64(sample[0].Value.Uint64())
+	if a.store == nil {
+		return r, nil
+	}
+	out, err := a.store.Query(ctx, "SELECT table, count() FROM system.parts WHERE active AND database = '"+a.cfg.Storage.Database+"' GROUP BY table", "TSV")
+	if err != nil {
+		return r, err
+	}
+	r.Parts = map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var table string
+		var n int
+		if _, err := fmt.Sscan(line, &table, &n); err == nil {
+			r.Parts[table] = n
+		}
+	}
+	out, err = a.store.Query(ctx, "SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'", "TSV")
+	if err != nil {
+		return r, err
+	}
+	_, err = fmt.Sscan(string(out), &r.Engine)
+	return r, err
 }
 
 // labOverlay points cfg at the lab's peers, as an operator's file would point it at real ones.

@@ -97,10 +97,42 @@ var (
 	api    *lib
 )
 
-// Open boots the engine with data under path, loading the library at libPath (see
-// LibPath). A second Open with the same path returns the same DB; with another path it
-// fails, since one process holds one engine.
-func Open(libPath, path string) (*DB, error) {
+// Limits bound the engine's memory. ClickHouse's defaults are sized for a server that owns
+// its machine (5 GiB of mark cache, 5 GiB of primary index cache, 90 % of RAM in all); an
+// engine embedded next to Meridian's own heap gets explicit, small ceilings instead.
+type Limits struct {
+	MaxMemory int64 // bytes: max_server_memory_usage, queries past it fail (0: the engine's default)
+}
+
+// DefaultLimits is what Open uses.
+var DefaultLimits = Limits{MaxMemory: 1 << 30}
+
+// args are the engine's server settings for l, as clickhouse-local takes them.
+func (l Limits) args() []string {
+	const mib = 1 << 20
+	a := []string{
+		fmt.Sprintf("--mark_cache_size=%d", 64*mib),
+		fmt.Sprintf("--index_mark_cache_size=%d", 16*mib),
+		fmt.Sprintf("--primary_index_cache_size=%d", 64*mib),
+		"--uncompressed_cache_size=0",
+		"--index_uncompressed_cache_size=0",
+		fmt.Sprintf("--compiled_expression_cache_size=%d", 32*mib),
+		fmt.Sprintf("--query_condition_cache_size=%d", 16*mib),
+	}
+	if l.MaxMemory > 0 {
+		a = append(a, fmt.Sprintf("--max_server_memory_usage=%d", l.MaxMemory))
+	}
+	return a
+}
+
+// Open boots the engine with data under path and DefaultLimits, loading the library at
+// libPath (see LibPath). A second Open with the same path returns the same DB; with
+// another path it fails, since one process holds one engine.
+func Open(libPath, path string) (*DB, error) { return OpenLimited(libPath, path, DefaultLimits) }
+
+// OpenLimited is Open with the engine's memory bounded by lim (applied when this call
+// boots the engine).
+func OpenLimited(libPath, path string, lim Limits) (*DB, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, fmt.Errorf("chdb: data path %q: %w", path, err)
@@ -130,7 +162,7 @@ func Open(libPath, path string) (*DB, error) {
 	}
 	db := &DB{path: abs, conns: make(chan *conn, poolSize)}
 	for i := 0; i < poolSize; i++ {
-		h, err := api.connect(abs)
+		h, err := api.connect(abs, lim.args())
 		if err != nil {
 			return nil, err
 		}
@@ -260,8 +292,11 @@ func cstr(s string) *byte {
 	return &b[0]
 }
 
-func (l *lib) connect(path string) (uintptr, error) {
+func (l *lib) connect(path string, settings []string) (uintptr, error) {
 	args := []*byte{cstr("meridian"), cstr("--path=" + path)}
+	for _, s := range settings {
+		args = append(args, cstr(s))
+	}
 	pp := l.connect_(int32(len(args)), &args[0])
 	runtime.KeepAlive(args)
 	if pp == nil {

@@ -2,6 +2,7 @@ package chdb
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -129,5 +130,21 @@ func TestLibPathPrecedence(t *testing.T) {
 	t.Setenv(EnvLib, "")
 	if got := LibPath(""); !strings.HasSuffix(got, ".cache/meridian/chdb-"+Version+"/package/libchdb.so") {
 		t.Errorf("default: %s", got)
+	}
+}
+
+// The engine runs with explicit ceilings, not a dedicated server's defaults (5 GiB mark
+// and primary index caches, 90 % of RAM).
+func TestEngineMemoryIsBounded(t *testing.T) {
+	db := open(t)
+	out, err := db.Query(context.Background(), "", "SELECT name, value FROM system.server_settings WHERE name IN "+
+		"('max_server_memory_usage', 'mark_cache_size', 'index_mark_cache_size', 'primary_index_cache_size', 'uncompressed_cache_size') ORDER BY name", "TSV")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := fmt.Sprintf("index_mark_cache_size\t%d\nmark_cache_size\t%d\nmax_server_memory_usage\t%d\nprimary_index_cache_size\t%d\nuncompressed_cache_size\t0\n",
+		16<<20, 64<<20, DefaultLimits.MaxMemory, 64<<20)
+	if string(out) != want {
+		t.Fatalf("server settings:\n%s\nwant:\n%s", out, want)
 	}
 }

@@ -1,6 +1,7 @@
 // Package hubbletest is a Hubble Relay for tests: a gRPC server implementing Cilium's own
 // observer.ObserverServer over an in-memory ring of real flows, with GetFlows honouring
-// since, number, first and follow as Hubble's observer does.
+// since, number, first and follow as Hubble's observer does. The ring is unbounded unless
+// WithCapacity bounds it, as Hubble's own ring is (4,095 flows by default).
 package hubbletest
 
 import (
@@ -53,7 +54,9 @@ type Server struct {
 
 	mu       sync.Mutex
 	ring     []*observer.GetFlowsResponse
-	hold     int           // streams send ring[:hold] only; <0: no limit
+	capacity int           // ring bound; 0: none
+	base     int           // flows dropped from the ring's head: ring[i] is flow base+i
+	hold     int           // streams send flows [0, hold) only; <0: no limit
 	changed  chan struct{} // closed and replaced when ring or hold changes
 	requests []*observer.GetFlowsRequest
 	sent     atomic.Int64
@@ -70,6 +73,16 @@ func NewServer(ring []*observer.GetFlowsResponse) *Server {
 // WithTLS makes Start serve with these credentials (TLS or mTLS).
 func (s *Server) WithTLS(c credentials.TransportCredentials) *Server {
 	s.creds = c
+	return s
+}
+
+// DefaultCapacity is the size of Hubble's flow ring by default (--hubble-event-buffer-capacity).
+const DefaultCapacity = 4095
+
+// WithCapacity bounds the ring to n flows: Add drops the oldest beyond it, and a stream
+// that falls more than n flows behind skips what was dropped, as Hubble's ring overwrites.
+func (s *Server) WithCapacity(n int) *Server {
+	s.capacity = n
 	return s
 }
 
@@ -127,6 +140,12 @@ func (s *Server) Add(flows ...*observer.GetFlowsResponse) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.ring = append(s.ring, flows...)
+	if s.capacity > 0 && len(s.ring) > s.capacity {
+		drop := len(s.ring) - s.capacity
+		clear(s.ring[:drop]) // the next append that outgrows the array copies only the live flows
+		s.ring = s.ring[drop:]
+		s.base += drop
+	}
 	s.notify()
 }
 
@@ -153,27 +172,29 @@ func (s *Server) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStrea
 	}
 	s.mu.Lock()
 	s.requests = append(s.requests, req)
-	var next int
+	next := s.base // absolute flow number: flows dropped from the ring keep their numbers
 	switch {
 	case req.GetSince() != nil:
 		since := req.GetSince().AsTime()
-		for next < len(s.ring) && s.ring[next].GetTime().AsTime().Before(since) {
+		for next < s.base+len(s.ring) && s.ring[next-s.base].GetTime().AsTime().Before(since) {
 			next++
 		}
 	case req.GetNumber() > 0 && !req.GetFirst():
-		next = max(0, len(s.ring)-int(min(req.GetNumber(), uint64(len(s.ring)))))
+		next = s.base + max(0, len(s.ring)-int(min(req.GetNumber(), uint64(len(s.ring)))))
 	case req.GetFollow():
-		next = len(s.ring)
+		next = s.base + len(s.ring)
 	}
 	s.mu.Unlock()
 	var sent uint64
 	for {
 		s.mu.Lock()
-		end, held := len(s.ring), s.hold >= 0
+		end, held := s.base+len(s.ring), s.hold >= 0
 		if held {
 			end = min(end, s.hold)
 		}
-		batch := s.ring[min(next, end):end]
+		// A stream that fell behind the ring loses what was overwritten.
+		hi := max(end, s.base)
+		batch := s.ring[min(max(next, s.base), hi)-s.base : hi-s.base]
 		changed := s.changed
 		s.mu.Unlock()
 		for _, m := range batch {
@@ -202,8 +223,12 @@ func (s *Server) GetFlows(req *observer.GetFlowsRequest, stream grpc.ServerStrea
 func (s *Server) ServerStatus(context.Context, *observer.ServerStatusRequest) (*observer.ServerStatusResponse, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	return &observer.ServerStatusResponse{NumFlows: uint64(len(s.ring)), MaxFlows: uint64(cap(s.ring)),
-		SeenFlows: uint64(len(s.ring)), UptimeNs: uint64(time.Second)}, nil
+	maxFlows := s.capacity
+	if maxFlows == 0 {
+		maxFlows = cap(s.ring)
+	}
+	return &observer.ServerStatusResponse{NumFlows: uint64(len(s.ring)), MaxFlows: uint64(maxFlows),
+		SeenFlows: uint64(s.base + len(s.ring)), UptimeNs: uint64(time.Second)}, nil
 }
 
 // Shift moves every flow's time by d, e.g. to bring old captures inside a table's TTL.

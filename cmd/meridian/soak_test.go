@@ -1,0 +1,77 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridianhq/meridian/internal/amtest"
+	"github.com/meridianhq/meridian/lab"
+)
+
+// TestLabSoak is the 10-minute soak of `make test`: the lab and every Meridian module in
+// this process, on the soak's schedule scaled to 10 minutes (lab/soak.go), with the
+// shipped SLOs and steering defaults. Every invariant of the report must hold; the report
+// and its BENCH lines are logged. MERIDIAN_SOAK_DURATION changes the length,
+// MERIDIAN_SOAK_HEAP_PROFILE names a file for a heap profile at the end; -short skips.
+func TestLabSoak(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the soak takes 10 minutes")
+	}
+	d := 10 * time.Minute
+	if v := os.Getenv("MERIDIAN_SOAK_DURATION"); v != "" {
+		var err error
+		if d, err = time.ParseDuration(v); err != nil {
+			t.Fatalf("MERIDIAN_SOAK_DURATION: %v", err)
+		}
+	}
+	dir := t.TempDir()
+	logs, _ := os.Create(filepath.Join(dir, "meridian.log"))
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	const token = "soak-token"
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	specs, _ := filepath.Glob("../../alerts/slos/*.yaml")
+	args := []string{
+		fmt.Sprintf("-server.listen-address=127.0.0.1:%d", amtest.FreePort(t)), "-server.token-file=" + tokenFile,
+		"-storage.path=" + enginePath, "-storage.database=soak", "-pipeline.spool.path=" + filepath.Join(dir, "spool"),
+		"-ruler.data-dir=" + filepath.Join(dir, "ruler"), "-hubble.state-dir=" + filepath.Join(dir, "hubble"),
+		fmt.Sprintf("-steering.dns.listen=127.0.0.1:%d", amtest.FreePort(t)), "-steering.dns.zone=" + lab.Zone,
+		"-ruler.spec-files=" + strings.Join(specs, ","),
+	}
+	cfg, err := parseConfig(args, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	l, err := lab.Start(ctx, lab.Config{ListenAddress: "127.0.0.1:0", Testdata: "../../testdata"}, token, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	labOverlay(cfg, l.Endpoints())
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	report, err := runSoak(ctx, cfg, l, token, d, os.Getenv("MERIDIAN_SOAK_HEAP_PROFILE"), logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	report.Write(&out)
+	t.Log("\n" + out.String())
+	if failed := report.Failed(); len(failed) > 0 {
+		b, _ := os.ReadFile(logs.Name())
+		t.Logf("meridian log:\n%s", lastLines(string(b), 40))
+		t.Errorf("soak invariants broken:\n  %s", strings.Join(failed, "\n  "))
+	}
+}
