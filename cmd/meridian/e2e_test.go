@@ -72,20 +72,7 @@ func TestLabEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	labOverlay(cfg, l.Endpoints())
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	a := newApp(cfg, logger)
-	done := make(chan error, 1)
-	go func() { done <- serveApp(ctx, a) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("meridian: %v", err)
-		}
-	}()
-	base := waitAddr(t, a)
+	a, base := serveOverLab(t, cfg, l, logger)
 	dig := func() string { return kdig(t, dnsAddr, franceSubnet, "api."+lab.Zone) }
 	watch(t, time.Now(), []check{{"steady: France is answered from Nuremberg", 60 * time.Second, func() bool { return dig() == nurembergVIP }}})
 
@@ -172,6 +159,18 @@ func kdig(t *testing.T, server, subnet, name string) string {
 		return ""
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// serveOverLab runs Meridian with cfg pointed at the lab l until the test ends, and
+// returns it with its HTTP base URL.
+func serveOverLab(t *testing.T, cfg *Config, l *lab.Lab, logger *slog.Logger) (*app, string) {
+	t.Helper()
+	labOverlay(cfg, l.Endpoints())
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	a := newApp(cfg, logger)
+	return a, startApp(t, a)
 }
 
 func queryInt(t *testing.T, a *app, sql string) int {

@@ -56,20 +56,7 @@ func TestHostileClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	labOverlay(cfg, l.Endpoints())
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	a := newApp(cfg, logger)
-	done := make(chan error, 1)
-	go func() { done <- serveApp(ctx, a) }()
-	defer func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("meridian: %v", err)
-		}
-	}()
-	base := waitAddr(t, a)
+	_, base := serveOverLab(t, cfg, l, logger)
 
 	// The resolver: France must get Nuremberg's VIP, every time, within a second.
 	ask := func() (string, time.Duration, error) {
