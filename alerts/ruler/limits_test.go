@@ -10,7 +10,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -88,11 +87,7 @@ func queryAPI(t *testing.T, base, path string, params url.Values) (int, apiReply
 // and the process serves on.
 func TestQueryLimits(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	s := sli.New(testInventory())
-	var failing atomic.Bool
-	prober(t, s, &failing)
-	r := startRuler(t, s, reg)
-	base, _ := apiServer(t, r)
+	_, base, _ := servedRuler(t, testConfig(t), reg)
 	now := strconvTime(time.Now())
 
 	for _, tc := range []struct {
@@ -207,12 +202,7 @@ slos:
 	cfg := testConfig(t)
 	cfg.SpecFiles = append(cfg.SpecFiles, spec)
 	cfg.RuleFiles = []string{ruleFile}
-	reg := prometheus.NewRegistry()
-	s := sli.New(testInventory())
-	var failing atomic.Bool
-	prober(t, s, &failing)
-	r := startRulerConfig(t, s, reg, cfg)
-	base, _ := apiServer(t, r)
+	r, base, _ := servedRuler(t, cfg, prometheus.NewRegistry())
 
 	// Every rule evaluates without error, those with step-less subqueries included.
 	waitFor(t, 30*time.Second, "every rule evaluated healthy, the SLO ratio recorded", func() bool {
@@ -264,12 +254,7 @@ func hasAlert(as []alerts.Alert, name string) bool {
 func TestRemoteReadSampleLimit(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.QueryMaxSamples = 50
-	reg := prometheus.NewRegistry()
-	s := sli.New(testInventory())
-	var failing atomic.Bool
-	prober(t, s, &failing)
-	r := startRulerConfig(t, s, reg, cfg)
-	base, _ := apiServer(t, r)
+	r, base, _ := servedRuler(t, cfg, prometheus.NewRegistry())
 	waitFor(t, 10*time.Second, "more SLI samples than the limit", func() bool { return testutil.ToFloat64(r.appended) > 50 })
 
 	now := time.Now()

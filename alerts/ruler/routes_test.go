@@ -1,7 +1,6 @@
 package ruler
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -13,7 +12,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -22,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/meridianhq/meridian/alerts/sli"
+	"github.com/meridianhq/meridian/internal/testlog"
 )
 
 // apiRoutes are the routes Prometheus's API registered on the ruler's router, as the
@@ -49,33 +48,28 @@ func apiRoutes(t *testing.T, g prometheus.Gatherer) []string {
 	return out
 }
 
+// servedRuler runs a ruler of cfg, registered in reg, over an SLI fed by healthy probes, with its API
+// served (apiServer).
+func servedRuler(t *testing.T, cfg Config, reg *prometheus.Registry) (*Ruler, string, *testlog.Buffer) {
+	t.Helper()
+	s := sli.New(testInventory())
+	var healthy atomic.Bool
+	prober(t, s, &healthy)
+	r := startRulerConfig(t, s, reg, cfg)
+	base, logs := apiServer(t, r)
+	return r, base, logs
+}
+
 // apiServer serves the ruler's API on a loopback port; the returned buffer collects
 // net/http's error log, where a handler's recovered panic would show.
-func apiServer(t *testing.T, r *Ruler) (string, *lockedBuffer) {
+func apiServer(t *testing.T, r *Ruler) (string, *testlog.Buffer) {
 	t.Helper()
-	logs := &lockedBuffer{}
+	logs := &testlog.Buffer{}
 	srv := httptest.NewUnstartedServer(http.StripPrefix(APIPrefix, r.Handler()))
 	srv.Config.ErrorLog = log.New(logs, "", 0)
 	srv.Start()
 	t.Cleanup(srv.Close)
 	return srv.URL + APIPrefix + "/api/v1", logs
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 // apiReply is Prometheus's API envelope.
@@ -125,11 +119,7 @@ func call(ctx context.Context, method, u string, params url.Values, header ...st
 // still answers a valid query afterwards. The engine is loaded (TestMain).
 func TestAPIRoutesSurviveHostileRequests(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	s := sli.New(testInventory())
-	var failing atomic.Bool
-	prober(t, s, &failing)
-	r := startRuler(t, s, reg)
-	base, logs := apiServer(t, r)
+	r, base, logs := servedRuler(t, testConfig(t), reg)
 	waitFor(t, 10*time.Second, "SLI series in the TSDB", func() bool { return testutil.ToFloat64(r.appended) > 0 })
 
 	routes := apiRoutes(t, reg)
