@@ -35,9 +35,11 @@ type Prober struct {
 	matrix   *Matrix
 	vips     map[netip.Addr]string
 	vantages []*vantage
+	stalls   *stallWatch
 
-	probes *prometheus.CounterVec
-	rtt    *prometheus.HistogramVec
+	probes     *prometheus.CounterVec
+	rtt        *prometheus.HistogramVec
+	stallsSeen prometheus.Counter
 }
 
 // vantage is one site's way out: probes dial from its source address.
@@ -67,9 +69,14 @@ func New(cfg Config, inv *inventory.Inventory, app pipeline.Appender, log *slog.
 	p := &Prober{
 		cfg: cfg, inv: inv, app: app, log: log.With("component", "geodns"),
 		matrix: NewMatrix(), vips: map[netip.Addr]string{},
+		stalls: newStallWatch(cfg.Timeout/4, time.Now()),
 		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meridian_geodns_probes_total", Help: "Probes sent, by vantage, method and result (ok, fail).",
+			Name: "meridian_geodns_probes_total",
+			Help: "Probes sent, by vantage, method and result (ok, fail, inconclusive: timed out across a stall of this process, not counted).",
 		}, []string{"vantage", "method", "result"}),
+		stallsSeen: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "meridian_geodns_prober_stalls_total", Help: "Times the prober process was not scheduled for a quarter of the probe timeout or more.",
+		}),
 		rtt: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "meridian_geodns_probe_rtt_seconds", Help: "Round-trip time of successful probes, by vantage and method.",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14),
@@ -93,7 +100,7 @@ func New(cfg Config, inv *inventory.Inventory, app pipeline.Appender, log *slog.
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}})
 	}
-	for _, c := range []prometheus.Collector{p.probes, p.rtt} {
+	for _, c := range []prometheus.Collector{p.probes, p.rtt, p.stallsSeen} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("geodns metrics: %w", err)
 		}
@@ -178,6 +185,14 @@ func (p *Prober) running(ctx context.Context) error {
 		}
 	}
 	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		p.stalls.run(ctx, func(d time.Duration) {
+			p.stallsSeen.Inc()
+			p.log.Warn("prober stalled: timeouts across it are not counted as failures", "for", d.Round(time.Millisecond))
+		})
+	}()
 	for _, t := range p.targets() {
 		wg.Add(1)
 		go func() {
@@ -193,36 +208,60 @@ func (p *Prober) running(ctx context.Context) error {
 // loop runs one target until ctx ends. Each wait is the interval ± jitter, so that many
 // vantages probing one POP do not arrive in lockstep. A first failure is confirmed or
 // cleared after FastInterval: steering drains on consecutive failures, and waiting a
-// whole interval for the second one would double detection time.
+// whole interval for the second one would double detection time. An inconclusive probe
+// is repeated after FastInterval too, and leaves the run of failures as it was.
 func (p *Prober) loop(ctx context.Context, t target) {
 	timer := time.NewTimer(time.Duration(rand.Float64() * float64(t.every)))
 	defer timer.Stop()
-	wasOK := true
+	wasOK, excused := true, 0
 	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-timer.C:
 		}
-		ok := p.probeOnce(ctx, t)
+		r := p.probeOnce(ctx, t, excused < maxExcused)
 		spread := p.cfg.Jitter * float64(t.every)
 		wait := t.every + time.Duration((rand.Float64()*2-1)*spread)
-		if !ok && wasOK && p.cfg.FastInterval > 0 {
+		if r == inconclusive {
+			excused++
+		} else {
+			excused = 0
+		}
+		if (r == inconclusive || r == failed && wasOK) && p.cfg.FastInterval > 0 {
 			wait = min(wait, p.cfg.FastInterval)
 		}
-		wasOK = ok
+		if r != inconclusive {
+			wasOK = r == succeeded
+		}
 		timer.Reset(wait)
 	}
 }
 
-// probeOnce runs one probe and reports whether it succeeded (true when shutting down).
-func (p *Prober) probeOnce(ctx context.Context, t target) bool {
+// result is what one probe says about its target.
+type result int
+
+const (
+	succeeded result = iota
+	failed
+	inconclusive // timed out across a stall of this process: says nothing about the POP
+)
+
+// probeOnce runs one probe and reports its result (succeeded when shutting down). With
+// excuse, a timeout across a stall is inconclusive: counted in the metric, not recorded.
+func (p *Prober) probeOnce(ctx context.Context, t target, excuse bool) result {
 	pctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	now := time.Now()
 	rec := t.run(pctx)
+	end := time.Now()
+	timedOut := pctx.Err() != nil || end.Sub(now) >= p.cfg.Timeout // the HTTP client has its own
 	cancel()
 	if ctx.Err() != nil {
-		return true // shutting down: a cancelled probe says nothing about the POP
+		return succeeded // shutting down: a cancelled probe says nothing about the POP
+	}
+	if excuse && !rec.Success && timedOut && p.stalls.during(now, end, end) {
+		p.probes.WithLabelValues(t.v.site, rec.Method, "inconclusive").Inc()
+		return inconclusive
 	}
 	rec.M = pipeline.Meta{Time: now, Collector: "geodns/" + t.v.site, Site: t.v.site}
 	rec.Vantage = t.v.site
@@ -241,5 +280,8 @@ func (p *Prober) probeOnce(ctx context.Context, t target) bool {
 	if err := p.app.Append(ctx, &rec); err != nil && !errors.Is(err, context.Canceled) {
 		p.log.Warn("append probe", "err", err)
 	}
-	return rec.Success
+	if !rec.Success {
+		return failed
+	}
+	return succeeded
 }

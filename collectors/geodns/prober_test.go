@@ -3,12 +3,15 @@ package geodns
 import (
 	"context"
 	"flag"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
+	"os"
+	"os/exec"
 	"strings"
 	"sync"
 	"testing"
@@ -16,6 +19,7 @@ import (
 
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
@@ -310,4 +314,120 @@ func startProber(t *testing.T, cfg Config, inv *inventory.Inventory) (*Prober, *
 	}
 	t.Cleanup(func() { services.StopAndAwaitTerminated(context.Background(), p) })
 	return p, out
+}
+
+func TestStallWatch(t *testing.T) {
+	t0 := time.Now()
+	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
+	w := newStallWatch(200*time.Millisecond, t0)
+	for _, ms := range []int{50, 100, 150} {
+		if _, stalled := w.woke(at(ms)); stalled {
+			t.Fatalf("a wake-up on time at %d ms taken for a stall", ms)
+		}
+	}
+	if d, stalled := w.woke(at(1150)); !stalled || d != time.Second {
+		t.Fatalf("woke 1 s after the last wake-up: stall %v %v, want 1s true", d, stalled)
+	}
+	w.woke(at(1200))
+	for _, tc := range []struct {
+		from, to, now int
+		want          bool
+	}{
+		{0, 140, 1200, false},     // before the stall
+		{100, 900, 1200, true},    // began before it, ended inside
+		{1160, 1190, 1200, false}, // after it
+		{1180, 2000, 2000, true},  // the watch has not woken for 800 ms: a stall still going on
+		{1180, 1210, 1220, false}, // the watch woke 20 ms ago
+	} {
+		if got := w.during(at(tc.from), at(tc.to), at(tc.now)); got != tc.want {
+			t.Errorf("during(%d, %d) at %d = %v, want %v", tc.from, tc.to, tc.now, got, tc.want)
+		}
+	}
+}
+
+// TestTimeoutAcrossAStallIsInconclusive freezes this process with SIGSTOP while a probe
+// waits for a POP that has not answered yet: a frozen VM, or a process starved of CPU.
+// When it runs again the probe has timed out, but that measured the prober, not the POP:
+// it is counted as inconclusive and neither recorded nor counted towards a drain.
+func TestTimeoutAcrossAStallIsInconclusive(t *testing.T) {
+	kill, err := exec.LookPath("kill")
+	if err != nil {
+		t.Skip("no kill command to stop and continue this process: ", err)
+	}
+	var hang sync.Mutex // held: the POP does not answer
+	hung := make(chan struct{}, 100)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !hang.TryLock() {
+			hung <- struct{}{}
+			hang.Lock()
+		}
+		hang.Unlock()
+		fmt.Fprintln(w, "ok")
+	}))
+	defer srv.Close()
+	inv := &inventory.Inventory{
+		Sites: []inventory.Site{{Name: "lab"}, {Name: "edge"}},
+		POPs:  []inventory.POP{{Name: "p", Site: "edge", HealthURL: srv.URL + "/healthz"}},
+	}
+	var cfg Config
+	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
+	cfg.Vantages, cfg.Interval, cfg.Timeout, cfg.ICMP = Vantages{{Site: "lab"}}, 100*time.Millisecond, 2*time.Second, false
+	p, out := startProber(t, cfg, inv)
+	waitFor(t, "a successful probe", func() bool { return out.find(func(r *pipeline.Probe) bool { return r.Success }) != nil })
+
+	hang.Lock()
+	<-hung // a probe waits for the POP
+	// 3 s stopped: the probe's 2 s timeout passes while the process is frozen.
+	stop := exec.Command("sh", "-c", fmt.Sprintf("%[1]s -STOP %[2]d; sleep 3; %[1]s -CONT %[2]d", kill, os.Getpid()))
+	if err := stop.Run(); err != nil {
+		t.Fatalf("stopping this process: %v", err)
+	}
+	hang.Unlock()
+	inconclusive := p.probes.WithLabelValues("lab", "http", "inconclusive")
+	waitFor(t, "the probe across the stall counted inconclusive", func() bool { return testutil.ToFloat64(inconclusive) >= 1 })
+	waitFor(t, "the stall counted", func() bool { return testutil.ToFloat64(p.stallsSeen) >= 1 })
+	if f := out.find(func(r *pipeline.Probe) bool { return !r.Success }); f != nil {
+		t.Errorf("a failure was recorded across the stall: %+v", f)
+	}
+	if c := p.Matrix().Cells(time.Time{}); len(c) != 1 || c[0].Failures != 0 {
+		t.Errorf("matrix cells %+v, want one with no failures", c)
+	}
+}
+
+// TestStallsExcuseOnlyThreeTimeoutsInARow: a POP that stopped answering while the prober
+// keeps stalling is still judged: after maxExcused inconclusive probes, a timeout counts.
+func TestStallsExcuseOnlyThreeTimeoutsInARow(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { <-r.Context().Done() }))
+	defer srv.Close()
+	inv := &inventory.Inventory{
+		Sites: []inventory.Site{{Name: "lab"}, {Name: "edge"}},
+		POPs:  []inventory.POP{{Name: "p", Site: "edge", HealthURL: srv.URL + "/healthz"}},
+	}
+	var cfg Config
+	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
+	cfg.Vantages, cfg.Interval, cfg.FastInterval, cfg.Timeout, cfg.ICMP = Vantages{{Site: "lab"}}, 50*time.Millisecond, 10*time.Millisecond, 50*time.Millisecond, false
+	out := &sink{}
+	p, err := New(cfg, inv, out, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.stalls = newStallWatch(-time.Hour, time.Now()) // every moment is a stall
+	if err := services.StartAndAwaitRunning(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { services.StopAndAwaitTerminated(context.Background(), p) })
+	waitFor(t, "two recorded failures", func() bool {
+		out.mu.Lock()
+		defer out.mu.Unlock()
+		return len(out.probes) >= 2
+	})
+	services.StopAndAwaitTerminated(context.Background(), p)
+	out.mu.Lock()
+	n := len(out.probes)
+	out.mu.Unlock()
+	inconclusive := testutil.ToFloat64(p.probes.WithLabelValues("lab", "http", "inconclusive"))
+	// Each recorded failure follows maxExcused inconclusive probes; the run may stop within the next group.
+	if lo, hi := float64(n*maxExcused), float64((n+1)*maxExcused); inconclusive < lo || inconclusive > hi {
+		t.Errorf("%d failures recorded after %v inconclusive probes, want %v..%v", n, inconclusive, lo, hi)
+	}
 }
