@@ -44,10 +44,12 @@ run: apt-run chdb build
 	./bin/meridian lab run
 
 # One hour of the lab on the soak schedule (lab/README.md); the report and BENCH lines go
-# to soak.out, and a broken invariant fails the target. SOAK_DURATION=10m for a short one.
+# to soak.out, heap profiles to soak.heap.warm and soak.heap (go tool pprof -base
+# soak.heap.warm soak.heap), and a broken invariant fails the target. SOAK_DURATION=10m for
+# a short one.
 SOAK_DURATION ?= 1h
 soak: apt-run chdb build
-	set -o pipefail; ./bin/meridian lab soak -duration $(SOAK_DURATION) 2>soak.log | tee soak.out
+	set -o pipefail; ./bin/meridian lab soak -duration $(SOAK_DURATION) -heap-profile soak.heap 2>soak.log | tee soak.out
 
 test: apt-test chdb modules web
 	$(GO) vet ./...

@@ -30,6 +30,9 @@ type SoakConfig struct {
 	Query    func(ctx context.Context, sql string) ([]byte, error)
 	Database string
 	Log      *slog.Logger
+	// WarmedUp, when set, runs once as the warm-up ends: a heap profile taken there is
+	// the base to diff the final one against.
+	WarmedUp func()
 }
 
 // Resources is one sample of what must stay bounded.
@@ -217,6 +220,9 @@ func (l *Lab) Soak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 	res := time.NewTicker(soakResourceEvery)
 	defer res.Stop()
 	for i, p := range phases {
+		if i > 0 && phases[i-1].warmUp && cfg.WarmedUp != nil {
+			cfg.WarmedUp()
+		}
 		s.enter(p)
 		for time.Now().Before(ends[i]) {
 			select {

@@ -119,7 +119,7 @@ func labSoak(args []string, stdout, stderr io.Writer) error {
 	cfg, err := parseConfig(args, stderr, func(f *flag.FlagSet) {
 		lc.RegisterFlags(f)
 		f.DurationVar(&duration, "duration", duration, "Length of the soak's schedule (calm, POP failure, heal, tunnel failure, heal, OSD slow, heal, calm).")
-		f.StringVar(&profile, "heap-profile", "", "Write a Go heap profile (pprof) here when the soak ends, to see what grew.")
+		f.StringVar(&profile, "heap-profile", "", "Write a Go heap profile (pprof) here when the soak ends, and one to FILE.warm when its warm-up ends: go tool pprof -base FILE.warm FILE shows what grew.")
 	})
 	if err != nil {
 		return err
@@ -144,7 +144,8 @@ func labSoak(args []string, stdout, stderr io.Writer) error {
 }
 
 // runSoak serves Meridian with cfg until the soak of lab l is over.
-// A heap profile is written to profile (unless empty) before Meridian stops.
+// Heap profiles are written to profile+".warm" as the warm-up ends and to profile before
+// Meridian stops (unless profile is empty).
 func runSoak(ctx context.Context, cfg *Config, l *lab.Lab, token string, d time.Duration, profile string, logger *slog.Logger) (*lab.SoakReport, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	a := newApp(cfg, logger)
@@ -163,7 +164,13 @@ func runSoak(ctx context.Context, cfg *Config, l *lab.Lab, token string, d time.
 			}
 			return a.store.Query(ctx, sql, "TSV")
 		},
-		Database: cfg.Storage.Database})
+		Database: cfg.Storage.Database, WarmedUp: func() {
+			if profile != "" {
+				if err := writeHeapProfile(profile + ".warm"); err != nil {
+					logger.Error("soak: heap profile", "file", profile+".warm", "err", err)
+				}
+			}
+		}})
 	if profile != "" {
 		if perr := writeHeapProfile(profile); perr != nil {
 			logger.Error("soak: heap profile", "file", profile, "err", perr)
