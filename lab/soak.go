@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -30,6 +31,9 @@ type SoakConfig struct {
 	Query    func(ctx context.Context, sql string) ([]byte, error)
 	Database string
 	Log      *slog.Logger
+	// ProbeRTTDegraded is the map's probe_rtt_degraded: a probe slower than it is drawn
+	// degraded.
+	ProbeRTTDegraded time.Duration
 	// WarmedUp, when set, runs once as the warm-up ends: a heap profile taken there is
 	// the base to diff the final one against.
 	WarmedUp func()
@@ -57,6 +61,10 @@ const (
 	minGrowthWindow   = 30 * time.Minute
 	soakCheckEvery    = time.Second
 	soakResourceEvery = 5 * time.Second
+	soakSourcesEvery  = 15 * time.Second
+	// soakMapLag is how far the map's edge may trail the newest stored record it is drawn
+	// from: its 1 s update budget, plus the scrape of the next record.
+	soakMapLag = 5 * time.Second
 )
 
 // soakPhase is one step of the schedule: a failure to inject (none: calm or heal) for a
@@ -174,6 +182,7 @@ type soak struct {
 	calmMoves      []string // weight changes during calm phases
 	mapBad         []string // map/API disagreements
 	mapChecks      int
+	sourceChecks   int      // comparisons of probe and tunnel edges with the store
 	unknown        []string // elements unknown while observed
 	resources      []resourceSample
 	parts          map[string]int     // most active parts seen per table after warm-up
@@ -219,6 +228,8 @@ func (l *Lab) Soak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 	defer checks.Stop()
 	res := time.NewTicker(soakResourceEvery)
 	defer res.Stop()
+	sources := time.NewTicker(soakSourcesEvery)
+	defer sources.Stop()
 	for i, p := range phases {
 		if i > 0 && phases[i-1].warmUp && cfg.WarmedUp != nil {
 			cfg.WarmedUp()
@@ -236,6 +247,12 @@ func (l *Lab) Soak(ctx context.Context, cfg SoakConfig) (*SoakReport, error) {
 			case <-res.C:
 				if !p.warmUp {
 					s.sample(ctx, warmUp)
+				}
+			case <-sources.C:
+				if !p.warmUp {
+					if err := s.checkSources(ctx); err != nil {
+						cfg.Log.Warn("soak check of the map's sources", "err", err)
+					}
 				}
 			}
 		}
@@ -346,6 +363,7 @@ type mapSnapshot struct {
 		ID, Kind, Source, Target, Status string
 		Metrics                          map[string]float64
 		Attrs                            map[string]string
+		Updated                          int64 // observation time, unix ms
 	} `json:"edges"`
 }
 
@@ -427,6 +445,15 @@ func labelsOf(l map[string]string) string {
 	return strings.Join(parts, ",")
 }
 
+// mapWrong notes a disagreement of the map with its sources (the first 20 in the timeline).
+func (s *soak) mapWrong(format string, args ...any) {
+	msg := fmt.Sprintf(format, args...)
+	if len(s.mapBad) < 20 {
+		s.note("map: %s", msg)
+	}
+	s.mapBad = append(s.mapBad, msg)
+}
+
 // checkMap compares the map with the steering API: every steer edge (the POP labels'
 // weights are read from them) has the API's weight, now or at the previous check (the
 // map's 1 s update budget), and the status that weight means, and nothing the API
@@ -439,13 +466,7 @@ func (s *soak) checkMap(w1, w2 map[string]float64, snap mapSnapshot) {
 	}
 	s.mapChecks++
 	seen := map[string]bool{}
-	bad := func(format string, args ...any) {
-		msg := fmt.Sprintf(format, args...)
-		if len(s.mapBad) < 20 {
-			s.note("map: %s", msg)
-		}
-		s.mapBad = append(s.mapBad, msg)
-	}
+	bad := s.mapWrong
 	for _, e := range snap.Edges {
 		if e.Kind != "steer" {
 			continue
@@ -478,6 +499,108 @@ func (s *soak) checkMap(w1, w2 map[string]float64, snap mapSnapshot) {
 			bad("%s has a weight in /api/steering/weights but no steer edge on the map", k)
 		}
 	}
+}
+
+// sourceEdge is what the store's newest records say an edge of the map must show.
+type sourceEdge struct {
+	updated int64 // unix ms of the newest record
+	status  string
+}
+
+// checkSources compares the map's probe and tunnel edges with the records they are drawn
+// from, read back from the store. An edge whose observation time is the newest stored
+// record's must have that record's status (a tunnel: the worse of its two ends' newest);
+// an edge the store has newer records for by more than soakMapLag is behind; an edge
+// unknown while its source reports, or missing, is wrong. Records the map has and the
+// store has not yet (the pipeline's flush) are compared at a later check.
+func (s *soak) checkSources(ctx context.Context) error {
+	if s.cfg.Query == nil {
+		return nil
+	}
+	var snap mapSnapshot
+	if err := s.get(ctx, "/map/api/snapshot?token="+url.QueryEscape(s.cfg.Token), &snap); err != nil {
+		return err
+	}
+	db := s.cfg.Database
+	want := map[string]sourceEdge{}
+	rows, err := s.rows(ctx, fmt.Sprintf(`SELECT concat('probe:', vantage, '->', pop, '/', method), toUnixTimestamp64Milli(max(time)),
+  if(argMax(success, time), if(argMax(rtt, time) > %d, 'degraded', 'ok'), 'down')
+FROM %s.probes WHERE time > now64(3) - INTERVAL 1 MINUTE AND method != 'dns' AND pop != '' GROUP BY vantage, pop, method`, s.cfg.ProbeRTTDegraded.Nanoseconds(), db))
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		want[r[0]] = sourceEdge{updated: atoi(r[1]), status: r[2]}
+	}
+	rows, err = s.rows(ctx, fmt.Sprintf(`SELECT node, peer_node, toUnixTimestamp64Milli(max(time)), argMax(status, time)
+FROM %s.tunnel_stats WHERE time > now64(3) - INTERVAL 1 MINUTE AND node != '' AND peer_node != '' GROUP BY node, peer_node`, db))
+	if err != nil {
+		return err
+	}
+	for _, r := range rows {
+		a, b := "node:"+r[0], "node:"+r[1]
+		if b < a {
+			a, b = b, a
+		}
+		id := "tunnel:" + a + "|" + b
+		w, t := want[id], atoi(r[2])
+		w.updated = max(w.updated, t)
+		if severity[r[3]] > severity[w.status] {
+			w.status = r[3]
+		}
+		want[id] = w
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.sourceChecks++
+	seen := map[string]bool{}
+	for _, e := range snap.Edges {
+		w, ok := want[e.ID]
+		if !ok {
+			continue // nothing stored in the last minute: the edge may be ageing out
+		}
+		seen[e.ID] = true
+		switch {
+		case e.Status == "unknown":
+			s.unknown = append(s.unknown, e.ID)
+			s.mapWrong("%s unknown on the map, its source reported %s at %s", e.ID, w.status, msTime(w.updated))
+		case w.updated-e.Updated > soakMapLag.Milliseconds():
+			s.mapWrong("%s on the map is from %s, the store has it from %s", e.ID, msTime(e.Updated), msTime(w.updated))
+		case w.updated == e.Updated && w.status != e.Status:
+			s.mapWrong("%s %s on the map, %s from its records", e.ID, e.Status, w.status)
+		}
+	}
+	for id, w := range want {
+		if !seen[id] && time.Since(time.UnixMilli(w.updated)) > soakMapLag {
+			s.mapWrong("%s has records (the newest at %s) but no edge on the map", id, msTime(w.updated))
+		}
+	}
+	return nil
+}
+
+// severity orders statuses as the map's worst-of does.
+var severity = map[string]int{"unknown": 0, "ok": 1, "degraded": 2, "down": 3}
+
+func msTime(ms int64) string { return time.UnixMilli(ms).UTC().Format("15:04:05.000") }
+
+func atoi(s string) int64 {
+	v, _ := strconv.ParseInt(s, 10, 64)
+	return v
+}
+
+// rows runs a query on the store and splits its TSV.
+func (s *soak) rows(ctx context.Context, sql string) ([][]string, error) {
+	out, err := s.cfg.Query(ctx, sql)
+	if err != nil {
+		return nil, err
+	}
+	var rows [][]string
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if line != "" {
+			rows = append(rows, strings.Split(line, "\t"))
+		}
+	}
+	return rows, nil
 }
 
 func sameWeights(a, b map[string]float64) bool {
@@ -620,8 +743,8 @@ func (s *soak) report(warmUp time.Duration, detect []float64) *SoakReport {
 	add("soak_calm_alerts_firing", "calm: alerts firing", "alerts", 0, float64(s.calmAlert), s.calmAlert == 0,
 		fmt.Sprintf("most at one check; %d distinct", len(s.calmAlertNames)))
 	add("soak_calm_weight_changes", "calm: steering weight changes", "changes", 0, float64(len(s.calmMoves)), len(s.calmMoves) == 0, first(s.calmMoves))
-	add("soak_map_disagreements", "map equals the APIs at every check", "checks", 0, float64(len(s.mapBad)), len(s.mapBad) == 0 && s.mapChecks > 0,
-		fmt.Sprintf("%d checks compared; %s", s.mapChecks, first(s.mapBad)))
+	add("soak_map_disagreements", "map equals the APIs at every check", "checks", 0, float64(len(s.mapBad)), len(s.mapBad) == 0 && s.mapChecks > 0 && (s.cfg.Query == nil || s.sourceChecks > 0),
+		fmt.Sprintf("%d checks of the steer edges against the steering API, %d of the probe and tunnel edges against their stored records; %s", s.mapChecks, s.sourceChecks, first(s.mapBad)))
 	add("soak_map_unknown_observed", "nothing unknown while observed", "elements", 0, float64(len(s.unknown)), len(s.unknown) == 0, first(s.unknown))
 	p50, p99 := percentile(detect, 0.5), percentile(detect, 0.99)
 	n := fmt.Sprintf("first failed probe to each drain decision, %d decisions", len(detect))

@@ -2,9 +2,17 @@ package lab
 
 import (
 	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
 	"math"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
+	"time"
 )
 
 // The growth invariant reads a regression slope, not endpoints: a sawtooth on a flat line
@@ -54,5 +62,56 @@ func TestReportBenchLines(t *testing.T) {
 	}
 	if f := r.Failed(); len(f) != 1 || f[0] != "calm alerts: X" {
 		t.Errorf("failed %q", f)
+	}
+}
+
+// The map's probe and tunnel edges are compared with their newest stored records: an edge
+// that shows its newest record's status agrees; a wrong status, an edge behind the store,
+// one unknown while reported, and a record with no edge are each found.
+func TestCheckSourcesFindsWhatTheMapGotWrong(t *testing.T) {
+	now := time.Now().UnixMilli()
+	edges := []map[string]any{
+		{"id": "probe:paris->tokyo/http", "status": "degraded", "updated": now - 1000}, // agrees: rtt over 250 ms
+		{"id": "probe:paris->london/http", "status": "ok", "updated": now - 1000},      // wrong: the record failed
+		{"id": "probe:london->tokyo/http", "status": "ok", "updated": now - 30000},     // behind the store
+		{"id": "probe:tokyo->paris/http", "status": "unknown", "updated": now - 1000},  // unknown while reported
+		{"id": "tunnel:node:a|node:b", "status": "down", "updated": now - 2000},        // agrees: worse end down
+		{"id": "tunnel:node:c|node:d", "status": "ok", "updated": now - 2000},          // agrees
+		{"id": "probe:newyork->paris/http", "status": "ok", "updated": now + 1000},     // the store has not got it yet
+		{"id": "steer:france->paris/www", "status": "ok", "updated": now - 1000},       // not a stored edge
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		json.NewEncoder(w).Encode(map[string]any{"edges": edges})
+	}))
+	defer srv.Close()
+	query := func(_ context.Context, sql string) ([]byte, error) {
+		if strings.Contains(sql, ".probes") {
+			return []byte(fmt.Sprintf("probe:paris->tokyo/http\t%[1]d\tdegraded\nprobe:paris->london/http\t%[1]d\tdown\n"+
+				"probe:london->tokyo/http\t%[1]d\tok\nprobe:tokyo->paris/http\t%[1]d\tok\nprobe:newyork->paris/http\t%[2]d\tok\n"+
+				"probe:tokyo->london/http\t%[3]d\tok\n", now-1000, now-2000, now-10000)), nil
+		}
+		return []byte(fmt.Sprintf("a\tb\t%[1]d\tok\nb\ta\t%[2]d\tdown\nd\tc\t%[2]d\tok\n", now-3000, now-2000)), nil
+	}
+	s := &soak{cfg: SoakConfig{Meridian: srv.URL, Query: query, Database: "t", ProbeRTTDegraded: 250 * time.Millisecond,
+		Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, http: srv.Client(), start: time.Now()}
+	if err := s.checkSources(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	got := strings.Join(s.mapBad, "\n")
+	for _, want := range []string{
+		"probe:paris->london/http ok on the map, down from its records",
+		"probe:london->tokyo/http on the map is from",
+		"probe:tokyo->paris/http unknown on the map",
+		"probe:tokyo->london/http has records",
+	} {
+		if !strings.Contains(got, want) {
+			t.Errorf("not found: %q", want)
+		}
+	}
+	if len(s.mapBad) != 4 {
+		t.Errorf("%d disagreements, want 4:\n%s", len(s.mapBad), got)
+	}
+	if len(s.unknown) != 1 || s.sourceChecks != 1 {
+		t.Errorf("unknown %q, source checks %d", s.unknown, s.sourceChecks)
 	}
 }

@@ -112,7 +112,7 @@ type Engine struct {
 // NewEngine builds the weight engine; alertSrc may be nil (no SLO input).
 func NewEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, alertSrc alerts.Source, log *slog.Logger, reg prometheus.Registerer) (*Engine, error) {
 	e := &Engine{
-		cfg: cfg, inv: inv, app: app, alerts: alertSrc, log: log.With("component", "steering"), now: time.Now,
+		cfg: cfg, inv: inv, app: app, alerts: alertSrc, log: log, now: time.Now,
 		matrix: geodns.NewMatrix(), entries: map[key]*entry{}, down: map[string]bool{}, probes: newProbeState(),
 		weight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meridian_steering_weight", Help: "Current steering weight of a POP for a service and client region (0 = drained).",

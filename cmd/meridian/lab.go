@@ -164,7 +164,7 @@ func runSoak(ctx context.Context, cfg *Config, l *lab.Lab, token string, d time.
 			}
 			return a.store.Query(ctx, sql, "TSV")
 		},
-		Database: cfg.Storage.Database, WarmedUp: func() {
+		Database: cfg.Storage.Database, ProbeRTTDegraded: cfg.Topomap.ProbeRTTDegraded, WarmedUp: func() {
 			if profile != "" {
 				if err := writeHeapProfile(profile + ".warm"); err != nil {
 					logger.Error("soak: heap profile", "file", profile+".warm", "err", err)

@@ -67,7 +67,7 @@ func New(cfg Config, inv *inventory.Inventory, app pipeline.Appender, log *slog.
 		return nil, err
 	}
 	p := &Prober{
-		cfg: cfg, inv: inv, app: app, log: log.With("component", "geodns"),
+		cfg: cfg, inv: inv, app: app, log: log,
 		matrix: NewMatrix(), vips: map[netip.Addr]string{},
 		stalls: newStallWatch(cfg.Timeout/4, time.Now()),
 		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
