@@ -22,6 +22,7 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/net/netutil"
 	"golang.org/x/sys/unix"
 
 	"github.com/meridianhq/meridian/steering/locate"
@@ -37,10 +38,11 @@ type Policy interface {
 
 // Config is the server's listener and answer settings.
 type Config struct {
-	Listen       string      `yaml:"listen"`        // UDP and TCP, host:port
-	TTL          uint32      `yaml:"ttl"`           // TTL of steered A/AAAA answers
-	GeoIPDB      string      `yaml:"geoip_db"`      // MaxMind City or Country database; "" = CIDR rules only
-	UDPListeners int         `yaml:"udp_listeners"` // SO_REUSEPORT sockets; 0 = one per CPU
+	Listen       string      `yaml:"listen"`              // UDP and TCP, host:port
+	TTL          uint32      `yaml:"ttl"`                 // TTL of steered A/AAAA answers
+	GeoIPDB      string      `yaml:"geoip_db"`            // MaxMind City or Country database; "" = CIDR rules only
+	UDPListeners int         `yaml:"udp_listeners"`       // SO_REUSEPORT sockets; 0 = one per CPU
+	MaxTCPConns  int         `yaml:"max_tcp_connections"` // open TCP connections served at once
 	Zone         zone.Config `yaml:"zone"`
 }
 
@@ -54,6 +56,7 @@ func (c *Config) RegisterFlags(prefix string, f *flag.FlagSet) {
 	c.TTL = 30
 	f.StringVar(&c.GeoIPDB, prefix+"geoip-db", "", "MaxMind (GeoIP2/GeoLite2 City or Country) database mapping clients to countries.")
 	f.IntVar(&c.UDPListeners, prefix+"udp-listeners", 0, "UDP sockets sharing the port (SO_REUSEPORT); 0 = one per CPU.")
+	f.IntVar(&c.MaxTCPConns, prefix+"max-tcp-connections", 256, "TCP connections served at once; more wait in the kernel's accept queue. Idle ones close after 2 s before a first query, 8 s between queries.")
 	c.Zone.RegisterFlags(prefix, f)
 }
 
@@ -69,6 +72,9 @@ func (c *Config) Validate() error {
 	}
 	if c.UDPListeners < 0 {
 		return fmt.Errorf("steering.dns.udp_listeners: must be >= 0")
+	}
+	if c.MaxTCPConns < 1 {
+		return fmt.Errorf("steering.dns.max_tcp_connections: must be >= 1, got %d", c.MaxTCPConns)
 	}
 	return nil
 }
@@ -169,18 +175,26 @@ func (s *Server) listen(n int) error {
 			s.serveUDP(u)
 		}()
 	}
-	s.tcp = &dns.Server{Addr: addr, Net: "tcp", Handler: s, ReusePort: true, MsgAcceptFunc: s.acceptTCP, MsgInvalidFunc: s.invalidTCP}
+	tl, err := net.Listen("tcp", addr)
+	if err != nil {
+		s.stop(nil)
+		return fmt.Errorf("authdns listen tcp %s: %w", addr, err)
+	}
+	// Bounded: each connection holds a goroutine and buffers, and a client may open many
+	// and send nothing. dns.Server closes idle ones (ReadTimeout, IdleTimeout).
+	s.tcp = &dns.Server{Listener: netutil.LimitListener(tl, s.cfg.MaxTCPConns), Net: "tcp", Handler: s, MsgAcceptFunc: s.acceptTCP, MsgInvalidFunc: s.invalidTCP}
 	started := make(chan error, 1)
 	s.tcp.NotifyStartedFunc = func() { started <- nil }
 	go func() {
-		if err := s.tcp.ListenAndServe(); err != nil {
+		if err := s.tcp.ActivateAndServe(); err != nil {
 			started <- err
 		}
 	}()
 	if err := <-started; err != nil {
+		tl.Close()
 		s.tcp = nil
 		s.stop(nil)
-		return fmt.Errorf("authdns listen tcp %s: %w", addr, err)
+		return fmt.Errorf("authdns serve tcp %s: %w", addr, err)
 	}
 	s.log.Info("authoritative GeoDNS listening", "addr", addr, "zone", s.zone.Origin(), "udp_sockets", n)
 	return nil

@@ -51,7 +51,7 @@ func newTestServer(t testing.TB) (*Server, *prometheus.Registry) {
 	}
 	t.Cleanup(func() { l.Close() })
 	reg := prometheus.NewRegistry()
-	s, err := New(Config{Listen: "127.0.0.1:0", TTL: 30, UDPListeners: 1}, z, l, staticPolicy{"france": paris, "default": world}, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+	s, err := New(Config{Listen: "127.0.0.1:0", TTL: 30, UDPListeners: 1, MaxTCPConns: 4}, z, l, staticPolicy{"france": paris, "default": world}, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -441,4 +441,26 @@ func TestTCPPortTakenFailsCleanly(t *testing.T) {
 		t.Fatalf("UDP port still held after the failed start: %v", err)
 	}
 	c.Close()
+}
+
+// TestTCPConnectionsAreBounded: clients that open connections and send nothing hold at
+// most max_tcp_connections; the next client waits until the server closes an idle one
+// (2 s before a first query), then is answered.
+func TestTCPConnectionsAreBounded(t *testing.T) {
+	_, _, addr := startServer(t) // MaxTCPConns: 4
+	for range 4 {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+	}
+	c := &dns.Client{Net: "tcp", Timeout: 500 * time.Millisecond}
+	if r, _, err := c.Exchange(query("api.example.net.", dns.TypeA, ""), addr); err == nil {
+		t.Fatalf("a fifth connection was served while four were open: %v", r)
+	}
+	c.Timeout = 10 * time.Second
+	if r, _, err := c.Exchange(query("api.example.net.", dns.TypeA, ""), addr); err != nil || r.Rcode != dns.RcodeSuccess {
+		t.Fatalf("once the idle connections were closed: %v, %v", r, err)
+	}
 }
