@@ -72,7 +72,7 @@ func New(cfg Config, inv *inventory.Inventory, app pipeline.Appender, log *slog.
 		stalls: newStallWatch(cfg.Timeout/4, time.Now()),
 		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_geodns_probes_total",
-			Help: "Probes sent, by vantage, method and result (ok, fail, inconclusive: timed out across a stall of this process, not counted).",
+			Help: "Probes sent, by vantage, method and result (ok, fail, inconclusive: ran across a stall of this process, not recorded).",
 		}, []string{"vantage", "method", "result"}),
 		stallsSeen: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "meridian_geodns_prober_stalls_total", Help: "Times the prober process was not scheduled for a quarter of the probe timeout or more.",
@@ -190,7 +190,7 @@ func (p *Prober) running(ctx context.Context) error {
 		defer wg.Done()
 		p.stalls.run(ctx, func(d time.Duration) {
 			p.stallsSeen.Inc()
-			p.log.Warn("prober stalled: timeouts across it are not counted as failures", "for", d.Round(time.Millisecond))
+			p.log.Warn("prober stalled: probes across the stall are not recorded", "for", d.Round(time.Millisecond))
 		})
 	}()
 	for _, t := range p.targets() {
@@ -244,22 +244,22 @@ type result int
 const (
 	succeeded result = iota
 	failed
-	inconclusive // timed out across a stall of this process: says nothing about the POP
+	inconclusive // ran across a stall of this process: says nothing about the POP
 )
 
 // probeOnce runs one probe and reports its result (succeeded when shutting down). With
-// excuse, a timeout across a stall is inconclusive: counted in the metric, not recorded.
+// excuse, a probe across a stall is inconclusive: its timeout or its round trip timed the
+// stall, not the POP. It is counted in the metric, not recorded.
 func (p *Prober) probeOnce(ctx context.Context, t target, excuse bool) result {
 	pctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	now := time.Now()
 	rec := t.run(pctx)
 	end := time.Now()
-	timedOut := pctx.Err() != nil || end.Sub(now) >= p.cfg.Timeout // the HTTP client has its own
 	cancel()
 	if ctx.Err() != nil {
 		return succeeded // shutting down: a cancelled probe says nothing about the POP
 	}
-	if excuse && !rec.Success && timedOut && p.stalls.during(now, end, end) {
+	if excuse && p.stalls.during(now, end, end) {
 		p.probes.WithLabelValues(t.v.site, rec.Method, "inconclusive").Inc()
 		return inconclusive
 	}

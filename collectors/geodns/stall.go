@@ -9,15 +9,16 @@ import (
 // stallTick is how often the stall watch wants to wake.
 const stallTick = 50 * time.Millisecond
 
-// maxExcused bounds how many timeouts in a row one target may have excused by stalls: a
-// POP that really stopped answering while the prober keeps stalling is still judged,
-// three fast re-probes later.
+// maxExcused bounds how many probes in a row of one target stalls may excuse: a POP that
+// really stopped answering while the prober keeps stalling is still judged, three fast
+// re-probes later.
 const maxExcused = 3
 
 // stallWatch notices when this process was not running: a goroutine that wants to wake
 // every stallTick and wakes much later was starved (CPU overload, a long pause, a frozen
-// VM). A probe that timed out across such a stall measured the prober, not the POP; with
-// every vantage in one process, counting it would drain healthy POPs everywhere at once.
+// VM). A probe across such a stall measured the prober, not the POP: its timeout or its
+// round trip includes the stall. With every vantage in one process, counting it would
+// fail or slow every POP at once.
 type stallWatch struct {
 	min time.Duration // the shortest lateness that counts as a stall
 
