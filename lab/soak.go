@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"math"
 	"net/http"
 	"net/url"
@@ -41,9 +42,10 @@ type SoakConfig struct {
 
 // Resources is one sample of what must stay bounded.
 type Resources struct {
-	RSS, Heap float64        // bytes
-	Engine    float64        // bytes the embedded engine tracks (its MemoryTracking), to tell its share of RSS
-	Parts     map[string]int // table -> active parts
+	RSS, Heap float64            // bytes
+	Engine    float64            // bytes the embedded engine tracks (its MemoryTracking), to tell its share of RSS
+	Caches    map[string]float64 // bytes in each of the engine's caches (its *CacheBytes metrics), part of Engine
+	Parts     map[string]int     // table -> active parts
 }
 
 // Budgets of the soak's invariants (DESIGN.md decision 7, issue 16).
@@ -195,8 +197,9 @@ type soak struct {
 }
 
 type resourceSample struct {
-	t                 float64 // s since warm-up ended
-	rss, heap, engine float64 // MB
+	t                 float64            // s since warm-up ended
+	rss, heap, engine float64            // MB
+	caches            map[string]float64 // MB
 }
 
 // Soak runs the schedule against Meridian at cfg.Meridian and returns the report. The
@@ -691,10 +694,36 @@ func (s *soak) sample(ctx context.Context, warmUp time.Duration) {
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.resources = append(s.resources, resourceSample{t: time.Since(s.start.Add(warmUp)).Seconds(), rss: r.RSS / 1e6, heap: r.Heap / 1e6, engine: r.Engine / 1e6})
+	caches := map[string]float64{}
+	for c, b := range r.Caches {
+		caches[c] = b / 1e6
+	}
+	s.resources = append(s.resources, resourceSample{t: time.Since(s.start.Add(warmUp)).Seconds(), rss: r.RSS / 1e6, heap: r.Heap / 1e6, engine: r.Engine / 1e6, caches: caches})
 	for t, n := range r.Parts {
 		s.parts[t] = max(s.parts[t], n)
 	}
+}
+
+// cacheGrowth names the engine's caches that hold memory at the end, with their growth.
+func (s *soak) cacheGrowth(ts []float64) string {
+	last := s.resources[len(s.resources)-1].caches
+	names := slices.Sorted(maps.Keys(last))
+	var parts []string
+	for _, c := range names {
+		if last[c] < 0.1 {
+			continue
+		}
+		ys := make([]float64, len(s.resources))
+		for i, x := range s.resources {
+			ys[i] = x.caches[c]
+		}
+		b, _ := slope(ts, ys)
+		parts = append(parts, fmt.Sprintf("%s %s MB (%s MB/h)", c, num(last[c]), num(b)))
+	}
+	if len(parts) == 0 {
+		return ""
+	}
+	return ", of which caches: " + strings.Join(parts, ", ")
 }
 
 // slope fits y = a + b·t by least squares and returns b per hour and its standard error.
@@ -777,7 +806,7 @@ func (s *soak) report(warmUp time.Duration, detect []float64) *SoakReport {
 		}
 		detail := fmt.Sprintf("regression over %d samples, ±%s MB/h standard error, last %s MB", len(ts), num(se), num(last))
 		if m.what == "RSS" && len(engine) > 0 {
-			detail += fmt.Sprintf("; the engine tracks %s MB, growing %s MB/h", num(engine[len(engine)-1]), num(engineSlope))
+			detail += fmt.Sprintf("; the engine tracks %s MB, growing %s MB/h%s", num(engine[len(engine)-1]), num(engineSlope), s.cacheGrowth(ts))
 		}
 		judged := len(ts) > 0 && ts[len(ts)-1] >= minGrowthWindow.Seconds()
 		if !judged {

@@ -252,12 +252,24 @@ func processResources(ctx context.Context, a *app) (lab.Resources, error) {
 			r.Parts[table] = n
 		}
 	}
-	out, err = a.store.Query(ctx, "SELECT value FROM system.metrics WHERE metric = 'MemoryTracking'", "TSV")
+	out, err = a.store.Query(ctx, "SELECT metric, value FROM system.metrics WHERE metric = 'MemoryTracking' OR metric LIKE '%CacheBytes'", "TSV")
 	if err != nil {
 		return r, err
 	}
-	_, err = fmt.Sscan(string(out), &r.Engine)
-	return r, err
+	r.Caches = map[string]float64{}
+	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		var metric string
+		var v float64
+		if _, err := fmt.Sscan(line, &metric, &v); err != nil {
+			return r, fmt.Errorf("engine memory: %q: %w", line, err)
+		}
+		if metric == "MemoryTracking" {
+			r.Engine = v
+		} else {
+			r.Caches[strings.TrimSuffix(metric, "Bytes")] = v
+		}
+	}
+	return r, nil
 }
 
 // labOverlay points cfg at the lab's peers, as an operator's file would point it at real ones.
