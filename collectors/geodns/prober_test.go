@@ -329,6 +329,12 @@ func TestStallWatch(t *testing.T) {
 		t.Fatalf("woke 1 s after the last wake-up: stall %v %v, want 1s true", d, stalled)
 	}
 	w.woke(at(1200))
+	// Starved without one long stall: every wake-up 60 ms late, 240 ms lost in 440 ms.
+	for _, ms := range []int{1310, 1420, 1530, 1640} {
+		if _, stalled := w.woke(at(ms)); stalled {
+			t.Fatalf("a wake-up 60 ms late at %d ms taken for a stall on its own", ms)
+		}
+	}
 	for _, tc := range []struct {
 		from, to, now int
 		want          bool
@@ -336,8 +342,10 @@ func TestStallWatch(t *testing.T) {
 		{0, 140, 1200, false},     // before the stall
 		{100, 900, 1200, true},    // began before it, ended inside
 		{1160, 1190, 1200, false}, // after it
-		{1180, 2000, 2000, true},  // the watch has not woken for 800 ms: a stall still going on
-		{1180, 1210, 1220, false}, // the watch woke 20 ms ago
+		{1210, 1650, 1650, true},  // across the four late wake-ups: 240 ms lost
+		{1210, 1420, 1650, false}, // across two of them: 120 ms lost
+		{1650, 2000, 2000, true},  // the watch has not woken for 350 ms: a stall still going on
+		{1650, 1680, 1690, false}, // the watch woke 40 ms ago
 	} {
 		if got := w.during(at(tc.from), at(tc.to), at(tc.now)); got != tc.want {
 			t.Errorf("during(%d, %d) at %d = %v, want %v", tc.from, tc.to, tc.now, got, tc.want)

@@ -15,17 +15,24 @@ const stallTick = 50 * time.Millisecond
 const maxExcused = 3
 
 // stallWatch notices when this process was not running: a goroutine that wants to wake
-// every stallTick and wakes much later was starved (CPU overload, a long pause, a frozen
-// VM). A probe across such a stall measured the prober, not the POP: its timeout or its
-// round trip includes the stall. With every vantage in one process, counting it would
-// fail or slow every POP at once.
+// every stallTick and wakes late was starved (CPU overload, a long pause, a frozen VM).
+// A probe during which the process lost `min` or more that way measured the prober, not
+// the POP: its timeout or its round trip includes the lost time. With every vantage in
+// one process, counting it would fail or slow every POP at once. Lateness is summed over
+// the probe, so that many short starvations count as one long stall does.
 type stallWatch struct {
-	min time.Duration // the shortest lateness that counts as a stall
+	min time.Duration // lateness within one probe that makes it inconclusive
 
 	mu    sync.Mutex
-	last  time.Time        // the watch's last wake-up
-	spans [16][2]time.Time // recent stalls, a ring
+	last  time.Time // the watch's last wake-up
+	wakes [64]wake  // recent late wake-ups, a ring (3.2 s of wake-ups when all are late)
 	next  int
+}
+
+// wake is one late wake-up: the watch slept from `from` to `to`, `late` longer than asked.
+type wake struct {
+	from, to time.Time
+	late     time.Duration
 }
 
 func newStallWatch(min time.Duration, now time.Time) *stallWatch {
@@ -48,32 +55,36 @@ func (w *stallWatch) run(ctx context.Context, onStall func(time.Duration)) {
 	}
 }
 
-// woke records a wake-up at now and says whether the gap since the last one was a stall.
+// woke records a wake-up at now and says whether the gap since the last one was a stall
+// on its own.
 func (w *stallWatch) woke(now time.Time) (time.Duration, bool) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	from := w.last
 	w.last = now
-	if now.Sub(from)-stallTick < w.min {
+	late := now.Sub(from) - stallTick
+	if late <= 0 {
 		return 0, false
 	}
-	w.spans[w.next] = [2]time.Time{from, now}
-	w.next = (w.next + 1) % len(w.spans)
-	return now.Sub(from), true
+	w.wakes[w.next] = wake{from, now, late}
+	w.next = (w.next + 1) % len(w.wakes)
+	return now.Sub(from), late >= w.min
 }
 
-// during says whether a stall overlapped [from, to], counting one still going on at now:
-// the probe may be scheduled before the watch after the same stall.
+// during says whether the process lost min or more to lateness within [from, to],
+// counting a sleep of the watch still going on at now: the probe may be scheduled before
+// the watch after the same stall.
 func (w *stallWatch) during(from, to, now time.Time) bool {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if now.Sub(w.last)-stallTick >= w.min && w.last.Before(to) {
-		return true
+	var lost time.Duration
+	if late := now.Sub(w.last) - stallTick; late > 0 && w.last.Before(to) {
+		lost += late
 	}
-	for _, s := range w.spans {
-		if !s[1].IsZero() && s[0].Before(to) && s[1].After(from) {
-			return true
+	for _, k := range w.wakes {
+		if k.late > 0 && k.from.Before(to) && k.to.After(from) {
+			lost += k.late
 		}
 	}
-	return false
+	return lost >= w.min
 }
