@@ -44,9 +44,9 @@ type Weight struct {
 	Since                time.Time // when the weight last changed
 }
 
-// WeightSource gives steering's current weights. The map polls it with the alerts, so
-// that a weight that does not change is still observed: steering records a decision only
-// when a weight changes, and without this its arrows would age to unknown in a calm world.
+// WeightSource gives steering's current weights. The map reads it every tick, so that a
+// weight that does not change is still observed: steering records a decision only when a
+// weight changes, and without this its arrows would age to unknown in a calm world.
 type WeightSource interface {
 	CurrentWeights() []Weight
 }
@@ -127,19 +127,21 @@ func (m *Map) stopped(error) error {
 	return nil
 }
 
-// poll reads the sources whose state is not carried by records: firing alerts, and
-// steering's unchanged weights.
+// poll reads the firing alerts, which no record carries.
 func (m *Map) poll() {
 	if m.alerts != nil {
 		m.graph.applyAlerts(m.alerts.Firing())
 	}
+}
+
+// tick publishes what changed since the last tick as one delta. Steering's weights are
+// read first, every tick: a weight that does not change is still observed, and a change
+// shows within a tick even when its decision record is late in the pipeline's queue
+// behind a burst of flows.
+func (m *Map) tick() {
 	if m.weights != nil {
 		m.graph.applyWeights(m.weights.CurrentWeights())
 	}
-}
-
-// tick publishes what changed since the last tick as one delta.
-func (m *Map) tick() {
 	nodes, edges, rmNodes, rmEdges, since := m.graph.flush()
 	now := time.Now()
 	d, err := m.hub.publish(nodes, edges, rmNodes, rmEdges, now)
