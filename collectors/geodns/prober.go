@@ -248,18 +248,20 @@ const (
 )
 
 // probeOnce runs one probe and reports its result (succeeded when shutting down). With
-// excuse, a probe across a stall is inconclusive: its timeout or its round trip timed the
-// stall, not the POP. It is counted in the metric, not recorded.
+// excuse, a probe that timed out or succeeded across a stall is inconclusive: its timeout
+// or its round trip timed the stall, not the POP. It is counted in the metric, not
+// recorded. Any other failure (refused, an error status) is the POP's answer, stall or not.
 func (p *Prober) probeOnce(ctx context.Context, t target, excuse bool) result {
 	pctx, cancel := context.WithTimeout(ctx, p.cfg.Timeout)
 	now := time.Now()
 	rec := t.run(pctx)
 	end := time.Now()
+	timedOut := pctx.Err() != nil || end.Sub(now) >= p.cfg.Timeout // the HTTP client has its own
 	cancel()
 	if ctx.Err() != nil {
 		return succeeded // shutting down: a cancelled probe says nothing about the POP
 	}
-	if excuse && p.stalls.during(now, end, end) {
+	if excuse && (timedOut || rec.Success) && p.stalls.during(now, end, end) {
 		p.probes.WithLabelValues(t.v.site, rec.Method, "inconclusive").Inc()
 		return inconclusive
 	}

@@ -439,3 +439,33 @@ func TestStallsExcuseOnlyThreeTimeoutsInARow(t *testing.T) {
 		t.Errorf("%d failures recorded after %v inconclusive probes, want %v..%v", n, inconclusive, lo, hi)
 	}
 }
+
+// TestRefusedIsNeverExcused: a refused connection is the POP's answer, however late the
+// prober runs; only timeouts and round trips measure the prober.
+func TestRefusedIsNeverExcused(t *testing.T) {
+	inv := &inventory.Inventory{
+		Sites: []inventory.Site{{Name: "lab"}, {Name: "edge"}},
+		POPs:  []inventory.POP{{Name: "p", Site: "edge", TCPAddr: closedPort(t)}},
+	}
+	var cfg Config
+	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
+	cfg.Vantages, cfg.Interval, cfg.ICMP = Vantages{{Site: "lab"}}, 50*time.Millisecond, false
+	out := &sink{}
+	p, err := New(cfg, inv, out, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.stalls = newStallWatch(-time.Hour, time.Now()) // every moment is a stall
+	if err := services.StartAndAwaitRunning(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	defer services.StopAndAwaitTerminated(context.Background(), p)
+	waitFor(t, "three refused probes recorded", func() bool {
+		out.mu.Lock()
+		defer out.mu.Unlock()
+		return len(out.probes) >= 3
+	})
+	if n := testutil.ToFloat64(p.probes.WithLabelValues("lab", "tcp", "inconclusive")); n != 0 {
+		t.Errorf("%v refused probes excused as inconclusive", n)
+	}
+}
