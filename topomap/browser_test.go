@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -151,4 +152,39 @@ func toStrings(v any) []string {
 		out = append(out, s)
 	}
 	return out
+}
+
+// TestBrowserTimeTravel opens the map at a past instant of a scripted failure (the
+// tunnel lon-1|nyc-1 down, stored in the embedded engine) and checks the pixels: green
+// 20 s before it, red after scrubbing the time bar past it, red again when playback at 60×
+// passes through it, and green after one click back to live (where the tunnel is up).
+func TestBrowserTimeTravel(t *testing.T) {
+	requireBrowser(t)
+	m, srv, fail, _ := historyMap(t)
+	m.Consume(labRecords(time.Now()))
+	dir := artifactsDir(t)
+	steps := runNode(t, 120*time.Second, "web/e2e/timetravel.mjs", srv.URL+"/map/?token="+testToken, fmt.Sprint(fail.UnixMilli()), failedTunnel, dir)
+
+	if b := steps["before"]; b == nil || b["green"] != true || !strings.Contains(b["url"].(string), "at=") {
+		t.Errorf("20 s before the failure: %v, want the tunnel drawn green and ?at= in the address", b)
+	}
+	if s := steps["scrubbed"]; s == nil || s["red"] != true {
+		t.Errorf("scrubbed past the failure: %v, want the tunnel drawn red", s)
+	}
+	p := steps["playback"]
+	if p == nil || p["red"] != true {
+		t.Fatalf("playback: %v, want the tunnel red once the clock passed the failure", p)
+	}
+	seen := p["seen"].([]any)
+	first, last := seen[0].(map[string]any), seen[len(seen)-1].(map[string]any)
+	if first["status"] != "ok" || last["status"] != "down" || last["at"].(float64) < float64(fail.UnixMilli()) || last["speed"].(float64) != 60 {
+		t.Errorf("playback went %v .. %v; want ok, then down at or after %d, at 60×", first, last, fail.UnixMilli())
+	}
+	if l := steps["live"]; l == nil || l["green"] != true || l["conn"] != "live" || strings.Contains(l["url"].(string), "at=") {
+		t.Errorf("back to live: %v", l)
+	}
+	if errs := steps["done"]["errors"]; len(errs.([]any)) > 0 {
+		t.Errorf("page errors: %v", errs)
+	}
+	t.Logf("playback observed %d states; screenshots in %s", len(seen), dir)
 }

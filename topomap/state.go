@@ -456,6 +456,36 @@ func (g *graph) nodeStatus(ns *nodeState, now time.Time) string {
 func (g *graph) flush() (nodes []*Node, edges []*Edge, rmNodes, rmEdges []string, since time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.settle()
+	for id := range g.dirtyNodes {
+		nodes = append(nodes, g.nodes[id].n.clone())
+	}
+	for id := range g.dirtyEdges {
+		edges = append(edges, g.edges[id].e.clone())
+	}
+	for id := range g.removedNodes {
+		rmNodes = append(rmNodes, id)
+	}
+	for id := range g.removedEdges {
+		rmEdges = append(rmEdges, id)
+	}
+	g.forget()
+	since, g.firstDirty = g.firstDirty, time.Time{}
+	return nodes, edges, rmNodes, rmEdges, since
+}
+
+// forget clears the record of what changed (after a flush, or when a rebuilt past graph
+// is read whole). Called under g.mu.
+func (g *graph) forget() {
+	clear(g.dirtyNodes)
+	clear(g.dirtyEdges)
+	clear(g.removedNodes)
+	clear(g.removedEdges)
+}
+
+// settle recomputes the statuses of what changed: edges, then their ends and containers
+// level by level. The changed elements stay marked. Called under g.mu.
+func (g *graph) settle() {
 	now := g.now()
 	for id := range g.dirtyEdges {
 		es := g.edges[id]
@@ -491,24 +521,6 @@ func (g *graph) flush() (nodes []*Node, edges []*Edge, rmNodes, rmEdges []string
 		}
 	}
 	clear(g.recompute)
-	for id := range g.dirtyNodes {
-		nodes = append(nodes, g.nodes[id].n.clone())
-	}
-	for id := range g.dirtyEdges {
-		edges = append(edges, g.edges[id].e.clone())
-	}
-	for id := range g.removedNodes {
-		rmNodes = append(rmNodes, id)
-	}
-	for id := range g.removedEdges {
-		rmEdges = append(rmEdges, id)
-	}
-	clear(g.dirtyNodes)
-	clear(g.dirtyEdges)
-	clear(g.removedNodes)
-	clear(g.removedEdges)
-	since, g.firstDirty = g.firstDirty, time.Time{}
-	return nodes, edges, rmNodes, rmEdges, since
 }
 
 // age turns elements not observed within StaleAfter unknown and removes observed-only

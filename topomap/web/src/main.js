@@ -22,18 +22,22 @@ if (params.get('token')) {
 const token = sessionStorage.getItem('meridian.topomap.token') || '';
 const conn = new Connection(store, { token, onState: setConn });
 for (const k of ['layers', 'sites', 'clusters']) if (params.get(k)) conn.filter[k] = params.get(k).split(',');
+// ?at=<unix ms or ISO time> opens the map at a past instant.
+const parseAt = (v) => (/^\d+$/.test(v) ? +v : Date.parse(v));
+if (params.get('at') && parseAt(params.get('at')) > 0) conn.travel = { at: parseAt(params.get('at')), speed: 0 };
 
 function setConn(state, reason) {
   ui.conn = state;
   const el = $('conn');
   el.className = 'conn ' + state;
-  const text = { connecting: 'connecting…', live: 'live', reconnecting: 'reconnecting…', unauthorized: 'unauthorized: add ?token=' }[state] || state;
+  const text = { connecting: 'connecting…', live: 'live', past: 'history', reconnecting: 'reconnecting…', unauthorized: 'unauthorized: add ?token=', error: 'error' }[state] || state;
   $('conn-text').textContent = text + (reason ? ' (' + reason + ')' : '');
   el.title = state === 'live' ? 'seq ' + store.seq : 'websocket ' + state;
 }
 
 store.onChange(() => {
   ui.dirty = true;
+  showTime();
   if (!ui.fitted && store.nodes.size) { ui.fitted = true; world.fit(); }
   refreshClusters();
   if (ui.selected) showDetails(ui.selected);
@@ -264,6 +268,47 @@ function focusNode(n) {
   select({ type: 'node', id: n.id });
 }
 
+// --- time bar: scrub the history, play it, back to live ---------------------------------
+const tb = { range: $('tb-range'), oldest: 0, scrubbing: 0 };
+async function loadRange() {
+  try {
+    const r = await fetch(new URL('api/history', location.href), { headers: token ? { Authorization: 'Bearer ' + token } : {} });
+    if (!r.ok) { tb.range.disabled = true; tb.range.title = 'no history: ' + (await r.text()); return; }
+    const h = await r.json();
+    tb.oldest = h.oldest;
+    tb.range.min = String(h.oldest);
+  } catch { /* the range stays as it was */ }
+  showTime();
+}
+function showTime() {
+  const now = Date.now();
+  tb.range.max = String(now);
+  if (!tb.scrubbing) tb.range.value = String(store.at || now);
+  const el = $('tb-time');
+  el.textContent = store.at ? new Date(store.at).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC') + (store.speed ? ` ▶ ${store.speed}×` : '') : 'live';
+  el.classList.toggle('past', !!store.at);
+  $('tb-live').classList.toggle('active', !store.at);
+  $('tb-play').textContent = store.at && store.speed ? '❚❚' : '▶';
+  const u = new URL(location.href);
+  if (store.at) u.searchParams.set('at', String(store.at)); else u.searchParams.delete('at');
+  if (u.href !== location.href) history.replaceState(null, '', u);
+}
+// Scrubbing asks for the instant under the thumb; the server coalesces fast moves.
+tb.range.addEventListener('input', () => {
+  clearTimeout(tb.scrubbing);
+  tb.scrubbing = setTimeout(() => { tb.scrubbing = 0; }, 400);
+  const at = +tb.range.value;
+  if (at >= Date.now() - 2000) conn.goLive(); else conn.goTo(at, 0);
+});
+$('tb-live').onclick = () => conn.goLive();
+$('tb-play').onclick = () => {
+  const speed = +$('tb-speed').value;
+  if (store.at && store.speed) conn.goTo(store.at, 0); // pause
+  else conn.goTo(store.at || Date.now() - 15 * 60 * 1000, speed); // from the live map: the last 15 minutes
+};
+$('tb-speed').onchange = () => { if (store.at && store.speed) conn.goTo(store.at, +$('tb-speed').value); };
+setInterval(showTime, 1000);
+
 // --- legend ------------------------------------------------------------------------------
 $('legend').innerHTML = [
   ...Object.keys(COLORS).map((s) => `<div class="row"><span class="sw st-${s}"></span>${s}</div>`),
@@ -283,6 +328,8 @@ window.__topomap = {
   edgeMid: (id) => ui.view.edgeMid(id),
   nodeScreen: (id) => ui.view.nodeScreen(id),
   setView,
+  goTo: (at, speed) => conn.goTo(at, speed),
+  goLive: () => conn.goLive(),
   setCluster: (c) => { services.cluster = c; $('cluster').value = c; ui.dirty = true; },
   flowsDrawn: () => (ui.view === services ? services.flows.map((e) => [store.nodes.get(e.source)?.label, store.nodes.get(e.target)?.label, flowLabel(e)]) : []),
   // panZoom renders `frames` frames, each after a pan and a zoom step, and reports the
@@ -307,3 +354,4 @@ refreshClusters();
 setView(params.get('view') === 'services' ? 'services' : 'world');
 requestAnimationFrame(frame);
 conn.connect();
+loadRange();
