@@ -157,19 +157,26 @@ func toStrings(v any) []string {
 // TestBrowserTimeTravel opens the map at a past instant of a scripted failure (the
 // tunnel lon-1|nyc-1 down, stored in the embedded engine) and checks the pixels: green
 // 20 s before it, red after scrubbing the time bar past it, red again when playback at 60×
-// passes through it, and green after one click back to live (where the tunnel is up).
+// passes through it, and green after one click back to live (where the tunnel is up). In
+// the past, the erring flow's details name the tunnel as its cause.
 func TestBrowserTimeTravel(t *testing.T) {
 	requireBrowser(t)
 	m, srv, fail, _ := historyMap(t)
 	m.Consume(labRecords(time.Now()))
 	dir := artifactsDir(t)
-	steps := runNode(t, 120*time.Second, "web/e2e/timetravel.mjs", srv.URL+"/map/?token="+testToken, fmt.Sprint(fail.UnixMilli()), failedTunnel, dir)
+	steps := runNode(t, 120*time.Second, "web/e2e/timetravel.mjs", srv.URL+"/map/?token="+testToken, fmt.Sprint(fail.UnixMilli()), failedTunnel, erringFlow, dir)
 
 	if b := steps["before"]; b == nil || b["green"] != true || !strings.Contains(b["url"].(string), "at=") {
 		t.Errorf("20 s before the failure: %v, want the tunnel drawn green and ?at= in the address", b)
 	}
 	if s := steps["scrubbed"]; s == nil || s["red"] != true {
 		t.Errorf("scrubbed past the failure: %v, want the tunnel drawn red", s)
+	}
+	c := steps["causes"]
+	if c == nil || !strings.Contains(c["chain"].(string), "lon-1 ↔ nyc-1") || !strings.Contains(c["chain"].(string), "tunnel_stats") {
+		t.Errorf("the erring flow's cause chain: %v; want the tunnel lon-1 ↔ nyc-1 with its record", c)
+	} else if o := c["opened"].(map[string]any); o["selected"] != failedTunnel || o["view"] != true || !strings.Contains(c["effectOf"].(string), "Probable cause of") {
+		t.Errorf("clicking the cause: %v; want the tunnel selected on the world map, naming what it causes", c)
 	}
 	p := steps["playback"]
 	if p == nil || p["red"] != true {

@@ -20,17 +20,29 @@ import (
 	"github.com/meridianhq/meridian/storage/storagetest"
 )
 
-// failedTunnel is the tunnel the scripted past breaks.
-const failedTunnel = "tunnel:node:lon-1|node:nyc-1"
+// failedTunnel is the tunnel the scripted past breaks, and erringFlow the flow in nyc
+// whose requests fail from then on.
+const (
+	failedTunnel = "tunnel:node:lon-1|node:nyc-1"
+	erringFlow   = "flow:workload:destroyer/bookinfo/productpage-v1->workload:destroyer/bookinfo/reviews-v2:TCP/9080"
+)
 
 // scriptedPast is the lab reporting every 30 s from now-12m to now-2m; the tunnel
-// lon-1|nyc-1 is down from fail (now-7m) on, and steering drains lon for eu-west a minute
-// later. It returns the records and fail.
+// lon-1|nyc-1 is down from fail (now-7m) on, a fifth of the requests of a flow in nyc fail
+// from then on, and steering drains lon for eu-west a minute later. It returns the
+// records and fail.
 func scriptedPast(now time.Time) ([]pipeline.Record, time.Time) {
 	start, end := now.Add(-12*time.Minute).Truncate(time.Second), now.Add(-2*time.Minute)
 	fail := start.Add(5 * time.Minute)
 	var out []pipeline.Record
 	for t := start; !t.After(end); t = t.Add(30 * time.Second) {
+		flow := &pipeline.FlowEdge{M: pipeline.Meta{Time: t, Collector: "test", Site: "nyc", Cluster: "destroyer", Node: "nyc-1"}, Interval: 30 * time.Second,
+			SourceNamespace: "bookinfo", SourceWorkload: "productpage-v1", DestNamespace: "bookinfo", DestWorkload: "reviews-v2",
+			Protocol: "TCP", Port: 9080, Flows: 300, Requests: 300, LatencyP50: 4 * time.Millisecond, LatencyP90: 9 * time.Millisecond, LatencyP99: 20 * time.Millisecond}
+		if !t.Before(fail) {
+			flow.Errors = 60
+		}
+		out = append(out, flow)
 		for _, r := range labRecords(t) {
 			switch r := r.(type) {
 			case *pipeline.SteeringDecision:

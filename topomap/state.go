@@ -68,6 +68,10 @@ type graph struct {
 
 	unmapped map[string]int // records naming something outside the inventory, by kind
 	seeding  bool
+
+	since       map[string]time.Time // element id -> when its status last changed
+	effects     map[string]struct{}  // degraded or down flows, workloads, POPs, regions
+	causesStale bool                 // a status that can change an effect's causes changed
 }
 
 func newGraph(inv *inventory.Inventory, rules Rules, now func() time.Time) *graph {
@@ -79,6 +83,7 @@ func newGraph(inv *inventory.Inventory, rules Rules, now func() time.Time) *grap
 		dirtyNodes: map[string]struct{}{}, dirtyEdges: map[string]struct{}{},
 		removedNodes: map[string]struct{}{}, removedEdges: map[string]struct{}{},
 		recompute: map[string]struct{}{}, unmapped: map[string]int{},
+		since: map[string]time.Time{}, effects: map[string]struct{}{},
 	}
 	g.seed()
 	return g
@@ -497,6 +502,9 @@ func (g *graph) settle() {
 		case st != es.e.Status:
 			g.edgeInput(es.e, es.e.Status, st)
 		}
+		if st != es.e.Status {
+			g.statusChanged(id, es.e.Kind, es.e.Status, st, now)
+		}
 		es.e.Status = st
 	}
 	// Containers are recomputed level by level so that a change propagates up in one flush.
@@ -515,12 +523,14 @@ func (g *graph) settle() {
 				if ns.n.Parent != "" && ns.n.Kind != KindWorkload {
 					g.moveInput(ns.n.Parent, ns.n.Status, st)
 				}
+				g.statusChanged(id, ns.n.Kind, ns.n.Status, st, now)
 				ns.n.Status = st
 				g.dirtyNodes[id] = struct{}{}
 			}
 		}
 	}
 	clear(g.recompute)
+	g.explain()
 }
 
 // age turns elements not observed within StaleAfter unknown and removes observed-only
@@ -570,6 +580,7 @@ func (g *graph) age() {
 
 func (g *graph) removeEdge(id string) {
 	es := g.edges[id]
+	g.forgetCauses(id)
 	delete(g.edges, id)
 	delete(g.dirtyEdges, id)
 	g.removedEdges[id] = struct{}{}
@@ -587,6 +598,7 @@ func (g *graph) removeEdge(id string) {
 
 func (g *graph) removeNode(id string) {
 	ns := g.nodes[id]
+	g.forgetCauses(id)
 	delete(g.nodes, id)
 	delete(g.dirtyNodes, id)
 	delete(g.children, id)

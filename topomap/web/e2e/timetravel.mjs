@@ -1,10 +1,10 @@
 // Time travel in real Chromium, driven by topomap's Go test:
-//   node timetravel.mjs <page url with token> <failure instant, unix ms> <edge id> <artifacts dir>
+//   node timetravel.mjs <page url with token> <failure instant, unix ms> <edge id> <erring flow id> <artifacts dir>
 // The page opens 20 s before a scripted failure, is scrubbed past it, played through it
 // at 60x, and sent back to live. Prints one JSON object per step.
 import { launch, emit, redAt, greenAt } from './browser.mjs';
 
-const [pageURL, failArg, edge, artifacts] = process.argv.slice(2);
+const [pageURL, failArg, edge, flow, artifacts] = process.argv.slice(2);
 const fail = +failArg;
 const { context, close } = await launch();
 
@@ -46,6 +46,20 @@ try {
   const red = await drawn(page, after, 'down', 1000); // the range input snaps to its 1 s steps
   await page.screenshot({ path: `${artifacts}/timebar-failed.png` });
   emit({ step: 'scrubbed', at: after, red });
+
+  // The erring flow's details show the chain beneath it; its first cause opens the tunnel
+  // on the world map.
+  await page.click('#view-services');
+  await page.selectOption('#cluster', 'destroyer');
+  await page.evaluate((id) => window.__topomap.select('edge', id), flow);
+  const chain = await page.waitForSelector('#details ol.causes', { timeout: 5000 }).then((el) => el.textContent()).catch(() => '');
+  await page.screenshot({ path: `${artifacts}/cause-chain.png` });
+  await page.click('#details ol.causes li');
+  const opened = await page.evaluate(() => ({ selected: window.__topomap.ui.selected?.id, view: document.querySelector('#view-world').classList.contains('active') }));
+  const effectOf = await page.textContent('#details-body');
+  await page.screenshot({ path: `${artifacts}/cause-tunnel.png` });
+  emit({ step: 'causes', chain, opened, effectOf });
+  await page.click('#details-close');
 
   // Back before the failure, then play at 60x: the edge turns red as the clock passes it.
   await page.evaluate((at) => window.__topomap.goTo(at, 0), fail - 30000);

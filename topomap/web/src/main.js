@@ -61,12 +61,50 @@ function frame(ts) {
     ui.dirty = false;
     const t0 = performance.now();
     ui.drawn = ui.view.draw(ctx, window.devicePixelRatio || 1, { selected: ui.selected?.id, highlight: ui.highlight });
+    drawCauses();
     ui.lastDraw = performance.now() - t0;
     ui.frames++;
     if (!ui.firstRender && store.nodes.size) ui.firstRender = performance.now();
     $('stats').textContent = `${store.nodes.size} nodes · ${store.edges.size} edges · seq ${store.seq} · ${ui.lastDraw.toFixed(1)} ms/frame`;
   }
   requestAnimationFrame(frame);
+}
+
+// drawCauses rings the selected element's causes in the picture, numbered as in the
+// details panel (the ones the current view draws).
+function drawCauses() {
+  const el = ui.selected && (store.nodes.get(ui.selected.id) || store.edges.get(ui.selected.id));
+  if (!el?.causes) return;
+  const dpr = window.devicePixelRatio || 1;
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  el.causes.forEach((c, i) => {
+    const p = store.edges.has(c.id) ? ui.view.edgeMid(c.id) : ui.view.nodeScreen(c.id);
+    if (!p) return;
+    ctx.strokeStyle = '#58a6ff';
+    ctx.lineWidth = 2;
+    ctx.setLineDash([4, 3]);
+    ctx.beginPath();
+    ctx.arc(p[0], p[1], 12, 0, Math.PI * 2);
+    ctx.stroke();
+    ctx.setLineDash([]);
+    ctx.fillStyle = '#58a6ff';
+    ctx.font = 'bold 11px "Liberation Sans", Arial, sans-serif';
+    ctx.fillText(String(i + 1), p[0] + 12, p[1] - 10);
+  });
+}
+
+const WORLD_KINDS = new Set(['region', 'site', 'node', 'osd', 'pop', 'tunnel', 'probe', 'steer', 'storage']);
+
+// causesHTML is the chain beneath a degraded or down element: each probable cause with
+// the record that shows it and since when, worst and oldest first.
+function causesHTML(el) {
+  if (!el.causes?.length) return SEV[el.status] >= 2 ? '<h3>Probable causes</h3><p class="nocause">nothing beneath it is degraded or down</p>' : '';
+  const since = (c) => (c.since ? ' · since ' + new Date(c.since).toISOString().slice(11, 19) + ' UTC' : '');
+  return '<h3>Probable causes</h3><ol class="causes">' + el.causes.map((c) => {
+    const el2 = store.nodes.get(c.id) || store.edges.get(c.id);
+    const name = el2 ? (store.edges.has(c.id) ? describeEdge(el2) : el2.label) : c.id;
+    return `<li data-cause="${esc(c.id)}" data-kind="${esc(c.kind)}">${badge(c.status)} <b>${esc(name)}</b><br><span class="evidence">${esc(c.evidence)}${esc(since(c))}</span></li>`;
+  }).join('') + '</ol>';
 }
 
 // --- pan, zoom, hover, select --------------------------------------------------------------
@@ -193,6 +231,9 @@ function showDetails(hit) {
   const fmtMetric = (v, k) => k.endsWith('_unix') ? new Date(v * 1000).toISOString() : (typeof v === 'number' ? +v.toFixed(3) : v);
   let html = `<h2>${esc(hit.type === 'node' ? el.label : describeEdge(el))}</h2>${badge(el.status)} <span>${esc(el.kind)}</span>`;
   if (el.alerts) html += `<h3>Firing alerts</h3><ul>${el.alerts.map((a) => `<li class="alert">⚠ ${esc(a)}</li>`).join('')}</ul>`;
+  html += causesHTML(el);
+  const effects = [...store.nodes.values(), ...store.edges.values()].filter((x) => x.causes?.some((c) => c.id === el.id)).slice(0, 20);
+  if (effects.length) html += `<h3>Probable cause of</h3><ul>${effects.map((x) => `<li data-cause="${esc(x.id)}" data-kind="${esc(x.kind)}">${badge(x.status)} ${esc(store.edges.has(x.id) ? describeEdge(x) : x.label)}</li>`).join('')}</ul>`;
   html += `<h3>Metrics</h3><table>${rows(el.metrics, fmtMetric) || '<tr><td>none</td></tr>'}</table>`;
   const info = { id: el.id, site: el.site, cluster: el.cluster, parent: el.parent, ...(el.attrs || {}) };
   if (el.updated) info.updated = new Date(el.updated).toISOString();
@@ -204,6 +245,13 @@ function showDetails(hit) {
   $('details-body').innerHTML = html;
   $('details').hidden = false;
   for (const li of $('details-body').querySelectorAll('li[data-edge]')) li.onclick = () => select({ type: 'edge', id: li.dataset.edge });
+  // A cause may be drawn in the other view (a flow's tunnel is on the world map).
+  for (const li of $('details-body').querySelectorAll('li[data-cause]')) {
+    li.onclick = () => {
+      setView(WORLD_KINDS.has(li.dataset.kind) ? 'world' : 'services');
+      select({ type: store.edges.has(li.dataset.cause) ? 'edge' : 'node', id: li.dataset.cause });
+    };
+  }
 }
 $('details-close').onclick = () => select(null);
 
@@ -329,6 +377,7 @@ window.__topomap = {
   nodeScreen: (id) => ui.view.nodeScreen(id),
   setView,
   goTo: (at, speed) => conn.goTo(at, speed),
+  select: (type, id) => select({ type, id }),
   goLive: () => conn.goLive(),
   setCluster: (c) => { services.cluster = c; $('cluster').value = c; ui.dirty = true; },
   flowsDrawn: () => (ui.view === services ? services.flows.map((e) => [store.nodes.get(e.source)?.label, store.nodes.get(e.target)?.label, flowLabel(e)]) : []),
