@@ -195,3 +195,87 @@ func TestBrowserTimeTravel(t *testing.T) {
 	}
 	t.Logf("playback observed %d states; screenshots in %s", len(seen), dir)
 }
+
+// TestBrowserServiceLabels checks the service view's edge labels by their bounding boxes:
+// in the bookinfo view and in a cluster of 300 workloads (30 namespaces) with 600 flows,
+// no label drawn covers a workload box or another label, and the labels left out (shown
+// on hover) are the minority in bookinfo.
+func TestBrowserServiceLabels(t *testing.T) {
+	requireBrowser(t)
+	m, srv := startMap(t, testConfig(), labInventory(), nil)
+	now := time.Now()
+	var recs []pipeline.Record
+	for _, e := range bookinfoFlowEdges(t, "destroyer", "nyc") {
+		recs = append(recs, e)
+	}
+	const workloads = 300
+	for i := range workloads {
+		for _, j := range []int{(i*7 + 3) % workloads, (i + 1) % workloads} {
+			if j == i {
+				continue
+			}
+			recs = append(recs, &pipeline.FlowEdge{M: pipeline.Meta{Time: now, Site: "nuremberg", Cluster: "aegis"}, Interval: time.Second,
+				SourceNamespace: fmt.Sprintf("ns%02d", i/10), SourceWorkload: fmt.Sprintf("svc-%03d", i),
+				DestNamespace: fmt.Sprintf("ns%02d", j/10), DestWorkload: fmt.Sprintf("svc-%03d", j),
+				Protocol: "TCP", Port: 8080, Flows: uint64(1 + i%17), Requests: uint64(1 + i%17), Errors: uint64(i % 3), LatencyP99: time.Duration(i) * time.Millisecond})
+		}
+	}
+	m.Consume(recs)
+	dir := artifactsDir(t)
+	steps := runNode(t, 120*time.Second, "web/e2e/labels.mjs", srv.URL+"/map/?token="+testToken, "destroyer,aegis", dir)
+	type rect [4]float64
+	toRects := func(v any) []rect {
+		var out []rect
+		for _, x := range v.([]any) {
+			if m, ok := x.(map[string]any); ok {
+				x = m["r"]
+			}
+			var r rect
+			for i, f := range x.([]any) {
+				r[i] = f.(float64)
+			}
+			out = append(out, r)
+		}
+		return out
+	}
+	overlap := func(a, b rect) bool { // a shared edge is no collision
+		return a[0] < b[2]-0.5 && a[2] > b[0]+0.5 && a[1] < b[3]-0.5 && a[3] > b[1]+0.5
+	}
+	for _, cluster := range []string{"destroyer", "aegis"} {
+		s := steps[cluster]
+		if s == nil {
+			t.Fatalf("%s: service view never drawn: %v", cluster, steps)
+		}
+		boxes, labels := toRects(s["boxes"]), toRects(s["labels"])
+		hidden, flows := int(s["hidden"].(float64)), int(s["flows"].(float64))
+		if len(labels)+hidden != flows {
+			t.Errorf("%s: %d labels drawn + %d left out != %d flows", cluster, len(labels), hidden, flows)
+		}
+		collisions := 0
+		for i, l := range labels {
+			for _, b := range boxes {
+				if overlap(l, b) {
+					collisions++
+				}
+			}
+			for _, o := range labels[i+1:] {
+				if overlap(l, o) {
+					collisions++
+				}
+			}
+		}
+		if collisions > 0 {
+			t.Errorf("%s: %d label collisions among %d labels and %d boxes", cluster, collisions, len(labels), len(boxes))
+		}
+		t.Logf("%s: %d workloads, %d flows, %d labels drawn, %d on hover only, %d collisions", cluster, len(boxes), flows, len(labels), hidden, collisions)
+	}
+	if s := steps["destroyer"]; int(s["hidden"].(float64))*2 > int(s["flows"].(float64)) {
+		t.Errorf("bookinfo: %v of %v labels left out", s["hidden"], s["flows"])
+	}
+	if n := len(toRects(steps["aegis"]["boxes"])); n != workloads {
+		t.Errorf("aegis: %d workload boxes, want %d", n, workloads)
+	}
+	if errs := steps["done"]["errors"]; len(errs.([]any)) > 0 {
+		t.Errorf("page errors: %v", errs)
+	}
+}

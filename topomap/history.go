@@ -39,6 +39,9 @@ func (m *Map) rebuild(ctx context.Context, at time.Time) (*pastGraph, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Sized up front: growing maps of tens of thousands of edges rehashes them repeatedly.
+	p.g.edges = make(map[string]*edgeState, len(recs))
+	p.g.dirtyEdges = make(map[string]struct{}, len(recs))
 	p.g.replay(recs, at)
 	return p, nil
 }
@@ -60,9 +63,9 @@ func (m *Map) step(ctx context.Context, p *pastGraph, to time.Time) (nodes []*No
 	return nodes, edges, rmNodes, rmEdges, nil
 }
 
-// elements returns p's whole graph, filtered by f, sorted by id. They are p's own, not
-// clones: p has one user (a session's player, a request), which encodes them before it
-// steps p again.
+// elements returns p's whole graph, filtered by f, in no order (sorting 50,000 ids was a
+// quarter of a rebuild). They are p's own, not clones: p has one user (a session's
+// player, a request), which encodes them before it steps p again.
 func (p *pastGraph) elements(f *filter) ([]*Node, []*Edge) {
 	g := p.g
 	g.mu.Lock()
@@ -81,8 +84,6 @@ func (p *pastGraph) elements(f *filter) ([]*Node, []*Edge) {
 			edges = append(edges, es.e)
 		}
 	}
-	slices.SortFunc(nodes, func(a, b *Node) int { return strings.Compare(a.ID, b.ID) })
-	slices.SortFunc(edges, func(a, b *Edge) int { return strings.Compare(a.ID, b.ID) })
 	return nodes, edges
 }
 

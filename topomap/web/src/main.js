@@ -378,6 +378,7 @@ window.__topomap = {
   setView,
   goTo: (at, speed) => conn.goTo(at, speed),
   select: (type, id) => select({ type, id }),
+  labelBoxes: () => services.placedOnScreen(),
   goLive: () => conn.goLive(),
   setCluster: (c) => { services.cluster = c; $('cluster').value = c; ui.dirty = true; },
   flowsDrawn: () => (ui.view === services ? services.flows.map((e) => [store.nodes.get(e.source)?.label, store.nodes.get(e.target)?.label, flowLabel(e)]) : []),
