@@ -3,16 +3,19 @@ package topomap
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"maps"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/gorilla/websocket"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridianhq/meridian/pipeline"
@@ -389,4 +392,42 @@ func processCPU() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// TestTimeTravelMessages: without a history store a past instant is answered with an
+// error message and the session stays usable (back to live); bad instants and speeds
+// close the connection with 1003 and a reason.
+func TestTimeTravelMessages(t *testing.T) {
+	m, srv := startMap(t, fastConfig(), labInventory(), nil)
+	m.Consume(labRecords(time.Now()))
+	c := dial(t, srv, nil)
+	send(t, c, map[string]any{"type": "hello", "at": time.Now().Add(-time.Hour).UnixMilli()})
+	if e := until(t, c, func(s serverMsg) bool { return s.Type == "error" }); !strings.Contains(e.Error, "history store") {
+		t.Errorf("past without history: %q", e.Error)
+	}
+	send(t, c, map[string]any{"type": "live"})
+	if s := until(t, c, func(s serverMsg) bool { return s.Type == "snapshot" }); s.At != 0 || s.Epoch == "" {
+		t.Errorf("back to live after the error: snapshot at %d epoch %q", s.At, s.Epoch)
+	}
+	until(t, c, func(s serverMsg) bool { return hasEdge(s, failedTunnel) != nil }) // the live stream flows
+	for _, msgs := range [][]map[string]any{
+		{{"type": "hello", "at": time.Now().UnixMilli(), "speed": 99999}},
+		{{"type": "hello"}, {"type": "at", "at": 0}},
+		{{"type": "hello"}, {"type": "at", "at": time.Now().UnixMilli(), "speed": -1}},
+	} {
+		c := dial(t, srv, nil)
+		for _, msg := range msgs {
+			send(t, c, msg)
+		}
+		var ce *websocket.CloseError
+		for {
+			c.SetReadDeadline(time.Now().Add(5 * time.Second))
+			if _, _, err := c.ReadMessage(); err != nil {
+				if !errors.As(err, &ce) || ce.Code != websocket.CloseUnsupportedData {
+					t.Errorf("%v: closed with %v, want 1003", msgs, err)
+				}
+				break
+			}
+		}
+	}
 }

@@ -188,8 +188,8 @@ func (s *session) run() {
 		s.fail(err)
 		return
 	}
-	if hello.Speed < 0 || hello.Speed > maxSpeed {
-		s.fail(&closeError{code: websocket.CloseUnsupportedData, reason: fmt.Sprintf("speed %g out of [0, %d]", hello.Speed, maxSpeed)})
+	if hello.At < 0 || hello.Speed < 0 || hello.Speed > maxSpeed {
+		s.fail(&closeError{code: websocket.CloseUnsupportedData, reason: fmt.Sprintf("hello needs at >= 0 (unix ms) and speed in [0, %d]", maxSpeed)})
 		return
 	}
 	s.c = newClient(s.m.cfg.ClientBufferBytes, func() { s.m.metrics.slow.Inc() })
@@ -198,7 +198,8 @@ func (s *session) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	playerDone := make(chan struct{})
 	go func() { defer close(playerDone); s.player.run(ctx) }()
-	defer func() { cancel(); <-playerDone }()
+	// The player may re-attach the client (back to live): stop it before detaching.
+	defer func() { cancel(); <-playerDone; s.m.hub.detach(s.c) }()
 	resumed := false
 	switch {
 	case hello.At != 0:
@@ -209,7 +210,6 @@ func (s *session) run() {
 	default:
 		s.m.hub.attach(s.c, "", ^uint64(0)) // no history: always a snapshot
 	}
-	defer s.m.hub.detach(s.c)
 
 	done := make(chan error, 1)
 	go func() { done <- s.readLoop() }()
