@@ -238,6 +238,24 @@ func TestPastSnapshotEndpoint(t *testing.T) {
 		}
 		return resp.StatusCode, msg
 	}
+	span := func() map[string]any {
+		req, _ := http.NewRequest("GET", srv.URL+"/map/api/history", nil)
+		req.Header.Set("Authorization", "Bearer "+testToken)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		if err := json.NewDecoder(resp.Body).Decode(&out); err != nil || resp.StatusCode != 200 {
+			t.Fatalf("/map/api/history: %d %v", resp.StatusCode, err)
+		}
+		return out
+	}
+	// The scripted past starts 5 minutes before the failure.
+	if h := span(); h["available"] != true || int64(h["oldest"].(float64)) != fail.Add(-5*time.Minute).UnixMilli() {
+		t.Errorf("/map/api/history = %v, want available from %d", h, fail.Add(-5*time.Minute).UnixMilli())
+	}
 	at := fail.Add(time.Minute)
 	code, msg := get("layers=tunnel&at=" + url.QueryEscape(at.UTC().Format(time.RFC3339Nano)))
 	if code != 200 || msg.At != at.UnixMilli() || len(msg.Nodes) != 0 || len(msg.Edges) != 10 {
@@ -260,6 +278,9 @@ func TestPastSnapshotEndpoint(t *testing.T) {
 	m.UseHistory(nil)
 	if code, _ := get(fmt.Sprintf("at=%d", fail.UnixMilli())); code != http.StatusNotImplemented {
 		t.Errorf("without a history store ?at= = %d, want 501", code)
+	}
+	if h := span(); h["available"] != false || !strings.Contains(h["reason"].(string), "history store") {
+		t.Errorf("/map/api/history without a store = %v", h)
 	}
 }
 

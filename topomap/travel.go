@@ -260,15 +260,19 @@ func (m *Map) servePastSnapshot(w http.ResponseWriter, r *http.Request, f *filte
 }
 
 // serveHistoryRange answers GET /map/api/history: the span the time bar may scrub,
-// {"oldest": unix ms of the oldest stored record the map draws, "now": unix ms}.
+// {"available": true, "oldest": unix ms of the oldest stored record the map draws, "now":
+// unix ms}, or {"available": false, "reason": …} when this process has no history store
+// (a normal state for the page, so not an HTTP error).
 func (m *Map) serveHistoryRange(w http.ResponseWriter, r *http.Request) {
 	if !m.authorized(r) {
 		m.metrics.rejected.WithLabelValues("auth").Inc()
 		http.Error(w, "topomap: bad or missing token", http.StatusUnauthorized)
 		return
 	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "no-store")
 	if m.history == nil {
-		http.Error(w, "topomap history: "+errNoHistory.Error(), http.StatusNotImplemented)
+		json.NewEncoder(w).Encode(map[string]any{"available": false, "reason": errNoHistory.Error(), "now": time.Now().UnixMilli()})
 		return
 	}
 	oldest, err := m.oldest(r.Context())
@@ -276,9 +280,7 @@ func (m *Map) serveHistoryRange(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusInternalServerError)
 		return
 	}
-	w.Header().Set("Content-Type", "application/json")
-	w.Header().Set("Cache-Control", "no-store")
-	json.NewEncoder(w).Encode(map[string]int64{"oldest": oldest.UnixMilli(), "now": time.Now().UnixMilli()})
+	json.NewEncoder(w).Encode(map[string]any{"available": true, "oldest": oldest.UnixMilli(), "now": time.Now().UnixMilli()})
 }
 
 // oldest is the time of the oldest record of the kinds the map draws (ClickHouse answers

@@ -321,8 +321,12 @@ const tb = { range: $('tb-range'), oldest: 0, scrubbing: 0 };
 async function loadRange() {
   try {
     const r = await fetch(new URL('api/history', location.href), { headers: token ? { Authorization: 'Bearer ' + token } : {} });
-    if (!r.ok) { tb.range.disabled = true; tb.range.title = 'no history: ' + (await r.text()); return; }
-    const h = await r.json();
+    const h = r.ok ? await r.json() : { available: false, reason: await r.text() };
+    if (!h.available) {
+      tb.range.disabled = $('tb-play').disabled = true;
+      tb.range.title = $('tb-play').title = 'no history: ' + h.reason;
+      return;
+    }
     tb.oldest = h.oldest;
     tb.range.min = String(h.oldest);
   } catch { /* the range stays as it was */ }
