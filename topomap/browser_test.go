@@ -197,7 +197,7 @@ func TestBrowserTimeTravel(t *testing.T) {
 }
 
 // TestBrowserServiceLabels checks the service view's edge labels by their bounding boxes:
-// in the bookinfo view and in a cluster of 300 workloads (30 namespaces) with 600 flows,
+// in the bookinfo view and in a cluster of 300 workloads (30 namespaces) with 360 flows,
 // no label drawn covers a workload box or another label, and the labels left out (shown
 // on hover) are the minority in bookinfo.
 func TestBrowserServiceLabels(t *testing.T) {
@@ -208,17 +208,22 @@ func TestBrowserServiceLabels(t *testing.T) {
 	for _, e := range bookinfoFlowEdges(t, "destroyer", "nyc") {
 		recs = append(recs, e)
 	}
+	// 30 namespaces of 10 workloads, each a small shop (gateway, API, its backends), whose
+	// APIs also call the next namespace's auth: 360 flows.
 	const workloads = 300
-	for i := range workloads {
-		for _, j := range []int{(i*7 + 3) % workloads, (i + 1) % workloads} {
-			if j == i {
-				continue
-			}
-			recs = append(recs, &pipeline.FlowEdge{M: pipeline.Meta{Time: now, Site: "nuremberg", Cluster: "aegis"}, Interval: time.Second,
-				SourceNamespace: fmt.Sprintf("ns%02d", i/10), SourceWorkload: fmt.Sprintf("svc-%03d", i),
-				DestNamespace: fmt.Sprintf("ns%02d", j/10), DestWorkload: fmt.Sprintf("svc-%03d", j),
-				Protocol: "TCP", Port: 8080, Flows: uint64(1 + i%17), Requests: uint64(1 + i%17), Errors: uint64(i % 3), LatencyP99: time.Duration(i) * time.Millisecond})
+	calls := [][2]string{{"gateway", "api"}, {"api", "auth"}, {"api", "cart"}, {"cart", "db"}, {"cart", "cache"}, {"api", "search"},
+		{"search", "cache"}, {"api", "queue"}, {"queue", "worker"}, {"worker", "mail"}, {"worker", "db"}}
+	flow := func(sns, src, dns, dst string, i int) *pipeline.FlowEdge {
+		return &pipeline.FlowEdge{M: pipeline.Meta{Time: now, Site: "nuremberg", Cluster: "aegis"}, Interval: time.Second,
+			SourceNamespace: sns, SourceWorkload: src, DestNamespace: dns, DestWorkload: dst,
+			Protocol: "TCP", Port: 8080, Flows: uint64(1 + i%17), Requests: uint64(1 + i%17), Errors: uint64(i % 3), LatencyP99: time.Duration(i) * time.Millisecond}
+	}
+	for n := range workloads / 10 {
+		ns := fmt.Sprintf("shop%02d", n)
+		for i, c := range calls {
+			recs = append(recs, flow(ns, c[0], ns, c[1], n*len(calls)+i))
 		}
+		recs = append(recs, flow(ns, "api", fmt.Sprintf("shop%02d", (n+1)%(workloads/10)), "auth", n))
 	}
 	m.Consume(recs)
 	dir := artifactsDir(t)
