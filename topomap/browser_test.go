@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"os"
 	"os/exec"
@@ -151,4 +152,135 @@ func toStrings(v any) []string {
 		out = append(out, s)
 	}
 	return out
+}
+
+// TestBrowserTimeTravel opens the map at a past instant of a scripted failure (the
+// tunnel lon-1|nyc-1 down, stored in the embedded engine) and checks the pixels: green
+// 20 s before it, red after scrubbing the time bar past it, red again when playback at 60×
+// passes through it, and green after one click back to live (where the tunnel is up). In
+// the past, the erring flow's details name the tunnel as its cause.
+func TestBrowserTimeTravel(t *testing.T) {
+	requireBrowser(t)
+	m, srv, fail, _ := historyMap(t)
+	m.Consume(labRecords(time.Now()))
+	dir := artifactsDir(t)
+	steps := runNode(t, 120*time.Second, "web/e2e/timetravel.mjs", srv.URL+"/map/?token="+testToken, fmt.Sprint(fail.UnixMilli()), failedTunnel, erringFlow, dir)
+
+	if b := steps["before"]; b == nil || b["green"] != true || !strings.Contains(b["url"].(string), "at=") {
+		t.Errorf("20 s before the failure: %v, want the tunnel drawn green and ?at= in the address", b)
+	}
+	if s := steps["scrubbed"]; s == nil || s["red"] != true {
+		t.Errorf("scrubbed past the failure: %v, want the tunnel drawn red", s)
+	}
+	c := steps["causes"]
+	if c == nil || !strings.Contains(c["chain"].(string), "lon-1 ↔ nyc-1") || !strings.Contains(c["chain"].(string), "tunnel_stats") {
+		t.Errorf("the erring flow's cause chain: %v; want the tunnel lon-1 ↔ nyc-1 with its record", c)
+	} else if o := c["opened"].(map[string]any); o["selected"] != failedTunnel || o["view"] != true || !strings.Contains(c["effectOf"].(string), "Probable cause of") {
+		t.Errorf("clicking the cause: %v; want the tunnel selected on the world map, naming what it causes", c)
+	}
+	p := steps["playback"]
+	if p == nil || p["red"] != true {
+		t.Fatalf("playback: %v, want the tunnel red once the clock passed the failure", p)
+	}
+	seen := p["seen"].([]any)
+	first, last := seen[0].(map[string]any), seen[len(seen)-1].(map[string]any)
+	if first["status"] != "ok" || last["status"] != "down" || last["at"].(float64) < float64(fail.UnixMilli()) || last["speed"].(float64) != 60 {
+		t.Errorf("playback went %v .. %v; want ok, then down at or after %d, at 60×", first, last, fail.UnixMilli())
+	}
+	if l := steps["live"]; l == nil || l["green"] != true || l["conn"] != "live" || strings.Contains(l["url"].(string), "at=") {
+		t.Errorf("back to live: %v", l)
+	}
+	if errs := steps["done"]["errors"]; len(errs.([]any)) > 0 {
+		t.Errorf("page errors: %v", errs)
+	}
+	t.Logf("playback observed %d states; screenshots in %s", len(seen), dir)
+}
+
+// TestBrowserServiceLabels checks the service view's edge labels by their bounding boxes:
+// in the bookinfo view and in a cluster of 300 workloads (30 namespaces) with 360 flows,
+// no label drawn covers a workload box or another label, and the labels left out (shown
+// on hover) are the minority in bookinfo.
+func TestBrowserServiceLabels(t *testing.T) {
+	requireBrowser(t)
+	m, srv := startMap(t, testConfig(), labInventory(), nil)
+	now := time.Now()
+	var recs []pipeline.Record
+	for _, e := range bookinfoFlowEdges(t, "destroyer", "nyc") {
+		recs = append(recs, e)
+	}
+	// 30 namespaces of 10 workloads, each a small shop (gateway, API, its backends), whose
+	// APIs also call the next namespace's auth: 360 flows.
+	const workloads = 300
+	calls := [][2]string{{"gateway", "api"}, {"api", "auth"}, {"api", "cart"}, {"cart", "db"}, {"cart", "cache"}, {"api", "search"},
+		{"search", "cache"}, {"api", "queue"}, {"queue", "worker"}, {"worker", "mail"}, {"worker", "db"}}
+	flow := func(sns, src, dns, dst string, i int) *pipeline.FlowEdge {
+		return &pipeline.FlowEdge{M: pipeline.Meta{Time: now, Site: "nuremberg", Cluster: "aegis"}, Interval: time.Second,
+			SourceNamespace: sns, SourceWorkload: src, DestNamespace: dns, DestWorkload: dst,
+			Protocol: "TCP", Port: 8080, Flows: uint64(1 + i%17), Requests: uint64(1 + i%17), Errors: uint64(i % 3), LatencyP99: time.Duration(i) * time.Millisecond}
+	}
+	for n := range workloads / 10 {
+		ns := fmt.Sprintf("shop%02d", n)
+		for i, c := range calls {
+			recs = append(recs, flow(ns, c[0], ns, c[1], n*len(calls)+i))
+		}
+		recs = append(recs, flow(ns, "api", fmt.Sprintf("shop%02d", (n+1)%(workloads/10)), "auth", n))
+	}
+	m.Consume(recs)
+	dir := artifactsDir(t)
+	steps := runNode(t, 120*time.Second, "web/e2e/labels.mjs", srv.URL+"/map/?token="+testToken, "destroyer,aegis", dir)
+	type rect [4]float64
+	toRects := func(v any) []rect {
+		var out []rect
+		for _, x := range v.([]any) {
+			if m, ok := x.(map[string]any); ok {
+				x = m["r"]
+			}
+			var r rect
+			for i, f := range x.([]any) {
+				r[i] = f.(float64)
+			}
+			out = append(out, r)
+		}
+		return out
+	}
+	overlap := func(a, b rect) bool { // a shared edge is no collision
+		return a[0] < b[2]-0.5 && a[2] > b[0]+0.5 && a[1] < b[3]-0.5 && a[3] > b[1]+0.5
+	}
+	for _, cluster := range []string{"destroyer", "aegis"} {
+		s := steps[cluster]
+		if s == nil {
+			t.Fatalf("%s: service view never drawn: %v", cluster, steps)
+		}
+		boxes, labels := toRects(s["boxes"]), toRects(s["labels"])
+		hidden, flows := int(s["hidden"].(float64)), int(s["flows"].(float64))
+		if len(labels)+hidden != flows {
+			t.Errorf("%s: %d labels drawn + %d left out != %d flows", cluster, len(labels), hidden, flows)
+		}
+		collisions := 0
+		for i, l := range labels {
+			for _, b := range boxes {
+				if overlap(l, b) {
+					collisions++
+				}
+			}
+			for _, o := range labels[i+1:] {
+				if overlap(l, o) {
+					collisions++
+				}
+			}
+		}
+		if collisions > 0 {
+			t.Errorf("%s: %d label collisions among %d labels and %d boxes", cluster, collisions, len(labels), len(boxes))
+		}
+		t.Logf("%s: %d workloads, %d flows, %d labels drawn, %d on hover only, %d collisions", cluster, len(boxes), flows, len(labels), hidden, collisions)
+	}
+	if s := steps["destroyer"]; int(s["hidden"].(float64))*2 > int(s["flows"].(float64)) {
+		t.Errorf("bookinfo: %v of %v labels left out", s["hidden"], s["flows"])
+	}
+	if n := len(toRects(steps["aegis"]["boxes"])); n != workloads {
+		t.Errorf("aegis: %d workload boxes, want %d", n, workloads)
+	}
+	if errs := steps["done"]["errors"]; len(errs.([]any)) > 0 {
+		t.Errorf("page errors: %v", errs)
+	}
 }

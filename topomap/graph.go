@@ -50,6 +50,7 @@ type Node struct {
 	Metrics map[string]float64 `json:"metrics,omitempty"`
 	Attrs   map[string]string  `json:"attrs,omitempty"`
 	Alerts  []string           `json:"alerts,omitempty"`
+	Causes  []Cause            `json:"causes,omitempty"`  // degraded or down: what beneath it is bad too
 	Updated int64              `json:"updated,omitempty"` // last observation, unix ms
 }
 
@@ -66,6 +67,7 @@ type Edge struct {
 	Metrics  map[string]float64 `json:"metrics,omitempty"`
 	Attrs    map[string]string  `json:"attrs,omitempty"`
 	Alerts   []string           `json:"alerts,omitempty"`
+	Causes   []Cause            `json:"causes,omitempty"`
 	Updated  int64              `json:"updated,omitempty"`
 }
 
@@ -74,6 +76,7 @@ func (n *Node) clone() *Node {
 	c.Metrics = maps.Clone(n.Metrics)
 	c.Attrs = maps.Clone(n.Attrs)
 	c.Alerts = slices.Clone(n.Alerts)
+	c.Causes = slices.Clone(n.Causes)
 	if n.Geo != nil {
 		g := *n.Geo
 		c.Geo = &g
@@ -88,6 +91,7 @@ func (e *Edge) clone() *Edge {
 	c.Metrics = maps.Clone(e.Metrics)
 	c.Attrs = maps.Clone(e.Attrs)
 	c.Alerts = slices.Clone(e.Alerts)
+	c.Causes = slices.Clone(e.Causes)
 	return &c
 }
 

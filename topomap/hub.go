@@ -14,6 +14,8 @@ type snapshotMsg struct {
 	Type  string  `json:"type"` // "snapshot"
 	Epoch string  `json:"epoch"`
 	Seq   uint64  `json:"seq"`
+	At    int64   `json:"at,omitempty"`    // a past state: the instant, unix ms (absent: live)
+	Speed float64 `json:"speed,omitempty"` // playing the past forward at this speed
 	Nodes []*Node `json:"nodes"`
 	Edges []*Edge `json:"edges"`
 }
@@ -31,7 +33,9 @@ type ids struct {
 type deltaMsg struct {
 	Type    string   `json:"type"` // "delta"
 	Seq     uint64   `json:"seq"`
-	Time    int64    `json:"time"` // unix ms the delta was cut
+	Time    int64    `json:"time"`            // unix ms the delta was cut
+	At      int64    `json:"at,omitempty"`    // playback: the past instant reached
+	Speed   float64  `json:"speed,omitempty"` // playback speed
 	Upserts elements `json:"upserts"`
 	Removes ids      `json:"removes"`
 }

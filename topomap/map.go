@@ -30,8 +30,11 @@ type Map struct {
 	hub      *hub
 	alerts   alerts.Source
 	weights  WeightSource
+	history  History
 	metrics  *metrics
 	stopping chan struct{}
+
+	rebuildSem chan struct{}
 }
 
 var _ pipeline.Consumer = (*Map)(nil)
@@ -78,8 +81,9 @@ func New(cfg Config, inv *inventory.Inventory, alertSrc alerts.Source, weights W
 			StaleAfter: cfg.StaleAfter, ExpireAfter: cfg.ExpireAfter, OSDLatencyDegraded: cfg.OSDLatencyDegraded,
 			ProbeRTTDegraded: cfg.ProbeRTTDegraded, FlowErrorDegraded: cfg.FlowErrorDegraded,
 		}, time.Now),
-		hub:      newHub(hex.EncodeToString(epoch[:]), cfg.History, cfg.HistoryBytes),
-		stopping: make(chan struct{}),
+		hub:        newHub(hex.EncodeToString(epoch[:]), cfg.History, cfg.HistoryBytes),
+		stopping:   make(chan struct{}),
+		rebuildSem: make(chan struct{}, maxRebuilds),
 	}
 	if m.metrics, err = newMetrics(reg, m); err != nil {
 		return nil, err
@@ -91,6 +95,10 @@ func New(cfg Config, inv *inventory.Inventory, alertSrc alerts.Source, weights W
 	m.Service = services.NewBasicService(nil, m.running, m.stopped)
 	return m, nil
 }
+
+// UseHistory lets the map rebuild past states from h (time travel). Call it before
+// serving; without it, past instants are refused (501, or an error message).
+func (m *Map) UseHistory(h History) { m.history = h }
 
 // Consume folds records into the graph; changes go out on the next tick.
 func (m *Map) Consume(recs []pipeline.Record) {
@@ -164,6 +172,7 @@ func (m *Map) tick() {
 func (m *Map) RegisterRoutes(mux interface{ Handle(string, http.Handler) }) {
 	mux.Handle("GET /map/ws", http.HandlerFunc(m.serveWS))
 	mux.Handle("GET /map/api/snapshot", http.HandlerFunc(m.serveSnapshot))
+	mux.Handle("GET /map/api/history", http.HandlerFunc(m.serveHistoryRange))
 	mux.Handle("GET /map/", http.StripPrefix("/map/", assetHandler()))
 	mux.Handle("GET /map", http.RedirectHandler("/map/", http.StatusMovedPermanently))
 }
@@ -176,7 +185,7 @@ func (m *Map) Handler() http.Handler {
 }
 
 // serveSnapshot answers the current graph as JSON, filtered like the websocket
-// (?layers=&sites=&clusters=), with the same token rule.
+// (?layers=&sites=&clusters=), with the same token rule; ?at= answers a past state.
 func (m *Map) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 	if !m.authorized(r) {
 		m.metrics.rejected.WithLabelValues("auth").Inc()
@@ -186,6 +195,10 @@ func (m *Map) serveSnapshot(w http.ResponseWriter, r *http.Request) {
 	f, err := filterFromQuery(r.URL.Query())
 	if err != nil {
 		http.Error(w, fmt.Sprintf("topomap snapshot: %v", err), http.StatusBadRequest)
+		return
+	}
+	if at := r.URL.Query().Get("at"); at != "" {
+		m.servePastSnapshot(w, r, f, at)
 		return
 	}
 	msgs, err := m.hub.snapshot(nil, f)

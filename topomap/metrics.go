@@ -17,6 +17,9 @@ type metrics struct {
 	clients    prometheus.Gauge
 	rejected   *prometheus.CounterVec
 	resumes    *prometheus.CounterVec
+
+	rebuilds      prometheus.Histogram
+	historyErrors *prometheus.CounterVec
 }
 
 func newMetrics(reg prometheus.Registerer, m *Map) (*metrics, error) {
@@ -53,6 +56,13 @@ func newMetrics(reg prometheus.Registerer, m *Map) (*metrics, error) {
 		resumes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_topomap_resumes_total", Help: "Reconnecting clients, by how they caught up (deltas, snapshot).",
 		}, []string{"result"}),
+		rebuilds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "meridian_topomap_rebuild_seconds", Help: "Time to rebuild the graph at a past instant from the history store.",
+			Buckets: []float64{.01, .05, .1, .25, .5, 1, 2.5, 5},
+		}),
+		historyErrors: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_topomap_history_errors_total", Help: "History queries that failed, or stored rows that could not be read back, by record kind.",
+		}, []string{"kind"}),
 	}
 	nodes := prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "meridian_topomap_nodes", Help: "Nodes in the live graph.",
@@ -65,7 +75,7 @@ func newMetrics(reg prometheus.Registerer, m *Map) (*metrics, error) {
 	}, func() float64 { return float64(m.graph.unmappedTotal()) })
 	if reg != nil {
 		for _, c := range []prometheus.Collector{mt.records, mt.deltas, mt.deltaBytes, mt.delay, mt.sentBytes,
-			mt.snapshots, mt.slow, mt.clients, mt.rejected, mt.resumes, nodes, edges, unmapped} {
+			mt.snapshots, mt.slow, mt.clients, mt.rejected, mt.resumes, mt.rebuilds, mt.historyErrors, nodes, edges, unmapped} {
 			if err := reg.Register(c); err != nil {
 				return nil, errors.Join(errors.New("topomap metrics"), err)
 			}

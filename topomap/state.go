@@ -68,6 +68,10 @@ type graph struct {
 
 	unmapped map[string]int // records naming something outside the inventory, by kind
 	seeding  bool
+
+	since       map[string]time.Time // element id -> when its status last changed
+	effects     map[string]struct{}  // degraded or down flows, workloads, POPs, regions
+	causesStale bool                 // a status that can change an effect's causes changed
 }
 
 func newGraph(inv *inventory.Inventory, rules Rules, now func() time.Time) *graph {
@@ -79,6 +83,7 @@ func newGraph(inv *inventory.Inventory, rules Rules, now func() time.Time) *grap
 		dirtyNodes: map[string]struct{}{}, dirtyEdges: map[string]struct{}{},
 		removedNodes: map[string]struct{}{}, removedEdges: map[string]struct{}{},
 		recompute: map[string]struct{}{}, unmapped: map[string]int{},
+		since: map[string]time.Time{}, effects: map[string]struct{}{},
 	}
 	g.seed()
 	return g
@@ -456,6 +461,36 @@ func (g *graph) nodeStatus(ns *nodeState, now time.Time) string {
 func (g *graph) flush() (nodes []*Node, edges []*Edge, rmNodes, rmEdges []string, since time.Time) {
 	g.mu.Lock()
 	defer g.mu.Unlock()
+	g.settle()
+	for id := range g.dirtyNodes {
+		nodes = append(nodes, g.nodes[id].n.clone())
+	}
+	for id := range g.dirtyEdges {
+		edges = append(edges, g.edges[id].e.clone())
+	}
+	for id := range g.removedNodes {
+		rmNodes = append(rmNodes, id)
+	}
+	for id := range g.removedEdges {
+		rmEdges = append(rmEdges, id)
+	}
+	g.forget()
+	since, g.firstDirty = g.firstDirty, time.Time{}
+	return nodes, edges, rmNodes, rmEdges, since
+}
+
+// forget clears the record of what changed (after a flush, or when a rebuilt past graph
+// is read whole). Called under g.mu.
+func (g *graph) forget() {
+	clear(g.dirtyNodes)
+	clear(g.dirtyEdges)
+	clear(g.removedNodes)
+	clear(g.removedEdges)
+}
+
+// settle recomputes the statuses of what changed: edges, then their ends and containers
+// level by level. The changed elements stay marked. Called under g.mu.
+func (g *graph) settle() {
 	now := g.now()
 	for id := range g.dirtyEdges {
 		es := g.edges[id]
@@ -466,6 +501,9 @@ func (g *graph) flush() (nodes []*Node, edges []*Edge, rmNodes, rmEdges []string
 			es.counted = true
 		case st != es.e.Status:
 			g.edgeInput(es.e, es.e.Status, st)
+		}
+		if st != es.e.Status {
+			g.statusChanged(id, es.e.Kind, es.e.Status, st, now)
 		}
 		es.e.Status = st
 	}
@@ -485,30 +523,14 @@ func (g *graph) flush() (nodes []*Node, edges []*Edge, rmNodes, rmEdges []string
 				if ns.n.Parent != "" && ns.n.Kind != KindWorkload {
 					g.moveInput(ns.n.Parent, ns.n.Status, st)
 				}
+				g.statusChanged(id, ns.n.Kind, ns.n.Status, st, now)
 				ns.n.Status = st
 				g.dirtyNodes[id] = struct{}{}
 			}
 		}
 	}
 	clear(g.recompute)
-	for id := range g.dirtyNodes {
-		nodes = append(nodes, g.nodes[id].n.clone())
-	}
-	for id := range g.dirtyEdges {
-		edges = append(edges, g.edges[id].e.clone())
-	}
-	for id := range g.removedNodes {
-		rmNodes = append(rmNodes, id)
-	}
-	for id := range g.removedEdges {
-		rmEdges = append(rmEdges, id)
-	}
-	clear(g.dirtyNodes)
-	clear(g.dirtyEdges)
-	clear(g.removedNodes)
-	clear(g.removedEdges)
-	since, g.firstDirty = g.firstDirty, time.Time{}
-	return nodes, edges, rmNodes, rmEdges, since
+	g.explain()
 }
 
 // age turns elements not observed within StaleAfter unknown and removes observed-only
@@ -558,6 +580,7 @@ func (g *graph) age() {
 
 func (g *graph) removeEdge(id string) {
 	es := g.edges[id]
+	g.forgetCauses(id)
 	delete(g.edges, id)
 	delete(g.dirtyEdges, id)
 	g.removedEdges[id] = struct{}{}
@@ -575,6 +598,7 @@ func (g *graph) removeEdge(id string) {
 
 func (g *graph) removeNode(id string) {
 	ns := g.nodes[id]
+	g.forgetCauses(id)
 	delete(g.nodes, id)
 	delete(g.dirtyNodes, id)
 	delete(g.children, id)

@@ -3,6 +3,7 @@ package topomap
 import (
 	"bytes"
 	"cmp"
+	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 	"net/url"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/gorilla/websocket"
@@ -32,16 +34,20 @@ const (
 	// after a bounded amount of memory, not after the kernel's own limit.
 	sendBufferBytes = 256 << 10
 
+	maxSpeed = 3600 // playback: at most an hour of the past per second
+
 	closeGrace      = time.Second
 	closeDrainBytes = 4 << 20
 )
 
 // clientMsg is every message a client may send.
 type clientMsg struct {
-	Type   string     `json:"type"` // "hello" (first, once) or "filter"
+	Type   string     `json:"type"` // "hello" (first, once), "filter", "at" (a past instant) or "live"
 	Epoch  string     `json:"epoch,omitempty"`
 	Since  *uint64    `json:"since,omitempty"` // hello: last seq applied, to resume
 	Filter FilterSpec `json:"filter"`
+	At     int64      `json:"at,omitempty"`    // hello, at: a past instant, unix ms
+	Speed  float64    `json:"speed,omitempty"` // hello, at: play forward at this speed (0: paused)
 }
 
 // closeError closes a connection with a code and a reason the client can read; metric
@@ -160,6 +166,10 @@ type session struct {
 	conn   *websocket.Conn
 	remote string
 	c      *client
+	player *player
+
+	modeMu sync.Mutex // held to switch between live and past, and by a live resync
+	inPast bool       // detached from the hub, fed by the player
 }
 
 func (s *session) run() {
@@ -178,16 +188,28 @@ func (s *session) run() {
 		s.fail(err)
 		return
 	}
+	if hello.At < 0 || hello.Speed < 0 || hello.Speed > maxSpeed {
+		s.fail(&closeError{code: websocket.CloseUnsupportedData, reason: fmt.Sprintf("hello needs at >= 0 (unix ms) and speed in [0, %d]", maxSpeed)})
+		return
+	}
 	s.c = newClient(s.m.cfg.ClientBufferBytes, func() { s.m.metrics.slow.Inc() })
 	s.c.filter = f
+	s.player = newPlayer(s, f)
+	ctx, cancel := context.WithCancel(context.Background())
+	playerDone := make(chan struct{})
+	go func() { defer close(playerDone); s.player.run(ctx) }()
+	// The player may re-attach the client (back to live): stop it before detaching.
+	defer func() { cancel(); <-playerDone; s.m.hub.detach(s.c) }()
 	resumed := false
-	if hello.Since != nil {
+	switch {
+	case hello.At != 0:
+		s.player.ask(travelReq{at: time.UnixMilli(hello.At), speed: hello.Speed})
+	case hello.Since != nil:
 		resumed = s.m.hub.attach(s.c, hello.Epoch, *hello.Since)
 		s.m.metrics.resumes.WithLabelValues(map[bool]string{true: "deltas", false: "snapshot"}[resumed]).Inc()
-	} else {
+	default:
 		s.m.hub.attach(s.c, "", ^uint64(0)) // no history: always a snapshot
 	}
-	defer s.m.hub.detach(s.c)
 
 	done := make(chan error, 1)
 	go func() { done <- s.readLoop() }()
@@ -246,10 +268,14 @@ func (s *session) readLoop() error {
 			if err != nil {
 				return &closeError{code: websocket.CloseUnsupportedData, reason: err.Error()}
 			}
-			s.c.filterMu.Lock()
-			s.c.filter = f
-			s.c.filterMu.Unlock()
-			s.c.requestResync()
+			s.player.ask(travelReq{filter: f, setFilter: true})
+		case "at":
+			if msg.At <= 0 || msg.Speed < 0 || msg.Speed > maxSpeed {
+				return &closeError{code: websocket.CloseUnsupportedData, reason: fmt.Sprintf("at needs at > 0 (unix ms) and speed in [0, %d]", maxSpeed)}
+			}
+			s.player.ask(travelReq{at: time.UnixMilli(msg.At), speed: msg.Speed})
+		case "live":
+			s.player.ask(travelReq{live: true})
 		default:
 			return &closeError{code: websocket.CloseUnsupportedData, reason: fmt.Sprintf("unknown message type %q", msg.Type)}
 		}
@@ -272,13 +298,16 @@ func (s *session) writeLoop(readDone <-chan error) error {
 				return s.writeFailed(err)
 			}
 		case <-s.c.wake:
-			if !s.c.lagging.Load() {
+			s.modeMu.Lock()
+			if !s.c.lagging.Load() || s.inPast {
+				s.modeMu.Unlock()
 				continue
 			}
 			s.c.filterMu.Lock()
 			f := s.c.filter
 			s.c.filterMu.Unlock()
 			msgs, err := s.m.hub.snapshot(s.c, f)
+			s.modeMu.Unlock()
 			if err != nil {
 				return err
 			}

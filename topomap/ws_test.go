@@ -27,6 +27,9 @@ type serverMsg struct {
 	Edges   []*Edge  `json:"edges"`
 	Upserts elements `json:"upserts"`
 	Removes ids      `json:"removes"`
+	At      int64    `json:"at"`
+	Speed   float64  `json:"speed"`
+	Error   string   `json:"error"`
 }
 
 func wsURL(srv *httptest.Server) string {

@@ -260,6 +260,7 @@ func (a *app) initTopomap() (services.Service, error) {
 	if err != nil {
 		return nil, err
 	}
+	m.UseHistory(a.store) // time travel: past states rebuilt from ClickHouse
 	a.consumers[consumeMap] = m
 	// The map checks its own token: a browser's websocket cannot send an Authorization header.
 	a.server.HandleOpen("/map", m.Handler())

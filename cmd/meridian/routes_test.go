@@ -57,6 +57,7 @@ var routeTable = map[string][]probe{
 	"DELETE /api/steering/overrides/{id}": {{"DELETE", "/api/steering/overrides/no-such-id", "", apiToken, 404}},
 	"GET /map/ws":                         {{"GET", "/map/ws", "", mapToken, 400}}, // authorized, but not a websocket handshake
 	"GET /map/api/snapshot":               {{"GET", "/map/api/snapshot", "", mapToken, 200}},
+	"GET /map/api/history":                {{"GET", "/map/api/history", "", mapToken, 200}},
 	"GET /map/":                           {{"GET", "/map/", "", open, 200}},
 	"GET /map":                            {{"GET", "/map", "", open, 301}},
 	"/clickhouse/": {

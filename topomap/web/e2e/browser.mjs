@@ -21,14 +21,19 @@ export async function launch() {
 export function emit(obj) { console.log(JSON.stringify(obj)); }
 
 // redAt reports whether the canvas shows the "down" red within 3 px of a screen point.
-export async function redAt(page, pt) {
-  return page.evaluate(([x, y]) => {
+export const redAt = (page, pt) => colourAt(page, pt, [248, 81, 73]);
+
+// greenAt: the same for the "ok" green.
+export const greenAt = (page, pt) => colourAt(page, pt, [46, 160, 67]);
+
+async function colourAt(page, pt, rgb) {
+  return page.evaluate(([x, y, [r, g, b]]) => {
     const c = document.getElementById('map');
     const dpr = window.devicePixelRatio || 1;
     const d = c.getContext('2d').getImageData(Math.round(x * dpr) - 3, Math.round(y * dpr) - 3, 7, 7).data;
     for (let i = 0; i < d.length; i += 4) {
-      if (Math.abs(d[i] - 248) < 30 && Math.abs(d[i + 1] - 81) < 30 && Math.abs(d[i + 2] - 73) < 30) return true;
+      if (Math.abs(d[i] - r) < 30 && Math.abs(d[i + 1] - g) < 30 && Math.abs(d[i + 2] - b) < 30) return true;
     }
     return false;
-  }, pt);
+  }, [...pt, rgb]);
 }

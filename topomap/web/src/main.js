@@ -22,18 +22,22 @@ if (params.get('token')) {
 const token = sessionStorage.getItem('meridian.topomap.token') || '';
 const conn = new Connection(store, { token, onState: setConn });
 for (const k of ['layers', 'sites', 'clusters']) if (params.get(k)) conn.filter[k] = params.get(k).split(',');
+// ?at=<unix ms or ISO time> opens the map at a past instant.
+const parseAt = (v) => (/^\d+$/.test(v) ? +v : Date.parse(v));
+if (params.get('at') && parseAt(params.get('at')) > 0) conn.travel = { at: parseAt(params.get('at')), speed: 0 };
 
 function setConn(state, reason) {
   ui.conn = state;
   const el = $('conn');
   el.className = 'conn ' + state;
-  const text = { connecting: 'connecting…', live: 'live', reconnecting: 'reconnecting…', unauthorized: 'unauthorized: add ?token=' }[state] || state;
+  const text = { connecting: 'connecting…', live: 'live', past: 'history', reconnecting: 'reconnecting…', unauthorized: 'unauthorized: add ?token=', error: 'error' }[state] || state;
   $('conn-text').textContent = text + (reason ? ' (' + reason + ')' : '');
   el.title = state === 'live' ? 'seq ' + store.seq : 'websocket ' + state;
 }
 
 store.onChange(() => {
   ui.dirty = true;
+  showTime();
   if (!ui.fitted && store.nodes.size) { ui.fitted = true; world.fit(); }
   refreshClusters();
   if (ui.selected) showDetails(ui.selected);
@@ -57,12 +61,50 @@ function frame(ts) {
     ui.dirty = false;
     const t0 = performance.now();
     ui.drawn = ui.view.draw(ctx, window.devicePixelRatio || 1, { selected: ui.selected?.id, highlight: ui.highlight });
+    drawCauses();
     ui.lastDraw = performance.now() - t0;
     ui.frames++;
     if (!ui.firstRender && store.nodes.size) ui.firstRender = performance.now();
     $('stats').textContent = `${store.nodes.size} nodes · ${store.edges.size} edges · seq ${store.seq} · ${ui.lastDraw.toFixed(1)} ms/frame`;
   }
   requestAnimationFrame(frame);
+}
+
+// drawCauses rings the selected element's causes in the picture, numbered as in the
+// details panel (the ones the current view draws).
+function drawCauses() {
+  const el = ui.selected && (store.nodes.get(ui.selected.id) || store.edges.get(ui.selected.id));
+  if (!el?.causes) return;
+  const dpr = window.devicePixelRatio || 1;
+  ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
+  el.causes.forEach((c, i) => {
+    const p = store.edges.has(c.id) ? ui.view.edgeMid(c.id) : ui.view.nodeScreen(c.id);
+    if (!p) return;
+    ctx.strokeStyle = '#58a6ff';
+    ctx.lineWidth = 2;
+    ctx.setLineDash([4, 3]);
+    ctx.beginPath();
+    ctx.arc(p[0], p[1], 12, 0, Math.PI * 2);
+    ctx.stroke();
+    ctx.setLineDash([]);
+    ctx.fillStyle = '#58a6ff';
+    ctx.font = 'bold 11px "Liberation Sans", Arial, sans-serif';
+    ctx.fillText(String(i + 1), p[0] + 12, p[1] - 10);
+  });
+}
+
+const WORLD_KINDS = new Set(['region', 'site', 'node', 'osd', 'pop', 'tunnel', 'probe', 'steer', 'storage']);
+
+// causesHTML is the chain beneath a degraded or down element: each probable cause with
+// the record that shows it and since when, worst and oldest first.
+function causesHTML(el) {
+  if (!el.causes?.length) return SEV[el.status] >= 2 ? '<h3>Probable causes</h3><p class="nocause">nothing beneath it is degraded or down</p>' : '';
+  const since = (c) => (c.since ? ' · since ' + new Date(c.since).toISOString().slice(11, 19) + ' UTC' : '');
+  return '<h3>Probable causes</h3><ol class="causes">' + el.causes.map((c) => {
+    const el2 = store.nodes.get(c.id) || store.edges.get(c.id);
+    const name = el2 ? (store.edges.has(c.id) ? describeEdge(el2) : el2.label) : c.id;
+    return `<li data-cause="${esc(c.id)}" data-kind="${esc(c.kind)}">${badge(c.status)} <b>${esc(name)}</b><br><span class="evidence">${esc(c.evidence)}${esc(since(c))}</span></li>`;
+  }).join('') + '</ol>';
 }
 
 // --- pan, zoom, hover, select --------------------------------------------------------------
@@ -189,6 +231,9 @@ function showDetails(hit) {
   const fmtMetric = (v, k) => k.endsWith('_unix') ? new Date(v * 1000).toISOString() : (typeof v === 'number' ? +v.toFixed(3) : v);
   let html = `<h2>${esc(hit.type === 'node' ? el.label : describeEdge(el))}</h2>${badge(el.status)} <span>${esc(el.kind)}</span>`;
   if (el.alerts) html += `<h3>Firing alerts</h3><ul>${el.alerts.map((a) => `<li class="alert">⚠ ${esc(a)}</li>`).join('')}</ul>`;
+  html += causesHTML(el);
+  const effects = [...store.nodes.values(), ...store.edges.values()].filter((x) => x.causes?.some((c) => c.id === el.id)).slice(0, 20);
+  if (effects.length) html += `<h3>Probable cause of</h3><ul>${effects.map((x) => `<li data-cause="${esc(x.id)}" data-kind="${esc(x.kind)}">${badge(x.status)} ${esc(store.edges.has(x.id) ? describeEdge(x) : x.label)}</li>`).join('')}</ul>`;
   html += `<h3>Metrics</h3><table>${rows(el.metrics, fmtMetric) || '<tr><td>none</td></tr>'}</table>`;
   const info = { id: el.id, site: el.site, cluster: el.cluster, parent: el.parent, ...(el.attrs || {}) };
   if (el.updated) info.updated = new Date(el.updated).toISOString();
@@ -200,6 +245,13 @@ function showDetails(hit) {
   $('details-body').innerHTML = html;
   $('details').hidden = false;
   for (const li of $('details-body').querySelectorAll('li[data-edge]')) li.onclick = () => select({ type: 'edge', id: li.dataset.edge });
+  // A cause may be drawn in the other view (a flow's tunnel is on the world map).
+  for (const li of $('details-body').querySelectorAll('li[data-cause]')) {
+    li.onclick = () => {
+      setView(WORLD_KINDS.has(li.dataset.kind) ? 'world' : 'services');
+      select({ type: store.edges.has(li.dataset.cause) ? 'edge' : 'node', id: li.dataset.cause });
+    };
+  }
 }
 $('details-close').onclick = () => select(null);
 
@@ -264,6 +316,51 @@ function focusNode(n) {
   select({ type: 'node', id: n.id });
 }
 
+// --- time bar: scrub the history, play it, back to live ---------------------------------
+const tb = { range: $('tb-range'), oldest: 0, scrubbing: 0 };
+async function loadRange() {
+  try {
+    const r = await fetch(new URL('api/history', location.href), { headers: token ? { Authorization: 'Bearer ' + token } : {} });
+    const h = r.ok ? await r.json() : { available: false, reason: await r.text() };
+    if (!h.available) {
+      tb.range.disabled = $('tb-play').disabled = true;
+      tb.range.title = $('tb-play').title = 'no history: ' + h.reason;
+      return;
+    }
+    tb.oldest = h.oldest;
+    tb.range.min = String(h.oldest);
+  } catch { /* the range stays as it was */ }
+  showTime();
+}
+function showTime() {
+  const now = Date.now();
+  tb.range.max = String(now);
+  if (!tb.scrubbing) tb.range.value = String(store.at || now);
+  const el = $('tb-time');
+  el.textContent = store.at ? new Date(store.at).toISOString().replace('T', ' ').replace(/\.\d+Z$/, ' UTC') + (store.speed ? ` ▶ ${store.speed}×` : '') : 'live';
+  el.classList.toggle('past', !!store.at);
+  $('tb-live').classList.toggle('active', !store.at);
+  $('tb-play').textContent = store.at && store.speed ? '❚❚' : '▶';
+  const u = new URL(location.href);
+  if (store.at) u.searchParams.set('at', String(store.at)); else u.searchParams.delete('at');
+  if (u.href !== location.href) history.replaceState(null, '', u);
+}
+// Scrubbing asks for the instant under the thumb; the server coalesces fast moves.
+tb.range.addEventListener('input', () => {
+  clearTimeout(tb.scrubbing);
+  tb.scrubbing = setTimeout(() => { tb.scrubbing = 0; }, 400);
+  const at = +tb.range.value;
+  if (at >= Date.now() - 2000) conn.goLive(); else conn.goTo(at, 0);
+});
+$('tb-live').onclick = () => conn.goLive();
+$('tb-play').onclick = () => {
+  const speed = +$('tb-speed').value;
+  if (store.at && store.speed) conn.goTo(store.at, 0); // pause
+  else conn.goTo(store.at || Date.now() - 15 * 60 * 1000, speed); // from the live map: the last 15 minutes
+};
+$('tb-speed').onchange = () => { if (store.at && store.speed) conn.goTo(store.at, +$('tb-speed').value); };
+setInterval(showTime, 1000);
+
 // --- legend ------------------------------------------------------------------------------
 $('legend').innerHTML = [
   ...Object.keys(COLORS).map((s) => `<div class="row"><span class="sw st-${s}"></span>${s}</div>`),
@@ -283,6 +380,10 @@ window.__topomap = {
   edgeMid: (id) => ui.view.edgeMid(id),
   nodeScreen: (id) => ui.view.nodeScreen(id),
   setView,
+  goTo: (at, speed) => conn.goTo(at, speed),
+  select: (type, id) => select({ type, id }),
+  labelBoxes: () => services.placedOnScreen(),
+  goLive: () => conn.goLive(),
   setCluster: (c) => { services.cluster = c; $('cluster').value = c; ui.dirty = true; },
   flowsDrawn: () => (ui.view === services ? services.flows.map((e) => [store.nodes.get(e.source)?.label, store.nodes.get(e.target)?.label, flowLabel(e)]) : []),
   // panZoom renders `frames` frames, each after a pan and a zoom step, and reports the
@@ -307,3 +408,4 @@ refreshClusters();
 setView(params.get('view') === 'services' ? 'services' : 'world');
 requestAnimationFrame(frame);
 conn.connect();
+loadRange();

@@ -178,30 +178,49 @@ export class ServiceView {
     return this.flows.length;
   }
 
-  // drawLabels puts each edge's label on its curve at the first spot (middle first) that
-  // covers neither a workload box nor another label.
+  // drawLabels puts each edge's label on or beside its curve at the first spot (middle
+  // first) that covers neither a workload box nor another label. A label with no free
+  // spot is left out: hovering its edge shows the same text. this.placed keeps the boxes
+  // and labels drawn (the collision test reads them).
   drawLabels(ctx, labels) {
     ctx.font = '11px "Liberation Sans", Arial, sans-serif';
     ctx.textAlign = 'center';
-    const taken = [...this.pos.values()].map(([x, y]) => [x, y, x + BOX_W, y + BOX_H]);
+    const boxes = [...this.pos.values()].map(([x, y]) => [x, y, x + BOX_W, y + BOX_H]);
+    const taken = [...boxes];
     const free = (r) => !taken.some((t) => r[0] < t[2] && r[2] > t[0] && r[1] < t[3] && r[3] > t[1]);
+    const placed = [];
+    let hidden = 0;
+    // Busy edges first: when space runs out, the quiet ones go to the tooltip.
+    labels.sort((a, b) => (b[0].metrics?.requests_per_s || b[0].metrics?.flows_per_s || 0) - (a[0].metrics?.requests_per_s || a[0].metrics?.flows_per_s || 0));
     for (const [e, c, s] of labels) {
       const text = flowLabel(e);
       const tw = ctx.measureText(text).width + 8;
       let spot = null;
       for (const t of [0.5, 0.4, 0.6, 0.3, 0.7, 0.2, 0.8]) {
         const [mx, my] = bez(c, t);
-        const r = [mx - tw / 2, my - 8, mx + tw / 2, my + 8];
-        if (free(r)) { spot = r; break; }
+        for (const dy of [0, -12, 12]) {
+          const r = [mx - tw / 2, my + dy - 8, mx + tw / 2, my + dy + 8];
+          if (free(r)) { spot = r; break; }
+        }
+        if (spot) break;
       }
-      if (!spot) { const [mx, my] = bez(c, 0.5); spot = [mx - tw / 2, my - 8, mx + tw / 2, my + 8]; }
+      if (!spot) { hidden++; continue; }
       taken.push(spot);
+      placed.push({ id: e.id, r: spot });
       ctx.fillStyle = '#0d1117d9';
       ctx.fillRect(spot[0], spot[1], spot[2] - spot[0], 16);
       ctx.fillStyle = s === 'ok' ? '#c9d1d9' : COLORS[s];
       ctx.fillText(text, (spot[0] + spot[2]) / 2, spot[1] + 8);
     }
     ctx.textAlign = 'left';
+    this.placed = { boxes, labels: placed, hidden };
+  }
+
+  // placedOnScreen is this.placed in screen pixels.
+  placedOnScreen() {
+    const sc = ([x0, y0, x1, y1]) => [...this.screen([x0, y0]), ...this.screen([x1, y1])];
+    const p = this.placed || { boxes: [], labels: [], hidden: 0 };
+    return { boxes: p.boxes.map(sc), labels: p.labels.map((l) => ({ id: l.id, r: sc(l.r) })), hidden: p.hidden };
   }
 
   pick(sx, sy) {

@@ -1,6 +1,7 @@
 // The client copy of the live graph and the websocket that keeps it current.
 // Protocol: see topomap/README.md. Snapshot, then deltas; on reconnect the client sends
-// its last seq and epoch and gets the missed deltas or a fresh snapshot.
+// its last seq and epoch and gets the missed deltas or a fresh snapshot. A past instant
+// (time travel) comes the same way, with `at` (unix ms) on its snapshot and deltas.
 
 export class Store {
   constructor() {
@@ -8,6 +9,8 @@ export class Store {
     this.edges = new Map();
     this.seq = 0;
     this.epoch = '';
+    this.at = 0;             // the past instant shown (unix ms); 0: live
+    this.speed = 0;          // playback speed of the past
     this.version = 0;        // bumps on any change: renderers rebuild caches
     this.structure = 0;      // bumps when elements are added or removed
     this.listeners = new Set();
@@ -28,6 +31,8 @@ export class Store {
     for (const e of m.edges) this.edges.set(e.id, e);
     this.seq = m.seq;
     this.epoch = m.epoch;
+    this.at = m.at || 0;
+    this.speed = m.speed || 0;
     this.emit(true);
   }
 
@@ -46,6 +51,7 @@ export class Store {
     for (const id of rm.nodes || []) structural = this.nodes.delete(id) || structural;
     for (const id of rm.edges || []) structural = this.edges.delete(id) || structural;
     this.seq = m.seq;
+    if (m.at) this.at = m.at;
     this.emit(structural);
   }
 }
@@ -60,6 +66,22 @@ export class Connection {
     this.attempt = 0;
     this.filter = {};
     this.messages = 0;
+    this.travel = { at: 0, speed: 0 }; // asked for: a past instant (0: live) and a speed
+  }
+
+  // goTo shows the past instant at (unix ms), played forward at speed (0: paused).
+  goTo(at, speed = 0) {
+    this.travel = { at: Math.round(at), speed };
+    this.send({ type: 'at', at: this.travel.at, speed });
+  }
+
+  goLive() {
+    this.travel = { at: 0, speed: 0 };
+    this.send({ type: 'live' });
+  }
+
+  send(m) {
+    if (this.ws?.readyState === WebSocket.OPEN) this.ws.send(JSON.stringify(m));
   }
 
   url() {
@@ -79,17 +101,23 @@ export class Connection {
     ws.onopen = () => {
       opened = true;
       const hello = { type: 'hello', filter: this.filter };
-      if (this.store.epoch) { hello.since = this.store.seq; hello.epoch = this.store.epoch; }
+      if (this.travel.at) {
+        // Back in the past where the page was: the instant reached, still playing.
+        hello.at = this.store.at || this.travel.at;
+        hello.speed = this.travel.speed;
+      } else if (this.store.epoch) { hello.since = this.store.seq; hello.epoch = this.store.epoch; }
       ws.send(JSON.stringify(hello));
     };
     ws.onmessage = (ev) => {
       const m = JSON.parse(ev.data);
       this.messages++;
+      if (m.type === 'error') { this.onState('error', m.error); return; }
       if (m.type === 'snapshot') this.store.applySnapshot(m);
       else if (m.type === 'delta') this.store.applyDelta(m);
       else if (m.type === 'resume') { /* deltas follow */ }
+      if (m.type === 'snapshot' && !m.at) this.travel = { at: 0, speed: 0 }; // live again (playback reached the present)
       this.attempt = 0;
-      this.onState('live');
+      this.onState(this.store.at ? 'past' : 'live');
     };
     ws.onclose = async (ev) => {
       if (!opened && await this.unauthorized()) { this.onState('unauthorized'); return; }

@@ -1,0 +1,168 @@
+package topomap
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/meridianhq/meridian/pipeline"
+)
+
+// calmLab is the lab with every tunnel, OSD, probe and weight healthy, and the bookinfo
+// flows in destroyer (nyc) without errors.
+func calmLab(t *testing.T, now time.Time) []pipeline.Record {
+	var recs []pipeline.Record
+	for _, r := range labRecords(now) {
+		if d, ok := r.(*pipeline.SteeringDecision); ok {
+			d.NewWeight = 1 // the lab's RTT shift away from lon is a degraded arrow; calm has none
+		}
+		recs = append(recs, r)
+	}
+	for _, e := range bookinfoFlowEdges(t, "destroyer", "nyc") {
+		e.M.Time, e.Errors, e.Drops = now, 0, 0
+		recs = append(recs, e)
+	}
+	return recs
+}
+
+// erroring is the bookinfo flows again, now 20 % of their requests failing.
+func erroring(t *testing.T, now time.Time) []pipeline.Record {
+	var recs []pipeline.Record
+	for _, e := range bookinfoFlowEdges(t, "destroyer", "nyc") {
+		e.M.Time, e.Drops = now, 0
+		e.Requests = max(e.Requests, 10)
+		e.Errors = e.Requests / 5
+		recs = append(recs, e)
+	}
+	return recs
+}
+
+func testGraph(recs []pipeline.Record) *graph {
+	cfg := testConfig()
+	g := newGraph(labInventory(), Rules{StaleAfter: cfg.StaleAfter, ExpireAfter: cfg.ExpireAfter, OSDLatencyDegraded: cfg.OSDLatencyDegraded,
+		ProbeRTTDegraded: cfg.ProbeRTTDegraded, FlowErrorDegraded: cfg.FlowErrorDegraded}, time.Now)
+	g.Consume(recs)
+	g.flush()
+	return g
+}
+
+func TestCalmNamesNoCause(t *testing.T) {
+	g := testGraph(calmLab(t, time.Now()))
+	for id, ns := range g.nodes {
+		if bad(ns.n.Status) || len(ns.n.Causes) > 0 {
+			t.Errorf("calm lab: %s is %s with causes %v", id, ns.n.Status, ns.n.Causes)
+		}
+	}
+	for id, es := range g.edges {
+		if bad(es.e.Status) || len(es.e.Causes) > 0 {
+			t.Errorf("calm lab: %s is %s with causes %v", id, es.e.Status, es.e.Causes)
+		}
+	}
+}
+
+func TestTunnelFailureNamesTunnel(t *testing.T) {
+	now := time.Now()
+	g := testGraph(append(calmLab(t, now), erroring(t, now)...))
+	flows := 0
+	for id, es := range g.edges {
+		if es.e.Kind == KindFlow {
+			flows++
+			if es.e.Status != pipeline.StatusDegraded || es.e.Causes != nil {
+				t.Errorf("erroring flow %s with healthy tunnels: %s, causes %v; want degraded, no cause", id, es.e.Status, es.e.Causes)
+			}
+		}
+	}
+	if flows == 0 {
+		t.Fatal("no bookinfo flows")
+	}
+	// The tunnel from nyc (destroyer's machine) to london fails: the flows' errors are
+	// put on it, in the delta that carries the tunnel, though no flow changed status.
+	g.Consume([]pipeline.Record{&pipeline.TunnelStat{M: pipeline.Meta{Time: now, Site: "london", Cluster: "edge-lon", Node: "lon-1"},
+		Interface: "wg0", PeerNode: "nyc-1", PeerSite: "nyc", Status: pipeline.StatusDown}})
+	_, edges, _, _, _ := g.flush()
+	named := 0
+	for _, e := range edges {
+		if e.Kind != KindFlow {
+			continue
+		}
+		named++
+		if len(e.Causes) == 0 || e.Causes[0].ID != failedTunnel || e.Causes[0].Status != pipeline.StatusDown || e.Causes[0].Since == 0 ||
+			!strings.Contains(e.Causes[0].Evidence, "tunnel_stats") {
+			t.Errorf("flow %s: causes %+v; want %s first, down, with its record", e.ID, e.Causes, failedTunnel)
+		}
+	}
+	if named != flows {
+		t.Errorf("%d of %d flows re-sent with their cause", named, flows)
+	}
+	// Nothing named outside: the POPs and regions stay calm.
+	for id, ns := range g.nodes {
+		if (ns.n.Kind == KindPOP || ns.n.Kind == KindRegion) && ns.n.Causes != nil {
+			t.Errorf("%s names causes %v", id, ns.n.Causes)
+		}
+	}
+}
+
+func TestSlowOSDNamesItsClustersWorkloads(t *testing.T) {
+	now := time.Now()
+	recs := append(calmLab(t, now), erroring(t, now)...)
+	// A workload in Nuremberg (aegis) errs too: the New York OSD is not beneath it.
+	recs = append(recs, &pipeline.FlowEdge{M: pipeline.Meta{Time: now, Site: "nuremberg", Cluster: "aegis"}, Interval: time.Second,
+		SourceNamespace: "ml", SourceWorkload: "trainer", DestNamespace: "ml", DestWorkload: "feature-store", Protocol: "TCP", Port: 80,
+		Flows: 10, Requests: 10, Errors: 5})
+	recs = append(recs, &pipeline.OSDStat{M: pipeline.Meta{Time: now, Site: "nyc", Cluster: "vault", Node: "nyc-vault-1"}, FSID: "f00d", OSD: 1,
+		Host: "vault-a", Up: true, In: true, CommitLatencyMs: 42, ApplyLatencyMs: 40})
+	g := testGraph(recs)
+	workloads := 0
+	for id, ns := range g.nodes {
+		if ns.n.Kind != KindWorkload || !bad(ns.n.Status) {
+			continue
+		}
+		switch ns.n.Cluster {
+		case "destroyer":
+			workloads++
+			if len(ns.n.Causes) == 0 || ns.n.Causes[0].ID != "osd:f00d.1" || !strings.Contains(ns.n.Causes[0].Evidence, "commit 42 ms") {
+				t.Errorf("%s (destroyer, nyc): causes %+v; want osd:f00d.1 first with its latency", id, ns.n.Causes)
+			}
+		case "aegis":
+			if ns.n.Causes != nil {
+				t.Errorf("%s (aegis, nuremberg): causes %+v; want none (the slow OSD serves nyc)", id, ns.n.Causes)
+			}
+		}
+	}
+	if workloads < 3 {
+		t.Errorf("%d degraded destroyer workloads, want the bookinfo callees", workloads)
+	}
+}
+
+func TestPOPAndRegionCauses(t *testing.T) {
+	now := time.Now()
+	recs := calmLab(t, now)
+	recs = append(recs,
+		&pipeline.Probe{M: pipeline.Meta{Time: now, Site: "nyc"}, Vantage: "nyc-prober", Method: "tcp", POP: "lon", Service: "api.example.net.", Error: "connection refused"},
+		&pipeline.Probe{M: pipeline.Meta{Time: now, Site: "nuremberg"}, Vantage: "nuremberg-prober", Method: "tcp", POP: "lon", Service: "api.example.net.", Error: "connection refused"},
+		&pipeline.TunnelStat{M: pipeline.Meta{Time: now, Site: "london", Cluster: "edge-lon", Node: "lon-1"}, Interface: "wg0", PeerNode: "par-1", PeerSite: "paris", Status: pipeline.StatusDown},
+		&pipeline.SteeringDecision{M: pipeline.Meta{Time: now}, Service: "api.example.net.", ClientRegion: "eu-west", POP: "lon", OldWeight: 1, NewWeight: 0, Cause: "health", Reason: "lon probes failing"},
+	)
+	g := testGraph(recs)
+	pop := g.nodes[popID("lon")].n
+	ids := func(cs []Cause) string {
+		var out []string
+		for _, c := range cs {
+			out = append(out, c.ID)
+		}
+		return strings.Join(out, " ")
+	}
+	// Down first: the two failed probes (specific) and the front door's down tunnel, then
+	// the front door itself (degraded).
+	if got := ids(pop.Causes); !strings.Contains(got, "probe:nyc-prober->lon/tcp") || !strings.Contains(got, "probe:nuremberg-prober->lon/tcp") ||
+		!strings.Contains(got, "tunnel:node:lon-1|node:par-1") || !strings.HasSuffix(got, "node:lon-1") {
+		t.Errorf("pop lon causes: %s", got)
+	}
+	region := g.nodes[regionID("eu-west")].n
+	if len(region.Causes) != 1 || region.Causes[0].ID != "steer:eu-west->lon/api.example.net." || !strings.Contains(region.Causes[0].Evidence, "lon probes failing") {
+		t.Errorf("region eu-west causes: %+v; want the drain of lon", region.Causes)
+	}
+	if g.nodes[popID("par")].n.Causes != nil {
+		t.Errorf("pop par is healthy but names %v", g.nodes[popID("par")].n.Causes)
+	}
+}

@@ -1,0 +1,27 @@
+// Service view label placement in real Chromium, driven by topomap's Go test:
+//   node labels.mjs <page url with token> <cluster,cluster,...> <artifacts dir>
+// Draws each cluster's service view and reports every workload box and edge label drawn,
+// in screen pixels, for the Go test to check that no label covers a box or another label.
+import { launch, emit } from './browser.mjs';
+
+const [pageURL, clusters, artifacts] = process.argv.slice(2);
+const { context, close } = await launch();
+try {
+  const page = await context.newPage();
+  const errors = [];
+  page.on('pageerror', (e) => errors.push(String(e)));
+  await page.goto(pageURL + '&view=services');
+  for (const cluster of clusters.split(',')) {
+    await page.waitForFunction((c) => window.__topomap?.ui.conn === 'live' && [...document.querySelectorAll('#cluster option')].some((o) => o.value === c), cluster, { timeout: 20000 });
+    await page.selectOption('#cluster', cluster);
+    await page.waitForFunction(() => window.__topomap.labelBoxes().labels.length > 0, null, { timeout: 10000 });
+    await page.waitForTimeout(100);
+    await page.screenshot({ path: `${artifacts}/services-${cluster}.png` });
+    const placed = await page.evaluate(() => window.__topomap.labelBoxes());
+    const flows = await page.evaluate(() => window.__topomap.flowsDrawn().length);
+    emit({ step: cluster, ...placed, flows });
+  }
+  emit({ step: 'done', errors });
+} finally {
+  await close();
+}
