@@ -41,7 +41,7 @@ const EnvPassword = "MERIDIAN_CLICKHOUSE_PASSWORD"
 // RegisterFlags registers -storage.* and -clickhouse.* flags with their defaults.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.Path, "storage.path", "./data/clickhouse", "Data directory of the embedded ClickHouse engine (chDB).")
-	f.StringVar(&c.ChdbLib, "storage.chdb-lib", "", "Path of libchdb.so (default $"+chdb.EnvLib+", else "+chdb.DefaultLibPath()+"; `make chdb` fetches it).")
+	f.StringVar(&c.ChdbLib, "storage.chdb-lib", "", "Path of libchdb.so (default $"+chdb.EnvLib+", else "+chdb.DefaultLibPath()+"; 'make chdb' fetches it).")
 	f.Int64Var(&c.ChdbMaxMemory, "storage.chdb-max-memory", chdb.DefaultLimits.MaxMemory, "Memory the embedded engine may use, in bytes (its max_server_memory_usage; its caches have fixed small ceilings, see storage/README.md). 0: ClickHouse's default, 90% of RAM.")
 	f.StringVar(&c.Database, "storage.database", "meridian", "ClickHouse database holding Meridian's tables.")
 	c.TTL = DefaultTTLs()
@@ -67,11 +67,11 @@ func (c *Config) Validate() error {
 			return errors.New("storage.path: empty (the embedded engine needs a data directory)")
 		}
 		if c.ClickHouse.Cluster != "" {
-			return errors.New("clickhouse.cluster: needs clickhouse.dsn (the embedded engine is a single node)")
+			return errors.New("storage.clickhouse.cluster: needs storage.clickhouse.dsn (the embedded engine is a single node)")
 		}
 	}
 	if c.ClickHouse.Cluster != "" && !identRe.MatchString(c.ClickHouse.Cluster) {
-		return fmt.Errorf("clickhouse.cluster: %q is not a plain identifier", c.ClickHouse.Cluster)
+		return fmt.Errorf("storage.clickhouse.cluster: %q is not a plain identifier", c.ClickHouse.Cluster)
 	}
 	for t, d := range c.TTL {
 		if !slices.Contains(TTLTables, t) {

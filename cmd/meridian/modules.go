@@ -334,7 +334,11 @@ func (g goKitLogger) Log(kv ...any) error {
 				level = slog.LevelWarn
 			}
 		default:
-			attrs = append(attrs, k, kv[i+1])
+			v := kv[i+1]
+			if err, ok := v.(error); ok {
+				v = err.Error() // slog would print dskit's wrapped errors with %+v: a stack trace
+			}
+			attrs = append(attrs, k, v)
 		}
 	}
 	g.l.Log(nil, level, msg, attrs...)
