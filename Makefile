@@ -8,7 +8,8 @@ CHDB_VERSION := 26.7.3-stable.1
 export MERIDIAN_CHDB_LIB ?= $(CACHE)/chdb-$(CHDB_VERSION)/package/libchdb.so
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/meridianhq/meridian/internal/build.Version=$(VERSION)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X github.com/meridianhq/meridian/internal/build.Version=$(VERSION) -X github.com/meridianhq/meridian/internal/build.Revision=$(REVISION)
 
 # Debian packages the tests start for real (see each package's README).
 APT_TEST := iproute2 wireguard-go wireguard-tools \

@@ -102,3 +102,19 @@ func TestListFormsAgree(t *testing.T) {
 		})
 	}
 }
+
+// TestHelpIsClean: the flag package takes a back-quoted word of a usage as the flag's
+// value name, which printed "-ceph.command -s"; every flag's value name is its type.
+func TestHelpIsClean(t *testing.T) {
+	var c Config
+	fs := flag.NewFlagSet("meridian", flag.ContinueOnError)
+	c.RegisterFlags(fs)
+	fs.VisitAll(func(f *flag.Flag) {
+		name, _ := flag.UnquoteUsage(f)
+		switch name {
+		case "", "string", "duration", "int", "uint", "float", "value":
+		default:
+			t.Errorf("-%s shows as -%s %s in -help", f.Name, f.Name, name)
+		}
+	})
+}
