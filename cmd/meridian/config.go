@@ -5,12 +5,14 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"regexp"
 	"strings"
 	"time"
 
 	"github.com/grafana/dskit/flagext"
+	"gopkg.in/yaml.v3"
 
 	"github.com/meridianhq/meridian/alerts/ruler"
 	"github.com/meridianhq/meridian/collectors/ceph"
@@ -124,6 +126,18 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// serveConfig writes the configuration in force as YAML, the way Mimir's /config does.
+// It holds no secret: secrets live in files and environment variables it only names.
+func (a *app) serveConfig(w http.ResponseWriter, _ *http.Request) {
+	b, err := yaml.Marshal(a.cfg)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/yaml; charset=utf-8")
+	w.Write(b)
 }
 
 // errHelp is returned when -help was asked for: usage was printed, exit 0.

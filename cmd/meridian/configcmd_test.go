@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"flag"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -117,4 +118,40 @@ func TestHelpIsClean(t *testing.T) {
 			t.Errorf("-%s shows as -%s %s in -help", f.Name, f.Name, name)
 		}
 	})
+}
+
+// TestConfigReferenceIsCurrent: docs/config-reference.md is what `meridian config
+// reference` writes from the code; regenerate it when a setting changes.
+func TestConfigReferenceIsCurrent(t *testing.T) {
+	want, err := os.ReadFile(filepath.Join("..", "..", "docs", "config-reference.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got bytes.Buffer
+	if code := run([]string{"config", "reference"}, &got, io.Discard); code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	if got.String() != string(want) {
+		t.Fatal("docs/config-reference.md differs from the code: go run ./cmd/meridian config reference > docs/config-reference.md")
+	}
+}
+
+// TestConfigReferenceIsComplete: every setting says what it is, and every secret's file
+// names its environment variable.
+func TestConfigReferenceIsComplete(t *testing.T) {
+	secrets := 0
+	for _, s := range settings() {
+		if s.Help == "" || s.Type == "" {
+			t.Errorf("%s: no description (give it a flag usage, or an entry in yamlOnlyHelp)", s.Path)
+		}
+		if s.Secret != "" {
+			secrets++
+			if !strings.HasSuffix(s.Path, "_file") {
+				t.Errorf("%s: a secret is held in a file, named by a *_file field", s.Path)
+			}
+		}
+	}
+	if secrets < 6 {
+		t.Errorf("%d secrets tagged, want the 6 of server, topomap, storage, clickhouse_http, steering API and RFC 2136", secrets)
+	}
 }
