@@ -16,8 +16,8 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/meridianhq/meridian/internal/secret"
 	"github.com/meridianhq/meridian/alerts"
+	"github.com/meridianhq/meridian/internal/secret"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/steering/authdns"

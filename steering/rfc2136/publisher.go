@@ -30,14 +30,14 @@ import (
 // Config is where and how to publish. The TSIG secret is read from a file or an
 // environment variable, never from the config itself, and is never logged.
 type Config struct {
-	Server        string        `yaml:"server"`          // host:port of the primary; "" disables publishing
-	Zone          string        `yaml:"zone"`            // zone to update
-	KeyName       string        `yaml:"key_name"`        // TSIG key name
-	KeyAlgorithm  string        `yaml:"key_algorithm"`   // hmac-sha256 (default), hmac-sha512, ...
+	Server        string        `yaml:"server"`                                           // host:port of the primary; "" disables publishing
+	Zone          string        `yaml:"zone"`                                             // zone to update
+	KeyName       string        `yaml:"key_name"`                                         // TSIG key name
+	KeyAlgorithm  string        `yaml:"key_algorithm"`                                    // hmac-sha256 (default), hmac-sha512, ...
 	KeySecretFile string        `yaml:"key_secret_file" secret:"MERIDIAN_RFC2136_SECRET"` // file holding the base64 secret
-	KeySecretEnv  string        `yaml:"key_secret_env"`  // or the environment variable holding it
-	Interval      time.Duration `yaml:"interval"`        // how often changed sets are pushed
-	Resync        time.Duration `yaml:"resync"`          // how often every set is pushed again, repairing drift
+	KeySecretEnv  string        `yaml:"key_secret_env"`                                   // or the environment variable holding it
+	Interval      time.Duration `yaml:"interval"`                                         // how often changed sets are pushed
+	Resync        time.Duration `yaml:"resync"`                                           // how often every set is pushed again, repairing drift
 	TTL           uint32        `yaml:"ttl"`
 	Timeout       time.Duration `yaml:"timeout"`
 }
