@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"time"
@@ -175,6 +176,14 @@ func parseConfig(args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) 
 		var fe *configfile.Error
 		if decodeErr != nil && !errors.As(decodeErr, &fe) {
 			return nil, decodeErr // not YAML at all
+		}
+		// As Prometheus's rule_files: a relative path in the file is the file's neighbour.
+		for _, files := range [][]string{cfg.Ruler.SpecFiles, cfg.Ruler.WindowFiles, cfg.Ruler.RuleFiles} {
+			for i, f := range files {
+				if !filepath.IsAbs(f) {
+					files[i] = filepath.Join(filepath.Dir(file), f)
+				}
+			}
 		}
 		if err := fs.Parse(args); err != nil {
 			return nil, configfile.UnknownFlag(fs, err)
