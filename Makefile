@@ -55,7 +55,8 @@ test: apt-test chdb modules web
 	$(GO) test -timeout 40m -count=1 ./...
 
 bench: apt-test chdb modules web
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 40m ./... | tee bench.out | grep -E '^(BENCH|ok|FAIL|---)'
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 40m ./... | tee bench.out | grep -E '^(BENCH|ok|FAIL|---)'
+	scripts/bench-table.sh bench.out BENCHMARKS.md
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')
