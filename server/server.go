@@ -114,12 +114,18 @@ type Route struct {
 	Sub     []string
 }
 
-// New creates the server; it listens once started. reg serves /metrics and takes the
-// server's own metrics.
-func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*Server, error) {
+// Deps are what the server uses besides its configuration.
+type Deps struct {
+	Registry *prometheus.Registry // served on /metrics; takes the server's own metrics too
+	Logger   *slog.Logger
+}
+
+// New creates the server; it listens once started.
+func New(cfg Config, d Deps) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	reg, log := d.Registry, d.Logger
 	token, err := secret.Read(cfg.Token())
 	if err != nil {
 		return nil, err

@@ -128,7 +128,7 @@ func (a *app) modules() (*modules.Manager, error) {
 }
 
 func (a *app) initServer() (services.Service, error) {
-	s, err := server.New(a.cfg.Server, a.reg, a.log.With("component", "server"))
+	s, err := server.New(a.cfg.Server, server.Deps{Registry: a.reg, Logger: a.logger("server")})
 	if err != nil {
 		return nil, err
 	}
@@ -274,7 +274,7 @@ func (a *app) initClickHouseHTTP() (services.Service, error) {
 		a.log.Info("ClickHouse HTTP endpoint off: set " + chhttp.PasswordEnv + " or -clickhouse-http.password-file to serve Grafana")
 		return nil, nil
 	}
-	h, err := chhttp.New(a.cfg.ClickHouseHTTP, a.store, a.logger("clickhouse-http"), a.reg)
+	h, err := chhttp.New(a.cfg.ClickHouseHTTP, chhttp.Deps{Querier: a.store, Logger: a.logger("clickhouse-http"), Registerer: a.reg})
 	if err != nil {
 		return nil, err
 	}

@@ -126,11 +126,19 @@ type Handler struct {
 	duration prometheus.Histogram
 }
 
-// New creates the endpoint over q. It refuses to start without a password.
-func New(cfg Config, q Querier, log *slog.Logger, reg prometheus.Registerer) (*Handler, error) {
+// Deps are what the endpoint uses besides its configuration.
+type Deps struct {
+	Querier    Querier // the engine the queries run on
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// New creates the endpoint. It refuses to start without a password.
+func New(cfg Config, d Deps) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	q, log, reg := d.Querier, d.Logger, d.Registerer
 	pw, err := secret.Read(cfg.Password())
 	if err != nil {
 		return nil, err
