@@ -155,3 +155,18 @@ func TestConfigReferenceIsComplete(t *testing.T) {
 		t.Errorf("%d secrets tagged, want the 6 of server, topomap, storage, clickhouse_http, steering API and RFC 2136", secrets)
 	}
 }
+
+// TestStartErrorsHaveNoStackTrace: a module that cannot start (here the server, without
+// an API token) is reported in one line with its reason; dskit wraps the error with a
+// stack trace, which slog would print with %+v.
+func TestStartErrorsHaveNoStackTrace(t *testing.T) {
+	t.Setenv("MERIDIAN_API_TOKEN", "")
+	var stderr bytes.Buffer
+	if code := run([]string{"-target=server", "-server.listen-address=127.0.0.1:0"}, io.Discard, &stderr); code != 1 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	out := strings.TrimSpace(stderr.String())
+	if !strings.Contains(out, "no API token") || strings.Count(out, "\n") != 0 || strings.Contains(out, ".go:") {
+		t.Fatalf("want one line naming the missing token, got:\n%s", out)
+	}
+}
