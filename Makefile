@@ -8,7 +8,8 @@ CHDB_VERSION := 26.7.3-stable.1
 export MERIDIAN_CHDB_LIB ?= $(CACHE)/chdb-$(CHDB_VERSION)/package/libchdb.so
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X github.com/meridianhq/meridian/internal/build.Version=$(VERSION)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X github.com/meridianhq/meridian/internal/build.Version=$(VERSION) -X github.com/meridianhq/meridian/internal/build.Revision=$(REVISION)
 
 # Debian packages the tests start for real (see each package's README).
 APT_TEST := iproute2 wireguard-go wireguard-tools \
@@ -56,7 +57,8 @@ test: apt-test chdb modules web
 	$(GO) test -timeout 40m -count=1 ./...
 
 bench: apt-test chdb modules web
-	$(GO) test -run '^$$' -bench . -benchtime 1x -timeout 40m ./... | tee bench.out | grep -E '^(BENCH|ok|FAIL|---)'
+	set -o pipefail; $(GO) test -run '^$$' -bench . -benchtime 1x -timeout 40m ./... | tee bench.out | grep -E '^(BENCH|ok|FAIL|---)'
+	scripts/bench-table.sh bench.out BENCHMARKS.md
 
 fmt:
 	gofmt -w $$(git ls-files '*.go')

@@ -132,7 +132,7 @@ func openGrafanaConn(t *testing.T, store *storage.Store) *sql.DB {
 		t.Fatal(err)
 	}
 	h, err := chhttp.New(chhttpConfig(pw),
-		store, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+		chhttp.Deps{Querier: store, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

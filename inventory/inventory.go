@@ -4,8 +4,16 @@
 package inventory
 
 import (
+	"encoding/base64"
+	"errors"
 	"fmt"
+	"math"
+	"net"
 	"net/netip"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
 )
 
 // Inventory is the whole declared world.
@@ -73,53 +81,166 @@ type ClientRegion struct {
 	Vantage string `yaml:"vantage"`
 }
 
-// Validate checks references between sections and names the offending entry.
+// Validate checks every value of the inventory: ranges (coordinates, weights), formats
+// (WireGuard keys, addresses, URLs, country codes), references between sections and
+// duplicate names. It reports every problem, each as "inventory.<path>: what is wrong",
+// joined with errors.Join, so a file's mistakes are fixed in one pass.
 func (inv *Inventory) Validate() error {
-	sites := map[string]bool{}
+	var errs []error
+	bad := func(format string, args ...any) { errs = append(errs, fmt.Errorf(format, args...)) }
+	// names records each entry's name and reports an empty or repeated one.
+	names := func(kind, section string, i int, name string, seen map[string]bool) {
+		switch {
+		case name == "":
+			bad("inventory.%s[%d].name: empty (every %s needs a name)", section, i, kind)
+		case seen[name]:
+			bad("inventory.%s[%d].name: duplicate %s %q", section, i, kind, name)
+		}
+		seen[name] = true
+	}
+	sites, clusters, pops := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	for i, s := range inv.Sites {
-		if s.Name == "" {
-			return fmt.Errorf("inventory.sites[%d].name: empty", i)
+		names("site", "sites", i, s.Name, sites)
+		if s.Lat < -90 || s.Lat > 90 || math.IsNaN(s.Lat) {
+			bad("inventory.sites[%d].lat: %v is not a latitude (-90 to 90)", i, s.Lat)
 		}
-		if sites[s.Name] {
-			return fmt.Errorf("inventory.sites[%d].name: duplicate site %q", i, s.Name)
+		if s.Lon < -180 || s.Lon > 180 || math.IsNaN(s.Lon) {
+			bad("inventory.sites[%d].lon: %v is not a longitude (-180 to 180)", i, s.Lon)
 		}
-		sites[s.Name] = true
 	}
+	site := func(path, owner string, name string) {
+		if !sites[name] {
+			bad("%s: %s: unknown site %q (declare it under inventory.sites)", path, owner, name)
+		}
+	}
+	clusterSite := map[string]string{}
 	for i, c := range inv.Clusters {
-		if !sites[c.Site] {
-			return fmt.Errorf("inventory.clusters[%d].site: cluster %q: unknown site %q", i, c.Name, c.Site)
-		}
+		names("cluster", "clusters", i, c.Name, clusters)
+		site(fmt.Sprintf("inventory.clusters[%d].site", i), "cluster "+strconv.Quote(c.Name), c.Site)
+		clusterSite[c.Name] = c.Site
 	}
+	nodes, keys := map[string]bool{}, map[string]string{}
 	for i, n := range inv.Nodes {
-		if !sites[n.Site] {
-			return fmt.Errorf("inventory.nodes[%d].site: node %q: unknown site %q", i, n.Name, n.Site)
+		names("node", "nodes", i, n.Name, nodes)
+		owner := "node " + strconv.Quote(n.Name)
+		site(fmt.Sprintf("inventory.nodes[%d].site", i), owner, n.Site)
+		if n.Cluster != "" {
+			if cs, ok := clusterSite[n.Cluster]; !ok {
+				bad("inventory.nodes[%d].cluster: %s: unknown cluster %q (declare it under inventory.clusters)", i, owner, n.Cluster)
+			} else if cs != n.Site && sites[n.Site] {
+				bad("inventory.nodes[%d].cluster: %s is at site %q but its cluster %q is at %q", i, owner, n.Site, n.Cluster, cs)
+			}
+		}
+		if n.WireGuardKey != "" {
+			if err := checkWireGuardKey(n.WireGuardKey); err != nil {
+				bad("inventory.nodes[%d].wireguard_key: %s: %v", i, owner, err)
+			} else if other, dup := keys[n.WireGuardKey]; dup {
+				bad("inventory.nodes[%d].wireguard_key: %s has the same key as node %q", i, owner, other)
+			}
+			keys[n.WireGuardKey] = n.Name
 		}
 	}
-	pops := map[string]bool{}
+	vips := map[netip.Addr]string{}
 	for i, p := range inv.POPs {
-		if !sites[p.Site] {
-			return fmt.Errorf("inventory.pops[%d].site: POP %q: unknown site %q", i, p.Name, p.Site)
+		names("POP", "pops", i, p.Name, pops)
+		owner := "POP " + strconv.Quote(p.Name)
+		site(fmt.Sprintf("inventory.pops[%d].site", i), owner, p.Site)
+		if len(p.VIPs) == 0 {
+			bad("inventory.pops[%d].vips: %s has no VIPs (GeoDNS answers with them)", i, owner)
 		}
-		if pops[p.Name] {
-			return fmt.Errorf("inventory.pops[%d].name: duplicate POP %q", i, p.Name)
+		for j, a := range p.VIPs {
+			if !a.IsValid() {
+				continue // the file's value did not parse, and was reported with its line
+			}
+			if other, dup := vips[a]; dup {
+				bad("inventory.pops[%d].vips[%d]: %s: %s is also a VIP of POP %q", i, j, owner, a, other)
+			}
+			vips[a] = p.Name
 		}
-		pops[p.Name] = true
+		if p.HealthURL != "" {
+			if u, err := url.Parse(p.HealthURL); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+				bad("inventory.pops[%d].health_url: %s: %q is not an http:// or https:// URL with a host", i, owner, p.HealthURL)
+			}
+		}
+		if p.TCPAddr != "" {
+			if _, port, err := net.SplitHostPort(p.TCPAddr); err != nil || port == "" {
+				bad("inventory.pops[%d].tcp_addr: %s: %q is not host:port", i, owner, p.TCPAddr)
+			}
+		}
+		if p.BaseWeight < 0 || math.IsNaN(p.BaseWeight) || math.IsInf(p.BaseWeight, 0) {
+			bad("inventory.pops[%d].base_weight: %s: %v is negative or not a number (0 means the default, 1)", i, owner, p.BaseWeight)
+		}
 	}
+	pop := func(path, owner, name string) {
+		if !pops[name] {
+			bad("%s: %s: unknown POP %q (declare it under inventory.pops)", path, owner, name)
+		}
+	}
+	services := map[string]bool{}
 	for i, s := range inv.Services {
-		for _, p := range s.POPs {
-			if !pops[p] {
-				return fmt.Errorf("inventory.services[%d].pops: service %q: unknown POP %q", i, s.Name, p)
-			}
+		names("service", "services", i, s.Name, services)
+		if len(s.POPs) == 0 {
+			bad("inventory.services[%d].pops: service %q has no POPs", i, s.Name)
+		}
+		for j, p := range s.POPs {
+			pop(fmt.Sprintf("inventory.services[%d].pops[%d]", i, j), "service "+strconv.Quote(s.Name), p)
 		}
 	}
+	regions := map[string]bool{}
 	for i, r := range inv.ClientRegions {
-		for _, p := range append(append([]string{}, r.AllowedPOPs...), r.Preferred...) {
-			if !pops[p] {
-				return fmt.Errorf("inventory.client_regions[%d]: region %q: unknown POP %q", i, r.Name, p)
+		names("client region", "client_regions", i, r.Name, regions)
+		owner := "region " + strconv.Quote(r.Name)
+		for j, c := range r.Countries {
+			if len(c) != 2 || strings.ToUpper(c) != c || !isLetters(c) {
+				bad("inventory.client_regions[%d].countries[%d]: %s: %q is not an ISO 3166-1 alpha-2 code (e.g. FR)", i, j, owner, c)
 			}
 		}
+		for j, c := range r.Continents {
+			if !slices.Contains(continents, c) {
+				bad("inventory.client_regions[%d].continents[%d]: %s: %q is not one of %s", i, j, owner, c, strings.Join(continents, ", "))
+			}
+		}
+		for j, p := range r.AllowedPOPs {
+			pop(fmt.Sprintf("inventory.client_regions[%d].allowed_pops[%d]", i, j), owner, p)
+		}
+		for j, p := range r.Preferred {
+			pop(fmt.Sprintf("inventory.client_regions[%d].preferred_pops[%d]", i, j), owner, p)
+			if len(r.AllowedPOPs) > 0 && pops[p] && !slices.Contains(r.AllowedPOPs, p) {
+				bad("inventory.client_regions[%d].preferred_pops[%d]: %s prefers POP %q that its residency rule (allowed_pops) forbids", i, j, owner, p)
+			}
+		}
+		if r.Vantage != "" {
+			site(fmt.Sprintf("inventory.client_regions[%d].vantage", i), owner, r.Vantage)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// continents are the codes GeoIP databases use.
+var continents = []string{"AF", "AN", "AS", "EU", "NA", "OC", "SA"}
+
+func isLetters(s string) bool {
+	return !strings.ContainsFunc(s, func(r rune) bool { return r < 'A' || r > 'Z' })
+}
+
+// checkWireGuardKey accepts what `wg pubkey` prints: 32 bytes in standard base64.
+func checkWireGuardKey(k string) error {
+	b, err := base64.StdEncoding.DecodeString(k)
+	if err != nil || len(b) != 32 {
+		return fmt.Errorf("%q is not a WireGuard public key (32 bytes in base64, as `wg pubkey` prints)", k)
 	}
 	return nil
+}
+
+// HasSite reports whether a site of that name is declared.
+func (inv *Inventory) HasSite(name string) bool {
+	_, ok := inv.Site(name)
+	return ok
+}
+
+// HasCluster reports whether a cluster of that name is declared.
+func (inv *Inventory) HasCluster(name string) bool {
+	return slices.ContainsFunc(inv.Clusters, func(c Cluster) bool { return c.Name == name })
 }
 
 // Site returns the named site.

@@ -14,7 +14,6 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"slices"
 	"sort"
 	"strings"
@@ -26,6 +25,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/meridianhq/meridian/internal/httpmux"
+	"github.com/meridianhq/meridian/internal/secret"
 )
 
 // TokenEnv is the environment variable holding the API token when no token file is set.
@@ -34,7 +34,7 @@ const TokenEnv = "MERIDIAN_API_TOKEN"
 // Config is the HTTP listener's configuration.
 type Config struct {
 	ListenAddress string `yaml:"listen_address"`
-	TokenFile     string `yaml:"token_file"`
+	TokenFile     string `yaml:"token_file" secret:"MERIDIAN_API_TOKEN"`
 	// AllowNoToken serves the APIs without a token. Off by default.
 	AllowNoToken bool `yaml:"allow_no_token"`
 
@@ -82,23 +82,16 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Token reads the API token from the token file or the environment.
-func (c *Config) Token() (string, error) {
-	if c.TokenFile != "" {
-		b, err := os.ReadFile(c.TokenFile)
-		if err != nil {
-			return "", fmt.Errorf("server.token_file: %w", err)
-		}
-		return strings.TrimSpace(string(b)), nil
-	}
-	return os.Getenv(TokenEnv), nil
+// Token is where the API token is: token_file, else $MERIDIAN_API_TOKEN.
+func (c *Config) Token() secret.Source {
+	return secret.Source{File: c.TokenFile, Env: TokenEnv, Field: "server.token_file"}
 }
 
 // Server is the HTTP listener as a dskit service.
 type Server struct {
 	services.Service
 	cfg   Config
-	token string
+	token secret.Value
 	log   *slog.Logger
 	mux   *httpmux.Mux
 	srv   *http.Server
@@ -110,6 +103,9 @@ type Server struct {
 	routes []Route
 }
 
+// Token is the API token the guarded routes require (empty with allow_no_token).
+func (s *Server) Token() secret.Value { return s.token }
+
 // Route is one pattern mounted on the server: whether it is behind the bearer token, and
 // the patterns its handler serves when it lists them (httpmux.Lister).
 type Route struct {
@@ -118,17 +114,23 @@ type Route struct {
 	Sub     []string
 }
 
-// New creates the server; it listens once started. reg serves /metrics and takes the
-// server's own metrics.
-func New(cfg Config, reg *prometheus.Registry, log *slog.Logger) (*Server, error) {
+// Deps are what the server uses besides its configuration.
+type Deps struct {
+	Registry *prometheus.Registry // served on /metrics; takes the server's own metrics too
+	Logger   *slog.Logger
+}
+
+// New creates the server; it listens once started.
+func New(cfg Config, d Deps) (*Server, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	token, err := cfg.Token()
+	reg, log := d.Registry, d.Logger
+	token, err := secret.Read(cfg.Token())
 	if err != nil {
 		return nil, err
 	}
-	if token == "" && !cfg.AllowNoToken {
+	if token.Empty() && !cfg.AllowNoToken {
 		return nil, fmt.Errorf("server: no API token: set %s, -server.token-file, or -server.allow-no-token", TokenEnv)
 	}
 	conns, err := newConnMetrics(reg)
@@ -200,10 +202,10 @@ func (s *Server) Addr() string {
 
 // Auth wraps h so it requires "Authorization: Bearer <token>".
 func (s *Server) Auth(h http.Handler) http.Handler {
-	if s.token == "" {
+	if s.token.Empty() {
 		return h
 	}
-	want := []byte("Bearer " + s.token)
+	want := []byte("Bearer " + s.token.Reveal())
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), want) != 1 {
 			w.Header().Set("WWW-Authenticate", `Bearer realm="meridian"`)

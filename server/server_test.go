@@ -30,7 +30,7 @@ func start(t *testing.T, cfg Config) *Server {
 func serve(t *testing.T, cfg Config, mount func(*Server)) *Server {
 	t.Helper()
 	cfg.ListenAddress = "127.0.0.1:0"
-	s, err := New(cfg, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	s, err := New(cfg, Deps{Registry: prometheus.NewRegistry(), Logger: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -83,7 +83,7 @@ func TestAPIsTakeAToken(t *testing.T) {
 
 func TestNoTokenIsAnError(t *testing.T) {
 	t.Setenv(TokenEnv, "")
-	if _, err := New(defaults(), prometheus.NewRegistry(), slog.Default()); err == nil {
+	if _, err := New(defaults(), Deps{Registry: prometheus.NewRegistry(), Logger: slog.Default()}); err == nil {
 		t.Fatal("want an error without a token")
 	}
 }

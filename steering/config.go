@@ -34,7 +34,7 @@ type Config struct {
 	// APIListen, when set, serves the override API on its own listener, which then
 	// requires the token from APITokenFile or $MERIDIAN_STEERING_API_TOKEN.
 	APIListen    string `yaml:"api_listen"`
-	APITokenFile string `yaml:"api_token_file"`
+	APITokenFile string `yaml:"api_token_file" secret:"MERIDIAN_STEERING_API_TOKEN"`
 
 	DNS     authdns.Config `yaml:"dns"`
 	RFC2136 rfc2136.Config `yaml:"rfc2136"`

@@ -11,14 +11,13 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridianhq/meridian/alerts"
+	"github.com/meridianhq/meridian/internal/secret"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/steering/authdns"
@@ -99,18 +98,15 @@ func New(cfg Config, d Deps) (*Steering, error) {
 	return s, nil
 }
 
+// APITokenEnv holds the override API's token when api_token_file is not set.
+const APITokenEnv = "MERIDIAN_STEERING_API_TOKEN"
+
 func apiToken(file string) (string, error) {
-	if file != "" {
-		b, err := os.ReadFile(file)
-		if err != nil {
-			return "", fmt.Errorf("steering.api_token_file: %w", err)
-		}
-		return strings.TrimSpace(string(b)), nil
+	t, err := secret.Read(secret.Source{File: file, Env: APITokenEnv, Field: "steering.api_token_file"})
+	if err == nil && t.Empty() {
+		err = errors.New("steering.api_listen: a token is required (steering.api_token_file or $" + APITokenEnv + ")")
 	}
-	if t := os.Getenv("MERIDIAN_STEERING_API_TOKEN"); t != "" {
-		return t, nil
-	}
-	return "", errors.New("steering.api_listen: a token is required (steering.api_token_file or $MERIDIAN_STEERING_API_TOKEN)")
+	return t.Reveal(), err
 }
 
 func (s *Steering) subservices() []services.Service {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"net/url"
 	"regexp"
 	"slices"
 	"strings"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/prometheus/common/model"
 
+	"github.com/meridianhq/meridian/internal/secret"
 	"github.com/meridianhq/meridian/storage/chdb"
 )
 
@@ -28,11 +30,16 @@ type Config struct {
 // ServerConfig is the ClickHouse server or cluster driver's configuration.
 type ServerConfig struct {
 	// DSN like clickhouse://user@host:9440/?secure=true&dial_timeout=5s; the password
-	// comes from $MERIDIAN_CLICKHOUSE_PASSWORD or PasswordFile, never from logs or flags.
+	// comes from PasswordFile or $MERIDIAN_CLICKHOUSE_PASSWORD, never from the DSN.
 	DSN          string        `yaml:"dsn"`
 	Cluster      string        `yaml:"cluster"`
-	PasswordFile string        `yaml:"password_file"`
+	PasswordFile string        `yaml:"password_file" secret:"MERIDIAN_CLICKHOUSE_PASSWORD"`
 	DialTimeout  time.Duration `yaml:"dial_timeout"`
+}
+
+// Password is where the server's password is: password_file, else $MERIDIAN_CLICKHOUSE_PASSWORD.
+func (c *ServerConfig) Password() secret.Source {
+	return secret.Source{File: c.PasswordFile, Env: EnvPassword, Field: "storage.clickhouse.password_file"}
 }
 
 // EnvPassword names the environment variable holding the ClickHouse server password.
@@ -41,15 +48,15 @@ const EnvPassword = "MERIDIAN_CLICKHOUSE_PASSWORD"
 // RegisterFlags registers -storage.* and -clickhouse.* flags with their defaults.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.Path, "storage.path", "./data/clickhouse", "Data directory of the embedded ClickHouse engine (chDB).")
-	f.StringVar(&c.ChdbLib, "storage.chdb-lib", "", "Path of libchdb.so (default $"+chdb.EnvLib+", else "+chdb.DefaultLibPath()+"; `make chdb` fetches it).")
+	f.StringVar(&c.ChdbLib, "storage.chdb-lib", "", "Path of libchdb.so (default $"+chdb.EnvLib+", else ~/.cache/meridian/chdb-"+chdb.Version+"/package/libchdb.so; 'make chdb' fetches it).")
 	f.Int64Var(&c.ChdbMaxMemory, "storage.chdb-max-memory", chdb.DefaultLimits.MaxMemory, "Memory the embedded engine may use, in bytes (its max_server_memory_usage; its caches have fixed small ceilings, see storage/README.md). 0: ClickHouse's default, 90% of RAM.")
 	f.StringVar(&c.Database, "storage.database", "meridian", "ClickHouse database holding Meridian's tables.")
 	c.TTL = DefaultTTLs()
 	f.Var(&c.TTL, "storage.ttl", "Retention per table as table=duration, comma separated, merged over the defaults (e.g. flows=14d,probes=60d).")
-	f.StringVar(&c.ClickHouse.DSN, "clickhouse.dsn", "", "ClickHouse server DSN (native protocol, e.g. clickhouse://meridian@ch:9440/?secure=true). Empty: embedded engine.")
-	f.StringVar(&c.ClickHouse.Cluster, "clickhouse.cluster", "", "ClickHouse cluster name: tables are created ON CLUSTER as ReplicatedMergeTree with Distributed tables over them.")
-	f.StringVar(&c.ClickHouse.PasswordFile, "clickhouse.password-file", "", "File holding the ClickHouse password (else $"+EnvPassword+").")
-	f.DurationVar(&c.ClickHouse.DialTimeout, "clickhouse.dial-timeout", 5*time.Second, "Timeout to connect to the ClickHouse server.")
+	f.StringVar(&c.ClickHouse.DSN, "storage.clickhouse.dsn", "", "ClickHouse server DSN (native protocol, e.g. clickhouse://meridian@ch:9440/?secure=true). Empty: embedded engine.")
+	f.StringVar(&c.ClickHouse.Cluster, "storage.clickhouse.cluster", "", "ClickHouse cluster name: tables are created ON CLUSTER as ReplicatedMergeTree with Distributed tables over them.")
+	f.StringVar(&c.ClickHouse.PasswordFile, "storage.clickhouse.password-file", "", "File holding the ClickHouse password (else $"+EnvPassword+").")
+	f.DurationVar(&c.ClickHouse.DialTimeout, "storage.clickhouse.dial-timeout", 5*time.Second, "Timeout to connect to the ClickHouse server.")
 }
 
 var identRe = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
@@ -67,11 +74,16 @@ func (c *Config) Validate() error {
 			return errors.New("storage.path: empty (the embedded engine needs a data directory)")
 		}
 		if c.ClickHouse.Cluster != "" {
-			return errors.New("clickhouse.cluster: needs clickhouse.dsn (the embedded engine is a single node)")
+			return errors.New("storage.clickhouse.cluster: needs storage.clickhouse.dsn (the embedded engine is a single node)")
+		}
+	}
+	if u, err := url.Parse(c.ClickHouse.DSN); err == nil && u.User != nil {
+		if _, set := u.User.Password(); set {
+			return errors.New("storage.clickhouse.dsn: holds a password; put it in storage.clickhouse.password_file or $" + EnvPassword + " (a DSN is logged and shown)")
 		}
 	}
 	if c.ClickHouse.Cluster != "" && !identRe.MatchString(c.ClickHouse.Cluster) {
-		return fmt.Errorf("clickhouse.cluster: %q is not a plain identifier", c.ClickHouse.Cluster)
+		return fmt.Errorf("storage.clickhouse.cluster: %q is not a plain identifier", c.ClickHouse.Cluster)
 	}
 	for t, d := range c.TTL {
 		if !slices.Contains(TTLTables, t) {

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
-	"os"
 	"strings"
 	"sync"
 
@@ -14,6 +13,7 @@ import (
 	"github.com/ClickHouse/ch-go/proto"
 	"github.com/ClickHouse/clickhouse-go/v2"
 
+	"github.com/meridianhq/meridian/internal/secret"
 	"github.com/meridianhq/meridian/pipeline"
 )
 
@@ -40,22 +40,16 @@ func openServer(cfg Config, sc schema) (*server, error) {
 		if errors.As(err, &ue) {
 			err = ue.Err
 		}
-		return nil, fmt.Errorf("clickhouse.dsn: invalid: %w", err)
+		return nil, fmt.Errorf("storage.clickhouse.dsn: invalid: %w", err)
 	}
 	if len(o.Addr) == 0 {
-		return nil, errors.New("clickhouse.dsn: no host")
+		return nil, errors.New("storage.clickhouse.dsn: no host")
 	}
-	password := o.Auth.Password
-	if p := os.Getenv(EnvPassword); p != "" {
-		password = p
+	pw, err := secret.Read(cfg.ClickHouse.Password())
+	if err != nil {
+		return nil, err
 	}
-	if f := cfg.ClickHouse.PasswordFile; f != "" {
-		b, err := os.ReadFile(f)
-		if err != nil {
-			return nil, fmt.Errorf("clickhouse.password-file: %w", err)
-		}
-		password = strings.TrimSpace(string(b))
-	}
+	password := pw.Reveal()
 	timeout := cfg.ClickHouse.DialTimeout
 	if o.DialTimeout > 0 && strings.Contains(cfg.ClickHouse.DSN, "dial_timeout") {
 		timeout = o.DialTimeout

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -55,15 +56,15 @@ func TestDecodeNativeRoundTrip(t *testing.T) {
 
 func TestServerPasswordSources(t *testing.T) {
 	cfg := Config{Database: "meridian", TTL: DefaultTTLs()}
-	cfg.ClickHouse.DSN = "clickhouse://meridian:fromdsn@127.0.0.1:9440/?secure=true"
+	cfg.ClickHouse.DSN = "clickhouse://meridian@127.0.0.1:9440/?secure=true"
+	t.Setenv(EnvPassword, "fromenv")
 	srv, err := openServer(cfg, newSchema("meridian", "", cfg.TTL))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if srv.opts.Password != "fromdsn" || srv.opts.User != "meridian" || srv.opts.TLS == nil {
+	if srv.opts.User != "meridian" || srv.opts.TLS == nil {
 		t.Fatalf("dsn: user %q tls %v", srv.opts.User, srv.opts.TLS != nil)
 	}
-	t.Setenv(EnvPassword, "fromenv")
 	srv, _ = openServer(cfg, newSchema("meridian", "", cfg.TTL))
 	if srv.opts.Password != "fromenv" {
 		t.Fatal("env password not used")
@@ -73,6 +74,10 @@ func TestServerPasswordSources(t *testing.T) {
 	cfg.ClickHouse.PasswordFile = pw
 	srv, _ = openServer(cfg, newSchema("meridian", "", cfg.TTL))
 	if srv.opts.Password != "fromfile" {
-		t.Fatal("password file not used")
+		t.Fatal("password file not used before the environment")
+	}
+	cfg.ClickHouse.DSN = "clickhouse://meridian:fromdsn@127.0.0.1:9440/"
+	if err := cfg.Validate(); err == nil || strings.Contains(err.Error(), "fromdsn") {
+		t.Fatalf("a password in the DSN: %v", err)
 	}
 }

@@ -147,7 +147,7 @@ func TestConfigValidate(t *testing.T) {
 	pw := filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(pw, []byte("s3cret\n"), 0o600)
 	cfg.ClickHouse.PasswordFile = pw + ".missing"
-	if _, err := storage.New(cfg, nil, prometheus.NewRegistry()); err == nil || !strings.Contains(err.Error(), "clickhouse.password-file") {
+	if _, err := storage.New(cfg, nil, prometheus.NewRegistry()); err == nil || !strings.Contains(err.Error(), "storage.clickhouse.password_file") {
 		t.Errorf("missing password file: %v", err)
 	}
 }

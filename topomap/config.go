@@ -4,15 +4,15 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"os"
-	"strings"
 	"time"
 
 	"github.com/grafana/dskit/flagext"
+
+	"github.com/meridianhq/meridian/internal/secret"
 )
 
-// TokenEnv is the environment variable the websocket token is read from when neither
-// token nor token_file is set.
+// TokenEnv is the environment variable the map's own token is read from when token_file
+// is not set.
 const TokenEnv = "MERIDIAN_TOPOMAP_TOKEN"
 
 // Config configures the live map.
@@ -29,8 +29,7 @@ type Config struct {
 	ClientBufferBytes  int                    `yaml:"client_buffer_bytes"`
 	MaxMessageBytes    int                    `yaml:"max_message_bytes"`
 	ClientTimeout      time.Duration          `yaml:"client_timeout"`
-	Token              flagext.Secret         `yaml:"token"`
-	TokenFile          string                 `yaml:"token_file"`
+	TokenFile          string                 `yaml:"token_file" secret:"MERIDIAN_TOPOMAP_TOKEN"`
 	Anonymous          bool                   `yaml:"anonymous"`
 	AllowedOrigins     flagext.StringSliceCSV `yaml:"allowed_origins"`
 }
@@ -49,8 +48,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.IntVar(&c.ClientBufferBytes, "topomap.client-buffer-bytes", 8<<20, "Bytes queued for one client before it is marked slow and resynced with a snapshot.")
 	f.IntVar(&c.MaxMessageBytes, "topomap.max-message-bytes", 4096, "Largest message a client may send.")
 	f.DurationVar(&c.ClientTimeout, "topomap.client-timeout", 30*time.Second, "A websocket client that answers no ping and sends nothing for this long, or whose socket stays full this long (at most 10s), has stopped reading and is closed (1008).")
-	f.Var(&c.Token, "topomap.token", "Websocket and snapshot token (prefer -topomap.token-file or $"+TokenEnv+").")
-	f.StringVar(&c.TokenFile, "topomap.token-file", "", "File holding the websocket token.")
+	f.StringVar(&c.TokenFile, "topomap.token-file", "", "File holding a token of the map's own for the websocket and snapshot (default: $"+TokenEnv+"); without one the map takes the API token.")
 	f.BoolVar(&c.Anonymous, "topomap.anonymous", false, "Serve the websocket and snapshot without a token (lab only).")
 	f.Var(&c.AllowedOrigins, "topomap.allowed-origins", "Extra browser origins allowed to open the websocket (comma-separated); the page's own origin is always allowed.")
 }
@@ -87,21 +85,7 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// token resolves the secret: token, then token_file, then $MERIDIAN_TOPOMAP_TOKEN.
-func (c *Config) token() (string, error) {
-	if t := c.Token.String(); t != "" {
-		return t, nil
-	}
-	if c.TokenFile != "" {
-		b, err := os.ReadFile(c.TokenFile)
-		if err != nil {
-			return "", fmt.Errorf("topomap.token_file: %w", err)
-		}
-		t := strings.TrimSpace(string(b))
-		if t == "" {
-			return "", fmt.Errorf("topomap.token_file %s: empty", c.TokenFile)
-		}
-		return t, nil
-	}
-	return strings.TrimSpace(os.Getenv(TokenEnv)), nil
+// token is where the map's own token is: token_file, else $MERIDIAN_TOPOMAP_TOKEN.
+func (c *Config) token() secret.Source {
+	return secret.Source{File: c.TokenFile, Env: TokenEnv, Field: "topomap.token_file"}
 }

@@ -15,12 +15,12 @@ import (
 	"time"
 
 	"github.com/cilium/cilium/api/v1/observer"
-	"github.com/grafana/dskit/flagext"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"github.com/meridianhq/meridian/alerts"
+	"github.com/meridianhq/meridian/internal/secret"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
@@ -59,12 +59,12 @@ func labInventory() *inventory.Inventory {
 	}
 }
 
-// testConfig is the flag defaults with a token, as the binary would run.
+// testConfig is the flag defaults, as the binary would run; startMap gives the map
+// testToken as the API token.
 func testConfig() Config {
 	var c Config
 	fs := flag.NewFlagSet("t", flag.PanicOnError)
 	c.RegisterFlags(fs)
-	c.Token = flagext.SecretWithValue(testToken)
 	return c
 }
 
@@ -76,7 +76,7 @@ func (s staticAlerts) Firing() []alerts.Alert { return s }
 // the test.
 func startMap(t testing.TB, cfg Config, inv *inventory.Inventory, src alerts.Source) (*Map, *httptest.Server) {
 	t.Helper()
-	m, err := New(cfg, inv, src, nil, nil, prometheus.NewRegistry())
+	m, err := New(cfg, Deps{Inventory: inv, Alerts: src, APIToken: secret.New(testToken), Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

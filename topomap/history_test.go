@@ -360,7 +360,7 @@ func BenchmarkTopomapPastRebuild(b *testing.B) {
 		}
 	}
 	cfg := testConfig()
-	m, err := New(cfg, s.inv, nil, nil, nil, prometheus.NewRegistry())
+	m, err := New(cfg, Deps{Inventory: s.inv, Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		b.Fatal(err)
 	}

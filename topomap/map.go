@@ -14,6 +14,7 @@ import (
 
 	"github.com/meridianhq/meridian/alerts"
 	"github.com/meridianhq/meridian/internal/httpmux"
+	"github.com/meridianhq/meridian/internal/secret"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
@@ -25,7 +26,7 @@ type Map struct {
 
 	cfg      Config
 	log      *slog.Logger
-	token    string
+	token    secret.Value
 	graph    *graph
 	hub      *hub
 	alerts   alerts.Source
@@ -60,16 +61,31 @@ type WeightsFunc func() []Weight
 // CurrentWeights calls f.
 func (f WeightsFunc) CurrentWeights() []Weight { return f() }
 
-// New builds the map from the inventory. alertSrc may be nil (no alert overlay), and
-// weights nil (steer arrows from decision records alone).
-func New(cfg Config, inv *inventory.Inventory, alertSrc alerts.Source, weights WeightSource, logger *slog.Logger, reg prometheus.Registerer) (*Map, error) {
+// Deps are what the map reads besides its configuration.
+type Deps struct {
+	Inventory *inventory.Inventory
+	Alerts    alerts.Source // nil: no alert overlay
+	Weights   WeightSource  // nil: steer arrows from decision records alone
+	// APIToken is the server's API token. The map accepts it when it has no token of its
+	// own (token_file, $MERIDIAN_TOPOMAP_TOKEN): one secret opens the API and the map.
+	APIToken   secret.Value
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// New builds the map from the inventory.
+func New(cfg Config, d Deps) (*Map, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	token, err := cfg.token()
+	token, err := secret.Read(cfg.token())
 	if err != nil {
 		return nil, err
 	}
+	if token.Empty() {
+		token = d.APIToken
+	}
+	inv, alertSrc, weights, logger, reg := d.Inventory, d.Alerts, d.Weights, d.Logger, d.Registerer
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
@@ -88,8 +104,8 @@ func New(cfg Config, inv *inventory.Inventory, alertSrc alerts.Source, weights W
 	if m.metrics, err = newMetrics(reg, m); err != nil {
 		return nil, err
 	}
-	if token == "" && !cfg.Anonymous {
-		m.log.Warn("no topomap token configured: the websocket and snapshot refuse every client; set -topomap.token-file or $" + TokenEnv)
+	if token.Empty() && !cfg.Anonymous {
+		m.log.Warn("no topomap token configured: the websocket and snapshot refuse every client; set -topomap.token-file, $" + TokenEnv + " or the API token")
 	}
 	m.tick() // clients connecting before the first tick see the inventory
 	m.Service = services.NewBasicService(nil, m.running, m.stopped)

@@ -79,10 +79,10 @@ func (m *Map) authorized(r *http.Request) bool {
 	if m.cfg.Anonymous {
 		return true
 	}
-	if m.token == "" {
+	if m.token.Empty() {
 		return false
 	}
-	return subtle.ConstantTimeCompare([]byte(requestToken(r)), []byte(m.token)) == 1
+	return subtle.ConstantTimeCompare([]byte(requestToken(r)), []byte(m.token.Reveal())) == 1
 }
 
 // checkOrigin allows non-browser clients (no Origin), the page's own origin and the

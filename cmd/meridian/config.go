@@ -5,11 +5,15 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
+	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
 	"github.com/grafana/dskit/flagext"
+	"gopkg.in/yaml.v3"
 
 	"github.com/meridianhq/meridian/alerts/ruler"
 	"github.com/meridianhq/meridian/collectors/ceph"
@@ -80,30 +84,61 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.ReloadInterval, "config.reload-interval", 10*time.Second, "How often -config.file and the ruler's spec, window and rule files are checked and, when changed, reloaded; 0 = only on SIGHUP or POST /-/reload.")
 }
 
-// Validate checks the tree; errors name the field.
+// Validate checks the whole tree and returns every problem (errors.Join), each starting
+// with the YAML path of its field, so that the caller can point at the file's line.
 func (c *Config) Validate() error {
-	for _, t := range c.Target {
+	var errs []error
+	for i, t := range c.Target {
 		if !isTarget(t) {
-			return fmt.Errorf("target: unknown module %q (valid: %s)", t, strings.Join(targets, ", "))
+			errs = append(errs, fmt.Errorf("target[%d]: unknown module %q (valid: %s)", i, t, strings.Join(targets, ", ")))
 		}
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
-		return fmt.Errorf("log_level: %q is not one of debug, info, warn, error", c.LogLevel)
+		errs = append(errs, fmt.Errorf("log_level: %q is not one of debug, info, warn, error", c.LogLevel))
 	}
 	if c.LogFormat != "logfmt" && c.LogFormat != "json" {
-		return fmt.Errorf("log_format: %q is not logfmt or json", c.LogFormat)
+		errs = append(errs, fmt.Errorf("log_format: %q is not logfmt or json", c.LogFormat))
 	}
 	if c.ReloadInterval < 0 {
-		return errors.New("-config.reload-interval: must be >= 0")
+		errs = append(errs, errors.New("-config.reload-interval: must be >= 0"))
 	}
 	for _, v := range []interface{ Validate() error }{&c.Server, &c.Storage, &c.Pipeline, &c.CollectorRing, &c.WireGuard, &c.Ceph, &c.Hubble, &c.Probes, &c.Ruler, &c.Steering, &c.Topomap, &c.ClickHouseHTTP, &c.Inventory} {
-		if err := v.Validate(); err != nil {
-			return err
+		errs = append(errs, configfile.Split(v.Validate())...)
+	}
+	// References from the components into the inventory.
+	for i, v := range c.Probes.Vantages {
+		if v.Site != "" && !c.Inventory.HasSite(v.Site) {
+			errs = append(errs, fmt.Errorf("geodns.vantages[%d].site: unknown site %q (a vantage is one of inventory.sites)", i, v.Site))
 		}
 	}
-	return nil
+	for i, r := range c.Hubble.Relays {
+		if r.Cluster != "" && !c.Inventory.HasCluster(r.Cluster) {
+			errs = append(errs, fmt.Errorf("hubble.relays[%d].cluster: unknown cluster %q (declare it under inventory.clusters)", i, r.Cluster))
+		}
+	}
+	// Files read at start: a missing one is a configuration mistake, found by `config check`.
+	for name, files := range map[string][]string{"ruler.spec_files": c.Ruler.SpecFiles, "ruler.window_files": c.Ruler.WindowFiles, "ruler.rule_files": c.Ruler.RuleFiles} {
+		for i, f := range files {
+			if _, err := os.Stat(f); err != nil {
+				errs = append(errs, fmt.Errorf("%s[%d]: %w", name, i, err))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// serveConfig writes the configuration in force as YAML, the way Mimir's /config does.
+// It holds no secret: secrets live in files and environment variables it only names.
+func (a *app) serveConfig(w http.ResponseWriter, _ *http.Request) {
+	b, err := yaml.Marshal(a.cfg)
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusInternalServerError)
+		return
+	}
+	w.Header().Set("Content-Type", "text/yaml; charset=utf-8")
+	w.Write(b)
 }
 
 // errHelp is returned when -help was asked for: usage was printed, exit 0.
@@ -135,32 +170,83 @@ func parseConfig(args []string, stderr io.Writer, extra ...func(*flag.FlagSet)) 
 	if file := cfg.File; file != "" {
 		data, err := os.ReadFile(file)
 		if err != nil {
-			return nil, fmt.Errorf("config: %w", err)
+			return nil, fmt.Errorf("config.file: %w", err)
 		}
-		if err := configfile.Decode(file, data, &cfg); err != nil {
-			return nil, err
+		decodeErr := configfile.Decode(file, data, &cfg)
+		var fe *configfile.Error
+		if decodeErr != nil && !errors.As(decodeErr, &fe) {
+			return nil, decodeErr // not YAML at all
+		}
+		// As Prometheus's rule_files: a relative path in the file is the file's neighbour.
+		for _, files := range [][]string{cfg.Ruler.SpecFiles, cfg.Ruler.WindowFiles, cfg.Ruler.RuleFiles} {
+			for i, f := range files {
+				if !filepath.IsAbs(f) {
+					files[i] = filepath.Join(filepath.Dir(file), f)
+				}
+			}
 		}
 		if err := fs.Parse(args); err != nil {
 			return nil, configfile.UnknownFlag(fs, err)
 		}
-		if err := cfg.Validate(); err != nil {
-			return nil, withLine(file, data, err)
+		errs := configfile.Split(decodeErr)
+		reported := map[string]bool{}
+		for _, e := range errs {
+			if errors.As(e, &fe) {
+				reported[fe.Field] = true
+			}
 		}
-		return &cfg, nil
+		// A value that did not decode was reported with its line; validating the zero
+		// value left in its place would only say it again.
+		for _, e := range configfile.Split(cfg.Validate()) {
+			if le := withLine(file, data, e); !covered(reported, le.Field) {
+				errs = append(errs, le)
+			}
+		}
+		return &cfg, configfile.Sorted(errs)
 	}
 	return &cfg, cfg.Validate()
 }
 
-// withLine prefixes a validation error "field.path: ..." with the file and the line of
-// that field.
-func withLine(file string, data []byte, err error) error {
-	path, _, ok := strings.Cut(err.Error(), ":")
-	if ok && !strings.ContainsAny(path, " \"") {
-		if line := configfile.FieldLine(data, path); line > 0 {
-			return fmt.Errorf("%s:%d: field %w", file, line, err)
+// covered reports whether field, or an element or field inside it, was reported already.
+func covered(reported map[string]bool, field string) bool {
+	for f := range reported {
+		if field != "" && (f == field || strings.HasPrefix(f, field+"[") || strings.HasPrefix(f, field+".")) {
+			return true
 		}
 	}
-	return fmt.Errorf("%s: %w", file, err)
+	return false
+}
+
+// fieldRE is the YAML path a validation error starts with ("inventory.pops[2].vips: ...").
+var fieldRE = regexp.MustCompile(`^-?([A-Za-z0-9_.\[\]-]+)[: ]`)
+
+// withLine places a validation error "field.path: ..." at the line of that field in the
+// file, or of its nearest ancestor the file has (a missing list points at its owner).
+func withLine(file string, data []byte, err error) *configfile.Error {
+	m := fieldRE.FindStringSubmatch(err.Error())
+	if m == nil {
+		return &configfile.Error{File: file, Msg: err.Error()}
+	}
+	path := strings.ReplaceAll(m[1], "-", "_") // a flag name in the message: its YAML field
+	msg := strings.TrimLeft(strings.TrimPrefix(err.Error(), m[0][:len(m[0])-1]), ": ")
+	for p := path; p != ""; p = parent(p) {
+		if line := configfile.FieldLine(data, p); line > 0 {
+			return &configfile.Error{File: file, Line: line, Field: path, Msg: msg}
+		}
+	}
+	return &configfile.Error{File: file, Field: path, Msg: msg}
+}
+
+// parent strips the last element of a dotted path: a.b[2].c -> a.b[2] -> a.b -> a.
+func parent(p string) string {
+	if strings.HasSuffix(p, "]") {
+		return p[:strings.LastIndexByte(p, '[')]
+	}
+	i := strings.LastIndexByte(p, '.')
+	if i < 0 {
+		return ""
+	}
+	return p[:i]
 }
 
 func usage(fs *flag.FlagSet, w io.Writer) {

@@ -9,6 +9,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"os"
@@ -23,8 +24,11 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/meridianhq/meridian/alerts/slos"
 	"github.com/meridianhq/meridian/collectors/geodns"
 	"github.com/meridianhq/meridian/collectors/hubble"
+	"github.com/meridianhq/meridian/dashboards/chhttp"
+	"github.com/meridianhq/meridian/internal/secret"
 	"github.com/meridianhq/meridian/lab"
 	"github.com/meridianhq/meridian/server"
 )
@@ -64,8 +68,19 @@ func labCommand(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
-// labDir holds the lab's token and the configuration it generated.
-const labDir = "data/lab"
+// labDir holds the running lab's token, ClickHouse HTTP password, SLO specs and
+// generated configuration: $MERIDIAN_LAB_DIR, else ~/.cache/meridian/lab. It does not
+// depend on the working directory, so `meridian lab fail` finds the token of the lab that
+// `make run` started wherever it is run.
+func labDir() string {
+	if d := os.Getenv("MERIDIAN_LAB_DIR"); d != "" {
+		return d
+	}
+	if d, err := os.UserCacheDir(); err == nil {
+		return filepath.Join(d, "meridian", "lab")
+	}
+	return filepath.Join("data", "lab")
+}
 
 func labRun(args []string, stderr io.Writer) error {
 	var lc lab.Config
@@ -79,7 +94,7 @@ func labRun(args []string, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	printBanner(stderr, cfg, filepath.Join(labDir, "meridian.yaml"), token)
+	printBanner(stderr, cfg, filepath.Join(labDir(), "meridian.yaml"), token)
 	err = serve(ctx, cfg, logger, nil) // the lab's configuration is generated, not a file to reload
 	stop()
 	<-l.Done() // the lab removes its namespaces before the process exits
@@ -87,14 +102,24 @@ func labRun(args []string, stderr io.Writer) error {
 }
 
 // startLab starts the lab world and points cfg at it; the generated configuration is
-// written to data/lab/meridian.yaml.
+// written to labDir()/meridian.yaml.
 func startLab(ctx context.Context, cfg *Config, lc lab.Config, stderr io.Writer) (*lab.Lab, string, *slog.Logger, error) {
-	if err := os.MkdirAll(labDir, 0o700); err != nil {
+	dir := labDir()
+	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, "", nil, err
 	}
-	token, err := labToken(cfg)
+	token, err := labSecret(dir, "token", &cfg.Server.TokenFile, server.TokenEnv)
 	if err != nil {
 		return nil, "", nil, err
+	}
+	// Grafana's ClickHouse datasource needs /clickhouse/, which is off without a password.
+	if _, err := labSecret(dir, "clickhouse-password", &cfg.ClickHouseHTTP.PasswordFile, chhttp.PasswordEnv); err != nil {
+		return nil, "", nil, err
+	}
+	if len(cfg.Ruler.SpecFiles) == 0 {
+		if cfg.Ruler.SpecFiles, err = writeSLOs(filepath.Join(dir, "slos")); err != nil {
+			return nil, "", nil, err
+		}
 	}
 	logger := newLogger(cfg, stderr, new(slog.LevelVar))
 	l, err := lab.Start(ctx, lc, token, logger.With("component", "lab"))
@@ -105,7 +130,7 @@ func startLab(ctx context.Context, cfg *Config, lc lab.Config, stderr io.Writer)
 	if err := cfg.Validate(); err != nil {
 		return nil, "", nil, fmt.Errorf("generated configuration: %w", err)
 	}
-	if err := writeYAML(filepath.Join(labDir, "meridian.yaml"), cfg); err != nil {
+	if err := writeYAML(filepath.Join(dir, "meridian.yaml"), cfg); err != nil {
 		return nil, "", nil, err
 	}
 	return l, token, logger, nil
@@ -302,10 +327,30 @@ func labOverlay(cfg *Config, e lab.Endpoints) {
 	for _, s := range e.Inventory.Sites {
 		cfg.Probes.Vantages = append(cfg.Probes.Vantages, geodns.Vantage{Site: s.Name, SourceAddress: e.Vantages[s.Name]})
 	}
-	if len(cfg.Ruler.SpecFiles) == 0 {
-		specs, _ := filepath.Glob("alerts/slos/*.yaml")
-		cfg.Ruler.SpecFiles = specs
+}
+
+// writeSLOs writes the shipped SLO specs into dir and returns their paths.
+func writeSLOs(dir string) ([]string, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, err
 	}
+	names, err := fs.Glob(slos.FS, "*.yaml")
+	if err != nil {
+		return nil, err
+	}
+	var out []string
+	for _, n := range names {
+		b, err := slos.FS.ReadFile(n)
+		if err != nil {
+			return nil, err
+		}
+		f := filepath.Join(dir, n)
+		if err := os.WriteFile(f, b, 0o600); err != nil {
+			return nil, err
+		}
+		out = append(out, f)
+	}
+	return out, nil
 }
 
 // printBanner tells a new user where to look and how to break things.
@@ -319,6 +364,9 @@ Nuremberg compute, London and Paris edge POPs).
   Live map         %[1]s/map/?token=%[2]s
   Metrics          %[1]s/metrics
   Prometheus API   %[1]s/prometheus   (Grafana Prometheus datasource, header "Authorization: Bearer %[2]s")
+  ClickHouse HTTP  %[1]s/clickhouse/  (Grafana ClickHouse datasource: user %[7]s, password in %[8]s)
+                   curl -u %[7]s:"$(cat %[8]s)" '%[1]s/clickhouse/?query=SELECT+count()+FROM+meridian.probes'
+
   GeoDNS           kdig @%[3]s -p %[4]s +subnet=198.51.100.0/26 api.%[5]s   (a client in France)
   Grafana          dashboards/README.md: provisioning in dashboards/provisioning
   Configuration    %[6]s (the same file works against real relays, mgrs and POPs)
@@ -333,29 +381,30 @@ Break things (in another terminal), and watch the map, the DNS answers and the a
 Ctrl-C stops everything. As root, -lab.wireguard-netns runs the WireGuard mesh for real
 (wireguard-go in one network namespace per site, read through wgctrl).
 
-`, base, token, dnsHost, dnsPort, lab.Zone, file)
+`, base, token, dnsHost, dnsPort, lab.Zone, file, cfg.ClickHouseHTTP.User, cfg.ClickHouseHTTP.PasswordFile)
 }
 
-// labToken is the API token of Meridian and the lab: the configured one, else one made
-// for this lab and kept in data/lab/token so `meridian lab fail` finds it.
-func labToken(cfg *Config) (string, error) {
-	if t, err := cfg.Server.Token(); err != nil || t != "" {
-		return t, err
+// labSecret returns the lab's secret of that name: the one configured (*file, else
+// $env), else one made for this lab and kept in dir/name, which *file then names.
+// Keeping it lets `meridian lab fail` find the token, and a restarted lab keep it.
+func labSecret(dir, name string, file *string, env string) (string, error) {
+	if v, err := secret.Read(secret.Source{File: *file, Env: env}); err != nil || !v.Empty() {
+		return v.Reveal(), err
 	}
-	file := filepath.Join(labDir, "token")
-	if b, err := os.ReadFile(file); err == nil && len(strings.TrimSpace(string(b))) > 0 {
-		cfg.Server.TokenFile = file
-		return strings.TrimSpace(string(b)), nil
+	f := filepath.Join(dir, name)
+	if v, err := secret.Read(secret.Source{File: f}); err == nil {
+		*file = f
+		return v.Reveal(), nil
 	}
 	buf := make([]byte, 16)
 	if _, err := rand.Read(buf); err != nil {
 		return "", err
 	}
 	t := hex.EncodeToString(buf)
-	if err := os.WriteFile(file, []byte(t+"\n"), 0o600); err != nil {
+	if err := os.WriteFile(f, []byte(t+"\n"), 0o600); err != nil {
 		return "", err
 	}
-	cfg.Server.TokenFile = file
+	*file = f
 	return t, nil
 }
 
@@ -372,13 +421,16 @@ func labControl(cmd string, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("meridian lab "+cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	addr := fs.String("lab.address", "http://127.0.0.1:9479", "Base URL of the running lab's control API.")
-	tokenFile := fs.String("server.token-file", filepath.Join(labDir, "token"), "File holding the API token (else env "+server.TokenEnv+").")
+	tokenFile := fs.String("server.token-file", "", "File holding the API token (default: $"+server.TokenEnv+", else the running lab's token in "+labDir()+").")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	token := os.Getenv(server.TokenEnv)
-	if b, err := os.ReadFile(*tokenFile); err == nil {
-		token = strings.TrimSpace(string(b))
+	token, err := secret.Read(secret.Source{File: *tokenFile, Env: server.TokenEnv, Field: "-server.token-file"})
+	if err == nil && token.Empty() {
+		token, err = secret.Read(secret.Source{File: filepath.Join(labDir(), "token"), Field: "lab token"})
+	}
+	if err != nil {
+		return fmt.Errorf("%w (is the lab running? `meridian lab run` writes it)", err)
 	}
 	method, path, body := "POST", "/lab/"+cmd, ""
 	switch cmd {
@@ -397,7 +449,7 @@ func labControl(cmd string, args []string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	req.Header.Set("Authorization", "Bearer "+token)
+	req.Header.Set("Authorization", "Bearer "+token.Reveal())
 	c := &http.Client{Timeout: 10 * time.Second}
 	resp, err := c.Do(req)
 	if err != nil {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/meridianhq/meridian/alerts/slo"
 	"github.com/meridianhq/meridian/internal/build"
+	"github.com/meridianhq/meridian/internal/configfile"
 	"github.com/meridianhq/meridian/internal/tracing"
 )
 
@@ -33,6 +34,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		case "lab":
 			return labCommand(args[1:], stdout, stderr)
+		case "config":
+			return configCommand(args[1:], stdout, stderr)
 		case "slo":
 			if len(args) < 2 || args[1] != "generate" {
 				fmt.Fprintln(stderr, "usage: meridian slo generate [-out alerts/rules] [-windows FILE]... [-extra-label k=v]... SPEC...")
@@ -50,7 +53,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintln(stderr, "meridian:", err)
+		for _, e := range configfile.Split(err) {
+			fmt.Fprintln(stderr, "meridian:", e)
+		}
 		return 2
 	}
 	level := new(slog.LevelVar)
@@ -59,7 +64,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	reparse := func() (*Config, error) { return parseConfig(args, io.Discard) }
 	if err := serve(ctx, cfg, logger, func(a *app) *reloader { return newReloader(a, reparse, level) }); err != nil {
-		logger.Error("meridian stopped with an error", "err", err)
+		// The text, not the value: slog formats an error value with %+v, which prints the
+		// stack trace that dskit's module manager wraps its errors with.
+		logger.Error("meridian stopped with an error", "err", err.Error())
 		return 1
 	}
 	return 0

@@ -5,11 +5,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
 	"slices"
 	"time"
 
-	"github.com/go-kit/log"
 	"github.com/grafana/dskit/modules"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,6 +22,8 @@ import (
 	"github.com/meridianhq/meridian/collectors/shard"
 	"github.com/meridianhq/meridian/collectors/wireguard"
 	"github.com/meridianhq/meridian/dashboards/chhttp"
+	"github.com/meridianhq/meridian/internal/kitlog"
+	"github.com/meridianhq/meridian/internal/secret"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/server"
 	"github.com/meridianhq/meridian/steering"
@@ -89,7 +89,7 @@ func newApp(cfg *Config, logger *slog.Logger) *app {
 
 // modules registers every module and its dependencies.
 func (a *app) modules() (*modules.Manager, error) {
-	m := modules.NewManager(goKitLogger{a.log})
+	m := modules.NewManager(kitlog.New(a.log))
 	m.RegisterModule(Server, a.initServer)
 	m.RegisterModule(Storage, a.initStorage)
 	m.RegisterModule(Pipeline, a.initPipeline)
@@ -128,11 +128,12 @@ func (a *app) modules() (*modules.Manager, error) {
 }
 
 func (a *app) initServer() (services.Service, error) {
-	s, err := server.New(a.cfg.Server, a.reg, a.log.With("component", "server"))
+	s, err := server.New(a.cfg.Server, server.Deps{Registry: a.reg, Logger: a.logger("server")})
 	if err != nil {
 		return nil, err
 	}
 	a.server = s
+	s.Handle("GET /config", http.HandlerFunc(a.serveConfig))
 	return s, nil
 }
 
@@ -182,7 +183,7 @@ func (a *app) initCollectorRing() (services.Service, error) {
 	if !a.cfg.CollectorRing.Enabled {
 		return nil, nil
 	}
-	r, err := shard.New(a.cfg.CollectorRing, goKitLogger{a.logger("collector-ring")}, a.reg)
+	r, err := shard.New(a.cfg.CollectorRing, shard.Deps{Logger: a.logger("collector-ring"), Registerer: a.reg})
 	if err != nil {
 		return nil, err
 	}
@@ -247,16 +248,10 @@ func (a *app) initSteering() (services.Service, error) {
 }
 
 func (a *app) initTopomap() (services.Service, error) {
-	// One secret for the whole API: without a map token of its own, the map takes the server's.
-	if a.cfg.Topomap.Token.String() == "" && a.cfg.Topomap.TokenFile == "" && os.Getenv(topomap.TokenEnv) == "" {
-		a.cfg.Topomap.TokenFile = a.cfg.Server.TokenFile
-		if a.cfg.Topomap.TokenFile == "" {
-			if err := a.cfg.Topomap.Token.Set(os.Getenv(server.TokenEnv)); err != nil {
-				return nil, err
-			}
-		}
-	}
-	m, err := topomap.New(a.cfg.Topomap, &a.cfg.Inventory, a.alerts(), a.weights(), a.logger("topomap"), a.reg)
+	m, err := topomap.New(a.cfg.Topomap, topomap.Deps{
+		Inventory: &a.cfg.Inventory, Alerts: a.alerts(), Weights: a.weights(), APIToken: a.server.Token(),
+		Logger: a.logger("topomap"), Registerer: a.reg,
+	})
 	if err != nil {
 		return nil, err
 	}
@@ -274,11 +269,13 @@ func (a *app) initTopomap() (services.Service, error) {
 // initClickHouseHTTP serves the embedded engine to Grafana's ClickHouse plugin, when a
 // password for it is configured.
 func (a *app) initClickHouseHTTP() (services.Service, error) {
-	if a.cfg.ClickHouseHTTP.PasswordFile == "" && os.Getenv(chhttp.PasswordEnv) == "" {
+	if pw, err := secret.Read(a.cfg.ClickHouseHTTP.Password()); err != nil {
+		return nil, err
+	} else if pw.Empty() {
 		a.log.Info("ClickHouse HTTP endpoint off: set " + chhttp.PasswordEnv + " or -clickhouse-http.password-file to serve Grafana")
 		return nil, nil
 	}
-	h, err := chhttp.New(a.cfg.ClickHouseHTTP, a.store, a.logger("clickhouse-http"), a.reg)
+	h, err := chhttp.New(a.cfg.ClickHouseHTTP, chhttp.Deps{Querier: a.store, Logger: a.logger("clickhouse-http"), Registerer: a.reg})
 	if err != nil {
 		return nil, err
 	}
@@ -313,31 +310,4 @@ func (a *app) weights() topomap.WeightSource {
 		}
 		return out
 	})
-}
-
-// goKitLogger lets dskit, which logs with go-kit, write through slog.
-type goKitLogger struct{ l *slog.Logger }
-
-var _ log.Logger = goKitLogger{}
-
-func (g goKitLogger) Log(kv ...any) error {
-	msg, level := "", slog.LevelInfo
-	attrs := make([]any, 0, len(kv))
-	for i := 0; i+1 < len(kv); i += 2 {
-		k := fmt.Sprint(kv[i])
-		switch k {
-		case "msg":
-			msg = fmt.Sprint(kv[i+1])
-		case "level":
-			if fmt.Sprint(kv[i+1]) == "debug" {
-				level = slog.LevelDebug
-			} else if v := fmt.Sprint(kv[i+1]); v == "warn" || v == "error" {
-				level = slog.LevelWarn
-			}
-		default:
-			attrs = append(attrs, k, kv[i+1])
-		}
-	}
-	g.l.Log(nil, level, msg, attrs...)
-	return nil
 }

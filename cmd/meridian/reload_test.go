@@ -50,8 +50,12 @@ func TestConfigReload(t *testing.T) {
 		}
 	}
 	write(spec, string(specData))
+	windows, err := filepath.Abs("../../testdata/slo/ruler/fast-windows.yaml") // a relative path is the config file's
+	if err != nil {
+		t.Fatal(err)
+	}
 	config := func(extra string) string {
-		return reloadInventory + "ruler:\n  spec_files: [" + spec + "]\n  window_files: [../../testdata/slo/ruler/fast-windows.yaml]\n" + extra
+		return reloadInventory + "ruler:\n  spec_files: [" + spec + "]\n  window_files: [" + windows + "]\n" + extra
 	}
 	write(file, config(""))
 

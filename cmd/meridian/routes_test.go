@@ -36,6 +36,7 @@ var routeTable = map[string][]probe{
 	"GET /healthz":    {{"GET", "/healthz", "", open, 200}},
 	"GET /readyz":     {{"GET", "/readyz", "", open, 200}},
 	"/-/reload":       {{"POST", "/-/reload", "", apiToken, 404}}, // no -config.file here
+	"GET /config":     {{"GET", "/config", "", apiToken, 200}},
 	"/collector/ring": {{"GET", "/collector/ring", "", apiToken, 200}},
 	"/prometheus/": {
 		{"GET", "/prometheus/api/v1/query?query=1", "", apiToken, 200},

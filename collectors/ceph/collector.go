@@ -37,7 +37,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.Cluster, "ceph.cluster", "ceph", "Name of the cluster in the records' collector field (ceph/<name>).")
 	f.StringVar(&c.FSID, "ceph.fsid", "", "Cluster FSID put on records when the source does not give it (the mgr exposition does not).")
 	f.Var(&c.MgrURLs, "ceph.mgr-urls", "Comma-separated ceph-mgr prometheus-module /metrics URLs of this cluster, tried in order each interval (list every mgr to ride out a failover).")
-	f.StringVar(&c.Command, "ceph.command", "", "Ceph CLI to read `-s`, `osd tree` and `osd perf` as JSON, e.g. \"ceph --conf /etc/ceph/ceph.conf\"; empty: off.")
+	f.StringVar(&c.Command, "ceph.command", "", "Ceph CLI to read '-s', 'osd tree' and 'osd perf' as JSON, e.g. \"ceph --conf /etc/ceph/ceph.conf\"; empty: off.")
 }
 
 // Validate names the first bad field.

@@ -12,17 +12,19 @@ import (
 	"flag"
 	"fmt"
 	"hash/fnv"
+	"log/slog"
 	"net/http"
 	"os"
 	"time"
 
-	"github.com/go-kit/log"
 	"github.com/grafana/dskit/dns"
 	"github.com/grafana/dskit/kv"
 	"github.com/grafana/dskit/kv/memberlist"
 	"github.com/grafana/dskit/ring"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridianhq/meridian/internal/kitlog"
 )
 
 // Config is the collector ring (yaml `collector_ring`, flags -collector.ring.*).
@@ -103,11 +105,21 @@ type Ring struct {
 // op counts only ACTIVE replicas: a target belongs to the first one on its hash.
 var op = ring.NewOp([]ring.InstanceState{ring.ACTIVE}, nil)
 
+// Deps are what the ring uses besides its configuration.
+type Deps struct {
+	Logger     *slog.Logger // nil: discard
+	Registerer prometheus.Registerer
+}
+
 // New joins the ring described by cfg (which must be enabled).
-func New(cfg Config, logger log.Logger, reg prometheus.Registerer) (*Ring, error) {
+func New(cfg Config, d Deps) (*Ring, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
+	}
+	logger, reg := kitlog.New(d.Logger), d.Registerer
 	var subs []services.Service
 	if cfg.KVStore.Store == "memberlist" {
 		ml := cfg.Memberlist

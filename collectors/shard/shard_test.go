@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-kit/log"
 	"github.com/grafana/dskit/ring"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
@@ -46,7 +45,7 @@ func memberWith(t *testing.T, id string, set func(*Config), join ...string) (*Ri
 	cfg.Memberlist.JoinMembers = join
 	cfg.Memberlist.GossipInterval, cfg.Memberlist.PushPullInterval = 50*time.Millisecond, 500*time.Millisecond
 	cfg.Memberlist.LeaveTimeout = time.Second
-	r, err := New(cfg, log.NewNopLogger(), prometheus.NewRegistry())
+	r, err := New(cfg, Deps{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +206,7 @@ func TestGossipBindsLoopbackByDefault(t *testing.T) {
 	l.Close()
 	cfg.Memberlist.TCPTransport.BindPort = port
 	cfg.Memberlist.LeaveTimeout = time.Second
-	r, err := New(cfg, log.NewNopLogger(), prometheus.NewRegistry())
+	r, err := New(cfg, Deps{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

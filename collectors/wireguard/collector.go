@@ -38,8 +38,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.Timeout, "wireguard.timeout", 10*time.Second, "Deadline for reading one source.")
 	f.StringVar(&c.Node, "wireguard.node", "", "Inventory node of local devices whose own public key is not in the inventory.")
 	f.BoolVar(&c.Devices, "wireguard.devices", false, "Read local devices through wgctrl (kernel netlink and userspace UAPI sockets).")
-	f.StringVar(&c.DumpCommand, "wireguard.dump-command", "", "Command printing `wg show all dump` output, e.g. \"wg show all dump\" or \"ssh host wg show all dump\".")
-	f.Var(&c.DumpFiles, "wireguard.dump-files", "Comma-separated files holding `wg show all dump` output, re-read each interval.")
+	f.StringVar(&c.DumpCommand, "wireguard.dump-command", "", "Command printing 'wg show all dump' output, e.g. \"wg show all dump\" or \"ssh host wg show all dump\".")
+	f.Var(&c.DumpFiles, "wireguard.dump-files", "Comma-separated files holding 'wg show all dump' output, re-read each interval.")
 	f.Var(&c.ExporterURLs, "wireguard.exporter-urls", "Comma-separated /metrics URLs of mdlayher/wireguard_exporter or MindFlavor/prometheus_wireguard_exporter.")
 	d := DefaultThresholds
 	f.DurationVar(&c.StaleAfter, "wireguard.stale-after", d.StaleAfter, "Handshake age from which a tunnel is degraded (WireGuard's REJECT_AFTER_TIME).")

@@ -20,7 +20,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"os"
 	"regexp"
 	"sort"
 	"strconv"
@@ -31,6 +30,8 @@ import (
 	"github.com/ClickHouse/ch-go/compress"
 	"github.com/andybalholm/brotli"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridianhq/meridian/internal/secret"
 )
 
 // PasswordEnv is the environment variable holding the password when no file is set.
@@ -46,7 +47,7 @@ type Querier interface {
 // Config is the endpoint's configuration.
 type Config struct {
 	User             string        `yaml:"user"`
-	PasswordFile     string        `yaml:"password_file"`
+	PasswordFile     string        `yaml:"password_file" secret:"MERIDIAN_CLICKHOUSE_HTTP_PASSWORD"`
 	MaxExecutionTime time.Duration `yaml:"max_execution_time"`
 	MaxResultBytes   int64         `yaml:"max_result_bytes"`
 	MaxResultRows    int64         `yaml:"max_result_rows"`
@@ -95,16 +96,10 @@ func (c *Config) Validate() error {
 	return nil
 }
 
-// Password reads the password from the password file or the environment.
-func (c *Config) Password() (string, error) {
-	if c.PasswordFile != "" {
-		b, err := os.ReadFile(c.PasswordFile)
-		if err != nil {
-			return "", fmt.Errorf("clickhouse_http.password_file: %w", err)
-		}
-		return strings.TrimSpace(string(b)), nil
-	}
-	return os.Getenv(PasswordEnv), nil
+// Password is where the endpoint's password is: password_file, else
+// $MERIDIAN_CLICKHOUSE_HTTP_PASSWORD.
+func (c *Config) Password() secret.Source {
+	return secret.Source{File: c.PasswordFile, Env: PasswordEnv, Field: "clickhouse_http.password_file"}
 }
 
 // maxQuerySize bounds a request's SQL (URL parameter plus body).
@@ -114,7 +109,7 @@ const maxQuerySize = 1 << 20
 // bearer-token middleware: it authenticates as ClickHouse does, with a user and password.
 type Handler struct {
 	cfg      Config
-	password string
+	password secret.Value
 	q        Querier
 	slots    chan struct{} // one per query running on the engine
 	log      *slog.Logger
@@ -131,16 +126,24 @@ type Handler struct {
 	duration prometheus.Histogram
 }
 
-// New creates the endpoint over q. It refuses to start without a password.
-func New(cfg Config, q Querier, log *slog.Logger, reg prometheus.Registerer) (*Handler, error) {
+// Deps are what the endpoint uses besides its configuration.
+type Deps struct {
+	Querier    Querier // the engine the queries run on
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// New creates the endpoint. It refuses to start without a password.
+func New(cfg Config, d Deps) (*Handler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	pw, err := cfg.Password()
+	q, log, reg := d.Querier, d.Logger, d.Registerer
+	pw, err := secret.Read(cfg.Password())
 	if err != nil {
 		return nil, err
 	}
-	if pw == "" {
+	if pw.Empty() {
 		return nil, fmt.Errorf("clickhouse_http: no password: set %s or -clickhouse-http.password-file", PasswordEnv)
 	}
 	h := &Handler{
@@ -345,7 +348,7 @@ func (h *Handler) authenticate(r *http.Request) *Exception {
 		return exception(codeRequiredPassword, "%s: Authentication failed: password is required", user)
 	}
 	userOK := subtle.ConstantTimeCompare([]byte(user), []byte(h.cfg.User))
-	passOK := subtle.ConstantTimeCompare([]byte(pass), []byte(h.password))
+	passOK := subtle.ConstantTimeCompare([]byte(pass), []byte(h.password.Reveal()))
 	if userOK&passOK != 1 {
 		return exception(codeAuthenticationFailed, "%s: Authentication failed: password is incorrect, or there is no user with such name", user)
 	}

@@ -93,7 +93,7 @@ func newEndpoint(t testing.TB, maxResultBytes int64) *endpoint {
 	}
 	reg := prometheus.NewRegistry()
 	h, err := chhttp.New(config(chhttp.Config{User: user, PasswordFile: pwFile, MaxExecutionTime: 20 * time.Second, MaxResultBytes: maxResultBytes, MaxConcurrentQueries: 2}),
-		store, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+		chhttp.Deps{Querier: store, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -400,7 +400,7 @@ func TestConcurrencyLimit(t *testing.T) {
 	os.WriteFile(pw, []byte(password), 0o600)
 	reg := prometheus.NewRegistry()
 	h, err := chhttp.New(config(chhttp.Config{User: user, PasswordFile: pw, MaxExecutionTime: 20 * time.Second, MaxResultBytes: 1 << 20, MaxConcurrentQueries: 1}),
-		g, slog.New(slog.NewTextHandler(io.Discard, nil)), reg)
+		chhttp.Deps{Querier: g, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

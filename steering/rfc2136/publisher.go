@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"os"
 	"slices"
 	"strings"
 	"time"
@@ -24,20 +23,21 @@ import (
 	"github.com/miekg/dns"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meridianhq/meridian/internal/secret"
 	"github.com/meridianhq/meridian/steering/pick"
 )
 
 // Config is where and how to publish. The TSIG secret is read from a file or an
 // environment variable, never from the config itself, and is never logged.
 type Config struct {
-	Server        string        `yaml:"server"`          // host:port of the primary; "" disables publishing
-	Zone          string        `yaml:"zone"`            // zone to update
-	KeyName       string        `yaml:"key_name"`        // TSIG key name
-	KeyAlgorithm  string        `yaml:"key_algorithm"`   // hmac-sha256 (default), hmac-sha512, ...
-	KeySecretFile string        `yaml:"key_secret_file"` // file holding the base64 secret
-	KeySecretEnv  string        `yaml:"key_secret_env"`  // or the environment variable holding it
-	Interval      time.Duration `yaml:"interval"`        // how often changed sets are pushed
-	Resync        time.Duration `yaml:"resync"`          // how often every set is pushed again, repairing drift
+	Server        string        `yaml:"server"`                                           // host:port of the primary; "" disables publishing
+	Zone          string        `yaml:"zone"`                                             // zone to update
+	KeyName       string        `yaml:"key_name"`                                         // TSIG key name
+	KeyAlgorithm  string        `yaml:"key_algorithm"`                                    // hmac-sha256 (default), hmac-sha512, ...
+	KeySecretFile string        `yaml:"key_secret_file" secret:"MERIDIAN_RFC2136_SECRET"` // file holding the base64 secret
+	KeySecretEnv  string        `yaml:"key_secret_env"`                                   // or the environment variable holding it
+	Interval      time.Duration `yaml:"interval"`                                         // how often changed sets are pushed
+	Resync        time.Duration `yaml:"resync"`                                           // how often every set is pushed again, repairing drift
 	TTL           uint32        `yaml:"ttl"`
 	Timeout       time.Duration `yaml:"timeout"`
 }
@@ -82,17 +82,11 @@ func (c *Config) Validate() error {
 }
 
 func (c *Config) secret() (string, error) {
-	if c.KeySecretFile != "" {
-		b, err := os.ReadFile(c.KeySecretFile)
-		if err != nil {
-			return "", fmt.Errorf("steering.rfc2136.key_secret_file: %w", err)
-		}
-		return strings.TrimSpace(string(b)), nil
+	s, err := secret.Read(secret.Source{File: c.KeySecretFile, Env: c.KeySecretEnv, Field: "steering.rfc2136.key_secret_file"})
+	if err == nil && s.Empty() {
+		err = fmt.Errorf("steering.rfc2136: no TSIG secret (set key_secret_file or $%s)", c.KeySecretEnv)
 	}
-	if s := os.Getenv(c.KeySecretEnv); s != "" {
-		return s, nil
-	}
-	return "", fmt.Errorf("steering.rfc2136: no TSIG secret (set key_secret_file or $%s)", c.KeySecretEnv)
+	return s.Reveal(), err
 }
 
 // Source gives the current answer set of a service for a client region.
