@@ -94,6 +94,7 @@ type Engine struct {
 
 	matrix    *geodns.Matrix
 	overrides *overrideSet
+	history   History // where /api/steering/replay reads; nil: no replay
 
 	mu      sync.Mutex
 	groups  []*group
@@ -140,7 +141,7 @@ func newEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, aler
 			Name: "meridian_steering_pop_down", Help: "1 when a quorum of vantages sees the POP failing.",
 		}, []string{"pop"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meridian_steering_override_requests_refused_total", Help: "Override API requests refused: a malformed body (body) or an override the inventory or limits refuse (override).",
+			Name: "meridian_steering_override_requests_refused_total", Help: "Steering API requests refused: a malformed override body (body), an override the inventory or limits refuse (override), a replay's bad interval or candidate configuration (replay).",
 		}, []string{"reason"}),
 		regret: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meridian_steering_regret_milliseconds", Help: "RTT from a client region's vantage to the POPs it is answered with (weighted) minus the RTT to the best healthy POP its residency allows.",

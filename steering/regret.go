@@ -32,5 +32,10 @@ func (e *Engine) regretOf(g *group, health map[string]geodns.POPHealth, pages ma
 	if weights == 0 || math.IsInf(best, 1) || math.IsInf(sum, 1) {
 		return 0
 	}
-	return sum/weights - best
+	// Rounded to a nanosecond of RTT: the weighted mean of equal costs is not always
+	// exactly the cost in floating point, and a regret of -7e-15 ms reads as a bug.
+	if r := math.Round((sum/weights-best)*1e6) / 1e6; r != 0 {
+		return r
+	}
+	return 0 // not -0
 }
