@@ -95,6 +95,7 @@ type Engine struct {
 	matrix    *geodns.Matrix
 	overrides *overrideSet
 	history   History // where /api/steering/replay reads; nil: no replay
+	replaying bool    // a replay's engine: it builds no DNS answer sets
 
 	mu      sync.Mutex
 	groups  []*group
@@ -317,7 +318,9 @@ func (e *Engine) decide(in Inputs) []pipeline.Record {
 			r.(*pipeline.SteeringDecision).RegretMs = g.regret
 		}
 		decisions = append(decisions, recs...)
-		table[groupKey{g.svc.Name, g.region.Name}] = e.set(g)
+		if !e.replaying {
+			table[groupKey{g.svc.Name, g.region.Name}] = e.set(g)
+		}
 	}
 	e.table.Store(&table)
 	slices.SortStableFunc(decisions, func(a, b pipeline.Record) int {

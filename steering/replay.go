@@ -190,6 +190,7 @@ func Replay(ctx context.Context, h History, live Config, inv *inventory.Inventor
 			if e, err = newEngine(cfg, inv, nil, nil, log, prometheus.NewRegistry()); err != nil {
 				return nil, fmt.Errorf("replay: %w", err)
 			}
+			e.replaying = true
 			if res.WarmupFrom.IsZero() || in.Now.Before(opt.From) {
 				res.WarmupFrom, res.FromEngineStart = in.Now, in.Now.Equal(r.Started)
 			}

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -53,6 +55,8 @@ type labHarness struct {
 	inv  *inventory.Inventory
 	down map[string]bool
 	tick time.Duration
+	// probeTime is the wall time spent making and consuming probes, not ticking
+	probeTime time.Duration
 }
 
 func newLabHarness(t testing.TB, cfg Config) *labHarness {
@@ -69,6 +73,7 @@ func newLabHarness(t testing.TB, cfg Config) *labHarness {
 
 func (h *labHarness) run(d time.Duration) {
 	for end := h.now.Add(d); h.now.Before(end); h.now = h.now.Add(h.tick) {
+		start := time.Now()
 		var recs []pipeline.Record
 		for _, v := range h.inv.Sites {
 			for _, p := range h.inv.POPs {
@@ -77,6 +82,7 @@ func (h *labHarness) run(d time.Duration) {
 			}
 		}
 		h.e.Consume(recs)
+		h.probeTime += time.Since(start)
 		h.e.Tick(context.Background())
 	}
 }
@@ -337,4 +343,52 @@ func TestReplayBadInput(t *testing.T) {
 			t.Errorf("candidate %q: %v, want %q", tc.yaml, err, tc.want)
 		}
 	}
+}
+
+// BenchmarkReplay replays one hour of lab history (the replay scenario over and over:
+// calm, a POP failure and heal, a page alert, a manual drain; 18,000 ticks of 25 cells)
+// and reports the recorded ticks (inputs) replayed per second. Its ratio is against the
+// live engine ticking the same hour in the same run (gather, decide, record: the work a
+// replay redoes, less the reading). It fails unless the replay made exactly the live
+// decisions over every tick.
+func BenchmarkReplay(b *testing.B) {
+	h := newLabHarness(b, testConfig(b))
+	from := h.now
+	start := time.Now()
+	for h.now.Sub(from) < time.Hour {
+		h.scenario()
+	}
+	live := time.Since(start)
+	to := h.now
+	hist := h.history()
+	recorded, _ := hist.Inputs(context.Background(), from, to)
+	b.ResetTimer()
+	var res *ReplayResult
+	cpu0 := cpuTime()
+	begin := time.Now()
+	for range b.N {
+		var err error
+		if res, err = Replay(context.Background(), hist, testConfig(b), h.inv, ReplayOptions{From: from, To: to}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	took := time.Since(begin) / time.Duration(b.N)
+	cpu := (cpuTime() - cpu0) / time.Duration(b.N)
+	b.StopTimer()
+	if res.Ticks != len(recorded) || len(res.Differences) != 0 || len(res.Decisions) == 0 {
+		b.Fatalf("replayed %d ticks of %d, %d decisions, %d differences", res.Ticks, len(recorded), len(res.Decisions), len(res.Differences))
+	}
+	rate := float64(res.Ticks) / took.Seconds()
+	liveRate := float64(len(recorded)) / (live - h.probeTime).Seconds()
+	b.Logf("%s of history (%d ticks, %d decisions) replayed in %s (process CPU %s); the live engine ticked it in %s (probes apart)",
+		to.Sub(from).Round(time.Second), res.Ticks, len(res.Decisions), took.Round(time.Millisecond), cpu.Round(time.Millisecond), (live - h.probeTime).Round(time.Millisecond))
+	fmt.Printf("BENCH steering_replay_inputs_per_second %.0f inputs/s ratio=%.2f\n", rate, rate/liveRate)
+}
+
+// cpuTime is the CPU time this process has used (user and system): on a shared machine a
+// wall-clock rate depends on the neighbours.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }
