@@ -7,6 +7,8 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -125,5 +127,21 @@ func TestReplayAPI(t *testing.T) {
 	}
 	if code, _ := call("GET", url.Values{"from": {"10m"}, "to": {"now"}}, "", "wrong"); code != http.StatusUnauthorized {
 		t.Errorf("wrong token: %d", code)
+	}
+
+	// The command line asks the same API; a candidate's errors name its file.
+	t.Setenv("TEST_REPLAY_TOKEN", "tok")
+	dir := t.TempDir()
+	good, bad := filepath.Join(dir, "good.yaml"), filepath.Join(dir, "bad.yaml")
+	os.WriteFile(good, []byte("steering:\n  min_hold: 2m\n"), 0o600)
+	os.WriteFile(bad, []byte("steering:\n  min_hold: -2m\n"), 0o600)
+	var out strings.Builder
+	args := []string{"-server", srv.URL, "-from", rfc(from), "-to", rfc(to), "-o", "json", "-config", good}
+	if err := ReplayCmd(context.Background(), args, "TEST_REPLAY_TOKEN", &out, io.Discard); err != nil || json.Unmarshal([]byte(out.String()), &res) != nil || !res.Candidate || len(res.Differences) == 0 {
+		t.Errorf("replay command: %v %.300s", err, out.String())
+	}
+	args[len(args)-1] = bad
+	if err := ReplayCmd(context.Background(), args, "TEST_REPLAY_TOKEN", io.Discard, io.Discard); err == nil || err.Error() != bad+": steering.min_hold: must be >= 0" {
+		t.Errorf("replay command with a bad candidate: %v", err)
 	}
 }
