@@ -243,7 +243,9 @@ func fillWorld(t *testing.T, store *storage.Store, to time.Time) {
 				old, w, cause, reason = 0.5, 0, "health", "2 of 3 vantages see 3+ consecutive probe failures"
 			}
 			add(&pipeline.SteeringDecision{M: pipeline.Meta{Time: now, Collector: "steering"}, Service: service, ClientRegion: "asia", POP: "par",
-				OldWeight: old, NewWeight: w, Cause: cause, Reason: reason})
+				OldWeight: old, NewWeight: w, Cause: cause, Reason: reason, RegretMs: 12.5})
+			add(&pipeline.SteeringInputs{M: pipeline.Meta{Time: now, Collector: "steering"}, Started: to.Add(-6 * time.Hour), Keyframe: true,
+				Cells: []pipeline.SteeringCell{{Vantage: "tokyo", POP: "par", RTT: 2 * time.Millisecond, LastSeen: now, LastOK: now}}})
 		}
 	}
 	enc := storage.NewEncoder()

@@ -19,10 +19,11 @@ const (
 	KindFlowEdge
 	KindProbe
 	KindSteeringDecision
+	KindSteeringInputs
 )
 
 // Kinds lists every record kind, in a stable order.
-var Kinds = []Kind{KindTunnelStat, KindOSDStat, KindCephHealth, KindCephPool, KindFlow, KindFlowEdge, KindProbe, KindSteeringDecision}
+var Kinds = []Kind{KindTunnelStat, KindOSDStat, KindCephHealth, KindCephPool, KindFlow, KindFlowEdge, KindProbe, KindSteeringDecision, KindSteeringInputs}
 
 var kindNames = map[Kind]string{
 	KindTunnelStat:       "tunnel_stat",
@@ -33,6 +34,7 @@ var kindNames = map[Kind]string{
 	KindFlowEdge:         "flow_edge",
 	KindProbe:            "probe",
 	KindSteeringDecision: "steering_decision",
+	KindSteeringInputs:   "steering_inputs",
 }
 
 // String is the kind's snake_case name, used in metric labels, spool files and logs.
@@ -207,6 +209,47 @@ type SteeringDecision struct {
 	NewWeight    float64
 	Cause        string // health, slo, rtt, override, failopen, restore
 	Reason       string // human-readable explanation
+	// RegretMs is the region's regret once this change applied: the RTT to the POPs it
+	// is answered with (weighted) minus the RTT to the best healthy POP its residency
+	// allows, in milliseconds, from the region's vantage; 0 without a vantage.
+	RegretMs float64
+}
+
+// SteeringInputs is what the steering engine read on one tick, recorded so that the tick
+// can be replayed exactly (steering.Replay). Meta.Time is the tick's clock. To stay small
+// it carries changes: the cells that differ from the previous tick's, and the alerts and
+// overrides only when they changed; a keyframe carries everything.
+type SteeringInputs struct {
+	M       Meta
+	Started time.Time // the engine's start: a new value means a new engine, with empty state
+	// Keyframe: Cells, Alerts and Overrides are complete (the engine's first tick, then
+	// one a minute), so a replay may start here.
+	Keyframe         bool
+	Cells            []SteeringCell
+	AlertsChanged    bool // Alerts is the new firing set (possibly empty)
+	Alerts           []SteeringAlert
+	OverridesChanged bool // Overrides is the new set in force (possibly empty)
+	Overrides        []SteeringOverride
+}
+
+// SteeringCell is one vantage's view of one POP as steering read it (geodns.Cell).
+type SteeringCell struct {
+	Vantage, POP     string
+	RTT              time.Duration // smoothed; 0 when never measured
+	Failures         int           // longest run of consecutive failures among the methods
+	LastSeen, LastOK time.Time
+}
+
+// SteeringAlert is one firing SLO alert as steering read it.
+type SteeringAlert struct {
+	Name, Severity string
+	Labels         map[string]string
+	ActiveAt       time.Time
+}
+
+// SteeringOverride is one manual drain or pin in force.
+type SteeringOverride struct {
+	Action, POP, Service, Region, Source string
 }
 
 func (r *TunnelStat) Kind() Kind       { return KindTunnelStat }
@@ -217,6 +260,7 @@ func (r *Flow) Kind() Kind             { return KindFlow }
 func (r *FlowEdge) Kind() Kind         { return KindFlowEdge }
 func (r *Probe) Kind() Kind            { return KindProbe }
 func (r *SteeringDecision) Kind() Kind { return KindSteeringDecision }
+func (r *SteeringInputs) Kind() Kind   { return KindSteeringInputs }
 
 func (r *TunnelStat) Meta() *Meta       { return &r.M }
 func (r *OSDStat) Meta() *Meta          { return &r.M }
@@ -226,3 +270,4 @@ func (r *Flow) Meta() *Meta             { return &r.M }
 func (r *FlowEdge) Meta() *Meta         { return &r.M }
 func (r *Probe) Meta() *Meta            { return &r.M }
 func (r *SteeringDecision) Meta() *Meta { return &r.M }
+func (r *SteeringInputs) Meta() *Meta   { return &r.M }

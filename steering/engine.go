@@ -1,6 +1,7 @@
 package steering
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"log/slog"
@@ -76,6 +77,8 @@ type group struct {
 	chosen     []string // POPs the RTT ranking chose last
 	proposed   []string // a different choice RTT has wanted since proposedAt
 	proposedAt time.Time
+	regret     float64          // ms, as of the last tick (regret.go)
+	regretG    prometheus.Gauge // meridian_steering_regret_milliseconds of the group
 }
 
 // Engine turns probe, SLO and override state into weights, one tick at a time. It is
@@ -91,6 +94,8 @@ type Engine struct {
 
 	matrix    *geodns.Matrix
 	overrides *overrideSet
+	history   History // where /api/steering/replay reads; nil: no replay
+	replaying bool    // a replay's engine: it builds no DNS answer sets
 
 	mu      sync.Mutex
 	groups  []*group
@@ -105,12 +110,25 @@ type Engine struct {
 	decisions *prometheus.CounterVec
 	popDown   *prometheus.GaugeVec
 	refused   *prometheus.CounterVec // override requests refused, by reason
+	regret    *prometheus.GaugeVec
 
-	pending []pipeline.Record // decisions the pipeline has not accepted yet; Tick's goroutine only
+	inputs  inputsLog         // what the last ticks read, for SteeringInputs records; Tick's goroutine only
+	pending []pipeline.Record // records the pipeline has not accepted yet; Tick's goroutine only
 }
 
-// NewEngine builds the weight engine; alertSrc may be nil (no SLO input).
+// NewEngine builds the weight engine and runs its first tick; alertSrc may be nil (no
+// SLO input).
 func NewEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, alertSrc alerts.Source, log *slog.Logger, reg prometheus.Registerer) (*Engine, error) {
+	e, err := newEngine(cfg, inv, app, alertSrc, log, reg)
+	if err != nil {
+		return nil, err
+	}
+	e.Tick(context.Background())
+	return e, nil
+}
+
+// newEngine builds an engine that has not ticked yet: a replay feeds it recorded inputs.
+func newEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, alertSrc alerts.Source, log *slog.Logger, reg prometheus.Registerer) (*Engine, error) {
 	e := &Engine{
 		cfg: cfg, inv: inv, app: app, alerts: alertSrc, log: log, now: time.Now,
 		matrix: geodns.NewMatrix(), entries: map[key]*entry{}, down: map[string]bool{}, probes: newProbeState(),
@@ -124,10 +142,13 @@ func NewEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, aler
 			Name: "meridian_steering_pop_down", Help: "1 when a quorum of vantages sees the POP failing.",
 		}, []string{"pop"}),
 		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meridian_steering_override_requests_refused_total", Help: "Override API requests refused: a malformed body (body) or an override the inventory or limits refuse (override).",
+			Name: "meridian_steering_override_requests_refused_total", Help: "Steering API requests refused: a malformed override body (body), an override the inventory or limits refuse (override), a replay's bad interval or candidate configuration (replay).",
 		}, []string{"reason"}),
+		regret: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_steering_regret_milliseconds", Help: "RTT from a client region's vantage to the POPs it is answered with (weighted) minus the RTT to the best healthy POP its residency allows.",
+		}, []string{"service", "region"}),
 	}
-	for _, c := range []prometheus.Collector{e.weight, e.decisions, e.popDown, e.refused} {
+	for _, c := range []prometheus.Collector{e.weight, e.decisions, e.popDown, e.refused, e.regret} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("steering metrics: %w", err)
 		}
@@ -140,7 +161,6 @@ func NewEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, aler
 	if err := e.buildGroups(); err != nil {
 		return nil, err
 	}
-	e.Tick(context.Background())
 	return e, nil
 }
 
@@ -158,7 +178,7 @@ func (e *Engine) buildGroups() error {
 		}
 		for _, svc := range e.inv.Services {
 			svc.Name = dns.CanonicalName(svc.Name)
-			g := &group{svc: svc, region: r}
+			g := &group{svc: svc, region: r, regretG: e.regret.WithLabelValues(svc.Name, r.Name)}
 			for _, p := range svc.POPs {
 				if len(r.AllowedPOPs) == 0 || slices.Contains(r.AllowedPOPs, p) {
 					g.candidates = append(g.candidates, p)
@@ -241,26 +261,40 @@ type target struct {
 	emergency     bool // drains at once instead of ramping down
 }
 
-// Tick recomputes every weight once and records each change.
+// Tick reads the engine's inputs, decides every weight once from them, and records the
+// inputs and each change.
 func (e *Engine) Tick(ctx context.Context) {
-	now := e.now()
-	health := e.matrix.Health(now.Add(-e.cfg.Stale), e.cfg.FailThreshold, e.cfg.Quorum)
-	cells := e.matrix.Cells(now.Add(-e.cfg.Stale))
+	in := e.gather()
+	recs := e.decide(in)
+	e.record(ctx, append([]pipeline.Record{e.inputs.record(in)}, recs...))
+}
+
+// decide recomputes every weight from one tick's inputs. It reads nothing else but the
+// engine's own state (holds, ramps, RTT choices), so the same inputs from the same state
+// give the same decisions: replay relies on it. Decisions come sorted by service, region
+// and POP.
+func (e *Engine) decide(in Inputs) []pipeline.Record {
+	now := in.Now
+	since := now.Add(-e.cfg.Stale)
+	cells := make([]geodns.Cell, 0, len(in.Cells))
+	for _, c := range in.Cells {
+		if !c.LastSeen.Before(since) {
+			cells = append(cells, c)
+		}
+	}
+	health := geodns.HealthOf(cells, e.cfg.FailThreshold, e.cfg.Quorum)
 	rtt := map[[2]string]time.Duration{} // vantage, POP -> fresh smoothed RTT
 	for _, c := range cells {
 		if c.RTT > 0 && now.Sub(c.LastOK) < e.cfg.Stale {
 			rtt[[2]string{c.Vantage, c.POP}] = c.RTT
 		}
 	}
-	var firing []alerts.Alert
-	if e.alerts != nil {
-		firing = e.alerts.Firing()
-	}
 
 	e.mu.Lock()
+	defer e.mu.Unlock()
 	var decisions []pipeline.Record
 	e.probes.observe(cells, e.cfg.FailThreshold, now)
-	pages, tickets := e.alertState(firing)
+	pages, tickets := e.alertState(in.Alerts)
 	for pop := range e.down {
 		if !health[pop].Down {
 			delete(e.down, pop)
@@ -276,22 +310,32 @@ func (e *Engine) Tick(ctx context.Context) {
 	}
 	table := map[groupKey]*pick.Set{}
 	for _, g := range e.groups {
-		targets := e.targets(g, now, health, rtt, pages, tickets)
-		decisions = append(decisions, e.step(g, targets, now)...)
-		table[groupKey{g.svc.Name, g.region.Name}] = e.set(g)
+		targets := e.targets(g, now, health, rtt, pages, tickets, in.Overrides)
+		recs := e.step(g, targets, now)
+		g.regret = e.regretOf(g, health, pages, rtt)
+		g.regretG.Set(g.regret)
+		for _, r := range recs {
+			r.(*pipeline.SteeringDecision).RegretMs = g.regret
+		}
+		decisions = append(decisions, recs...)
+		if !e.replaying {
+			table[groupKey{g.svc.Name, g.region.Name}] = e.set(g)
+		}
 	}
 	e.table.Store(&table)
-	e.mu.Unlock()
-
-	e.record(ctx, decisions)
+	slices.SortStableFunc(decisions, func(a, b pipeline.Record) int {
+		x, y := a.(*pipeline.SteeringDecision), b.(*pipeline.SteeringDecision)
+		return cmp.Or(strings.Compare(x.Service, y.Service), strings.Compare(x.ClientRegion, y.ClientRegion), strings.Compare(x.POP, y.POP))
+	})
+	return decisions
 }
 
 // maxPending bounds the decisions kept while the pipeline refuses them.
 const maxPending = 10000
 
-// record appends decisions, with any the pipeline refused before (the first tick runs
-// before the pipeline has started; a full spool pushes back). Refused ones wait for the
-// next tick, so the decision log has no gaps.
+// record appends a tick's inputs and decisions, with any the pipeline refused before
+// (the first tick runs before the pipeline has started; a full spool pushes back).
+// Refused ones wait for the next tick, so the logs have no gaps.
 func (e *Engine) record(ctx context.Context, decisions []pipeline.Record) {
 	if e.app == nil {
 		return
@@ -305,7 +349,7 @@ func (e *Engine) record(ctx context.Context, decisions []pipeline.Record) {
 	if err := e.app.Append(actx, e.pending...); err != nil {
 		if over := len(e.pending) - maxPending; over > 0 {
 			e.pending = e.pending[over:]
-			e.log.Error("steering decisions lost: the pipeline refused them for too long", "n", over, "err", err)
+			e.log.Error("steering decisions and inputs lost: the pipeline refused them for too long", "n", over, "err", err)
 		}
 		return
 	}
@@ -321,11 +365,11 @@ func alertFor(m map[string]string, svc, pop string) (string, bool) {
 }
 
 // targets decides each candidate's target weight for one group.
-func (e *Engine) targets(g *group, now time.Time, health map[string]geodns.POPHealth, rtt map[[2]string]time.Duration, pages, tickets map[string]string) map[string]target {
+func (e *Engine) targets(g *group, now time.Time, health map[string]geodns.POPHealth, rtt map[[2]string]time.Duration, pages, tickets map[string]string, overrides []Override) map[string]target {
 	out := map[string]target{}
 	eligible := []string{}
 	held := map[string]target{} // held POPs' targets but for the hold
-	pinned := e.overrides.pinned(g.svc.Name, g.region.Name, g.candidates)
+	pinned := pinnedBy(overrides, g.svc.Name, g.region.Name, g.candidates)
 	for _, p := range g.candidates {
 		base := e.baseWeight(p)
 		t := target{w: base}
@@ -334,7 +378,7 @@ func (e *Engine) targets(g *group, now time.Time, health map[string]geodns.POPHe
 			t = target{0, CauseOverride, "manual pin to " + strings.Join(pinned, ","), true}
 		case len(pinned) > 0:
 			t = target{base, CauseOverride, "manual pin", false}
-		case e.overrides.drained(g.svc.Name, g.region.Name, p):
+		case drainedBy(overrides, g.svc.Name, g.region.Name, p):
 			t = target{0, CauseOverride, "manual drain", true}
 		case health[p].Down:
 			h := health[p]

@@ -153,21 +153,18 @@ func (o Override) matches(svc, region string) bool {
 	return (o.Service == "" || o.Service == svc) && (o.Region == "" || o.Region == region)
 }
 
-func (s *overrideSet) drained(svc, region, pop string) bool {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
-	return slices.ContainsFunc(s.list, func(o Override) bool {
+// drainedBy reports whether an override in list drains pop for the service and region.
+func drainedBy(list []Override, svc, region, pop string) bool {
+	return slices.ContainsFunc(list, func(o Override) bool {
 		return o.Action == "drain" && o.POP == pop && o.matches(svc, region)
 	})
 }
 
-// pinned returns the pinned POPs among candidates; pins outside the candidates (another
+// pinnedBy returns the pinned POPs among candidates; pins outside the candidates (another
 // region's POP) are ignored so that a broad pin can never break residency.
-func (s *overrideSet) pinned(svc, region string, candidates []string) []string {
-	s.mu.RLock()
-	defer s.mu.RUnlock()
+func pinnedBy(list []Override, svc, region string, candidates []string) []string {
 	var out []string
-	for _, o := range s.list {
+	for _, o := range list {
 		if o.Action == "pin" && o.matches(svc, region) && slices.Contains(candidates, o.POP) && !slices.Contains(out, o.POP) {
 			out = append(out, o.POP)
 		}

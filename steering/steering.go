@@ -31,6 +31,7 @@ type Deps struct {
 	Inventory  *inventory.Inventory
 	Appender   pipeline.Appender // SteeringDecision records go here
 	Alerts     alerts.Source     // may be nil
+	History    History           // recorded inputs and decisions for /api/steering/replay; may be nil
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -63,6 +64,7 @@ func New(cfg Config, d Deps) (*Steering, error) {
 	if err != nil {
 		return nil, err
 	}
+	eng.history = d.History
 	s := &Steering{Engine: eng, cfg: cfg, log: d.Logger.With("component", "steering")}
 	var svcNames []string
 	for _, v := range d.Inventory.Services {

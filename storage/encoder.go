@@ -91,6 +91,7 @@ var columnSets = map[pipeline.Kind]func() columnSet{
 	pipeline.KindFlowEdge:         newEdgeCols,
 	pipeline.KindProbe:            newProbeCols,
 	pipeline.KindSteeringDecision: newSteeringCols,
+	pipeline.KindSteeringInputs:   newInputsCols,
 }
 
 // columns declares a table's columns in order; each constructor returns the typed column
@@ -557,7 +558,7 @@ type steeringCols struct {
 	columns
 	meta                              metaCols
 	service, clientRegion, pop, cause *lowCard
-	oldWeight, newWeight              *proto.ColFloat64
+	oldWeight, newWeight, regret      *proto.ColFloat64
 	reason                            *proto.ColStr
 }
 
@@ -571,6 +572,7 @@ func newSteeringCols() columnSet {
 	c.newWeight = c.f64("new_weight")
 	c.cause = c.lc("cause")
 	c.reason = c.str("reason")
+	c.regret = c.f64("regret_ms")
 	return c
 }
 
@@ -587,5 +589,103 @@ func (c *steeringCols) add(rec pipeline.Record) bool {
 	c.newWeight.Append(r.NewWeight)
 	c.cause.Append(r.Cause)
 	c.reason.Append(r.Reason)
+	c.regret.Append(r.RegretMs)
+	return true
+}
+
+// inputsCols holds one steering tick per row; its cells, alerts and overrides are
+// parallel arrays (ClickHouse's Nested layout, written as plain arrays).
+type inputsCols struct {
+	columns
+	meta                                  metaCols
+	started                               *proto.ColDateTime64
+	keyframe, alertsChanged, ovChanged    *proto.ColBool
+	cellVantage, cellPOP                  *proto.ColArr[string]
+	cellRTT                               *proto.ColArr[int64]
+	cellFailures                          *proto.ColArr[uint32]
+	cellLastSeen, cellLastOK, alertActive *proto.ColArr[time.Time]
+	alertName, alertSeverity              *proto.ColArr[string]
+	alertLabels                           *proto.ColArr[map[string]string]
+	ovAction, ovPOP, ovService, ovRegion  *proto.ColArr[string]
+	ovSource                              *proto.ColArr[string]
+
+	// scratch rows, reused between records
+	vantages, pops, names, sevs, acts, opops, svcs, regs, srcs []string
+	rtts                                                       []int64
+	fails                                                      []uint32
+	seen, ok, active                                           []time.Time
+	labels                                                     []map[string]string
+}
+
+func (c *columns) timeArr(name string) *proto.ColArr[time.Time] {
+	return addCol(c, name, proto.NewArray[time.Time](new(proto.ColDateTime64).WithPrecision(ns).WithLocation(time.UTC)))
+}
+
+func newInputsCols() columnSet {
+	c := &inputsCols{}
+	c.meta = c.columns.meta(ns)
+	c.started = c.time("started", ns)
+	c.keyframe = c.boolean("keyframe")
+	c.cellVantage = c.lcArr("cell_vantage")
+	c.cellPOP = c.lcArr("cell_pop")
+	c.cellRTT = addCol(&c.columns, "cell_rtt", proto.NewArray[int64](new(proto.ColInt64)))
+	c.cellFailures = addCol(&c.columns, "cell_failures", proto.NewArray[uint32](new(proto.ColUInt32)))
+	c.cellLastSeen = c.timeArr("cell_last_seen")
+	c.cellLastOK = c.timeArr("cell_last_ok")
+	c.alertsChanged = c.boolean("alerts_changed")
+	c.alertName = addCol(&c.columns, "alert_name", proto.NewArray[string](new(proto.ColStr)))
+	c.alertSeverity = c.lcArr("alert_severity")
+	c.alertLabels = addCol(&c.columns, "alert_labels", proto.NewArray[map[string]string](proto.NewMap[string, string](new(proto.ColStr), new(proto.ColStr))))
+	c.alertActive = c.timeArr("alert_active_at")
+	c.ovChanged = c.boolean("overrides_changed")
+	c.ovAction = c.lcArr("override_action")
+	c.ovPOP = c.lcArr("override_pop")
+	c.ovService = c.lcArr("override_service")
+	c.ovRegion = c.lcArr("override_region")
+	c.ovSource = c.lcArr("override_source")
+	return c
+}
+
+func (c *inputsCols) add(rec pipeline.Record) bool {
+	r, ok := rec.(*pipeline.SteeringInputs)
+	if !ok {
+		return false
+	}
+	c.meta.add(&r.M)
+	c.started.Append(r.Started)
+	c.keyframe.Append(r.Keyframe)
+	c.vantages, c.pops, c.rtts, c.fails, c.seen, c.ok = c.vantages[:0], c.pops[:0], c.rtts[:0], c.fails[:0], c.seen[:0], c.ok[:0]
+	for _, x := range r.Cells {
+		c.vantages, c.pops = append(c.vantages, x.Vantage), append(c.pops, x.POP)
+		c.rtts, c.fails = append(c.rtts, int64(x.RTT)), append(c.fails, uint32(max(x.Failures, 0)))
+		c.seen, c.ok = append(c.seen, x.LastSeen), append(c.ok, x.LastOK)
+	}
+	c.cellVantage.Append(c.vantages)
+	c.cellPOP.Append(c.pops)
+	c.cellRTT.Append(c.rtts)
+	c.cellFailures.Append(c.fails)
+	c.cellLastSeen.Append(c.seen)
+	c.cellLastOK.Append(c.ok)
+	c.alertsChanged.Append(r.AlertsChanged)
+	c.names, c.sevs, c.labels, c.active = c.names[:0], c.sevs[:0], c.labels[:0], c.active[:0]
+	for _, a := range r.Alerts {
+		c.names, c.sevs = append(c.names, a.Name), append(c.sevs, a.Severity)
+		c.labels, c.active = append(c.labels, a.Labels), append(c.active, a.ActiveAt)
+	}
+	c.alertName.Append(c.names)
+	c.alertSeverity.Append(c.sevs)
+	c.alertLabels.Append(c.labels)
+	c.alertActive.Append(c.active)
+	c.ovChanged.Append(r.OverridesChanged)
+	c.acts, c.opops, c.svcs, c.regs, c.srcs = c.acts[:0], c.opops[:0], c.svcs[:0], c.regs[:0], c.srcs[:0]
+	for _, o := range r.Overrides {
+		c.acts, c.opops, c.svcs = append(c.acts, o.Action), append(c.opops, o.POP), append(c.svcs, o.Service)
+		c.regs, c.srcs = append(c.regs, o.Region), append(c.srcs, o.Source)
+	}
+	c.ovAction.Append(c.acts)
+	c.ovPOP.Append(c.opops)
+	c.ovService.Append(c.svcs)
+	c.ovRegion.Append(c.regs)
+	c.ovSource.Append(c.srcs)
 	return true
 }

@@ -25,6 +25,7 @@ var Tables = map[pipeline.Kind]string{
 	pipeline.KindFlowEdge:         "flow_edges",
 	pipeline.KindProbe:            "probes",
 	pipeline.KindSteeringDecision: "steering_decisions",
+	pipeline.KindSteeringInputs:   "steering_inputs",
 }
 
 // driver is what differs between the embedded engine and a server.

@@ -5,6 +5,7 @@ package main
 import (
 	"context"
 	"errors"
+	"flag"
 	"fmt"
 	"io"
 	"log/slog"
@@ -19,6 +20,8 @@ import (
 	"github.com/meridianhq/meridian/internal/build"
 	"github.com/meridianhq/meridian/internal/configfile"
 	"github.com/meridianhq/meridian/internal/tracing"
+	"github.com/meridianhq/meridian/server"
+	"github.com/meridianhq/meridian/steering"
 )
 
 func main() {
@@ -36,6 +39,19 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return labCommand(args[1:], stdout, stderr)
 		case "config":
 			return configCommand(args[1:], stdout, stderr)
+		case "steering":
+			if len(args) < 2 || args[1] != "replay" {
+				fmt.Fprintf(stderr, steering.ReplayUsage, server.TokenEnv)
+				return 2
+			}
+			if err := steering.ReplayCmd(context.Background(), args[2:], server.TokenEnv, stdout, stderr); err != nil {
+				if errors.Is(err, flag.ErrHelp) {
+					return 0
+				}
+				fmt.Fprintln(stderr, "meridian steering replay:", err)
+				return 2
+			}
+			return 0
 		case "slo":
 			if len(args) < 2 || args[1] != "generate" {
 				fmt.Fprintln(stderr, "usage: meridian slo generate [-out alerts/rules] [-windows FILE]... [-extra-label k=v]... SPEC...")

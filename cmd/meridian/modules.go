@@ -236,7 +236,7 @@ func (a *app) initRuler() (services.Service, error) {
 func (a *app) initSteering() (services.Service, error) {
 	st, err := steering.New(a.cfg.Steering, steering.Deps{
 		Inventory: &a.cfg.Inventory, Appender: a.pipeline, Alerts: a.alerts(),
-		Logger: a.log, Registerer: a.reg,
+		History: steering.NewHistory(a.store, a.store.Database()), Logger: a.log, Registerer: a.reg,
 	})
 	if err != nil {
 		return nil, err

@@ -56,6 +56,8 @@ var routeTable = map[string][]probe{
 	"GET /api/steering/overrides":         {{"GET", "/api/steering/overrides", "", apiToken, 200}},
 	"POST /api/steering/overrides":        {{"POST", "/api/steering/overrides", `{"action":"drain","pop":"no-such-pop"}`, apiToken, 400}},
 	"DELETE /api/steering/overrides/{id}": {{"DELETE", "/api/steering/overrides/no-such-id", "", apiToken, 404}},
+	"GET /api/steering/replay":            {{"GET", "/api/steering/replay?from=now&to=10m", "", apiToken, 400}}, // inverted
+	"POST /api/steering/replay":           {{"POST", "/api/steering/replay?from=10m&to=now", "steering: {ramp_step: 2}", apiToken, 400}},
 	"GET /map/ws":                         {{"GET", "/map/ws", "", mapToken, 400}}, // authorized, but not a websocket handshake
 	"GET /map/api/snapshot":               {{"GET", "/map/api/snapshot", "", mapToken, 200}},
 	"GET /map/api/history":                {{"GET", "/map/api/history", "", mapToken, 200}},

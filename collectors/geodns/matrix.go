@@ -115,8 +115,14 @@ type POPHealth struct {
 // reporting vantages (0 = a majority) each see `threshold` consecutive failures. Requiring
 // a quorum keeps one vantage's broken uplink from draining a POP for everyone.
 func (m *Matrix) Health(since time.Time, threshold, quorum int) map[string]POPHealth {
+	return HealthOf(m.Cells(since), threshold, quorum)
+}
+
+// HealthOf is Health over given cells (those the caller counts as recent), so that a
+// recorded view can be judged again.
+func HealthOf(cells []Cell, threshold, quorum int) map[string]POPHealth {
 	out := map[string]POPHealth{}
-	for _, c := range m.Cells(since) {
+	for _, c := range cells {
 		h := out[c.POP]
 		h.POP = c.POP
 		h.Vantages++

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/meridianhq/meridian/internal/amtest"
+	"github.com/meridianhq/meridian/internal/promtest"
+	"github.com/meridianhq/meridian/lab"
+	"github.com/meridianhq/meridian/steering"
+)
+
+// TestLabReplay runs the lab with every module for a few minutes: calm, `fail pop
+// nuremberg`, heal, back to full weight. No SLO specs: the probes alone steer, so that
+// the heal's timing does not hang on alert windows (the replay of alerts is tested in
+// steering). It stops Meridian (the pipeline flushes) and
+// replays the interval from ClickHouse with the live configuration: the replay makes
+// exactly the live decisions (time, weights, cause, reason). It logs the regret read
+// from /metrics in the calm and while Nuremberg is held after the heal, next to the
+// probes' RTTs. -short skips.
+func TestLabReplay(t *testing.T) {
+	if testing.Short() {
+		t.Skip("the lab replay takes about 3 minutes")
+	}
+	dir := t.TempDir()
+	logs, _ := os.Create(filepath.Join(dir, "meridian.log"))
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	const token = "replay-token"
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cfg, err := parseConfig([]string{
+		fmt.Sprintf("-server.listen-address=127.0.0.1:%d", amtest.FreePort(t)), "-server.token-file=" + tokenFile,
+		"-storage.path=" + enginePath, "-storage.database=labreplay", "-pipeline.spool.path=" + filepath.Join(dir, "spool"),
+		"-ruler.data-dir=" + filepath.Join(dir, "ruler"), "-hubble.state-dir=" + filepath.Join(dir, "hubble"),
+		fmt.Sprintf("-steering.dns.listen=127.0.0.1:%d", amtest.FreePort(t)), "-steering.dns.zone=" + lab.Zone,
+	}, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	l, err := lab.Start(ctx, lab.Config{ListenAddress: "127.0.0.1:0", Testdata: "../../testdata"}, token, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	labOverlay(cfg, l.Endpoints())
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	a := newApp(cfg, logger)
+	actx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- serveApp(actx, a) }()
+	var stopped error
+	var once sync.Once
+	stopApp := func() error { once.Do(func() { stop(); stopped = <-done }); return stopped }
+	t.Cleanup(func() { stopApp() }) // before the temporary directory goes
+	if err := waitReady(ctx, "http://"+cfg.Server.ListenAddress, 2*time.Minute, done); err != nil {
+		t.Fatal(err)
+	}
+	api := "api." + lab.Zone
+	weight := func(region, pop string) float64 {
+		for _, w := range a.steering.Weights().Entries {
+			if w.Service == api && w.Region == region && w.POP == pop {
+				return w.Weight
+			}
+		}
+		return -1
+	}
+	regret := func(svc, region string) float64 {
+		return promtest.Sum(t, a.reg, "meridian_steering_regret_milliseconds", "service", svc, "region", region)
+	}
+	waitFor := func(what string, limit time.Duration, cond func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(limit); !cond(); time.Sleep(100 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				b, _ := os.ReadFile(logs.Name())
+				t.Fatalf("timed out after %s waiting for %s; log:\n%s", limit, what, lastLines(string(b), 40))
+			}
+		}
+	}
+	// The calm: every region on its nearest POP once probes have measured, after 30 s
+	// of warm-up (as the soak's).
+	waitFor("France's api on Nuremberg", time.Minute, func() bool { return weight("france", "nuremberg") == 1 })
+	ready := time.Now()
+	waitFor("30 s of warm-up", time.Minute, func() bool { return time.Since(ready) > 30*time.Second })
+	from := time.Now()
+	calm := [][2]string{{api, "france"}, {api, "united-kingdom"}, {api, "asia"}, {"www." + lab.Zone, "north-america"}}
+	samples := map[[2]string][]float64{}
+	waitFor("20 s of calm", time.Minute, func() bool {
+		for _, g := range calm {
+			samples[g] = append(samples[g], regret(g[0], g[1]))
+		}
+		return time.Since(from) > 20*time.Second
+	})
+
+	if err := l.State().Fail(lab.Failure{Kind: "pop", Target: "nuremberg"}); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("France's api drained from Nuremberg", time.Minute, func() bool { return weight("france", "nuremberg") == 0 })
+	failed := time.Now()
+	waitFor("20 s of failure", time.Minute, func() bool { return time.Since(failed) > 20*time.Second })
+	l.State().Heal()
+	healed := time.Now()
+
+	// Held: Nuremberg answers again but stays at 0 for min_hold; regret is what France
+	// pays for it. Samples where the probes still see it failing (regret 0) are skipped.
+	var held []float64
+	waitFor("the hold to end", 4*time.Minute, func() bool {
+		if r := regret(api, "france"); r > 0 && weight("france", "nuremberg") == 0 && weight("france", "newyork") == 1 {
+			held = append(held, r)
+		}
+		return weight("france", "nuremberg") > 0
+	})
+	waitFor("France's api back on Nuremberg", 4*time.Minute, func() bool { return weight("france", "nuremberg") == 1 })
+	to := time.Now().Add(2 * time.Second)
+	waitFor("2 s more of ticks", time.Minute, func() bool { return time.Now().After(to.Add(time.Second)) })
+	if err := stopApp(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Regret from the live lab, logged: its RTTs are the probes' smoothed RTTs, the lab's
+	// delays plus what the loaded machine adds, so it is compared with the probes' own
+	// medians (stored probes); TestReplayRegret in steering checks it exactly against the
+	// lab's great-circle RTTs.
+	for g, v := range samples {
+		slices.Sort(v)
+		t.Logf("calm: %s/%s regret median %.1f ms of %d samples (%.1f..%.1f)", g[0], g[1], v[len(v)/2], len(v), v[0], v[len(v)-1])
+	}
+	rtts, err := a.store.Query(ctx, fmt.Sprintf("SELECT pop, quantile(0.5)(rtt) / 1e6 FROM labreplay.probes WHERE vantage = 'paris' AND method IN ('tcp', 'http', 'icmp') AND success AND time >= fromUnixTimestamp64Milli(%d) AND pop IN ('newyork', 'nuremberg') GROUP BY pop ORDER BY pop", from.UnixMilli()), "TSV")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if slices.Sort(held); len(held) > 0 {
+		t.Logf("France's api regret while Nuremberg is held (heal at %s): median %.1f ms of %d samples (%.1f..%.1f); median probe RTTs from Paris:\n%sthe lab's great-circle difference %.1f ms",
+			healed.Format(time.TimeOnly), held[len(held)/2], len(held), held[0], held[len(held)-1], rtts,
+			lab.RTT(&cfg.Inventory, "paris", "newyork")-lab.RTT(&cfg.Inventory, "paris", "nuremberg"))
+	}
+
+	res, err := steering.Replay(ctx, steering.NewHistory(a.store, cfg.Storage.Database), cfg.Steering, &cfg.Inventory, steering.ReplayOptions{From: from, To: to})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out strings.Builder
+	res.Write(&out, "text")
+	t.Logf("\n%s", out.String())
+	if !res.FromEngineStart || len(res.Differences) != 0 || len(res.Decisions) != len(res.Live) {
+		t.Fatalf("replay with the live configuration: %d decisions, %d live, %d differences, from engine start %v", len(res.Decisions), len(res.Live), len(res.Differences), res.FromEngineStart)
+	}
+	for i := range res.Live {
+		if res.Decisions[i] != res.Live[i] {
+			t.Fatalf("decision %d: replayed %+v, live %+v", i, res.Decisions[i], res.Live[i])
+		}
+	}
+	var drains, restores int
+	for _, d := range res.Live {
+		if d.Service == api && d.Region == "france" && d.POP == "nuremberg" {
+			switch d.Cause {
+			case steering.CauseHealth:
+				drains++
+			case steering.CauseRestore:
+				restores++
+			}
+		}
+	}
+	if drains != 1 || restores != 4 {
+		t.Errorf("France's api: %d health drains and %d restore steps of Nuremberg live, want 1 and 4", drains, restores)
+	}
+	// What recording the inputs costs, next to the probes that fed them.
+	size, err := a.store.Query(ctx, "SELECT table, sum(rows), sum(data_compressed_bytes), sum(data_uncompressed_bytes) FROM system.parts WHERE database = 'labreplay' AND active AND table IN ('probes', 'steering_inputs', 'steering_decisions') GROUP BY table ORDER BY table", "TSV")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%s of lab; table, rows, compressed bytes, uncompressed bytes:\n%s", time.Since(from).Round(time.Second), size)
+}
