@@ -140,9 +140,16 @@ func (s *SLI) tunnel(t *pipeline.TunnelStat) {
 	}
 }
 
+// osd observes an up OSD's write latency. A latency of 0 is unknown, not good: no write
+// completed in the interval (idle, the first scrape) or the source has no op counters
+// (the ceph CLI); counting it as a 0 s event would dilute a real burn.
 func (s *SLI) osd(o *pipeline.OSDStat) {
-	if !o.Up || math.IsNaN(o.WriteLatencyMs) || o.WriteLatencyMs < 0 {
-		s.skip(o.Kind(), "no_latency")
+	switch {
+	case !o.Up:
+		s.skip(o.Kind(), "osd_down")
+		return
+	case !(o.WriteLatencyMs > 0) || math.IsInf(o.WriteLatencyMs, 0):
+		s.skip(o.Kind(), "latency_unknown")
 		return
 	}
 	s.cephWrite.WithLabelValues(o.M.Site, o.M.Cluster).Observe(o.WriteLatencyMs / 1000)

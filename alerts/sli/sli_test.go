@@ -30,6 +30,7 @@ func TestSeries(t *testing.T) {
 		&pipeline.OSDStat{M: pipeline.Meta{Site: "nyc", Cluster: "vault"}, Up: true, WriteLatencyMs: 0.9},
 		&pipeline.OSDStat{M: pipeline.Meta{Site: "nyc", Cluster: "vault"}, Up: true, WriteLatencyMs: 12},
 		&pipeline.OSDStat{M: pipeline.Meta{Site: "nyc", Cluster: "vault"}, Up: false},
+		&pipeline.OSDStat{M: pipeline.Meta{Site: "nyc", Cluster: "vault"}, Up: true}, // idle: latency unknown, not 0 s
 		&pipeline.FlowEdge{M: pipeline.Meta{Cluster: "destroyer"}, DestNamespace: "shop", DestWorkload: "api", Requests: 100, Errors: 3,
 			LatencyP50: 20 * ms, LatencyP90: 200 * ms, LatencyP99: 900 * ms},
 		&pipeline.FlowEdge{M: pipeline.Meta{Cluster: "destroyer"}, DestNamespace: "shop", DestWorkload: "db", Flows: 5}, // L4 only
@@ -55,7 +56,8 @@ meridian_sli_service_requests_total{cluster="destroyer",namespace="shop",service
 meridian_sli_service_errors_total{cluster="destroyer",namespace="shop",service="api"} 3
 # HELP meridian_sli_records_skipped_total Records that could not be turned into SLI events, by kind and reason.
 # TYPE meridian_sli_records_skipped_total counter
-meridian_sli_records_skipped_total{kind="osd_stat",reason="no_latency"} 1
+meridian_sli_records_skipped_total{kind="osd_stat",reason="latency_unknown"} 1
+meridian_sli_records_skipped_total{kind="osd_stat",reason="osd_down"} 1
 meridian_sli_records_skipped_total{kind="probe",reason="no_pop"} 1
 meridian_sli_records_skipped_total{kind="tunnel_stat",reason="status_unknown"} 1
 `

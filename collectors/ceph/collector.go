@@ -37,7 +37,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.Cluster, "ceph.cluster", "ceph", "Name of the cluster in the records' collector field (ceph/<name>).")
 	f.StringVar(&c.FSID, "ceph.fsid", "", "Cluster FSID put on records when the source does not give it (the mgr exposition does not).")
 	f.Var(&c.MgrURLs, "ceph.mgr-urls", "Comma-separated ceph-mgr prometheus-module /metrics URLs of this cluster, tried in order each interval (list every mgr to ride out a failover).")
-	f.StringVar(&c.Command, "ceph.command", "", "Ceph CLI to read `-s`, `osd tree` and `osd perf` as JSON, e.g. \"ceph --conf /etc/ceph/ceph.conf\"; empty: off.")
+	f.StringVar(&c.Command, "ceph.command", "", "Ceph CLI to read `-s`, `osd tree`, `osd dump` and `osd perf` as JSON, e.g. \"ceph --conf /etc/ceph/ceph.conf\"; empty: off.")
 }
 
 // Validate names the first bad field.
@@ -160,7 +160,8 @@ func (c *Collector) readMgr(ctx context.Context) (*Snapshot, bool) {
 	return nil, false
 }
 
-// readCLI runs `ceph -s`, `ceph osd tree` and `ceph osd perf` with -f json and joins them.
+// readCLI runs `ceph -s`, `ceph osd tree`, `ceph osd dump` and `ceph osd perf` with -f json
+// and joins them.
 func (c *Collector) readCLI(ctx context.Context) (*Snapshot, bool) {
 	base := strings.Fields(c.cfg.Command)
 	src := "exec:" + c.cfg.Command
@@ -197,6 +198,18 @@ func (c *Collector) readCLI(ctx context.Context) (*Snapshot, bool) {
 		}
 		osds, errs := ParseOSDTree(src+" osd tree", b)
 		bad = append(bad, errs...)
+		if osds == nil {
+			return nil, errs[0] // not an osd tree: keep the previous state rather than report no OSDs
+		}
+		if b, err = run("osd", "dump"); err != nil {
+			return nil, err
+		}
+		osdMap, errs := ParseOSDDump(src+" osd dump", b)
+		bad = append(bad, errs...)
+		if osdMap == nil {
+			return nil, errs[0]
+		}
+		snap.ApplyOSDMap(osds, osdMap)
 		if b, err = run("osd", "perf"); err != nil {
 			return nil, err
 		}
