@@ -125,7 +125,7 @@ func New(cfg Config, sli prometheus.Collector, reg prometheus.Registerer, logger
 // ruleFiles generates the SLO specs' rules into DataDir/rules and returns the files to
 // evaluate: those, then the extra rule files.
 func ruleFiles(cfg Config) ([]string, error) {
-	files, err := slo.GenerateFiles(cfg.SpecFiles, cfg.WindowFiles, slo.Options{Version: slo.GeneratorVersion, Mode: "meridian-ruler"})
+	files, err := slo.GenerateFiles(cfg.SpecFiles, cfg.WindowFiles, slo.Options{Version: slo.GeneratorVersion})
 	if err != nil {
 		return nil, err
 	}
