@@ -3,7 +3,6 @@ package alerts_test
 import (
 	"context"
 	"net/url"
-	"path/filepath"
 	"regexp"
 	"testing"
 
@@ -23,10 +22,7 @@ var labelRef = regexp.MustCompile(`\$labels\.([a-zA-Z_][a-zA-Z0-9_]*)`)
 // never "POP nuremberg fails probes for .". Each annotation is expanded the way the
 // rules manager does, once with every label it reads and then with each one missing.
 func TestAnnotationsWithMissingLabels(t *testing.T) {
-	files, _ := filepath.Glob("rules/*.yml")
-	if len(files) == 0 {
-		t.Fatal("no rule files")
-	}
+	files := ruleFiles(t)
 	broken := regexp.MustCompile(`  |\s[.,:;]|/\s|\s/|^\s|\s$|\b(for|of|in|from|to)\s*[.,]|<no value>`)
 	checked := 0
 	for _, f := range files {

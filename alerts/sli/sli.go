@@ -37,6 +37,7 @@ type SLI struct {
 	svcErrors     *prometheus.CounterVec
 	svcDuration   *weightedHistogram
 	skipped       *prometheus.CounterVec
+	ceph          *cephState
 }
 
 // New returns the SLI series; inv maps a POP to its site (nil: site stays empty).
@@ -65,12 +66,13 @@ func New(inv *inventory.Inventory) *SLI {
 			"L7 request latency of a service, estimated from each flow edge's p50/p90/p99.", svc, nil), ServiceBuckets),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_sli_records_skipped_total",
 			Help: "Records that could not be turned into SLI events, by kind and reason."}, []string{"kind", "reason"}),
+		ceph: newCephState(),
 	}
 }
 
 func (s *SLI) collectors() []prometheus.Collector {
-	return []prometheus.Collector{s.probeRequests, s.probeErrors, s.probeDuration, s.tunnelChecks, s.tunnelDown,
-		s.cephWrite, s.svcRequests, s.svcErrors, s.svcDuration, s.skipped}
+	return append([]prometheus.Collector{s.probeRequests, s.probeErrors, s.probeDuration, s.tunnelChecks, s.tunnelDown,
+		s.cephWrite, s.svcRequests, s.svcErrors, s.svcDuration, s.skipped}, s.ceph.collectors()...)
 }
 
 // Describe implements prometheus.Collector.
@@ -96,7 +98,12 @@ func (s *SLI) Consume(recs []pipeline.Record) {
 		case *pipeline.TunnelStat:
 			s.tunnel(r)
 		case *pipeline.OSDStat:
+			s.ceph.osd(r)
 			s.osd(r)
+		case *pipeline.CephHealth:
+			if !s.ceph.health(r) {
+				s.skip(r.Kind(), "unknown_health_status")
+			}
 		case *pipeline.FlowEdge:
 			s.edge(r)
 		}
