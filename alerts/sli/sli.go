@@ -1,5 +1,6 @@
 // Package sli turns pipeline records into the SLI series the SLO rules read: counters of
-// good and bad events and latency histograms, with the labels pop, site, service.
+// good and bad events and latency histograms, with the labels pop, site, service; and
+// into the Ceph state series the built-in Ceph rules read (ceph.go).
 // The same series are served on /metrics, so an external Prometheus can evaluate the
 // generated rules too.
 package sli
