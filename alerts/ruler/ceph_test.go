@@ -47,6 +47,10 @@ func TestRookRulesOverRawCephSeries(t *testing.T) {
 
 	cfg := testConfig(t)
 	cfg.RuleFiles = []string{"../../testdata/ceph/ceph-mixin-prometheus_alerts.yaml"}
+	// The mixin's NVMeoFHostKeepAliveTimeout holds a step-less [24h:] subquery, which
+	// runs at the evaluation interval: 8,640 steps at the default 10 s, within the
+	// default limit; at this test's 500 ms, 172,800.
+	cfg.QueryMaxSubquerySteps = 200_000
 	r, err := New(cfg, sli.New(nil), prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
