@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/meridianhq/meridian/alerts/sli"
 	"github.com/meridianhq/meridian/collectors/ceph"
@@ -78,5 +80,54 @@ func TestRookRulesOverRawCephSeries(t *testing.T) {
 	}
 	if mixin < 100 {
 		t.Fatalf("%d mixin rules loaded, want the whole file", mixin)
+	}
+}
+
+// Stored series are those whose family name matches, up to store_max_series per tick:
+// a family that would pass the bound is left out whole and counted.
+func TestStoreSelectsAndBounds(t *testing.T) {
+	own := prometheus.NewRegistry()
+	kept := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_kept", Help: "kept"}, []string{"x"})
+	big := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_big", Help: "over the bound"}, []string{"x"})
+	other := prometheus.NewGauge(prometheus.GaugeOpts{Name: "meridian_other", Help: "not selected"})
+	own.MustRegister(kept, big, other)
+	kept.WithLabelValues("a").Set(1)
+	kept.WithLabelValues("b").Set(2)
+	for _, x := range []string{"a", "b", "c"} {
+		big.WithLabelValues(x).Set(3)
+	}
+	other.Set(4)
+
+	cfg := testConfig(t)
+	cfg.BuiltinRules = false
+	cfg.StoreMaxSeries = 2
+	r, err := New(cfg, sli.New(nil), prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Store(own, "meridian_(kept|big)"); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Store(own, "("); err == nil {
+		t.Fatal("a bad expression was accepted")
+	}
+	if err := services.StartAndAwaitRunning(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), r) })
+	base, _ := apiServer(t, r)
+	count := func(sel string) string {
+		_, rep, _ := queryAPI(t, base, "/query", url.Values{"query": {"count(" + sel + ")"}})
+		return string(rep.Data)
+	}
+	waitFor(t, 10*time.Second, "the selected family stored", func() bool { return strings.Contains(count("meridian_kept"), `"2"`) })
+	if got := count("meridian_big"); strings.Contains(got, `"3"`) {
+		t.Errorf("the family past the bound was stored: %s", got)
+	}
+	if got := count("meridian_other"); strings.Contains(got, `"1"`) {
+		t.Errorf("an unselected family was stored: %s", got)
+	}
+	if got := testutil.ToFloat64(r.storeDropped); got < 3 {
+		t.Errorf("dropped %v samples, want the big family's 3 per tick", got)
 	}
 }
