@@ -6,8 +6,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+
+	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql/parser"
+	"gopkg.in/yaml.v3"
 
 	"github.com/meridianhq/meridian/alerts/slo"
 )
@@ -61,12 +67,20 @@ func promtool(t *testing.T, args ...string) string {
 	return string(out)
 }
 
+// ruleFiles are every committed rule file: generated from the SLO specs, and built in.
+func ruleFiles(t *testing.T) []string {
+	t.Helper()
+	gen, _ := filepath.Glob("rules/*.yml")
+	builtin, _ := filepath.Glob("builtin/*.yml")
+	if len(gen) == 0 || len(builtin) == 0 {
+		t.Fatal("no rule files in alerts/rules or alerts/builtin")
+	}
+	return append(gen, builtin...)
+}
+
 // TestPromtoolCheckRules: every committed rule file loads in a real Prometheus.
 func TestPromtoolCheckRules(t *testing.T) {
-	files, _ := filepath.Glob("rules/*.yml")
-	if len(files) == 0 {
-		t.Fatal("no rule files in alerts/rules")
-	}
+	files := ruleFiles(t)
 	out := promtool(t, append([]string{"check", "rules"}, files...)...)
 	if strings.Count(out, "SUCCESS") != len(files) {
 		t.Fatalf("promtool check rules:\n%s", out)
@@ -83,5 +97,66 @@ func TestPromtoolTestRules(t *testing.T) {
 	out := promtool(t, append([]string{"test", "rules"}, files...)...)
 	if strings.Count(out, "SUCCESS") != len(files) {
 		t.Fatalf("promtool test rules:\n%s", out)
+	}
+}
+
+// Every built-in alert has a promtool test that sees it quiet before its condition,
+// firing, and resolved after: an eval with no alert before the first one expecting it,
+// and one after the last.
+func TestBuiltinRulesTested(t *testing.T) {
+	type unitTest struct {
+		RuleFiles []string `yaml:"rule_files"`
+		Tests     []struct {
+			AlertRuleTest []struct {
+				EvalTime  model.Duration `yaml:"eval_time"`
+				Alertname string         `yaml:"alertname"`
+				ExpAlerts []any          `yaml:"exp_alerts"`
+			} `yaml:"alert_rule_test"`
+		} `yaml:"tests"`
+	}
+	builtin, _ := filepath.Glob("builtin/*.yml")
+	for _, f := range builtin {
+		groups, errs := rulefmt.ParseFile(f, false, model.UTF8Validation, parser.NewParser(parser.Options{}), nil)
+		if len(errs) != 0 {
+			t.Fatalf("%s: %v", f, errs)
+		}
+		testFile := filepath.Join("ruletests", "builtin-"+filepath.Base(f))
+		b, err := os.ReadFile(testFile)
+		if err != nil {
+			t.Fatalf("%s has no promtool test: %v", f, err)
+		}
+		var ut unitTest
+		if err := yaml.Unmarshal(b, &ut); err != nil {
+			t.Fatalf("%s: %v", testFile, err)
+		}
+		if len(ut.RuleFiles) != 1 || filepath.Base(ut.RuleFiles[0]) != filepath.Base(f) {
+			t.Errorf("%s tests %v, want %s", testFile, ut.RuleFiles, f)
+		}
+		for _, g := range groups.Groups {
+			for _, r := range g.Rules {
+				var quiet, firing []model.Duration
+				for _, tc := range ut.Tests {
+					for _, e := range tc.AlertRuleTest {
+						if e.Alertname != r.Alert {
+							continue
+						}
+						if len(e.ExpAlerts) == 0 {
+							quiet = append(quiet, e.EvalTime)
+						} else {
+							firing = append(firing, e.EvalTime)
+						}
+					}
+				}
+				if len(firing) == 0 {
+					t.Errorf("%s: no test sees %s fire", testFile, r.Alert)
+					continue
+				}
+				first, last := slices.Min(firing), slices.Max(firing)
+				if !slices.ContainsFunc(quiet, func(d model.Duration) bool { return d < first }) ||
+					!slices.ContainsFunc(quiet, func(d model.Duration) bool { return d > last }) {
+					t.Errorf("%s: %s needs a quiet eval before it fires (%v) and one after it resolves (%v): quiet at %v", testFile, r.Alert, first, last, quiet)
+				}
+			}
+		}
 	}
 }

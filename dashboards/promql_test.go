@@ -60,28 +60,6 @@ func TestPromQL(t *testing.T) {
 	}
 }
 
-var (
-	labelValues  = regexp.MustCompile(`^label_values\((.*),\s*\w+\)$`)
-	grafanaVar   = regexp.MustCompile(`\$\{?(\w+)\}?`)
-	grafanaRange = map[string]string{"__rate_interval": "1m", "__interval": "30s", "__range": "6h", "__range_s": "21600"}
-)
-
-// grafanaPromQL turns a dashboard expression into the PromQL Grafana sends: built-in
-// intervals replaced, variables at their All value (.*), label_values(sel, label) reduced
-// to its selector.
-func grafanaPromQL(expr string) string {
-	if m := labelValues.FindStringSubmatch(strings.TrimSpace(expr)); m != nil {
-		expr = m[1]
-	}
-	return grafanaVar.ReplaceAllStringFunc(expr, func(v string) string {
-		name := strings.Trim(v, "${}")
-		if r, ok := grafanaRange[name]; ok {
-			return r
-		}
-		return ".*"
-	})
-}
-
 var metricLiteral = regexp.MustCompile(`"(meridian_[a-z0-9_]+)"`)
 
 // exportedSeries collects the meridian_* metric names Meridian's packages define, as

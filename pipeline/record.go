@@ -99,7 +99,7 @@ type OSDStat struct {
 	In              bool
 	CommitLatencyMs float64
 	ApplyLatencyMs  float64
-	ReadLatencyMs   float64 // from _sum/_count deltas over the scrape interval
+	ReadLatencyMs   float64 // from _sum/_count deltas over the scrape interval; 0 = unknown (no op completed, first scrape, CLI source)
 	WriteLatencyMs  float64
 	ReadOps         float64 // ops/s
 	WriteOps        float64

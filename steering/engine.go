@@ -153,6 +153,10 @@ func newEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, aler
 			return nil, fmt.Errorf("steering metrics: %w", err)
 		}
 	}
+	// Every POP's gauge exists from the start at 0, so "POPs down" reads 0, not nothing.
+	for _, p := range inv.POPs {
+		e.popDown.WithLabelValues(p.Name).Set(0)
+	}
 	ov, err := newOverrideSet(cfg.Overrides, inv)
 	if err != nil {
 		return nil, err

@@ -101,7 +101,9 @@ func TestQueryAPIMatchesPrometheus(t *testing.T) {
 	target := httptest.NewServer(promhttp.HandlerFor(exposed, promhttp.HandlerOpts{}))
 	t.Cleanup(target.Close)
 
-	r := startRuler(t, s, reg)
+	cfg := testConfig(t)
+	cfg.BuiltinRules = false // the Prometheus compared with loads the SLO rules only
+	r := startRulerConfig(t, s, reg, cfg)
 	ours := httptest.NewServer(http.StripPrefix(APIPrefix, r.Handler()))
 	t.Cleanup(ours.Close)
 	u, _ := url.Parse(target.URL)

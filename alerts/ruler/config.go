@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"maps"
 	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -13,6 +14,15 @@ import (
 	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
 )
+
+// DefaultStoreSeries are Meridian's operational series the shipped dashboards and the
+// built-in self-alerts read: each is bounded by the configuration (POPs, services,
+// relays, sources), none by traffic.
+const DefaultStoreSeries = `meridian_steering_(pop_down|weight|decisions_total)` +
+	`|meridian_hubble_(relay_connected|relay_owned|flows_received_total|lost_events_total)` +
+	`|meridian_wireguard_peers` +
+	`|meridian_pipeline_(spool_bytes|spool_max_bytes|backpressure|consumer_dropped_records_total|records_dropped_total)` +
+	`|meridian_(ceph|wireguard)_(scrapes_total|scrape_errors_total|last_success_timestamp_seconds)`
 
 // Config of the embedded ruler (yaml section `ruler`, flags -ruler.*).
 type Config struct {
@@ -34,6 +44,14 @@ type Config struct {
 	DataDir       string        `yaml:"data_dir"`
 	Retention     time.Duration `yaml:"retention"`
 	QueueCapacity int           `yaml:"notification_queue_capacity"`
+	// BuiltinRules evaluates Meridian's own rules (alerts/builtin: Ceph health, collector
+	// and pipeline self-alerts) besides the SLO rules.
+	BuiltinRules bool `yaml:"builtin_rules"`
+	// StoreSeries selects, by metric name, the series of Meridian's own /metrics that
+	// are appended to the TSDB each tick besides the SLI series (for dashboards and
+	// self-alerts); StoreMaxSeries bounds how many such series one tick appends.
+	StoreSeries    string `yaml:"store_series"`
+	StoreMaxSeries int    `yaml:"store_max_series"`
 
 	// Limits of one PromQL query, from the API or a rule (see limits.go).
 	QueryTimeout          time.Duration `yaml:"query_timeout"`
@@ -56,6 +74,9 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.DataDir, "ruler.data-dir", "data/ruler", "Directory of the ruler's TSDB and generated rule files.")
 	f.DurationVar(&c.Retention, "ruler.retention", 31*24*time.Hour, "How long the ruler's TSDB keeps samples; at least the longest SLO period.")
 	f.IntVar(&c.QueueCapacity, "ruler.notification-queue-capacity", 10000, "Alerts held for Alertmanager before the oldest are dropped.")
+	f.BoolVar(&c.BuiltinRules, "ruler.builtin-rules", true, "Evaluate Meridian's built-in rules (Ceph health, collector and pipeline self-alerts).")
+	f.StringVar(&c.StoreSeries, "ruler.store-series", DefaultStoreSeries, "Regular expression (anchored) over metric names: Meridian's own series appended to the ruler's TSDB each tick, for dashboards and self-alerts.")
+	f.IntVar(&c.StoreMaxSeries, "ruler.store-max-series", 20000, "Most series of Meridian's own and of raw Ceph metrics appended to the ruler's TSDB per tick; more are dropped and counted.")
 	f.DurationVar(&c.QueryTimeout, "ruler.query-timeout", 2*time.Minute, "Longest a PromQL query (API or rule) may run, waiting for its turn included.")
 	f.IntVar(&c.QueryMaxConcurrency, "ruler.query-max-concurrency", 20, "PromQL queries evaluated at once; more wait for a turn within their timeout.")
 	f.IntVar(&c.QueryMaxSamples, "ruler.query-max-samples", 50_000_000, "Samples a PromQL query may hold in memory at once.")
@@ -76,6 +97,12 @@ func (c *Config) Validate() error {
 	}
 	if c.Retention < time.Hour {
 		return errors.New("ruler.retention must be at least 1h")
+	}
+	if _, err := regexp.Compile("^(?:" + c.StoreSeries + ")$"); err != nil {
+		return fmt.Errorf("ruler.store_series: %w", err)
+	}
+	if c.StoreMaxSeries < 0 {
+		return errors.New("ruler.store_max_series must not be negative")
 	}
 	if c.QueueCapacity <= 0 {
 		return errors.New("ruler.notification_queue_capacity must be positive")

@@ -8,10 +8,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/url"
+	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"strconv"
 	"sync"
@@ -46,6 +49,9 @@ type Ruler struct {
 	logger *slog.Logger
 	reg    prometheus.Registerer
 	sli    *prometheus.Registry // the SLI series, gathered into the TSDB each tick
+	// stores are more series gathered into the TSDB each tick (Meridian's own, raw
+	// Ceph), at most cfg.StoreMaxSeries of them per tick.
+	stores []store
 
 	db       *tsdb.DB
 	engine   promql.QueryEngine // Prometheus's engine behind the subquery step limit
@@ -76,6 +82,29 @@ type Ruler struct {
 
 	appendErrors prometheus.Counter
 	appended     prometheus.Counter
+	storeDropped prometheus.Counter
+}
+
+type store struct {
+	g    prometheus.Gatherer
+	keep *regexp.Regexp // nil: every family
+}
+
+// Store adds the families of g whose name keep matches (anchored; "" keeps all) to what
+// each tick appends to the TSDB, so rules, rule_files and dashboards read them: Meridian's
+// own registry, or a collector's raw series (Ceph's for Rook's rules). Call before the
+// ruler starts.
+func (r *Ruler) Store(g prometheus.Gatherer, keep string) error {
+	s := store{g: g}
+	if keep != "" {
+		re, err := regexp.Compile("^(?:" + keep + ")$")
+		if err != nil {
+			return fmt.Errorf("ruler: store series: %w", err)
+		}
+		s.keep = re
+	}
+	r.stores = append(r.stores, s)
+	return nil
 }
 
 var _ alerts.Source = (*Ruler)(nil)
@@ -102,13 +131,15 @@ func New(cfg Config, sli prometheus.Collector, reg prometheus.Registerer, logger
 			Help: "SLI samples the ruler's TSDB refused (out of order, invalid)."}),
 		appended: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_ruler_sli_samples_appended_total",
 			Help: "SLI samples appended to the ruler's TSDB."}),
+		storeDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_ruler_store_series_dropped_total",
+			Help: "Samples of stored series (Meridian's own, raw Ceph) not appended because a tick reached ruler.store_max_series."}),
 		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_ruler_api_requests_total",
 			Help: "Requests to the ruler's Prometheus HTTP API, by route (handler) as Prometheus registers it."}, []string{"handler"}),
 	}
 	if err := r.sli.Register(sli); err != nil {
 		return nil, fmt.Errorf("ruler: register SLI collector: %w", err)
 	}
-	reg.MustRegister(r.appendErrors, r.appended, r.apiRequests)
+	reg.MustRegister(r.appendErrors, r.appended, r.apiRequests, r.storeDropped)
 	r.evalMillis.Store(cfg.EvaluationInterval.Milliseconds())
 
 	var err error
@@ -125,13 +156,25 @@ func New(cfg Config, sli prometheus.Collector, reg prometheus.Registerer, logger
 // ruleFiles generates the SLO specs' rules into DataDir/rules and returns the files to
 // evaluate: those, then the extra rule files.
 func ruleFiles(cfg Config) ([]string, error) {
-	files, err := slo.GenerateFiles(cfg.SpecFiles, cfg.WindowFiles, slo.Options{Version: slo.GeneratorVersion, Mode: "meridian-ruler"})
+	files, err := slo.GenerateFiles(cfg.SpecFiles, cfg.WindowFiles, slo.Options{Version: slo.GeneratorVersion})
 	if err != nil {
 		return nil, err
 	}
-	paths, err := slo.WriteFiles(filepath.Join(cfg.DataDir, "rules"), files)
+	dir := filepath.Join(cfg.DataDir, "rules")
+	paths, err := slo.WriteFiles(dir, files)
 	if err != nil {
 		return nil, fmt.Errorf("ruler: write generated rules: %w", err)
+	}
+	if cfg.BuiltinRules {
+		names, _ := fs.Glob(alerts.Builtin, "builtin/*.yml")
+		for _, n := range names {
+			b, _ := alerts.Builtin.ReadFile(n)
+			p := filepath.Join(dir, "builtin-"+filepath.Base(n))
+			if err := os.WriteFile(p, b, 0o644); err != nil {
+				return nil, fmt.Errorf("ruler: write built-in rules: %w", err)
+			}
+			paths = append(paths, p)
+		}
 	}
 	return append(paths, cfg.RuleFiles...), nil
 }
@@ -339,8 +382,8 @@ func (r *Ruler) stopping(_ error) error {
 	return r.db.Close()
 }
 
-// appendSLI gathers the SLI registry and appends every sample at ts: the ruler
-// "scrapes" its own in-process series, so the rules read exactly what /metrics shows.
+// appendSLI gathers the SLI registry and the stores and appends every sample at ts: the
+// ruler "scrapes" its own in-process series, so the rules read exactly what /metrics shows.
 func (r *Ruler) appendSLI(ts time.Time) {
 	mfs, err := r.sli.Gather()
 	if err != nil {
@@ -369,6 +412,36 @@ func (r *Ruler) appendSLI(ts time.Time) {
 		r.refs[h] = seriesRef{ref: ref, labels: l}
 		n++
 	}
+	appendFamilies(mfs, add)
+	budget := r.cfg.StoreMaxSeries
+	for _, s := range r.stores {
+		mfs, err := s.g.Gather()
+		if err != nil {
+			r.logger.Warn("gather stored series", "err", err)
+		}
+		for _, mf := range mfs {
+			if s.keep != nil && !s.keep.MatchString(mf.GetName()) {
+				continue
+			}
+			k := seriesIn(mf)
+			if k > budget {
+				r.storeDropped.Add(float64(k))
+				continue
+			}
+			budget -= k
+			appendFamilies([]*dto.MetricFamily{mf}, add)
+		}
+	}
+	if err := app.Commit(); err != nil {
+		r.logger.Warn("append SLI series", "err", err)
+		r.appendErrors.Inc()
+		return
+	}
+	r.appended.Add(float64(n))
+}
+
+// appendFamilies hands every sample of mfs to add, histograms as _bucket, _sum, _count.
+func appendFamilies(mfs []*dto.MetricFamily, add func(name string, base labels.Labels, extra []string, v float64)) {
 	for _, mf := range mfs {
 		name := mf.GetName()
 		for _, m := range mf.GetMetric() {
@@ -391,12 +464,18 @@ func (r *Ruler) appendSLI(ts time.Time) {
 			}
 		}
 	}
-	if err := app.Commit(); err != nil {
-		r.logger.Warn("append SLI series", "err", err)
-		r.appendErrors.Inc()
-		return
+}
+
+// seriesIn is how many series appending mf makes.
+func seriesIn(mf *dto.MetricFamily) int {
+	if mf.GetType() == dto.MetricType_HISTOGRAM {
+		n := 0
+		for _, m := range mf.GetMetric() {
+			n += len(m.GetHistogram().GetBucket()) + 3
+		}
+		return n
 	}
-	r.appended.Add(float64(n))
+	return len(mf.GetMetric())
 }
 
 type seriesRef struct {

@@ -1,5 +1,6 @@
 // Package sli turns pipeline records into the SLI series the SLO rules read: counters of
-// good and bad events and latency histograms, with the labels pop, site, service.
+// good and bad events and latency histograms, with the labels pop, site, service; and
+// into the Ceph state series the built-in Ceph rules read (ceph.go).
 // The same series are served on /metrics, so an external Prometheus can evaluate the
 // generated rules too.
 package sli
@@ -37,6 +38,7 @@ type SLI struct {
 	svcErrors     *prometheus.CounterVec
 	svcDuration   *weightedHistogram
 	skipped       *prometheus.CounterVec
+	ceph          *cephState
 }
 
 // New returns the SLI series; inv maps a POP to its site (nil: site stays empty).
@@ -65,12 +67,13 @@ func New(inv *inventory.Inventory) *SLI {
 			"L7 request latency of a service, estimated from each flow edge's p50/p90/p99.", svc, nil), ServiceBuckets),
 		skipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_sli_records_skipped_total",
 			Help: "Records that could not be turned into SLI events, by kind and reason."}, []string{"kind", "reason"}),
+		ceph: newCephState(),
 	}
 }
 
 func (s *SLI) collectors() []prometheus.Collector {
-	return []prometheus.Collector{s.probeRequests, s.probeErrors, s.probeDuration, s.tunnelChecks, s.tunnelDown,
-		s.cephWrite, s.svcRequests, s.svcErrors, s.svcDuration, s.skipped}
+	return append([]prometheus.Collector{s.probeRequests, s.probeErrors, s.probeDuration, s.tunnelChecks, s.tunnelDown,
+		s.cephWrite, s.svcRequests, s.svcErrors, s.svcDuration, s.skipped}, s.ceph.collectors()...)
 }
 
 // Describe implements prometheus.Collector.
@@ -96,7 +99,12 @@ func (s *SLI) Consume(recs []pipeline.Record) {
 		case *pipeline.TunnelStat:
 			s.tunnel(r)
 		case *pipeline.OSDStat:
+			s.ceph.osd(r)
 			s.osd(r)
+		case *pipeline.CephHealth:
+			if !s.ceph.health(r) {
+				s.skip(r.Kind(), "unknown_health_status")
+			}
 		case *pipeline.FlowEdge:
 			s.edge(r)
 		}
@@ -140,9 +148,16 @@ func (s *SLI) tunnel(t *pipeline.TunnelStat) {
 	}
 }
 
+// osd observes an up OSD's write latency. A latency of 0 is unknown, not good: no write
+// completed in the interval (idle, the first scrape) or the source has no op counters
+// (the ceph CLI); counting it as a 0 s event would dilute a real burn.
 func (s *SLI) osd(o *pipeline.OSDStat) {
-	if !o.Up || math.IsNaN(o.WriteLatencyMs) || o.WriteLatencyMs < 0 {
-		s.skip(o.Kind(), "no_latency")
+	switch {
+	case !o.Up:
+		s.skip(o.Kind(), "osd_down")
+		return
+	case !(o.WriteLatencyMs > 0) || math.IsInf(o.WriteLatencyMs, 0):
+		s.skip(o.Kind(), "latency_unknown")
 		return
 	}
 	s.cephWrite.WithLabelValues(o.M.Site, o.M.Cluster).Observe(o.WriteLatencyMs / 1000)

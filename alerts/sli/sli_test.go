@@ -30,6 +30,7 @@ func TestSeries(t *testing.T) {
 		&pipeline.OSDStat{M: pipeline.Meta{Site: "nyc", Cluster: "vault"}, Up: true, WriteLatencyMs: 0.9},
 		&pipeline.OSDStat{M: pipeline.Meta{Site: "nyc", Cluster: "vault"}, Up: true, WriteLatencyMs: 12},
 		&pipeline.OSDStat{M: pipeline.Meta{Site: "nyc", Cluster: "vault"}, Up: false},
+		&pipeline.OSDStat{M: pipeline.Meta{Site: "nyc", Cluster: "vault"}, Up: true}, // idle: latency unknown, not 0 s
 		&pipeline.FlowEdge{M: pipeline.Meta{Cluster: "destroyer"}, DestNamespace: "shop", DestWorkload: "api", Requests: 100, Errors: 3,
 			LatencyP50: 20 * ms, LatencyP90: 200 * ms, LatencyP99: 900 * ms},
 		&pipeline.FlowEdge{M: pipeline.Meta{Cluster: "destroyer"}, DestNamespace: "shop", DestWorkload: "db", Flows: 5}, // L4 only
@@ -55,7 +56,8 @@ meridian_sli_service_requests_total{cluster="destroyer",namespace="shop",service
 meridian_sli_service_errors_total{cluster="destroyer",namespace="shop",service="api"} 3
 # HELP meridian_sli_records_skipped_total Records that could not be turned into SLI events, by kind and reason.
 # TYPE meridian_sli_records_skipped_total counter
-meridian_sli_records_skipped_total{kind="osd_stat",reason="no_latency"} 1
+meridian_sli_records_skipped_total{kind="osd_stat",reason="latency_unknown"} 1
+meridian_sli_records_skipped_total{kind="osd_stat",reason="osd_down"} 1
 meridian_sli_records_skipped_total{kind="probe",reason="no_pop"} 1
 meridian_sli_records_skipped_total{kind="tunnel_stat",reason="status_unknown"} 1
 `
@@ -94,5 +96,47 @@ meridian_sli_records_skipped_total{kind="tunnel_stat",reason="status_unknown"} 1
 		if b, c := hist("meridian_sli_service_request_duration_seconds", le); b != want || c != 100 {
 			t.Errorf("service histogram le=%s: %v of %v, want %v of 100", le, b, c, want)
 		}
+	}
+}
+
+// The Ceph state series follow the records: a cleared health check goes to 0 (so the
+// rules resolve) rather than vanishing or staying at 1.
+func TestCephState(t *testing.T) {
+	s := New(nil)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s)
+	m := pipeline.Meta{Site: "nyc", Cluster: "vault"}
+	s.Consume([]pipeline.Record{
+		&pipeline.CephHealth{M: m, FSID: "f1", Status: "HEALTH_WARN", Checks: []string{"OSD_DOWN", "SLOW_OPS"}, OSDsTotal: 3, OSDsUp: 2, OSDsIn: 3},
+		&pipeline.OSDStat{M: m, FSID: "f1", OSD: 2, Host: "vault-1", Up: false, In: true},
+	})
+	s.Consume([]pipeline.Record{
+		&pipeline.CephHealth{M: m, FSID: "f1", Status: "HEALTH_WARN", Checks: []string{"SLOW_OPS"}, OSDsTotal: 3, OSDsUp: 3, OSDsIn: 3},
+		&pipeline.CephHealth{M: m, FSID: "f1", Status: "BOGUS"},
+	})
+	want := `
+# HELP meridian_ceph_cluster_health_check 1 while the Ceph health check (e.g. OSD_DOWN) is active, 0 once it cleared (as ceph_health_detail).
+# TYPE meridian_ceph_cluster_health_check gauge
+meridian_ceph_cluster_health_check{check="OSD_DOWN",cluster="vault",fsid="f1",site="nyc"} 0
+meridian_ceph_cluster_health_check{check="SLOW_OPS",cluster="vault",fsid="f1",site="nyc"} 1
+# HELP meridian_ceph_cluster_health_status Ceph cluster health: 0 HEALTH_OK, 1 HEALTH_WARN, 2 HEALTH_ERR (as ceph_health_status).
+# TYPE meridian_ceph_cluster_health_status gauge
+meridian_ceph_cluster_health_status{cluster="vault",fsid="f1",site="nyc"} 1
+# HELP meridian_ceph_cluster_osds OSDs of a Ceph cluster by state: total, up, in.
+# TYPE meridian_ceph_cluster_osds gauge
+meridian_ceph_cluster_osds{cluster="vault",fsid="f1",site="nyc",state="in"} 3
+meridian_ceph_cluster_osds{cluster="vault",fsid="f1",site="nyc",state="total"} 3
+meridian_ceph_cluster_osds{cluster="vault",fsid="f1",site="nyc",state="up"} 3
+# HELP meridian_ceph_osd_up 1 while the OSD is up (as ceph_osd_up).
+# TYPE meridian_ceph_osd_up gauge
+meridian_ceph_osd_up{cluster="vault",fsid="f1",host="vault-1",osd="2",site="nyc"} 0
+# HELP meridian_sli_records_skipped_total Records that could not be turned into SLI events, by kind and reason.
+# TYPE meridian_sli_records_skipped_total counter
+meridian_sli_records_skipped_total{kind="ceph_health",reason="unknown_health_status"} 1
+meridian_sli_records_skipped_total{kind="osd_stat",reason="osd_down"} 1
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "meridian_ceph_cluster_health_check", "meridian_ceph_cluster_health_status",
+		"meridian_ceph_cluster_osds", "meridian_ceph_osd_up", "meridian_sli_records_skipped_total"); err != nil {
+		t.Error(err)
 	}
 }

@@ -127,7 +127,7 @@ func GenerateCmd(args []string, stdout io.Writer) error {
 	if fs.NArg() == 0 {
 		return errors.New("slo generate: no spec files given")
 	}
-	o := Options{Version: GeneratorVersion, Mode: "cli-gen-prom", ExtraLabels: map[string]string{}}
+	o := Options{Version: GeneratorVersion, ExtraLabels: map[string]string{}}
 	for _, kv := range extra {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok {

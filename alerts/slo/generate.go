@@ -27,8 +27,11 @@ const (
 	pluginGettingStartedAvail = "getting_started_availability"
 )
 
-// corePlugins are Sloth's default chain: listing them changes nothing.
+// corePlugins are Sloth's default chain and its core plugins that change nothing in the
+// rules (debug logs, noop does nothing): listing them changes nothing.
 var corePlugins = map[string]bool{
+	"sloth.dev/core/debug/v1":          true,
+	"sloth.dev/core/noop/v1":           true,
 	"sloth.dev/core/sli_rules/v1":      true,
 	"sloth.dev/core/metadata_rules/v1": true,
 	"sloth.dev/core/alert_rules/v1":    true,
@@ -81,8 +84,16 @@ type Options struct {
 	Windows map[time.Duration]Windows
 	// ExtraLabels are added to every generated rule (Sloth's --extra-labels).
 	ExtraLabels map[string]string
-	// Version and Mode fill sloth_slo_info's sloth_version and sloth_mode labels.
-	Version, Mode string
+	// Version fills sloth_slo_info's sloth_version label.
+	Version string
+}
+
+// slothModes is sloth_slo_info's sloth_mode for each input kind, as Sloth's generate
+// command sets it.
+var slothModes = map[string]string{
+	VersionPrometheusV1: "cli-gen-prom",
+	k8sAPIVersion:       "cli-gen-k8s",
+	openSLOAPIVersion:   "cli-gen-openslo",
 }
 
 // Generate returns the rule groups for a spec: per SLO an SLI recording group, a
@@ -180,7 +191,7 @@ func (g sloGen) groups() ([]rulefmt.RuleGroup, error) {
 		{Record: "slo:period_error_budget_remaining:ratio", Expr: "1 - slo:period_burn_rate:ratio" + g.filter(), Labels: g.labels()},
 		{Record: "sloth_slo_info", Expr: "vector(1)", Labels: g.labels(map[string]string{
 			"sloth_version":   g.opts.Version,
-			"sloth_mode":      g.opts.Mode,
+			"sloth_mode":      slothModes[g.spec.origin],
 			"sloth_spec":      g.spec.origin,
 			"sloth_objective": strconv.FormatFloat(g.slo.Objective, 'f', -1, 64),
 		})},

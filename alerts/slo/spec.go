@@ -213,54 +213,67 @@ func decodeStrict(n *yaml.Node, v any) error {
 	return dec.Decode(v)
 }
 
-// k8sFields maps the Kubernetes CRD's camelCase field names to the prometheus/v1 names.
-var k8sFields = map[string]string{
-	"errorQuery":      "error_query",
-	"totalQuery":      "total_query",
-	"errorRatioQuery": "error_ratio_query",
-	"pageAlert":       "page_alert",
-	"ticketAlert":     "ticket_alert",
-	"sloPlugins":      "slo_plugins",
-	"sloPeriod":       "slo_period",
+// k8sDoc is Sloth's PrometheusServiceLevel (sloth.slok.dev/v1) with exactly the fields
+// its CRD defines, camelCase as in the CRD. Decoded strictly, so a field Sloth's CRD does
+// not have (a snake_case prometheus/v1 name, a period, a typo) is refused; kubectl's
+// default strict field validation refuses it too.
+type k8sDoc struct {
+	APIVersion string         `yaml:"apiVersion"`
+	Kind       string         `yaml:"kind"`
+	Metadata   map[string]any `yaml:"metadata"`
+	Spec       struct {
+		Service    string            `yaml:"service"`
+		Labels     map[string]string `yaml:"labels"`
+		SLOPlugins *PluginChain      `yaml:"sloPlugins"`
+		SLOs       []struct {
+			Name        string            `yaml:"name"`
+			Description string            `yaml:"description"`
+			Objective   float64           `yaml:"objective"`
+			Labels      map[string]string `yaml:"labels"`
+			Plugins     *PluginChain      `yaml:"plugins"`
+			SLI         struct {
+				Raw *struct {
+					ErrorRatioQuery string `yaml:"errorRatioQuery"`
+				} `yaml:"raw"`
+				Events *struct {
+					ErrorQuery string `yaml:"errorQuery"`
+					TotalQuery string `yaml:"totalQuery"`
+				} `yaml:"events"`
+				Plugin *PluginSLI `yaml:"plugin"`
+			} `yaml:"sli"`
+			Alerting struct {
+				Name        string            `yaml:"name"`
+				Labels      map[string]string `yaml:"labels"`
+				Annotations map[string]string `yaml:"annotations"`
+				PageAlert   AlertMeta         `yaml:"pageAlert"`
+				TicketAlert AlertMeta         `yaml:"ticketAlert"`
+			} `yaml:"alerting"`
+		} `yaml:"slos"`
+	} `yaml:"spec"`
+	Status map[string]any `yaml:"status"`
 }
 
 func decodeK8s(name string, n *yaml.Node) (*Spec, error) {
-	var doc struct {
-		Spec yaml.Node `yaml:"spec"`
-	}
-	if err := n.Decode(&doc); err != nil {
-		return nil, &SpecError{File: name, Err: err}
-	}
-	renameKeys(&doc.Spec)
-	var s Spec
-	if err := decodeStrict(&doc.Spec, &s); err != nil {
+	var doc k8sDoc
+	if err := decodeStrict(n, &doc); err != nil {
 		return nil, &SpecError{File: name, Field: "spec", Err: err}
 	}
-	s.Version, s.origin = VersionPrometheusV1, k8sAPIVersion
-	return &s, nil
-}
-
-// renameKeys rewrites CRD field names in place, leaving user maps (labels, annotations,
-// options) untouched.
-func renameKeys(n *yaml.Node) {
-	switch n.Kind {
-	case yaml.DocumentNode, yaml.SequenceNode:
-		for _, c := range n.Content {
-			renameKeys(c)
+	s := &Spec{Version: VersionPrometheusV1, origin: k8sAPIVersion,
+		Service: doc.Spec.Service, Labels: doc.Spec.Labels, SLOPlugins: doc.Spec.SLOPlugins}
+	for _, o := range doc.Spec.SLOs {
+		slo := SLOSpec{Name: o.Name, Description: o.Description, Objective: o.Objective, Labels: o.Labels, Plugins: o.Plugins,
+			SLI: SLISpec{Plugin: o.SLI.Plugin},
+			Alerting: AlertingSpec{Name: o.Alerting.Name, Labels: o.Alerting.Labels, Annotations: o.Alerting.Annotations,
+				PageAlert: o.Alerting.PageAlert, TicketAlert: o.Alerting.TicketAlert}}
+		if r := o.SLI.Raw; r != nil {
+			slo.SLI.Raw = &RawSLI{ErrorRatioQuery: r.ErrorRatioQuery}
 		}
-	case yaml.MappingNode:
-		for i := 0; i+1 < len(n.Content); i += 2 {
-			k := n.Content[i]
-			if to, ok := k8sFields[k.Value]; ok {
-				k.Value = to
-			}
-			switch k.Value {
-			case "labels", "annotations", "options", "config":
-				continue
-			}
-			renameKeys(n.Content[i+1])
+		if e := o.SLI.Events; e != nil {
+			slo.SLI.Events = &EventsSLI{ErrorQuery: e.ErrorQuery, TotalQuery: e.TotalQuery}
 		}
+		s.SLOs = append(s.SLOs, slo)
 	}
+	return s, nil
 }
 
 // decodeOpenSLO maps an OpenSLO v1alpha ratio SLO as Sloth does: one SLO per objective,

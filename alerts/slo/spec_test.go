@@ -38,6 +38,11 @@ func TestBadSpecs(t *testing.T) {
 		{"no alert name", head + strings.Replace(slo("a"), "name: Burn", "labels: {}", 1), "a", "alerting.name", "required"},
 		{"misspelt field", head + strings.Replace(slo("a"), "objective:", "objectiv:", 1), "", "", "objectiv"},
 		{"unknown version", "version: prometheus/v2\nservice: svc\n", "", "version", "unknown spec version"},
+		// The CRD form takes exactly the fields of Sloth's CRD.
+		{"CRD with a snake_case field", k8sSpec(t, "errorQuery:", "error_query:"), "", "spec", "field error_query not found"},
+		{"CRD with a period", k8sSpec(t, "  service:", "  sloPeriod: 7d\n  service:"), "", "spec", "field sloPeriod not found"},
+		{"CRD with prometheus/v1's alert name", k8sSpec(t, "pageAlert:", "page_alert:"), "", "spec", "field page_alert not found"},
+		{"CRD with an unknown plugin", k8sSpec(t, "  slos:", "  sloPlugins: {chain: [{id: acme/v1}]}\n  slos:"), "", "slo_plugins", "unsupported plugin"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -68,6 +73,19 @@ func TestBadSpecs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// k8sSpec is Sloth's k8s-getting-started example with old replaced by new.
+func k8sSpec(t *testing.T, old, new string) string {
+	t.Helper()
+	b, err := os.ReadFile(filepath.Join(slothDir, "k8s-getting-started.yml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(b), old) {
+		t.Fatalf("%q not in the example", old)
+	}
+	return strings.Replace(string(b), old, new, 1)
 }
 
 func TestDuplicateAcrossFiles(t *testing.T) {

@@ -147,18 +147,7 @@ func (ws Windows) list() []time.Duration {
 	return out
 }
 
-// promDuration prints a duration in the largest whole unit, as Sloth does ("30d", not
-// Prometheus's "4w2d"), so rule names like slo:sli_error:ratio_rate30d match Sloth's.
-func promDuration(d time.Duration) string {
-	switch {
-	case d%(24*time.Hour) == 0:
-		return fmt.Sprintf("%dd", d/(24*time.Hour))
-	case d%time.Hour == 0:
-		return fmt.Sprintf("%dh", d/time.Hour)
-	case d%time.Minute == 0:
-		return fmt.Sprintf("%dm", d/time.Minute)
-	case d%time.Second == 0:
-		return fmt.Sprintf("%ds", d/time.Second)
-	}
-	return fmt.Sprintf("%dms", d/time.Millisecond)
-}
+// promDuration prints a duration as Sloth does (Prometheus's model.Duration): weeks and
+// years only when they divide it, so 36h is "1d12h", 7d "1w", 28d "4w", 30d "30d". These
+// names are in recording rule names (slo:sli_error:ratio_rate4w) and sloth_window.
+func promDuration(d time.Duration) string { return model.Duration(d).String() }

@@ -153,7 +153,9 @@ func startApp(t *testing.T, a *app) string {
 
 func waitAddr(t *testing.T, a *app) string {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	// Starting every module (the embedded engine's migrations, the ruler's TSDB) takes
+	// seconds, more on a loaded machine.
+	deadline := time.Now().Add(30 * time.Second)
 	for time.Now().Before(deadline) {
 		if a.server != nil && a.server.Addr() != "" {
 			if _, code := get(t, "http://"+a.server.Addr()+"/readyz", ""); code == 200 {

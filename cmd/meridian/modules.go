@@ -6,12 +6,14 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/grafana/dskit/modules"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/meridianhq/meridian/alerts"
 	"github.com/meridianhq/meridian/alerts/ruler"
@@ -72,8 +74,9 @@ type app struct {
 	pipeline *pipeline.Pipeline
 	ruler    *ruler.Ruler
 	steering *steering.Steering
-	ring     *shard.Ring // nil unless collector_ring.enabled
-	reloader *reloader   // nil: the configuration is not reloaded
+	ring     *shard.Ring                    // nil unless collector_ring.enabled
+	ceph     atomic.Pointer[ceph.Collector] // set by initCeph; its raw series go to the ruler's store
+	reloader *reloader                      // nil: the configuration is not reloaded
 
 	// consumers are the live consumers of records, filled in by their modules. The
 	// pipeline is built first with one late-bound queue per entry, so a consumer module
@@ -205,7 +208,12 @@ func (a *app) initWireGuard() (services.Service, error) {
 }
 
 func (a *app) initCeph() (services.Service, error) {
-	return ceph.New(a.cfg.Ceph, a.logger("ceph"), a.reg, a.pipeline, &a.cfg.Inventory)
+	c, err := ceph.New(a.cfg.Ceph, a.logger("ceph"), a.reg, a.pipeline, &a.cfg.Inventory)
+	if err != nil {
+		return nil, err
+	}
+	a.ceph.Store(c)
+	return c, nil
 }
 
 func (a *app) initHubble() (services.Service, error) {
@@ -225,6 +233,19 @@ func (a *app) initRuler() (services.Service, error) {
 	}
 	r, err := ruler.New(a.cfg.Ruler, s, a.reg, a.logger("ruler"))
 	if err != nil {
+		return nil, err
+	}
+	// Meridian's own series for the dashboards and self-alerts, and the raw Ceph series
+	// of this process's Ceph collector for operators' Rook rules.
+	if err := r.Store(a.reg, a.cfg.Ruler.StoreSeries); err != nil {
+		return nil, err
+	}
+	if err := r.Store(prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		if c := a.ceph.Load(); c != nil {
+			return c.RawSeries().Gather()
+		}
+		return nil, nil
+	}), ""); err != nil {
 		return nil, err
 	}
 	a.ruler = r

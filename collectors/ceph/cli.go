@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 
 	"github.com/meridianhq/meridian/collectors/scrape"
 )
@@ -165,12 +166,16 @@ func ms(ns, msv *float64) float64 {
 
 // ParseOSDTree parses `ceph osd tree -f json` into OSDs with host, device class, up and in
 // (reweight > 0). Entries that are not OSDs give hosts; a malformed node is skipped.
+// A document without `nodes` (a wrapped or foreign one) is an error, not zero OSDs.
 func ParseOSDTree(source string, b []byte) (map[uint32]*OSD, []error) {
 	var doc struct {
-		Nodes []json.RawMessage `json:"nodes"`
+		Nodes *[]json.RawMessage `json:"nodes"`
 	}
 	if err := json.Unmarshal(b, &doc); err != nil {
 		return nil, []error{jsonError(source, b, err)}
+	}
+	if doc.Nodes == nil {
+		return nil, []error{fmt.Errorf("%s: no nodes in the document: want the output of `ceph osd tree -f json`", source)}
 	}
 	type node struct {
 		ID          *int    `json:"id"`
@@ -183,7 +188,7 @@ func ParseOSDTree(source string, b []byte) (map[uint32]*OSD, []error) {
 	}
 	var errs []error
 	var nodes []node
-	for i, raw := range doc.Nodes {
+	for i, raw := range *doc.Nodes {
 		var n node
 		if err := json.Unmarshal(raw, &n); err != nil || n.ID == nil {
 			if err == nil {
@@ -210,4 +215,67 @@ func ParseOSDTree(source string, b []byte) (map[uint32]*OSD, []error) {
 		out[uint32(*n.ID)] = &OSD{ID: uint32(*n.ID), Host: hostOf[*n.ID], DeviceClass: n.DeviceClass, Up: n.Status == "up", In: n.Reweight > 0}
 	}
 	return out, errs
+}
+
+// OSDMap is what `ceph osd dump -f json` says beyond the tree: each OSD's up, in and
+// weight (the override reweight, 0 when out) and the cluster-wide flags.
+type OSDMap struct {
+	Epoch uint32
+	Flags []string // e.g. noout, noscrub, sortbitwise
+	OSDs  map[uint32]OSDMapEntry
+}
+
+// OSDMapEntry is one OSD of an OSDMap.
+type OSDMapEntry struct {
+	Up, In bool
+	Weight float64
+	State  []string // e.g. exists, up, nearfull, full, backfillfull
+}
+
+// ParseOSDDump parses `ceph osd dump -f json`. A document without `osds` is an error;
+// a malformed OSD entry is reported and skipped.
+func ParseOSDDump(source string, b []byte) (*OSDMap, []error) {
+	var doc struct {
+		Epoch uint32             `json:"epoch"`
+		Flags string             `json:"flags"`
+		OSDs  *[]json.RawMessage `json:"osds"`
+	}
+	if err := json.Unmarshal(b, &doc); err != nil {
+		return nil, []error{jsonError(source, b, err)}
+	}
+	if doc.OSDs == nil {
+		return nil, []error{fmt.Errorf("%s: no osds in the document: want the output of `ceph osd dump -f json`", source)}
+	}
+	m := &OSDMap{Epoch: doc.Epoch, OSDs: make(map[uint32]OSDMapEntry, len(*doc.OSDs))}
+	for f := range strings.SplitSeq(doc.Flags, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			m.Flags = append(m.Flags, f)
+		}
+	}
+	var errs []error
+	for i, raw := range *doc.OSDs {
+		var e struct {
+			OSD    *int     `json:"osd"`
+			Up     *int     `json:"up"`
+			In     *int     `json:"in"`
+			Weight *float64 `json:"weight"`
+			State  []string `json:"state"`
+		}
+		if err := json.Unmarshal(raw, &e); err != nil || e.OSD == nil || *e.OSD < 0 || e.Up == nil || e.In == nil {
+			if err == nil {
+				err = errors.New("want osd (>= 0), up and in")
+			}
+			errs = append(errs, fmt.Errorf("%s: osds[%d]: %w", source, i, err))
+			continue
+		}
+		o := OSDMapEntry{Up: *e.Up == 1, In: *e.In == 1, State: e.State}
+		switch {
+		case e.Weight != nil:
+			o.Weight = *e.Weight
+		case o.In: // some dumps carry no weight: in means full weight
+			o.Weight = 1
+		}
+		m.OSDs[uint32(*e.OSD)] = o
+	}
+	return m, errs
 }

@@ -1,6 +1,7 @@
 package ceph
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"flag"
@@ -8,12 +9,17 @@ import (
 	"log/slog"
 	"net/http"
 	"os/exec"
+	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/grafana/dskit/flagext"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/meridianhq/meridian/collectors/scrape"
 	"github.com/meridianhq/meridian/inventory"
@@ -37,7 +43,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.Cluster, "ceph.cluster", "ceph", "Name of the cluster in the records' collector field (ceph/<name>).")
 	f.StringVar(&c.FSID, "ceph.fsid", "", "Cluster FSID put on records when the source does not give it (the mgr exposition does not).")
 	f.Var(&c.MgrURLs, "ceph.mgr-urls", "Comma-separated ceph-mgr prometheus-module /metrics URLs of this cluster, tried in order each interval (list every mgr to ride out a failover).")
-	f.StringVar(&c.Command, "ceph.command", "", "Ceph CLI to read '-s', 'osd tree' and 'osd perf' as JSON, e.g. \"ceph --conf /etc/ceph/ceph.conf\"; empty: off.")
+	f.StringVar(&c.Command, "ceph.command", "", "Ceph CLI to read '-s', 'osd tree', 'osd dump' and 'osd perf' as JSON, e.g. \"ceph --conf /etc/ceph/ceph.conf\"; empty: off.")
 }
 
 // Validate names the first bad field.
@@ -70,7 +76,35 @@ type Collector struct {
 	metrics *scrape.Metrics
 	http    *http.Client
 	now     func() time.Time
-	prev    map[string]*prevState // per source kind: "mgr", "cli"
+	prev    map[string]*prevState  // per source kind: "mgr", "cli"
+	raw     atomic.Pointer[[]byte] // the last good mgr exposition, for RawSeries
+}
+
+// RawSeries gathers the ceph_* series of the last good mgr scrape as the mgr exported
+// them (nothing before one, nothing from the CLI), for the ruler's store: operators' Rook
+// or ceph-mixin rules loaded as rule_files then read the same series they read in their
+// own Prometheus. Samples are re-read at each gather; a bad line drops only its family's
+// parse, as Prometheus's text parser does.
+func (c *Collector) RawSeries() prometheus.Gatherer {
+	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		b := c.raw.Load()
+		if b == nil {
+			return nil, nil
+		}
+		p := expfmt.NewTextParser(model.UTF8Validation)
+		fams, err := p.TextToMetricFamilies(bytes.NewReader(*b))
+		out := make([]*dto.MetricFamily, 0, len(fams))
+		for name, mf := range fams {
+			if strings.HasPrefix(name, "ceph_") {
+				out = append(out, mf)
+			}
+		}
+		slices.SortFunc(out, func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
+		if err != nil {
+			return out, fmt.Errorf("ceph raw series: %w", err)
+		}
+		return out, nil
+	})
 }
 
 // New returns the collector as a dskit timer service.
@@ -155,12 +189,14 @@ func (c *Collector) readMgr(ctx context.Context) (*Snapshot, bool) {
 			c.log.Error("ceph: mgr scrape failed; keeping the previous state", "cluster", c.cfg.Cluster, "source", u, "reason", scrape.Reason(err), "err", err)
 			continue
 		}
+		c.raw.Store(&b)
 		return snap, true
 	}
 	return nil, false
 }
 
-// readCLI runs `ceph -s`, `ceph osd tree` and `ceph osd perf` with -f json and joins them.
+// readCLI runs `ceph -s`, `ceph osd tree`, `ceph osd dump` and `ceph osd perf` with -f json
+// and joins them.
 func (c *Collector) readCLI(ctx context.Context) (*Snapshot, bool) {
 	base := strings.Fields(c.cfg.Command)
 	src := "exec:" + c.cfg.Command
@@ -197,6 +233,18 @@ func (c *Collector) readCLI(ctx context.Context) (*Snapshot, bool) {
 		}
 		osds, errs := ParseOSDTree(src+" osd tree", b)
 		bad = append(bad, errs...)
+		if osds == nil {
+			return nil, errs[0] // not an osd tree: keep the previous state rather than report no OSDs
+		}
+		if b, err = run("osd", "dump"); err != nil {
+			return nil, err
+		}
+		osdMap, errs := ParseOSDDump(src+" osd dump", b)
+		bad = append(bad, errs...)
+		if osdMap == nil {
+			return nil, errs[0]
+		}
+		snap.ApplyOSDMap(osds, osdMap)
 		if b, err = run("osd", "perf"); err != nil {
 			return nil, err
 		}

@@ -23,6 +23,22 @@ type Snapshot struct {
 	Pools  map[uint32]*Pool
 	// OSDCounts, when set, overrides counting OSDs (a `ceph -s` document gives totals).
 	OSDCounts *[3]uint32 // total, up, in
+	Flags     []string   // OSD map flags (`ceph osd dump`), e.g. noout; nil when not read
+}
+
+// ApplyOSDMap sets osds' up, in and weight from the OSD map, which is authoritative
+// for them (the tree only shows OSDs placed in CRUSH), adds the map's OSDs the tree
+// lacks, and stores the result and the map's flags in s.
+func (s *Snapshot) ApplyOSDMap(osds map[uint32]*OSD, m *OSDMap) {
+	for id, e := range m.OSDs {
+		o := osds[id]
+		if o == nil {
+			o = &OSD{ID: id}
+			osds[id] = o
+		}
+		o.Up, o.In, o.Weight = e.Up, e.In, e.Weight
+	}
+	s.OSDs, s.Flags = osds, m.Flags
 }
 
 // OSD is one OSD in a snapshot. Latencies are in ms; op counters are cumulative.
@@ -31,6 +47,7 @@ type OSD struct {
 	Host            string
 	DeviceClass     string
 	Up, In          bool
+	Weight          float64 // override reweight from `ceph osd dump` (0 = out, 1 = full); 0 when not read
 	CommitLatencyMs float64
 	ApplyLatencyMs  float64
 	// Cumulative op counters; ReadLatSum/WriteLatSum are in seconds (ceph-mgr exports

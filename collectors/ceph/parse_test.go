@@ -150,6 +150,53 @@ func TestParseOSDTree(t *testing.T) {
 	}
 }
 
+// A document that is not an osd tree (here a real `osd dump`, and a tree wrapped in
+// another object) is an error naming its source, never zero OSDs.
+func TestParseOSDTreeForeignDocument(t *testing.T) {
+	for name, doc := range map[string][]byte{
+		"dump":    readTestdata(t, "digitalocean-ceph_exporter-osd-dump.json"),
+		"wrapped": append(append([]byte(`{"osd_tree":`), readTestdata(t, "osd-tree.json")...), '}'),
+	} {
+		osds, errs := ParseOSDTree("exec:ceph osd tree", doc)
+		if osds != nil || len(errs) != 1 || !strings.Contains(errs[0].Error(), "exec:ceph osd tree: no nodes") {
+			t.Errorf("%s: %v %v, want one error naming the source", name, osds, errs)
+		}
+	}
+}
+
+func TestParseOSDDump(t *testing.T) {
+	m, errs := ParseOSDDump("dump", readTestdata(t, "digitalocean-ceph_exporter-osd-dump.json"))
+	if len(errs) != 0 || len(m.OSDs) != 5 {
+		t.Fatalf("%+v %v", m, errs)
+	}
+	if o := m.OSDs[3]; !o.Up || !o.In || o.Weight != 1 || strings.Join(o.State, ",") != "full,backfillfull,exists,up" {
+		t.Errorf("osd.3 %+v", o)
+	}
+	if o := m.OSDs[4]; o.Up || o.In || o.Weight != 0 {
+		t.Errorf("osd.4 (down, out) %+v", o)
+	}
+	// Flags, weights and a bad entry next to good ones.
+	in := `{"epoch":19,"flags":"noout,sortbitwise","osds":[{"osd":0,"up":1,"in":1,"weight":0.5},{"osd":"x"},{"osd":2,"up":0,"in":1,"weight":1}]}`
+	m, errs = ParseOSDDump("dump2", []byte(in))
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "dump2: osds[1]") {
+		t.Fatalf("errors %v, want one naming osds[1]", errs)
+	}
+	if m.Epoch != 19 || strings.Join(m.Flags, ",") != "noout,sortbitwise" || len(m.OSDs) != 2 || m.OSDs[0].Weight != 0.5 || m.OSDs[2].Up {
+		t.Fatalf("%+v", m)
+	}
+	if _, errs := ParseOSDDump("dump3", readTestdata(t, "osd-tree.json")); len(errs) != 1 || !strings.Contains(errs[0].Error(), "dump3: no osds") {
+		t.Fatalf("an osd tree read as a dump: %v", errs)
+	}
+
+	// The map is authoritative for up/in/weight and adds OSDs the tree lacks.
+	osds, _ := ParseOSDTree("tree", readTestdata(t, "osd-tree.json"))
+	s := newSnapshot()
+	s.ApplyOSDMap(osds, m)
+	if len(s.OSDs) != 3 || s.OSDs[0].Weight != 0.5 || s.OSDs[2].Up || s.OSDs[2].Host != "vm" || !s.OSDs[1].Up || len(s.Flags) != 2 {
+		t.Fatalf("applied: %+v %+v %+v flags %v", s.OSDs[0], s.OSDs[1], s.OSDs[2], s.Flags)
+	}
+}
+
 // TestRecordsDeltas checks op latency and rates from _sum/_count deltas, a counter reset
 // after an OSD restart, and inventory mapping.
 func TestRecordsDeltas(t *testing.T) {
@@ -199,7 +246,7 @@ func FuzzParseMetrics(f *testing.F) {
 }
 
 func FuzzParseJSON(f *testing.F) {
-	for _, n := range []string{"osd-perf.json", "status.json", "osd-tree.json", "digitalocean-ceph_exporter-osd-perf.json"} {
+	for _, n := range []string{"osd-perf.json", "status.json", "osd-tree.json", "digitalocean-ceph_exporter-osd-perf.json", "digitalocean-ceph_exporter-osd-dump.json"} {
 		f.Add(readTestdata(f, n))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -208,6 +255,7 @@ func FuzzParseJSON(f *testing.F) {
 		}
 		ParseOSDPerf("fuzz", b)
 		ParseOSDTree("fuzz", b)
+		ParseOSDDump("fuzz", b)
 	})
 }
 

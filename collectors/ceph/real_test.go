@@ -14,6 +14,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -472,6 +473,19 @@ func TestRealCeph(t *testing.T) {
 	mu.Lock()
 	t.Logf("under load at %v: mgr osd.0 %+v; cli osd.0 %+v", time.Since(begin).Round(time.Second), osds["ceph/lab/mgr"][0], osds["ceph/lab/cli"][0])
 	mu.Unlock()
+
+	// The real `ceph osd dump`: every OSD up, in at full weight, and a flag set a moment ago.
+	c.ceph("osd", "set", "noout")
+	m, errs := ParseOSDDump("osd dump", []byte(c.ceph("osd", "dump", "-f", "json")))
+	c.ceph("osd", "unset", "noout")
+	if len(errs) != 0 || len(m.OSDs) != 3 || !slices.Contains(m.Flags, "noout") {
+		t.Fatalf("osd dump: %+v %v", m, errs)
+	}
+	for id, o := range m.OSDs {
+		if !o.Up || !o.In || o.Weight != 1 {
+			t.Fatalf("osd dump: osd.%d %+v", id, o)
+		}
+	}
 
 	// 2. Stop osd.2. The reference time is when the mgr itself first shows it down and
 	// the health degraded; the collector must report both within two scrape intervals.

@@ -8,6 +8,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"log/slog"
 	"sync"
 	"time"
@@ -182,6 +183,11 @@ func newRelay(cfg *Config, rc RelayConfig, site string, parser *Parser, app pipe
 			lastFlowTime: m.lastFlowTime.WithLabelValues(n), owned: m.owned.WithLabelValues(n),
 			incomplete: m.incomplete.MustCurryWith(prometheus.Labels{"relay": n}),
 			lost:       m.lost.MustCurryWith(prometheus.Labels{"relay": n})},
+	}
+	// Each loss source's counter exists from the start at 0: "lost per second" reads 0,
+	// not nothing, while Hubble loses nothing.
+	for _, src := range flowpb.LostEventSource_name {
+		r.m.lost.WithLabelValues(src)
 	}
 	r.edges = newEdgeAggregator(r.meta, cfg.EdgeInterval, cfg.EdgeGrace, cfg.MaxPairs, cfg.MaxWindows,
 		func(k int) { r.m.overflow.Add(float64(k)) })

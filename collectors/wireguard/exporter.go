@@ -5,9 +5,11 @@ import (
 	"math"
 	"net/netip"
 	"sort"
+	"strconv"
 	"strings"
 	"time"
 
+	"github.com/prometheus/prometheus/model/labels"
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/meridianhq/meridian/collectors/scrape"
@@ -37,13 +39,14 @@ func ParseExporter(source string, b []byte, now time.Time) ([]Peer, []error) {
 			p = &Peer{Interface: iface, PublicKey: key}
 			peers[id{iface, key}] = p
 		}
-		// MindFlavor puts all allowed IPs, comma-separated, on every series.
-		if ips := s.Labels.Get("allowed_ips"); ips != "" && p.AllowedIPs == nil && s.Name != "wireguard_peer_allowed_ips_info" {
-			for ip := range strings.SplitSeq(ips, ",") {
-				if pfx, err := netip.ParsePrefix(strings.TrimSpace(ip)); err == nil {
-					p.AllowedIPs = append(p.AllowedIPs, pfx)
-				}
+		// MindFlavor puts all allowed IPs on every series: comma-separated in
+		// allowed_ips, or split into allowed_ip_N/allowed_subnet_N (its -s flag).
+		if p.AllowedIPs == nil && s.Name != "wireguard_peer_allowed_ips_info" {
+			ips, err := mindflavorAllowedIPs(s.Labels)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: series %s: %w", source, s.Labels, err))
 			}
+			p.AllowedIPs = ips
 		}
 		return p
 	}
@@ -83,9 +86,12 @@ func ParseExporter(source string, b []byte, now time.Time) ([]Peer, []error) {
 		case "wireguard_peer_info":
 			p.Endpoint = s.Labels.Get("endpoint")
 		case "wireguard_peer_allowed_ips_info":
-			if pfx, err := netip.ParsePrefix(s.Labels.Get("allowed_ips")); err == nil {
-				p.AllowedIPs = append(p.AllowedIPs, pfx)
+			pfx, err := netip.ParsePrefix(s.Labels.Get("allowed_ips"))
+			if err != nil {
+				errs = append(errs, fmt.Errorf("%s: series %s: allowed_ips: %w", source, s.Labels, err))
+				return
 			}
+			p.AllowedIPs = append(p.AllowedIPs, pfx)
 		case "wireguard_peer_last_handshake_seconds", "wireguard_latest_handshake_seconds":
 			// Both are Unix times despite MindFlavor's name.
 			p.LastHandshake = unix(s.Value)
@@ -111,4 +117,41 @@ func ParseExporter(source string, b []byte, now time.Time) ([]Peer, []error) {
 		return out[i].PublicKey < out[j].PublicKey
 	})
 	return out, append(lerrs, errs...)
+}
+
+// mindflavorAllowedIPs reads a MindFlavor series' allowed IPs from either label form.
+// A bad entry is reported and the good ones next to it are kept.
+func mindflavorAllowedIPs(lbls labels.Labels) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	var bad []string
+	if ips := lbls.Get("allowed_ips"); ips != "" {
+		for ip := range strings.SplitSeq(ips, ",") {
+			if ip = strings.TrimSpace(ip); ip == "" || ip == "(none)" {
+				continue
+			}
+			pfx, err := netip.ParsePrefix(ip)
+			if err != nil {
+				bad = append(bad, "allowed_ips "+strconv.Quote(ip))
+				continue
+			}
+			out = append(out, pfx)
+		}
+	}
+	for i := 0; ; i++ {
+		ipLabel, subnetLabel := "allowed_ip_"+strconv.Itoa(i), "allowed_subnet_"+strconv.Itoa(i)
+		ip, subnet := lbls.Get(ipLabel), lbls.Get(subnetLabel)
+		if ip == "" && subnet == "" {
+			break
+		}
+		pfx, err := netip.ParsePrefix(ip + "/" + subnet)
+		if err != nil {
+			bad = append(bad, fmt.Sprintf("%s=%q %s=%q", ipLabel, ip, subnetLabel, subnet))
+			continue
+		}
+		out = append(out, pfx)
+	}
+	if bad != nil {
+		return out, fmt.Errorf("bad allowed IPs: %s", strings.Join(bad, ", "))
+	}
+	return out, nil
 }

@@ -2,6 +2,7 @@ package wireguard
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"strings"
 	"testing"
@@ -96,6 +97,44 @@ func TestParseExporters(t *testing.T) {
 	}
 }
 
+// MindFlavor's exporter with -s splits a peer's allowed IPs into allowed_ip_N and
+// allowed_subnet_N labels; its own test renders issue 19's dump that way. Every peer
+// must come out equal to the same dump read directly.
+func TestParseExporterSeparateAllowedIPs(t *testing.T) {
+	split, errs := ParseExporter("split", readTestdata(t, "mindflavor-test-issue19-separate-allowed-ips.prom"), time.Now())
+	if len(errs) != 0 {
+		t.Fatalf("errors on a valid exposition: %v", errs)
+	}
+	dump, _ := ParseDump("dump", readTestdata(t, "mindflavor-wg-show-all-dump-issue19.txt"))
+	if len(split) != len(dump) || len(split) != 17 {
+		t.Fatalf("%d peers from the exporter, %d from the dump, want 17", len(split), len(dump))
+	}
+	byKey := map[string]Peer{}
+	for _, d := range dump {
+		byKey[d.PublicKey] = d
+	}
+	for i, p := range split {
+		d := byKey[p.PublicKey]
+		if fmt.Sprint(p.AllowedIPs) != fmt.Sprint(d.AllowedIPs) ||
+			p.RxBytes != d.RxBytes || p.TxBytes != d.TxBytes || !p.LastHandshake.Equal(d.LastHandshake) {
+			t.Errorf("peer %d: exporter %+v, dump %+v", i, p, d)
+		}
+	}
+	if got := fmt.Sprint(split[0].AllowedIPs); split[0].PublicKey != "+0+yMIHVCqyIf4by1gxAjqQ92iKv3bQ/JctNVUEpSlU=" || got != "[10.90.0.7/32 10.0.7.0/24]" {
+		t.Errorf("peer %s's allowed IPs %s", split[0].PublicKey, got)
+	}
+
+	// A bad entry is an error naming the source and the labels; the good one is kept.
+	bad := `wireguard_sent_bytes_total{interface="wg0",public_key="2S7mA0vEMethCNQrJpJKE81/JmhgtB+tHHLYQhgM6kk=",allowed_ip_0="10.0.0.1",allowed_subnet_0="32",allowed_ip_1="fd86:ea04:::4",allowed_subnet_1="128"} 1` + "\n"
+	peers, errs := ParseExporter("exp", []byte(bad), time.Now())
+	if len(peers) != 1 || fmt.Sprint(peers[0].AllowedIPs) != "[10.0.0.1/32]" {
+		t.Fatalf("peers %+v", peers)
+	}
+	if len(errs) != 1 || !strings.Contains(errs[0].Error(), "exp:") || !strings.Contains(errs[0].Error(), `allowed_ip_1="fd86:ea04:::4"`) {
+		t.Fatalf("errors %v, want one naming exp and allowed_ip_1", errs)
+	}
+}
+
 func TestParseExporterBadLine(t *testing.T) {
 	in := "wireguard_sent_bytes_total{interface=\"wg0\",public_key=\"2S7mA0vEMethCNQrJpJKE81/JmhgtB+tHHLYQhgM6kk=\"} 5\n" +
 		"wireguard_sent_bytes_total{interface=\"wg0\" 7\n" +
@@ -130,7 +169,7 @@ func FuzzParseDump(f *testing.F) {
 }
 
 func FuzzParseExporter(f *testing.F) {
-	for _, n := range []string{"mdlayher-readme-metrics.prom", "mindflavor-readme-metrics-allowed_ips.prom", "mindflavor-readme-metrics-friendly_name.prom"} {
+	for _, n := range []string{"mdlayher-readme-metrics.prom", "mindflavor-readme-metrics-allowed_ips.prom", "mindflavor-readme-metrics-friendly_name.prom", "mindflavor-test-issue19-separate-allowed-ips.prom"} {
 		f.Add(readTestdata(f, n))
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {

@@ -54,6 +54,10 @@ func New(regions []inventory.ClientRegion, dbPath string) (*Locator, error) {
 		if err != nil {
 			return nil, fmt.Errorf("geoip database %s: %w", dbPath, err)
 		}
+		if err := hasLocations(db); err != nil {
+			db.Close()
+			return nil, fmt.Errorf("geoip database %s: %w", dbPath, err)
+		}
 		l.db = db
 	}
 	claim := func(m map[string]string, what, code, region string) error {
@@ -81,6 +85,29 @@ func New(regions []inventory.ClientRegion, dbPath string) (*Locator, error) {
 	}
 	slices.SortStableFunc(l.cidrs, func(a, b cidrRule) int { return b.prefix.Bits() - a.prefix.Bits() })
 	return l, nil
+}
+
+// locationProbe is how many networks hasLocations decodes: enough to see past a few
+// odd records, few enough to keep start-up and reload instant on a full database.
+const locationProbe = 64
+
+// hasLocations refuses a database whose records carry no country or continent (an ASN,
+// ISP or connection-type database): with one, every client would silently land in the
+// default region. The records are checked, not the type name, since third-party
+// databases name their types freely.
+func hasLocations(db *maxminddb.Reader) error {
+	n := 0
+	for res := range db.Networks() {
+		var rec geoRecord
+		if err := res.Decode(&rec); err == nil && (rec.Country.ISOCode != "" || rec.Continent.Code != "") {
+			return nil
+		}
+		if n++; n == locationProbe {
+			break
+		}
+	}
+	return fmt.Errorf("database_type %q has no country or continent data in its first %d networks: want a City or Country database (GeoIP2/GeoLite2 City or Country, or one with the same country.iso_code and continent.code fields)",
+		db.Metadata.DatabaseType, n)
 }
 
 // Close releases the database.

@@ -48,6 +48,11 @@ func TestLocateErrors(t *testing.T) {
 	if _, err := New(regions, "../../testdata/geoip/missing.mmdb"); err == nil || !strings.Contains(err.Error(), "missing.mmdb") {
 		t.Fatalf("err = %v, want it to name the file", err)
 	}
+	// MaxMind's ASN test database: only autonomous_system_* fields, no location.
+	_, err := New(regions, "../../testdata/geoip/GeoLite2-ASN-Test.mmdb")
+	if err == nil || !strings.Contains(err.Error(), "GeoLite2-ASN-Test.mmdb") || !strings.Contains(err.Error(), `database_type "GeoLite2-ASN"`) {
+		t.Fatalf("err = %v, want a refusal naming the file and database_type", err)
+	}
 	dup := append(regions, inventory.ClientRegion{Name: "paris", Countries: []string{"FR"}})
 	if _, err := New(dup, ""); err == nil || !strings.Contains(err.Error(), "country FR") {
 		t.Fatalf("err = %v, want a duplicate-country error", err)
