@@ -144,7 +144,8 @@ type relay struct {
 	rc     RelayConfig
 	dial   dialer
 	meta   pipeline.Meta
-	parser *Parser
+	dec    *decoder
+	in     *inbox
 	app    pipeline.Appender
 	log    *slog.Logger
 	m      relayMetrics
@@ -152,6 +153,8 @@ type relay struct {
 	resume resumePoint
 
 	sampleAcc float64
+	slab      []pipeline.Flow // records not yet handed to the pipeline; slab[0] is the scratch
+	taken     batch           // messages taken from the inbox
 	batch     []pipeline.Record
 	lastRecv  time.Time // wall time of the newest message, to flush edges when idle
 
@@ -161,10 +164,10 @@ type relay struct {
 }
 
 type relayMetrics struct {
-	received, stored, duplicates, edges, overflow, relayErrors, checkpointErrors prometheus.Counter
-	connected, lastFlowTime, owned                                               prometheus.Gauge
-	incomplete                                                                   *prometheus.CounterVec
-	lost                                                                         *prometheus.CounterVec
+	received, stored, duplicates, malformed, edges, overflow, relayErrors, checkpointErrors prometheus.Counter
+	connected, lastFlowTime, owned                                                          prometheus.Gauge
+	incomplete                                                                              *prometheus.CounterVec
+	lost                                                                                    *prometheus.CounterVec
 }
 
 func newRelay(cfg *Config, rc RelayConfig, site string, parser *Parser, app pipeline.Appender, m *metrics, log *slog.Logger) (*relay, error) {
@@ -173,10 +176,10 @@ func newRelay(cfg *Config, rc RelayConfig, site string, parser *Parser, app pipe
 		return nil, err
 	}
 	n := rc.Name
-	r := &relay{cfg: cfg, rc: rc, dial: d, parser: parser, app: app, log: log,
+	r := &relay{cfg: cfg, rc: rc, dial: d, dec: newDecoder(parser), in: newInbox(), app: app, log: log,
 		meta: pipeline.Meta{Collector: "hubble/" + n, Site: site, Cluster: rc.Cluster},
 		m: relayMetrics{received: m.received.WithLabelValues(n), stored: m.stored.WithLabelValues(n),
-			duplicates: m.duplicates.WithLabelValues(n), edges: m.edges.WithLabelValues(n), overflow: m.overflow.WithLabelValues(n),
+			duplicates: m.duplicates.WithLabelValues(n), malformed: m.malformed.WithLabelValues(n), edges: m.edges.WithLabelValues(n), overflow: m.overflow.WithLabelValues(n),
 			relayErrors: m.relayErrors.WithLabelValues(n), checkpointErrors: m.checkpointErrors.WithLabelValues(n),
 			connected:    m.connected.WithLabelValues(n),
 			lastFlowTime: m.lastFlowTime.WithLabelValues(n), owned: m.owned.WithLabelValues(n),
@@ -269,7 +272,7 @@ func (r *relay) run(ctx context.Context) {
 
 // stream runs one GetFlows stream to its end. got reports whether it delivered anything.
 func (r *relay) stream(ctx context.Context, tick <-chan time.Time) (got bool, err error) {
-	msgs, errc, closeConn, err := r.dial.open(ctx, r.resume.request(r.cfg.Backfill, r.rc))
+	closeConn, err := r.dial.open(ctx, r.resume.request(r.cfg.Backfill, r.rc), r.in)
 	if err != nil {
 		return false, err
 	}
@@ -277,22 +280,34 @@ func (r *relay) stream(ctx context.Context, tick <-chan time.Time) (got bool, er
 	r.setState(true, nil)
 	r.resume.startConnection()
 	for {
-		select {
-		case m, ok := <-msgs:
-			if !ok {
-				err := <-errc
-				if err == nil {
-					err = errors.New("relay ended the stream")
-				}
-				return got, err
-			}
+		ended, err := r.in.take(&r.taken)
+		for i := range r.taken.len() {
 			got = true
-			r.handle(m)
+			r.handle(r.taken.msg(i))
 			if len(r.batch) >= r.cfg.BatchSize {
 				if err := r.appendPending(ctx); err != nil {
 					return got, err
 				}
 			}
+		}
+		if ended {
+			if err == nil {
+				err = errors.New("relay ended the stream")
+			}
+			return got, err
+		}
+		if r.taken.len() > 0 {
+			select { // a busy stream still flushes on time
+			case <-tick:
+				if err := r.appendPending(ctx); err != nil {
+					return got, err
+				}
+			default:
+			}
+			continue
+		}
+		select {
+		case <-r.in.wake:
 		case <-tick:
 			if err := r.appendPending(ctx); err != nil {
 				return got, err

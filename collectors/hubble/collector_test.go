@@ -311,7 +311,7 @@ func resumedOnce(t *testing.T, srv *hubbletest.Server, reg *prometheus.Registry,
 		t.Fatalf("%d flows stored, want %d", len(out.flows), len(want))
 	}
 	for i, r := range want {
-		w := p.Parse(r.GetFlow(), "kind", time.Time{})
+		w := decode(t, p, r.GetFlow(), "kind", time.Time{})
 		if got := out.flows[i]; dump(*got) != dump(withMeta(w, got.M)) {
 			t.Fatalf("flow %d:\n got %s\nwant %s", i, dump(*got), dump(w))
 		}

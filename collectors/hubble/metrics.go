@@ -9,6 +9,7 @@ type metrics struct {
 	received         *prometheus.CounterVec
 	stored           *prometheus.CounterVec
 	duplicates       *prometheus.CounterVec
+	malformed        *prometheus.CounterVec
 	incomplete       *prometheus.CounterVec
 	lost             *prometheus.CounterVec
 	edges            *prometheus.CounterVec
@@ -29,6 +30,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Raw flow records appended to the pipeline after sampling."}, []string{"relay"}),
 		duplicates: f.NewCounterVec(prometheus.CounterOpts{Name: "meridian_hubble_flows_duplicate_total",
 			Help: "Flows dropped because a resumed stream sent them again."}, []string{"relay"}),
+		malformed: f.NewCounterVec(prometheus.CounterOpts{Name: "meridian_hubble_flows_malformed_total",
+			Help: "Messages from a relay that are not valid protobuf, skipped (logged)."}, []string{"relay"}),
 		incomplete: f.NewCounterVec(prometheus.CounterOpts{Name: "meridian_hubble_flows_incomplete_total",
 			Help: "Flows stored with missing parts, by what was missing (time, source, destination, l4)."}, []string{"relay", "missing"}),
 		lost: f.NewCounterVec(prometheus.CounterOpts{Name: "meridian_hubble_lost_events_total",
