@@ -318,7 +318,7 @@ func vmHWM() string {
 // counts, the rows of the blocks and the rows readable in ClickHouse.
 func BenchmarkHubbleStages(b *testing.B) {
 	const (
-		n     = 200_000
+		n         = 200_000
 		batchRows = 50_000 // the pipeline's default batch_rows
 	)
 	wire := stageSamples(b)
