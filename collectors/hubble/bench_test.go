@@ -21,8 +21,10 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/meridianhq/meridian/collectors/hubble/hubbletest"
 	"github.com/meridianhq/meridian/pipeline"
@@ -46,25 +48,84 @@ func TestMain(m *testing.M) {
 }
 
 // replay is a relay that streams the real samples over and over, re-timed so that the
-// whole stream spans a few seconds of recent time (inside the tables' TTL).
+// whole stream spans a few seconds of recent time (inside the tables' TTL). The samples
+// are marshalled once, without their times, and each message is assembled from them and
+// its time: the relay's own cost per flow stays small next to the collector's, as
+// Hubble Relay's does on a node of its own, so the machine's two cores measure the
+// collector.
 type replay struct {
 	observer.UnimplementedObserverServer
-	samples []*observer.GetFlowsResponse
-	total   int
+	flows [][]byte // each sample's Flow without its time
+	rest  [][]byte // the rest of each sample's response (node name) without its time
+	total int
+}
+
+func newReplay(smp []*observer.GetFlowsResponse, total int) (*replay, error) {
+	r := &replay{total: total}
+	for _, m := range smp {
+		m = proto.Clone(m).(*observer.GetFlowsResponse)
+		f := m.GetFlow()
+		m.Time, f.Time = nil, nil
+		fb, err := proto.Marshal(f)
+		if err != nil {
+			return nil, err
+		}
+		m.ResponseTypes = nil
+		rb, err := proto.Marshal(m)
+		if err != nil {
+			return nil, err
+		}
+		r.flows, r.rest = append(r.flows, fb), append(r.rest, rb)
+	}
+	return r, nil
 }
 
 func (r *replay) GetFlows(_ *observer.GetFlowsRequest, stream grpc.ServerStreamingServer[observer.GetFlowsResponse]) error {
 	base := time.Now().Add(-time.Minute).Truncate(time.Second)
 	for i := range r.total {
-		m := r.samples[i%len(r.samples)]
-		ts := timestamppb.New(base.Add(time.Duration(int64(i) * replayStepNano)))
-		m.Time, m.GetFlow().Time = ts, ts // Send marshals before returning: safe to reuse
-		if err := stream.Send(m); err != nil {
+		t := base.Add(time.Duration(int64(i) * replayStepNano))
+		var ts []byte
+		ts = protowire.AppendTag(ts, 1, protowire.VarintType)
+		ts = protowire.AppendVarint(ts, uint64(t.Unix()))
+		ts = protowire.AppendTag(ts, 2, protowire.VarintType)
+		ts = protowire.AppendVarint(ts, uint64(t.Nanosecond()))
+		k := i % len(r.flows)
+		// A new slice per message: gRPC may hold it until written.
+		m := make([]byte, 0, len(r.flows[k])+len(r.rest[k])+2*len(ts)+16)
+		m = protowire.AppendTag(m, 1, protowire.BytesType) // flow, its time first
+		m = protowire.AppendVarint(m, uint64(1+protowire.SizeBytes(len(ts))+len(r.flows[k])))
+		m = protowire.AppendTag(m, 1, protowire.BytesType)
+		m = protowire.AppendBytes(m, ts)
+		m = append(m, r.flows[k]...)
+		m = append(m, r.rest[k]...)
+		m = protowire.AppendTag(m, 1001, protowire.BytesType)
+		m = protowire.AppendBytes(m, ts)
+		if err := stream.SendMsg(wireMessage(m)); err != nil {
 			return err
 		}
 	}
 	<-stream.Context().Done() // follow: stay open like a relay
 	return nil
+}
+
+// wireMessage is a message already in wire form, sent as is by passCodec.
+type wireMessage []byte
+
+// passCodec sends wire messages as they are; everything else goes through the standard
+// codec.
+type passCodec struct{}
+
+func (passCodec) Name() string { return "proto" }
+
+func (passCodec) Marshal(v any) (mem.BufferSlice, error) {
+	if m, ok := v.(wireMessage); ok {
+		return mem.BufferSlice{mem.SliceBuffer(m)}, nil
+	}
+	return encoding.GetCodecV2("proto").Marshal(v)
+}
+
+func (passCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	return encoding.GetCodecV2("proto").Unmarshal(data, v)
 }
 
 // runReplayChild serves the replay relay, prints its address, and exits when its stdin
@@ -85,8 +146,13 @@ func runReplayChild(total string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	s := grpc.NewServer()
-	observer.RegisterObserverServer(s, &replay{samples: smp, total: n})
+	r, err := newReplay(smp, n)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 2
+	}
+	s := grpc.NewServer(grpc.ForceServerCodecV2(passCodec{}))
+	observer.RegisterObserverServer(s, r)
 	go s.Serve(l)
 	fmt.Println(l.Addr().String())
 	io.Copy(io.Discard, os.Stdin)

@@ -41,9 +41,18 @@ func newDialer(cfg *Config, rc RelayConfig) (dialer, error) {
 		// Detects a dead peer on an idle stream. Five minutes is the shortest interval a
 		// default gRPC server (Hubble Relay's) accepts without answering "too many pings".
 		grpc.WithKeepaliveParams(keepalive.ClientParameters{Time: 5 * time.Minute, Timeout: 20 * time.Second}),
+		// A fixed 1 MiB window (about 1,500 flows) instead of gRPC's 64 KiB that BDP
+		// estimation grows: fewer WINDOW_UPDATE frames and wake-ups per flow, and with the
+		// inbox a known bound on what a relay can have in flight to us.
+		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(streamWindow),
+		// Larger socket reads: fewer read syscalls per flow at line rate.
+		grpc.WithReadBufferSize(256<<10),
 	)
 	return dialer{address: rc.Address, opts: opts}, nil
 }
+
+// streamWindow is the HTTP/2 flow-control window of a relay's connection and stream.
+const streamWindow = 1 << 20
 
 // open starts a GetFlows stream and a goroutine receiving from it into an inbox, which
 // ends with the stream's error. The inbox lets decoding overlap with receiving; when the
