@@ -545,7 +545,7 @@ func stagePath(b *testing.B, wire [][]byte, n, batch int) stageTimes {
 		})
 		t.edges += timed(func() {
 			for i, r := range recs {
-				edges = append(edges, agg.add(r.(*pipeline.Flow), responses[i])...)
+				edges = append(edges, agg.add(r.(*pipeline.Flow), responses[i], false)...)
 			}
 		})
 		store1(pipeline.KindFlow, recs)

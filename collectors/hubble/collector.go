@@ -153,10 +153,15 @@ type relay struct {
 	resume resumePoint
 
 	sampleAcc float64
-	slab      []pipeline.Flow // records not yet handed to the pipeline; slab[0] is the scratch
-	taken     batch           // messages taken from the inbox
-	batch     []pipeline.Record
-	lastRecv  time.Time // wall time of the newest message, to flush edges when idle
+	// Overload: the inbox filled up since the loop last took from it.
+	overloaded    bool
+	overloadSince time.Time
+	overloadAcc   float64         // sampler of overload_sample_rate
+	shed          uint64          // raw flows sampled out in this episode
+	slab          []pipeline.Flow // records not yet handed to the pipeline; slab[0] is the scratch
+	taken         batch           // messages taken from the inbox
+	batch         []pipeline.Record
+	lastRecv      time.Time // wall time of the newest message, to flush edges when idle
 
 	mu        sync.Mutex
 	connected bool
@@ -165,7 +170,8 @@ type relay struct {
 
 type relayMetrics struct {
 	received, stored, duplicates, malformed, edges, overflow, relayErrors, checkpointErrors prometheus.Counter
-	connected, lastFlowTime, owned                                                          prometheus.Gauge
+	sampledRate, sampledOverload, overloadSeconds                                           prometheus.Counter
+	connected, lastFlowTime, owned, overloaded                                              prometheus.Gauge
 	incomplete                                                                              *prometheus.CounterVec
 	lost                                                                                    *prometheus.CounterVec
 }
@@ -183,6 +189,8 @@ func newRelay(cfg *Config, rc RelayConfig, site string, parser *Parser, app pipe
 			relayErrors: m.relayErrors.WithLabelValues(n), checkpointErrors: m.checkpointErrors.WithLabelValues(n),
 			connected:    m.connected.WithLabelValues(n),
 			lastFlowTime: m.lastFlowTime.WithLabelValues(n), owned: m.owned.WithLabelValues(n),
+			sampledRate: m.sampled.WithLabelValues(n, "rate"), sampledOverload: m.sampled.WithLabelValues(n, "overload"),
+			overloaded: m.overloaded.WithLabelValues(n), overloadSeconds: m.overloadSeconds.WithLabelValues(n),
 			incomplete: m.incomplete.MustCurryWith(prometheus.Labels{"relay": n}),
 			lost:       m.lost.MustCurryWith(prometheus.Labels{"relay": n})},
 	}
@@ -281,6 +289,7 @@ func (r *relay) stream(ctx context.Context, tick <-chan time.Time) (got bool, er
 	r.resume.startConnection()
 	for {
 		ended, err := r.in.take(&r.taken)
+		r.checkOverload()
 		for i := range r.taken.len() {
 			got = true
 			r.handle(r.taken.msg(i))
@@ -316,6 +325,29 @@ func (r *relay) stream(ctx context.Context, tick <-chan time.Time) (got bool, er
 		case <-ctx.Done():
 			return got, ctx.Err()
 		}
+	}
+}
+
+// checkOverload starts an overload episode when the receiver had to wait for the loop
+// (the inbox was full), and ends it once the loop takes little at a time again. Each is
+// logged once; meanwhile the gauge is 1 and, with overload: sample, raw flows are sampled.
+func (r *relay) checkOverload() {
+	switch {
+	case r.taken.full && !r.overloaded:
+		r.overloaded, r.overloadSince, r.shed = true, time.Now(), 0
+		r.m.overloaded.Set(1)
+		if r.cfg.Overload == OverloadSample {
+			r.log.Warn("hubble flows arrive faster than they are stored; storing a sample of the raw flows until caught up, edges still count every flow",
+				"overload_sample_rate", r.cfg.OverloadSampleRate)
+		} else {
+			r.log.Warn("hubble flows arrive faster than they are stored; slowing the relay's stream down (gRPC flow control) until caught up")
+		}
+	case r.overloaded && !r.taken.full && r.taken.len() < inboxMessages/8 && len(r.taken.buf) < inboxBytes/8:
+		d := time.Since(r.overloadSince)
+		r.overloaded = false
+		r.m.overloaded.Set(0)
+		r.m.overloadSeconds.Add(d.Seconds())
+		r.log.Info("hubble caught up with the relay", "overloaded_for", d, "raw_flows_sampled", r.shed)
 	}
 }
 

@@ -510,7 +510,7 @@ func TestEdgeBounds(t *testing.T) {
 	for i := range 100000 {
 		f := &pipeline.Flow{M: pipeline.Meta{Time: t0.Add(time.Duration(i%50) * time.Second / 5)}, L4Protocol: "TCP", DestinationPort: 80,
 			Source: pipeline.Endpoint{Workload: fmt.Sprintf("w%d", i)}, Destination: pipeline.Endpoint{Workload: "db"}}
-		edges = append(edges, a.add(f, false)...)
+		edges = append(edges, a.add(f, false, false)...)
 		maxOpen = max(maxOpen, len(a.windows))
 		for _, w := range a.windows {
 			maxPairs = max(maxPairs, len(w.edges))

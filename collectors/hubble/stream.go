@@ -365,6 +365,11 @@ func (r *relay) handle(msg []byte) {
 	case *observer.GetFlowsResponse_LostEvents:
 		ev := x.LostEvents
 		r.m.lost.WithLabelValues(ev.GetSource().String()).Add(float64(ev.GetNumEventsLost()))
+		at := r.lastRecv
+		if resp.hasTime {
+			at = resp.time
+		}
+		r.batch = append(r.batch, r.edges.lost(at, ev.GetNumEventsLost())...)
 		r.log.Warn("hubble lost events", "source", ev.GetSource().String(), "lost", ev.GetNumEventsLost(),
 			"cpu", ev.GetCpu().GetValue(), "node", m.GetNodeName())
 	case *observer.GetFlowsResponse_NodeStatus:
@@ -402,10 +407,25 @@ func (r *relay) handleFlow(resp response) error {
 	if !info.l4 {
 		r.m.incomplete.WithLabelValues("l4").Inc()
 	}
-	r.batch = append(r.batch, r.edges.add(rec, info.response)...)
-	r.sampleAcc += r.cfg.FlowSampleRate
-	if r.sampleAcc >= 1 {
+	keep := false
+	if r.sampleAcc += r.cfg.FlowSampleRate; r.sampleAcc >= 1 {
 		r.sampleAcc--
+		keep = true
+	}
+	switch {
+	case !keep:
+		r.m.sampledRate.Inc()
+	case r.overloaded && r.cfg.Overload == OverloadSample:
+		if r.overloadAcc += r.cfg.OverloadSampleRate; r.overloadAcc >= 1 {
+			r.overloadAcc--
+		} else {
+			keep = false
+			r.shed++
+			r.m.sampledOverload.Inc()
+		}
+	}
+	r.batch = append(r.batch, r.edges.add(rec, info.response, !keep)...)
+	if keep {
 		r.batch = append(r.batch, rec)
 		r.slab = r.slab[1:] // the record is the pipeline's now
 	}

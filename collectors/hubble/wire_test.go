@@ -105,7 +105,7 @@ func edgesOf(recs []pipeline.Record, response []bool) []*pipeline.FlowEdge {
 	a := newEdgeAggregator(pipeline.Meta{Cluster: "kind"}, time.Second, time.Second, 10000, 1000, func(int) {})
 	var out []*pipeline.FlowEdge
 	for i, r := range recs {
-		for _, e := range a.add(r.(*pipeline.Flow), response[i]) {
+		for _, e := range a.add(r.(*pipeline.Flow), response[i], false) {
 			out = append(out, e.(*pipeline.FlowEdge))
 		}
 	}
