@@ -301,7 +301,7 @@ func BenchmarkHubble(b *testing.B) {
 			b.Fatal(err)
 		}
 		stored += perRound
-		waitStored(b, func() bool { return query(b, store, "SELECT count() FROM {db}.flows") == fmt.Sprint(stored) })
+		waitStored(b, time.Minute, func() bool { return query(b, store, "SELECT count() FROM {db}.flows") == fmt.Sprint(stored) })
 	}
 
 	var bare, full run
@@ -312,7 +312,7 @@ func BenchmarkHubble(b *testing.B) {
 	}
 	b.StopTimer()
 	// Every flow is counted once in the edges, and every raw flow is stored once.
-	waitStored(b, func() bool { return query(b, store, "SELECT sum(flows) FROM {db}.flow_edges") == fmt.Sprint(stored) })
+	waitStored(b, time.Minute, func() bool { return query(b, store, "SELECT sum(flows) FROM {db}.flow_edges") == fmt.Sprint(stored) })
 	if got := query(b, store, "SELECT count() FROM {db}.flows"); got != fmt.Sprint(stored) {
 		b.Fatalf("flows stored %s, want %d", got, stored)
 	}
@@ -330,11 +330,11 @@ func BenchmarkHubble(b *testing.B) {
 	fmt.Printf("BENCH hubble_collector_cpu %.0f ns/flow ratio=%.2f\n", perFlow(full.cpu), perFlow(full.cpu)/perFlow(bare.cpu))
 }
 
-// waitStored polls ClickHouse until cond holds; a minute without it fails the benchmark
-// (rows were lost).
-func waitStored(b *testing.B, cond func() bool) {
+// waitStored polls ClickHouse until cond holds; d without it fails the benchmark (rows
+// were lost).
+func waitStored(b *testing.B, d time.Duration, cond func() bool) {
 	b.Helper()
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(d)
 	for !cond() {
 		if time.Now().After(deadline) {
 			b.Fatal("rows missing in ClickHouse after a minute")
@@ -565,4 +565,109 @@ func timed(f func()) time.Duration {
 	t0 := cpuTime()
 	f()
 	return cpuTime() - t0
+}
+
+// BenchmarkHubbleSoak streams at the maximum rate through the collector, the pipeline and
+// the embedded ClickHouse for MERIDIAN_HUBBLE_SOAK (a duration, e.g. 10m; skipped when
+// unset), sampling the process's RSS every 10 s: after warm-up it must stay flat. At the
+// end every flow received must be readable in ClickHouse.
+func BenchmarkHubbleSoak(b *testing.B) {
+	d, err := time.ParseDuration(os.Getenv("MERIDIAN_HUBBLE_SOAK"))
+	if err != nil {
+		b.Skip("set MERIDIAN_HUBBLE_SOAK to a duration to run the soak")
+	}
+	relay := startReplay(b, 1<<40)
+	p, store := startPipeline(b, 0)
+	c, reg := startCollector(b, testConfig(RelayConfig{Cluster: "bench", Address: relay.addr}), p, nil, nil)
+	received := func() float64 { return promtest.Sum(b, reg, "meridian_hubble_flows_received_total", "relay", "bench") }
+	rows := func() float64 {
+		n, _ := strconv.ParseFloat(query(b, store, "SELECT count() FROM {db}.flows"), 64)
+		return n
+	}
+	start, cpu0 := time.Now(), cpuTime()
+	var rss []float64
+	var storedAtEnd float64
+	tick := time.NewTicker(10 * time.Second)
+	defer tick.Stop()
+	for now := range tick.C {
+		r, s := vmRSS(), rows()
+		rss = append(rss, r)
+		fmt.Printf("soak %4.0fs: %.0f flows received, %.0f stored (%.0f flows/s), RSS %.0f MiB\n",
+			now.Sub(start).Seconds(), received(), s, s/now.Sub(start).Seconds(), r)
+		if now.Sub(start) >= d {
+			storedAtEnd = s
+			break
+		}
+	}
+	wall, cpu := time.Since(start), cpuTime()-cpu0
+	if err := services.StopAndAwaitTerminated(context.Background(), c); err != nil {
+		b.Fatal(err)
+	}
+	if err := p.Flush(context.Background()); err != nil {
+		b.Fatal(err)
+	}
+	// What the pipeline's spool still holds is stored after the stop: wait for all of it.
+	n := received()
+	waitStored(b, 20*time.Minute, func() bool { return rows() == n })
+	// Warm-up: the first quarter. Flat: the last quarter's mean against the second's.
+	q := len(rss) / 4
+	mean := func(xs []float64) float64 {
+		s := 0.0
+		for _, x := range xs {
+			s += x
+		}
+		return s / float64(len(xs))
+	}
+	early, late := mean(rss[q:2*q]), mean(rss[len(rss)-q:])
+	fmt.Printf("soak: %.0f flows received in %v, %.0f stored by then, all stored after the stop; collector CPU %.0f ns/flow received; RSS after warm-up %.0f MiB, at the end %.0f MiB\n",
+		n, wall.Round(time.Second), storedAtEnd, float64(cpu.Nanoseconds())/n, early, late)
+	rate := storedAtEnd / wall.Seconds()
+	fmt.Printf("BENCH hubble_soak_flows %.0f flows/s ratio=%.2f\n", rate, rate/250_000) // stored; against the 250,000 target
+	fmt.Printf("BENCH hubble_soak_rss %.0f MiB ratio=%.2f\n", late, late/early)
+}
+
+// vmRSS is the process's resident memory in MiB.
+func vmRSS() float64 {
+	s, _ := os.ReadFile("/proc/self/status")
+	for _, l := range strings.Split(string(s), "\n") {
+		if strings.HasPrefix(l, "VmRSS:") {
+			kb, _ := strconv.ParseFloat(strings.Fields(l)[1], 64)
+			return kb / 1024
+		}
+	}
+	return 0
+}
+
+// BenchmarkDecodeStandard and BenchmarkDecodeWire take a response in wire form to a Flow
+// record, the way before the decoder (standard decode, then refParse) and the decoder's
+// way, over the real samples: time and allocations per flow, side by side.
+func BenchmarkDecodeStandard(b *testing.B) {
+	wire, p := stageSamples(b), NewParser(nil)
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		m := new(observer.GetFlowsResponse)
+		if err := proto.Unmarshal(wire[i%len(wire)], m); err != nil {
+			b.Fatal(err)
+		}
+		r := refParse(p, m.GetFlow(), "bench", time.Time{})
+		_ = refInfo(m.GetFlow())
+		_ = &r
+	}
+}
+
+func BenchmarkDecodeWire(b *testing.B) {
+	wire, dec := stageSamples(b), newDecoder(NewParser(nil))
+	var r pipeline.Flow
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := range b.N {
+		resp, err := readResponse(wire[i%len(wire)])
+		if err != nil {
+			b.Fatal(err)
+		}
+		if _, err := dec.flow(resp.flow, "bench", time.Time{}, &r); err != nil {
+			b.Fatal(err)
+		}
+	}
 }

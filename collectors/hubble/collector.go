@@ -1,7 +1,8 @@
 // Package hubble collects Cilium Hubble flows from Hubble Relays' observer.GetFlows
 // streams, turns them into Flow records and workload FlowEdge records, and appends both
-// to the pipeline. Transport (stream.go: gRPC, TLS, resume) is separate from parsing
-// (parse.go: a pure function) and from aggregation (edges.go).
+// to the pipeline. Transport (stream.go: gRPC, TLS, resume) is separate from decoding
+// (wire.go and parse.go: pure functions over the wire bytes) and from aggregation
+// (edges.go).
 package hubble
 
 import (
