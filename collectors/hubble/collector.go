@@ -286,6 +286,11 @@ func (r *relay) stream(ctx context.Context, tick <-chan time.Time) (got bool, er
 		return false, err
 	}
 	defer closeConn()
+	defer func() {
+		if r.overloaded {
+			r.endOverload("hubble stream ended while overloaded")
+		}
+	}()
 	r.setState(true, nil)
 	r.resume.startConnection()
 	for {
@@ -344,12 +349,16 @@ func (r *relay) checkOverload() {
 			r.log.Warn("hubble flows arrive faster than they are stored; slowing the relay's stream down (gRPC flow control) until caught up")
 		}
 	case r.overloaded && !r.taken.full && r.taken.len() < inboxMessages/8 && len(r.taken.buf) < inboxBytes/8:
-		d := time.Since(r.overloadSince)
-		r.overloaded = false
-		r.m.overloaded.Set(0)
-		r.m.overloadSeconds.Add(d.Seconds())
-		r.log.Info("hubble caught up with the relay", "overloaded_for", d, "raw_flows_sampled", r.shed)
+		r.endOverload("hubble caught up with the relay")
 	}
+}
+
+func (r *relay) endOverload(msg string) {
+	d := time.Since(r.overloadSince)
+	r.overloaded = false
+	r.m.overloaded.Set(0)
+	r.m.overloadSeconds.Add(d.Seconds())
+	r.log.Info(msg, "overloaded_for", d, "raw_flows_sampled", r.shed)
 }
 
 // flushIdleEdges emits every open edge interval once no flow arrived for an interval
