@@ -174,6 +174,7 @@ type FlowEdge struct {
 	Protocol        string
 	Port            uint16
 	Flows           uint64
+	Sampled         uint64 // of Flows, those whose raw Flow record was not stored (sampling, lost events)
 	Drops           uint64
 	DropReasons     map[string]uint64
 	Requests        uint64 // L7 requests (HTTP requests, DNS queries)

@@ -459,7 +459,8 @@ type edgeCols struct {
 	interval, p50, p90, p99              *proto.ColInt64
 	srcNS, srcWL, dstNS, dstWL, protocol *lowCard
 	port                                 *proto.ColUInt16
-	flows, drops, requests, errors       *proto.ColUInt64
+	flows, sampled, drops                *proto.ColUInt64
+	requests, errors                     *proto.ColUInt64
 	dropReasons                          *proto.ColMap[string, uint64]
 }
 
@@ -474,6 +475,7 @@ func newEdgeCols() columnSet {
 	c.protocol = c.lc("protocol")
 	c.port = c.u16("port")
 	c.flows = c.u64("flows")
+	c.sampled = c.u64("sampled")
 	c.drops = c.u64("drops")
 	c.dropReasons = c.strMap("drop_reasons")
 	c.requests = c.u64("requests")
@@ -498,6 +500,7 @@ func (c *edgeCols) add(rec pipeline.Record) bool {
 	c.protocol.Append(r.Protocol)
 	c.port.Append(r.Port)
 	c.flows.Append(r.Flows)
+	c.sampled.Append(r.Sampled)
 	c.drops.Append(r.Drops)
 	c.dropReasons.Append(r.DropReasons)
 	c.requests.Append(r.Requests)

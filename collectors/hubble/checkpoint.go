@@ -46,17 +46,14 @@ func (p *resumePoint) takeCheckpoint(path string) error {
 	if err := json.Unmarshal(data, &c); err != nil {
 		return fmt.Errorf("%s: %w", path, err)
 	}
-	boundary := make([]*flowpb.Flow, 0, len(c.Boundary))
 	for i, b := range c.Boundary {
-		f := &flowpb.Flow{}
-		if err := proto.Unmarshal(b, f); err != nil {
+		if err := proto.Unmarshal(b, &flowpb.Flow{}); err != nil {
 			return fmt.Errorf("%s: boundary flow %d: %w", path, i, err)
 		}
-		boundary = append(boundary, f)
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.last, p.boundary = c.Last, boundary
+	p.last, p.boundary = c.Last, c.Boundary
 	return nil
 }
 
@@ -65,15 +62,7 @@ func (p *resumePoint) takeCheckpoint(path string) error {
 // before the first flow.
 func (p *resumePoint) saveCheckpoint(path string) error {
 	p.mu.Lock()
-	c := checkpoint{Last: p.last}
-	for _, f := range p.boundary {
-		b, err := proto.Marshal(f)
-		if err != nil {
-			p.mu.Unlock()
-			return err
-		}
-		c.Boundary = append(c.Boundary, b)
-	}
+	c := checkpoint{Last: p.last, Boundary: p.boundary}
 	p.mu.Unlock()
 	if c.Last.IsZero() {
 		return nil
@@ -107,5 +96,5 @@ func (r *relay) handOver() {
 func (p *resumePoint) reset() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	p.last, p.boundary, p.pending, p.from = time.Time{}, nil, nil, time.Time{}
+	p.last, p.boundary, p.arena, p.pending, p.from = time.Time{}, nil, nil, nil, time.Time{}
 }

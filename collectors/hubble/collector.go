@@ -1,7 +1,8 @@
 // Package hubble collects Cilium Hubble flows from Hubble Relays' observer.GetFlows
 // streams, turns them into Flow records and workload FlowEdge records, and appends both
-// to the pipeline. Transport (stream.go: gRPC, TLS, resume) is separate from parsing
-// (parse.go: a pure function) and from aggregation (edges.go).
+// to the pipeline. Transport (stream.go: gRPC, TLS, resume) is separate from decoding
+// (wire.go and parse.go: pure functions over the wire bytes) and from aggregation
+// (edges.go).
 package hubble
 
 import (
@@ -145,7 +146,8 @@ type relay struct {
 	rc     RelayConfig
 	dial   dialer
 	meta   pipeline.Meta
-	parser *Parser
+	dec    *decoder
+	in     *inbox
 	app    pipeline.Appender
 	log    *slog.Logger
 	m      relayMetrics
@@ -153,8 +155,15 @@ type relay struct {
 	resume resumePoint
 
 	sampleAcc float64
-	batch     []pipeline.Record
-	lastRecv  time.Time // wall time of the newest message, to flush edges when idle
+	// Overload: the inbox filled up since the loop last took from it.
+	overloaded    bool
+	overloadSince time.Time
+	overloadAcc   float64         // sampler of overload_sample_rate
+	shed          uint64          // raw flows sampled out in this episode
+	slab          []pipeline.Flow // records not yet handed to the pipeline; slab[0] is the scratch
+	taken         batch           // messages taken from the inbox
+	batch         []pipeline.Record
+	lastRecv      time.Time // wall time of the newest message, to flush edges when idle
 
 	mu        sync.Mutex
 	connected bool
@@ -162,10 +171,11 @@ type relay struct {
 }
 
 type relayMetrics struct {
-	received, stored, duplicates, edges, overflow, relayErrors, checkpointErrors prometheus.Counter
-	connected, lastFlowTime, owned                                               prometheus.Gauge
-	incomplete                                                                   *prometheus.CounterVec
-	lost                                                                         *prometheus.CounterVec
+	received, stored, duplicates, malformed, edges, overflow, relayErrors, checkpointErrors prometheus.Counter
+	sampledRate, sampledOverload, overloadSeconds                                           prometheus.Counter
+	connected, lastFlowTime, owned, overloaded                                              prometheus.Gauge
+	incomplete                                                                              *prometheus.CounterVec
+	lost                                                                                    *prometheus.CounterVec
 }
 
 func newRelay(cfg *Config, rc RelayConfig, site string, parser *Parser, app pipeline.Appender, m *metrics, log *slog.Logger) (*relay, error) {
@@ -174,13 +184,15 @@ func newRelay(cfg *Config, rc RelayConfig, site string, parser *Parser, app pipe
 		return nil, err
 	}
 	n := rc.Name
-	r := &relay{cfg: cfg, rc: rc, dial: d, parser: parser, app: app, log: log,
+	r := &relay{cfg: cfg, rc: rc, dial: d, dec: newDecoder(parser), in: newInbox(), app: app, log: log,
 		meta: pipeline.Meta{Collector: "hubble/" + n, Site: site, Cluster: rc.Cluster},
 		m: relayMetrics{received: m.received.WithLabelValues(n), stored: m.stored.WithLabelValues(n),
-			duplicates: m.duplicates.WithLabelValues(n), edges: m.edges.WithLabelValues(n), overflow: m.overflow.WithLabelValues(n),
+			duplicates: m.duplicates.WithLabelValues(n), malformed: m.malformed.WithLabelValues(n), edges: m.edges.WithLabelValues(n), overflow: m.overflow.WithLabelValues(n),
 			relayErrors: m.relayErrors.WithLabelValues(n), checkpointErrors: m.checkpointErrors.WithLabelValues(n),
 			connected:    m.connected.WithLabelValues(n),
 			lastFlowTime: m.lastFlowTime.WithLabelValues(n), owned: m.owned.WithLabelValues(n),
+			sampledRate: m.sampled.WithLabelValues(n, "rate"), sampledOverload: m.sampled.WithLabelValues(n, "overload"),
+			overloaded: m.overloaded.WithLabelValues(n), overloadSeconds: m.overloadSeconds.WithLabelValues(n),
 			incomplete: m.incomplete.MustCurryWith(prometheus.Labels{"relay": n}),
 			lost:       m.lost.MustCurryWith(prometheus.Labels{"relay": n})},
 	}
@@ -275,30 +287,48 @@ func (r *relay) run(ctx context.Context) {
 
 // stream runs one GetFlows stream to its end. got reports whether it delivered anything.
 func (r *relay) stream(ctx context.Context, tick <-chan time.Time) (got bool, err error) {
-	msgs, errc, closeConn, err := r.dial.open(ctx, r.resume.request(r.cfg.Backfill, r.rc))
+	closeConn, err := r.dial.open(ctx, r.resume.request(r.cfg.Backfill, r.rc), r.in)
 	if err != nil {
 		return false, err
 	}
 	defer closeConn()
+	defer func() {
+		if r.overloaded {
+			r.endOverload("hubble stream ended while overloaded")
+		}
+	}()
 	r.setState(true, nil)
 	r.resume.startConnection()
 	for {
-		select {
-		case m, ok := <-msgs:
-			if !ok {
-				err := <-errc
-				if err == nil {
-					err = errors.New("relay ended the stream")
-				}
-				return got, err
-			}
+		ended, err := r.in.take(&r.taken)
+		r.checkOverload()
+		for i := range r.taken.len() {
 			got = true
-			r.handle(m)
+			r.handle(r.taken.msg(i))
 			if len(r.batch) >= r.cfg.BatchSize {
 				if err := r.appendPending(ctx); err != nil {
 					return got, err
 				}
 			}
+		}
+		if ended {
+			if err == nil {
+				err = errors.New("relay ended the stream")
+			}
+			return got, err
+		}
+		if r.taken.len() > 0 {
+			select { // a busy stream still flushes on time
+			case <-tick:
+				if err := r.appendPending(ctx); err != nil {
+					return got, err
+				}
+			default:
+			}
+			continue
+		}
+		select {
+		case <-r.in.wake:
 		case <-tick:
 			if err := r.appendPending(ctx); err != nil {
 				return got, err
@@ -308,6 +338,33 @@ func (r *relay) stream(ctx context.Context, tick <-chan time.Time) (got bool, er
 			return got, ctx.Err()
 		}
 	}
+}
+
+// checkOverload starts an overload episode when the receiver had to wait for the loop
+// (the inbox was full), and ends it once the loop takes little at a time again. Each is
+// logged once; meanwhile the gauge is 1 and, with overload: sample, raw flows are sampled.
+func (r *relay) checkOverload() {
+	switch {
+	case r.taken.full && !r.overloaded:
+		r.overloaded, r.overloadSince, r.shed = true, time.Now(), 0
+		r.m.overloaded.Set(1)
+		if r.cfg.Overload == OverloadSample {
+			r.log.Warn("hubble flows arrive faster than they are stored; storing a sample of the raw flows until caught up, edges still count every flow",
+				"overload_sample_rate", r.cfg.OverloadSampleRate)
+		} else {
+			r.log.Warn("hubble flows arrive faster than they are stored; slowing the relay's stream down (gRPC flow control) until caught up")
+		}
+	case r.overloaded && !r.taken.full && r.taken.len() < inboxMessages/8 && len(r.taken.buf) < inboxBytes/8:
+		r.endOverload("hubble caught up with the relay")
+	}
+}
+
+func (r *relay) endOverload(msg string) {
+	d := time.Since(r.overloadSince)
+	r.overloaded = false
+	r.m.overloaded.Set(0)
+	r.m.overloadSeconds.Add(d.Seconds())
+	r.log.Info(msg, "overloaded_for", d, "raw_flows_sampled", r.shed)
 }
 
 // flushIdleEdges emits every open edge interval once no flow arrived for an interval

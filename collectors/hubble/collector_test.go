@@ -311,7 +311,7 @@ func resumedOnce(t *testing.T, srv *hubbletest.Server, reg *prometheus.Registry,
 		t.Fatalf("%d flows stored, want %d", len(out.flows), len(want))
 	}
 	for i, r := range want {
-		w := p.Parse(r.GetFlow(), "kind", time.Time{})
+		w := decode(t, p, r.GetFlow(), "kind", time.Time{})
 		if got := out.flows[i]; dump(*got) != dump(withMeta(w, got.M)) {
 			t.Fatalf("flow %d:\n got %s\nwant %s", i, dump(*got), dump(w))
 		}
@@ -510,7 +510,7 @@ func TestEdgeBounds(t *testing.T) {
 	for i := range 100000 {
 		f := &pipeline.Flow{M: pipeline.Meta{Time: t0.Add(time.Duration(i%50) * time.Second / 5)}, L4Protocol: "TCP", DestinationPort: 80,
 			Source: pipeline.Endpoint{Workload: fmt.Sprintf("w%d", i)}, Destination: pipeline.Endpoint{Workload: "db"}}
-		edges = append(edges, a.add(f, false)...)
+		edges = append(edges, a.add(f, false, false)...)
 		maxOpen = max(maxOpen, len(a.windows))
 		for _, w := range a.windows {
 			maxPairs = max(maxPairs, len(w.edges))
@@ -543,6 +543,7 @@ relays:
       - source_pod: ["bookinfo/"]
         verdict: [DROPPED]
 flow_sample_rate: 0.5
+overload: sample
 `), &cfg)
 	if err != nil {
 		t.Fatal(err)
@@ -552,7 +553,7 @@ flow_sample_rate: 0.5
 		t.Fatal(err)
 	}
 	if len(cfg.Relays) != 2 || cfg.Relays[0].Name != "kind" || cfg.Relays[0].Whitelist[0].GetVerdict()[0] != flowpb.Verdict_DROPPED ||
-		cfg.FlowSampleRate != 0.5 || cfg.EdgeInterval != time.Second {
+		cfg.FlowSampleRate != 0.5 || cfg.EdgeInterval != time.Second || cfg.Overload != OverloadSample || cfg.OverloadSampleRate != 0.1 {
 		t.Errorf("config %+v", cfg)
 	}
 	if on, tl := cfg.tls(cfg.Relays[0]); !on || tl.CAPath != "/etc/hubble/ca.crt" {
@@ -564,6 +565,8 @@ flow_sample_rate: 0.5
 	}
 	for _, bad := range []func(*Config){
 		func(c *Config) { c.FlowSampleRate = 2 },
+		func(c *Config) { c.Overload = "drop" },
+		func(c *Config) { c.OverloadSampleRate = -1 },
 		func(c *Config) { c.Relays = append(c.Relays, RelayConfig{Cluster: "kind", Address: "x"}) },
 		func(c *Config) { c.RelayFlag = []string{"nocluster"} },
 	} {

@@ -24,20 +24,32 @@ type Config struct {
 	TLSEnabled bool                   `yaml:"tls_enabled"`
 	TLS        dstls.ClientConfig     `yaml:",inline"`
 
-	FlowSampleRate float64       `yaml:"flow_sample_rate"`
-	EdgeInterval   time.Duration `yaml:"edge_interval"`
-	EdgeGrace      time.Duration `yaml:"edge_grace"`
-	MaxPairs       int           `yaml:"max_pairs"`
-	MaxWindows     int           `yaml:"max_windows"`
-	Backfill       uint64        `yaml:"backfill"`
-	StateDir       string        `yaml:"state_dir"` // where each relay's resume point waits for the next start; "" = none
-	ConnectTimeout time.Duration `yaml:"connect_timeout"`
-	BatchSize      int           `yaml:"batch_size"`
-	FlushInterval  time.Duration `yaml:"flush_interval"`
-	LabelKeys      []string      `yaml:"label_keys"`
-	BackoffMin     time.Duration `yaml:"backoff_min_period"`
-	BackoffMax     time.Duration `yaml:"backoff_max_period"`
+	FlowSampleRate float64 `yaml:"flow_sample_rate"`
+	// Overload is what a relay's stream does when flows arrive faster than they are
+	// stored: "backpressure" slows the relay down (gRPC flow control; Hubble then drops
+	// and reports lost events), "sample" keeps every flow in the edges and stores only
+	// OverloadSampleRate of the raw flows until the collector catches up.
+	Overload           string        `yaml:"overload"`
+	OverloadSampleRate float64       `yaml:"overload_sample_rate"`
+	EdgeInterval       time.Duration `yaml:"edge_interval"`
+	EdgeGrace          time.Duration `yaml:"edge_grace"`
+	MaxPairs           int           `yaml:"max_pairs"`
+	MaxWindows         int           `yaml:"max_windows"`
+	Backfill           uint64        `yaml:"backfill"`
+	StateDir           string        `yaml:"state_dir"` // where each relay's resume point waits for the next start; "" = none
+	ConnectTimeout     time.Duration `yaml:"connect_timeout"`
+	BatchSize          int           `yaml:"batch_size"`
+	FlushInterval      time.Duration `yaml:"flush_interval"`
+	LabelKeys          []string      `yaml:"label_keys"`
+	BackoffMin         time.Duration `yaml:"backoff_min_period"`
+	BackoffMax         time.Duration `yaml:"backoff_max_period"`
 }
+
+// Overload modes.
+const (
+	OverloadBackpressure = "backpressure"
+	OverloadSample       = "sample"
+)
 
 // RelayConfig is one Hubble Relay (one per cluster). TLS fields left empty inherit the
 // top-level ones.
@@ -83,6 +95,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.BoolVar(&c.TLSEnabled, "hubble.tls-enabled", false, "Connect to the relays with TLS (mTLS when a client certificate is set).")
 	c.TLS.RegisterFlagsWithPrefix("hubble", f)
 	f.Float64Var(&c.FlowSampleRate, "hubble.flow-sample-rate", 1, "Fraction of raw flows stored (0..1); edges always count every flow.")
+	f.StringVar(&c.Overload, "hubble.overload", OverloadBackpressure, "When flows arrive faster than they are stored: backpressure (slow the relay's stream) or sample (store overload_sample_rate of the raw flows; edges count all).")
+	f.Float64Var(&c.OverloadSampleRate, "hubble.overload-sample-rate", 0.1, "Fraction of raw flows stored while overloaded, with overload: sample (0..1).")
 	f.DurationVar(&c.EdgeInterval, "hubble.edge-interval", time.Second, "Aggregation interval of workload edges.")
 	f.DurationVar(&c.EdgeGrace, "hubble.edge-grace", 2*time.Second, "How long after its end an edge interval still takes late flows.")
 	f.IntVar(&c.MaxPairs, "hubble.max-pairs", 10000, "Distinct workload pairs per relay and interval; more go to the \"other\" edge.")
@@ -125,6 +139,10 @@ func (c *Config) Validate() error {
 	switch {
 	case c.FlowSampleRate < 0 || c.FlowSampleRate > 1:
 		return fmt.Errorf("hubble.flow_sample_rate: %v not in [0, 1]", c.FlowSampleRate)
+	case c.Overload != OverloadBackpressure && c.Overload != OverloadSample:
+		return fmt.Errorf("hubble.overload: %q is neither %q nor %q", c.Overload, OverloadBackpressure, OverloadSample)
+	case c.OverloadSampleRate < 0 || c.OverloadSampleRate > 1:
+		return fmt.Errorf("hubble.overload_sample_rate: %v not in [0, 1]", c.OverloadSampleRate)
 	case c.EdgeInterval <= 0:
 		return errors.New("hubble.edge_interval: must be positive")
 	case c.EdgeGrace < 0:

@@ -11,6 +11,10 @@ import (
 // interval limit.
 const OtherWorkload = "other"
 
+// LostWorkload names the edge that counts the flows Hubble reported lost (its lost
+// events) in the interval they were reported: they are in the totals, with no pair.
+const LostWorkload = "lost"
+
 // edgeKey is one workload pair, oriented from client to server.
 type edgeKey struct {
 	srcNS, srcWorkload string
@@ -20,9 +24,10 @@ type edgeKey struct {
 }
 
 type edgeAcc struct {
-	flows, drops, requests, errors uint64
-	dropReasons                    map[string]uint64
-	latency                        *latencySketch
+	flows, sampled, drops uint64
+	requests, errors      uint64
+	dropReasons           map[string]uint64
+	latency               *latencySketch
 }
 
 type window struct {
@@ -55,32 +60,15 @@ func newEdgeAggregator(meta pipeline.Meta, interval, grace time.Duration, maxPai
 }
 
 // add folds one flow in; response marks the L7 response half of a request (the one with
-// status, rcode and latency). It returns edges of windows that closed.
-func (a *edgeAggregator) add(f *pipeline.Flow, response bool) []pipeline.Record {
-	start := f.M.Time.Truncate(a.interval)
-	w := a.windows[start.UnixNano()]
+// status, rcode and latency), sampled a flow whose raw record is not stored. It returns
+// edges of windows that closed.
+func (a *edgeAggregator) add(f *pipeline.Flow, response, sampled bool) []pipeline.Record {
 	var out []pipeline.Record
-	if w == nil {
-		if len(a.windows) >= a.maxWindows {
-			out = a.emitOldest(out)
-		}
-		w = &window{start: start, edges: map[edgeKey]*edgeAcc{}}
-		a.windows[start.UnixNano()] = w
-	}
-	k := orient(f)
-	e := w.edges[k]
-	if e == nil {
-		if len(w.edges) >= a.maxPairs {
-			k = edgeKey{srcWorkload: OtherWorkload, dstWorkload: OtherWorkload}
-			e = w.edges[k]
-			a.overflowed(1)
-		}
-		if e == nil {
-			e = &edgeAcc{}
-			w.edges[k] = e
-		}
-	}
+	e := a.acc(f.M.Time, orient(f), 1, &out)
 	e.flows++
+	if sampled {
+		e.sampled++
+	}
 	if f.Verdict == "DROPPED" {
 		e.drops++
 		if e.dropReasons == nil {
@@ -100,8 +88,49 @@ func (a *edgeAggregator) add(f *pipeline.Flow, response bool) []pipeline.Record 
 			e.latency.add(f.L7Latency)
 		}
 	}
-	if f.M.Time.After(a.watermark) {
-		a.watermark = f.M.Time
+	return a.advance(f.M.Time, out)
+}
+
+// lost counts n flows Hubble reported lost at t on the lost edge.
+func (a *edgeAggregator) lost(t time.Time, n uint64) []pipeline.Record {
+	var out []pipeline.Record
+	e := a.acc(t, edgeKey{srcWorkload: LostWorkload, dstWorkload: LostWorkload}, int(min(n, 1<<31)), &out)
+	e.flows += n
+	e.sampled += n
+	return a.advance(t, out)
+}
+
+// acc is the accumulator of k in the window of t, opening the window (and emitting the
+// oldest into out when too many are open) or sending k's n flows to the overflow edge.
+func (a *edgeAggregator) acc(t time.Time, k edgeKey, n int, out *[]pipeline.Record) *edgeAcc {
+	start := t.Truncate(a.interval)
+	w := a.windows[start.UnixNano()]
+	if w == nil {
+		if len(a.windows) >= a.maxWindows {
+			*out = a.emitOldest(*out)
+		}
+		w = &window{start: start, edges: map[edgeKey]*edgeAcc{}}
+		a.windows[start.UnixNano()] = w
+	}
+	e := w.edges[k]
+	if e == nil {
+		if len(w.edges) >= a.maxPairs {
+			k = edgeKey{srcWorkload: OtherWorkload, dstWorkload: OtherWorkload}
+			e = w.edges[k]
+			a.overflowed(n)
+		}
+		if e == nil {
+			e = &edgeAcc{}
+			w.edges[k] = e
+		}
+	}
+	return e
+}
+
+// advance moves the watermark to t and emits the windows it closes.
+func (a *edgeAggregator) advance(t time.Time, out []pipeline.Record) []pipeline.Record {
+	if t.After(a.watermark) {
+		a.watermark = t
 		out = a.emit(out, a.watermark.Add(-a.grace))
 	}
 	return out
@@ -151,7 +180,7 @@ func (a *edgeAggregator) emitWindow(out []pipeline.Record, start int64) []pipeli
 		r := &pipeline.FlowEdge{M: m, Interval: a.interval,
 			SourceNamespace: k.srcNS, SourceWorkload: k.srcWorkload, DestNamespace: k.dstNS, DestWorkload: k.dstWorkload,
 			Protocol: k.protocol, Port: k.port,
-			Flows: e.flows, Drops: e.drops, DropReasons: e.dropReasons, Requests: e.requests, Errors: e.errors}
+			Flows: e.flows, Sampled: e.sampled, Drops: e.drops, DropReasons: e.dropReasons, Requests: e.requests, Errors: e.errors}
 		if e.latency != nil {
 			r.LatencyP50, r.LatencyP90, r.LatencyP99 = e.latency.quantile(0.5), e.latency.quantile(0.9), e.latency.quantile(0.99)
 			e.latency.release()

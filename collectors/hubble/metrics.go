@@ -9,6 +9,10 @@ type metrics struct {
 	received         *prometheus.CounterVec
 	stored           *prometheus.CounterVec
 	duplicates       *prometheus.CounterVec
+	malformed        *prometheus.CounterVec
+	sampled          *prometheus.CounterVec
+	overloaded       *prometheus.GaugeVec
+	overloadSeconds  *prometheus.CounterVec
 	incomplete       *prometheus.CounterVec
 	lost             *prometheus.CounterVec
 	edges            *prometheus.CounterVec
@@ -29,6 +33,14 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Help: "Raw flow records appended to the pipeline after sampling."}, []string{"relay"}),
 		duplicates: f.NewCounterVec(prometheus.CounterOpts{Name: "meridian_hubble_flows_duplicate_total",
 			Help: "Flows dropped because a resumed stream sent them again."}, []string{"relay"}),
+		malformed: f.NewCounterVec(prometheus.CounterOpts{Name: "meridian_hubble_flows_malformed_total",
+			Help: "Messages from a relay that are not valid protobuf, skipped (logged)."}, []string{"relay"}),
+		sampled: f.NewCounterVec(prometheus.CounterOpts{Name: "meridian_hubble_flows_sampled_total",
+			Help: "Raw flows counted in the edges but not stored, by why: rate (flow_sample_rate) or overload (overload: sample)."}, []string{"relay", "reason"}),
+		overloaded: f.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_hubble_overloaded",
+			Help: "1 while flows arrive from the relay faster than they are stored (its stream is slowed down, or sampled)."}, []string{"relay"}),
+		overloadSeconds: f.NewCounterVec(prometheus.CounterOpts{Name: "meridian_hubble_overload_seconds_total",
+			Help: "Time spent overloaded, counted when each episode ends."}, []string{"relay"}),
 		incomplete: f.NewCounterVec(prometheus.CounterOpts{Name: "meridian_hubble_flows_incomplete_total",
 			Help: "Flows stored with missing parts, by what was missing (time, source, destination, l4)."}, []string{"relay", "missing"}),
 		lost: f.NewCounterVec(prometheus.CounterOpts{Name: "meridian_hubble_lost_events_total",

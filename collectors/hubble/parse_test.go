@@ -48,7 +48,7 @@ func TestParseSamples(t *testing.T) {
 	icmp := load(t, "hubble-otel-basic-sample-400-icmpv4-flows.json")
 
 	t.Run("http response with latency", func(t *testing.T) {
-		got := p.Parse(flowAt(t, tcp, "2021-11-10T10:40:56.4742504Z"), "kind", time.Time{})
+		got := decode(t, p, flowAt(t, tcp, "2021-11-10T10:40:56.4742504Z"), "kind", time.Time{})
 		want := pipeline.Flow{
 			M: pipeline.Meta{Time: time.Date(2021, 11, 10, 10, 40, 56, 474250400, time.UTC), Cluster: "kind", Node: "kind-control-plane"},
 			Source: pipeline.Endpoint{Namespace: "bookinfo", Pod: "ratings-v1-b6994bb9-jgqxb", Workload: "ratings", WorkloadKind: "Deployment",
@@ -61,14 +61,14 @@ func TestParseSamples(t *testing.T) {
 		diff(t, got, want)
 	})
 	t.Run("dns nxdomain", func(t *testing.T) {
-		got := p.Parse(flowAt(t, dns, "2021-10-04T11:22:26.593860659Z"), "gke", time.Time{})
+		got := decode(t, p, flowAt(t, dns, "2021-10-04T11:22:26.593860659Z"), "gke", time.Time{})
 		if got.L7Type != "DNS" || got.DNSRcode != 3 || got.DNSQuery != "istiod-istio-1611.istio-system.svc.istio-system.svc.cluster.local." ||
 			got.Source.Workload != "kube-dns" || got.Destination.Workload != "node-local-dns" || got.Destination.WorkloadKind != "" || !got.IsReply {
 			t.Errorf("dns response: %+v", got)
 		}
 	})
 	t.Run("dropped policy denied", func(t *testing.T) {
-		got := p.Parse(drop[0].GetFlow(), "kind", time.Time{})
+		got := decode(t, p, drop[0].GetFlow(), "kind", time.Time{})
 		want := pipeline.Flow{
 			M:           pipeline.Meta{Time: time.Date(2023, 8, 21, 12, 12, 18, 510175415, time.UTC), Cluster: "kind", Node: "kind-worker"},
 			Source:      pipeline.Endpoint{Namespace: "default", Pod: "xwing", Workload: "xwing", IP: netip.MustParseAddr("10.244.1.60")},
@@ -78,7 +78,7 @@ func TestParseSamples(t *testing.T) {
 		diff(t, got, want)
 	})
 	t.Run("icmp between reserved identities", func(t *testing.T) {
-		got := p.Parse(icmp[0].GetFlow(), "kind", time.Time{})
+		got := decode(t, p, icmp[0].GetFlow(), "kind", time.Time{})
 		if got.L4Protocol != "ICMPv4" || got.Source.Workload != "host" || got.Source.WorkloadKind != "reserved" ||
 			got.Destination.Workload != "health" || got.Direction != "INGRESS" || got.IsReply {
 			t.Errorf("icmp: %+v", got)
@@ -96,12 +96,12 @@ func TestParseIncomplete(t *testing.T) {
 		L7:               &flowpb.Layer7{Type: flowpb.L7FlowType(42), LatencyNs: 1 << 63},
 		Destination:      &flowpb.Endpoint{Labels: []string{"noprefix", "k8s:", ":"}},
 	}
-	got := NewParser(nil).Parse(f, "c1", fallback)
+	got := decode(t, NewParser(nil), f, "c1", fallback)
 	want := pipeline.Flow{M: pipeline.Meta{Time: fallback, Cluster: "c1", Node: "n1"}, Verdict: "99", Direction: "77", L7Latency: 1<<63 - 1}
 	diff(t, got, want)
 
 	f = &flowpb.Flow{Verdict: flowpb.Verdict_DROPPED, DropReason: 181, Time: timestamppb.New(fallback)}
-	if got := NewParser(nil).Parse(f, "c1", time.Time{}); got.DropReason != "POLICY_DENY" || !got.M.Time.Equal(fallback) {
+	if got := decode(t, NewParser(nil), f, "c1", time.Time{}); got.DropReason != "POLICY_DENY" || !got.M.Time.Equal(fallback) {
 		t.Errorf("legacy drop reason: %q at %v", got.DropReason, got.M.Time)
 	}
 }
@@ -134,8 +134,23 @@ func diff(t *testing.T, got, want pipeline.Flow) {
 
 func dump(f pipeline.Flow) string { return fmt.Sprintf("%+v", f) }
 
-// FuzzParse feeds the parser any wire-format flow: it must never panic and always
-// keep the cluster it was given.
+// decode runs one flow through the collector's decoder, from its wire form.
+func decode(t testing.TB, p *Parser, f *flowpb.Flow, cluster string, fallback time.Time) pipeline.Flow {
+	t.Helper()
+	b, err := proto.Marshal(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var r pipeline.Flow
+	if _, err := newDecoder(p).flow(b, cluster, fallback, &r); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// FuzzParse feeds the decoder any wire-format flow: it must never panic, and whatever
+// the standard protobuf code reads, the decoder must read to the same record and flow
+// facts as the mapping before it (refParse).
 func FuzzParse(f *testing.F) {
 	for _, name := range []string{"hubble-otel-basic-sample-10-flows.json", "hubble-otel-basic-sample-5-http-flows.json",
 		"cilium-docs-export-dropped-policy-denied.json", "hubble-otel-basic-sample-400-icmpv4-flows.json"} {
@@ -149,14 +164,22 @@ func FuzzParse(f *testing.F) {
 	}
 	p := NewParser(nil)
 	f.Fuzz(func(t *testing.T, b []byte) {
+		var got pipeline.Flow
+		info, err := newDecoder(p).flow(b, "fuzz", time.Unix(1, 0), &got)
 		fl := &flowpb.Flow{}
-		if err := proto.Unmarshal(b, fl); err != nil {
-			return
+		if proto.Unmarshal(b, fl) != nil {
+			return // invalid for the standard code; the decoder may read or refuse it
 		}
-		r := p.Parse(fl, "fuzz", time.Unix(1, 0))
-		if r.M.Cluster != "fuzz" || r.Verdict == "" || r.M.Time.IsZero() {
-			t.Fatalf("bad record %+v", r)
+		if err != nil {
+			t.Fatalf("decoder refused a flow the standard code reads: %v", err)
 		}
-		orient(&r)
+		want := refParse(p, fl, "fuzz", time.Unix(1, 0))
+		if dump(got) != dump(want) || !got.M.Time.Equal(want.M.Time) {
+			t.Fatalf("\n got %s\nwant %s", dump(got), dump(want))
+		}
+		if info != refInfo(fl) {
+			t.Fatalf("flow facts %+v, want %+v", info, refInfo(fl))
+		}
+		orient(&got)
 	})
 }
