@@ -105,6 +105,7 @@ type OSDStat struct {
 	WriteOps        float64
 	ReadBytes       float64 // bytes/s
 	WriteBytes      float64
+	Weight          float64 // override reweight from `ceph osd dump` (0 = out, 1 = full); 0 when the source does not give it
 }
 
 // CephHealth is one Ceph cluster's overall state.
@@ -116,6 +117,7 @@ type CephHealth struct {
 	OSDsTotal uint32
 	OSDsUp    uint32
 	OSDsIn    uint32
+	Flags     []string // OSD map flags from `ceph osd dump`, e.g. noout; empty when the source does not give them
 }
 
 // CephPool is one pool's client I/O.

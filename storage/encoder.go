@@ -249,6 +249,7 @@ type osdCols struct {
 	up, in                                   *proto.ColBool
 	commit, apply, readLat, writeLat         *proto.ColFloat64
 	readOps, writeOps, readBytes, writeBytes *proto.ColFloat64
+	weight                                   *proto.ColFloat64
 }
 
 func newOSDCols() columnSet {
@@ -268,6 +269,7 @@ func newOSDCols() columnSet {
 	c.writeOps = c.f64("write_ops")
 	c.readBytes = c.f64("read_bytes")
 	c.writeBytes = c.f64("write_bytes")
+	c.weight = c.f64("weight")
 	return c
 }
 
@@ -291,6 +293,7 @@ func (c *osdCols) add(rec pipeline.Record) bool {
 	c.writeOps.Append(r.WriteOps)
 	c.readBytes.Append(r.ReadBytes)
 	c.writeBytes.Append(r.WriteBytes)
+	c.weight.Append(r.Weight)
 	return true
 }
 
@@ -298,7 +301,7 @@ type healthCols struct {
 	columns
 	meta          metaCols
 	fsid, status  *lowCard
-	checks        *proto.ColArr[string]
+	checks, flags *proto.ColArr[string]
 	total, up, in *proto.ColUInt32
 }
 
@@ -311,6 +314,7 @@ func newHealthCols() columnSet {
 	c.total = c.u32("osds_total")
 	c.up = c.u32("osds_up")
 	c.in = c.u32("osds_in")
+	c.flags = c.lcArr("flags")
 	return c
 }
 
@@ -326,6 +330,7 @@ func (c *healthCols) add(rec pipeline.Record) bool {
 	c.total.Append(r.OSDsTotal)
 	c.up.Append(r.OSDsUp)
 	c.in.Append(r.OSDsIn)
+	c.flags.Append(r.Flags)
 	return true
 }
 

@@ -41,14 +41,14 @@ var roundTrips = []struct {
 	}},
 	{pipeline.KindOSDStat, []pipeline.Record{
 		&pipeline.OSDStat{M: meta("vault-1"), FSID: "f0e1", OSD: 3, Host: "vault-1", DeviceClass: "ssd", Up: true, In: false,
-			CommitLatencyMs: 1.25, ApplyLatencyMs: 0.5, ReadLatencyMs: 0.125, WriteLatencyMs: 2, ReadOps: 100, WriteOps: 50.5, ReadBytes: 4096, WriteBytes: 8192},
+			CommitLatencyMs: 1.25, ApplyLatencyMs: 0.5, ReadLatencyMs: 0.125, WriteLatencyMs: 2, ReadOps: 100, WriteOps: 50.5, ReadBytes: 4096, WriteBytes: 8192, Weight: 0.85},
 	}, []string{
-		`{"time":"DAY 01:02:03.123","collector":"test/vault-1","site":"nyc","cluster":"destroyer","node":"vault-1","fsid":"f0e1","osd":3,"host":"vault-1","device_class":"ssd","up":true,"in":false,"commit_latency_ms":1.25,"apply_latency_ms":0.5,"read_latency_ms":0.125,"write_latency_ms":2,"read_ops":100,"write_ops":50.5,"read_bytes":4096,"write_bytes":8192}`,
+		`{"time":"DAY 01:02:03.123","collector":"test/vault-1","site":"nyc","cluster":"destroyer","node":"vault-1","fsid":"f0e1","osd":3,"host":"vault-1","device_class":"ssd","up":true,"in":false,"commit_latency_ms":1.25,"apply_latency_ms":0.5,"read_latency_ms":0.125,"write_latency_ms":2,"read_ops":100,"write_ops":50.5,"read_bytes":4096,"write_bytes":8192,"weight":0.85}`,
 	}},
 	{pipeline.KindCephHealth, []pipeline.Record{
-		&pipeline.CephHealth{M: meta("vault-1"), FSID: "f0e1", Status: "HEALTH_WARN", Checks: []string{"OSD_DOWN", "PG_DEGRADED"}, OSDsTotal: 3, OSDsUp: 2, OSDsIn: 3},
+		&pipeline.CephHealth{M: meta("vault-1"), FSID: "f0e1", Status: "HEALTH_WARN", Checks: []string{"OSD_DOWN", "PG_DEGRADED"}, OSDsTotal: 3, OSDsUp: 2, OSDsIn: 3, Flags: []string{"noout", "norebalance"}},
 	}, []string{
-		`{"time":"DAY 01:02:03.123","collector":"test/vault-1","site":"nyc","cluster":"destroyer","node":"vault-1","fsid":"f0e1","status":"HEALTH_WARN","checks":["OSD_DOWN","PG_DEGRADED"],"osds_total":3,"osds_up":2,"osds_in":3}`,
+		`{"time":"DAY 01:02:03.123","collector":"test/vault-1","site":"nyc","cluster":"destroyer","node":"vault-1","fsid":"f0e1","status":"HEALTH_WARN","checks":["OSD_DOWN","PG_DEGRADED"],"osds_total":3,"osds_up":2,"osds_in":3,"flags":["noout","norebalance"]}`,
 	}},
 	{pipeline.KindCephPool, []pipeline.Record{
 		&pipeline.CephPool{M: meta("vault-1"), FSID: "f0e1", Pool: "rbd", PoolID: 2, ReadOps: 1, WriteOps: 2, ReadBytes: 3, WriteBytes: 4, StoredBytes: 1 << 50},

@@ -195,6 +195,21 @@ func TestParseOSDDump(t *testing.T) {
 	if len(s.OSDs) != 3 || s.OSDs[0].Weight != 0.5 || s.OSDs[2].Up || s.OSDs[2].Host != "vm" || !s.OSDs[1].Up || len(s.Flags) != 2 {
 		t.Fatalf("applied: %+v %+v %+v flags %v", s.OSDs[0], s.OSDs[1], s.OSDs[2], s.Flags)
 	}
+	// The records carry them to the store: the weight on each OSD, the flags on the health.
+	s.Health = "HEALTH_WARN"
+	recs, _ := records(s, nil, time.Now(), "ceph/c", "f", nil)
+	var weighed, flagged bool
+	for _, r := range recs {
+		switch r := r.(type) {
+		case *pipeline.OSDStat:
+			weighed = weighed || r.OSD == 0 && r.Weight == 0.5
+		case *pipeline.CephHealth:
+			flagged = strings.Join(r.Flags, ",") == "noout,sortbitwise"
+		}
+	}
+	if !weighed || !flagged {
+		t.Errorf("records: osd.0 weight 0.5 %v, health flags noout,sortbitwise %v", weighed, flagged)
+	}
 }
 
 // TestRecordsDeltas checks op latency and rates from _sum/_count deltas, a counter reset

@@ -44,7 +44,7 @@ func records(s *Snapshot, prev *prevState, now time.Time, collector, fsid string
 		r := &osdStats[i]
 		*r = pipeline.OSDStat{
 			M:    pipeline.Meta{Time: now, Collector: collector},
-			FSID: fsid, OSD: id, Host: o.Host, DeviceClass: o.DeviceClass, Up: o.Up, In: o.In,
+			FSID: fsid, OSD: id, Host: o.Host, DeviceClass: o.DeviceClass, Up: o.Up, In: o.In, Weight: o.Weight,
 			CommitLatencyMs: o.CommitLatencyMs, ApplyLatencyMs: o.ApplyLatencyMs,
 		}
 		if n, ok := hosts[o.Host]; ok && o.Host != "" {
@@ -74,7 +74,7 @@ func records(s *Snapshot, prev *prevState, now time.Time, collector, fsid string
 		h := &pipeline.CephHealth{
 			M:    pipeline.Meta{Time: now, Collector: collector, Site: site, Cluster: cluster},
 			FSID: fsid, Status: s.Health, Checks: s.Checks,
-			OSDsTotal: uint32(len(ids)), OSDsUp: up, OSDsIn: in,
+			OSDsTotal: uint32(len(ids)), OSDsUp: up, OSDsIn: in, Flags: s.Flags,
 		}
 		if c := s.OSDCounts; c != nil {
 			h.OSDsTotal, h.OSDsUp, h.OSDsIn = c[0], c[1], c[2]
