@@ -6,6 +6,8 @@ GO ?= go
 CACHE ?= $(HOME)/.cache/meridian
 CHDB_VERSION := 26.7.3-stable.1
 export MERIDIAN_CHDB_LIB ?= $(CACHE)/chdb-$(CHDB_VERSION)/package/libchdb.so
+# helm, kube-apiserver, etcd and the Prometheus Operator CRDs for the chart's tests.
+export MERIDIAN_K8S_TOOLS ?= $(CACHE)/k8s-v1.34.4
 
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
@@ -19,7 +21,7 @@ APT_TEST := iproute2 wireguard-go wireguard-tools \
 	chromium fonts-liberation
 APT_RUN := knot-dnsutils
 
-.PHONY: all build run soak test bench chdb apt-test apt-run modules web fmt vet clean
+.PHONY: all build run soak test bench chdb k8s-tools image apt-test apt-run modules web fmt vet clean
 
 all: build
 
@@ -28,6 +30,14 @@ modules:
 
 chdb:
 	@scripts/chdb.sh $(CHDB_VERSION) $(CACHE)/chdb-$(CHDB_VERSION)
+
+k8s-tools:
+	@scripts/k8s-tools.sh $(MERIDIAN_K8S_TOOLS)
+
+# OCI image layouts under dist/ (deploy/image/README.md): no Docker daemon needed.
+# IMAGE_FLAGS=-tarballs also writes tarballs for docker/podman load.
+image: chdb modules
+	$(GO) run ./cmd/imagebuild -version $(VERSION) -chdb-lib $(MERIDIAN_CHDB_LIB) -out dist $(IMAGE_FLAGS)
 
 apt-test:
 	@scripts/apt-deps.sh $(APT_TEST)
@@ -52,7 +62,7 @@ SOAK_DURATION ?= 1h
 soak: apt-run chdb build
 	set -o pipefail; ./bin/meridian lab soak -duration $(SOAK_DURATION) -heap-profile soak.heap 2>soak.log | tee soak.out
 
-test: apt-test chdb modules web
+test: apt-test chdb k8s-tools modules web
 	$(GO) vet ./...
 	$(GO) test -timeout 40m -count=1 ./...
 
@@ -64,4 +74,4 @@ fmt:
 	gofmt -w $$(git ls-files '*.go')
 
 clean:
-	rm -rf bin
+	rm -rf bin dist
