@@ -31,7 +31,7 @@ type Variant string
 const (
 	// Embedded carries libchdb.so: -target=all runs on the embedded ClickHouse engine.
 	Embedded Variant = "embedded"
-	// Slim has no libchdb.so: for -clickhouse.dsn deployments, or with the library
+	// Slim has no libchdb.so: for -storage.clickhouse.dsn deployments, or with the library
 	// mounted at ChdbLibPath from a volume.
 	Slim Variant = "slim"
 )

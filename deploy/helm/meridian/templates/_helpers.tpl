@@ -65,7 +65,7 @@ and the ClickHouse password.
 */}}
 {{- define "meridian.secretFlags" -}}
 apiToken: server.token-file
-clickhousePassword: clickhouse.password-file
+clickhousePassword: storage.clickhouse.password-file
 {{- if not .collector }}
 mapToken: topomap.token-file
 clickhouseHTTPPassword: clickhouse-http.password-file
@@ -105,10 +105,10 @@ steeringAPIToken: steering.api-token-file
 {{- end }}
 {{- end }}
 {{- with $.Values.clickhouse.dsn }}
-- -clickhouse.dsn={{ . }}
+- -storage.clickhouse.dsn={{ . }}
 {{- end }}
 {{- with $.Values.clickhouse.cluster }}
-- -clickhouse.cluster={{ . }}
+- -storage.clickhouse.cluster={{ . }}
 {{- end }}
 {{- end }}
 
