@@ -301,19 +301,32 @@ func TestFirstFailureIsConfirmedFast(t *testing.T) {
 	}
 }
 
-// startProber runs a prober until the test ends, with the sink its records go to.
-func startProber(t *testing.T, cfg Config, inv *inventory.Inventory) (*Prober, *sink) {
+// startProber runs a prober until the test ends, with the sink its records go to; each
+// of before is applied to it first.
+func startProber(t *testing.T, cfg Config, inv *inventory.Inventory, before ...func(*Prober)) (*Prober, *sink) {
 	t.Helper()
 	out := &sink{}
 	p, err := New(cfg, inv, out, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, f := range before {
+		f(p)
+	}
 	if err := services.StartAndAwaitRunning(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { services.StopAndAwaitTerminated(context.Background(), p) })
 	return p, out
+}
+
+// alwaysStalled makes every moment a stall of the prober.
+func alwaysStalled(p *Prober) { p.stalls = newStallWatch(-time.Hour, time.Now()) }
+
+func (s *sink) len() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return len(s.probes)
 }
 
 func TestStallWatch(t *testing.T) {
@@ -414,25 +427,10 @@ func TestStallsExcuseOnlyThreeTimeoutsInARow(t *testing.T) {
 	var cfg Config
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
 	cfg.Vantages, cfg.Interval, cfg.FastInterval, cfg.Timeout, cfg.ICMP = Vantages{{Site: "lab"}}, 50*time.Millisecond, 10*time.Millisecond, 50*time.Millisecond, false
-	out := &sink{}
-	p, err := New(cfg, inv, out, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.stalls = newStallWatch(-time.Hour, time.Now()) // every moment is a stall
-	if err := services.StartAndAwaitRunning(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { services.StopAndAwaitTerminated(context.Background(), p) })
-	waitFor(t, "two recorded failures", func() bool {
-		out.mu.Lock()
-		defer out.mu.Unlock()
-		return len(out.probes) >= 2
-	})
+	p, out := startProber(t, cfg, inv, alwaysStalled)
+	waitFor(t, "two recorded failures", func() bool { return out.len() >= 2 })
 	services.StopAndAwaitTerminated(context.Background(), p)
-	out.mu.Lock()
-	n := len(out.probes)
-	out.mu.Unlock()
+	n := out.len()
 	inconclusive := testutil.ToFloat64(p.probes.WithLabelValues("lab", "http", "inconclusive"))
 	// Each recorded failure follows maxExcused inconclusive probes; the run may stop within the next group.
 	if lo, hi := float64(n*maxExcused), float64((n+1)*maxExcused); inconclusive < lo || inconclusive > hi {
@@ -450,21 +448,8 @@ func TestRefusedIsNeverExcused(t *testing.T) {
 	var cfg Config
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
 	cfg.Vantages, cfg.Interval, cfg.ICMP = Vantages{{Site: "lab"}}, 50*time.Millisecond, false
-	out := &sink{}
-	p, err := New(cfg, inv, out, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p.stalls = newStallWatch(-time.Hour, time.Now()) // every moment is a stall
-	if err := services.StartAndAwaitRunning(context.Background(), p); err != nil {
-		t.Fatal(err)
-	}
-	defer services.StopAndAwaitTerminated(context.Background(), p)
-	waitFor(t, "three refused probes recorded", func() bool {
-		out.mu.Lock()
-		defer out.mu.Unlock()
-		return len(out.probes) >= 3
-	})
+	p, out := startProber(t, cfg, inv, alwaysStalled)
+	waitFor(t, "three refused probes recorded", func() bool { return out.len() >= 3 })
 	if n := testutil.ToFloat64(p.probes.WithLabelValues("lab", "tcp", "inconclusive")); n != 0 {
 		t.Errorf("%v refused probes excused as inconclusive", n)
 	}
