@@ -3,17 +3,13 @@ package main
 import (
 	"context"
 	"fmt"
-	"io"
-	"log/slog"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/meridianhq/meridian/internal/amtest"
 	"github.com/meridianhq/meridian/internal/promtest"
 	"github.com/meridianhq/meridian/lab"
 	"github.com/meridianhq/meridian/steering"
@@ -31,33 +27,7 @@ func TestLabReplay(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the lab replay takes about 3 minutes")
 	}
-	dir := t.TempDir()
-	logs, _ := os.Create(filepath.Join(dir, "meridian.log"))
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	const token = "replay-token"
-	tokenFile := filepath.Join(dir, "token")
-	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := parseConfig([]string{
-		fmt.Sprintf("-server.listen-address=127.0.0.1:%d", amtest.FreePort(t)), "-server.token-file=" + tokenFile,
-		"-storage.path=" + enginePath, "-storage.database=labreplay", "-pipeline.spool.path=" + filepath.Join(dir, "spool"),
-		"-ruler.data-dir=" + filepath.Join(dir, "ruler"), "-hubble.state-dir=" + filepath.Join(dir, "hubble"),
-		fmt.Sprintf("-steering.dns.listen=127.0.0.1:%d", amtest.FreePort(t)), "-steering.dns.zone=" + lab.Zone,
-	}, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	l, err := lab.Start(ctx, lab.Config{ListenAddress: "127.0.0.1:0", Testdata: "../../testdata"}, token, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	labOverlay(cfg, l.Endpoints())
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
+	ctx, cfg, l, logs, logger := labSetup(t, "labreplay")
 	a := newApp(cfg, logger)
 	actx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)

@@ -32,37 +32,9 @@ func TestLabSoak(t *testing.T) {
 			t.Fatalf("MERIDIAN_SOAK_DURATION: %v", err)
 		}
 	}
-	dir := t.TempDir()
-	logs, _ := os.Create(filepath.Join(dir, "meridian.log"))
-	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	const token = "soak-token"
-	tokenFile := filepath.Join(dir, "token")
-	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	specs, _ := filepath.Glob("../../alerts/slos/*.yaml")
-	args := []string{
-		fmt.Sprintf("-server.listen-address=127.0.0.1:%d", amtest.FreePort(t)), "-server.token-file=" + tokenFile,
-		"-storage.path=" + enginePath, "-storage.database=soak", "-pipeline.spool.path=" + filepath.Join(dir, "spool"),
-		"-ruler.data-dir=" + filepath.Join(dir, "ruler"), "-hubble.state-dir=" + filepath.Join(dir, "hubble"),
-		fmt.Sprintf("-steering.dns.listen=127.0.0.1:%d", amtest.FreePort(t)), "-steering.dns.zone=" + lab.Zone,
-		"-ruler.spec-files=" + strings.Join(specs, ","),
-	}
-	cfg, err := parseConfig(args, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	l, err := lab.Start(ctx, lab.Config{ListenAddress: "127.0.0.1:0", Testdata: "../../testdata"}, token, logger)
-	if err != nil {
-		t.Fatal(err)
-	}
-	labOverlay(cfg, l.Endpoints())
-	if err := cfg.Validate(); err != nil {
-		t.Fatal(err)
-	}
-	report, err := runSoak(ctx, cfg, l, token, d, os.Getenv("MERIDIAN_SOAK_HEAP_PROFILE"), logger)
+	ctx, cfg, l, logs, logger := labSetup(t, "soak", "-ruler.spec-files="+strings.Join(specs, ","))
+	report, err := runSoak(ctx, cfg, l, labToken, d, os.Getenv("MERIDIAN_SOAK_HEAP_PROFILE"), logger)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -74,4 +46,46 @@ func TestLabSoak(t *testing.T) {
 		t.Logf("meridian log:\n%s", lastLines(string(b), 40))
 		t.Errorf("soak invariants broken:\n  %s", strings.Join(failed, "\n  "))
 	}
+}
+
+// labToken is the API token of the lab tests.
+const labToken = "lab-token"
+
+// labSetup starts the lab for a test of Meridian over it: the configuration of every
+// module pointed at the lab (its store in database db, its state under the test's
+// directory, extra flags last), the lab, and the log file and logger both write to. The
+// context ends with the test.
+func labSetup(t *testing.T, db string, extra ...string) (context.Context, *Config, *lab.Lab, *os.File, *slog.Logger) {
+	t.Helper()
+	dir := t.TempDir()
+	logs, err := os.Create(filepath.Join(dir, "meridian.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	tokenFile := filepath.Join(dir, "token")
+	if err := os.WriteFile(tokenFile, []byte(labToken), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	args := append([]string{
+		fmt.Sprintf("-server.listen-address=127.0.0.1:%d", amtest.FreePort(t)), "-server.token-file=" + tokenFile,
+		"-storage.path=" + enginePath, "-storage.database=" + db, "-pipeline.spool.path=" + filepath.Join(dir, "spool"),
+		"-ruler.data-dir=" + filepath.Join(dir, "ruler"), "-hubble.state-dir=" + filepath.Join(dir, "hubble"),
+		fmt.Sprintf("-steering.dns.listen=127.0.0.1:%d", amtest.FreePort(t)), "-steering.dns.zone=" + lab.Zone,
+	}, extra...)
+	cfg, err := parseConfig(args, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	l, err := lab.Start(ctx, lab.Config{ListenAddress: "127.0.0.1:0", Testdata: "../../testdata"}, labToken, logger)
+	if err != nil {
+		t.Fatal(err)
+	}
+	labOverlay(cfg, l.Endpoints())
+	if err := cfg.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return ctx, cfg, l, logs, logger
 }
