@@ -17,8 +17,8 @@ import (
 
 // DefaultStoreSeries are Meridian's operational series the shipped dashboards and the
 // built-in self-alerts read: each is bounded by the configuration (POPs, services,
-// relays, sources), none by traffic.
-const DefaultStoreSeries = `meridian_steering_(pop_down|weight|decisions_total)` +
+// relays, sources, regions), none by traffic.
+const DefaultStoreSeries = `meridian_steering_(pop_down|weight|decisions_total|regret_milliseconds)` +
 	`|meridian_hubble_(relay_connected|relay_owned|flows_received_total|lost_events_total)` +
 	`|meridian_wireguard_peers` +
 	`|meridian_pipeline_(spool_bytes|spool_max_bytes|backpressure|consumer_dropped_records_total|records_dropped_total)` +
