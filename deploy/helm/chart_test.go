@@ -3,6 +3,8 @@
 package helm
 
 import (
+	"github.com/meridianhq/meridian/internal/kubetest"
+
 	"bytes"
 	"errors"
 	"io"
@@ -18,10 +20,6 @@ import (
 	"gopkg.in/yaml.v3"
 )
 
-// EnvTools names the directory scripts/k8s-tools.sh fills (bin/helm, bin/kube-apiserver,
-// bin/etcd, crds/); `make test` builds it when missing.
-const EnvTools = "MERIDIAN_K8S_TOOLS"
-
 const chart = "meridian"
 
 // kubeVersion is the API server the chart is proven against; helm built from source
@@ -34,26 +32,10 @@ var valueSets = map[string]string{
 	"multi-region": "examples/multi-region.yaml",
 }
 
-// tools returns the tools directory after checking that it holds what the test needs.
-func tools(t *testing.T, needs ...string) string {
-	t.Helper()
-	dir := os.Getenv(EnvTools)
-	if dir == "" {
-		home, _ := os.UserHomeDir()
-		dir = filepath.Join(home, ".cache", "meridian", "k8s-v1.34.4")
-	}
-	for _, p := range needs {
-		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
-			t.Fatalf("%s missing: run `make k8s-tools` (scripts/k8s-tools.sh builds helm, kube-apiserver and etcd from the Go module proxy into %s, or set %s)", p, dir, EnvTools)
-		}
-	}
-	return dir
-}
-
 // helm runs the helm binary; its own caches and config stay in a temporary home.
 func helm(t *testing.T, args ...string) (string, error) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(tools(t, "bin/helm"), "bin/helm"), args...)
+	cmd := exec.Command(filepath.Join(kubetest.Tools(t, "bin/helm"), "bin/helm"), args...)
 	home := t.TempDir()
 	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home+"/cache", "HELM_CONFIG_HOME="+home+"/config", "HELM_DATA_HOME="+home+"/data")
 	var out, stderr bytes.Buffer
