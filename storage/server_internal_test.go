@@ -11,13 +11,14 @@ import (
 
 	"github.com/ClickHouse/ch-go/proto"
 
+	"github.com/meridianhq/meridian/internal/testtime"
 	"github.com/meridianhq/meridian/pipeline"
 )
 
 // The server driver sends the encoder's block through ch-go columns: decoding it and
 // encoding those columns again gives the same bytes.
 func TestDecodeNativeRoundTrip(t *testing.T) {
-	now := time.Date(2026, 11, 22, 1, 2, 3, 456789123, time.UTC)
+	now := testtime.Day.Add(time.Hour + 2*time.Minute + 3456789123*time.Nanosecond)
 	m := pipeline.Meta{Time: now, Collector: "c", Site: "s", Cluster: "k", Node: "n"}
 	batches := map[pipeline.Kind][]pipeline.Record{
 		pipeline.KindTunnelStat: {&pipeline.TunnelStat{M: m, Interface: "wg0", PublicKey: "k", AllowedIPs: []netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")}, RxBytes: 7}},

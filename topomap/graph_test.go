@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/meridianhq/meridian/alerts"
+	"github.com/meridianhq/meridian/internal/testtime"
 	"github.com/meridianhq/meridian/pipeline"
 )
 
@@ -19,7 +20,7 @@ func testRules() Rules {
 }
 
 func newTestGraph() (*graph, *fakeClock) {
-	clk := &fakeClock{t: time.Date(2026, 11, 22, 1, 0, 0, 0, time.UTC)}
+	clk := &fakeClock{t: testtime.Day.Add(time.Hour)}
 	return newGraph(labInventory(), testRules(), clk.now), clk
 }
 

@@ -1,8 +1,6 @@
 package hubble
 
 import (
-	"github.com/meridianhq/meridian/internal/promtest"
-
 	"context"
 	"errors"
 	"flag"
@@ -28,6 +26,8 @@ import (
 	"github.com/meridianhq/meridian/collectors/hubble/hubbletest"
 	"github.com/meridianhq/meridian/collectors/shard"
 	"github.com/meridianhq/meridian/collectors/shard/shardtest"
+	"github.com/meridianhq/meridian/internal/promtest"
+	"github.com/meridianhq/meridian/internal/testtime"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
@@ -504,7 +504,7 @@ func listen(t *testing.T, handle func(net.Conn)) string {
 func TestEdgeBounds(t *testing.T) {
 	var overflow int
 	a := newEdgeAggregator(pipeline.Meta{Cluster: "c"}, time.Second, 0, 1000, 4, func(n int) { overflow += n })
-	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	t0 := testtime.Day
 	var edges []pipeline.Record
 	maxOpen, maxPairs := 0, 0
 	for i := range 100000 {

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/meridianhq/meridian/collectors/hubble/hubbletest"
+	"github.com/meridianhq/meridian/internal/testtime"
 	"github.com/meridianhq/meridian/pipeline"
 )
 
@@ -87,7 +88,7 @@ func TestParseSamples(t *testing.T) {
 }
 
 func TestParseIncomplete(t *testing.T) {
-	fallback := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	fallback := testtime.Day.Add(3*time.Hour + 4*time.Minute + 5*time.Second)
 	f := &flowpb.Flow{
 		Verdict:          flowpb.Verdict(99),
 		TrafficDirection: flowpb.TrafficDirection(77),

@@ -13,6 +13,7 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/meridianhq/meridian/internal/testtime"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/storage"
 )
@@ -31,7 +32,7 @@ func TestDecoderMatchesStandard(t *testing.T) {
 	p := NewParser(nil)
 	dec := newDecoder(p) // one for all: its memory of endpoints must not change a result
 	enc := storage.NewEncoder()
-	recv := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	recv := testtime.Day.Add(3*time.Hour + 4*time.Minute + 5*time.Second)
 	n := 0
 	for _, e := range entries {
 		if !strings.HasSuffix(e.Name(), ".json") {

@@ -3,8 +3,6 @@
 package helm
 
 import (
-	"github.com/meridianhq/meridian/internal/kubetest"
-
 	"bytes"
 	"errors"
 	"io"
@@ -18,6 +16,8 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/meridianhq/meridian/internal/kubetest"
 )
 
 const chart = "meridian"
