@@ -86,7 +86,7 @@ func (w testWriter) Write(p []byte) (int, error) {
 
 func startPipeline(t testing.TB, cfg pipeline.Config, ins pipeline.Inserter, reg prometheus.Registerer) *pipeline.Pipeline {
 	t.Helper()
-	p, err := pipeline.New(cfg, storage.NewEncoder(), ins, nil, reg, logger(t))
+	p, err := pipeline.New(cfg, pipeline.Deps{Encoder: storage.NewEncoder(), Inserter: ins, Logger: logger(t), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -211,7 +211,7 @@ func TestFaultServerClosedPort(t *testing.T) {
 	scfg := storagetest.Config(t)
 	scfg.ClickHouse.DSN = "clickhouse://" + addr + "/?dial_timeout=200ms"
 	scfg.ClickHouse.DialTimeout = 200 * time.Millisecond
-	server, err := storage.New(scfg, nil, prometheus.NewRegistry())
+	server, err := storage.New(scfg, storage.Deps{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -335,7 +335,7 @@ func killChild(spool string) {
 	down := &faultyInserter{}
 	down.down.Store(true)
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelError}))
-	p, err := pipeline.New(cfg, storage.NewEncoder(), down, nil, prometheus.NewRegistry(), log)
+	p, err := pipeline.New(cfg, pipeline.Deps{Encoder: storage.NewEncoder(), Inserter: down, Logger: log, Registerer: prometheus.NewRegistry()})
 	if err == nil {
 		err = services.StartAndAwaitRunning(context.Background(), p)
 	}

@@ -84,13 +84,26 @@ type consumerLane struct {
 	sent    prometheus.Counter
 }
 
-// New builds a pipeline. Consumers are keyed by the name used in metrics and logs.
-func New(cfg Config, enc Encoder, ins Inserter, consumers map[string]Consumer, reg prometheus.Registerer, log *slog.Logger) (*Pipeline, error) {
+// Deps are what the pipeline is given.
+type Deps struct {
+	Encoder  Encoder  // turns a batch into a Native block (storage.Encoder)
+	Inserter Inserter // stores a block (*storage.Store)
+	// Consumers get every accepted record, keyed by the name used in metrics and logs.
+	Consumers  map[string]Consumer
+	Logger     *slog.Logger // nil: discard
+	Registerer prometheus.Registerer
+}
+
+// New builds a pipeline.
+func New(cfg Config, d Deps) (*Pipeline, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	if enc == nil || ins == nil {
+	if d.Encoder == nil || d.Inserter == nil {
 		return nil, errors.New("pipeline: Encoder and Inserter are required")
+	}
+	if d.Logger == nil {
+		d.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.Instance == "" {
 		host, err := os.Hostname()
@@ -102,7 +115,7 @@ func New(cfg Config, enc Encoder, ins Inserter, consumers map[string]Consumer, r
 	boot := make([]byte, 6)
 	_, _ = rand.Read(boot)
 	p := &Pipeline{
-		cfg: cfg, enc: enc, ins: ins, log: log, m: newMetrics(reg),
+		cfg: cfg, enc: d.Encoder, ins: d.Inserter, log: d.Logger, m: newMetrics(d.Registerer),
 		tokenBase: cfg.Instance + "-" + hex.EncodeToString(boot),
 		lanes:     map[Kind]*lane{},
 		quit:      make(chan struct{}),
@@ -113,9 +126,9 @@ func New(cfg Config, enc Encoder, ins Inserter, consumers map[string]Consumer, r
 	for _, k := range Kinds {
 		p.lanes[k] = &lane{kind: k, room: make(chan struct{}), ready: make(chan struct{}, 1), wake: make(chan struct{}, 1)}
 	}
-	for _, name := range slices.Sorted(maps.Keys(consumers)) {
+	for _, name := range slices.Sorted(maps.Keys(d.Consumers)) {
 		p.consumers = append(p.consumers, &consumerLane{
-			name: name, c: consumers[name], ch: make(chan []Record, cfg.ConsumerQueueSize),
+			name: name, c: d.Consumers[name], ch: make(chan []Record, cfg.ConsumerQueueSize),
 			dropped: p.m.consumerDropped.WithLabelValues(name),
 			sent:    p.m.consumerSent.WithLabelValues(name),
 		})

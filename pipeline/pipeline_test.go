@@ -125,7 +125,7 @@ func start(t *testing.T, cfg Config, ins Inserter, consumers map[string]Consumer
 func startLogged(t *testing.T, cfg Config, ins Inserter, consumers map[string]Consumer, log *slog.Logger) (*Pipeline, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	p, err := New(cfg, fakeEncoder{}, ins, consumers, reg, log)
+	p, err := New(cfg, Deps{Encoder: fakeEncoder{}, Inserter: ins, Consumers: consumers, Logger: log, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

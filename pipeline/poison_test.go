@@ -35,7 +35,7 @@ func TestFaultPoisonBlock(t *testing.T) {
 	cfg.Retry.RejectAfter = 3
 	reg := prometheus.NewRegistry()
 	var logs testlog.Buffer
-	p, err := pipeline.New(cfg, storage.NewEncoder(), store, nil, reg, slog.New(slog.NewTextHandler(&logs, nil)))
+	p, err := pipeline.New(cfg, pipeline.Deps{Encoder: storage.NewEncoder(), Inserter: store, Logger: slog.New(slog.NewTextHandler(&logs, nil)), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func TestInsertErrorsAreClassified(t *testing.T) {
 	sh := startShim(t, s)
 	cfg := serverConfig(t, "clickhouse://meridian@"+sh.addr()+"/", "")
 	cfg.Database = s.Database()
-	viaServer, err := storage.New(cfg, nil, prometheus.NewRegistry())
+	viaServer, err := storage.New(cfg, storage.Deps{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +107,7 @@ func TestTransportFailuresAreRetryable(t *testing.T) {
 	}
 	b.Rows, b.Native = 1, native
 	for name, addr := range map[string]string{"closed port": closedPort(t), "closed connection": ln.Addr().String()} {
-		s, err := storage.New(serverConfig(t, "clickhouse://meridian@"+addr+"/", ""), nil, prometheus.NewRegistry())
+		s, err := storage.New(serverConfig(t, "clickhouse://meridian@"+addr+"/", ""), storage.Deps{Registerer: prometheus.NewRegistry()})
 		if err != nil {
 			t.Fatal(err)
 		}

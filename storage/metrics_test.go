@@ -16,7 +16,7 @@ import (
 func TestMetrics(t *testing.T) {
 	cfg := storagetest.Config(t)
 	reg := prometheus.NewRegistry()
-	s, err := storage.New(cfg, nil, reg)
+	s, err := storage.New(cfg, storage.Deps{Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}

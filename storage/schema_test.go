@@ -52,7 +52,7 @@ func TestTTLsAndViewsExist(t *testing.T) {
 // A TTL changed in the configuration is applied to an existing table on the next Migrate.
 func TestMigrateAppliesChangedTTL(t *testing.T) {
 	cfg := storagetest.Config(t)
-	s, err := storage.New(cfg, nil, prometheus.NewRegistry())
+	s, err := storage.New(cfg, storage.Deps{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -62,7 +62,7 @@ func TestMigrateAppliesChangedTTL(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.TTL["flows"] = model.Duration(36 * time.Hour)
-	s2, err := storage.New(cfg, nil, prometheus.NewRegistry())
+	s2, err := storage.New(cfg, storage.Deps{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

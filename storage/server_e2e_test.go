@@ -26,7 +26,7 @@ func TestServerDriverOverNativeProtocol(t *testing.T) {
 	sh := startShim(t, backend)
 	cfg := serverConfig(t, "clickhouse://meridian@"+sh.addr()+"/", "")
 	cfg.Database = backend.Database()
-	s, err := storage.New(cfg, nil, prometheus.NewRegistry())
+	s, err := storage.New(cfg, storage.Deps{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -39,7 +39,7 @@ func closedPort(t *testing.T) string {
 
 func TestServerDownFailsFastAndClearly(t *testing.T) {
 	addr := closedPort(t)
-	s, err := storage.New(serverConfig(t, "clickhouse://meridian@"+addr+"/", ""), nil, prometheus.NewRegistry())
+	s, err := storage.New(serverConfig(t, "clickhouse://meridian@"+addr+"/", ""), storage.Deps{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatalf("New must not need the server up: %v", err)
 	}
@@ -65,7 +65,7 @@ func TestServerDownFailsFastAndClearly(t *testing.T) {
 }
 
 func TestClusterDDL(t *testing.T) {
-	s, err := storage.New(serverConfig(t, "clickhouse://127.0.0.1:1/", "prod"), nil, prometheus.NewRegistry())
+	s, err := storage.New(serverConfig(t, "clickhouse://127.0.0.1:1/", "prod"), storage.Deps{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -105,7 +105,7 @@ func TestClusterDDL(t *testing.T) {
 }
 
 func TestSingleNodeDDLHasNoCluster(t *testing.T) {
-	s, err := storage.New(serverConfig(t, "clickhouse://127.0.0.1:1/", ""), nil, prometheus.NewRegistry())
+	s, err := storage.New(serverConfig(t, "clickhouse://127.0.0.1:1/", ""), storage.Deps{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,13 +147,13 @@ func TestConfigValidate(t *testing.T) {
 	pw := filepath.Join(t.TempDir(), "pw")
 	os.WriteFile(pw, []byte("s3cret\n"), 0o600)
 	cfg.ClickHouse.PasswordFile = pw + ".missing"
-	if _, err := storage.New(cfg, nil, prometheus.NewRegistry()); err == nil || !strings.Contains(err.Error(), "storage.clickhouse.password_file") {
+	if _, err := storage.New(cfg, storage.Deps{Registerer: prometheus.NewRegistry()}); err == nil || !strings.Contains(err.Error(), "storage.clickhouse.password_file") {
 		t.Errorf("missing password file: %v", err)
 	}
 }
 
 func TestBadDSNDoesNotLeakPassword(t *testing.T) {
-	_, err := storage.New(serverConfig(t, "clickhouse://meridian:hunter2@127.0.0.1:notaport/", ""), nil, prometheus.NewRegistry())
+	_, err := storage.New(serverConfig(t, "clickhouse://meridian:hunter2@127.0.0.1:notaport/", ""), storage.Deps{Registerer: prometheus.NewRegistry()})
 	if err == nil || !strings.Contains(err.Error(), "clickhouse.dsn") {
 		t.Fatalf("want a clickhouse.dsn error, got %v", err)
 	}

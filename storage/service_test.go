@@ -14,7 +14,7 @@ import (
 
 func TestServiceMigratesOnStart(t *testing.T) {
 	cfg := storagetest.Config(t)
-	s, err := storage.New(cfg, nil, prometheus.NewRegistry())
+	s, err := storage.New(cfg, storage.Deps{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +35,7 @@ func TestServiceMigratesOnStart(t *testing.T) {
 
 // Against an unreachable server the service keeps retrying and stops cleanly when asked.
 func TestServiceRetriesUnreachableServer(t *testing.T) {
-	s, err := storage.New(serverConfig(t, "clickhouse://"+closedPort(t)+"/", ""), nil, prometheus.NewRegistry())
+	s, err := storage.New(serverConfig(t, "clickhouse://"+closedPort(t)+"/", ""), storage.Deps{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -47,17 +47,24 @@ type Store struct {
 
 var _ pipeline.Inserter = (*Store)(nil)
 
+// Deps are what the store is given.
+type Deps struct {
+	Logger     *slog.Logger // nil: discard
+	Registerer prometheus.Registerer
+}
+
 // New opens the store: the embedded engine when cfg.ClickHouse.DSN is empty, else the
 // server driver (which connects lazily, so a server that is down fails the first
 // statement, not New). Call Migrate before inserting.
-func New(cfg Config, logger *slog.Logger, reg prometheus.Registerer) (*Store, error) {
+func New(cfg Config, d Deps) (*Store, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	logger := d.Logger
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
-	s := &Store{schema: newSchema(cfg.Database, cfg.ClickHouse.Cluster, cfg.TTL), log: logger, m: newMetrics(reg)}
+	s := &Store{schema: newSchema(cfg.Database, cfg.ClickHouse.Cluster, cfg.TTL), log: logger, m: newMetrics(d.Registerer)}
 	var err error
 	if cfg.ClickHouse.DSN == "" {
 		s.drv, err = openEmbedded(cfg)

@@ -87,7 +87,7 @@ func apiClient(t *testing.T, addr string) promv1.API {
 // answers must be equal.
 func TestQueryAPIMatchesPrometheus(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	s := sli.New(testInventory())
+	s := sli.New(sli.Deps{Inventory: testInventory()})
 	// Static counters: 10 probes of lon with 3 failures, 10 clean probes of par.
 	now := time.Now()
 	for i := range 10 {

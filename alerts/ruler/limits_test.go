@@ -149,7 +149,7 @@ func TestQueryTimeoutAndSamples(t *testing.T) {
 			cfg.QueryMaxConcurrency = 3
 			tc.limit(&cfg)
 			reg := prometheus.NewRegistry()
-			r := startRulerConfig(t, sli.New(testInventory()), reg, cfg)
+			r := startRulerConfig(t, sli.New(sli.Deps{Inventory: testInventory()}), reg, cfg)
 			base, _ := apiServer(t, r)
 			code, rep, took := queryAPI(t, base, "/query", url.Values{"query": {tc.query}, "time": {strconvTime(time.Now())}})
 			if code != tc.code || rep.ErrorType != tc.errType {

@@ -52,7 +52,7 @@ func apiRoutes(t *testing.T, g prometheus.Gatherer) []string {
 // served (apiServer).
 func servedRuler(t *testing.T, cfg Config, reg *prometheus.Registry) (*Ruler, string, *testlog.Buffer) {
 	t.Helper()
-	s := sli.New(testInventory())
+	s := sli.New(sli.Deps{Inventory: testInventory()})
 	var healthy atomic.Bool
 	prober(t, s, &healthy)
 	r := startRulerConfig(t, s, reg, cfg)
@@ -250,7 +250,7 @@ func TestAPIRoutesSurviveHostileRequests(t *testing.T) {
 // nil answer as Prometheus would.
 func TestAPIRoutesThatCrashedAnswer(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	r := startRuler(t, sli.New(testInventory()), reg)
+	r := startRuler(t, sli.New(sli.Deps{Inventory: testInventory()}), reg)
 	base, _ := apiServer(t, r)
 	ctx := context.Background()
 

@@ -41,12 +41,19 @@ type SLI struct {
 	ceph          *cephState
 }
 
-// New returns the SLI series; inv maps a POP to its site (nil: site stays empty).
-func New(inv *inventory.Inventory) *SLI {
+// Deps are what the SLI series are given. They have no configuration of their own: the
+// buckets are fixed by the SLO thresholds, so New takes no Config.
+type Deps struct {
+	Inventory *inventory.Inventory // maps a POP to its site (nil: site stays empty)
+}
+
+// New returns the SLI series. Register them where they are served (they are a
+// prometheus.Collector) and hand them to the ruler.
+func New(d Deps) *SLI {
 	probe := []string{"pop", "site", "service", "vantage"}
 	svc := []string{"cluster", "namespace", "service"}
 	return &SLI{
-		inv: inv,
+		inv: d.Inventory,
 		probeRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_sli_probe_requests_total",
 			Help: "Probes of a POP from a vantage (DNS, TCP, HTTP, ICMP)."}, probe),
 		probeErrors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_sli_probe_errors_total",

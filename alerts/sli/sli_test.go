@@ -15,7 +15,7 @@ import (
 
 func TestSeries(t *testing.T) {
 	inv := &inventory.Inventory{POPs: []inventory.POP{{Name: "lon", Site: "london"}}}
-	s := New(inv)
+	s := New(Deps{Inventory: inv})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(s)
 	ms := time.Millisecond
@@ -102,7 +102,7 @@ meridian_sli_records_skipped_total{kind="tunnel_stat",reason="status_unknown"} 1
 // The Ceph state series follow the records: a cleared health check goes to 0 (so the
 // rules resolve) rather than vanishing or staying at 1.
 func TestCephState(t *testing.T) {
-	s := New(nil)
+	s := New(Deps{})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(s)
 	m := pipeline.Meta{Site: "nyc", Cluster: "vault"}

@@ -143,7 +143,7 @@ func (a *app) initServer() (services.Service, error) {
 // initStorage opens ClickHouse (embedded unless a DSN is set); its service applies the
 // migrations at start, retrying while a server is unreachable.
 func (a *app) initStorage() (services.Service, error) {
-	st, err := storage.New(a.cfg.Storage, a.logger("storage"), a.reg)
+	st, err := storage.New(a.cfg.Storage, storage.Deps{Logger: a.logger("storage"), Registerer: a.reg})
 	if err != nil {
 		return nil, err
 	}
@@ -168,7 +168,7 @@ func (a *app) initPipeline() (services.Service, error) {
 			}
 		})
 	}
-	p, err := pipeline.New(a.cfg.Pipeline, storage.NewEncoder(), a.store, consumers, a.reg, a.log.With("component", "pipeline"))
+	p, err := pipeline.New(a.cfg.Pipeline, pipeline.Deps{Encoder: storage.NewEncoder(), Inserter: a.store, Consumers: consumers, Logger: a.log.With("component", "pipeline"), Registerer: a.reg})
 	if err != nil {
 		return nil, err
 	}
@@ -227,7 +227,7 @@ func (a *app) initProbes() (services.Service, error) {
 // initRuler evaluates the SLO rules over the SLI series the pipeline feeds it, and serves
 // the Prometheus query API under /prometheus for Grafana.
 func (a *app) initRuler() (services.Service, error) {
-	s := sli.New(&a.cfg.Inventory)
+	s := sli.New(sli.Deps{Inventory: &a.cfg.Inventory})
 	if err := a.reg.Register(s); err != nil { // on /metrics too, for an external Prometheus
 		return nil, err
 	}

@@ -16,7 +16,7 @@ import (
 // a good 0 s event. Real Pacific capture, fed through the collector's own records.
 func TestWriteLatencySLIExcludesUnknown(t *testing.T) {
 	t0 := time.Now()
-	s := sli.New(nil)
+	s := sli.New(sli.Deps{})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(s)
 	count := func() (observed, unknown float64) {

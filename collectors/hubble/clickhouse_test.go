@@ -31,7 +31,7 @@ func startPipeline(tb testing.TB, batchAge time.Duration) (*pipeline.Pipeline, *
 		cfg.BatchAge = batchAge
 	}
 	cfg.Instance = "hubble-test"
-	p, err := pipeline.New(cfg, storage.NewEncoder(), store, nil, prometheus.NewRegistry(), slog.New(slog.NewTextHandler(io.Discard, nil)))
+	p, err := pipeline.New(cfg, pipeline.Deps{Encoder: storage.NewEncoder(), Inserter: store, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -34,8 +34,7 @@ type Config struct {
 	Zone          string        `yaml:"zone"`                                             // zone to update
 	KeyName       string        `yaml:"key_name"`                                         // TSIG key name
 	KeyAlgorithm  string        `yaml:"key_algorithm"`                                    // hmac-sha256 (default), hmac-sha512, ...
-	KeySecretFile string        `yaml:"key_secret_file" secret:"MERIDIAN_RFC2136_SECRET"` // file holding the base64 secret
-	KeySecretEnv  string        `yaml:"key_secret_env"`                                   // or the environment variable holding it
+	KeySecretFile string        `yaml:"key_secret_file" secret:"MERIDIAN_RFC2136_SECRET"` // file holding the base64 secret; else $MERIDIAN_RFC2136_SECRET
 	Interval      time.Duration `yaml:"interval"`                                         // how often changed sets are pushed
 	Resync        time.Duration `yaml:"resync"`                                           // how often every set is pushed again, repairing drift
 	TTL           uint32        `yaml:"ttl"`
@@ -49,8 +48,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.Zone, p+"zone", "", "Zone to update.")
 	f.StringVar(&c.KeyName, p+"key-name", "", "TSIG key name.")
 	f.StringVar(&c.KeyAlgorithm, p+"key-algorithm", "hmac-sha256", "TSIG algorithm.")
-	f.StringVar(&c.KeySecretFile, p+"key-secret-file", "", "File holding the base64 TSIG secret.")
-	f.StringVar(&c.KeySecretEnv, p+"key-secret-env", "MERIDIAN_RFC2136_SECRET", "Environment variable holding the base64 TSIG secret (when no file is given).")
+	f.StringVar(&c.KeySecretFile, p+"key-secret-file", "", "File holding the base64 TSIG secret (default: env "+SecretEnv+").")
 	f.DurationVar(&c.Interval, p+"interval", time.Second, "How often changed answer sets are pushed.")
 	f.DurationVar(&c.Resync, p+"resync", 5*time.Minute, "How often every answer set is pushed again.")
 	f.Func(p+"ttl", "TTL of published records in seconds (default 30).", func(s string) error {
@@ -81,10 +79,14 @@ func (c *Config) Validate() error {
 	return nil
 }
 
+// SecretEnv holds the TSIG secret when key_secret_file is not set: one fixed name, as
+// for every other secret (internal/secret), so no setting can point it elsewhere.
+const SecretEnv = "MERIDIAN_RFC2136_SECRET"
+
 func (c *Config) secret() (string, error) {
-	s, err := secret.Read(secret.Source{File: c.KeySecretFile, Env: c.KeySecretEnv, Field: "steering.rfc2136.key_secret_file"})
+	s, err := secret.Read(secret.Source{File: c.KeySecretFile, Env: SecretEnv, Field: "steering.rfc2136.key_secret_file"})
 	if err == nil && s.Empty() {
-		err = fmt.Errorf("steering.rfc2136: no TSIG secret (set key_secret_file or $%s)", c.KeySecretEnv)
+		err = fmt.Errorf("steering.rfc2136: no TSIG secret (set key_secret_file or $%s)", SecretEnv)
 	}
 	return s.Reveal(), err
 }

@@ -29,7 +29,7 @@ import (
 func New(t testing.TB) *storage.Store {
 	t.Helper()
 	cfg := Config(t)
-	s, err := storage.New(cfg, nil, prometheus.NewRegistry())
+	s, err := storage.New(cfg, storage.Deps{Registerer: prometheus.NewRegistry()})
 	if err != nil {
 		t.Fatalf("storagetest: %v", err)
 	}
