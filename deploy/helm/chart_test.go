@@ -4,10 +4,7 @@ package helm
 
 import (
 	"bytes"
-	"errors"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -16,103 +13,19 @@ import (
 	"testing"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/meridianhq/meridian/deploy/helm/helmtest"
 )
 
-// EnvTools names the directory scripts/k8s-tools.sh fills (bin/helm, bin/kube-apiserver,
-// bin/etcd, crds/); `make test` builds it when missing.
-const EnvTools = "MERIDIAN_K8S_TOOLS"
-
-const chart = "meridian"
-
-// kubeVersion is the API server the chart is proven against; helm built from source
-// (without release ldflags) would otherwise assume v1.20.
-const kubeVersion = "v1.34.4"
-
-// valueSets are the values files the chart is proven with; "" is the defaults.
-var valueSets = map[string]string{
-	"defaults":     "",
-	"multi-region": "examples/multi-region.yaml",
-}
-
-// tools returns the tools directory after checking that it holds what the test needs.
-func tools(t *testing.T, needs ...string) string {
-	t.Helper()
-	dir := os.Getenv(EnvTools)
-	if dir == "" {
-		home, _ := os.UserHomeDir()
-		dir = filepath.Join(home, ".cache", "meridian", "k8s-v1.34.4")
-	}
-	for _, p := range needs {
-		if _, err := os.Stat(filepath.Join(dir, p)); err != nil {
-			t.Fatalf("%s missing: run `make k8s-tools` (scripts/k8s-tools.sh builds helm, kube-apiserver and etcd from the Go module proxy into %s, or set %s)", p, dir, EnvTools)
-		}
-	}
-	return dir
-}
-
-// helm runs the helm binary; its own caches and config stay in a temporary home.
-func helm(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	cmd := exec.Command(filepath.Join(tools(t, "bin/helm"), "bin/helm"), args...)
-	home := t.TempDir()
-	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home+"/cache", "HELM_CONFIG_HOME="+home+"/config", "HELM_DATA_HOME="+home+"/data")
-	var out, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &stderr
-	err := cmd.Run()
-	if err != nil {
-		return out.String() + stderr.String(), err
-	}
-	if stderr.Len() > 0 {
-		return out.String(), errors.New("stderr: " + stderr.String())
-	}
-	return out.String(), nil
-}
-
-func valuesArgs(file string) []string {
-	if file == "" {
-		return nil
-	}
-	return []string{"-f", file}
-}
-
 func TestLint(t *testing.T) {
-	for name, file := range valueSets {
+	for name, file := range helmtest.ValueSets {
 		t.Run(name, func(t *testing.T) {
-			out, err := helm(t, append([]string{"lint", "--strict", "--kube-version", kubeVersion, chart}, valuesArgs(file)...)...)
+			out, err := helmtest.Helm(t, append([]string{"lint", "--strict", "--kube-version", helmtest.KubeVersion, helmtest.Chart}, helmtest.ValuesArgs(file)...)...)
 			if err != nil || !strings.Contains(out, "0 chart(s) failed") || strings.Contains(out, "[WARNING]") || strings.Contains(out, "[ERROR]") {
 				t.Fatalf("helm lint: %v\n%s", err, out)
 			}
 		})
 	}
-}
-
-// render runs helm template and splits the output into objects.
-func render(t *testing.T, file, namespace string, set ...string) []map[string]any {
-	t.Helper()
-	args := append([]string{"template", "meridian", chart, "--kube-version", kubeVersion, "--namespace", namespace}, valuesArgs(file)...)
-	for _, s := range set {
-		args = append(args, "--set", s)
-	}
-	out, err := helm(t, args...)
-	if err != nil {
-		t.Fatalf("helm template: %v\n%s", err, out)
-	}
-	var objs []map[string]any
-	dec := yaml.NewDecoder(strings.NewReader(out))
-	for {
-		var o map[string]any
-		err := dec.Decode(&o)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("helm template output: %v", err)
-		}
-		if o != nil {
-			objs = append(objs, o)
-		}
-	}
-	return objs
 }
 
 func kinds(objs []map[string]any) map[string]int {
@@ -131,9 +44,9 @@ func TestTemplate(t *testing.T) {
 		"defaults":     {"StatefulSet": 1, "ConfigMap": 8, "Service": 2, "NetworkPolicy": 1, "PodDisruptionBudget": 1, "ServiceAccount": 1},
 		"multi-region": {"StatefulSet": 1, "DaemonSet": 1, "Deployment": 2, "Service": 4, "PodDisruptionBudget": 2, "ServiceMonitor": 1, "PodMonitor": 1, "PrometheusRule": 1},
 	}
-	for name, file := range valueSets {
+	for name, file := range helmtest.ValueSets {
 		t.Run(name, func(t *testing.T) {
-			objs := render(t, file, "meridian")
+			objs := helmtest.Render(t, file, "meridian")
 			got := kinds(objs)
 			for k, n := range want[name] {
 				if got[k] != n {
@@ -207,28 +120,34 @@ func TestRejectedValues(t *testing.T) {
 	}{
 		{[]string{"clickhouse.dsn=clickhouse://meridian:hunter2@ch:9440"}, "/clickhouse/dsn"},
 		{[]string{"secrets.apiToken.name="}, "secrets.apiToken.name"},
-		{[]string{"collectors.hubble.enabled=true", "collectors.hubble.relays={relay:80}"}, "set clickhouse.dsn"},
+		{[]string{"collectors.hubble.enabled=true", "collectors.hubble.relays={aegis=relay:80}"}, "set clickhouse.dsn"},
+		{[]string{"clickhouse.dsn=clickhouse://m@ch:9440", "collectors.hubble.enabled=true", "collectors.hubble.relays={relay:80}"}, "/collectors/hubble/relays/0"},
 		{[]string{"core.replicas=2"}, "embedded engine allows one replica"},
 		{[]string{"core.nosuchfield=1"}, "nosuchfield"},
 		{[]string{"log.format=xml"}, "/log/format"},
 		{[]string{"clickhouse.dsn=clickhouse://m@ch:9440", "collectors.ceph.enabled=true"}, "collectors.ceph.mgrURLs"},
 	}
 	for _, c := range cases {
-		args := []string{"template", "meridian", chart, "--kube-version", kubeVersion}
+		args := []string{"template", "meridian", helmtest.Chart, "--kube-version", helmtest.KubeVersion}
 		for _, s := range c.set {
 			args = append(args, "--set", s)
 		}
-		out, err := helm(t, args...)
+		out, err := helmtest.Helm(t, args...)
 		if err == nil || !strings.Contains(out+err.Error(), c.want) {
 			t.Errorf("%v: want an error naming %q, got %v\n%.500s", c.set, c.want, err, out)
 		}
 	}
 }
 
-// TestFilesCurrent: the chart carries copies of the generated SLO rules and of the
-// dashboards (helm reads nothing outside the chart); they must equal the originals.
+// TestFilesCurrent: the chart carries copies of the generated SLO rules, of the built-in
+// rules and of the dashboards (helm reads nothing outside the chart); they must equal the
+// originals.
 func TestFilesCurrent(t *testing.T) {
-	for src, dst := range map[string]string{"../../alerts/rules/*.yml": "meridian/files/rules", "../../dashboards/*.json": "meridian/files/dashboards"} {
+	for src, dst := range map[string]string{
+		"../../alerts/rules/*.yml":   "meridian/files/rules",
+		"../../alerts/builtin/*.yml": "meridian/files/builtin",
+		"../../dashboards/*.json":    "meridian/files/dashboards",
+	} {
 		want, _ := filepath.Glob(src)
 		got, _ := filepath.Glob(filepath.Join(dst, "*"))
 		if len(want) == 0 || len(got) != len(want) {
@@ -246,10 +165,12 @@ func TestFilesCurrent(t *testing.T) {
 
 // TestPrometheusRuleIsGenerated: the PrometheusRule's groups are exactly the groups of
 // alerts/rules, which `meridian slo generate` writes from alerts/slos (alerts'
-// TestRulesCurrent keeps them current).
+// TestRulesCurrent keeps them current), then those of alerts/builtin, the Ceph and
+// self-alerts Meridian's own ruler evaluates too: a Prometheus given the chart's rule
+// pages for what Meridian would.
 func TestPrometheusRuleIsGenerated(t *testing.T) {
 	var rule map[string]any
-	for _, o := range render(t, "", "meridian", "prometheusRule.enabled=true") {
+	for _, o := range helmtest.Render(t, "", "meridian", "prometheusRule.enabled=true") {
 		if o["kind"] == "PrometheusRule" {
 			rule = o
 		}
@@ -257,10 +178,8 @@ func TestPrometheusRuleIsGenerated(t *testing.T) {
 	if rule == nil {
 		t.Fatal("no PrometheusRule rendered")
 	}
-	files, _ := filepath.Glob("../../alerts/rules/*.yml")
-	sort.Strings(files)
 	var want []any
-	for _, f := range files {
+	for _, f := range append(sortedGlob("../../alerts/rules/*.yml"), sortedGlob("../../alerts/builtin/*.yml")...) {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
@@ -273,8 +192,23 @@ func TestPrometheusRuleIsGenerated(t *testing.T) {
 	}
 	got := dig(rule, "spec", "groups")
 	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("PrometheusRule groups differ from alerts/rules (%d groups rendered, %d generated)", len(got.([]any)), len(want))
+		t.Fatalf("PrometheusRule groups differ from alerts/rules and alerts/builtin (%d groups rendered, %d shipped)", len(got.([]any)), len(want))
 	}
+	names := map[any]bool{}
+	for _, g := range got.([]any) {
+		names[g.(map[string]any)["name"]] = true
+	}
+	for _, builtin := range []string{"meridian-ceph", "meridian-self"} {
+		if !names[builtin] {
+			t.Errorf("PrometheusRule lacks the built-in group %s", builtin)
+		}
+	}
+}
+
+func sortedGlob(pattern string) []string {
+	files, _ := filepath.Glob(pattern)
+	sort.Strings(files)
+	return files
 }
 
 // subset reports the first place where want (rendered) is not contained in got

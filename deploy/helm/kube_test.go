@@ -23,6 +23,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/meridianhq/meridian/deploy/helm/helmtest"
 	"github.com/meridianhq/meridian/internal/amtest"
 )
 
@@ -30,7 +31,7 @@ import (
 // kube-apiserver, then server-side applies every object each values set renders (unknown
 // fields are errors) and reads each back.
 func TestAppliedToAPIServer(t *testing.T) {
-	dir := tools(t, "bin/helm", "bin/kube-apiserver", "bin/etcd", "crds/.done")
+	dir := helmtest.Tools(t, "bin/helm", "bin/kube-apiserver", "bin/etcd", "crds/.done")
 	started := time.Now()
 	k := startKube(t, dir)
 	t.Logf("kube-apiserver ready in %s", time.Since(started).Round(time.Second))
@@ -83,13 +84,13 @@ func TestAppliedToAPIServer(t *testing.T) {
 		t.Fatalf("an unknown field was not refused: %v", err)
 	}
 
-	for name, file := range valueSets {
+	for name, file := range helmtest.ValueSets {
 		t.Run(name, func(t *testing.T) {
 			ns := "meridian-" + name
 			if err := k.apply(map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}, ""); err != nil {
 				t.Fatal(err)
 			}
-			objs := render(t, file, ns)
+			objs := helmtest.Render(t, file, ns)
 			for _, o := range objs {
 				id := o["kind"].(string) + "/" + dig(o, "metadata", "name").(string)
 				if err := k.apply(o, ns); err != nil {
