@@ -59,7 +59,7 @@ type container struct {
 // podContainers returns the containers of a workload's pod template, their $(VAR)
 // references expanded as the kubelet would, from the container's env.
 func podContainers(o map[string]any) []container {
-	spec, _ := dig(o, "spec", "template", "spec").(map[string]any)
+	spec, _ := helmtest.Dig(o, "spec", "template", "spec").(map[string]any)
 	list, _ := spec["containers"].([]any)
 	var out []container
 	for _, item := range list {
@@ -93,7 +93,7 @@ func envValue(e map[string]any) string {
 	if v, ok := e["value"].(string); ok {
 		return v
 	}
-	switch dig(e, "valueFrom", "fieldRef", "fieldPath") {
+	switch helmtest.Dig(e, "valueFrom", "fieldRef", "fieldPath") {
 	case "status.podIP":
 		return "10.244.1.7"
 	case "metadata.name":
@@ -109,7 +109,7 @@ func chartConfigFile(t *testing.T, objs []map[string]any) string {
 	t.Helper()
 	for _, o := range objs {
 		if o["kind"] == "ConfigMap" {
-			if data, ok := dig(o, "data", "config.yaml").(string); ok {
+			if data, ok := helmtest.Dig(o, "data", "config.yaml").(string); ok {
 				path := filepath.Join(t.TempDir(), "config.yaml")
 				if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
 					t.Fatal(err)
@@ -132,15 +132,4 @@ func withConfigFile(args []string, path string) []string {
 		out[i] = a
 	}
 	return out
-}
-
-func dig(v any, path ...string) any {
-	for _, p := range path {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v = m[p]
-	}
-	return v
 }

@@ -66,25 +66,25 @@ func TestTemplate(t *testing.T) {
 // checkPod asserts the security settings of a workload's pod template.
 func checkPod(t *testing.T, o map[string]any) {
 	t.Helper()
-	spec, ok := dig(o, "spec", "template", "spec").(map[string]any)
+	spec, ok := helmtest.Dig(o, "spec", "template", "spec").(map[string]any)
 	if !ok {
 		return
 	}
-	name := dig(o, "metadata", "name")
-	c := dig(spec, "containers").([]any)[0].(map[string]any)
-	if dig(c, "securityContext", "readOnlyRootFilesystem") != true || dig(c, "securityContext", "allowPrivilegeEscalation") != false {
+	name := helmtest.Dig(o, "metadata", "name")
+	c := helmtest.Dig(spec, "containers").([]any)[0].(map[string]any)
+	if helmtest.Dig(c, "securityContext", "readOnlyRootFilesystem") != true || helmtest.Dig(c, "securityContext", "allowPrivilegeEscalation") != false {
 		t.Errorf("%s: container security context %v", name, c["securityContext"])
 	}
-	if caps := dig(c, "securityContext", "capabilities", "drop"); !reflect.DeepEqual(caps, []any{"ALL"}) {
+	if caps := helmtest.Dig(c, "securityContext", "capabilities", "drop"); !reflect.DeepEqual(caps, []any{"ALL"}) {
 		t.Errorf("%s: drops %v, want ALL", name, caps)
 	}
-	added, _ := dig(c, "securityContext", "capabilities", "add").([]any)
+	added, _ := helmtest.Dig(c, "securityContext", "capabilities", "add").([]any)
 	if o["kind"] == "DaemonSet" {
 		if !reflect.DeepEqual(added, []any{"NET_ADMIN"}) {
 			t.Errorf("%s: adds %v, want only NET_ADMIN", name, added)
 		}
-	} else if len(added) != 0 || dig(spec, "securityContext", "runAsNonRoot") != true {
-		t.Errorf("%s: adds %v, runAsNonRoot %v", name, added, dig(spec, "securityContext", "runAsNonRoot"))
+	} else if len(added) != 0 || helmtest.Dig(spec, "securityContext", "runAsNonRoot") != true {
+		t.Errorf("%s: adds %v, runAsNonRoot %v", name, added, helmtest.Dig(spec, "securityContext", "runAsNonRoot"))
 	}
 	if spec["automountServiceAccountToken"] != false {
 		t.Errorf("%s: mounts a service account token", name)
@@ -99,17 +99,6 @@ func checkPod(t *testing.T, o map[string]any) {
 			t.Errorf("%s: inline env value %v", name, e)
 		}
 	}
-}
-
-func dig(v any, path ...string) any {
-	for _, p := range path {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v = m[p]
-	}
-	return v
 }
 
 // TestRejectedValues: the schema and the templates refuse what cannot work, naming it.
@@ -190,7 +179,7 @@ func TestPrometheusRuleIsGenerated(t *testing.T) {
 		}
 		want = append(want, doc["groups"].([]any)...)
 	}
-	got := dig(rule, "spec", "groups")
+	got := helmtest.Dig(rule, "spec", "groups")
 	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("PrometheusRule groups differ from alerts/rules and alerts/builtin (%d groups rendered, %d shipped)", len(got.([]any)), len(want))
 	}

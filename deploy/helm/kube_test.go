@@ -54,13 +54,13 @@ func TestAppliedToAPIServer(t *testing.T) {
 		if err := k.apply(crd, ""); err != nil {
 			t.Fatalf("CRD %s: %v", filepath.Base(f), err)
 		}
-		crdNames = append(crdNames, dig(crd, "metadata", "name").(string))
+		crdNames = append(crdNames, helmtest.Dig(crd, "metadata", "name").(string))
 	}
 	for _, name := range crdNames {
 		waitFor(t, "CRD "+name+" established", time.Minute, func() error {
 			var crd map[string]any
 			k.getJSON(t, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"+name, &crd)
-			conds, _ := dig(crd, "status", "conditions").([]any)
+			conds, _ := helmtest.Dig(crd, "status", "conditions").([]any)
 			for _, c := range conds {
 				c := c.(map[string]any)
 				if c["type"] == "Established" && c["status"] == "True" {
@@ -92,7 +92,7 @@ func TestAppliedToAPIServer(t *testing.T) {
 			}
 			objs := helmtest.Render(t, file, ns)
 			for _, o := range objs {
-				id := o["kind"].(string) + "/" + dig(o, "metadata", "name").(string)
+				id := o["kind"].(string) + "/" + helmtest.Dig(o, "metadata", "name").(string)
 				if err := k.apply(o, ns); err != nil {
 					t.Errorf("%s: %v", id, err)
 					continue

@@ -113,3 +113,15 @@ func Render(t testing.TB, file, namespace string, set ...string) []map[string]an
 	}
 	return objs
 }
+
+// Dig follows keys through a rendered object; nil where one is missing.
+func Dig(v any, path ...string) any {
+	for _, p := range path {
+		m, ok := v.(map[string]any)
+		if !ok {
+			return nil
+		}
+		v = m[p]
+	}
+	return v
+}
