@@ -90,6 +90,10 @@ func readmeProblems(rel, text string) []string {
 	if !strings.Contains(text, "]("+arch) {
 		problems = append(problems, "no link to "+arch)
 	}
+	benchmarks := strings.Contains(text, "-bench") || strings.Contains(text, "Benchmark") || strings.Contains(text, "BENCH ")
+	if bench := strings.TrimSuffix(arch, "docs/architecture.md") + "BENCHMARKS.md"; benchmarks && !strings.Contains(text, "]("+bench) {
+		problems = append(problems, "has benchmarks but no link to "+bench+", where their figures are")
+	}
 	for i, line := range strings.Split(text, "\n") {
 		if diaryLine.MatchString(line) {
 			problems = append(problems, "line "+strconv.Itoa(i+1)+" reads as a dated run diary (move the figure to BENCHMARKS.md): "+strings.TrimSpace(line))
@@ -101,9 +105,9 @@ func readmeProblems(rel, text string) []string {
 // The checker itself must be able to fail: a README that only logs runs is refused for
 // each thing it lacks.
 func TestReadmeProblemsCatchADiary(t *testing.T) {
-	diary := "# pipeline\n\n| run | rows/s |\n|---|---|\n| 2026-11-22, load average 18 | 751,286 |\n"
+	diary := "# pipeline\n\n`BenchmarkPipelineEmbedded`:\n\n| run | rows/s |\n|---|---|\n| 2026-11-22, load average 18 | 751,286 |\n"
 	got := readmeProblems("pipeline/README.md", diary)
-	want := len(readmeSections) + 1 /* architecture link */ + 1 /* the dated row */
+	want := len(readmeSections) + 1 /* architecture link */ + 1 /* BENCHMARKS.md link */ + 1 /* the dated row */
 	if len(got) != want {
 		t.Fatalf("got %d problems, want %d: %q", len(got), want, got)
 	}

@@ -4,10 +4,7 @@ package helm
 
 import (
 	"bytes"
-	"errors"
-	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"reflect"
 	"sort"
@@ -17,84 +14,18 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/meridianhq/meridian/internal/kubetest"
+	"github.com/meridianhq/meridian/deploy/helm/helmtest"
 )
 
-const chart = "meridian"
-
-// kubeVersion is the API server the chart is proven against; helm built from source
-// (without release ldflags) would otherwise assume v1.20.
-const kubeVersion = "v1.34.4"
-
-// valueSets are the values files the chart is proven with; "" is the defaults.
-var valueSets = map[string]string{
-	"defaults":     "",
-	"multi-region": "examples/multi-region.yaml",
-}
-
-// helm runs the helm binary; its own caches and config stay in a temporary home.
-func helm(t *testing.T, args ...string) (string, error) {
-	t.Helper()
-	cmd := exec.Command(filepath.Join(kubetest.Tools(t, "bin/helm"), "bin/helm"), args...)
-	home := t.TempDir()
-	cmd.Env = append(os.Environ(), "HELM_CACHE_HOME="+home+"/cache", "HELM_CONFIG_HOME="+home+"/config", "HELM_DATA_HOME="+home+"/data")
-	var out, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &stderr
-	err := cmd.Run()
-	if err != nil {
-		return out.String() + stderr.String(), err
-	}
-	if stderr.Len() > 0 {
-		return out.String(), errors.New("stderr: " + stderr.String())
-	}
-	return out.String(), nil
-}
-
-func valuesArgs(file string) []string {
-	if file == "" {
-		return nil
-	}
-	return []string{"-f", file}
-}
-
 func TestLint(t *testing.T) {
-	for name, file := range valueSets {
+	for name, file := range helmtest.ValueSets {
 		t.Run(name, func(t *testing.T) {
-			out, err := helm(t, append([]string{"lint", "--strict", "--kube-version", kubeVersion, chart}, valuesArgs(file)...)...)
+			out, err := helmtest.Helm(t, append([]string{"lint", "--strict", "--kube-version", helmtest.KubeVersion, helmtest.Chart}, helmtest.ValuesArgs(file)...)...)
 			if err != nil || !strings.Contains(out, "0 chart(s) failed") || strings.Contains(out, "[WARNING]") || strings.Contains(out, "[ERROR]") {
 				t.Fatalf("helm lint: %v\n%s", err, out)
 			}
 		})
 	}
-}
-
-// render runs helm template and splits the output into objects.
-func render(t *testing.T, file, namespace string, set ...string) []map[string]any {
-	t.Helper()
-	args := append([]string{"template", "meridian", chart, "--kube-version", kubeVersion, "--namespace", namespace}, valuesArgs(file)...)
-	for _, s := range set {
-		args = append(args, "--set", s)
-	}
-	out, err := helm(t, args...)
-	if err != nil {
-		t.Fatalf("helm template: %v\n%s", err, out)
-	}
-	var objs []map[string]any
-	dec := yaml.NewDecoder(strings.NewReader(out))
-	for {
-		var o map[string]any
-		err := dec.Decode(&o)
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("helm template output: %v", err)
-		}
-		if o != nil {
-			objs = append(objs, o)
-		}
-	}
-	return objs
 }
 
 func kinds(objs []map[string]any) map[string]int {
@@ -113,9 +44,9 @@ func TestTemplate(t *testing.T) {
 		"defaults":     {"StatefulSet": 1, "ConfigMap": 8, "Service": 2, "NetworkPolicy": 1, "PodDisruptionBudget": 1, "ServiceAccount": 1},
 		"multi-region": {"StatefulSet": 1, "DaemonSet": 1, "Deployment": 2, "Service": 4, "PodDisruptionBudget": 2, "ServiceMonitor": 1, "PodMonitor": 1, "PrometheusRule": 1},
 	}
-	for name, file := range valueSets {
+	for name, file := range helmtest.ValueSets {
 		t.Run(name, func(t *testing.T) {
-			objs := render(t, file, "meridian")
+			objs := helmtest.Render(t, file, "meridian")
 			got := kinds(objs)
 			for k, n := range want[name] {
 				if got[k] != n {
@@ -135,25 +66,25 @@ func TestTemplate(t *testing.T) {
 // checkPod asserts the security settings of a workload's pod template.
 func checkPod(t *testing.T, o map[string]any) {
 	t.Helper()
-	spec, ok := dig(o, "spec", "template", "spec").(map[string]any)
+	spec, ok := helmtest.Dig(o, "spec", "template", "spec").(map[string]any)
 	if !ok {
 		return
 	}
-	name := dig(o, "metadata", "name")
-	c := dig(spec, "containers").([]any)[0].(map[string]any)
-	if dig(c, "securityContext", "readOnlyRootFilesystem") != true || dig(c, "securityContext", "allowPrivilegeEscalation") != false {
+	name := helmtest.Dig(o, "metadata", "name")
+	c := helmtest.Dig(spec, "containers").([]any)[0].(map[string]any)
+	if helmtest.Dig(c, "securityContext", "readOnlyRootFilesystem") != true || helmtest.Dig(c, "securityContext", "allowPrivilegeEscalation") != false {
 		t.Errorf("%s: container security context %v", name, c["securityContext"])
 	}
-	if caps := dig(c, "securityContext", "capabilities", "drop"); !reflect.DeepEqual(caps, []any{"ALL"}) {
+	if caps := helmtest.Dig(c, "securityContext", "capabilities", "drop"); !reflect.DeepEqual(caps, []any{"ALL"}) {
 		t.Errorf("%s: drops %v, want ALL", name, caps)
 	}
-	added, _ := dig(c, "securityContext", "capabilities", "add").([]any)
+	added, _ := helmtest.Dig(c, "securityContext", "capabilities", "add").([]any)
 	if o["kind"] == "DaemonSet" {
 		if !reflect.DeepEqual(added, []any{"NET_ADMIN"}) {
 			t.Errorf("%s: adds %v, want only NET_ADMIN", name, added)
 		}
-	} else if len(added) != 0 || dig(spec, "securityContext", "runAsNonRoot") != true {
-		t.Errorf("%s: adds %v, runAsNonRoot %v", name, added, dig(spec, "securityContext", "runAsNonRoot"))
+	} else if len(added) != 0 || helmtest.Dig(spec, "securityContext", "runAsNonRoot") != true {
+		t.Errorf("%s: adds %v, runAsNonRoot %v", name, added, helmtest.Dig(spec, "securityContext", "runAsNonRoot"))
 	}
 	if spec["automountServiceAccountToken"] != false {
 		t.Errorf("%s: mounts a service account token", name)
@@ -170,17 +101,6 @@ func checkPod(t *testing.T, o map[string]any) {
 	}
 }
 
-func dig(v any, path ...string) any {
-	for _, p := range path {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v = m[p]
-	}
-	return v
-}
-
 // TestRejectedValues: the schema and the templates refuse what cannot work, naming it.
 func TestRejectedValues(t *testing.T) {
 	cases := []struct {
@@ -189,28 +109,34 @@ func TestRejectedValues(t *testing.T) {
 	}{
 		{[]string{"clickhouse.dsn=clickhouse://meridian:hunter2@ch:9440"}, "/clickhouse/dsn"},
 		{[]string{"secrets.apiToken.name="}, "secrets.apiToken.name"},
-		{[]string{"collectors.hubble.enabled=true", "collectors.hubble.relays={relay:80}"}, "set clickhouse.dsn"},
+		{[]string{"collectors.hubble.enabled=true", "collectors.hubble.relays={aegis=relay:80}"}, "set clickhouse.dsn"},
+		{[]string{"clickhouse.dsn=clickhouse://m@ch:9440", "collectors.hubble.enabled=true", "collectors.hubble.relays={relay:80}"}, "/collectors/hubble/relays/0"},
 		{[]string{"core.replicas=2"}, "embedded engine allows one replica"},
 		{[]string{"core.nosuchfield=1"}, "nosuchfield"},
 		{[]string{"log.format=xml"}, "/log/format"},
 		{[]string{"clickhouse.dsn=clickhouse://m@ch:9440", "collectors.ceph.enabled=true"}, "collectors.ceph.mgrURLs"},
 	}
 	for _, c := range cases {
-		args := []string{"template", "meridian", chart, "--kube-version", kubeVersion}
+		args := []string{"template", "meridian", helmtest.Chart, "--kube-version", helmtest.KubeVersion}
 		for _, s := range c.set {
 			args = append(args, "--set", s)
 		}
-		out, err := helm(t, args...)
+		out, err := helmtest.Helm(t, args...)
 		if err == nil || !strings.Contains(out+err.Error(), c.want) {
 			t.Errorf("%v: want an error naming %q, got %v\n%.500s", c.set, c.want, err, out)
 		}
 	}
 }
 
-// TestFilesCurrent: the chart carries copies of the generated SLO rules and of the
-// dashboards (helm reads nothing outside the chart); they must equal the originals.
+// TestFilesCurrent: the chart carries copies of the generated SLO rules, of the built-in
+// rules and of the dashboards (helm reads nothing outside the chart); they must equal the
+// originals.
 func TestFilesCurrent(t *testing.T) {
-	for src, dst := range map[string]string{"../../alerts/rules/*.yml": "meridian/files/rules", "../../dashboards/*.json": "meridian/files/dashboards"} {
+	for src, dst := range map[string]string{
+		"../../alerts/rules/*.yml":   "meridian/files/rules",
+		"../../alerts/builtin/*.yml": "meridian/files/builtin",
+		"../../dashboards/*.json":    "meridian/files/dashboards",
+	} {
 		want, _ := filepath.Glob(src)
 		got, _ := filepath.Glob(filepath.Join(dst, "*"))
 		if len(want) == 0 || len(got) != len(want) {
@@ -228,10 +154,12 @@ func TestFilesCurrent(t *testing.T) {
 
 // TestPrometheusRuleIsGenerated: the PrometheusRule's groups are exactly the groups of
 // alerts/rules, which `meridian slo generate` writes from alerts/slos (alerts'
-// TestRulesCurrent keeps them current).
+// TestRulesCurrent keeps them current), then those of alerts/builtin, the Ceph and
+// self-alerts Meridian's own ruler evaluates too: a Prometheus given the chart's rule
+// pages for what Meridian would.
 func TestPrometheusRuleIsGenerated(t *testing.T) {
 	var rule map[string]any
-	for _, o := range render(t, "", "meridian", "prometheusRule.enabled=true") {
+	for _, o := range helmtest.Render(t, "", "meridian", "prometheusRule.enabled=true") {
 		if o["kind"] == "PrometheusRule" {
 			rule = o
 		}
@@ -239,10 +167,8 @@ func TestPrometheusRuleIsGenerated(t *testing.T) {
 	if rule == nil {
 		t.Fatal("no PrometheusRule rendered")
 	}
-	files, _ := filepath.Glob("../../alerts/rules/*.yml")
-	sort.Strings(files)
 	var want []any
-	for _, f := range files {
+	for _, f := range append(sortedGlob("../../alerts/rules/*.yml"), sortedGlob("../../alerts/builtin/*.yml")...) {
 		b, err := os.ReadFile(f)
 		if err != nil {
 			t.Fatal(err)
@@ -253,10 +179,25 @@ func TestPrometheusRuleIsGenerated(t *testing.T) {
 		}
 		want = append(want, doc["groups"].([]any)...)
 	}
-	got := dig(rule, "spec", "groups")
+	got := helmtest.Dig(rule, "spec", "groups")
 	if !reflect.DeepEqual(got, want) {
-		t.Fatalf("PrometheusRule groups differ from alerts/rules (%d groups rendered, %d generated)", len(got.([]any)), len(want))
+		t.Fatalf("PrometheusRule groups differ from alerts/rules and alerts/builtin (%d groups rendered, %d shipped)", len(got.([]any)), len(want))
 	}
+	names := map[any]bool{}
+	for _, g := range got.([]any) {
+		names[g.(map[string]any)["name"]] = true
+	}
+	for _, builtin := range []string{"meridian-ceph", "meridian-self"} {
+		if !names[builtin] {
+			t.Errorf("PrometheusRule lacks the built-in group %s", builtin)
+		}
+	}
+}
+
+func sortedGlob(pattern string) []string {
+	files, _ := filepath.Glob(pattern)
+	sort.Strings(files)
+	return files
 }
 
 // subset reports the first place where want (rendered) is not contained in got

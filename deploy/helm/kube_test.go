@@ -9,6 +9,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/meridianhq/meridian/deploy/helm/helmtest"
 	"github.com/meridianhq/meridian/internal/kubetest"
 )
 
@@ -47,15 +48,15 @@ func TestAppliedToAPIServer(t *testing.T) {
 		t.Fatalf("an unknown field was not refused: %v", err)
 	}
 
-	for name, file := range valueSets {
+	for name, file := range helmtest.ValueSets {
 		t.Run(name, func(t *testing.T) {
 			ns := "meridian-" + name
 			if err := k.Apply(map[string]any{"apiVersion": "v1", "kind": "Namespace", "metadata": map[string]any{"name": ns}}, ""); err != nil {
 				t.Fatal(err)
 			}
-			objs := render(t, file, ns)
+			objs := helmtest.Render(t, file, ns)
 			for _, o := range objs {
-				id := o["kind"].(string) + "/" + dig(o, "metadata", "name").(string)
+				id := o["kind"].(string) + "/" + helmtest.Dig(o, "metadata", "name").(string)
 				if err := k.Apply(o, ns); err != nil {
 					t.Errorf("%s: %v", id, err)
 					continue
