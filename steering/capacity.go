@@ -42,9 +42,23 @@ const CauseCapacity = "capacity"
 // measurement; the weights must not.
 const capacityDeadband = 0.05
 
+// demandSmoothing is the time constant of the demand estimate: a load's noise from one
+// measurement to the next must not reach the weights, a step in demand does within a
+// minute.
+const demandSmoothing = 15 * time.Second
+
 // demandFloor keeps an estimate off zero: the estimate is multiplicative, and a zero
-// would never grow again.
-const demandFloor = 1e-9
+// would never grow again. It is also the prior of a group never estimated: the implicit
+// default region's is a thousandth of it, so that load the named regions can explain is
+// theirs (the default region shares every POP with them and cannot be told apart).
+const demandFloor = 1e-6
+
+func (g *group) prior() float64 {
+	if g.implicit {
+		return max(g.demand, demandFloor/1000)
+	}
+	return max(g.demand, demandFloor)
+}
 
 // gatherLoad reads the load source into the engine's last-known loads and returns them
 // all, sorted by POP. Loads naming no inventory POP, with a negative or non-finite rate or
@@ -163,7 +177,8 @@ func (e *Engine) shares(g *group) map[string]float64 {
 // split it; a group none of whose POPs informs it keeps its estimate (a drained region's
 // demand is the one it had before the drain). Groups served by exactly the same POPs in
 // the same proportions cannot be told apart: their sum is right, its split follows the
-// previous estimates (equal at start). Sums run in inventory order: the same inputs give
+// previous estimates (equal at start), until the plan moves one of them and a settled
+// measurement tells them apart. Each estimate is smoothed over demandSmoothing. Sums run in inventory order: the same inputs give
 // the same bits.
 func (e *Engine) estimateDemand(now time.Time, views map[string]*popView) {
 	shares := make([]map[string]float64, len(e.groups))
@@ -178,7 +193,7 @@ func (e *Engine) estimateDemand(now time.Time, views map[string]*popView) {
 		}
 		var explained float64
 		for i, g := range e.groups {
-			explained += max(g.demand, demandFloor) * shares[i][p.Name]
+			explained += g.prior() * shares[i][p.Name]
 		}
 		if explained > 0 {
 			ratio[p.Name] = v.load / explained
@@ -192,10 +207,17 @@ func (e *Engine) estimateDemand(now time.Time, views map[string]*popView) {
 				den += shares[i][p]
 			}
 		}
-		if den > 0 {
-			g.demand = max(g.demand, demandFloor) * num / den
-			g.demandG.Set(g.demand)
+		if den == 0 {
+			continue
 		}
+		est := g.prior() * num / den
+		if g.estimated.IsZero() {
+			g.demand = est
+		} else {
+			g.demand += (est - g.demand) * -math.Expm1(-float64(now.Sub(g.estimated))/float64(demandSmoothing))
+		}
+		g.estimated = now
+		g.demandG.Set(g.demand)
 	}
 }
 
@@ -207,7 +229,7 @@ func (e *Engine) shape(views map[string]*popView, targets []map[string]target) {
 	shaped := make([]bool, len(e.groups))
 	for i, g := range e.groups {
 		if g.demand <= demandFloor {
-			continue
+			continue // no demand to place
 		}
 		shaped[i] = true
 		for _, t := range targets[i] {
@@ -251,6 +273,7 @@ func (e *Engine) shape(views map[string]*popView, targets []map[string]target) {
 			}
 		}
 		if shed <= 0 {
+			e.deadband(g, targets[i])
 			continue
 		}
 		var into []string // eligible POPs the RTT choice left out, with headroom
@@ -318,13 +341,15 @@ func targetShares(g *group, t map[string]target) map[string]float64 {
 	return out
 }
 
-// deadband keeps a shaped group's previous targets while none would move by more than
-// capacityDeadband of its POP's base weight and the same POPs serve: small wanderings of
-// the demand estimate move no weight.
+// deadband keeps a group's previous targets while none would move by more than
+// capacityDeadband of its POP's base weight: small wanderings of the demand estimate, and
+// a load hovering at the low watermark, move no weight. It applies only between targets
+// of the RTT choice and of capacity: a drain, a hold or an alert is never held back.
 func (e *Engine) deadband(g *group, t map[string]target) {
 	for _, p := range g.candidates {
 		en := e.entries[key{g.svc.Name, g.region.Name, p}]
-		if en == nil || (en.target > 0) != (t[p].w > 0) || math.Abs(en.target-t[p].w) > capacityDeadband*e.baseWeight(p) {
+		if en == nil || (t[p].cause != CauseRTT && t[p].cause != CauseCapacity) || (en.cause != CauseRTT && en.cause != CauseCapacity) ||
+			math.Abs(en.target-t[p].w) > capacityDeadband*e.baseWeight(p) {
 			return
 		}
 	}

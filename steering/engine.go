@@ -80,6 +80,8 @@ type group struct {
 	regret     float64          // ms, as of the last tick (regret.go)
 	regretG    prometheus.Gauge // meridian_steering_regret_milliseconds of the group
 	demand     float64          // sessions per second its clients open, as estimated (capacity.go)
+	implicit   bool             // the DefaultRegion the inventory does not name
+	estimated  time.Time        // when demand was last estimated
 	demandG    prometheus.Gauge
 }
 
@@ -199,7 +201,7 @@ func (e *Engine) buildGroups() error {
 	if !slices.ContainsFunc(regions, func(r inventory.ClientRegion) bool { return r.Name == DefaultRegion }) {
 		regions = append(regions, inventory.ClientRegion{Name: DefaultRegion})
 	}
-	for _, r := range regions {
+	for i, r := range regions {
 		e.regions = append(e.regions, r.Name)
 		if r.Vantage != "" {
 			if _, ok := e.inv.Site(r.Vantage); !ok {
@@ -208,7 +210,8 @@ func (e *Engine) buildGroups() error {
 		}
 		for _, svc := range e.inv.Services {
 			svc.Name = dns.CanonicalName(svc.Name)
-			g := &group{svc: svc, region: r, regretG: e.regret.WithLabelValues(svc.Name, r.Name), demandG: e.demandG.WithLabelValues(svc.Name, r.Name)}
+			g := &group{svc: svc, region: r, regretG: e.regret.WithLabelValues(svc.Name, r.Name), demandG: e.demandG.WithLabelValues(svc.Name, r.Name),
+				implicit: i >= len(e.inv.ClientRegions)}
 			for _, p := range svc.POPs {
 				if len(r.AllowedPOPs) == 0 || slices.Contains(r.AllowedPOPs, p) {
 					g.candidates = append(g.candidates, p)
