@@ -6,6 +6,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/meridianhq/meridian/inventory"
 )
 
 // Capacity-aware steering (README.md, "Capacity"). Each POP's measured load (new sessions
@@ -181,6 +183,9 @@ func (e *Engine) shares(g *group) map[string]float64 {
 // measurement tells them apart. Each estimate is smoothed over demandSmoothing. Sums run in inventory order: the same inputs give
 // the same bits.
 func (e *Engine) estimateDemand(now time.Time, views map[string]*popView) {
+	if !slices.ContainsFunc(e.inv.POPs, func(p inventory.POP) bool { return views[p.Name].measured }) {
+		return // no load source, or every load stale: nothing to learn, spare the work
+	}
 	shares := make([]map[string]float64, len(e.groups))
 	for i, g := range e.groups {
 		shares[i] = e.shares(g)
@@ -227,26 +232,20 @@ func (e *Engine) estimateDemand(now time.Time, views map[string]*popView) {
 func (e *Engine) shape(views map[string]*popView, targets []map[string]target) {
 	c := e.cfg.Shed
 	shaped := make([]bool, len(e.groups))
+	x := make([]map[string]float64, len(e.groups)) // share of each group's demand its targets put on each POP
 	for i, g := range e.groups {
 		if g.demand <= demandFloor {
 			continue // no demand to place
 		}
-		shaped[i] = true
-		for _, t := range targets[i] {
-			if t.w > 0 && (t.cause == CauseOverride || t.cause == CauseFailOpen) {
-				shaped[i] = false
-			}
-		}
-	}
-	// share of each shaped group's demand that its targets put on each POP
-	x := make([]map[string]float64, len(e.groups))
-	for i, g := range e.groups {
-		if !shaped[i] {
-			continue
-		}
 		x[i] = targetShares(g, targets[i])
 		for _, p := range g.candidates {
 			views[p].preferred += g.demand * x[i][p]
+		}
+		shaped[i] = true
+		for _, t := range targets[i] {
+			if t.w > 0 && (t.cause == CauseOverride || t.cause == CauseFailOpen) {
+				shaped[i] = false // a pin or a fail-open: its load counts, its weights stay
+			}
 		}
 	}
 	for _, p := range e.inv.POPs {

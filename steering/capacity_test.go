@@ -197,8 +197,8 @@ func TestCapacityCascade(t *testing.T) {
 	h.down["central"] = true
 	transient := h.runWatching(30 * time.Second)
 	steady := h.runWatching(3 * time.Minute)
-	t.Logf("capacity-aware, calm: %s; central failed, first 30 s: peak %s; then 3 min: peak %s; weights france %v germany %v",
-		utilisations(calm), utilisations(transient), utilisations(steady), h.weights("france"), h.weights("germany"))
+	t.Logf("capacity-aware, calm: %s; central failed, first 30 s: peak %s; then 3 min: peak %s; weights france %v germany %v; regret france %.1f ms, germany %.1f ms",
+		utilisations(calm), utilisations(transient), utilisations(steady), h.weights("france"), h.weights("germany"), h.group("france").regret, h.group("germany").regret)
 	for p, u := range steady {
 		if u > high {
 			t.Errorf("capacity-aware: %s peaked at %.3f, above the high watermark %.2f", p, u, high)
