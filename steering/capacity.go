@@ -228,8 +228,9 @@ func (e *Engine) estimateDemand(now time.Time, views map[string]*popView) {
 
 // shape applies capacity to the targets of every group (targets[i] belongs to
 // e.groups[i]), in place. Only groups whose weights come from the RTT choice are shaped:
-// a pin, a fail-open and a group with no demand estimate are left as they are.
-func (e *Engine) shape(views map[string]*popView, targets []map[string]target) {
+// a pin, a fail-open and a group with no demand estimate are left as they are. A POP
+// under a ticket-severity SLO burn receives no spread load.
+func (e *Engine) shape(views map[string]*popView, targets []map[string]target, tickets map[string]string) {
 	c := e.cfg.Shed
 	shaped := make([]bool, len(e.groups))
 	x := make([]map[string]float64, len(e.groups)) // share of each group's demand its targets put on each POP
@@ -278,7 +279,8 @@ func (e *Engine) shape(views map[string]*popView, targets []map[string]target) {
 		var into []string // eligible POPs the RTT choice left out, with headroom
 		var room float64
 		for _, p := range g.candidates {
-			if t := targets[i][p]; t.w == 0 && t.cause == CauseRTT && views[p].room > 0 {
+			_, ticket := alertFor(tickets, g.svc.Name, p)
+			if t := targets[i][p]; t.w == 0 && t.cause == CauseRTT && views[p].room > 0 && !ticket {
 				into = append(into, p)
 				room += views[p].room
 			}

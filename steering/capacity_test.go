@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/meridianhq/meridian/alerts"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
@@ -322,6 +323,21 @@ func TestCapacitySpreadByHeadroom(t *testing.T) {
 func withSwitzerland(inv *inventory.Inventory) *inventory.Inventory {
 	inv.ClientRegions = append(inv.ClientRegions, inventory.ClientRegion{Name: "switzerland", Vantage: "zurich", AllowedPOPs: []string{"central"}})
 	return inv
+}
+
+// TestCapacityNoSpreadIntoTicketedPOP: a POP under a ticket-severity SLO burn takes none
+// of what others shed, though it has headroom.
+func TestCapacityNoSpreadIntoTicketedPOP(t *testing.T) {
+	h := newCapHarness(t, capacityInventory(), map[string]float64{"france": 400, "germany": 800})
+	h.run(2 * time.Minute)
+	h.al.set(alerts.Alert{Name: "PopLatency", Severity: alerts.SeverityTicket, Labels: map[string]string{"pop": "east"}})
+	if _, err := h.e.overrides.add(Override{Action: "drain", POP: "central"}); err != nil {
+		t.Fatal(err)
+	}
+	h.run(2 * time.Minute)
+	if w := h.weights("germany"); w["east"] != 0 || w["west"] == 0 {
+		t.Fatalf("germany's weights %v: want none on the ticketed east", w)
+	}
 }
 
 // TestCapacityResidencyKeepsFullPOP: Switzerland may only use Frankfurt. Frankfurt is over

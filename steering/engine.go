@@ -347,7 +347,7 @@ func (e *Engine) decide(in Inputs) []pipeline.Record {
 	}
 	views := e.viewPOPs(now, in.Load)
 	e.estimateDemand(now, views)
-	e.shape(views, targets)
+	e.shape(views, targets, tickets)
 	e.showCapacity(views)
 	table := map[groupKey]*pick.Set{}
 	for i, g := range e.groups {
