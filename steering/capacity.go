@@ -102,7 +102,6 @@ type popView struct {
 	measured  bool    // load within Shed.Stale
 	preferred float64 // the demand the groups' RTT choices put on it
 	keep      float64 // the fraction of preferred it keeps (shed factor)
-	planned   float64 // what the plan puts on it: kept, plus spread in, plus what could not leave
 	room      float64 // headroom left under the high watermark for spreading into it
 }
 
@@ -254,9 +253,8 @@ func (e *Engine) shape(views map[string]*popView, targets []map[string]target, t
 		if v.known() {
 			v.keep = c.keep(v.preferred / v.capacity)
 		}
-		v.planned = v.keep * v.preferred
 		if v.known() {
-			v.room = max(0, v.capacity*c.High-v.planned)
+			v.room = max(0, v.capacity*c.High-v.keep*v.preferred)
 		}
 	}
 	for i, g := range e.groups {
@@ -295,7 +293,6 @@ func (e *Engine) shape(views map[string]*popView, targets []map[string]target, t
 		for _, p := range into {
 			m := moved * views[p].room / room
 			views[p].room -= m
-			views[p].planned += m
 			spread = append(spread, fmt.Sprintf("%s %.0f/s", p, m))
 			targets[i][p] = target{total * m / g.demand, CauseCapacity, "", urgent}
 		}
@@ -306,7 +303,6 @@ func (e *Engine) shape(views map[string]*popView, targets []map[string]target, t
 			v := views[p]
 			off := g.demand * x[i][p] * (1 - v.keep)
 			kept := g.demand*x[i][p] - off + back*off/shed
-			v.planned += back * off / shed
 			if off == 0 {
 				continue
 			}
