@@ -252,8 +252,6 @@ func (e *Engine) shape(views map[string]*popView, targets []map[string]target, t
 		v := views[p.Name]
 		if v.known() {
 			v.keep = c.keep(v.preferred / v.capacity)
-		}
-		if v.known() {
 			v.room = max(0, v.capacity*c.High-v.keep*v.preferred)
 		}
 	}
@@ -306,14 +304,14 @@ func (e *Engine) shape(views map[string]*popView, targets []map[string]target, t
 			if off == 0 {
 				continue
 			}
-			targets[i][p] = target{total * kept / g.demand, CauseCapacity, fmt.Sprintf(
-				"shedding: %s's RTT choices plan it at %.2f of capacity (watermarks %.2f-%.2f); it keeps %.0f%% of this region's %.0f/s",
-				p, v.preferred/v.capacity, c.Low, c.High, 100*kept/(g.demand*x[i][p]), g.demand*x[i][p]), urgent}
+			why := fmt.Sprintf("shedding: %s's RTT choices plan it at %.2f of capacity (watermarks %.2f-%.2f); it keeps %.0f%% of this region's %.0f/s",
+				p, v.preferred/v.capacity, c.Low, c.High, 100*kept/(g.demand*x[i][p]), g.demand*x[i][p])
+			if back > 0 {
+				why += fmt.Sprintf("; %.0f/s of the region's shed stays: no other allowed POP has headroom", back)
+			}
+			targets[i][p] = target{total * kept / g.demand, CauseCapacity, why, urgent}
 		}
 		why := fmt.Sprintf("spread by headroom: %.0f/s of this region's %.0f/s shed by its nearest POPs over %s", moved, g.demand, strings.Join(spread, ", "))
-		if back > 0 {
-			why += fmt.Sprintf("; %.0f/s stays, no allowed POP has headroom for it", back)
-		}
 		for _, p := range into {
 			t := targets[i][p]
 			t.reason = why

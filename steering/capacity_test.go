@@ -349,6 +349,11 @@ func TestCapacityResidencyKeepsFullPOP(t *testing.T) {
 	if w := h.weights("switzerland"); w["central"] != 1 || len(w) != 1 {
 		t.Fatalf("switzerland's weights %v, want central 1 only", w)
 	}
+	for _, w := range h.e.Weights().Entries {
+		if w.Region == "switzerland" && (w.Cause != CauseCapacity || !strings.Contains(w.Reason, "stays: no other allowed POP has headroom")) {
+			t.Fatalf("switzerland's weight %+v: want its reason to say the shed stays", w)
+		}
+	}
 	if w := h.weights("germany"); w["central"] >= 1 || w["west"]+w["east"] == 0 {
 		t.Fatalf("germany's weights %v: want it shed from the full central", w)
 	}
