@@ -79,7 +79,9 @@ func (e *Engine) gatherLoad() []POPLoad {
 		}
 		if reason != "" {
 			e.loadIgnored.WithLabelValues(reason).Inc()
-			if k := reason + "\x00" + l.POP; !e.loadWarned[k] {
+			// Logged once per reason and POP, and for a bounded number of names: a source
+			// inventing names must not grow the engine.
+			if k := reason + "\x00" + l.POP; !e.loadWarned[k] && len(e.loadWarned) < 100 {
 				e.loadWarned[k] = true
 				e.log.Warn("steering: load ignored", "reason", reason, "pop", l.POP, "rate", l.Rate, "seen", l.Seen)
 			}
