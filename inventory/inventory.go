@@ -59,6 +59,16 @@ type POP struct {
 	HealthURL  string       `yaml:"health_url"`  // HTTP(S) probe target
 	TCPAddr    string       `yaml:"tcp_addr"`    // host:port for TCP connect probes
 	BaseWeight float64      `yaml:"base_weight"` // default 1
+	Capacity   Capacity     `yaml:"capacity"`    // what the POP's front door can carry; zero: unknown
+}
+
+// Capacity is how much traffic a POP's front door carries before it degrades. Steering
+// sheds load between watermarks of it and spreads a drained POP's regions by the headroom
+// under it (steering/README.md, "Capacity").
+type Capacity struct {
+	// SessionsPerSecond is the new-session rate the POP's HAProxy sustains: the unit of
+	// steering's load input, because a DNS weight moves new sessions, not bytes.
+	SessionsPerSecond float64 `yaml:"sessions_per_second"`
 }
 
 // Service is a DNS name served by a pool of POPs.
@@ -169,6 +179,9 @@ func (inv *Inventory) Validate() error {
 		}
 		if p.BaseWeight < 0 || math.IsNaN(p.BaseWeight) || math.IsInf(p.BaseWeight, 0) {
 			bad("inventory.pops[%d].base_weight: %s: %v is negative or not a number (0 means the default, 1)", i, owner, p.BaseWeight)
+		}
+		if c := p.Capacity.SessionsPerSecond; c < 0 || math.IsNaN(c) || math.IsInf(c, 0) {
+			bad("inventory.pops[%d].capacity.sessions_per_second: %s: %v is not a positive rate (leave it out when unknown)", i, owner, c)
 		}
 	}
 	pop := func(path, owner, name string) {

@@ -1,6 +1,7 @@
 package inventory
 
 import (
+	"math"
 	"net/netip"
 	"strings"
 	"testing"
@@ -43,6 +44,8 @@ func TestValidate(t *testing.T) {
 		{"health URL scheme", func(i *Inventory) { i.POPs[0].HealthURL = "pop.example.net/healthz" }, `inventory.pops[0].health_url:`},
 		{"tcp address", func(i *Inventory) { i.POPs[0].TCPAddr = "192.0.2.1" }, `inventory.pops[0].tcp_addr:`},
 		{"weight", func(i *Inventory) { i.POPs[0].BaseWeight = -0.5 }, `inventory.pops[0].base_weight:`},
+		{"capacity", func(i *Inventory) { i.POPs[0].Capacity.SessionsPerSecond = -100 }, `inventory.pops[0].capacity.sessions_per_second: POP "paris": -100 is not a positive rate`},
+		{"capacity NaN", func(i *Inventory) { i.POPs[0].Capacity.SessionsPerSecond = math.NaN() }, `inventory.pops[0].capacity.sessions_per_second:`},
 		{"service's POP", func(i *Inventory) { i.Services[0].POPs = []string{"paris", "sydney"} }, `inventory.services[0].pops[1]: service "api.example.net.": unknown POP "sydney"`},
 		{"country code", func(i *Inventory) { i.ClientRegions[0].Countries = []string{"france"} }, `inventory.client_regions[0].countries[0]:`},
 		{"continent", func(i *Inventory) { i.ClientRegions[0].Continents = []string{"Europe"} }, `inventory.client_regions[0].continents[0]:`},

@@ -210,12 +210,18 @@ type SteeringDecision struct {
 	POP          string
 	OldWeight    float64
 	NewWeight    float64
-	Cause        string // health, slo, rtt, override, failopen, restore
+	Cause        string // health, slo, rtt, override, failopen, restore, capacity
 	Reason       string // human-readable explanation
 	// RegretMs is the region's regret once this change applied: the RTT to the POPs it
 	// is answered with (weighted) minus the RTT to the best healthy POP its residency
 	// allows, in milliseconds, from the region's vantage; 0 without a vantage.
 	RegretMs float64
+	// Utilisation is the POP's measured load over its inventory capacity as the tick
+	// read it; -1 when unknown (no capacity, or no load measured within shed.stale).
+	Utilisation float64
+	// Headroom is the POP's capacity × the high watermark minus its measured load, in
+	// sessions per second (negative above the watermark); 0 when unknown.
+	Headroom float64
 }
 
 // SteeringInputs is what the steering engine read on one tick, recorded so that the tick
@@ -233,6 +239,14 @@ type SteeringInputs struct {
 	Alerts           []SteeringAlert
 	OverridesChanged bool // Overrides is the new set in force (possibly empty)
 	Overrides        []SteeringOverride
+	Loads            []SteeringLoad // the POPs whose measured load changed; every one on a keyframe
+}
+
+// SteeringLoad is one POP's measured load as steering read it (steering.POPLoad).
+type SteeringLoad struct {
+	POP  string
+	Rate float64   // new sessions per second, the unit of the POP's inventory capacity
+	Seen time.Time // when it was measured
 }
 
 // SteeringCell is one vantage's view of one POP as steering read it (geodns.Cell).

@@ -29,6 +29,9 @@ type Config struct {
 	// before it applies: noise that crosses the band for a few probes moves nothing.
 	RTTDwell time.Duration `yaml:"rtt_dwell"`
 
+	// Shed shapes weights by each POP's measured load against its inventory capacity.
+	Shed ShedConfig `yaml:"shed"`
+
 	Overrides []Override `yaml:"overrides"`
 
 	// APIListen, when set, serves the override API on its own listener, which then
@@ -38,6 +41,22 @@ type Config struct {
 
 	DNS     authdns.Config `yaml:"dns"`
 	RFC2136 rfc2136.Config `yaml:"rfc2136"`
+}
+
+// ShedConfig is capacity-aware steering (README.md, "Capacity"): watermarks as fractions of
+// each POP's inventory capacity (capacity.sessions_per_second).
+type ShedConfig struct {
+	Low  float64 `yaml:"low"`  // a POP planned above this fraction of its capacity takes less new traffic
+	High float64 `yaml:"high"` // never planned above this while another allowed POP has headroom under it
+	// Floor is the weight factor a shedding POP keeps at the high watermark.
+	Floor float64 `yaml:"floor"`
+	// Stale: a POP's load measured longer ago than this is ignored (the POP counts as
+	// unmeasured: never shed, never a spread target).
+	Stale time.Duration `yaml:"stale"`
+	// Settle: a POP's load re-estimates the demand of the regions it serves only once no
+	// weight to it has changed for this long, so that the load reflects the weights that
+	// split it (DNS TTL plus the load's rate window).
+	Settle time.Duration `yaml:"settle"`
 }
 
 // Reloadable are the fields a running module takes from a reloaded configuration
@@ -59,6 +78,11 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.DurationVar(&c.RTTDwell, "steering.rtt-dwell", time.Minute, "How long an RTT-driven change must be wanted continuously before it applies.")
 	f.StringVar(&c.APIListen, "steering.api-listen", "", "Serve the override API on its own listener (token required); empty: mounted by the main server only.")
 	f.StringVar(&c.APITokenFile, "steering.api-token-file", "", "File holding the override API token (else $MERIDIAN_STEERING_API_TOKEN).")
+	f.Float64Var(&c.Shed.Low, "steering.shed.low", 0.7, "Low watermark, a fraction of a POP's capacity: above it the POP takes less new traffic.")
+	f.Float64Var(&c.Shed.High, "steering.shed.high", 0.9, "High watermark, a fraction of a POP's capacity: no POP is planned above it while another allowed POP has headroom.")
+	f.Float64Var(&c.Shed.Floor, "steering.shed.floor", 0, "Weight factor a shedding POP keeps at the high watermark (0: it sheds everything it can).")
+	f.DurationVar(&c.Shed.Stale, "steering.shed.stale", 30*time.Second, "A POP's load measured longer ago than this is ignored: the POP is neither shed nor a spread target.")
+	f.DurationVar(&c.Shed.Settle, "steering.shed.settle", time.Minute, "A POP's load re-estimates the demand of the regions it serves only after no weight to it changed for this long.")
 	c.DNS.RegisterFlags("steering.dns.", f)
 	c.RFC2136.RegisterFlags(f)
 }
@@ -88,6 +112,16 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("steering.rtt_hysteresis: must be in [0,1)")
 	case c.RTTDwell < 0:
 		return fmt.Errorf("steering.rtt_dwell: must be >= 0")
+	case !(c.Shed.Low > 0 && c.Shed.Low < c.Shed.High):
+		return fmt.Errorf("steering.shed.low: %v must be > 0 and below steering.shed.high (%v)", c.Shed.Low, c.Shed.High)
+	case !(c.Shed.High <= 1):
+		return fmt.Errorf("steering.shed.high: %v must be at most 1 (the capacity itself)", c.Shed.High)
+	case !(c.Shed.Floor >= 0 && c.Shed.Floor < 1):
+		return fmt.Errorf("steering.shed.floor: must be in [0,1)")
+	case c.Shed.Stale <= 0:
+		return fmt.Errorf("steering.shed.stale: must be > 0")
+	case c.Shed.Settle < 0:
+		return fmt.Errorf("steering.shed.settle: must be >= 0")
 	}
 	if c.DNS.Listen != "" {
 		if err := c.DNS.Validate(); err != nil {

@@ -79,6 +79,10 @@ type group struct {
 	proposedAt time.Time
 	regret     float64          // ms, as of the last tick (regret.go)
 	regretG    prometheus.Gauge // meridian_steering_regret_milliseconds of the group
+	demand     float64          // sessions per second its clients open, as estimated (capacity.go)
+	implicit   bool             // the DefaultRegion the inventory does not name
+	estimated  time.Time        // when demand was last estimated
+	demandG    prometheus.Gauge
 }
 
 // Engine turns probe, SLO and override state into weights, one tick at a time. It is
@@ -95,7 +99,8 @@ type Engine struct {
 	matrix    *geodns.Matrix
 	overrides *overrideSet
 	history   History // where /api/steering/replay reads; nil: no replay
-	replaying bool    // a replay's engine: it builds no DNS answer sets
+	load      LoadSource
+	replaying bool // a replay's engine: it builds no DNS answer sets
 
 	mu      sync.Mutex
 	groups  []*group
@@ -103,6 +108,9 @@ type Engine struct {
 	entries map[key]*entry
 	down    map[string]bool // POPs the health quorum drained, as of the last tick
 	probes  *probeState     // what gates recovery (recovery.go)
+	// popChanged is when a weight to each POP last changed, but for a first tick's: its
+	// load reflects the weights only Shed.Settle later (capacity.go).
+	popChanged map[string]time.Time
 
 	table atomic.Pointer[map[groupKey]*pick.Set]
 
@@ -111,6 +119,13 @@ type Engine struct {
 	popDown   *prometheus.GaugeVec
 	refused   *prometheus.CounterVec // override requests refused, by reason
 	regret    *prometheus.GaugeVec
+	utilG     *prometheus.GaugeVec
+	headroomG *prometheus.GaugeVec
+	demandG   *prometheus.GaugeVec
+
+	loads       map[string]POPLoad // the last valid load of each POP; Tick's goroutine only
+	loadWarned  map[string]bool    // reason and POP of ignored loads already logged
+	loadIgnored *prometheus.CounterVec
 
 	inputs  inputsLog         // what the last ticks read, for SteeringInputs records; Tick's goroutine only
 	pending []pipeline.Record // records the pipeline has not accepted yet; Tick's goroutine only
@@ -132,6 +147,7 @@ func newEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, aler
 	e := &Engine{
 		cfg: cfg, inv: inv, app: app, alerts: alertSrc, log: log, now: time.Now,
 		matrix: geodns.NewMatrix(), entries: map[key]*entry{}, down: map[string]bool{}, probes: newProbeState(),
+		popChanged: map[string]time.Time{}, loads: map[string]POPLoad{}, loadWarned: map[string]bool{},
 		weight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meridian_steering_weight", Help: "Current steering weight of a POP for a service and client region (0 = drained).",
 		}, []string{"service", "region", "pop"}),
@@ -147,8 +163,20 @@ func newEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, aler
 		regret: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meridian_steering_regret_milliseconds", Help: "RTT from a client region's vantage to the POPs it is answered with (weighted) minus the RTT to the best healthy POP its residency allows.",
 		}, []string{"service", "region"}),
+		utilG: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_steering_pop_utilisation_ratio", Help: "Measured load of a POP over its inventory capacity (new sessions per second); no series while unknown.",
+		}, []string{"pop"}),
+		headroomG: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_steering_pop_headroom_sessions_per_second", Help: "A POP's capacity times the high shed watermark minus its measured load, in new sessions per second (negative above the watermark).",
+		}, []string{"pop"}),
+		demandG: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_steering_region_demand_sessions_per_second", Help: "New sessions per second a client region opens to a service, as estimated from the POPs' loads and the weights that split them.",
+		}, []string{"service", "region"}),
+		loadIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_steering_load_ignored_total", Help: "POP loads the load source gave that steering ignored: unknown_pop (not in the inventory), invalid (negative or non-finite rate, no time).",
+		}, []string{"reason"}),
 	}
-	for _, c := range []prometheus.Collector{e.weight, e.decisions, e.popDown, e.refused, e.regret} {
+	for _, c := range []prometheus.Collector{e.weight, e.decisions, e.popDown, e.refused, e.regret, e.utilG, e.headroomG, e.demandG, e.loadIgnored} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("steering metrics: %w", err)
 		}
@@ -173,7 +201,7 @@ func (e *Engine) buildGroups() error {
 	if !slices.ContainsFunc(regions, func(r inventory.ClientRegion) bool { return r.Name == DefaultRegion }) {
 		regions = append(regions, inventory.ClientRegion{Name: DefaultRegion})
 	}
-	for _, r := range regions {
+	for i, r := range regions {
 		e.regions = append(e.regions, r.Name)
 		if r.Vantage != "" {
 			if _, ok := e.inv.Site(r.Vantage); !ok {
@@ -182,7 +210,8 @@ func (e *Engine) buildGroups() error {
 		}
 		for _, svc := range e.inv.Services {
 			svc.Name = dns.CanonicalName(svc.Name)
-			g := &group{svc: svc, region: r, regretG: e.regret.WithLabelValues(svc.Name, r.Name)}
+			g := &group{svc: svc, region: r, regretG: e.regret.WithLabelValues(svc.Name, r.Name), demandG: e.demandG.WithLabelValues(svc.Name, r.Name),
+				implicit: i >= len(e.inv.ClientRegions)}
 			for _, p := range svc.POPs {
 				if len(r.AllowedPOPs) == 0 || slices.Contains(r.AllowedPOPs, p) {
 					g.candidates = append(g.candidates, p)
@@ -312,14 +341,23 @@ func (e *Engine) decide(in Inputs) []pipeline.Record {
 			e.log.Warn("POP down by probe quorum", "pop", pop, "failing_vantages", h.Failing, "vantages", h.Vantages)
 		}
 	}
+	targets := make([]map[string]target, len(e.groups))
+	for i, g := range e.groups {
+		targets[i] = e.targets(g, now, health, rtt, pages, tickets, in.Overrides)
+	}
+	views := e.viewPOPs(now, in.Load)
+	e.estimateDemand(now, views)
+	e.shape(views, targets, tickets)
+	e.showCapacity(views)
 	table := map[groupKey]*pick.Set{}
-	for _, g := range e.groups {
-		targets := e.targets(g, now, health, rtt, pages, tickets, in.Overrides)
-		recs := e.step(g, targets, now)
+	for i, g := range e.groups {
+		recs := e.step(g, targets[i], now)
 		g.regret = e.regretOf(g, health, pages, rtt)
 		g.regretG.Set(g.regret)
 		for _, r := range recs {
-			r.(*pipeline.SteeringDecision).RegretMs = g.regret
+			d := r.(*pipeline.SteeringDecision)
+			d.RegretMs = g.regret
+			d.Utilisation, d.Headroom = views[d.POP].utilisation(), views[d.POP].headroom(e.cfg.Shed.High)
 		}
 		decisions = append(decisions, recs...)
 		if !e.replaying {
@@ -556,6 +594,9 @@ func (e *Engine) step(g *group, targets map[string]target, now time.Time) []pipe
 		if w == old {
 			return // same weight, new explanation: not a decision
 		}
+		if !en.since.IsZero() {
+			e.popChanged[p] = now
+		}
 		en.w, en.since = w, now
 		e.weight.WithLabelValues(g.svc.Name, g.region.Name, p).Set(w)
 		e.decisions.WithLabelValues(t.cause).Inc()
@@ -589,7 +630,9 @@ func (e *Engine) step(g *group, targets map[string]target, now time.Time) []pipe
 			t.cause, t.reason = CauseRestore, "ramping up: "+t.reason
 		}
 		switch {
-		case t.w < w && t.emergency:
+		case t.w < w && t.emergency, t.w != w && t.emergency && t.cause == CauseCapacity:
+			// A POP about to be pushed over its high watermark cannot wait for ramps,
+			// neither to shed nor to take what it sheds elsewhere.
 			w = t.w
 		case t.w != w && now.Sub(en.lastStep) >= e.cfg.RampInterval:
 			stepSize := e.cfg.RampStep * e.baseWeight(p)

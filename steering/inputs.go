@@ -20,6 +20,7 @@ type Inputs struct {
 	Cells     []geodns.Cell  // every cell of the matrix, sorted by vantage then POP
 	Alerts    []alerts.Alert // firing, sorted
 	Overrides []Override     // in force; decisions read Action, POP, Service, Region
+	Load      []POPLoad      // each POP's last valid load, sorted by POP (capacity.go)
 }
 
 // keyframeEvery is how often a tick's inputs are recorded whole: a replay starts at a
@@ -29,7 +30,7 @@ const keyframeEvery = time.Minute
 // gather reads the inputs of one tick. Times lose their monotonic clock reading, so that
 // decide compares wall-clock times only, as a replay of the stored times does.
 func (e *Engine) gather() Inputs {
-	in := Inputs{Now: e.now().Round(0), Cells: e.matrix.Cells(time.Time{}), Overrides: e.overrides.all()}
+	in := Inputs{Now: e.now().Round(0), Cells: e.matrix.Cells(time.Time{}), Overrides: e.overrides.all(), Load: e.gatherLoad()}
 	for i := range in.Cells {
 		c := &in.Cells[i]
 		c.LastSeen, c.LastOK = c.LastSeen.Round(0), c.LastOK.Round(0)
@@ -52,6 +53,7 @@ type inputsLog struct {
 	cells     map[[2]string]geodns.Cell
 	alerts    []alerts.Alert
 	overrides []pipeline.SteeringOverride
+	loads     map[string]POPLoad
 }
 
 func (l *inputsLog) record(in Inputs) *pipeline.SteeringInputs {
@@ -61,7 +63,14 @@ func (l *inputsLog) record(in Inputs) *pipeline.SteeringInputs {
 	}
 	r.Started = l.started
 	if l.cells == nil || in.Now.Sub(l.keyframe) >= keyframeEvery {
-		r.Keyframe, l.keyframe, l.cells = true, in.Now, map[[2]string]geodns.Cell{}
+		r.Keyframe, l.keyframe, l.cells, l.loads = true, in.Now, map[[2]string]geodns.Cell{}, map[string]POPLoad{}
+	}
+	for _, x := range in.Load {
+		if old, ok := l.loads[x.POP]; ok && old == x {
+			continue
+		}
+		l.loads[x.POP] = x
+		r.Loads = append(r.Loads, pipeline.SteeringLoad{POP: x.POP, Rate: x.Rate, Seen: x.Seen})
 	}
 	for _, c := range in.Cells {
 		k := [2]string{c.Vantage, c.POP}
@@ -99,6 +108,7 @@ type inputsState struct {
 	cells     map[[2]string]geodns.Cell
 	alerts    []alerts.Alert
 	overrides []Override
+	loads     map[string]POPLoad
 }
 
 // apply folds r in and returns the tick's inputs; fresh is true when r belongs to another
@@ -113,7 +123,10 @@ func (s *inputsState) apply(r *pipeline.SteeringInputs) (in Inputs, fresh, ok bo
 		fresh = true
 	}
 	if r.Keyframe {
-		s.cells = map[[2]string]geodns.Cell{}
+		s.cells, s.loads = map[[2]string]geodns.Cell{}, map[string]POPLoad{}
+	}
+	for _, l := range r.Loads {
+		s.loads[l.POP] = POPLoad{POP: l.POP, Rate: l.Rate, Seen: l.Seen}
 	}
 	for _, c := range r.Cells {
 		s.cells[[2]string{c.Vantage, c.POP}] = geodns.Cell{Vantage: c.Vantage, POP: c.POP, RTT: c.RTT, Failures: c.Failures, LastSeen: c.LastSeen, LastOK: c.LastOK}
@@ -137,5 +150,9 @@ func (s *inputsState) apply(r *pipeline.SteeringInputs) (in Inputs, fresh, ok bo
 	slices.SortFunc(in.Cells, func(a, b geodns.Cell) int {
 		return cmp.Or(cmp.Compare(a.Vantage, b.Vantage), cmp.Compare(a.POP, b.POP))
 	})
+	for _, l := range s.loads {
+		in.Load = append(in.Load, l)
+	}
+	slices.SortFunc(in.Load, func(a, b POPLoad) int { return cmp.Compare(a.POP, b.POP) })
 	return in, fresh, true
 }

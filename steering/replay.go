@@ -65,6 +65,9 @@ type Decision struct {
 	Cause    string    `json:"cause"`
 	Reason   string    `json:"reason"`
 	RegretMs float64   `json:"regret_ms"`
+	// Utilisation and Headroom of the POP as the tick read them (pipeline.SteeringDecision).
+	Utilisation float64 `json:"utilisation"`
+	Headroom    float64 `json:"headroom"`
 }
 
 // Difference is a decision that the replay and the live engine did not make alike.
@@ -264,7 +267,8 @@ type groupAcc struct {
 
 func decisionOf(d *pipeline.SteeringDecision) Decision {
 	return Decision{Time: d.M.Time.Truncate(time.Millisecond).UTC(), Service: d.Service, Region: d.ClientRegion, POP: d.POP,
-		Old: d.OldWeight, New: d.NewWeight, Cause: d.Cause, Reason: d.Reason, RegretMs: d.RegretMs}
+		Old: d.OldWeight, New: d.NewWeight, Cause: d.Cause, Reason: d.Reason, RegretMs: d.RegretMs,
+		Utilisation: d.Utilisation, Headroom: d.Headroom}
 }
 
 // decisionKey matches a replayed decision with a live one: the same weight at the same

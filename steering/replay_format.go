@@ -77,9 +77,9 @@ func (r *ReplayResult) writeCSV(w io.Writer) error {
 	cw := csv.NewWriter(w)
 	f := func(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) }
 	dec := func(kind string, d *Decision) []string {
-		return []string{kind, d.Time.Format(time.RFC3339Nano), d.Service, d.Region, d.POP, f(d.Old), f(d.New), d.Cause, d.Reason, f(d.RegretMs)}
+		return []string{kind, d.Time.Format(time.RFC3339Nano), d.Service, d.Region, d.POP, f(d.Old), f(d.New), d.Cause, d.Reason, f(d.RegretMs), f(d.Utilisation), f(d.Headroom)}
 	}
-	cw.Write([]string{"row", "time", "service", "region", "pop", "old_weight", "new_weight", "cause", "reason", "regret_ms"})
+	cw.Write([]string{"row", "time", "service", "region", "pop", "old_weight", "new_weight", "cause", "reason", "regret_ms", "utilisation", "headroom"})
 	for i := range r.Decisions {
 		cw.Write(dec("decision", &r.Decisions[i]))
 	}

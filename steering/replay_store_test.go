@@ -15,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/meridianhq/meridian/lab"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/storage"
 	"github.com/meridianhq/meridian/storage/storagetest"
@@ -40,9 +41,15 @@ func (h *labHarness) store(t *testing.T) *storage.Store {
 	return s
 }
 
-// Through ClickHouse: the stored inputs replay to exactly the stored live decisions.
+// Through ClickHouse: the stored inputs replay to exactly the stored live decisions,
+// capacity ones and their utilisation included.
 func TestReplayFromClickHouse(t *testing.T) {
 	h := newLabHarness(t, testConfig(t))
+	for i := range h.inv.POPs {
+		h.inv.POPs[i].Capacity.SessionsPerSecond = 1000
+	}
+	h.e.load = &closedLoop{e: h.e, now: func() time.Time { return h.now }, demand: map[groupKey]float64{
+		{"api." + lab.Zone, "france"}: 800, {"www." + lab.Zone, "united-kingdom"}: 500, {"www." + lab.Zone, "france"}: 300}}
 	from, to := h.scenario()
 	s := h.store(t)
 	res, err := Replay(context.Background(), NewHistory(s, s.Database()), testConfig(t), h.inv, ReplayOptions{From: from, To: to})
@@ -56,10 +63,17 @@ func TestReplayFromClickHouse(t *testing.T) {
 	if len(res.Live) != len(mem.Live) || len(res.Decisions) != len(res.Live) || len(res.Differences) != 0 || res.Ticks != mem.Ticks {
 		t.Fatalf("from ClickHouse: %d live (%d in memory), %d replayed, %d ticks (%d), differences %+v", len(res.Live), len(mem.Live), len(res.Decisions), res.Ticks, mem.Ticks, res.Differences)
 	}
+	capacity := 0
 	for i := range res.Live {
 		if res.Live[i] != mem.Live[i] {
 			t.Fatalf("live decision %d read back as %+v, want %+v", i, res.Live[i], mem.Live[i])
 		}
+		if res.Live[i].Cause == CauseCapacity && res.Live[i].Utilisation > 0 {
+			capacity++
+		}
+	}
+	if capacity == 0 {
+		t.Fatal("no capacity decision with its utilisation: the loads' round trip was not tested")
 	}
 	// What the inputs cost, against the probes that fed them (logged for the README).
 	out, err := s.Query(context.Background(), "SELECT table, sum(rows), sum(data_compressed_bytes) FROM system.parts WHERE database = currentDatabase() AND active AND table IN ('steering_inputs', 'steering_decisions') GROUP BY table ORDER BY table", "TabSeparated")

@@ -32,6 +32,7 @@ type Deps struct {
 	Appender   pipeline.Appender // SteeringDecision records go here
 	Alerts     alerts.Source     // may be nil
 	History    History           // recorded inputs and decisions for /api/steering/replay; may be nil
+	Load       LoadSource        // each POP's measured load (collectors/haproxy); nil: no capacity shaping
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -65,6 +66,7 @@ func New(cfg Config, d Deps) (*Steering, error) {
 		return nil, err
 	}
 	eng.history = d.History
+	eng.load = d.Load
 	s := &Steering{Engine: eng, cfg: cfg, log: d.Logger.With("component", "steering")}
 	var svcNames []string
 	for _, v := range d.Inventory.Services {

@@ -568,6 +568,7 @@ type steeringCols struct {
 	service, clientRegion, pop, cause *lowCard
 	oldWeight, newWeight, regret      *proto.ColFloat64
 	reason                            *proto.ColStr
+	utilisation, headroom             *proto.ColFloat64
 }
 
 func newSteeringCols() columnSet {
@@ -581,6 +582,8 @@ func newSteeringCols() columnSet {
 	c.cause = c.lc("cause")
 	c.reason = c.str("reason")
 	c.regret = c.f64("regret_ms")
+	c.utilisation = c.f64("utilisation")
+	c.headroom = c.f64("headroom")
 	return c
 }
 
@@ -598,6 +601,8 @@ func (c *steeringCols) add(rec pipeline.Record) bool {
 	c.cause.Append(r.Cause)
 	c.reason.Append(r.Reason)
 	c.regret.Append(r.RegretMs)
+	c.utilisation.Append(r.Utilisation)
+	c.headroom.Append(r.Headroom)
 	return true
 }
 
@@ -616,6 +621,9 @@ type inputsCols struct {
 	alertLabels                           *proto.ColArr[map[string]string]
 	ovAction, ovPOP, ovService, ovRegion  *proto.ColArr[string]
 	ovSource                              *proto.ColArr[string]
+	loadPOP                               *proto.ColArr[string]
+	loadRate                              *proto.ColArr[float64]
+	loadSeen                              *proto.ColArr[time.Time]
 
 	// scratch rows, reused between records
 	vantages, pops, names, sevs, acts, opops, svcs, regs, srcs []string
@@ -623,6 +631,9 @@ type inputsCols struct {
 	fails                                                      []uint32
 	seen, ok, active                                           []time.Time
 	labels                                                     []map[string]string
+	lpops                                                      []string
+	rates                                                      []float64
+	lseen                                                      []time.Time
 }
 
 func (c *columns) timeArr(name string) *proto.ColArr[time.Time] {
@@ -651,6 +662,9 @@ func newInputsCols() columnSet {
 	c.ovService = c.lcArr("override_service")
 	c.ovRegion = c.lcArr("override_region")
 	c.ovSource = c.lcArr("override_source")
+	c.loadPOP = c.lcArr("load_pop")
+	c.loadRate = addCol(&c.columns, "load_rate", proto.NewArray[float64](new(proto.ColFloat64)))
+	c.loadSeen = c.timeArr("load_seen")
 	return c
 }
 
@@ -695,5 +709,12 @@ func (c *inputsCols) add(rec pipeline.Record) bool {
 	c.ovService.Append(c.svcs)
 	c.ovRegion.Append(c.regs)
 	c.ovSource.Append(c.srcs)
+	c.lpops, c.rates, c.lseen = c.lpops[:0], c.rates[:0], c.lseen[:0]
+	for _, l := range r.Loads {
+		c.lpops, c.rates, c.lseen = append(c.lpops, l.POP), append(c.rates, l.Rate), append(c.lseen, l.Seen)
+	}
+	c.loadPOP.Append(c.lpops)
+	c.loadRate.Append(c.rates)
+	c.loadSeen.Append(c.lseen)
 	return true
 }

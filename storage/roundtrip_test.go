@@ -83,9 +83,9 @@ var roundTrips = []struct {
 	}},
 	{pipeline.KindSteeringDecision, []pipeline.Record{
 		&pipeline.SteeringDecision{M: meta("brain-1"), Service: "api", ClientRegion: "eu-west", POP: "lon", OldWeight: 1, NewWeight: 0.25,
-			Cause: "slo", Reason: "api-availability burning 14.4x over 1h and 5m at lon", RegretMs: 12.5},
+			Cause: "slo", Reason: "api-availability burning 14.4x over 1h and 5m at lon", RegretMs: 12.5, Utilisation: 0.8125, Headroom: -37.5},
 	}, []string{
-		`{"time":"DAY 01:02:03.123","collector":"test/brain-1","site":"nyc","cluster":"destroyer","node":"brain-1","service":"api","client_region":"eu-west","pop":"lon","old_weight":1,"new_weight":0.25,"cause":"slo","reason":"api-availability burning 14.4x over 1h and 5m at lon","regret_ms":12.5}`,
+		`{"time":"DAY 01:02:03.123","collector":"test/brain-1","site":"nyc","cluster":"destroyer","node":"brain-1","service":"api","client_region":"eu-west","pop":"lon","old_weight":1,"new_weight":0.25,"cause":"slo","reason":"api-availability burning 14.4x over 1h and 5m at lon","regret_ms":12.5,"utilisation":0.8125,"headroom":-37.5}`,
 	}},
 	{pipeline.KindSteeringInputs, []pipeline.Record{
 		&pipeline.SteeringInputs{M: meta("brain-1"), Started: t0.Add(-time.Minute), Keyframe: true,
@@ -94,11 +94,12 @@ var roundTrips = []struct {
 				{Vantage: "paris", POP: "lon", Failures: 3, LastSeen: t0.Add(-2 * time.Second)},
 			},
 			AlertsChanged: true, Alerts: []pipeline.SteeringAlert{{Name: "MeridianPOPAvailability", Severity: "page", Labels: map[string]string{"pop": "lon"}, ActiveAt: t0.Add(-30 * time.Second)}},
-			OverridesChanged: true, Overrides: []pipeline.SteeringOverride{{Action: "drain", POP: "par", Service: "api.", Source: "api"}}},
+			OverridesChanged: true, Overrides: []pipeline.SteeringOverride{{Action: "drain", POP: "par", Service: "api.", Source: "api"}},
+			Loads: []pipeline.SteeringLoad{{POP: "lon", Rate: 812.5, Seen: t0.Add(-3 * time.Second)}, {POP: "par", Rate: 0, Seen: t0.Add(-4 * time.Second)}}},
 		&pipeline.SteeringInputs{M: meta("brain-1"), Started: t0.Add(-time.Minute)},
 	}, []string{
-		`{"time":"DAY 01:02:03.123456789","collector":"test/brain-1","site":"nyc","cluster":"destroyer","node":"brain-1","started":"DAY 01:01:03.123456789","keyframe":true,"cell_vantage":["london","paris"],"cell_pop":["lon","lon"],"cell_rtt":[1500000,0],"cell_failures":[0,3],"cell_last_seen":["DAY 01:02:02.123456789","DAY 01:02:01.123456789"],"cell_last_ok":["DAY 01:02:02.123456789","1970-01-01 00:00:00.000000000"],"alerts_changed":true,"alert_name":["MeridianPOPAvailability"],"alert_severity":["page"],"alert_labels":[{"pop":"lon"}],"alert_active_at":["DAY 01:01:33.123456789"],"overrides_changed":true,"override_action":["drain"],"override_pop":["par"],"override_service":["api."],"override_region":[""],"override_source":["api"]}`,
-		`{"time":"DAY 01:02:03.123456789","collector":"test/brain-1","site":"nyc","cluster":"destroyer","node":"brain-1","started":"DAY 01:01:03.123456789","keyframe":false,"cell_vantage":[],"cell_pop":[],"cell_rtt":[],"cell_failures":[],"cell_last_seen":[],"cell_last_ok":[],"alerts_changed":false,"alert_name":[],"alert_severity":[],"alert_labels":[],"alert_active_at":[],"overrides_changed":false,"override_action":[],"override_pop":[],"override_service":[],"override_region":[],"override_source":[]}`,
+		`{"time":"DAY 01:02:03.123456789","collector":"test/brain-1","site":"nyc","cluster":"destroyer","node":"brain-1","started":"DAY 01:01:03.123456789","keyframe":true,"cell_vantage":["london","paris"],"cell_pop":["lon","lon"],"cell_rtt":[1500000,0],"cell_failures":[0,3],"cell_last_seen":["DAY 01:02:02.123456789","DAY 01:02:01.123456789"],"cell_last_ok":["DAY 01:02:02.123456789","1970-01-01 00:00:00.000000000"],"alerts_changed":true,"alert_name":["MeridianPOPAvailability"],"alert_severity":["page"],"alert_labels":[{"pop":"lon"}],"alert_active_at":["DAY 01:01:33.123456789"],"overrides_changed":true,"override_action":["drain"],"override_pop":["par"],"override_service":["api."],"override_region":[""],"override_source":["api"],"load_pop":["lon","par"],"load_rate":[812.5,0],"load_seen":["DAY 01:02:00.123456789","DAY 01:01:59.123456789"]}`,
+		`{"time":"DAY 01:02:03.123456789","collector":"test/brain-1","site":"nyc","cluster":"destroyer","node":"brain-1","started":"DAY 01:01:03.123456789","keyframe":false,"cell_vantage":[],"cell_pop":[],"cell_rtt":[],"cell_failures":[],"cell_last_seen":[],"cell_last_ok":[],"alerts_changed":false,"alert_name":[],"alert_severity":[],"alert_labels":[],"alert_active_at":[],"overrides_changed":false,"override_action":[],"override_pop":[],"override_service":[],"override_region":[],"override_source":[],"load_pop":[],"load_rate":[],"load_seen":[]}`,
 	}},
 }
 

@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -25,7 +26,7 @@ func TestServiceMigratesOnStart(t *testing.T) {
 	if err := services.StartAndAwaitRunning(ctx, svc); err != nil {
 		t.Fatal(err)
 	}
-	if got := queryString(t, s, "SELECT count() FROM schema_migrations"); got != "5" {
+	if got := queryString(t, s, "SELECT count() FROM schema_migrations"); got != strconv.Itoa(storage.MigrationCount()) {
 		t.Fatalf("migrations after start: %s", got)
 	}
 	if err := services.StopAndAwaitTerminated(ctx, svc); err != nil {

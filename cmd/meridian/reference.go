@@ -148,6 +148,8 @@ var yamlOnlyHelp = map[string]string{
 	"inventory.client_regions[].allowed_pops":   "Residency rule: the only POPs that may serve the region; empty: any.",
 	"inventory.client_regions[].preferred_pops": "POPs tried first (within allowed_pops).",
 	"inventory.client_regions[].vantage":        "Site whose probes stand for the region's clients when ranking POPs by round trip.",
+
+	"inventory.pops[].capacity.sessions_per_second": "New sessions per second the POP's front door (HAProxy) sustains; steering sheds and spreads load against it. Unset: unknown, never shed.",
 }
 
 // valueAddr is the address of the field a flag writes: the flag package's own values
