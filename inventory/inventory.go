@@ -59,6 +59,26 @@ type POP struct {
 	HealthURL  string       `yaml:"health_url"`  // HTTP(S) probe target
 	TCPAddr    string       `yaml:"tcp_addr"`    // host:port for TCP connect probes
 	BaseWeight float64      `yaml:"base_weight"` // default 1
+	Capacity   Capacity     `yaml:"capacity"`
+}
+
+// Capacity is what a POP's front door can carry; zero fields are unknown.
+type Capacity struct {
+	SessionRate float64 `yaml:"session_rate"` // new sessions per second
+	Bandwidth   float64 `yaml:"bandwidth"`    // bytes per second out
+}
+
+// Utilisation is the larger of sessionRate and bytesOut as shares of the capacity; 0
+// when neither capacity is set.
+func (c Capacity) Utilisation(sessionRate, bytesOut float64) float64 {
+	u := 0.0
+	if c.SessionRate > 0 {
+		u = sessionRate / c.SessionRate
+	}
+	if c.Bandwidth > 0 {
+		u = max(u, bytesOut/c.Bandwidth)
+	}
+	return u
 }
 
 // Service is a DNS name served by a pool of POPs.
@@ -169,6 +189,14 @@ func (inv *Inventory) Validate() error {
 		}
 		if p.BaseWeight < 0 || math.IsNaN(p.BaseWeight) || math.IsInf(p.BaseWeight, 0) {
 			bad("inventory.pops[%d].base_weight: %s: %v is negative or not a number (0 means the default, 1)", i, owner, p.BaseWeight)
+		}
+		for _, c := range []struct {
+			field string
+			v     float64
+		}{{"session_rate", p.Capacity.SessionRate}, {"bandwidth", p.Capacity.Bandwidth}} {
+			if c.v < 0 || math.IsNaN(c.v) || math.IsInf(c.v, 0) {
+				bad("inventory.pops[%d].capacity.%s: %s: %v is negative or not a number (0: unknown)", i, c.field, owner, c.v)
+			}
 		}
 	}
 	pop := func(path, owner, name string) {
