@@ -223,8 +223,8 @@ func Records(cur Snapshot, prev reading, at time.Time, t Target, p place) []pipe
 	recs := make([]pipeline.Record, 0, len(cur))
 	for k, r := range cur {
 		rec := &pipeline.HAProxyStat{
-			M:     pipeline.Meta{Time: at, Collector: "haproxy/" + t.Node, Site: p.site, Cluster: p.cluster, Node: t.Node},
-			POP:   t.POP, Proxy: k.Proxy, Server: k.Server, Type: k.Type,
+			M:   pipeline.Meta{Time: at, Collector: "haproxy/" + t.Node, Site: p.site, Cluster: p.cluster, Node: t.Node},
+			POP: t.POP, Proxy: k.Proxy, Server: k.Server, Type: k.Type,
 			Status: r.Status, CheckStatus: r.CheckStatus, Sessions: r.Sessions, SessionMax: r.SessionMax, Queue: r.Queue, ResponseMs: r.ResponseMs,
 		}
 		if old, ok := prev.snap[k]; ok {
