@@ -3,9 +3,12 @@ package keepalived
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -24,8 +27,10 @@ import (
 	"github.com/meridianhq/meridian/alerts/ruler"
 	"github.com/meridianhq/meridian/alerts/sli"
 	"github.com/meridianhq/meridian/internal/netns"
+	"github.com/meridianhq/meridian/internal/secret"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
+	"github.com/meridianhq/meridian/topomap"
 )
 
 const vip = "10.77.0.100"
@@ -145,7 +150,10 @@ func TestRealKeepalivedFailoverAndSplitBrain(t *testing.T) {
 	var mu sync.Mutex
 	var transitions []*pipeline.VRRPTransition
 	latest := map[string]*pipeline.VRRPState{} // by node
+	inv := &inventory.Inventory{POPs: []inventory.POP{{Name: "lon", Site: "london", VIPs: []netip.Addr{netip.MustParseAddr(vip)}}}}
+	popOnMap := startMap(t, inv)
 	app := pipeline.AppenderFunc(func(_ context.Context, recs ...pipeline.Record) error {
+		popOnMap.m.Consume(recs)
 		mu.Lock()
 		defer mu.Unlock()
 		for _, r := range recs {
@@ -158,7 +166,6 @@ func TestRealKeepalivedFailoverAndSplitBrain(t *testing.T) {
 		}
 		return nil
 	})
-	inv := &inventory.Inventory{POPs: []inventory.POP{{Name: "lon", Site: "london", VIPs: []netip.Addr{netip.MustParseAddr(vip)}}}}
 	reg := prometheus.NewRegistry()
 	c, err := New(Config{Interval: 200 * time.Millisecond, Nodes: []Node{{POP: "lon", Node: "a", FIFO: p.fifo("a")}, {POP: "lon", Node: "b", FIFO: p.fifo("b")}}},
 		Deps{Inventory: inv, Appender: app, Logger: slog.New(slog.DiscardHandler), Registerer: reg})
@@ -204,10 +211,11 @@ func TestRealKeepalivedFailoverAndSplitBrain(t *testing.T) {
 	if fo.PreviousMaster != "a" || fo.Duration <= 0 || fo.Duration > 5*time.Second || fo.POP != "lon" || fo.M.Site != "london" || fo.M.Time.Before(stopped) {
 		t.Errorf("failover %+v, want from a within 5s at lon/london", fo)
 	}
-	waitFor(t, 5*time.Second, "the map's next state: b holds the VIP, a not", func() bool {
+	waitFor(t, 5*time.Second, "the next state records: b holds the VIP, a not", func() bool {
 		sa, sb := state("a"), state("b")
 		return sb != nil && sb.HoldsVIP && sa != nil && !sa.HoldsVIP
 	})
+	waitFor(t, 5*time.Second, "the map's POP lon showing b as the VIP holder", func() bool { return popOnMap.attr("vip_holder") == "b" })
 	if splitBrain() {
 		t.Error("a clean failover raised the split-brain alert")
 	}
@@ -219,6 +227,7 @@ func TestRealKeepalivedFailoverAndSplitBrain(t *testing.T) {
 	waitFor(t, 20*time.Second, "both MASTER and the VIP on both", func() bool {
 		return is("a", pipeline.VRRPMaster) && is("b", pipeline.VRRPMaster) && p.holdsVIP("a") && p.holdsVIP("b")
 	})
+	waitFor(t, 5*time.Second, "the map's POP lon showing both as holders", func() bool { return popOnMap.attr("vip_holder") == "a,b" })
 	both := time.Now()
 	waitFor(t, 30*time.Second, "MeridianVRRPSplitBrain firing for lon", splitBrain)
 	t.Logf("split brain: alert firing %s after both became MASTER (rule for: 10s, evaluation 500ms)", time.Since(both).Round(100*time.Millisecond))
@@ -248,6 +257,49 @@ func startRuler(t *testing.T, reg *prometheus.Registry) *ruler.Ruler {
 	}
 	start(t, r)
 	return r
+}
+
+// mapPOP is the live map fed the collector's records, read through its snapshot API.
+type mapPOP struct {
+	t   *testing.T
+	m   *topomap.Map
+	url string
+}
+
+func startMap(t *testing.T, inv *inventory.Inventory) *mapPOP {
+	var cfg topomap.Config
+	cfg.RegisterFlags(flag.NewFlagSet("topomap", flag.PanicOnError))
+	m, err := topomap.New(cfg, topomap.Deps{Inventory: inv, APIToken: secret.New("s3cret"), Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	start(t, m)
+	srv := httptest.NewServer(m.Handler())
+	t.Cleanup(srv.Close)
+	return &mapPOP{t: t, m: m, url: srv.URL + "/map/api/snapshot"}
+}
+
+// attr is an attribute of the POP lon as the map's snapshot gives it.
+func (p *mapPOP) attr(name string) string {
+	req, _ := http.NewRequest("GET", p.url, nil)
+	req.Header.Set("Authorization", "Bearer s3cret")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var snap struct {
+		Nodes []*topomap.Node `json:"nodes"`
+	}
+	if err := json.NewDecoder(resp.Body).Decode(&snap); err != nil {
+		p.t.Fatal(err)
+	}
+	for _, n := range snap.Nodes {
+		if n.ID == "pop:lon" {
+			return n.Attrs[name]
+		}
+	}
+	return ""
 }
 
 func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
