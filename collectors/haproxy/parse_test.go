@@ -113,3 +113,20 @@ func TestRecordsRatesAndUtilisation(t *testing.T) {
 		t.Errorf("stats frontend is not a counted frontend, utilisation %v", got["stats"].Utilisation)
 	}
 }
+
+// Any input parses without a panic, and what parses turns into records.
+func FuzzParse(f *testing.F) {
+	for _, name := range []string{"testdata/exporter-2.6.12.txt", "testdata/show-stat-2.6.12.csv"} {
+		b, err := os.ReadFile(name)
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(b)
+	}
+	f.Add([]byte("# pxname,svname,type,scur,stot,bin,bout,status\n\"a,b\",c,2,NaN,1e400,-1,UP\n"))
+	f.Fuzz(func(t *testing.T, b []byte) {
+		a, _ := ParseExposition("fuzz", b)
+		s, _ := ParseStat("fuzz", b)
+		Records(a, reading{snap: s}, time.Now(), Target{POP: "p", Node: "n"}, place{})
+	})
+}

@@ -81,3 +81,16 @@ func TestTrackerFailover(t *testing.T) {
 		}
 	}
 }
+
+// Any line parses without a panic; what parses applies to a tracker.
+func FuzzParseLine(f *testing.F) {
+	for _, l := range []string{`INSTANCE "VI_1" MASTER 150`, `GROUP "G" BACKUP`, `INSTANCE "" FAULT 1`, `INSTANCE "x`} {
+		f.Add(l)
+	}
+	tr := NewTracker()
+	f.Fuzz(func(t *testing.T, line string) {
+		if e, err := ParseLine(line); err == nil {
+			tr.Apply(time.Now(), "p", "n", e)
+		}
+	})
+}
