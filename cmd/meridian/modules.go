@@ -121,7 +121,7 @@ func (a *app) modules() (*modules.Manager, error) {
 		Ceph:           {Pipeline},
 		Hubble:         {Pipeline, CollectorRing},
 		Probes:         {Pipeline},
-		HAProxy:        {Pipeline},
+		HAProxy:        {Pipeline, CollectorRing},
 		Keepalived:     {Pipeline},
 		Collector:      {WireGuard, Ceph, Hubble, Probes, HAProxy, Keepalived},
 		Ruler:          {Pipeline},
@@ -237,7 +237,7 @@ func (a *app) initHAProxy() (services.Service, error) {
 	if len(a.cfg.HAProxy.Targets) == 0 {
 		return nil, nil
 	}
-	return haproxy.New(a.cfg.HAProxy, haproxy.Deps{Inventory: &a.cfg.Inventory, Appender: a.pipeline, Logger: a.logger("haproxy"), Registerer: a.reg})
+	return haproxy.New(a.cfg.HAProxy, haproxy.Deps{Inventory: &a.cfg.Inventory, Appender: a.pipeline, Logger: a.logger("haproxy"), Registerer: a.reg, Owner: a.owner()})
 }
 
 // initKeepalived follows the POPs' keepalived pairs; off without nodes.

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/meridianhq/meridian/collectors/scrape"
+	"github.com/meridianhq/meridian/collectors/shard"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
@@ -82,6 +83,9 @@ type Deps struct {
 	Appender   pipeline.Appender
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
+	// Owner shards the targets over collector replicas (collectors/shard); nil: every
+	// target is read here.
+	Owner shard.Owner
 }
 
 // Collector reads every target each interval.
@@ -115,6 +119,10 @@ func New(cfg Config, d Deps) (*Collector, error) {
 
 func (c *Collector) iteration(ctx context.Context) error {
 	for _, t := range c.cfg.Targets {
+		if c.d.Owner != nil && !c.d.Owner.Owns(t.Source()) {
+			delete(c.prev, t.Source()) // back here later: no rate over the time another replica read it
+			continue
+		}
 		snap, at, ok := c.read(ctx, t)
 		if !ok {
 			continue // counted and logged; the previous reading stays for the next good one

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -226,6 +227,35 @@ func TestBadSourceCountedOthersKept(t *testing.T) {
 	}
 	if v := testutil.ToFloat64(c.metrics.Errors.WithLabelValues(bad.URL, "error")); v != 1 {
 		t.Errorf("scrape errors of %s = %v, want 1 (nothing usable)", bad.URL, v)
+	}
+}
+
+type ownsOnly string
+
+func (o ownsOnly) Owns(target string) bool { return target == string(o) }
+
+// With the collector ring, a replica reads only the targets it owns.
+func TestReadsOnlyOwnedTargets(t *testing.T) {
+	var hits [2]atomic.Int32
+	var srvs [2]*httptest.Server
+	for i := range srvs {
+		srvs[i] = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+			hits[i].Add(1)
+			_, _ = w.Write([]byte("haproxy_frontend_sessions_total{proxy=\"api\"} 1\n"))
+		}))
+		defer srvs[i].Close()
+	}
+	c, err := New(Config{Interval: time.Hour, Timeout: time.Second, Targets: []Target{{POP: "lon", Node: "a", URL: srvs[0].URL}, {POP: "lon", Node: "b", URL: srvs[1].URL}}},
+		Deps{Appender: pipeline.AppenderFunc(func(context.Context, ...pipeline.Record) error { return nil }), Logger: slog.New(slog.DiscardHandler),
+			Registerer: prometheus.NewRegistry(), Owner: ownsOnly(srvs[1].URL)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.iteration(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if a, b := hits[0].Load(), hits[1].Load(); a != 0 || b != 1 {
+		t.Errorf("reads per target %d, %d; want only the owned one read", a, b)
 	}
 }
 
