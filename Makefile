@@ -14,7 +14,7 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -X github.com/meridianhq/meridian/internal/build.Version=$(VERSION) -X github.com/meridianhq/meridian/internal/build.Revision=$(REVISION)
 
 # Debian packages the tests start for real (see each package's README).
-APT_TEST := iproute2 wireguard-go wireguard-tools \
+APT_TEST := iproute2 wireguard-go wireguard-tools haproxy keepalived iptables \
 	ceph-mon ceph-mgr ceph-osd ceph-common ceph-mgr-modules-core uuid-runtime curl \
 	prometheus prometheus-alertmanager \
 	knot knot-dnsutils dnsperf gdnsd bind9-dnsutils \

@@ -225,6 +225,33 @@ func fillWorld(t *testing.T, store *storage.Store, to time.Time) {
 		add(&pipeline.FlowEdge{M: flowMeta, Interval: time.Minute, SourceNamespace: "shop", SourceWorkload: "api", DestNamespace: "shop", DestWorkload: "db",
 			Protocol: "TCP", Port: 5432, Flows: 60, Drops: 1, DropReasons: map[string]uint64{"CT_MAP_INSERTION_FAILED": 1}})
 
+		// The front door: lon's pair with lon-fd-1 the MASTER until it fails over to
+		// lon-fd-2 at minute 10; par carries 80% of its capacity.
+		for _, fd := range []struct {
+			pop, node string
+			util      float64
+		}{{"lon", "lon-fd-1", 0.4}, {"par", "par-fd-1", 0.8}} {
+			m := pipeline.Meta{Time: now, Collector: "haproxy/" + fd.node, Site: fd.pop, Node: fd.node}
+			add(&pipeline.HAProxyStat{M: m, POP: fd.pop, Proxy: "api", Type: "frontend", Status: "OPEN", Sessions: 40, SessionMax: 9984,
+				SessionRate: 400 * fd.util, BytesIn: 4e4, BytesOut: 4e6 * fd.util, HTTP4xx: 2, HTTP5xx: 0.5, Utilisation: fd.util})
+			add(&pipeline.HAProxyStat{M: m, POP: fd.pop, Proxy: "pop", Type: "backend", Status: "UP", Sessions: 40, SessionRate: 400 * fd.util,
+				BytesIn: 4e4, BytesOut: 4e6 * fd.util, Queue: 1, HTTP5xx: 0.5, ResponseMs: 12})
+			add(&pipeline.HAProxyStat{M: m, POP: fd.pop, Proxy: "pop", Server: "s1", Type: "server", Status: "UP", CheckStatus: "L7OK", Sessions: 40,
+				SessionRate: 400 * fd.util, ResponseMs: 12})
+		}
+		for _, node := range []string{"lon-fd-1", "lon-fd-2"} {
+			state := pipeline.VRRPBackup
+			if (node == "lon-fd-1") == (i > 10) {
+				state = pipeline.VRRPMaster
+			}
+			add(&pipeline.VRRPState{M: pipeline.Meta{Time: now, Collector: "keepalived/" + node, Site: "lon", Node: node}, POP: "lon", Instance: "VI_lon",
+				State: state, Priority: 100, VIPs: []string{"192.0.2.10"}, HoldsVIP: state == pipeline.VRRPMaster, Since: to.Add(-time.Hour)})
+		}
+		if i == 10 {
+			add(&pipeline.VRRPTransition{M: pipeline.Meta{Time: now, Collector: "keepalived/lon-fd-2", Site: "lon", Node: "lon-fd-2"}, POP: "lon", Instance: "VI_lon",
+				From: pipeline.VRRPBackup, To: pipeline.VRRPMaster, Priority: 100, Failover: true, PreviousMaster: "lon-fd-1", Duration: 1200 * time.Millisecond})
+		}
+
 		for v, pops := range vantages {
 			for pop, rtt := range pops {
 				for _, method := range []string{"tcp", "http"} {

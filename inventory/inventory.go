@@ -62,13 +62,28 @@ type POP struct {
 	Capacity   Capacity     `yaml:"capacity"`    // what the POP's front door can carry; zero: unknown
 }
 
-// Capacity is how much traffic a POP's front door carries before it degrades. Steering
-// sheds load between watermarks of it and spreads a drained POP's regions by the headroom
-// under it (steering/README.md, "Capacity").
+// Capacity is how much traffic a POP's front door carries before it degrades; zero
+// fields are unknown. Steering sheds load between watermarks of SessionsPerSecond and
+// spreads a drained POP's regions by the headroom under it (steering/README.md,
+// "Capacity"); the map and the front-door dashboard show utilisation against both.
 type Capacity struct {
 	// SessionsPerSecond is the new-session rate the POP's HAProxy sustains: the unit of
 	// steering's load input, because a DNS weight moves new sessions, not bytes.
 	SessionsPerSecond float64 `yaml:"sessions_per_second"`
+	Bandwidth         float64 `yaml:"bandwidth"` // bytes per second out
+}
+
+// Utilisation is the larger of sessionRate and bytesOut as shares of the capacity; 0
+// when neither capacity is set.
+func (c Capacity) Utilisation(sessionRate, bytesOut float64) float64 {
+	u := 0.0
+	if c.SessionsPerSecond > 0 {
+		u = sessionRate / c.SessionsPerSecond
+	}
+	if c.Bandwidth > 0 {
+		u = max(u, bytesOut/c.Bandwidth)
+	}
+	return u
 }
 
 // Service is a DNS name served by a pool of POPs.
@@ -180,8 +195,13 @@ func (inv *Inventory) Validate() error {
 		if p.BaseWeight < 0 || math.IsNaN(p.BaseWeight) || math.IsInf(p.BaseWeight, 0) {
 			bad("inventory.pops[%d].base_weight: %s: %v is negative or not a number (0 means the default, 1)", i, owner, p.BaseWeight)
 		}
-		if c := p.Capacity.SessionsPerSecond; c < 0 || math.IsNaN(c) || math.IsInf(c, 0) {
-			bad("inventory.pops[%d].capacity.sessions_per_second: %s: %v is not a positive rate (leave it out when unknown)", i, owner, c)
+		for _, c := range []struct {
+			field string
+			v     float64
+		}{{"sessions_per_second", p.Capacity.SessionsPerSecond}, {"bandwidth", p.Capacity.Bandwidth}} {
+			if c.v < 0 || math.IsNaN(c.v) || math.IsInf(c.v, 0) {
+				bad("inventory.pops[%d].capacity.%s: %s: %v is not a positive rate (leave it out when unknown)", i, c.field, owner, c.v)
+			}
 		}
 	}
 	pop := func(path, owner, name string) {

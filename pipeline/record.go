@@ -20,10 +20,13 @@ const (
 	KindProbe
 	KindSteeringDecision
 	KindSteeringInputs
+	KindHAProxyStat
+	KindVRRPState
+	KindVRRPTransition
 )
 
 // Kinds lists every record kind, in a stable order.
-var Kinds = []Kind{KindTunnelStat, KindOSDStat, KindCephHealth, KindCephPool, KindFlow, KindFlowEdge, KindProbe, KindSteeringDecision, KindSteeringInputs}
+var Kinds = []Kind{KindTunnelStat, KindOSDStat, KindCephHealth, KindCephPool, KindFlow, KindFlowEdge, KindProbe, KindSteeringDecision, KindSteeringInputs, KindHAProxyStat, KindVRRPState, KindVRRPTransition}
 
 var kindNames = map[Kind]string{
 	KindTunnelStat:       "tunnel_stat",
@@ -35,6 +38,9 @@ var kindNames = map[Kind]string{
 	KindProbe:            "probe",
 	KindSteeringDecision: "steering_decision",
 	KindSteeringInputs:   "steering_inputs",
+	KindHAProxyStat:      "haproxy_stat",
+	KindVRRPState:        "vrrp_state",
+	KindVRRPTransition:   "vrrp_transition",
 }
 
 // String is the kind's snake_case name, used in metric labels, spool files and logs.
@@ -269,7 +275,77 @@ type SteeringOverride struct {
 	Action, POP, Service, Region, Source string
 }
 
+// HAProxyStat is one HAProxy frontend, backend or server of a POP's front door, over
+// one scrape interval. Meta.Site is the POP's site, Meta.Node the HAProxy node.
+type HAProxyStat struct {
+	M           Meta
+	POP         string
+	Proxy       string  // frontend or backend name
+	Server      string  // server name; "" for a frontend or backend
+	Type        string  // frontend, backend, server
+	Status      string  // HAProxy's: OPEN, UP, DOWN, MAINT, NOLB, DRAIN, ...
+	CheckStatus string  // servers with checks: L4OK, L7OK, L4CON, L7STS, ...; "" otherwise
+	Sessions    uint64  // current
+	SessionMax  uint64  // configured limit (maxconn); 0 when none
+	SessionRate float64 // new sessions/s over the interval; 0 on the first sample or a counter reset
+	BytesIn     float64 // bytes/s
+	BytesOut    float64
+	Queue       uint64  // requests waiting for a server (backends and servers)
+	HTTP4xx     float64 // responses/s
+	HTTP5xx     float64
+	// ResponseMs is HAProxy's average response time over its last 1024 requests
+	// (backends and servers); 0 when it has none.
+	ResponseMs float64
+	// Utilisation is this frontend's load against its POP's capacity (inventory
+	// pops[].capacity): the larger of session rate / capacity.sessions_per_second and bytes out /
+	// capacity.bandwidth; a POP's utilisation is the sum over its nodes. 0 without a capacity.
+	Utilisation float64
+}
+
+// VRRP states as Keepalived names them; VRRPUnknown when the daemon is gone.
+const (
+	VRRPMaster  = "MASTER"
+	VRRPBackup  = "BACKUP"
+	VRRPFault   = "FAULT"
+	VRRPStop    = "STOP"
+	VRRPUnknown = "UNKNOWN"
+)
+
+// VRRPState is one Keepalived VRRP instance on one node, sampled each interval.
+// Meta.Site is the POP's site, Meta.Node the Keepalived node.
+type VRRPState struct {
+	M        Meta
+	POP      string
+	Instance string // vrrp_instance name
+	State    string // VRRPMaster, VRRPBackup, VRRPFault, VRRPStop, VRRPUnknown
+	Priority uint32
+	VIPs     []string // the instance's virtual addresses
+	HoldsVIP bool     // this node is the instance's MASTER, so it answers on VIPs
+	Since    time.Time
+}
+
+// VRRPTransition is one state change of one instance on one node. A transition to
+// MASTER that ends a time without any master for the instance is a failover: it names
+// the previous master and how long the VIP had no holder (from the previous master
+// leaving MASTER, or its daemon going away, to this node becoming MASTER).
+type VRRPTransition struct {
+	M              Meta
+	POP            string
+	Instance       string
+	From, To       string
+	Priority       uint32
+	Failover       bool
+	PreviousMaster string
+	Duration       time.Duration
+}
+
 func (r *TunnelStat) Kind() Kind       { return KindTunnelStat }
+func (r *HAProxyStat) Kind() Kind      { return KindHAProxyStat }
+func (r *VRRPState) Kind() Kind        { return KindVRRPState }
+func (r *VRRPTransition) Kind() Kind   { return KindVRRPTransition }
+func (r *HAProxyStat) Meta() *Meta     { return &r.M }
+func (r *VRRPState) Meta() *Meta       { return &r.M }
+func (r *VRRPTransition) Meta() *Meta  { return &r.M }
 func (r *OSDStat) Kind() Kind          { return KindOSDStat }
 func (r *CephHealth) Kind() Kind       { return KindCephHealth }
 func (r *CephPool) Kind() Kind         { return KindCephPool }

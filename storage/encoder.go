@@ -92,6 +92,9 @@ var columnSets = map[pipeline.Kind]func() columnSet{
 	pipeline.KindProbe:            newProbeCols,
 	pipeline.KindSteeringDecision: newSteeringCols,
 	pipeline.KindSteeringInputs:   newInputsCols,
+	pipeline.KindHAProxyStat:      newHAProxyCols,
+	pipeline.KindVRRPState:        newVRRPStateCols,
+	pipeline.KindVRRPTransition:   newVRRPTransitionCols,
 }
 
 // columns declares a table's columns in order; each constructor returns the typed column
@@ -716,5 +719,140 @@ func (c *inputsCols) add(rec pipeline.Record) bool {
 	c.loadPOP.Append(c.lpops)
 	c.loadRate.Append(c.rates)
 	c.loadSeen.Append(c.lseen)
+	return true
+}
+
+type haproxyCols struct {
+	columns
+	meta                                             metaCols
+	pop, proxy, server, typ, status, checkStatus     *lowCard
+	sessions, sessionMax, queue                      *proto.ColUInt64
+	sessionRate, bytesIn, bytesOut, h4xx, h5xx, resp *proto.ColFloat64
+	utilisation                                      *proto.ColFloat64
+}
+
+func newHAProxyCols() columnSet {
+	c := &haproxyCols{}
+	c.meta = c.columns.meta(ms)
+	c.pop = c.lc("pop")
+	c.proxy = c.lc("proxy")
+	c.server = c.lc("server")
+	c.typ = c.lc("type")
+	c.status = c.lc("status")
+	c.checkStatus = c.lc("check_status")
+	c.sessions = c.u64("sessions")
+	c.sessionMax = c.u64("session_max")
+	c.sessionRate = c.f64("session_rate")
+	c.bytesIn = c.f64("bytes_in")
+	c.bytesOut = c.f64("bytes_out")
+	c.queue = c.u64("queue")
+	c.h4xx = c.f64("http_4xx")
+	c.h5xx = c.f64("http_5xx")
+	c.resp = c.f64("response_ms")
+	c.utilisation = c.f64("utilisation")
+	return c
+}
+
+func (c *haproxyCols) add(rec pipeline.Record) bool {
+	r, ok := rec.(*pipeline.HAProxyStat)
+	if !ok {
+		return false
+	}
+	c.meta.add(&r.M)
+	c.pop.Append(r.POP)
+	c.proxy.Append(r.Proxy)
+	c.server.Append(r.Server)
+	c.typ.Append(r.Type)
+	c.status.Append(r.Status)
+	c.checkStatus.Append(r.CheckStatus)
+	c.sessions.Append(r.Sessions)
+	c.sessionMax.Append(r.SessionMax)
+	c.sessionRate.Append(r.SessionRate)
+	c.bytesIn.Append(r.BytesIn)
+	c.bytesOut.Append(r.BytesOut)
+	c.queue.Append(r.Queue)
+	c.h4xx.Append(r.HTTP4xx)
+	c.h5xx.Append(r.HTTP5xx)
+	c.resp.Append(r.ResponseMs)
+	c.utilisation.Append(r.Utilisation)
+	return true
+}
+
+type vrrpStateCols struct {
+	columns
+	meta                 metaCols
+	pop, instance, state *lowCard
+	priority             *proto.ColUInt32
+	vips                 *proto.ColArr[string]
+	holdsVIP             *proto.ColBool
+	since                *proto.ColDateTime64
+}
+
+func newVRRPStateCols() columnSet {
+	c := &vrrpStateCols{}
+	c.meta = c.columns.meta(ms)
+	c.pop = c.lc("pop")
+	c.instance = c.lc("instance")
+	c.state = c.lc("state")
+	c.priority = c.u32("priority")
+	c.vips = c.lcArr("vips")
+	c.holdsVIP = c.boolean("holds_vip")
+	c.since = c.time("since", ms)
+	return c
+}
+
+func (c *vrrpStateCols) add(rec pipeline.Record) bool {
+	r, ok := rec.(*pipeline.VRRPState)
+	if !ok {
+		return false
+	}
+	c.meta.add(&r.M)
+	c.pop.Append(r.POP)
+	c.instance.Append(r.Instance)
+	c.state.Append(r.State)
+	c.priority.Append(r.Priority)
+	c.vips.Append(r.VIPs)
+	c.holdsVIP.Append(r.HoldsVIP)
+	c.since.Append(ts(r.Since))
+	return true
+}
+
+type vrrpTransitionCols struct {
+	columns
+	meta                                metaCols
+	pop, instance, from, to, prevMaster *lowCard
+	priority                            *proto.ColUInt32
+	failover                            *proto.ColBool
+	duration                            *proto.ColInt64
+}
+
+func newVRRPTransitionCols() columnSet {
+	c := &vrrpTransitionCols{}
+	c.meta = c.columns.meta(ms)
+	c.pop = c.lc("pop")
+	c.instance = c.lc("instance")
+	c.from = c.lc("from_state")
+	c.to = c.lc("to_state")
+	c.priority = c.u32("priority")
+	c.failover = c.boolean("failover")
+	c.prevMaster = c.lc("previous_master")
+	c.duration = c.i64("duration")
+	return c
+}
+
+func (c *vrrpTransitionCols) add(rec pipeline.Record) bool {
+	r, ok := rec.(*pipeline.VRRPTransition)
+	if !ok {
+		return false
+	}
+	c.meta.add(&r.M)
+	c.pop.Append(r.POP)
+	c.instance.Append(r.Instance)
+	c.from.Append(r.From)
+	c.to.Append(r.To)
+	c.priority.Append(r.Priority)
+	c.failover.Append(r.Failover)
+	c.prevMaster.Append(r.PreviousMaster)
+	c.duration.Append(int64(r.Duration))
 	return true
 }

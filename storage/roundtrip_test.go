@@ -101,6 +101,24 @@ var roundTrips = []struct {
 		`{"time":"DAY 01:02:03.123456789","collector":"test/brain-1","site":"nyc","cluster":"destroyer","node":"brain-1","started":"DAY 01:01:03.123456789","keyframe":true,"cell_vantage":["london","paris"],"cell_pop":["lon","lon"],"cell_rtt":[1500000,0],"cell_failures":[0,3],"cell_last_seen":["DAY 01:02:02.123456789","DAY 01:02:01.123456789"],"cell_last_ok":["DAY 01:02:02.123456789","1970-01-01 00:00:00.000000000"],"alerts_changed":true,"alert_name":["MeridianPOPAvailability"],"alert_severity":["page"],"alert_labels":[{"pop":"lon"}],"alert_active_at":["DAY 01:01:33.123456789"],"overrides_changed":true,"override_action":["drain"],"override_pop":["par"],"override_service":["api."],"override_region":[""],"override_source":["api"],"load_pop":["lon","par"],"load_rate":[812.5,0],"load_seen":["DAY 01:02:00.123456789","DAY 01:01:59.123456789"]}`,
 		`{"time":"DAY 01:02:03.123456789","collector":"test/brain-1","site":"nyc","cluster":"destroyer","node":"brain-1","started":"DAY 01:01:03.123456789","keyframe":false,"cell_vantage":[],"cell_pop":[],"cell_rtt":[],"cell_failures":[],"cell_last_seen":[],"cell_last_ok":[],"alerts_changed":false,"alert_name":[],"alert_severity":[],"alert_labels":[],"alert_active_at":[],"overrides_changed":false,"override_action":[],"override_pop":[],"override_service":[],"override_region":[],"override_source":[],"load_pop":[],"load_rate":[],"load_seen":[]}`,
 	}},
+	{pipeline.KindHAProxyStat, []pipeline.Record{
+		&pipeline.HAProxyStat{M: meta("lon-fd-1"), POP: "lon", Proxy: "api", Type: "frontend", Status: "OPEN", Sessions: 12, SessionMax: 9984,
+			SessionRate: 250.5, BytesIn: 1e4, BytesOut: 2.5e5, HTTP4xx: 1.5, HTTP5xx: 0.25, Utilisation: 0.5},
+		&pipeline.HAProxyStat{M: meta("lon-fd-1"), POP: "lon", Proxy: "pop", Server: "s2", Type: "server", Status: "DOWN", CheckStatus: "L4CON", Queue: 3, ResponseMs: 11},
+	}, []string{
+		`{"time":"DAY 01:02:03.123","collector":"test/lon-fd-1","site":"nyc","cluster":"destroyer","node":"lon-fd-1","pop":"lon","proxy":"api","server":"","type":"frontend","status":"OPEN","check_status":"","sessions":12,"session_max":9984,"session_rate":250.5,"bytes_in":10000,"bytes_out":250000,"queue":0,"http_4xx":1.5,"http_5xx":0.25,"response_ms":0,"utilisation":0.5}`,
+		`{"time":"DAY 01:02:03.123","collector":"test/lon-fd-1","site":"nyc","cluster":"destroyer","node":"lon-fd-1","pop":"lon","proxy":"pop","server":"s2","type":"server","status":"DOWN","check_status":"L4CON","sessions":0,"session_max":0,"session_rate":0,"bytes_in":0,"bytes_out":0,"queue":3,"http_4xx":0,"http_5xx":0,"response_ms":11,"utilisation":0}`,
+	}},
+	{pipeline.KindVRRPState, []pipeline.Record{
+		&pipeline.VRRPState{M: meta("lon-fd-1"), POP: "lon", Instance: "VI_1", State: "MASTER", Priority: 150, VIPs: []string{"198.51.100.7"}, HoldsVIP: true, Since: t0.Add(-time.Minute)},
+	}, []string{
+		`{"time":"DAY 01:02:03.123","collector":"test/lon-fd-1","site":"nyc","cluster":"destroyer","node":"lon-fd-1","pop":"lon","instance":"VI_1","state":"MASTER","priority":150,"vips":["198.51.100.7"],"holds_vip":true,"since":"DAY 01:01:03.123"}`,
+	}},
+	{pipeline.KindVRRPTransition, []pipeline.Record{
+		&pipeline.VRRPTransition{M: meta("lon-fd-2"), POP: "lon", Instance: "VI_1", From: "BACKUP", To: "MASTER", Priority: 100, Failover: true, PreviousMaster: "lon-fd-1", Duration: 1250 * time.Millisecond},
+	}, []string{
+		`{"time":"DAY 01:02:03.123","collector":"test/lon-fd-2","site":"nyc","cluster":"destroyer","node":"lon-fd-2","pop":"lon","instance":"VI_1","from_state":"BACKUP","to_state":"MASTER","priority":100,"failover":true,"previous_master":"lon-fd-1","duration":1250000000}`,
+	}},
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -206,6 +224,12 @@ func newRecord(k pipeline.Kind) pipeline.Record {
 		return &pipeline.SteeringDecision{}
 	case pipeline.KindSteeringInputs:
 		return &pipeline.SteeringInputs{}
+	case pipeline.KindHAProxyStat:
+		return &pipeline.HAProxyStat{}
+	case pipeline.KindVRRPState:
+		return &pipeline.VRRPState{}
+	case pipeline.KindVRRPTransition:
+		return &pipeline.VRRPTransition{}
 	}
 	panic("no record for kind " + k.String())
 }

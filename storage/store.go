@@ -26,6 +26,9 @@ var Tables = map[pipeline.Kind]string{
 	pipeline.KindProbe:            "probes",
 	pipeline.KindSteeringDecision: "steering_decisions",
 	pipeline.KindSteeringInputs:   "steering_inputs",
+	pipeline.KindHAProxyStat:      "haproxy_stats",
+	pipeline.KindVRRPState:        "vrrp_states",
+	pipeline.KindVRRPTransition:   "vrrp_transitions",
 }
 
 // driver is what differs between the embedded engine and a server.

@@ -25,6 +25,12 @@ func (g *graph) apply(r pipeline.Record, now time.Time) {
 		g.applyProbe(r, now)
 	case *pipeline.SteeringDecision:
 		g.applySteering(r, now)
+	case *pipeline.HAProxyStat:
+		g.applyHAProxy(r, now)
+	case *pipeline.VRRPState:
+		g.applyVRRP(r.POP, r.M.Node, r.Instance, r.State, r.M.Time, now)
+	case *pipeline.VRRPTransition: // the holder changes on the map at once, not at the next state
+		g.applyVRRP(r.POP, r.M.Node, r.Instance, r.To, r.M.Time, now)
 	}
 }
 

@@ -72,6 +72,8 @@ type graph struct {
 	since       map[string]time.Time // element id -> when its status last changed
 	effects     map[string]struct{}  // degraded or down flows, workloads, POPs, regions
 	causesStale bool                 // a status that can change an effect's causes changed
+
+	frontDoors map[string]*frontDoor // POP -> its HAProxy load and VRRP states (frontdoor.go)
 }
 
 func newGraph(inv *inventory.Inventory, rules Rules, now func() time.Time) *graph {

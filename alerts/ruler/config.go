@@ -21,6 +21,7 @@ import (
 const DefaultStoreSeries = `meridian_steering_(pop_down|weight|decisions_total|regret_milliseconds)` +
 	`|meridian_hubble_(relay_connected|relay_owned|flows_received_total|lost_events_total)` +
 	`|meridian_wireguard_peers` +
+	`|meridian_keepalived_(master|transitions_total)` +
 	`|meridian_pipeline_(spool_bytes|spool_max_bytes|backpressure|consumer_dropped_records_total|records_dropped_total)` +
 	`|meridian_(ceph|wireguard)_(scrapes_total|scrape_errors_total|last_success_timestamp_seconds)`
 

@@ -18,7 +18,9 @@ import (
 	"github.com/meridianhq/meridian/alerts/ruler"
 	"github.com/meridianhq/meridian/collectors/ceph"
 	"github.com/meridianhq/meridian/collectors/geodns"
+	"github.com/meridianhq/meridian/collectors/haproxy"
 	"github.com/meridianhq/meridian/collectors/hubble"
+	"github.com/meridianhq/meridian/collectors/keepalived"
 	"github.com/meridianhq/meridian/collectors/shard"
 	"github.com/meridianhq/meridian/collectors/wireguard"
 	"github.com/meridianhq/meridian/dashboards/chhttp"
@@ -39,19 +41,21 @@ type Config struct {
 	LogLevel  string                 `yaml:"log_level"`
 	LogFormat string                 `yaml:"log_format"`
 
-	Server         server.Config    `yaml:"server"`
-	Tracing        tracing.Config   `yaml:"tracing"`
-	Storage        storage.Config   `yaml:"storage"`
-	Pipeline       pipeline.Config  `yaml:"pipeline"`
-	CollectorRing  shard.Config     `yaml:"collector_ring"`
-	WireGuard      wireguard.Config `yaml:"wireguard"`
-	Ceph           ceph.Config      `yaml:"ceph"`
-	Hubble         hubble.Config    `yaml:"hubble"`
-	Probes         geodns.Config    `yaml:"geodns"`
-	Ruler          ruler.Config     `yaml:"ruler"`
-	Steering       steering.Config  `yaml:"steering"`
-	Topomap        topomap.Config   `yaml:"topomap"`
-	ClickHouseHTTP chhttp.Config    `yaml:"clickhouse_http"`
+	Server         server.Config     `yaml:"server"`
+	Tracing        tracing.Config    `yaml:"tracing"`
+	Storage        storage.Config    `yaml:"storage"`
+	Pipeline       pipeline.Config   `yaml:"pipeline"`
+	CollectorRing  shard.Config      `yaml:"collector_ring"`
+	WireGuard      wireguard.Config  `yaml:"wireguard"`
+	Ceph           ceph.Config       `yaml:"ceph"`
+	Hubble         hubble.Config     `yaml:"hubble"`
+	Probes         geodns.Config     `yaml:"geodns"`
+	HAProxy        haproxy.Config    `yaml:"haproxy"`
+	Keepalived     keepalived.Config `yaml:"keepalived"`
+	Ruler          ruler.Config      `yaml:"ruler"`
+	Steering       steering.Config   `yaml:"steering"`
+	Topomap        topomap.Config    `yaml:"topomap"`
+	ClickHouseHTTP chhttp.Config     `yaml:"clickhouse_http"`
 
 	Inventory inventory.Inventory `yaml:"inventory"`
 
@@ -76,6 +80,8 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Ceph.RegisterFlags(f)
 	c.Hubble.RegisterFlags(f)
 	c.Probes.RegisterFlags(f)
+	c.HAProxy.RegisterFlags(f)
+	c.Keepalived.RegisterFlags(f)
 	c.Ruler.RegisterFlags(f)
 	c.Steering.RegisterFlags(f)
 	c.Topomap.RegisterFlags(f)
@@ -104,7 +110,7 @@ func (c *Config) Validate() error {
 	if c.ReloadInterval < 0 {
 		errs = append(errs, errors.New("-config.reload-interval: must be >= 0"))
 	}
-	for _, v := range []interface{ Validate() error }{&c.Server, &c.Storage, &c.Pipeline, &c.CollectorRing, &c.WireGuard, &c.Ceph, &c.Hubble, &c.Probes, &c.Ruler, &c.Steering, &c.Topomap, &c.ClickHouseHTTP, &c.Inventory} {
+	for _, v := range []interface{ Validate() error }{&c.Server, &c.Storage, &c.Pipeline, &c.CollectorRing, &c.WireGuard, &c.Ceph, &c.Hubble, &c.Probes, &c.HAProxy, &c.Keepalived, &c.Ruler, &c.Steering, &c.Topomap, &c.ClickHouseHTTP, &c.Inventory} {
 		errs = append(errs, configfile.Split(v.Validate())...)
 	}
 	// References from the components into the inventory.
@@ -116,6 +122,16 @@ func (c *Config) Validate() error {
 	for i, r := range c.Hubble.Relays {
 		if r.Cluster != "" && !c.Inventory.HasCluster(r.Cluster) {
 			errs = append(errs, fmt.Errorf("hubble.relays[%d].cluster: unknown cluster %q (declare it under inventory.clusters)", i, r.Cluster))
+		}
+	}
+	for i, t := range c.HAProxy.Targets {
+		if _, ok := c.Inventory.POP(t.POP); !ok {
+			errs = append(errs, fmt.Errorf("haproxy.targets[%d].pop: unknown POP %q (declare it under inventory.pops)", i, t.POP))
+		}
+	}
+	for i, n := range c.Keepalived.Nodes {
+		if _, ok := c.Inventory.POP(n.POP); !ok {
+			errs = append(errs, fmt.Errorf("keepalived.nodes[%d].pop: unknown POP %q (declare it under inventory.pops)", i, n.POP))
 		}
 	}
 	// Files read at start: a missing one is a configuration mistake, found by `config check`.

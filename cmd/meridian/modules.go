@@ -20,7 +20,9 @@ import (
 	"github.com/meridianhq/meridian/alerts/sli"
 	"github.com/meridianhq/meridian/collectors/ceph"
 	"github.com/meridianhq/meridian/collectors/geodns"
+	"github.com/meridianhq/meridian/collectors/haproxy"
 	"github.com/meridianhq/meridian/collectors/hubble"
+	"github.com/meridianhq/meridian/collectors/keepalived"
 	"github.com/meridianhq/meridian/collectors/shard"
 	"github.com/meridianhq/meridian/collectors/wireguard"
 	"github.com/meridianhq/meridian/dashboards/chhttp"
@@ -45,6 +47,8 @@ const (
 	Ceph           = "ceph"
 	Hubble         = "hubble"
 	Probes         = "geodns-probes"
+	HAProxy        = "haproxy"
+	Keepalived     = "keepalived"
 	Ruler          = "ruler"
 	Steering       = "steering"
 	Topomap        = "topomap"
@@ -52,7 +56,7 @@ const (
 )
 
 // targets lists what -target accepts.
-var targets = []string{All, Server, Storage, Pipeline, Collector, WireGuard, Ceph, Hubble, Probes, Ruler, Steering, Topomap, ClickHouseHTTP}
+var targets = []string{All, Server, Storage, Pipeline, Collector, WireGuard, Ceph, Hubble, Probes, HAProxy, Keepalived, Ruler, Steering, Topomap, ClickHouseHTTP}
 
 // Names of the pipeline's live consumers.
 const (
@@ -101,6 +105,8 @@ func (a *app) modules() (*modules.Manager, error) {
 	m.RegisterModule(Ceph, a.initCeph)
 	m.RegisterModule(Hubble, a.initHubble)
 	m.RegisterModule(Probes, a.initProbes)
+	m.RegisterModule(HAProxy, a.initHAProxy)
+	m.RegisterModule(Keepalived, a.initKeepalived)
 	m.RegisterModule(Ruler, a.initRuler)
 	m.RegisterModule(Steering, a.initSteering)
 	m.RegisterModule(Topomap, a.initTopomap)
@@ -115,7 +121,9 @@ func (a *app) modules() (*modules.Manager, error) {
 		Ceph:           {Pipeline},
 		Hubble:         {Pipeline, CollectorRing},
 		Probes:         {Pipeline},
-		Collector:      {WireGuard, Ceph, Hubble, Probes},
+		HAProxy:        {Pipeline, CollectorRing},
+		Keepalived:     {Pipeline},
+		Collector:      {WireGuard, Ceph, Hubble, Probes, HAProxy, Keepalived},
 		Ruler:          {Pipeline},
 		Steering:       {Pipeline, Ruler},
 		Topomap:        {Pipeline},
@@ -222,6 +230,22 @@ func (a *app) initHubble() (services.Service, error) {
 
 func (a *app) initProbes() (services.Service, error) {
 	return geodns.New(a.cfg.Probes, &a.cfg.Inventory, a.pipeline, a.logger("geodns"), a.reg)
+}
+
+// initHAProxy reads the POPs' HAProxy front doors; off without targets.
+func (a *app) initHAProxy() (services.Service, error) {
+	if len(a.cfg.HAProxy.Targets) == 0 {
+		return nil, nil
+	}
+	return haproxy.New(a.cfg.HAProxy, haproxy.Deps{Inventory: &a.cfg.Inventory, Appender: a.pipeline, Logger: a.logger("haproxy"), Registerer: a.reg, Owner: a.owner()})
+}
+
+// initKeepalived follows the POPs' keepalived pairs; off without nodes.
+func (a *app) initKeepalived() (services.Service, error) {
+	if len(a.cfg.Keepalived.Nodes) == 0 {
+		return nil, nil
+	}
+	return keepalived.New(a.cfg.Keepalived, keepalived.Deps{Inventory: &a.cfg.Inventory, Appender: a.pipeline, Logger: a.logger("keepalived"), Registerer: a.reg})
 }
 
 // initRuler evaluates the SLO rules over the SLI series the pipeline feeds it, and serves

@@ -138,6 +138,15 @@ var yamlOnlyHelp = map[string]string{
 	"inventory.pops[].health_url":               "http:// or https:// URL the probes fetch.",
 	"inventory.pops[].tcp_addr":                 "host:port the TCP connect probes dial.",
 	"inventory.pops[].base_weight":              "Weight of the POP when healthy; 0: 1.",
+	"inventory.pops[].capacity.bandwidth":       "Bytes per second out the POP's front door can send; HAProxy utilisation is measured against it. 0: unknown.",
+	"haproxy.targets[].pop":                     "Inventory POP whose front door this HAProxy is.",
+	"haproxy.targets[].node":                    "Name of the HAProxy node (records' node).",
+	"haproxy.targets[].url":                     "URL of HAProxy's Prometheus exporter (http-request use-service prometheus-exporter), e.g. http://10.1.0.11:8404/metrics.",
+	"haproxy.targets[].socket":                  "Path of HAProxy's stats socket, read with show stat when there is no exporter (set url or socket).",
+	"haproxy.targets[].frontends":               "Frontends that carry the POP's traffic, counted in its utilisation; empty: every frontend.",
+	"keepalived.nodes[].pop":                    "Inventory POP whose VIP this keepalived holds or backs up.",
+	"keepalived.nodes[].node":                   "Name of the keepalived node (records' node).",
+	"keepalived.nodes[].fifo":                   "keepalived's global_defs notify_fifo path on this machine; made if missing.",
 	"inventory.services[].name":                 "DNS name of the service (FQDN, e.g. api.example.net.).",
 	"inventory.services[].pops":                 "POPs serving it (names from inventory.pops); at least one.",
 	"inventory.client_regions[].name":           "Unique name of the client region.",
@@ -149,7 +158,7 @@ var yamlOnlyHelp = map[string]string{
 	"inventory.client_regions[].preferred_pops": "POPs tried first (within allowed_pops).",
 	"inventory.client_regions[].vantage":        "Site whose probes stand for the region's clients when ranking POPs by round trip.",
 
-	"inventory.pops[].capacity.sessions_per_second": "New sessions per second the POP's front door (HAProxy) sustains; steering sheds and spreads load against it. Unset: unknown, never shed.",
+	"inventory.pops[].capacity.sessions_per_second": "New sessions per second the POP's front door (HAProxy) sustains; steering sheds and spreads load against it and HAProxy utilisation is measured against it. Unset: unknown, never shed.",
 }
 
 // valueAddr is the address of the field a flag writes: the flag package's own values

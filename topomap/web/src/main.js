@@ -190,6 +190,11 @@ function tooltipHTML(type, el) {
   else if (type === 'node' && el.kind === 'pop') {
     const w = popWeights(el, world.steerWeights());
     if (w) lines.push('steering weight ' + w);
+    if (m.utilisation != null) {
+      const cap = [m.capacity_session_rate ? fmtNum(m.capacity_session_rate) + ' sessions/s' : '', m.capacity_bandwidth ? bps(m.capacity_bandwidth) : ''].filter(Boolean).join(', ');
+      lines.push(`load ${Math.round(m.utilisation * 100)}% of ${cap || 'unknown capacity'} · ${fmtNum(m.session_rate || 0)} sessions/s · ↑ ${bps(m.bytes_out_per_s || 0)}`);
+    }
+    if (el.attrs?.vrrp) lines.push(`VIP ${esc(el.attrs.vip_holder || 'no holder')} · ${esc(el.attrs.vrrp)}`);
   } else if (type === 'node' && el.kind === 'osd') lines.push(`commit ${m.commit_latency_ms} ms · apply ${m.apply_latency_ms} ms`);
   for (const a of el.alerts || []) lines.push(`<span class="alert">⚠ ${esc(a)}</span>`);
   return lines.join('<br>');

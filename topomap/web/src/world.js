@@ -337,6 +337,14 @@ export class WorldView {
       else ctx.rect(sx - 5, sy - 5, 10, 10);
       ctx.fill();
       ctx.stroke();
+      if (n.kind === 'pop' && n.metrics?.utilisation != null) {
+        // Utilisation against capacity: a bar under the diamond, full at capacity.
+        const u = n.metrics.utilisation;
+        ctx.fillStyle = '#30363d';
+        ctx.fillRect(sx - 8, sy + 8, 16, 3);
+        ctx.fillStyle = u >= 0.9 ? COLORS.down : u >= 0.7 ? COLORS.degraded : COLORS.ok;
+        ctx.fillRect(sx - 8, sy + 8, 16 * Math.min(u, 1), 3);
+      }
       if (n.alerts) {
         ctx.strokeStyle = COLORS.down;
         ctx.lineWidth = 2;
@@ -368,6 +376,10 @@ export class WorldView {
       if (n.kind === 'pop') {
         const w = popWeights(n, this.steerWeights());
         if (w) text += ' · w ' + w;
+        if (n.metrics?.utilisation != null) text += ' · ' + Math.round(n.metrics.utilisation * 100) + '%';
+        const holders = n.attrs?.vip_holder ? n.attrs.vip_holder.split(',') : [];
+        if (holders.length > 1) text += ' · split brain';
+        else if (holders.length === 1) text += ' · VIP ' + holders[0];
       }
       if (n.alerts) text = '⚠ ' + n.alerts.length + ' ' + text;
       const tw = ctx.measureText(text).width, [x, y] = marks[i];
