@@ -92,6 +92,7 @@ var columnSets = map[pipeline.Kind]func() columnSet{
 	pipeline.KindProbe:            newProbeCols,
 	pipeline.KindSteeringDecision: newSteeringCols,
 	pipeline.KindSteeringInputs:   newInputsCols,
+	pipeline.KindAlertState:       newAlertCols,
 }
 
 // columns declares a table's columns in order; each constructor returns the typed column
@@ -695,5 +696,42 @@ func (c *inputsCols) add(rec pipeline.Record) bool {
 	c.ovService.Append(c.svcs)
 	c.ovRegion.Append(c.regs)
 	c.ovSource.Append(c.srcs)
+	return true
+}
+
+type alertCols struct {
+	columns
+	meta            metaCols
+	name            *proto.ColStr
+	severity, state *lowCard
+	labels          *proto.ColMap[string, string]
+	activeAt        *proto.ColDateTime64
+	keyframe        *proto.ColBool
+}
+
+func newAlertCols() columnSet {
+	c := &alertCols{}
+	c.meta = c.columns.meta(ms)
+	c.name = c.str("name")
+	c.severity = c.lc("severity")
+	c.labels = addCol(&c.columns, "labels", proto.NewMap[string, string](newLowCard(), new(proto.ColStr)))
+	c.state = c.lc("state")
+	c.activeAt = c.time("active_at", ms)
+	c.keyframe = c.boolean("keyframe")
+	return c
+}
+
+func (c *alertCols) add(rec pipeline.Record) bool {
+	r, ok := rec.(*pipeline.AlertState)
+	if !ok {
+		return false
+	}
+	c.meta.add(&r.M)
+	c.name.Append(r.Name)
+	c.severity.Append(r.Severity)
+	c.labels.Append(r.Labels)
+	c.state.Append(r.State)
+	c.activeAt.Append(ts(r.ActiveAt))
+	c.keyframe.Append(r.Keyframe)
 	return true
 }

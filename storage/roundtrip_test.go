@@ -100,6 +100,14 @@ var roundTrips = []struct {
 		`{"time":"DAY 01:02:03.123456789","collector":"test/brain-1","site":"nyc","cluster":"destroyer","node":"brain-1","started":"DAY 01:01:03.123456789","keyframe":true,"cell_vantage":["london","paris"],"cell_pop":["lon","lon"],"cell_rtt":[1500000,0],"cell_failures":[0,3],"cell_last_seen":["DAY 01:02:02.123456789","DAY 01:02:01.123456789"],"cell_last_ok":["DAY 01:02:02.123456789","1970-01-01 00:00:00.000000000"],"alerts_changed":true,"alert_name":["MeridianPOPAvailability"],"alert_severity":["page"],"alert_labels":[{"pop":"lon"}],"alert_active_at":["DAY 01:01:33.123456789"],"overrides_changed":true,"override_action":["drain"],"override_pop":["par"],"override_service":["api."],"override_region":[""],"override_source":["api"]}`,
 		`{"time":"DAY 01:02:03.123456789","collector":"test/brain-1","site":"nyc","cluster":"destroyer","node":"brain-1","started":"DAY 01:01:03.123456789","keyframe":false,"cell_vantage":[],"cell_pop":[],"cell_rtt":[],"cell_failures":[],"cell_last_seen":[],"cell_last_ok":[],"alerts_changed":false,"alert_name":[],"alert_severity":[],"alert_labels":[],"alert_active_at":[],"overrides_changed":false,"override_action":[],"override_pop":[],"override_service":[],"override_region":[],"override_source":[]}`,
 	}},
+	{pipeline.KindAlertState, []pipeline.Record{
+		&pipeline.AlertState{M: meta("brain-1"), Name: "MeridianPOPAvailability", Severity: "page", Labels: map[string]string{"pop": "lon", "slo": "availability"},
+			State: pipeline.AlertFiring, ActiveAt: t0.Add(-30 * time.Second)},
+		&pipeline.AlertState{M: meta("brain-1"), Name: "MeridianCephHealthWarning", State: pipeline.AlertResolved, Keyframe: true},
+	}, []string{
+		`{"time":"DAY 01:02:03.123","collector":"test/brain-1","site":"nyc","cluster":"destroyer","node":"brain-1","name":"MeridianPOPAvailability","severity":"page","labels":{"pop":"lon","slo":"availability"},"state":"firing","active_at":"DAY 01:01:33.123","keyframe":false}`,
+		`{"time":"DAY 01:02:03.123","collector":"test/brain-1","site":"nyc","cluster":"destroyer","node":"brain-1","name":"MeridianCephHealthWarning","severity":"","labels":{},"state":"resolved","active_at":"1970-01-01 00:00:00.000","keyframe":true}`,
+	}},
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -205,6 +213,8 @@ func newRecord(k pipeline.Kind) pipeline.Record {
 		return &pipeline.SteeringDecision{}
 	case pipeline.KindSteeringInputs:
 		return &pipeline.SteeringInputs{}
+	case pipeline.KindAlertState:
+		return &pipeline.AlertState{}
 	}
 	panic("no record for kind " + k.String())
 }

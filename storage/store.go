@@ -26,6 +26,7 @@ var Tables = map[pipeline.Kind]string{
 	pipeline.KindProbe:            "probes",
 	pipeline.KindSteeringDecision: "steering_decisions",
 	pipeline.KindSteeringInputs:   "steering_inputs",
+	pipeline.KindAlertState:       "alert_states",
 }
 
 // driver is what differs between the embedded engine and a server.
