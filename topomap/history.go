@@ -1,13 +1,17 @@
 package topomap
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/meridianhq/meridian/alerts"
 	"github.com/meridianhq/meridian/pipeline"
 )
 
@@ -35,14 +39,28 @@ func (m *Map) rebuild(ctx context.Context, at time.Time) (*pastGraph, error) {
 	}
 	p := &pastGraph{at: at}
 	p.g = newGraph(m.graph.inv, m.graph.rules, func() time.Time { return p.at })
+	type firing struct {
+		alerts []alerts.Alert
+		err    error
+	}
+	fc := make(chan firing, 1)
+	go func() {
+		as, err := m.pastAlerts(ctx, at)
+		fc <- firing{as, err}
+	}()
 	recs, err := m.pastRecords(ctx, at.Add(-m.cfg.ExpireAfter), at, time.Time{})
+	f := <-fc
 	if err != nil {
 		return nil, err
+	}
+	if f.err != nil {
+		return nil, f.err
 	}
 	// Sized up front: growing maps of tens of thousands of edges rehashes them repeatedly.
 	p.g.edges = make(map[string]*edgeState, len(recs))
 	p.g.dirtyEdges = make(map[string]struct{}, len(recs))
 	p.g.replay(recs, at)
+	p.g.applyAlerts(f.alerts)
 	return p, nil
 }
 
@@ -57,8 +75,13 @@ func (m *Map) step(ctx context.Context, p *pastGraph, to time.Time) (nodes []*No
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
+	firing, err := m.pastAlerts(ctx, to)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
 	p.at = to
 	p.g.replay(recs, to)
+	p.g.applyAlerts(firing)
 	nodes, edges, rmNodes, rmEdges, _ = p.g.flush()
 	return nodes, edges, rmNodes, rmEdges, nil
 }
@@ -123,6 +146,39 @@ func (g *graph) replay(recs []pipeline.Record, at time.Time) {
 	}
 	g.mu.Unlock()
 	g.age()
+}
+
+// pastAlerts reads the alerts firing at at from the ruler's alert history: each alert's
+// latest row in the alerts.HistoryWindow before at (a firing alert is restated every
+// alerts.KeyframeEvery), when that row says firing.
+func (m *Map) pastAlerts(ctx context.Context, at time.Time) ([]alerts.Alert, error) {
+	sql := fmt.Sprintf(`SELECT s.1 AS name, s.2 AS severity, s.3 AS labels, toFloat64(toUnixTimestamp64Milli(s.5)) AS active_at FROM (
+  SELECT argMax(tuple(name, severity, labels, state, active_at), time) AS s FROM %s
+  WHERE time > fromUnixTimestamp64Milli(%d) AND time <= fromUnixTimestamp64Milli(%d)
+  GROUP BY name, mapKeys(labels), mapValues(labels))
+WHERE s.4 = '%s'`, m.history.Table(pipeline.KindAlertState), at.Add(-alerts.HistoryWindow).UnixMilli(), at.UnixMilli(), pipeline.AlertFiring)
+	out, err := m.history.Query(ctx, sql, "JSONEachRow")
+	if err != nil {
+		m.metrics.historyErrors.WithLabelValues(pipeline.KindAlertState.String()).Inc()
+		return nil, fmt.Errorf("topomap history %s: %w", pipeline.KindAlertState, err)
+	}
+	var firing []alerts.Alert
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var row struct {
+			Name, Severity string
+			Labels         map[string]string
+			ActiveAt       float64 `json:"active_at"`
+		}
+		if err := dec.Decode(&row); err == io.EOF {
+			break
+		} else if err != nil {
+			m.metrics.historyErrors.WithLabelValues(pipeline.KindAlertState.String()).Inc()
+			return nil, fmt.Errorf("topomap history %s: %w", pipeline.KindAlertState, err)
+		}
+		firing = append(firing, alerts.Alert{Name: row.Name, Severity: row.Severity, Labels: row.Labels, ActiveAt: time.UnixMilli(int64(row.ActiveAt))})
+	}
+	return firing, nil
 }
 
 // pastQuery is how one table's latest record per map element is read back.
