@@ -46,6 +46,9 @@ type Weight struct {
 	Cause   string    `json:"cause"`
 	Reason  string    `json:"reason"`
 	Since   time.Time `json:"since"` // last change
+	// RegretMs is the region's regret for the service as of the last tick (see README,
+	// "Regret"), the same on each of the group's weights.
+	RegretMs float64 `json:"regret_ms"`
 }
 
 // Weights is a consistent snapshot of every weight, sorted by service, region, POP.
@@ -235,8 +238,13 @@ func (e *Engine) Weights() Weights {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	out := Weights{Time: e.now()}
+	regret := make(map[groupKey]float64, len(e.groups))
+	for _, g := range e.groups {
+		regret[groupKey{g.svc.Name, g.region.Name}] = g.regret
+	}
 	for k, en := range e.entries {
-		out.Entries = append(out.Entries, Weight{Service: k.svc, Region: k.region, POP: k.pop, Weight: en.w, Target: en.target, Cause: en.cause, Reason: en.reason, Since: en.since})
+		out.Entries = append(out.Entries, Weight{Service: k.svc, Region: k.region, POP: k.pop, Weight: en.w, Target: en.target, Cause: en.cause, Reason: en.reason, Since: en.since,
+			RegretMs: regret[groupKey{k.svc, k.region}]})
 	}
 	slices.SortFunc(out.Entries, func(a, b Weight) int {
 		return strings.Compare(a.Service+"\x00"+a.Region+"\x00"+a.POP, b.Service+"\x00"+b.Region+"\x00"+b.POP)

@@ -261,11 +261,12 @@ var pastQueries = []pastQuery{
 	},
 	{
 		kind:    pipeline.KindSteeringDecision,
-		cols:    "toUnixTimestamp64Milli(time), collector, site, cluster, node, service, client_region, pop, old_weight, new_weight, cause, reason",
+		cols:    "toUnixTimestamp64Milli(time), collector, site, cluster, node, service, client_region, pop, old_weight, new_weight, cause, reason, regret_ms",
 		groupBy: "service, client_region, pop",
 		parse: func(f []string) (pipeline.Record, error) {
 			p := fields{f: f}
 			r := &pipeline.SteeringDecision{M: p.meta(), Service: p.str(), ClientRegion: p.str(), POP: p.str(), OldWeight: p.float(), NewWeight: p.float(), Cause: p.str(), Reason: p.str()}
+			r.RegretMs = p.float()
 			return r, p.err
 		},
 	},

@@ -344,7 +344,7 @@ func (a *app) weights() topomap.WeightSource {
 		ws := a.steering.Weights().Entries
 		out := make([]topomap.Weight, len(ws))
 		for i, w := range ws {
-			out[i] = topomap.Weight{Service: w.Service, Region: w.Region, POP: w.POP, Weight: w.Weight, Cause: w.Cause, Reason: w.Reason, Since: w.Since}
+			out[i] = topomap.Weight{Service: w.Service, Region: w.Region, POP: w.POP, Weight: w.Weight, Cause: w.Cause, Reason: w.Reason, Since: w.Since, RegretMs: w.RegretMs}
 		}
 		return out
 	})
