@@ -114,6 +114,7 @@ type Engine struct {
 	popDown   *prometheus.GaugeVec
 	refused   *prometheus.CounterVec // override requests refused, by reason
 	regret    *prometheus.GaugeVec
+	replayed  replayGauges // the last replay the API ran, against live
 
 	inputs  inputsLog         // what the last ticks read, for SteeringInputs records; Tick's goroutine only
 	pending []pipeline.Record // records the pipeline has not accepted yet; Tick's goroutine only
@@ -150,8 +151,9 @@ func newEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, aler
 		regret: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meridian_steering_regret_milliseconds", Help: "RTT from a client region's vantage to the POPs it is answered with (weighted) minus the RTT to the best healthy POP its residency allows.",
 		}, []string{"service", "region"}),
+		replayed: newReplayGauges(),
 	}
-	for _, c := range []prometheus.Collector{e.weight, e.decisions, e.popDown, e.refused, e.regret} {
+	for _, c := range []prometheus.Collector{e.weight, e.decisions, e.popDown, e.refused, e.regret, e.replayed.changes, e.replayed.regret, e.replayed.differences} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("steering metrics: %w", err)
 		}
