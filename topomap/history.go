@@ -150,12 +150,13 @@ func (g *graph) replay(recs []pipeline.Record, at time.Time) {
 
 // pastAlerts reads the alerts firing at at from the ruler's alert history: each alert's
 // latest row in the alerts.HistoryWindow before at (a firing alert is restated every
-// alerts.KeyframeEvery), when that row says firing.
+// alerts.KeyframeEvery), when that row says firing. An alert is its name and labels: the
+// labels sorted, since a Map keeps the order its writer iterated in.
 func (m *Map) pastAlerts(ctx context.Context, at time.Time) ([]alerts.Alert, error) {
 	sql := fmt.Sprintf(`SELECT s.1 AS name, s.2 AS severity, s.3 AS labels, toFloat64(toUnixTimestamp64Milli(s.5)) AS active_at FROM (
   SELECT argMax(tuple(name, severity, labels, state, active_at), time) AS s FROM %s
   WHERE time > fromUnixTimestamp64Milli(%d) AND time <= fromUnixTimestamp64Milli(%d)
-  GROUP BY name, mapKeys(labels), mapValues(labels))
+  GROUP BY name, toString(mapSort(labels)))
 WHERE s.4 = '%s'`, m.history.Table(pipeline.KindAlertState), at.Add(-alerts.HistoryWindow).UnixMilli(), at.UnixMilli(), pipeline.AlertFiring)
 	out, err := m.history.Query(ctx, sql, "JSONEachRow")
 	if err != nil {
@@ -187,17 +188,23 @@ type pastQuery struct {
 	cols    string // selected in this order (time first, as unix ms)
 	where   string
 	groupBy string
+	// inOrder: groupBy starts with the table's sort key (before time), so the latest row
+	// of each group is read walking the table backwards in key order (LIMIT 1 BY), without
+	// hashing every row into an aggregate: a third of argMax's CPU over 300,000 tunnel rows.
+	inOrder bool
 	parse   func(f []string) (pipeline.Record, error)
 }
 
 // pastQueries read what the map draws. Each element's latest row in a window comes from
-// argMax over the table's rows in it: the window is expire_after at most (15 m), inside
-// one or two daily partitions.
+// argMax over the table's rows in it, or for the big tables by reading them backwards in
+// key order (inOrder): the window is expire_after at most (15 m), inside one or two daily
+// partitions.
 var pastQueries = []pastQuery{
 	{
 		kind:    pipeline.KindTunnelStat,
 		cols:    "toUnixTimestamp64Milli(time), collector, site, cluster, node, interface, public_key, peer_node, peer_site, endpoint, toUnixTimestamp64Milli(last_handshake), rx_rate, tx_rate, status",
-		groupBy: "collector, node, interface, public_key, peer_node",
+		groupBy: "site, node, interface, public_key, peer_node, collector",
+		inOrder: true,
 		parse: func(f []string) (pipeline.Record, error) {
 			p := fields{f: f}
 			r := &pipeline.TunnelStat{M: p.meta(), Interface: p.str(), PublicKey: p.str(), PeerNode: p.str(), PeerSite: p.str(), Endpoint: p.str()}
@@ -238,6 +245,7 @@ var pastQueries = []pastQuery{
 		kind:    pipeline.KindFlowEdge,
 		cols:    "toUnixTimestamp64Milli(time), collector, site, cluster, node, `interval`, src_namespace, src_workload, dst_namespace, dst_workload, protocol, port, flows, drops, requests, errors, latency_p50, latency_p90, latency_p99",
 		groupBy: "cluster, src_namespace, src_workload, dst_namespace, dst_workload, protocol, port",
+		inOrder: true,
 		parse: func(f []string) (pipeline.Record, error) {
 			p := fields{f: f}
 			r := &pipeline.FlowEdge{M: p.meta(), Interval: time.Duration(p.int()), SourceNamespace: p.str(), SourceWorkload: p.str(),
@@ -314,6 +322,10 @@ func (m *Map) queryPast(ctx context.Context, q pastQuery, from, to time.Time) ([
 	}
 	sql := fmt.Sprintf("SELECT untuple(argMax(tuple(%s), time)) FROM %s WHERE %s GROUP BY %s",
 		q.cols, m.history.Table(q.kind), where, q.groupBy)
+	if q.inOrder {
+		sql = fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s DESC, time DESC LIMIT 1 BY %s",
+			q.cols, m.history.Table(q.kind), where, strings.ReplaceAll(q.groupBy, ",", " DESC,"), q.groupBy)
+	}
 	out, err := m.history.Query(ctx, sql, "TabSeparated")
 	if err != nil {
 		m.metrics.historyErrors.WithLabelValues(q.kind.String()).Inc()
