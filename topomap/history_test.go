@@ -360,6 +360,11 @@ func BenchmarkTopomapPastRebuild(b *testing.B) {
 			latest = recs
 		}
 	}
+	// Rows ten minutes old have long been merged: merging the fresh inserts now would be
+	// counted in the process CPU measured below.
+	if _, err := st.Query(context.Background(), "OPTIMIZE TABLE "+st.Table(pipeline.KindTunnelStat)+" FINAL", "TSV"); err != nil {
+		b.Fatal(err)
+	}
 	cfg := testConfig()
 	m, err := New(cfg, Deps{Inventory: s.inv, Registerer: prometheus.NewRegistry()})
 	if err != nil {
@@ -383,7 +388,7 @@ func BenchmarkTopomapPastRebuild(b *testing.B) {
 			b.Fatal(err)
 		}
 		nodes, edges := past.elements(nil)
-		data, err := json.Marshal(snapshotMsg{Type: "snapshot", At: at.UnixMilli(), Nodes: nodes, Edges: edges})
+		data, err := snapshotMsg{Type: "snapshot", At: at.UnixMilli(), Nodes: nodes, Edges: edges}.encode()
 		if err != nil {
 			b.Fatal(err)
 		}
