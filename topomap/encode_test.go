@@ -19,7 +19,7 @@ func TestEncodingEqualsReflection(t *testing.T) {
 	nodes = append(nodes, &Node{ID: `pop:"<lon>"&`, Kind: "pop", Label: "Zürich\u2028\t\x01", Status: "ok", Site: "s", Cluster: "c", Parent: "p", Geo: &geo,
 		Metrics: map[string]float64{"a": 1e-7, "b": 1e21, "c": -2.5e-9, "d": 123456789.125, "e": 0, "f": -0.0, "g": 1e20},
 		Attrs:   map[string]string{"z": "é", "y": "\xff"}, Alerts: []string{"A [page]", "B"},
-		Causes:  []Cause{{ID: "tunnel:x|y", Kind: "tunnel", Status: "down", Since: 5, Evidence: "tunnel_stats: <x>"}}, Updated: 1764000000000})
+		Causes: []Cause{{ID: "tunnel:x|y", Kind: "tunnel", Status: "down", Since: 5, Evidence: "tunnel_stats: <x>"}}, Updated: 1764000000000})
 	edges = append(edges, &Edge{ID: "e", Kind: "flow", Source: "a", Target: "b", Status: "down", Sites: []string{"x"}, Metrics: map[string]float64{"p99_ms": 0.001}})
 	for _, n := range nodes {
 		got, err1 := json.Marshal(n)
