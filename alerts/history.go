@@ -29,7 +29,12 @@ type Recorder struct {
 	collector string
 	firing    map[string]Alert // by alertKey
 	keyframe  time.Time        // when every firing alert was last restated
+	pending   []pipeline.Record
 }
+
+// maxPending bounds the records kept while the pipeline refuses them (a full spool);
+// past it the oldest go, and the next keyframe restates what still fires.
+const maxPending = 10000
 
 // NewRecorder records into app, naming collector as the records' source.
 func NewRecorder(app pipeline.Appender, collector string) *Recorder {
@@ -37,12 +42,24 @@ func NewRecorder(app pipeline.Appender, collector string) *Recorder {
 }
 
 // Observe appends what changed since the previous call, given the alerts firing at now.
+// Records the pipeline refuses are kept and appended with the next call's, so a
+// resolution is not lost to a moment of backpressure.
 func (r *Recorder) Observe(ctx context.Context, now time.Time, firing []Alert) error {
-	recs := r.changes(now, firing)
-	if len(recs) == 0 {
+	r.pending = append(r.pending, r.changes(now, firing)...)
+	if len(r.pending) == 0 {
 		return nil
 	}
-	return r.app.Append(ctx, recs...)
+	// Bounded: the caller's loop also feeds the SLI series.
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	if err := r.app.Append(actx, r.pending...); err != nil {
+		if over := len(r.pending) - maxPending; over > 0 {
+			r.pending = r.pending[over:]
+		}
+		return err
+	}
+	r.pending = nil
+	return nil
 }
 
 func (r *Recorder) changes(now time.Time, firing []Alert) []pipeline.Record {
