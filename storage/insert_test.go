@@ -3,6 +3,8 @@ package storage_test
 import (
 	"context"
 	"fmt"
+	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +22,16 @@ func queryString(t *testing.T, s *storage.Store, sql string) string {
 		t.Fatalf("%s: %v", sql, err)
 	}
 	return strings.TrimSpace(string(out))
+}
+
+// migrationCount is how many migrations the package embeds: each applied once.
+func migrationCount(t *testing.T) string {
+	t.Helper()
+	files, err := filepath.Glob("migrations/*.sql")
+	if err != nil || len(files) == 0 {
+		t.Fatalf("migrations: %v (%d files)", err, len(files))
+	}
+	return strconv.Itoa(len(files))
 }
 
 func encode(t *testing.T, kind pipeline.Kind, recs []pipeline.Record, token string) pipeline.Block {

@@ -38,7 +38,7 @@ func TestServerDriverOverNativeProtocol(t *testing.T) {
 	if err := s.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if got := queryString(t, backend, "SELECT count() FROM schema_migrations"); got != "5" {
+	if got := queryString(t, backend, "SELECT count() FROM schema_migrations"); got != migrationCount(t) {
 		t.Fatalf("schema_migrations after a migrate over the server driver: %s rows", got)
 	}
 

@@ -25,7 +25,7 @@ func TestServiceMigratesOnStart(t *testing.T) {
 	if err := services.StartAndAwaitRunning(ctx, svc); err != nil {
 		t.Fatal(err)
 	}
-	if got := queryString(t, s, "SELECT count() FROM schema_migrations"); got != "5" {
+	if got := queryString(t, s, "SELECT count() FROM schema_migrations"); got != migrationCount(t) {
 		t.Fatalf("migrations after start: %s", got)
 	}
 	if err := services.StopAndAwaitTerminated(ctx, svc); err != nil {
