@@ -65,7 +65,7 @@ func TestDashboardPanelsHaveData(t *testing.T) {
 		t.Fatalf("replay over the lab's run: %d %s", code, body)
 	}
 	for deadline := time.Now().Add(time.Minute); ; {
-		if n, err := panelRows(t, a, base, token, dashboards.Query{Expr: "meridian_steering_replay_differences"}, time.Now()); err == nil && n > 0 {
+		if n, err := panelRows(t, a, base, token, dashboards.Query{Expr: "meridian_steering_replay_changes"}, time.Now()); err == nil && n > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
