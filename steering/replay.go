@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -413,7 +414,7 @@ func allowed(inv *inventory.Inventory, svc, region, pop string) bool {
 type replayGauges struct {
 	changes     *prometheus.GaugeVec // service, region, run (replay, live), kind (weight_changes, drains, flaps)
 	regret      *prometheus.GaugeVec // service, region: the replay's mean regret
-	differences prometheus.Gauge
+	differences *prometheus.GaugeVec // candidate: absent until a replay ran
 }
 
 func newReplayGauges() replayGauges {
@@ -424,9 +425,9 @@ func newReplayGauges() replayGauges {
 		regret: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meridian_steering_replay_regret_mean_milliseconds", Help: "Of the last replay the API ran, per service and client region: its mean regret over the interval's ticks.",
 		}, []string{"service", "region"}),
-		differences: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "meridian_steering_replay_differences", Help: "Decisions of the last replay the API ran that live steering did not make alike (0: the replay equals live).",
-		}),
+		differences: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_steering_replay_differences", Help: "Decisions of the last replay the API ran that live steering did not make alike (0: the replay equals live); candidate is true when it ran a candidate configuration. Absent until a replay ran.",
+		}, []string{"candidate"}),
 	}
 }
 
@@ -434,6 +435,7 @@ func newReplayGauges() replayGauges {
 func (g replayGauges) set(res *ReplayResult) {
 	g.changes.Reset()
 	g.regret.Reset()
+	g.differences.Reset()
 	for _, s := range res.Summary {
 		for run, v := range map[string][3]int{"replay": {s.WeightChanges, s.Drains, s.Flaps}, "live": {s.LiveWeightChanges, s.LiveDrains, s.LiveFlaps}} {
 			g.changes.WithLabelValues(s.Service, s.Region, run, "weight_changes").Set(float64(v[0]))
@@ -442,5 +444,5 @@ func (g replayGauges) set(res *ReplayResult) {
 		}
 		g.regret.WithLabelValues(s.Service, s.Region).Set(s.RegretMeanMs)
 	}
-	g.differences.Set(float64(len(res.Differences)))
+	g.differences.WithLabelValues(strconv.FormatBool(res.Candidate)).Set(float64(len(res.Differences)))
 }

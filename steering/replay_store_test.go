@@ -105,7 +105,7 @@ func TestReplayAPI(t *testing.T) {
 	if code != 200 || !strings.Contains(body, "\nsummary,api.meridian.test.,france,") || !strings.Contains(body, "\ndiffers:replayed,") && !strings.Contains(body, "\nreplay_only:replayed,") {
 		t.Fatalf("POST candidate: %d %.500s", code, body)
 	}
-	if d := testutil.ToFloat64(h.e.replayed.differences); d == 0 || changes("replay", "drains") != changes("live", "drains") {
+	if d := testutil.ToFloat64(h.e.replayed.differences.WithLabelValues("true")); d == 0 || testutil.CollectAndCount(h.e.replayed.differences) != 1 || changes("replay", "drains") != changes("live", "drains") {
 		t.Errorf("after the longer-hold candidate: %v differences, France's drains %v replayed, %v live; want differences (later restores), the same drains", d, changes("replay", "drains"), changes("live", "drains"))
 	}
 	code, body = call("GET", url.Values{"from": {"10m"}, "to": {"now"}}, "", "tok")
