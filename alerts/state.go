@@ -23,3 +23,15 @@ type Alert struct {
 type Source interface {
 	Firing() []Alert
 }
+
+// AnnotationCause is the annotation a notification carries naming the top probable cause
+// beneath what the alert points at, with its evidence (see Explainer).
+const AnnotationCause = "meridian_cause"
+
+// Explainer names the probable cause of what an alert's labels point at (a POP, a
+// workload, a client region): the live map's causes. The ruler asks it for every firing
+// alert it notifies.
+type Explainer interface {
+	// Cause is the top cause with its evidence, or "" when none is known.
+	Cause(labels map[string]string) string
+}

@@ -273,6 +273,10 @@ func fillWorld(t *testing.T, store *storage.Store, to time.Time) {
 				OldWeight: old, NewWeight: w, Cause: cause, Reason: reason, RegretMs: 12.5})
 			add(&pipeline.SteeringInputs{M: pipeline.Meta{Time: now, Collector: "steering"}, Started: to.Add(-6 * time.Hour), Keyframe: true,
 				Cells: []pipeline.SteeringCell{{Vantage: "tokyo", POP: "par", RTT: 2 * time.Millisecond, LastSeen: now, LastOK: now}}})
+			if i == 5 {
+				add(&pipeline.AlertState{M: pipeline.Meta{Time: now, Collector: "ruler"}, Name: "MeridianPOPAvailability", Severity: "page",
+					Labels: map[string]string{"pop": "par", "slo": "availability"}, State: pipeline.AlertFiring, ActiveAt: now.Add(-time.Minute)})
+			}
 		}
 	}
 	enc := storage.NewEncoder()

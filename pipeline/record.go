@@ -23,10 +23,11 @@ const (
 	KindHAProxyStat
 	KindVRRPState
 	KindVRRPTransition
+	KindAlertState
 )
 
 // Kinds lists every record kind, in a stable order.
-var Kinds = []Kind{KindTunnelStat, KindOSDStat, KindCephHealth, KindCephPool, KindFlow, KindFlowEdge, KindProbe, KindSteeringDecision, KindSteeringInputs, KindHAProxyStat, KindVRRPState, KindVRRPTransition}
+var Kinds = []Kind{KindTunnelStat, KindOSDStat, KindCephHealth, KindCephPool, KindFlow, KindFlowEdge, KindProbe, KindSteeringDecision, KindSteeringInputs, KindHAProxyStat, KindVRRPState, KindVRRPTransition, KindAlertState}
 
 var kindNames = map[Kind]string{
 	KindTunnelStat:       "tunnel_stat",
@@ -41,6 +42,7 @@ var kindNames = map[Kind]string{
 	KindHAProxyStat:      "haproxy_stat",
 	KindVRRPState:        "vrrp_state",
 	KindVRRPTransition:   "vrrp_transition",
+	KindAlertState:       "alert_state",
 }
 
 // String is the kind's snake_case name, used in metric labels, spool files and logs.
@@ -339,6 +341,26 @@ type VRRPTransition struct {
 	Duration       time.Duration
 }
 
+// AlertState is one alert starting to fire or resolving, as the ruler saw it, so that a
+// past state of the map shows the alerts firing then. A still-firing alert is restated
+// (Keyframe) every alerts.KeyframeEvery, so the alerts firing at any instant are found
+// among the rows of a bounded window before it.
+type AlertState struct {
+	M        Meta
+	Name     string
+	Severity string // page, ticket, or "" for alerts outside the SLO scheme
+	Labels   map[string]string
+	State    string // AlertFiring or AlertResolved
+	ActiveAt time.Time
+	Keyframe bool // a restatement of a firing alert, not a change
+}
+
+// States of an AlertState.
+const (
+	AlertFiring   = "firing"
+	AlertResolved = "resolved"
+)
+
 func (r *TunnelStat) Kind() Kind       { return KindTunnelStat }
 func (r *HAProxyStat) Kind() Kind      { return KindHAProxyStat }
 func (r *VRRPState) Kind() Kind        { return KindVRRPState }
@@ -354,6 +376,7 @@ func (r *FlowEdge) Kind() Kind         { return KindFlowEdge }
 func (r *Probe) Kind() Kind            { return KindProbe }
 func (r *SteeringDecision) Kind() Kind { return KindSteeringDecision }
 func (r *SteeringInputs) Kind() Kind   { return KindSteeringInputs }
+func (r *AlertState) Kind() Kind       { return KindAlertState }
 
 func (r *TunnelStat) Meta() *Meta       { return &r.M }
 func (r *OSDStat) Meta() *Meta          { return &r.M }
@@ -364,3 +387,4 @@ func (r *FlowEdge) Meta() *Meta         { return &r.M }
 func (r *Probe) Meta() *Meta            { return &r.M }
 func (r *SteeringDecision) Meta() *Meta { return &r.M }
 func (r *SteeringInputs) Meta() *Meta   { return &r.M }
+func (r *AlertState) Meta() *Meta       { return &r.M }

@@ -109,6 +109,7 @@ func (e *Engine) serveReplay(w http.ResponseWriter, r *http.Request) {
 		writeJSON(w, http.StatusInternalServerError, map[string]string{"error": err.Error()})
 		return
 	}
+	e.replayed.set(res)
 	w.Header().Set("Content-Type", map[string]string{"json": "application/json", "csv": "text/csv"}[format])
 	if format == "text" {
 		w.Header().Set("Content-Type", "text/plain; charset=utf-8")

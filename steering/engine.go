@@ -46,6 +46,9 @@ type Weight struct {
 	Cause   string    `json:"cause"`
 	Reason  string    `json:"reason"`
 	Since   time.Time `json:"since"` // last change
+	// RegretMs is the region's regret for the service as of the last tick (see README,
+	// "Regret"), the same on each of the group's weights.
+	RegretMs float64 `json:"regret_ms"`
 }
 
 // Weights is a consistent snapshot of every weight, sorted by service, region, POP.
@@ -126,6 +129,7 @@ type Engine struct {
 	loads       map[string]POPLoad // the last valid load of each POP; Tick's goroutine only
 	loadWarned  map[string]bool    // reason and POP of ignored loads already logged
 	loadIgnored *prometheus.CounterVec
+	replayed    replayGauges // the last replay the API ran, against live
 
 	inputs  inputsLog         // what the last ticks read, for SteeringInputs records; Tick's goroutine only
 	pending []pipeline.Record // records the pipeline has not accepted yet; Tick's goroutine only
@@ -175,8 +179,9 @@ func newEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, aler
 		loadIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_steering_load_ignored_total", Help: "POP loads the load source gave that steering ignored: unknown_pop (not in the inventory), invalid (negative or non-finite rate, no time).",
 		}, []string{"reason"}),
+		replayed: newReplayGauges(),
 	}
-	for _, c := range []prometheus.Collector{e.weight, e.decisions, e.popDown, e.refused, e.regret, e.utilG, e.headroomG, e.demandG, e.loadIgnored} {
+	for _, c := range []prometheus.Collector{e.weight, e.decisions, e.popDown, e.refused, e.regret, e.utilG, e.headroomG, e.demandG, e.loadIgnored, e.replayed.changes, e.replayed.regret, e.replayed.differences} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("steering metrics: %w", err)
 		}
@@ -264,8 +269,13 @@ func (e *Engine) Weights() Weights {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	out := Weights{Time: e.now()}
+	regret := make(map[groupKey]float64, len(e.groups))
+	for _, g := range e.groups {
+		regret[groupKey{g.svc.Name, g.region.Name}] = g.regret
+	}
 	for k, en := range e.entries {
-		out.Entries = append(out.Entries, Weight{Service: k.svc, Region: k.region, POP: k.pop, Weight: en.w, Target: en.target, Cause: en.cause, Reason: en.reason, Since: en.since})
+		out.Entries = append(out.Entries, Weight{Service: k.svc, Region: k.region, POP: k.pop, Weight: en.w, Target: en.target, Cause: en.cause, Reason: en.reason, Since: en.since,
+			RegretMs: regret[groupKey{k.svc, k.region}]})
 	}
 	slices.SortFunc(out.Entries, func(a, b Weight) int {
 		return strings.Compare(a.Service+"\x00"+a.Region+"\x00"+a.POP, b.Service+"\x00"+b.Region+"\x00"+b.POP)

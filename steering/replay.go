@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -410,4 +411,42 @@ func allowed(inv *inventory.Inventory, svc, region, pop string) bool {
 		}
 	}
 	return true
+}
+
+// replayGauges show the last replay the API ran next to what was decided live over the
+// same interval, for the steering dashboard's comparison panel.
+type replayGauges struct {
+	changes     *prometheus.GaugeVec // service, region, run (replay, live), kind (weight_changes, drains, flaps)
+	regret      *prometheus.GaugeVec // service, region: the replay's mean regret
+	differences *prometheus.GaugeVec // candidate: absent until a replay ran
+}
+
+func newReplayGauges() replayGauges {
+	return replayGauges{
+		changes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_steering_replay_changes", Help: "Of the last replay the API ran (its candidate configuration, or the live one), per service and client region: weight changes, drains and flaps of the replay (run=replay) and of live steering over the same interval (run=live).",
+		}, []string{"service", "region", "run", "kind"}),
+		regret: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_steering_replay_regret_mean_milliseconds", Help: "Of the last replay the API ran, per service and client region: its mean regret over the interval's ticks.",
+		}, []string{"service", "region"}),
+		differences: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_steering_replay_differences", Help: "Decisions of the last replay the API ran that live steering did not make alike (0: the replay equals live); candidate is true when it ran a candidate configuration. Absent until a replay ran.",
+		}, []string{"candidate"}),
+	}
+}
+
+// set replaces the gauges with res: groups of an earlier replay do not linger.
+func (g replayGauges) set(res *ReplayResult) {
+	g.changes.Reset()
+	g.regret.Reset()
+	g.differences.Reset()
+	for _, s := range res.Summary {
+		for run, v := range map[string][3]int{"replay": {s.WeightChanges, s.Drains, s.Flaps}, "live": {s.LiveWeightChanges, s.LiveDrains, s.LiveFlaps}} {
+			g.changes.WithLabelValues(s.Service, s.Region, run, "weight_changes").Set(float64(v[0]))
+			g.changes.WithLabelValues(s.Service, s.Region, run, "drains").Set(float64(v[1]))
+			g.changes.WithLabelValues(s.Service, s.Region, run, "flaps").Set(float64(v[2]))
+		}
+		g.regret.WithLabelValues(s.Service, s.Region).Set(s.RegretMeanMs)
+	}
+	g.differences.WithLabelValues(strconv.FormatBool(res.Candidate)).Set(float64(len(res.Differences)))
 }

@@ -108,9 +108,19 @@ func TestReplayAPI(t *testing.T) {
 	if code != 200 || json.Unmarshal([]byte(body), &res) != nil || len(res.Decisions) == 0 || len(res.Differences) != 0 {
 		t.Fatalf("GET: %d %.300s", code, body)
 	}
+	// The dashboard's comparison: the last replay next to live, per group.
+	changes := func(run, kind string) float64 {
+		return testutil.ToFloat64(h.e.replayed.changes.WithLabelValues("api.meridian.test.", "france", run, kind))
+	}
+	if d, r, l := testutil.ToFloat64(h.e.replayed.differences), changes("replay", "drains"), changes("live", "drains"); d != 0 || r == 0 || r != l || changes("replay", "weight_changes") != changes("live", "weight_changes") {
+		t.Errorf("after the live-configuration replay: %v differences, France's drains %v replayed, %v live; want 0 and equal", d, r, l)
+	}
 	code, body = call("POST", url.Values{"from": {rfc(from)}, "to": {rfc(to)}, "format": {"csv"}}, "steering:\n  min_hold: 2m\n", "tok")
 	if code != 200 || !strings.Contains(body, "\nsummary,api.meridian.test.,france,") || !strings.Contains(body, "\ndiffers:replayed,") && !strings.Contains(body, "\nreplay_only:replayed,") {
 		t.Fatalf("POST candidate: %d %.500s", code, body)
+	}
+	if d := testutil.ToFloat64(h.e.replayed.differences.WithLabelValues("true")); d == 0 || testutil.CollectAndCount(h.e.replayed.differences) != 1 || changes("replay", "drains") != changes("live", "drains") {
+		t.Errorf("after the longer-hold candidate: %v differences, France's drains %v replayed, %v live; want differences (later restores), the same drains", d, changes("replay", "drains"), changes("live", "drains"))
 	}
 	code, body = call("GET", url.Values{"from": {"10m"}, "to": {"now"}}, "", "tok")
 	if code != 200 || !strings.HasPrefix(body, "replay ") || !strings.Contains(body, "regret mean ms") {

@@ -304,6 +304,12 @@ func TestReplayRegret(t *testing.T) {
 		t.Fatalf("france/api held regret %.3f: not New York's RTT minus Nuremberg's", w)
 	}
 	check("held after the heal", held)
+	// The weights the map reads carry it, on each of the group's POPs.
+	for _, w := range h.e.Weights().Entries {
+		if w.Service == "api."+lab.Zone && w.Region == "france" && math.Abs(w.RegretMs-held[[2]string{w.Service, w.Region}]) > 1e-6 {
+			t.Errorf("Weights: %s/%s/%s regret %.3f ms, want %.3f", w.Service, w.Region, w.POP, w.RegretMs, held[[2]string{w.Service, w.Region}])
+		}
+	}
 
 	h.run(2 * time.Minute)
 	check("restored", calm)

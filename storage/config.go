@@ -100,7 +100,7 @@ func (c *Config) Validate() error {
 var TTLTables = []string{
 	"tunnel_stats", "osd_stats", "ceph_health", "ceph_pools", "flows", "flow_edges",
 	"probes", "steering_decisions", "steering_inputs", "flows_1m", "probes_1m",
-	"haproxy_stats", "vrrp_states", "vrrp_transitions",
+	"haproxy_stats", "vrrp_states", "vrrp_transitions", "alert_states",
 }
 
 // TTLs is the retention per table. As a flag it reads table=duration pairs (durations
@@ -115,7 +115,7 @@ func DefaultTTLs() TTLs {
 		"flows": d(7), "flow_edges": d(30), "tunnel_stats": d(30), "osd_stats": d(30),
 		"probes": d(30), "ceph_health": d(90), "ceph_pools": d(90), "steering_decisions": d(90),
 		"steering_inputs": d(30), "flows_1m": d(90), "probes_1m": d(90),
-		"haproxy_stats": d(30), "vrrp_states": d(30), "vrrp_transitions": d(90),
+		"haproxy_stats": d(30), "vrrp_states": d(30), "vrrp_transitions": d(90), "alert_states": d(90),
 	}
 }
 

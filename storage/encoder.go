@@ -95,6 +95,7 @@ var columnSets = map[pipeline.Kind]func() columnSet{
 	pipeline.KindHAProxyStat:      newHAProxyCols,
 	pipeline.KindVRRPState:        newVRRPStateCols,
 	pipeline.KindVRRPTransition:   newVRRPTransitionCols,
+	pipeline.KindAlertState:       newAlertCols,
 }
 
 // columns declares a table's columns in order; each constructor returns the typed column
@@ -854,5 +855,42 @@ func (c *vrrpTransitionCols) add(rec pipeline.Record) bool {
 	c.failover.Append(r.Failover)
 	c.prevMaster.Append(r.PreviousMaster)
 	c.duration.Append(int64(r.Duration))
+	return true
+}
+
+type alertCols struct {
+	columns
+	meta            metaCols
+	name            *proto.ColStr
+	severity, state *lowCard
+	labels          *proto.ColMap[string, string]
+	activeAt        *proto.ColDateTime64
+	keyframe        *proto.ColBool
+}
+
+func newAlertCols() columnSet {
+	c := &alertCols{}
+	c.meta = c.columns.meta(ms)
+	c.name = c.str("name")
+	c.severity = c.lc("severity")
+	c.labels = addCol(&c.columns, "labels", proto.NewMap[string, string](newLowCard(), new(proto.ColStr)))
+	c.state = c.lc("state")
+	c.activeAt = c.time("active_at", ms)
+	c.keyframe = c.boolean("keyframe")
+	return c
+}
+
+func (c *alertCols) add(rec pipeline.Record) bool {
+	r, ok := rec.(*pipeline.AlertState)
+	if !ok {
+		return false
+	}
+	c.meta.add(&r.M)
+	c.name.Append(r.Name)
+	c.severity.Append(r.Severity)
+	c.labels.Append(r.Labels)
+	c.state.Append(r.State)
+	c.activeAt.Append(ts(r.ActiveAt))
+	c.keyframe.Append(r.Keyframe)
 	return true
 }

@@ -18,14 +18,14 @@ func TestMigrateTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := string(out), "1\t1\n2\t1\n3\t1\n4\t1\n5\t1\n6\t1\n8\t1\n"; got != want {
+	if got, want := string(out), "1\t1\n2\t1\n3\t1\n4\t1\n5\t1\n6\t1\n7\t1\n8\t1\n"; got != want {
 		t.Fatalf("schema_migrations: got %q, want %q", got, want)
 	}
 	out, err = s.Query(ctx, "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name", "TabSeparated")
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := "ceph_health ceph_pools flow_edges flows flows_1m flows_1m_mv haproxy_stats osd_stats probes probes_1m probes_1m_mv schema_migrations steering_decisions steering_inputs tunnel_stats vrrp_states vrrp_transitions"
+	want := "alert_states ceph_health ceph_pools flow_edges flows flows_1m flows_1m_mv haproxy_stats osd_stats probes probes_1m probes_1m_mv schema_migrations steering_decisions steering_inputs tunnel_stats vrrp_states vrrp_transitions"
 	if got := strings.Join(strings.Fields(string(out)), " "); got != want {
 		t.Fatalf("tables:\n got %s\nwant %s", got, want)
 	}

@@ -119,6 +119,14 @@ var roundTrips = []struct {
 	}, []string{
 		`{"time":"DAY 01:02:03.123","collector":"test/lon-fd-2","site":"nyc","cluster":"destroyer","node":"lon-fd-2","pop":"lon","instance":"VI_1","from_state":"BACKUP","to_state":"MASTER","priority":100,"failover":true,"previous_master":"lon-fd-1","duration":1250000000}`,
 	}},
+	{pipeline.KindAlertState, []pipeline.Record{
+		&pipeline.AlertState{M: meta("brain-1"), Name: "MeridianPOPAvailability", Severity: "page", Labels: map[string]string{"pop": "lon", "slo": "availability"},
+			State: pipeline.AlertFiring, ActiveAt: t0.Add(-30 * time.Second)},
+		&pipeline.AlertState{M: meta("brain-1"), Name: "MeridianCephHealthWarning", State: pipeline.AlertResolved, Keyframe: true},
+	}, []string{
+		`{"time":"DAY 01:02:03.123","collector":"test/brain-1","site":"nyc","cluster":"destroyer","node":"brain-1","name":"MeridianPOPAvailability","severity":"page","labels":{"pop":"lon","slo":"availability"},"state":"firing","active_at":"DAY 01:01:33.123","keyframe":false}`,
+		`{"time":"DAY 01:02:03.123","collector":"test/brain-1","site":"nyc","cluster":"destroyer","node":"brain-1","name":"MeridianCephHealthWarning","severity":"","labels":{},"state":"resolved","active_at":"1970-01-01 00:00:00.000","keyframe":true}`,
+	}},
 }
 
 func TestRoundTrip(t *testing.T) {
@@ -230,6 +238,8 @@ func newRecord(k pipeline.Kind) pipeline.Record {
 		return &pipeline.VRRPState{}
 	case pipeline.KindVRRPTransition:
 		return &pipeline.VRRPTransition{}
+	case pipeline.KindAlertState:
+		return &pipeline.AlertState{}
 	}
 	panic("no record for kind " + k.String())
 }

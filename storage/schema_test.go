@@ -29,6 +29,7 @@ func TestTTLsAndViewsExist(t *testing.T) {
 		"flows": "TTL toDateTime(time) + toIntervalDay(7)", "tunnel_stats": "TTL toDateTime(time) + toIntervalDay(30)",
 		"steering_decisions": "TTL toDateTime(time) + toIntervalDay(90)", "flows_1m": "TTL minute + toIntervalDay(90)",
 		"probes_1m": "TTL minute + toIntervalDay(90)", "steering_inputs": "TTL toDateTime(time) + toIntervalDay(30)",
+		"alert_states": "TTL toDateTime(time) + toIntervalDay(90)",
 	} {
 		if !strings.Contains(rows[table], ttl) {
 			t.Errorf("%s: want %q in %q", table, ttl, rows[table])

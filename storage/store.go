@@ -29,6 +29,7 @@ var Tables = map[pipeline.Kind]string{
 	pipeline.KindHAProxyStat:      "haproxy_stats",
 	pipeline.KindVRRPState:        "vrrp_states",
 	pipeline.KindVRRPTransition:   "vrrp_transitions",
+	pipeline.KindAlertState:       "alert_states",
 }
 
 // driver is what differs between the embedded engine and a server.

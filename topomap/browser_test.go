@@ -114,6 +114,10 @@ func TestBrowserMap(t *testing.T) {
 	if tip, _ := steps["hover"]["tooltip"].(string); !strings.Contains(tip, "RTT") || !strings.Contains(tip, "Mbit/s") {
 		t.Errorf("tunnel tooltip %q lacks RTT and throughput", tip)
 	}
+	// The steering arrow's tooltip shows the region's regret (the decision's, 12.5 ms).
+	if st := steps["hover-steer"]; st == nil || st["drawn"] != true || !strings.Contains(st["tooltip"].(string), "regret 12.5 ms") {
+		t.Errorf("steering arrow tooltip: %v, want it drawn and showing \"regret 12.5 ms\"", st)
+	}
 	down := steps["tunnel-down"]
 	if down == nil || down["red"] != true {
 		t.Fatalf("tunnel never drawn red: %v", down)

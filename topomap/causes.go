@@ -6,6 +6,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/meridianhq/meridian/alerts"
 	"github.com/meridianhq/meridian/pipeline"
 )
 
@@ -314,4 +315,41 @@ func (g *graph) siteNodes(site string) []string {
 		}
 	}
 	return out
+}
+
+var _ alerts.Explainer = (*Map)(nil)
+
+// Cause is the top cause beneath the element an alert's labels name (alerts.Explainer),
+// as "<id> (<status> since <time>): <evidence>": a POP (label pop), a workload (cluster,
+// namespace and service, the service SLI's labels) or a client region (client_region).
+// It is looked for now, so a notification sent before the map's next alert poll carries
+// it too; "" when the map knows no bad element beneath.
+func (m *Map) Cause(l map[string]string) string {
+	var ids []string
+	if p := l["pop"]; p != "" {
+		ids = append(ids, popID(p))
+	}
+	if c, ns, svc := l["cluster"], l["namespace"], l["service"]; c != "" && ns != "" && svc != "" {
+		ids = append(ids, workloadID(c, ns, svc))
+	}
+	if r := l["client_region"]; r != "" {
+		ids = append(ids, regionID(r))
+	}
+	g := m.graph
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, id := range ids {
+		if _, ok := g.nodes[id]; !ok {
+			continue
+		}
+		if cs := g.causesOf(id); len(cs) > 0 {
+			c := cs[0]
+			since := ""
+			if c.Since > 0 {
+				since = " since " + time.UnixMilli(c.Since).UTC().Format(time.RFC3339)
+			}
+			return fmt.Sprintf("%s (%s%s): %s", c.ID, c.Status, since, c.Evidence)
+		}
+	}
+	return ""
 }

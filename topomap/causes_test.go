@@ -5,6 +5,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/meridianhq/meridian/pipeline"
 )
 
@@ -164,5 +166,46 @@ func TestPOPAndRegionCauses(t *testing.T) {
 	}
 	if g.nodes[popID("par")].n.Causes != nil {
 		t.Errorf("pop par is healthy but names %v", g.nodes[popID("par")].n.Causes)
+	}
+}
+
+// TestAlertCause: the cause an alert notification carries (Map.Cause) for the labels of
+// each SLO's alerts: none in the calm lab; a POP's failed probe, a workload's slow OSD,
+// a region's drained arrow once they fail.
+func TestAlertCause(t *testing.T) {
+	now := time.Now()
+	newMap := func(recs []pipeline.Record) *Map {
+		m, err := New(testConfig(), Deps{Inventory: labInventory(), Registerer: prometheus.NewRegistry()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		m.Consume(recs)
+		m.tick()
+		return m
+	}
+	popAlert := map[string]string{"alertname": "MeridianPOPAvailability", "pop": "lon", "site": "london", "service": "api.example.net."}
+	svcAlert := map[string]string{"alertname": "MeridianServiceAvailability", "cluster": "destroyer", "namespace": "bookinfo", "service": "reviews-v2"}
+	regionAlert := map[string]string{"alertname": "MeridianRegret", "client_region": "eu-west"}
+	calm := newMap(calmLab(t, now))
+	for _, l := range []map[string]string{popAlert, svcAlert, regionAlert} {
+		if c := calm.Cause(l); c != "" {
+			t.Errorf("calm lab: cause for %v = %q, want none", l, c)
+		}
+	}
+	recs := append(calmLab(t, now), erroring(t, now)...)
+	recs = append(recs,
+		&pipeline.OSDStat{M: pipeline.Meta{Time: now, Site: "nyc", Cluster: "vault", Node: "nyc-vault-1"}, FSID: "f00d", OSD: 1, Host: "vault-a", Up: true, In: true, CommitLatencyMs: 42},
+		&pipeline.Probe{M: pipeline.Meta{Time: now, Site: "nyc"}, Vantage: "nyc-prober", Method: "tcp", POP: "lon", Service: "api.example.net.", Error: "connection refused"},
+		&pipeline.SteeringDecision{M: pipeline.Meta{Time: now}, Service: "api.example.net.", ClientRegion: "eu-west", POP: "lon", OldWeight: 1, NewWeight: 0, Cause: "health", Reason: "lon probes failing"},
+	)
+	m := newMap(recs)
+	for l, want := range map[*map[string]string]string{
+		&popAlert:    "probe:nyc-prober->lon/tcp (down since ",
+		&svcAlert:    "osd:f00d.1 (degraded since ",
+		&regionAlert: "steer:eu-west->lon/api.example.net. (down since ",
+	} {
+		if c := m.Cause(*l); !strings.HasPrefix(c, want) || !strings.Contains(c, "): ") {
+			t.Errorf("cause for %v = %q, want %q… with its evidence", *l, c, want)
+		}
 	}
 }

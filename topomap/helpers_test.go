@@ -121,7 +121,7 @@ func labRecords(now time.Time) []pipeline.Record {
 	recs = append(recs,
 		&pipeline.SteeringDecision{M: meta("", "", ""), Service: "api.example.net.", ClientRegion: "eu-west", POP: "lon", OldWeight: 1, NewWeight: 0.6, Cause: "rtt", Reason: "lon RTT above par"},
 		&pipeline.SteeringDecision{M: meta("", "", ""), Service: "api.example.net.", ClientRegion: "eu-west", POP: "par", OldWeight: 1, NewWeight: 1, Cause: "restore"},
-		&pipeline.SteeringDecision{M: meta("", "", ""), Service: "api.example.net.", ClientRegion: "us-east", POP: "lon", OldWeight: 1, NewWeight: 1, Cause: "restore"},
+		&pipeline.SteeringDecision{M: meta("", "", ""), Service: "api.example.net.", ClientRegion: "us-east", POP: "lon", OldWeight: 1, NewWeight: 1, Cause: "restore", RegretMs: 12.5},
 	)
 	for i := range 3 {
 		recs = append(recs, &pipeline.OSDStat{M: meta("nyc", "vault", "nyc-vault-1"), FSID: "f00d", OSD: uint32(i), Host: "vault-a", Up: true, In: true, CommitLatencyMs: 0.9, ApplyLatencyMs: 0.9})

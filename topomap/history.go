@@ -1,13 +1,17 @@
 package topomap
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"io"
 	"slices"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/meridianhq/meridian/alerts"
 	"github.com/meridianhq/meridian/pipeline"
 )
 
@@ -35,14 +39,28 @@ func (m *Map) rebuild(ctx context.Context, at time.Time) (*pastGraph, error) {
 	}
 	p := &pastGraph{at: at}
 	p.g = newGraph(m.graph.inv, m.graph.rules, func() time.Time { return p.at })
+	type firing struct {
+		alerts []alerts.Alert
+		err    error
+	}
+	fc := make(chan firing, 1)
+	go func() {
+		as, err := m.pastAlerts(ctx, at)
+		fc <- firing{as, err}
+	}()
 	recs, err := m.pastRecords(ctx, at.Add(-m.cfg.ExpireAfter), at, time.Time{})
+	f := <-fc
 	if err != nil {
 		return nil, err
+	}
+	if f.err != nil {
+		return nil, f.err
 	}
 	// Sized up front: growing maps of tens of thousands of edges rehashes them repeatedly.
 	p.g.edges = make(map[string]*edgeState, len(recs))
 	p.g.dirtyEdges = make(map[string]struct{}, len(recs))
 	p.g.replay(recs, at)
+	p.g.applyAlerts(f.alerts)
 	return p, nil
 }
 
@@ -57,8 +75,13 @@ func (m *Map) step(ctx context.Context, p *pastGraph, to time.Time) (nodes []*No
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
+	firing, err := m.pastAlerts(ctx, to)
+	if err != nil {
+		return nil, nil, nil, nil, err
+	}
 	p.at = to
 	p.g.replay(recs, to)
+	p.g.applyAlerts(firing)
 	nodes, edges, rmNodes, rmEdges, _ = p.g.flush()
 	return nodes, edges, rmNodes, rmEdges, nil
 }
@@ -125,23 +148,63 @@ func (g *graph) replay(recs []pipeline.Record, at time.Time) {
 	g.age()
 }
 
+// pastAlerts reads the alerts firing at at from the ruler's alert history: each alert's
+// latest row in the alerts.HistoryWindow before at (a firing alert is restated every
+// alerts.KeyframeEvery), when that row says firing. An alert is its name and labels: the
+// labels sorted, since a Map keeps the order its writer iterated in.
+func (m *Map) pastAlerts(ctx context.Context, at time.Time) ([]alerts.Alert, error) {
+	sql := fmt.Sprintf(`SELECT s.1 AS name, s.2 AS severity, s.3 AS labels, toFloat64(toUnixTimestamp64Milli(s.5)) AS active_at FROM (
+  SELECT argMax(tuple(name, severity, labels, state, active_at), time) AS s FROM %s
+  WHERE time > fromUnixTimestamp64Milli(%d) AND time <= fromUnixTimestamp64Milli(%d)
+  GROUP BY name, toString(mapSort(labels)))
+WHERE s.4 = '%s'`, m.history.Table(pipeline.KindAlertState), at.Add(-alerts.HistoryWindow).UnixMilli(), at.UnixMilli(), pipeline.AlertFiring)
+	out, err := m.history.Query(ctx, sql, "JSONEachRow")
+	if err != nil {
+		m.metrics.historyErrors.WithLabelValues(pipeline.KindAlertState.String()).Inc()
+		return nil, fmt.Errorf("topomap history %s: %w", pipeline.KindAlertState, err)
+	}
+	var firing []alerts.Alert
+	dec := json.NewDecoder(bytes.NewReader(out))
+	for {
+		var row struct {
+			Name, Severity string
+			Labels         map[string]string
+			ActiveAt       float64 `json:"active_at"`
+		}
+		if err := dec.Decode(&row); err == io.EOF {
+			break
+		} else if err != nil {
+			m.metrics.historyErrors.WithLabelValues(pipeline.KindAlertState.String()).Inc()
+			return nil, fmt.Errorf("topomap history %s: %w", pipeline.KindAlertState, err)
+		}
+		firing = append(firing, alerts.Alert{Name: row.Name, Severity: row.Severity, Labels: row.Labels, ActiveAt: time.UnixMilli(int64(row.ActiveAt))})
+	}
+	return firing, nil
+}
+
 // pastQuery is how one table's latest record per map element is read back.
 type pastQuery struct {
 	kind    pipeline.Kind
 	cols    string // selected in this order (time first, as unix ms)
 	where   string
 	groupBy string
+	// inOrder: groupBy starts with the table's sort key (before time), so the latest row
+	// of each group is read walking the table backwards in key order (LIMIT 1 BY), without
+	// hashing every row into an aggregate: a third of argMax's CPU over 300,000 tunnel rows.
+	inOrder bool
 	parse   func(f []string) (pipeline.Record, error)
 }
 
 // pastQueries read what the map draws. Each element's latest row in a window comes from
-// argMax over the table's rows in it: the window is expire_after at most (15 m), inside
-// one or two daily partitions.
+// argMax over the table's rows in it, or for the big tables by reading them backwards in
+// key order (inOrder): the window is expire_after at most (15 m), inside one or two daily
+// partitions.
 var pastQueries = []pastQuery{
 	{
 		kind:    pipeline.KindTunnelStat,
 		cols:    "toUnixTimestamp64Milli(time), collector, site, cluster, node, interface, public_key, peer_node, peer_site, endpoint, toUnixTimestamp64Milli(last_handshake), rx_rate, tx_rate, status",
-		groupBy: "collector, node, interface, public_key, peer_node",
+		groupBy: "site, node, interface, public_key, peer_node, collector",
+		inOrder: true,
 		parse: func(f []string) (pipeline.Record, error) {
 			p := fields{f: f}
 			r := &pipeline.TunnelStat{M: p.meta(), Interface: p.str(), PublicKey: p.str(), PeerNode: p.str(), PeerSite: p.str(), Endpoint: p.str()}
@@ -182,6 +245,7 @@ var pastQueries = []pastQuery{
 		kind:    pipeline.KindFlowEdge,
 		cols:    "toUnixTimestamp64Milli(time), collector, site, cluster, node, `interval`, src_namespace, src_workload, dst_namespace, dst_workload, protocol, port, flows, drops, requests, errors, latency_p50, latency_p90, latency_p99",
 		groupBy: "cluster, src_namespace, src_workload, dst_namespace, dst_workload, protocol, port",
+		inOrder: true,
 		parse: func(f []string) (pipeline.Record, error) {
 			p := fields{f: f}
 			r := &pipeline.FlowEdge{M: p.meta(), Interval: time.Duration(p.int()), SourceNamespace: p.str(), SourceWorkload: p.str(),
@@ -205,11 +269,12 @@ var pastQueries = []pastQuery{
 	},
 	{
 		kind:    pipeline.KindSteeringDecision,
-		cols:    "toUnixTimestamp64Milli(time), collector, site, cluster, node, service, client_region, pop, old_weight, new_weight, cause, reason",
+		cols:    "toUnixTimestamp64Milli(time), collector, site, cluster, node, service, client_region, pop, old_weight, new_weight, cause, reason, regret_ms",
 		groupBy: "service, client_region, pop",
 		parse: func(f []string) (pipeline.Record, error) {
 			p := fields{f: f}
 			r := &pipeline.SteeringDecision{M: p.meta(), Service: p.str(), ClientRegion: p.str(), POP: p.str(), OldWeight: p.float(), NewWeight: p.float(), Cause: p.str(), Reason: p.str()}
+			r.RegretMs = p.float()
 			return r, p.err
 		},
 	},
@@ -257,6 +322,10 @@ func (m *Map) queryPast(ctx context.Context, q pastQuery, from, to time.Time) ([
 	}
 	sql := fmt.Sprintf("SELECT untuple(argMax(tuple(%s), time)) FROM %s WHERE %s GROUP BY %s",
 		q.cols, m.history.Table(q.kind), where, q.groupBy)
+	if q.inOrder {
+		sql = fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s DESC, time DESC LIMIT 1 BY %s",
+			q.cols, m.history.Table(q.kind), where, strings.ReplaceAll(q.groupBy, ",", " DESC,"), q.groupBy)
+	}
 	out, err := m.history.Query(ctx, sql, "TabSeparated")
 	if err != nil {
 		m.metrics.historyErrors.WithLabelValues(q.kind.String()).Inc()

@@ -202,7 +202,7 @@ func (h *hub) snapshot(c *client, f *filter) ([][]byte, error) {
 	}
 	slices.SortFunc(nodes, func(a, b *Node) int { return strings.Compare(a.ID, b.ID) })
 	slices.SortFunc(edges, func(a, b *Edge) int { return strings.Compare(a.ID, b.ID) })
-	data, err := json.Marshal(snapshotMsg{Type: "snapshot", Epoch: h.epoch, Seq: seq, Nodes: nodes, Edges: edges})
+	data, err := snapshotMsg{Type: "snapshot", Epoch: h.epoch, Seq: seq, Nodes: nodes, Edges: edges}.encode()
 	if err != nil {
 		return nil, err
 	}

@@ -46,6 +46,7 @@ type Weight struct {
 	Weight               float64
 	Cause, Reason        string
 	Since                time.Time // when the weight last changed
+	RegretMs             float64   // the region's regret for the service (steering, "Regret")
 }
 
 // WeightSource gives steering's current weights. The map reads it every tick, so that a

@@ -327,7 +327,7 @@ func (g *graph) applyProbe(r *pipeline.Probe, now time.Time) {
 }
 
 func (g *graph) applySteering(r *pipeline.SteeringDecision, now time.Time) {
-	g.setWeight(Weight{Service: r.Service, Region: r.ClientRegion, POP: r.POP, Weight: r.NewWeight, Cause: r.Cause, Reason: r.Reason, Since: r.M.Time}, r.OldWeight, now)
+	g.setWeight(Weight{Service: r.Service, Region: r.ClientRegion, POP: r.POP, Weight: r.NewWeight, Cause: r.Cause, Reason: r.Reason, Since: r.M.Time, RegretMs: r.RegretMs}, r.OldWeight, now)
 }
 
 // setWeight draws one steering weight: a decision (old is the weight before it) or a
@@ -364,12 +364,16 @@ func (g *graph) setWeight(w Weight, old float64, now time.Time) {
 		status = pipeline.StatusDegraded
 	}
 	m := metricMap(&es.e.Metrics)
-	m["weight"], m["old_weight"] = w.Weight, old
+	m["weight"], m["old_weight"], m["regret_ms"] = w.Weight, old, regretMs(w.RegretMs)
 	at := attrMap(&es.e.Attrs)
 	at["service"], at["cause"], at["reason"] = w.Service, w.Cause, w.Reason
 	g.observeEdge(es, status, now, w.Since)
 	g.observeNode(rn, now, w.Since)
 }
+
+// regretMs rounds a regret to 0.1 ms: steering's smoothed RTTs move it a little every
+// tick, which would otherwise re-send the arrows of a held region on every tick.
+func regretMs(v float64) float64 { return math.Round(v*10) / 10 }
 
 func steerID(w Weight) string { return "steer:" + w.Region + "->" + w.POP + "/" + w.Service }
 
@@ -386,7 +390,8 @@ func (g *graph) applyWeights(ws []Weight) {
 			g.setWeight(w, w.Weight, now)
 			continue
 		}
-		if es.base != pipeline.StatusUnknown && es.e.Metrics["weight"] == w.Weight && es.e.Attrs["cause"] == w.Cause && es.e.Attrs["reason"] == w.Reason {
+		if es.base != pipeline.StatusUnknown && es.e.Metrics["weight"] == w.Weight && es.e.Metrics["regret_ms"] == regretMs(w.RegretMs) &&
+			es.e.Attrs["cause"] == w.Cause && es.e.Attrs["reason"] == w.Reason {
 			es.seen = now
 			g.observeNode(g.nodes[es.e.Source], now, w.Since)
 			continue

@@ -191,7 +191,7 @@ func (p *player) advance(ctx context.Context, to time.Time) {
 func (p *player) sendSnapshot() {
 	nodes, edges := p.past.elements(p.f)
 	p.seq++
-	data, err := json.Marshal(snapshotMsg{Type: "snapshot", Seq: p.seq, At: p.past.at.UnixMilli(), Speed: p.speed, Nodes: nodes, Edges: edges})
+	data, err := snapshotMsg{Type: "snapshot", Seq: p.seq, At: p.past.at.UnixMilli(), Speed: p.speed, Nodes: nodes, Edges: edges}.encode()
 	if err != nil {
 		p.sendError(err)
 		return

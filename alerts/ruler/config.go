@@ -18,7 +18,7 @@ import (
 // DefaultStoreSeries are Meridian's operational series the shipped dashboards and the
 // built-in self-alerts read: each is bounded by the configuration (POPs, services,
 // relays, sources, regions), none by traffic.
-const DefaultStoreSeries = `meridian_steering_(pop_down|weight|decisions_total|regret_milliseconds)` +
+const DefaultStoreSeries = `meridian_steering_(pop_down|weight|decisions_total|regret_milliseconds|replay_changes|replay_regret_mean_milliseconds|replay_differences)` +
 	`|meridian_hubble_(relay_connected|relay_owned|flows_received_total|lost_events_total)` +
 	`|meridian_wireguard_peers` +
 	`|meridian_keepalived_(master|transitions_total)` +

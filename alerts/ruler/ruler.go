@@ -39,6 +39,7 @@ import (
 
 	"github.com/meridianhq/meridian/alerts"
 	"github.com/meridianhq/meridian/alerts/slo"
+	"github.com/meridianhq/meridian/pipeline"
 )
 
 // Ruler is the embedded SLO ruler. It implements alerts.Source.
@@ -78,6 +79,9 @@ type Ruler struct {
 	refs map[uint64]seriesRef
 	api  http.Handler // built in starting
 
+	history *alerts.Recorder // nil: alert changes are not recorded
+	explain alerts.Explainer // nil: notifications carry the rules' annotations only
+
 	apiRequests *prometheus.CounterVec
 
 	appendErrors prometheus.Counter
@@ -108,6 +112,41 @@ func (r *Ruler) Store(g prometheus.Gatherer, keep string) error {
 }
 
 var _ alerts.Source = (*Ruler)(nil)
+
+// Explain has every firing alert's notification carry the top cause e names beneath what
+// the alert points at, as the annotation alerts.AnnotationCause. Call before the ruler starts.
+func (r *Ruler) Explain(e alerts.Explainer) { r.explain = e }
+
+// annotate adds the top cause to the firing alerts about to be sent (copies: the rules
+// manager hands the notifier its own).
+func (r *Ruler) annotate(as []*rules.Alert) {
+	if r.explain == nil {
+		return
+	}
+	for _, a := range as {
+		if a.State != rules.StateFiring || !a.ResolvedAt.IsZero() {
+			continue
+		}
+		if c := r.explain.Cause(a.Labels.Map()); c != "" {
+			a.Annotations = labels.NewBuilder(a.Annotations).Set(alerts.AnnotationCause, c).Labels()
+		}
+	}
+}
+
+func (r *Ruler) notify(send rules.NotifyFunc) rules.NotifyFunc {
+	return func(ctx context.Context, expr string, as ...*rules.Alert) {
+		r.annotate(as)
+		send(ctx, expr, as...)
+	}
+}
+
+// RecordAlerts appends every alert's start and resolution (and, while it fires, a restatement
+// every alerts.KeyframeEvery) to app as pipeline.AlertState records, so that past states of
+// the map show the alerts firing then. Changes are seen on the ruler's evaluation tick, at
+// most one evaluation interval after the rules manager's. Call before the ruler starts.
+func (r *Ruler) RecordAlerts(app pipeline.Appender) {
+	r.history = alerts.NewRecorder(app, "ruler")
+}
 
 // New builds the ruler. sli is the SLI collector (alerts/sli) whose series the rules
 // read; reg receives the ruler's own metrics and those of the TSDB, rules manager and
@@ -331,7 +370,7 @@ func (r *Ruler) starting(ctx context.Context) error {
 	r.manager = rules.NewManager(&rules.ManagerOptions{
 		ExternalURL: extURL,
 		QueryFunc:   rules.EngineQueryFunc(r.engine, r.db),
-		NotifyFunc:  rules.SendAlerts(r.notifier, r.cfg.ExternalURL),
+		NotifyFunc:  r.notify(rules.SendAlerts(r.notifier, r.cfg.ExternalURL)),
 		Context:     context.Background(),
 		Appendable:  r.db,
 		Queryable:   r.db,
@@ -366,6 +405,11 @@ func (r *Ruler) running(ctx context.Context) error {
 			return nil
 		case now := <-t.C:
 			r.appendSLI(now)
+			if r.history != nil {
+				if err := r.history.Observe(ctx, now, r.Firing()); err != nil {
+					r.logger.Warn("record alert changes", "err", err)
+				}
+			}
 		case d := <-r.interval:
 			t.Reset(d)
 		}

@@ -66,11 +66,15 @@ func startRuler(t *testing.T, s *sli.SLI, reg *prometheus.Registry, amURLs ...st
 	return startRulerConfig(t, s, reg, testConfig(t, amURLs...))
 }
 
-func startRulerConfig(t *testing.T, s *sli.SLI, reg *prometheus.Registry, cfg Config) *Ruler {
+// startRulerConfig runs a ruler of cfg; setup is called before it starts.
+func startRulerConfig(t *testing.T, s *sli.SLI, reg *prometheus.Registry, cfg Config, setup ...func(*Ruler)) *Ruler {
 	t.Helper()
 	r, err := New(cfg, s, reg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		t.Fatal(err)
+	}
+	for _, f := range setup {
+		f(r)
 	}
 	// The start context is the service's lifetime context in dskit: not a timeout.
 	if err := services.StartAndAwaitRunning(context.Background(), r); err != nil {
@@ -84,8 +88,8 @@ func startRulerConfig(t *testing.T, s *sli.SLI, reg *prometheus.Registry, cfg Co
 	return r
 }
 
-// prober feeds probe records of two POPs; lon fails while failing is set.
-func prober(t *testing.T, s *sli.SLI, failing *atomic.Bool) {
+// prober feeds probe records of two POPs to s and also; lon fails while failing is set.
+func prober(t *testing.T, s *sli.SLI, failing *atomic.Bool, also ...pipeline.Consumer) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	t.Cleanup(func() { cancel(); <-done })
@@ -105,6 +109,9 @@ func prober(t *testing.T, s *sli.SLI, failing *atomic.Bool) {
 						POP: pop, Service: "api", Success: ok, RTT: 30 * time.Millisecond})
 				}
 				s.Consume(recs)
+				for _, c := range also {
+					c.Consume(recs)
+				}
 			}
 		}
 	}()

@@ -74,6 +74,21 @@ func TestDashboardPanelsHaveData(t *testing.T) {
 	base := startApp(t, a)
 	time.Sleep(wait) // the lab runs: this is the duration under test, not a synchronisation
 
+	// The replay-versus-live panel shows the last replay: run one over the lab's run, and
+	// wait for the ruler to store its gauges.
+	if body, code := get(t, base+"/api/steering/replay?from="+url.QueryEscape(wait.String())+"&to=now", token); code != 200 {
+		t.Fatalf("replay over the lab's run: %d %s", code, body)
+	}
+	for deadline := time.Now().Add(time.Minute); ; {
+		if n, err := panelRows(t, a, base, token, dashboards.Query{Expr: "meridian_steering_replay_changes"}, time.Now()); err == nil && n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the replay's gauges never reached the ruler's TSDB")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	to := time.Now()
 	queries, err := dashboards.Queries(to.Add(-30*time.Minute), to, 30*time.Second)
 	if err != nil {

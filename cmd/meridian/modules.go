@@ -78,6 +78,7 @@ type app struct {
 	pipeline *pipeline.Pipeline
 	ruler    *ruler.Ruler
 	steering *steering.Steering
+	topomap  *topomap.Map
 	ring     *shard.Ring                    // nil unless collector_ring.enabled
 	ceph     atomic.Pointer[ceph.Collector] // set by initCeph; its raw series go to the ruler's store
 	reloader *reloader                      // nil: the configuration is not reloaded
@@ -272,6 +273,10 @@ func (a *app) initRuler() (services.Service, error) {
 	}), ""); err != nil {
 		return nil, err
 	}
+	// Alert changes go to ClickHouse for the map's past states; notifications carry the
+	// map's top cause.
+	r.RecordAlerts(a.pipeline)
+	r.Explain(causeSource{a})
 	a.ruler = r
 	a.consumers[consumeSLI] = s
 	a.server.Handle(ruler.APIPrefix+"/", http.StripPrefix(ruler.APIPrefix, r.Handler()))
@@ -301,6 +306,7 @@ func (a *app) initTopomap() (services.Service, error) {
 		return nil, err
 	}
 	m.UseHistory(a.store) // time travel: past states rebuilt from ClickHouse
+	a.topomap = m
 	a.consumers[consumeMap] = m
 	// The map checks its own token: a browser's websocket cannot send an Authorization header.
 	a.server.HandleOpen("/map", m.Handler())
@@ -342,6 +348,17 @@ func (s alertSource) Firing() []alerts.Alert {
 	return s.a.ruler.Firing()
 }
 
+// causeSource is the map's causes for the ruler's notifications, or none when the map
+// does not run here.
+type causeSource struct{ a *app }
+
+func (s causeSource) Cause(labels map[string]string) string {
+	if s.a.topomap == nil {
+		return ""
+	}
+	return s.a.topomap.Cause(labels)
+}
+
 // weights is steering's current weights for the map, or none when steering does not run here.
 func (a *app) weights() topomap.WeightSource {
 	return topomap.WeightsFunc(func() []topomap.Weight {
@@ -351,7 +368,7 @@ func (a *app) weights() topomap.WeightSource {
 		ws := a.steering.Weights().Entries
 		out := make([]topomap.Weight, len(ws))
 		for i, w := range ws {
-			out[i] = topomap.Weight{Service: w.Service, Region: w.Region, POP: w.POP, Weight: w.Weight, Cause: w.Cause, Reason: w.Reason, Since: w.Since}
+			out[i] = topomap.Weight{Service: w.Service, Region: w.Region, POP: w.POP, Weight: w.Weight, Cause: w.Cause, Reason: w.Reason, Since: w.Since, RegretMs: w.RegretMs}
 		}
 		return out
 	})

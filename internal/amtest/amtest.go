@@ -22,8 +22,9 @@ type Message struct {
 	Status      string            `json:"status"`
 	GroupLabels map[string]string `json:"groupLabels"`
 	Alerts      []struct {
-		Status string            `json:"status"`
-		Labels map[string]string `json:"labels"`
+		Status      string            `json:"status"`
+		Labels      map[string]string `json:"labels"`
+		Annotations map[string]string `json:"annotations"`
 	} `json:"alerts"`
 }
 

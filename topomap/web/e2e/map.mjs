@@ -38,6 +38,23 @@ try {
   const tip = await page.waitForSelector('#tooltip:not([hidden])', { timeout: 3000 }).then((el) => el.textContent()).catch(() => '');
   emit({ step: 'hover', tunnel, tooltip: tip });
 
+  // Hover a steering arrow: the tooltip shows the region's regret.
+  const steer = 'steer:us-east->lon/api.example.net.';
+  const smid = await page.evaluate((id) => {
+    const p = window.__topomap.edgeMid(id), r = document.getElementById('map').getBoundingClientRect();
+    return p && [p[0] + r.left, p[1] + r.top];
+  }, steer);
+  let steerTip = '';
+  if (smid) {
+    await page.mouse.move(smid[0], smid[1]);
+    steerTip = await page.waitForFunction(() => {
+      const t = document.getElementById('tooltip');
+      return !t.hidden && t.textContent.includes('weight') && t.textContent;
+    }, null, { timeout: 3000 }).then((h) => h.jsonValue())
+      .catch(() => page.evaluate(() => document.getElementById('tooltip').textContent));
+  }
+  emit({ step: 'hover-steer', steer, drawn: !!smid, tooltip: steerTip });
+
   // Ask the Go test to take one tunnel down, then time how long until it is drawn red.
   const victim = 'tunnel:node:lon-1|node:nyc-1';
   const t0 = Date.now();

@@ -186,7 +186,11 @@ function tooltipHTML(type, el) {
     if (m.last_handshake_unix) lines.push(`handshake ${Math.max(0, Math.round(Date.now() / 1000 - m.last_handshake_unix))} s ago`);
   } else if (type === 'edge' && el.kind === 'flow') lines.push(esc(flowLabel(el)));
   else if (type === 'edge' && el.kind === 'probe') lines.push(`${esc(el.attrs?.method || '')} RTT ${fmtNum(m.rtt_ms || 0)} ms${el.attrs?.error ? ' · ' + esc(el.attrs.error) : ''}`);
-  else if (type === 'edge' && el.kind === 'steer') lines.push(`weight ${m.weight} (was ${m.old_weight}) · ${esc(el.attrs?.cause || '')}`);
+  else if (type === 'edge' && el.kind === 'steer') {
+    lines.push(`weight ${m.weight} (was ${m.old_weight}) · ${esc(el.attrs?.cause || '')}`);
+    // What steering costs the region: RTT to the POPs it is answered with minus the best allowed.
+    if (m.regret_ms != null) lines.push(`regret ${fmtNum(m.regret_ms)} ms`);
+  }
   else if (type === 'node' && el.kind === 'pop') {
     const w = popWeights(el, world.steerWeights());
     if (w) lines.push('steering weight ' + w);
