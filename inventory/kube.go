@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/dynamic/dynamicinformer"
 	"k8s.io/client-go/informers"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/metadata/metadatainformer"
 	"k8s.io/client-go/rest"
@@ -138,6 +139,45 @@ func (p *publisher) loop(ctx context.Context, build func() Inventory) {
 	}
 }
 
+// healthEvery is how often each API server's /readyz is asked: client-go retries a watch
+// whose connection is refused silently, so an outage is seen by asking.
+var healthEvery = 5 * time.Second
+
+// health asks the API server's /readyz every healthEvery until ctx ends. Each failure is
+// counted; the log says when the API goes away and when it comes back.
+func (p *publisher) health(ctx context.Context, c rest.Interface) {
+	up := true
+	t := time.NewTicker(healthEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		rctx, cancel := context.WithTimeout(ctx, healthEvery)
+		err := c.Get().AbsPath("/readyz").Do(rctx).Error()
+		cancel()
+		switch {
+		case ctx.Err() != nil:
+			return
+		case err != nil:
+			if up {
+				p.live.sourceError(p.name, "apiserver", reason(err), fmt.Errorf("%s: API server: %w", p.name, err))
+			} else if m := p.live.metrics; m != nil {
+				m.errors.WithLabelValues(p.name, "apiserver", reason(err)).Inc()
+			}
+			up = false
+		case !up:
+			up = true
+			p.live.log.Info("inventory source: API server back; watches resume", "source", p.name)
+		}
+		if m := p.live.metrics; m != nil {
+			m.up.WithLabelValues(p.name).Set(map[bool]float64{true: 1}[up])
+		}
+	}
+}
+
 // watchErrors reports list and watch failures of one resource: the informer retries with
 // back-off and keeps its objects, so the inventory keeps the last it read.
 func (p *publisher) watchErrors(inf cache.SharedIndexInformer, kind string) {
@@ -156,6 +196,8 @@ func reason(err error) string {
 		return "not_served"
 	case errors.Is(err, context.Canceled):
 		return "stopped"
+	case apierrors.ReasonForError(err) != metav1.StatusReasonUnknown:
+		return "refused"
 	default:
 		return "unreachable"
 	}
@@ -213,6 +255,7 @@ func (s *kubeSource) run(ctx context.Context) {
 		defer mf.Shutdown()
 	}
 	defer f.Shutdown()
+	go s.health(ctx, s.client.Discovery().RESTClient())
 	s.loop(ctx, s.build)
 }
 
@@ -377,6 +420,7 @@ func (s *kubeSource) build() Inventory {
 type karmadaSource struct {
 	publisher
 	client dynamic.Interface
+	rest   rest.Interface
 
 	mu       sync.Mutex
 	clusters map[string]Cluster // the last good reading of each Cluster
@@ -387,7 +431,13 @@ func newKarmadaSource(l *Live, rc *rest.Config, debounce time.Duration) (*karmad
 	if err != nil {
 		return nil, err
 	}
-	return &karmadaSource{publisher: newPublisher(l, "karmada", debounce), client: c, clusters: map[string]Cluster{}}, nil
+	rc = rest.CopyConfig(rc)
+	rc.GroupVersion, rc.NegotiatedSerializer = &schema.GroupVersion{}, scheme.Codecs.WithoutConversion()
+	r, err := rest.UnversionedRESTClientFor(rc)
+	if err != nil {
+		return nil, err
+	}
+	return &karmadaSource{publisher: newPublisher(l, "karmada", debounce), client: c, rest: r, clusters: map[string]Cluster{}}, nil
 }
 
 func (s *karmadaSource) run(ctx context.Context) {
@@ -397,6 +447,7 @@ func (s *karmadaSource) run(ctx context.Context) {
 	_, _ = inf.AddEventHandler(handler(s.onCluster, s.onDelete))
 	f.Start(ctx.Done())
 	defer f.Shutdown()
+	go s.health(ctx, s.rest)
 	s.loop(ctx, s.build)
 }
 

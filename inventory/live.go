@@ -201,6 +201,7 @@ type liveMetrics struct {
 	lastUpdate *prometheus.GaugeVec
 	merge      prometheus.Histogram
 	errors     *prometheus.CounterVec
+	up         *prometheus.GaugeVec
 }
 
 func newLiveMetrics(reg prometheus.Registerer) (*liveMetrics, error) {
@@ -219,8 +220,10 @@ func newLiveMetrics(reg prometheus.Registerer) (*liveMetrics, error) {
 			Help: "Time to merge the sources and index a new snapshot.", Buckets: prometheus.ExponentialBuckets(0.0001, 4, 10)}),
 		errors: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_inventory_source_errors_total",
 			Help: "Source errors, by source, object kind and reason (unreachable, forbidden, unauthorized, invalid, ...); the last good inventory stays."}, []string{"source", "kind", "reason"}),
+		up: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "meridian_inventory_source_up",
+			Help: "1 when the source's API server answered its last health check (/readyz), 0 when not."}, []string{"source"}),
 	}
-	for _, c := range []prometheus.Collector{m.version, m.entries, m.conflicts, m.updates, m.lastUpdate, m.merge, m.errors} {
+	for _, c := range []prometheus.Collector{m.version, m.entries, m.conflicts, m.updates, m.lastUpdate, m.merge, m.errors, m.up} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("inventory metrics: %w", err)
 		}

@@ -169,3 +169,5 @@ func must(t *testing.T, err error) {
 func mustGet[T any](v T, ok bool) T { return v }
 
 func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
+
+func mustAddr(s string) netip.Addr { return netip.MustParseAddr(s) }
