@@ -264,3 +264,21 @@ func (inv *Inventory) HasSite(name string) bool {
 func (inv *Inventory) HasCluster(name string) bool {
 	return slices.ContainsFunc(inv.Clusters, func(c Cluster) bool { return c.Name == name })
 }
+
+// Site returns the named site by a linear scan; Snapshot.Site is the indexed lookup.
+func (inv *Inventory) Site(name string) (Site, bool) {
+	i := slices.IndexFunc(inv.Sites, func(s Site) bool { return s.Name == name })
+	if i < 0 {
+		return Site{}, false
+	}
+	return inv.Sites[i], true
+}
+
+// POP returns the named POP by a linear scan; Snapshot.POP is the indexed lookup.
+func (inv *Inventory) POP(name string) (POP, bool) {
+	i := slices.IndexFunc(inv.POPs, func(p POP) bool { return p.Name == name })
+	if i < 0 {
+		return POP{}, false
+	}
+	return inv.POPs[i], true
+}

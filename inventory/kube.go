@@ -87,6 +87,7 @@ func New(cfg Config, deps Deps) (*Live, error) {
 		for _, run := range runs {
 			wg.Go(func() { run(ctx) })
 		}
+		<-ctx.Done() // with no API source too: a finished service would stop the process
 		wg.Wait()
 		return nil
 	}, nil).WithName("inventory")
