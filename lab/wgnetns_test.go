@@ -18,8 +18,8 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/meridianhq/meridian/collectors/wireguard"
-	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/internal/netns"
+	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
 

@@ -29,7 +29,7 @@ func TestApplyInventory(t *testing.T) {
 	inv := labInventory()
 	inv.Nodes = append(inv.Nodes, inventory.Node{Name: "par-2", Site: "paris", Cluster: "edge-par", WireGuardKey: lateKey})
 	inv.Nodes[4] = inventory.Node{Name: "lon-1", Site: "paris", Cluster: "edge-par"} // moved
-	inv.Nodes = append(inv.Nodes[:5:5], inv.Nodes[6:]...)                           // par-1 removed
+	inv.Nodes = append(inv.Nodes[:5:5], inv.Nodes[6:]...)                            // par-1 removed
 	m.ApplyInventory(inv)
 	m.graph.Consume([]pipeline.Record{tunnel("par-2")})
 	m.graph.flush()
