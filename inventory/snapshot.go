@@ -38,13 +38,14 @@ func NewSnapshot(version uint64, inv Inventory) *Snapshot {
 	s := &Snapshot{version: version, inv: inv,
 		sites: index(inv.Sites, func(x *Site) string { return x.Name }), clusters: index(inv.Clusters, func(x *Cluster) string { return x.Name }),
 		nodes: index(inv.Nodes, func(x *Node) string { return x.Name }), pops: index(inv.POPs, func(x *POP) string { return x.Name }),
-		keys: map[string]int32{}, cephHosts: map[string]int32{}, vips: map[netip.Addr]int32{},
+		keys: map[string]int32{}, cephHosts: make(map[string]int32, len(inv.Nodes)), vips: map[netip.Addr]int32{},
 		pods:      podIndex{nets: map[int]map[netip.Prefix]int32{}},
 		workloads: make(map[workloadKey]int32, len(inv.Workloads)), namespaces: make(map[[2]string]struct{}, len(inv.Namespaces)),
 	}
-	claim := func(what, id string, owner string, prev int32, taken bool) bool {
+	// claim reports whether an identity is free; when it is not, it names the conflict.
+	claim := func(taken bool, what string, id any, ownerKind, owner string, prev int32) bool {
 		if taken {
-			s.conflicts = append(s.conflicts, fmt.Errorf("%s %s of %s is already %s's; the first keeps it", what, id, owner, s.ownerName(what, prev)))
+			s.conflicts = append(s.conflicts, fmt.Errorf("%s %v of %s %s is already %s's; the first keeps it", what, id, ownerKind, owner, s.ownerName(what, prev)))
 		}
 		return !taken
 	}
@@ -52,14 +53,14 @@ func NewSnapshot(version uint64, inv Inventory) *Snapshot {
 		n := &inv.Nodes[i]
 		if k := n.WireGuardKey; k != "" {
 			prev, taken := s.keys[k]
-			if claim("WireGuard key", k, "node "+n.Name, prev, taken) {
+			if claim(taken, "WireGuard key", k, "node", n.Name, prev) {
 				s.keys[k] = int32(i)
 			}
 		}
 		// An explicit ceph_host wins over a node name (second pass below).
 		if h := n.CephHost; h != "" {
 			prev, taken := s.cephHosts[h]
-			if claim("Ceph host", h, "node "+n.Name, prev, taken) {
+			if claim(taken, "Ceph host", h, "node", n.Name, prev) {
 				s.cephHosts[h] = int32(i)
 			}
 		}
@@ -67,12 +68,12 @@ func NewSnapshot(version uint64, inv Inventory) *Snapshot {
 			p = p.Masked()
 			m := s.pods.nets[p.Bits()]
 			if m == nil {
-				m = map[netip.Prefix]int32{}
+				m = make(map[netip.Prefix]int32, len(inv.Nodes))
 				s.pods.nets[p.Bits()] = m
 				s.pods.bits = append(s.pods.bits, p.Bits())
 			}
 			prev, taken := m[p]
-			if claim("pod CIDR", p.String(), "node "+n.Name, prev, taken) {
+			if !taken || claim(taken, "pod CIDR", p, "node", n.Name, prev) {
 				m[p] = int32(i)
 			}
 		}
@@ -89,7 +90,7 @@ func NewSnapshot(version uint64, inv Inventory) *Snapshot {
 		for _, a := range inv.POPs[i].VIPs {
 			a = a.Unmap()
 			prev, taken := s.vips[a]
-			if claim("VIP", a.String(), "POP "+inv.POPs[i].Name, prev, taken) {
+			if !taken || claim(taken, "VIP", a, "POP", inv.POPs[i].Name, prev) {
 				s.vips[a] = int32(i)
 			}
 		}
