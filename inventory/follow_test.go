@@ -10,7 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-		"sync"
+	"sync"
 	"testing"
 	"time"
 
@@ -102,7 +102,9 @@ func TestCollectorsAndMapFollowTheAPI(t *testing.T) {
 			return err
 		}
 		defer resp.Body.Close()
-		var snap struct{ Nodes []struct{ ID, Site, Parent string } }
+		var snap struct {
+			Nodes []struct{ ID, Site, Parent string }
+		}
 		if err := json.NewDecoder(resp.Body).Decode(&snap); err != nil {
 			return err
 		}
