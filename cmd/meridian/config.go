@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -116,8 +117,8 @@ func (c *Config) Validate() error {
 		}
 	}
 	for i, r := range c.Hubble.Relays {
-		if r.Cluster != "" && !c.Inventory.HasCluster(r.Cluster) {
-			errs = append(errs, fmt.Errorf("hubble.relays[%d].cluster: unknown cluster %q (declare it under inventory.clusters)", i, r.Cluster))
+		if r.Cluster != "" && !c.Inventory.HasCluster(r.Cluster) && !slices.ContainsFunc(c.InventorySources.Kubernetes, func(k inventory.KubernetesSource) bool { return k.Cluster == r.Cluster }) {
+			errs = append(errs, fmt.Errorf("hubble.relays[%d].cluster: unknown cluster %q (declare it under inventory.clusters or inventory_sources.kubernetes)", i, r.Cluster))
 		}
 	}
 	// Files read at start: a missing one is a configuration mistake, found by `config check`.
