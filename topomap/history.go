@@ -34,7 +34,7 @@ func (m *Map) rebuild(ctx context.Context, at time.Time) (*pastGraph, error) {
 		return nil, errNoHistory
 	}
 	p := &pastGraph{at: at}
-	p.g = newGraph(m.graph.inv, m.graph.rules, func() time.Time { return p.at })
+	p.g = newGraph(m.graph.inventory(), m.graph.rules, func() time.Time { return p.at })
 	recs, err := m.pastRecords(ctx, at.Add(-m.cfg.ExpireAfter), at, time.Time{})
 	if err != nil {
 		return nil, err
