@@ -1,6 +1,7 @@
-// Package inventory is the declared world Meridian watches: regions, sites, clusters,
-// nodes, POPs, services and client regions. It is loaded from the config file's
-// `inventory:` section and is read-only at run time; every record is mapped onto it.
+// Package inventory is the world Meridian watches: regions, sites, clusters, nodes, POPs,
+// services, client regions and workloads. It merges the configuration file's
+// `inventory:` section with what the Kubernetes and Karmada APIs say (Live), and serves
+// it as immutable, indexed, versioned snapshots (Snapshot) every record is mapped onto.
 package inventory
 
 import (
@@ -24,6 +25,21 @@ type Inventory struct {
 	POPs          []POP          `yaml:"pops"`
 	Services      []Service      `yaml:"services"`
 	ClientRegions []ClientRegion `yaml:"client_regions"`
+
+	// Discovered from the Kubernetes API only: the owners flow endpoints are named after.
+	Namespaces []Namespace `yaml:"-"`
+	Workloads  []Workload  `yaml:"-"`
+}
+
+// Namespace is a Kubernetes namespace of a cluster.
+type Namespace struct {
+	Cluster, Name string
+}
+
+// Workload is a pod owner read from the API: a Deployment or a StatefulSet.
+type Workload struct {
+	Cluster, Namespace, Name string
+	Kind                     string // Deployment, StatefulSet
 }
 
 // Site is a physical location.
@@ -36,10 +52,13 @@ type Site struct {
 	Lon    float64 `yaml:"lon"`
 }
 
-// Cluster is a Kubernetes cluster at a site.
+// Cluster is a Kubernetes cluster at a site, or spread over a region's zones.
 type Cluster struct {
-	Name string `yaml:"name"`
-	Site string `yaml:"site"`
+	Name     string   `yaml:"name"`
+	Site     string   `yaml:"site"`
+	Region   string   `yaml:"region"`
+	Zones    []string `yaml:"zones"`
+	Provider string   `yaml:"provider"`
 }
 
 // Node is a machine in the WireGuard mesh.
@@ -49,6 +68,8 @@ type Node struct {
 	Cluster      string `yaml:"cluster"`
 	WireGuardKey string `yaml:"wireguard_key"` // base64 public key
 	CephHost     string `yaml:"ceph_host"`     // Ceph's name for this host, when it runs OSDs
+	// PodCIDRs are the pod address ranges the node hands out (Node spec.podCIDRs).
+	PodCIDRs []netip.Prefix `yaml:"pod_cidrs"`
 }
 
 // POP is a point of presence answering for services behind a VIP.
@@ -141,7 +162,9 @@ func (inv *Inventory) Validate() error {
 	clusterSite := map[string]string{}
 	for i, c := range inv.Clusters {
 		names("cluster", "clusters", i, c.Name, clusters)
-		site(fmt.Sprintf("inventory.clusters[%d].site", i), "cluster "+strconv.Quote(c.Name), c.Site)
+		if c.Site != "" || c.Region == "" { // a cluster spread over a region's zones names no site
+			site(fmt.Sprintf("inventory.clusters[%d].site", i), "cluster "+strconv.Quote(c.Name), c.Site)
+		}
 		clusterSite[c.Name] = c.Site
 	}
 	nodes, keys := map[string]bool{}, map[string]string{}
@@ -152,7 +175,7 @@ func (inv *Inventory) Validate() error {
 		if n.Cluster != "" {
 			if cs, ok := clusterSite[n.Cluster]; !ok {
 				bad("inventory.nodes[%d].cluster: %s: unknown cluster %q (declare it under inventory.clusters)", i, owner, n.Cluster)
-			} else if cs != n.Site && sites[n.Site] {
+			} else if cs != n.Site && cs != "" && sites[n.Site] {
 				bad("inventory.nodes[%d].cluster: %s is at site %q but its cluster %q is at %q", i, owner, n.Site, n.Cluster, cs)
 			}
 		}
@@ -267,8 +290,7 @@ func checkWireGuardKey(k string) error {
 
 // HasSite reports whether a site of that name is declared.
 func (inv *Inventory) HasSite(name string) bool {
-	_, ok := inv.Site(name)
-	return ok
+	return slices.ContainsFunc(inv.Sites, func(s Site) bool { return s.Name == name })
 }
 
 // HasCluster reports whether a cluster of that name is declared.
@@ -276,42 +298,20 @@ func (inv *Inventory) HasCluster(name string) bool {
 	return slices.ContainsFunc(inv.Clusters, func(c Cluster) bool { return c.Name == name })
 }
 
-// Site returns the named site.
+// Site returns the named site by a linear scan; Snapshot.Site is the indexed lookup.
 func (inv *Inventory) Site(name string) (Site, bool) {
-	for _, s := range inv.Sites {
-		if s.Name == name {
-			return s, true
-		}
+	i := slices.IndexFunc(inv.Sites, func(s Site) bool { return s.Name == name })
+	if i < 0 {
+		return Site{}, false
 	}
-	return Site{}, false
+	return inv.Sites[i], true
 }
 
-// NodeByWireGuardKey returns the node owning a WireGuard public key.
-func (inv *Inventory) NodeByWireGuardKey(key string) (Node, bool) {
-	for _, n := range inv.Nodes {
-		if n.WireGuardKey == key && key != "" {
-			return n, true
-		}
-	}
-	return Node{}, false
-}
-
-// NodeByCephHost returns the node whose Ceph host name (or node name) is host.
-func (inv *Inventory) NodeByCephHost(host string) (Node, bool) {
-	for _, n := range inv.Nodes {
-		if n.CephHost == host || (n.CephHost == "" && n.Name == host) {
-			return n, true
-		}
-	}
-	return Node{}, false
-}
-
-// POP returns the named POP.
+// POP returns the named POP by a linear scan; Snapshot.POP is the indexed lookup.
 func (inv *Inventory) POP(name string) (POP, bool) {
-	for _, p := range inv.POPs {
-		if p.Name == name {
-			return p, true
-		}
+	i := slices.IndexFunc(inv.POPs, func(p POP) bool { return p.Name == name })
+	if i < 0 {
+		return POP{}, false
 	}
-	return POP{}, false
+	return inv.POPs[i], true
 }

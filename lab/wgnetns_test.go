@@ -19,6 +19,7 @@ import (
 
 	"github.com/meridianhq/meridian/collectors/wireguard"
 	"github.com/meridianhq/meridian/internal/netns"
+	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
 
@@ -129,7 +130,7 @@ func TestRealWireGuardMesh(t *testing.T) {
 	cfg.RegisterFlags(flag.NewFlagSet("test", flag.ContinueOnError))
 	cfg.Devices, cfg.Interval, cfg.Timeout = true, 200*time.Millisecond, 200*time.Millisecond
 	cfg.SilentStale, cfg.SilentDown = time.Second, 2*time.Second // the defaults take 15 s and 60 s
-	c, err := wireguard.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), app, e.Inventory, nil)
+	c, err := wireguard.New(cfg, wireguard.Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: prometheus.NewRegistry(), Appender: app, Inventory: inventory.Static(e.Inventory)})
 	if err != nil {
 		t.Fatal(err)
 	}

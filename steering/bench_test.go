@@ -19,6 +19,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/meridianhq/meridian/collectors/geodns"
+	"github.com/meridianhq/meridian/inventory"
 )
 
 // dnsperfRun runs dnsperf (one UDP client, as in RECIPES.md) against the server at addr,
@@ -195,7 +196,7 @@ func BenchmarkSteerDetect(b *testing.B) {
 	var pcfg geodns.Config
 	pcfg.RegisterFlags(flag.NewFlagSet("probe", flag.PanicOnError))
 	pcfg.Vantages, pcfg.ICMP = geodns.Vantages{{Site: "lab"}}, false
-	prober, err := geodns.New(pcfg, inv, rec, discard(), newTestRegistry())
+	prober, err := geodns.New(pcfg, geodns.Deps{Logger: discard(), Registerer: newTestRegistry(), Appender: rec, Inventory: inventory.Static(inv)})
 	if err != nil {
 		b.Fatal(err)
 	}

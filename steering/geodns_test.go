@@ -164,7 +164,7 @@ func TestFailoverOnLoopback(t *testing.T) {
 	var pcfg geodns.Config
 	pcfg.RegisterFlags(flag.NewFlagSet("probe", flag.PanicOnError))
 	pcfg.Vantages, pcfg.DNSServer, pcfg.ICMP = geodns.Vantages{{Site: "lab"}}, addr, false
-	prober, err := geodns.New(pcfg, inv, rec, discard(), newTestRegistry())
+	prober, err := geodns.New(pcfg, geodns.Deps{Logger: discard(), Registerer: newTestRegistry(), Appender: rec, Inventory: inventory.Static(inv)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -38,7 +38,7 @@ func (m *Map) rebuild(ctx context.Context, at time.Time) (*pastGraph, error) {
 		return nil, errNoHistory
 	}
 	p := &pastGraph{at: at}
-	p.g = newGraph(m.graph.inv, m.graph.rules, func() time.Time { return p.at })
+	p.g = newGraph(m.graph.inventory(), m.graph.rules, func() time.Time { return p.at })
 	type firing struct {
 		alerts []alerts.Alert
 		err    error

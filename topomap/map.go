@@ -31,6 +31,7 @@ type Map struct {
 	hub      *hub
 	alerts   alerts.Source
 	weights  WeightSource
+	live     inventory.View // nil: the inventory does not change
 	history  History
 	metrics  *metrics
 	stopping chan struct{}
@@ -65,8 +66,11 @@ func (f WeightsFunc) CurrentWeights() []Weight { return f() }
 // Deps are what the map reads besides its configuration.
 type Deps struct {
 	Inventory *inventory.Inventory
-	Alerts    alerts.Source // nil: no alert overlay
-	Weights   WeightSource  // nil: steer arrows from decision records alone
+	// Live, when set, is followed: each change of the live inventory is applied to the
+	// map at once (ApplyInventory), and its current snapshot replaces Inventory.
+	Live    inventory.View
+	Alerts  alerts.Source // nil: no alert overlay
+	Weights WeightSource  // nil: steer arrows from decision records alone
 	// APIToken is the server's API token. The map accepts it when it has no token of its
 	// own (token_file, $MERIDIAN_TOPOMAP_TOKEN): one secret opens the API and the map.
 	APIToken   secret.Value
@@ -87,13 +91,16 @@ func New(cfg Config, d Deps) (*Map, error) {
 		token = d.APIToken
 	}
 	inv, alertSrc, weights, logger, reg := d.Inventory, d.Alerts, d.Weights, d.Logger, d.Registerer
+	if d.Live != nil {
+		inv = d.Live.Snapshot().Inventory()
+	}
 	if logger == nil {
 		logger = slog.New(slog.DiscardHandler)
 	}
 	var epoch [8]byte
 	rand.Read(epoch[:])
 	m := &Map{
-		cfg: cfg, log: logger.With("component", "topomap"), token: token, alerts: alertSrc, weights: weights,
+		cfg: cfg, log: logger.With("component", "topomap"), token: token, alerts: alertSrc, weights: weights, live: d.Live,
 		graph: newGraph(inv, Rules{
 			StaleAfter: cfg.StaleAfter, ExpireAfter: cfg.ExpireAfter, OSDLatencyDegraded: cfg.OSDLatencyDegraded,
 			ProbeRTTDegraded: cfg.ProbeRTTDegraded, FlowErrorDegraded: cfg.FlowErrorDegraded,
@@ -132,11 +139,22 @@ func (m *Map) running(ctx context.Context) error {
 	defer age.Stop()
 	poll := time.NewTicker(m.cfg.AlertPoll)
 	defer poll.Stop()
+	var changes <-chan *inventory.Snapshot
+	if m.live != nil {
+		ch, cancel := m.live.Subscribe()
+		defer cancel()
+		changes = ch
+		if s := m.live.Snapshot(); s.Inventory() != m.graph.inventory() {
+			m.ApplyInventory(s.Inventory()) // changed between New and start
+		}
+	}
 	m.poll()
 	for {
 		select {
 		case <-ctx.Done():
 			return nil
+		case s := <-changes:
+			m.ApplyInventory(s.Inventory())
 		case <-tick.C:
 			m.tick()
 		case <-age.C:

@@ -38,7 +38,7 @@ func TestRookRulesOverRawCephSeries(t *testing.T) {
 	cc.RegisterFlags(flagSet())
 	cc.MgrURLs = []string{mgr.URL + "/metrics"}
 	cc.Interval, cc.Timeout = 200*time.Millisecond, 200*time.Millisecond
-	col, err := ceph.New(cc, slog.New(slog.DiscardHandler), prometheus.NewRegistry(), pipeline.AppenderFunc(func(context.Context, ...pipeline.Record) error { return nil }), nil)
+	col, err := ceph.New(cc, ceph.Deps{Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry(), Appender: pipeline.AppenderFunc(func(context.Context, ...pipeline.Record) error { return nil })})
 	if err != nil {
 		t.Fatal(err)
 	}

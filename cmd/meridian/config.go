@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"time"
 
@@ -57,7 +58,8 @@ type Config struct {
 	Topomap        topomap.Config    `yaml:"topomap"`
 	ClickHouseHTTP chhttp.Config     `yaml:"clickhouse_http"`
 
-	Inventory inventory.Inventory `yaml:"inventory"`
+	Inventory        inventory.Inventory `yaml:"inventory"`
+	InventorySources inventory.Config    `yaml:"inventory_sources"`
 
 	// File is -config.file; ReloadInterval is how often it, and the rule sources it
 	// names, are checked for changes (reload.go). Flags only.
@@ -86,6 +88,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	c.Steering.RegisterFlags(f)
 	c.Topomap.RegisterFlags(f)
 	c.ClickHouseHTTP.RegisterFlags(f)
+	c.InventorySources.RegisterFlags(f)
 	f.StringVar(&c.File, "config.file", "", "YAML configuration file; flags given on the command line override it.")
 	f.DurationVar(&c.ReloadInterval, "config.reload-interval", 10*time.Second, "How often -config.file and the ruler's spec, window and rule files are checked and, when changed, reloaded; 0 = only on SIGHUP or POST /-/reload.")
 }
@@ -110,7 +113,7 @@ func (c *Config) Validate() error {
 	if c.ReloadInterval < 0 {
 		errs = append(errs, errors.New("-config.reload-interval: must be >= 0"))
 	}
-	for _, v := range []interface{ Validate() error }{&c.Server, &c.Storage, &c.Pipeline, &c.CollectorRing, &c.WireGuard, &c.Ceph, &c.Hubble, &c.Probes, &c.HAProxy, &c.Keepalived, &c.Ruler, &c.Steering, &c.Topomap, &c.ClickHouseHTTP, &c.Inventory} {
+	for _, v := range []interface{ Validate() error }{&c.Server, &c.Storage, &c.Pipeline, &c.CollectorRing, &c.WireGuard, &c.Ceph, &c.Hubble, &c.Probes, &c.HAProxy, &c.Keepalived, &c.Ruler, &c.Steering, &c.Topomap, &c.ClickHouseHTTP, &c.Inventory, &c.InventorySources} {
 		errs = append(errs, configfile.Split(v.Validate())...)
 	}
 	// References from the components into the inventory.
@@ -120,8 +123,8 @@ func (c *Config) Validate() error {
 		}
 	}
 	for i, r := range c.Hubble.Relays {
-		if r.Cluster != "" && !c.Inventory.HasCluster(r.Cluster) {
-			errs = append(errs, fmt.Errorf("hubble.relays[%d].cluster: unknown cluster %q (declare it under inventory.clusters)", i, r.Cluster))
+		if r.Cluster != "" && !c.Inventory.HasCluster(r.Cluster) && !slices.ContainsFunc(c.InventorySources.Kubernetes, func(k inventory.KubernetesSource) bool { return k.Cluster == r.Cluster }) {
+			errs = append(errs, fmt.Errorf("hubble.relays[%d].cluster: unknown cluster %q (declare it under inventory.clusters or inventory_sources.kubernetes)", i, r.Cluster))
 		}
 	}
 	for i, t := range c.HAProxy.Targets {

@@ -28,6 +28,7 @@ import (
 	"github.com/meridianhq/meridian/dashboards/chhttp"
 	"github.com/meridianhq/meridian/internal/kitlog"
 	"github.com/meridianhq/meridian/internal/secret"
+	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/server"
 	"github.com/meridianhq/meridian/steering"
@@ -53,6 +54,7 @@ const (
 	Steering       = "steering"
 	Topomap        = "topomap"
 	ClickHouseHTTP = "clickhouse-http"
+	Inventory      = "inventory" // the live inventory; a dependency, not a target
 )
 
 // targets lists what -target accepts.
@@ -79,6 +81,7 @@ type app struct {
 	ruler    *ruler.Ruler
 	steering *steering.Steering
 	topomap  *topomap.Map
+	inv      *inventory.Live
 	ring     *shard.Ring                    // nil unless collector_ring.enabled
 	ceph     atomic.Pointer[ceph.Collector] // set by initCeph; its raw series go to the ruler's store
 	reloader *reloader                      // nil: the configuration is not reloaded
@@ -99,6 +102,7 @@ func newApp(cfg *Config, logger *slog.Logger) *app {
 func (a *app) modules() (*modules.Manager, error) {
 	m := modules.NewManager(kitlog.New(a.log))
 	m.RegisterModule(Server, a.initServer)
+	m.RegisterModule(Inventory, a.initInventory)
 	m.RegisterModule(Storage, a.initStorage)
 	m.RegisterModule(Pipeline, a.initPipeline)
 	m.RegisterModule(CollectorRing, a.initCollectorRing)
@@ -118,16 +122,16 @@ func (a *app) modules() (*modules.Manager, error) {
 		Storage:        {Server},
 		Pipeline:       {Storage},
 		CollectorRing:  {Server},
-		WireGuard:      {Pipeline, CollectorRing},
-		Ceph:           {Pipeline},
-		Hubble:         {Pipeline, CollectorRing},
-		Probes:         {Pipeline},
+		WireGuard:      {Pipeline, CollectorRing, Inventory},
+		Ceph:           {Pipeline, Inventory},
+		Hubble:         {Pipeline, CollectorRing, Inventory},
+		Probes:         {Pipeline, Inventory},
 		HAProxy:        {Pipeline, CollectorRing},
 		Keepalived:     {Pipeline},
 		Collector:      {WireGuard, Ceph, Hubble, Probes, HAProxy, Keepalived},
 		Ruler:          {Pipeline},
 		Steering:       {Pipeline, Ruler},
-		Topomap:        {Pipeline},
+		Topomap:        {Pipeline, Inventory},
 		ClickHouseHTTP: {Storage},
 		All:            {Collector, Ruler, Steering, Topomap, ClickHouseHTTP},
 	}
@@ -212,12 +216,26 @@ func (a *app) owner() shard.Owner {
 	return a.ring
 }
 
+// initInventory merges the file's inventory with the configured Kubernetes and Karmada
+// APIs; the reloader hands it the file's section again when it changes.
+func (a *app) initInventory() (services.Service, error) {
+	l, err := inventory.New(a.cfg.InventorySources, inventory.Deps{Logger: a.logger("inventory"), Registerer: a.reg})
+	if err != nil {
+		return nil, err
+	}
+	if err := l.Set(inventory.SourceYAML, a.cfg.Inventory); err != nil {
+		return nil, err
+	}
+	a.inv = l
+	return l, nil
+}
+
 func (a *app) initWireGuard() (services.Service, error) {
-	return wireguard.New(a.cfg.WireGuard, a.logger("wireguard"), a.reg, a.pipeline, &a.cfg.Inventory, a.owner())
+	return wireguard.New(a.cfg.WireGuard, wireguard.Deps{Logger: a.logger("wireguard"), Registerer: a.reg, Appender: a.pipeline, Inventory: a.inv, Owner: a.owner()})
 }
 
 func (a *app) initCeph() (services.Service, error) {
-	c, err := ceph.New(a.cfg.Ceph, a.logger("ceph"), a.reg, a.pipeline, &a.cfg.Inventory)
+	c, err := ceph.New(a.cfg.Ceph, ceph.Deps{Logger: a.logger("ceph"), Registerer: a.reg, Appender: a.pipeline, Inventory: a.inv})
 	if err != nil {
 		return nil, err
 	}
@@ -226,11 +244,11 @@ func (a *app) initCeph() (services.Service, error) {
 }
 
 func (a *app) initHubble() (services.Service, error) {
-	return hubble.NewCollector(a.cfg.Hubble, a.pipeline, &a.cfg.Inventory, a.logger("hubble"), a.reg, a.owner())
+	return hubble.New(a.cfg.Hubble, hubble.Deps{Logger: a.logger("hubble"), Registerer: a.reg, Appender: a.pipeline, Inventory: a.inv, Owner: a.owner()})
 }
 
 func (a *app) initProbes() (services.Service, error) {
-	return geodns.New(a.cfg.Probes, &a.cfg.Inventory, a.pipeline, a.logger("geodns"), a.reg)
+	return geodns.New(a.cfg.Probes, geodns.Deps{Logger: a.logger("geodns"), Registerer: a.reg, Appender: a.pipeline, Inventory: a.inv})
 }
 
 // initHAProxy reads the POPs' HAProxy front doors; off without targets.
@@ -299,7 +317,7 @@ func (a *app) initSteering() (services.Service, error) {
 
 func (a *app) initTopomap() (services.Service, error) {
 	m, err := topomap.New(a.cfg.Topomap, topomap.Deps{
-		Inventory: &a.cfg.Inventory, Alerts: a.alerts(), Weights: a.weights(), APIToken: a.server.Token(),
+		Inventory: &a.cfg.Inventory, Live: a.inv, Alerts: a.alerts(), Weights: a.weights(), APIToken: a.server.Token(),
 		Logger: a.logger("topomap"), Registerer: a.reg,
 	})
 	if err != nil {

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"reflect"
 	"slices"
 	"sync"
 	"syscall"
@@ -19,14 +20,17 @@ import (
 
 	"github.com/meridianhq/meridian/alerts/ruler"
 	"github.com/meridianhq/meridian/internal/configfile"
+	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/steering"
 )
 
 // reloader applies a changed configuration to the running modules. The file given by
 // -config.file, and the SLO spec, window and rule files it names, are checked every
 // -config.reload-interval; SIGHUP and POST /-/reload reload at once. log_level,
-// steering.overrides and the ruler's reloadable fields (ruler.Reloadable) take effect
-// without a restart; any other change is logged and waits for one. A configuration that
+// steering.overrides, the ruler's reloadable fields (ruler.Reloadable) and the inventory
+// (for the collectors and the map, through the live inventory; steering and the SLIs
+// still read it at start) take effect without a restart; any other change is logged
+// and waits for one. A configuration that
 // fails to parse or validate changes nothing: the process keeps the one it runs.
 type reloader struct {
 	a     *app
@@ -171,6 +175,11 @@ func (r *reloader) apply(cfg *Config) error {
 			return err
 		}
 	}
+	if r.a.inv != nil {
+		if err := r.a.inv.Set(inventory.SourceYAML, cfg.Inventory); err != nil {
+			return err
+		}
+	}
 	r.level.Set(level)
 	r.running.LogLevel = cfg.LogLevel
 	r.running.Steering.Overrides = cfg.Steering.Overrides
@@ -180,7 +189,10 @@ func (r *reloader) apply(cfg *Config) error {
 
 // pendingRestart lists the fields of cfg that differ from the configuration in effect.
 func (r *reloader) pendingRestart(cfg *Config) []string {
-	out := configfile.Changed("", r.running, *cfg, "log_level", "steering", "ruler")
+	out := configfile.Changed("", r.running, *cfg, "log_level", "steering", "ruler", "inventory")
+	if (r.a.steering != nil || r.a.ruler != nil || r.a.inv == nil) && !reflect.DeepEqual(r.running.Inventory, cfg.Inventory) {
+		out = append(out, "inventory") // steering and the SLIs read it at start
+	}
 	out = append(out, configfile.Changed("steering.", r.running.Steering, cfg.Steering, steering.Reloadable...)...)
 	return append(out, configfile.Changed("ruler.", r.running.Ruler, cfg.Ruler, ruler.Reloadable...)...)
 }

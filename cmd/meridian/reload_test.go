@@ -146,3 +146,48 @@ func TestConfigReload(t *testing.T) {
 		t.Errorf("successful reloads %v after POST /-/reload, want %v", got, successes+1)
 	}
 }
+
+// TestInventoryReloadWithoutRestart: a node added to the file's inventory reaches the live
+// inventory and the map on reload, without a restart (no steering or ruler runs here, so
+// nothing else reads the inventory as started).
+func TestInventoryReloadWithoutRestart(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "meridian.yaml")
+	write := func(body string) {
+		t.Helper()
+		if err := os.WriteFile(file+".new", []byte(body), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Rename(file+".new", file); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write(reloadInventory)
+	args := append(serveArgs(t, "inventory_reload"), "-config.file="+file, "-config.reload-interval=20ms", "-target=topomap", "-topomap.anonymous")
+	cfg, err := parseConfig(args, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	level := new(slog.LevelVar)
+	var logs testlog.Buffer
+	a := newApp(cfg, newLogger(cfg, &logs, level))
+	a.reloader = newReloader(a, func() (*Config, error) { return parseConfig(args, io.Discard) }, level)
+	base := startApp(t, a)
+	metric := func(name string, labels ...string) float64 { return promtest.Sum(t, a.reg, name, labels...) }
+	v := metric("meridian_inventory_version")
+
+	write(strings.Replace(reloadInventory, "  pops:", "  nodes:\n    - {name: nbg-9, site: nuremberg}\n  pops:", 1))
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		body, _ := get(t, base+"/map/api/snapshot", "")
+		if metric("meridian_inventory_version") > v && strings.Contains(body, `"id":"node:nbg-9"`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the added node did not reach the inventory and the map; log:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, bounded by the deadline
+	}
+	if metric("meridian_config_restart_required") != 0 {
+		t.Fatalf("an inventory change asks for a restart; log:\n%s", logs.String())
+	}
+}

@@ -45,7 +45,7 @@ func genExposition(b *testing.B, n int, step float64) []byte {
 func BenchmarkExposition1kOSDs(b *testing.B) {
 	const n = 1000
 	first, second := genExposition(b, n, 0), genExposition(b, n, 10)
-	hosts := map[string]inventory.Node{"vm": {Name: "vault-1", Site: "nyc"}}
+	hosts := inventory.NewSnapshot(1, inventory.Inventory{Nodes: []inventory.Node{{Name: "vault-1", Site: "nyc", CephHost: "vm"}}})
 	t0 := time.Unix(1700000000, 0)
 	s, errs := ParseMetrics("bench", first)
 	if len(errs) != 0 || len(s.OSDs) != n {

@@ -72,7 +72,7 @@ type Collector struct {
 	cfg     Config
 	log     *slog.Logger
 	app     pipeline.Appender
-	inv     *inventory.Inventory
+	inv     inventory.View
 	metrics *scrape.Metrics
 	http    *http.Client
 	now     func() time.Time
@@ -107,34 +107,37 @@ func (c *Collector) RawSeries() prometheus.Gatherer {
 	})
 }
 
-// New returns the collector as a dskit timer service.
-func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, app pipeline.Appender, inv *inventory.Inventory) (*Collector, error) {
+// Deps are what the collector needs from its host.
+type Deps struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Appender   pipeline.Appender
+	Inventory  inventory.View // nil: OSD hosts are not mapped to nodes
+}
+
+// New returns the collector as a dskit service: it reads the cluster each interval, and
+// again soon after the inventory changes (scrape.Service).
+func New(cfg Config, deps Deps) (*Collector, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	inv := deps.Inventory
 	if inv == nil {
-		inv = &inventory.Inventory{}
+		inv = inventory.Static(nil)
 	}
 	c := &Collector{
-		cfg: cfg, log: log, app: app, inv: inv,
-		metrics: scrape.NewMetrics(reg, "ceph"),
+		cfg: cfg, log: deps.Logger, app: deps.Appender, inv: inv,
+		metrics: scrape.NewMetrics(deps.Registerer, "ceph"),
 		http:    &http.Client{},
 		now:     time.Now,
 		prev:    map[string]*prevState{},
 	}
-	c.Service = services.NewTimerService(cfg.Interval, nil, c.iteration, nil)
+	c.Service = scrape.Service(cfg.Interval, inv, c.iteration, nil)
 	return c, nil
 }
 
 func (c *Collector) iteration(ctx context.Context) error {
-	hosts := map[string]inventory.Node{}
-	for _, n := range c.inv.Nodes {
-		if n.CephHost != "" {
-			hosts[n.CephHost] = n
-		} else if _, ok := hosts[n.Name]; !ok {
-			hosts[n.Name] = n
-		}
-	}
+	hosts := c.inv.Snapshot()
 	type read struct {
 		kind string
 		fn   func(context.Context) (*Snapshot, bool)

@@ -57,7 +57,7 @@ func TestMgrFaults(t *testing.T) {
 	cfg.MgrURLs = []string{mgr.URL, standby.URL}
 	var recs []pipeline.Record
 	app := pipeline.AppenderFunc(func(_ context.Context, r ...pipeline.Record) error { recs = append(recs, r...); return nil })
-	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), app, nil)
+	c, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: prometheus.NewRegistry(), Appender: app})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -197,7 +197,7 @@ func TestParseOSDDump(t *testing.T) {
 	}
 	// The records carry them to the store: the weight on each OSD, the flags on the health.
 	s.Health = "HEALTH_WARN"
-	recs, _ := records(s, nil, time.Now(), "ceph/c", "f", nil)
+	recs, _ := records(s, nil, time.Now(), "ceph/c", "f", noHosts)
 	var weighed, flagged bool
 	for _, r := range recs {
 		switch r := r.(type) {
@@ -216,7 +216,7 @@ func TestParseOSDDump(t *testing.T) {
 // after an OSD restart, and inventory mapping.
 func TestRecordsDeltas(t *testing.T) {
 	t0 := time.Unix(1700000000, 0)
-	hosts := map[string]inventory.Node{"vm": {Name: "vault-1", Site: "nyc", Cluster: "vault"}}
+	hosts := inventory.NewSnapshot(1, inventory.Inventory{Nodes: []inventory.Node{{Name: "vault-1", Site: "nyc", Cluster: "vault", CephHost: "vm"}}})
 	snap := func(sum, count, ops float64) *Snapshot {
 		s := newSnapshot()
 		s.Health = "HEALTH_OK"
@@ -256,7 +256,7 @@ func FuzzParseMetrics(f *testing.F) {
 		if s == nil {
 			t.Fatal("nil snapshot")
 		}
-		records(s, nil, time.Unix(0, 0), "fuzz", "", nil)
+		records(s, nil, time.Unix(0, 0), "fuzz", "", noHosts)
 	})
 }
 
@@ -275,3 +275,6 @@ func FuzzParseJSON(f *testing.F) {
 }
 
 func flagSet() *flag.FlagSet { return flag.NewFlagSet("test", flag.PanicOnError) }
+
+// noHosts is an inventory that maps no OSD host.
+var noHosts = inventory.NewSnapshot(0, inventory.Inventory{})

@@ -418,11 +418,11 @@ func TestRealCeph(t *testing.T) {
 		return nil
 	})
 	reg := prometheus.NewRegistry()
-	col, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), reg, app, inv)
+	col, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg, Appender: app, Inventory: inventory.Static(inv)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cli, err := New(cliCfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), app, inv)
+	cli, err := New(cliCfg, Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: prometheus.NewRegistry(), Appender: app, Inventory: inventory.Static(inv)})
 	if err != nil {
 		t.Fatal(err)
 	}

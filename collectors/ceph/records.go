@@ -19,7 +19,7 @@ type prevState struct {
 
 // records turns a snapshot into records, computing rates and op latencies against prev
 // (nil on the first scrape: rates 0), and returns the state for the next scrape.
-func records(s *Snapshot, prev *prevState, now time.Time, collector, fsid string, hosts map[string]inventory.Node) ([]pipeline.Record, *prevState) {
+func records(s *Snapshot, prev *prevState, now time.Time, collector, fsid string, hosts *inventory.Snapshot) ([]pipeline.Record, *prevState) {
 	if s.FSID != "" {
 		fsid = s.FSID
 	}
@@ -47,7 +47,7 @@ func records(s *Snapshot, prev *prevState, now time.Time, collector, fsid string
 			FSID: fsid, OSD: id, Host: o.Host, DeviceClass: o.DeviceClass, Up: o.Up, In: o.In, Weight: o.Weight,
 			CommitLatencyMs: o.CommitLatencyMs, ApplyLatencyMs: o.ApplyLatencyMs,
 		}
-		if n, ok := hosts[o.Host]; ok && o.Host != "" {
+		if n, ok := hosts.NodeByCephHost(o.Host); ok && o.Host != "" {
 			r.M.Site, r.M.Cluster, r.M.Node = n.Site, n.Cluster, n.Name
 			sites[n.Site], clusters[n.Cluster] = true, true
 		}

@@ -42,14 +42,14 @@ func TestWriteLatencySLIExcludesUnknown(t *testing.T) {
 	if len(errs) != 0 || len(snap.OSDs) != 3 {
 		t.Fatalf("capture: %d OSDs, %v", len(snap.OSDs), errs)
 	}
-	recs, st := records(snap, nil, t0, "ceph/vault/mgr", "", nil)
+	recs, st := records(snap, nil, t0, "ceph/vault/mgr", "", noHosts)
 	s.Consume(recs)
 	if o, u := count(); o != 0 || u != 3 {
 		t.Fatalf("first scrape: %v observed, %v unknown; want 0 and 3", o, u)
 	}
 	// The same counters again: no write completed in the interval.
 	snap, _ = ParseMetrics("mgr", metrics)
-	recs, st = records(snap, st, t0.Add(15*time.Second), "ceph/vault/mgr", "", nil)
+	recs, st = records(snap, st, t0.Add(15*time.Second), "ceph/vault/mgr", "", noHosts)
 	s.Consume(recs)
 	if o, u := count(); o != 0 || u != 6 {
 		t.Fatalf("idle interval: %v observed, %v unknown; want 0 and 6", o, u)
@@ -60,7 +60,7 @@ func TestWriteLatencySLIExcludesUnknown(t *testing.T) {
 		o.WriteLatCount += 100
 		o.WriteLatSum += 0.2
 	}
-	recs, _ = records(snap, st, t0.Add(30*time.Second), "ceph/vault/mgr", "", nil)
+	recs, _ = records(snap, st, t0.Add(30*time.Second), "ceph/vault/mgr", "", noHosts)
 	s.Consume(recs)
 	if o, u := count(); o != 3 || u != 6 {
 		t.Fatalf("busy interval: %v observed, %v unknown; want 3 and 6", o, u)
@@ -74,7 +74,7 @@ func TestWriteLatencySLIExcludesUnknown(t *testing.T) {
 		o.CommitLatencyMs, o.ApplyLatencyMs = perf[id].CommitLatencyMs, perf[id].ApplyLatencyMs
 	}
 	cli.OSDs = tree
-	recs, _ = records(cli, nil, t0, "ceph/vault/cli", "", nil)
+	recs, _ = records(cli, nil, t0, "ceph/vault/cli", "", noHosts)
 	s.Consume(recs)
 	if o, u := count(); o != 3 || u != 9 {
 		t.Fatalf("CLI: %v observed, %v unknown; want 3 and 9", o, u)

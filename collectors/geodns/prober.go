@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"reflect"
 	"sync"
 	"time"
 
@@ -29,11 +30,10 @@ import (
 type Prober struct {
 	services.Service
 	cfg      Config
-	inv      *inventory.Inventory
+	inv      inventory.View
 	app      pipeline.Appender
 	log      *slog.Logger
 	matrix   *Matrix
-	vips     map[netip.Addr]string
 	vantages []*vantage
 	stalls   *stallWatch
 
@@ -60,15 +60,28 @@ type target struct {
 	run   func(ctx context.Context) pipeline.Probe
 }
 
+// Deps are what the prober needs from its host.
+type Deps struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Appender   pipeline.Appender
+	Inventory  inventory.View // its POPs, services and client regions are the targets
+}
+
 // New builds a prober for cfg.Vantages over the inventory's POPs, services and client
-// regions. With no vantages it probes nothing.
-func New(cfg Config, inv *inventory.Inventory, app pipeline.Appender, log *slog.Logger, reg prometheus.Registerer) (*Prober, error) {
+// regions; when those change, the probes follow at once. With no vantages it probes
+// nothing.
+func New(cfg Config, deps Deps) (*Prober, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	inv, reg := deps.Inventory, deps.Registerer
+	if inv == nil {
+		inv = inventory.Static(nil)
+	}
 	p := &Prober{
-		cfg: cfg, inv: inv, app: app, log: log,
-		matrix: NewMatrix(), vips: map[netip.Addr]string{},
+		cfg: cfg, inv: inv, app: deps.Appender, log: deps.Logger,
+		matrix: NewMatrix(),
 		stalls: newStallWatch(cfg.Timeout/4, time.Now()),
 		probes: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_geodns_probes_total",
@@ -83,7 +96,7 @@ func New(cfg Config, inv *inventory.Inventory, app pipeline.Appender, log *slog.
 		}, []string{"vantage", "method"}),
 	}
 	for i, v := range cfg.Vantages {
-		if _, ok := inv.Site(v.Site); !ok {
+		if _, ok := inv.Snapshot().Site(v.Site); !ok {
 			return nil, fmt.Errorf("geodns.vantages[%d].site: unknown site %q", i, v.Site)
 		}
 		d, u := &net.Dialer{}, &net.Dialer{}
@@ -105,11 +118,6 @@ func New(cfg Config, inv *inventory.Inventory, app pipeline.Appender, log *slog.
 			return nil, fmt.Errorf("geodns metrics: %w", err)
 		}
 	}
-	for _, pop := range inv.POPs {
-		for _, v := range pop.VIPs {
-			p.vips[v.Unmap()] = pop.Name
-		}
-	}
 	p.Service = services.NewBasicService(nil, p.running, nil).WithName("geodns-prober")
 	return p, nil
 }
@@ -117,17 +125,22 @@ func New(cfg Config, inv *inventory.Inventory, app pipeline.Appender, log *slog.
 // Matrix is the live vantage × POP view of this vantage's probes.
 func (p *Prober) Matrix() *Matrix { return p.matrix }
 
-func (p *Prober) targets() []target {
+func (p *Prober) targets(snap *inventory.Snapshot) []target {
 	var ts []target
 	for _, v := range p.vantages {
-		ts = append(ts, p.vantageTargets(v)...)
+		ts = append(ts, p.vantageTargets(snap, v)...)
 	}
 	return ts
 }
 
-func (p *Prober) vantageTargets(v *vantage) []target {
+func (p *Prober) vantageTargets(snap *inventory.Snapshot, v *vantage) []target {
 	var ts []target
-	for _, pop := range p.inv.POPs {
+	inv := snap.Inventory()
+	popOf := func(a netip.Addr) (string, bool) {
+		pop, ok := snap.POPByVIP(a)
+		return pop.Name, ok
+	}
+	for _, pop := range inv.POPs {
 		if pop.TCPAddr != "" {
 			addr := pop.TCPAddr
 			ts = append(ts, target{v: v, every: p.cfg.every(p.cfg.TCPInterval), pop: pop.Name, run: func(ctx context.Context) pipeline.Probe { return probeTCP(ctx, v.dialer, addr) }})
@@ -144,27 +157,27 @@ func (p *Prober) vantageTargets(v *vantage) []target {
 	if p.cfg.DNSServer == "" {
 		return ts
 	}
-	for _, svc := range p.inv.Services {
+	for _, svc := range inv.Services {
 		qtype := dns.TypeA
-		if !p.hasV4(svc) {
+		if !hasV4(snap, svc) {
 			qtype = dns.TypeAAAA
 		}
-		for _, r := range p.inv.ClientRegions {
+		for _, r := range inv.ClientRegions {
 			if !r.SamplePrefix.IsValid() {
 				continue
 			}
 			name, subnet := svc.Name, r.SamplePrefix
 			ts = append(ts, target{v: v, every: p.cfg.every(p.cfg.DNSInterval), svc: svc.Name, reg: r.Name, run: func(ctx context.Context) pipeline.Probe {
-				return probeDNS(ctx, v.udp, p.cfg.DNSServer, name, qtype, subnet, p.vips)
+				return probeDNS(ctx, v.udp, p.cfg.DNSServer, name, qtype, subnet, popOf)
 			}})
 		}
 	}
 	return ts
 }
 
-func (p *Prober) hasV4(svc inventory.Service) bool {
+func hasV4(snap *inventory.Snapshot, svc inventory.Service) bool {
 	for _, name := range svc.POPs {
-		if pop, ok := p.inv.POP(name); ok {
+		if pop, ok := snap.POP(name); ok {
 			for _, v := range pop.VIPs {
 				if v.Unmap().Is4() {
 					return true
@@ -193,16 +206,48 @@ func (p *Prober) running(ctx context.Context) error {
 			p.log.Warn("prober stalled: probes across the stall are not recorded", "for", d.Round(time.Millisecond))
 		})
 	}()
-	for _, t := range p.targets() {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			p.loop(ctx, t)
-		}()
+	changes, cancel := p.inv.Subscribe()
+	defer cancel()
+	snap := p.inv.Snapshot()
+	for {
+		// The targets of this snapshot run until ctx ends or the probed part of the world
+		// (POPs, services, client regions) changes; then they start over from the new one.
+		tctx, stop := context.WithCancel(ctx)
+		var targets sync.WaitGroup
+		for _, t := range p.targets(snap) {
+			targets.Go(func() { p.loop(tctx, t) })
+		}
+		next, done := p.awaitTargetChange(ctx, changes, snap)
+		stop()
+		targets.Wait()
+		if done {
+			wg.Wait()
+			return nil
+		}
+		snap = next
 	}
-	wg.Wait()
-	<-ctx.Done() // with no vantages there is nothing to wait for, but the module stays up
-	return nil
+}
+
+// awaitTargetChange returns the first snapshot whose probes differ from snap's; done when
+// ctx ends first.
+func (p *Prober) awaitTargetChange(ctx context.Context, changes <-chan *inventory.Snapshot, snap *inventory.Snapshot) (next *inventory.Snapshot, done bool) {
+	for {
+		select {
+		case <-ctx.Done():
+			return nil, true
+		case next = <-changes:
+			if !sameTargets(snap, next) {
+				p.log.Info("inventory changed: the probes follow", "version", next.Version())
+				return next, false
+			}
+		}
+	}
+}
+
+// sameTargets reports whether two snapshots give the same probes.
+func sameTargets(a, b *inventory.Snapshot) bool {
+	x, y := a.Inventory(), b.Inventory()
+	return reflect.DeepEqual(x.POPs, y.POPs) && reflect.DeepEqual(x.Services, y.Services) && reflect.DeepEqual(x.ClientRegions, y.ClientRegions)
 }
 
 // loop runs one target until ctx ends. Each wait is the interval ± jitter, so that many

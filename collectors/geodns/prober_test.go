@@ -88,7 +88,7 @@ func TestProberOnLoopback(t *testing.T) {
 	var cfg Config
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
 	cfg.Vantages, cfg.Interval = Vantages{{Site: "lab"}}, 100*time.Millisecond
-	p, out := startProber(t, cfg, inv)
+	p, out := startProber(t, cfg, inventory.Static(inv))
 
 	for _, tc := range []struct {
 		what    string
@@ -220,7 +220,7 @@ func TestVantagesProbeFromTheirSourceAddress(t *testing.T) {
 		t.Fatal(err)
 	}
 	cfg.Interval, cfg.ICMP = 50*time.Millisecond, false
-	_, out := startProber(t, cfg, inv)
+	_, out := startProber(t, cfg, inventory.Static(inv))
 	for _, v := range []string{"paris", "tokyo"} {
 		waitFor(t, v+" probes", func() bool {
 			return out.find(func(r *pipeline.Probe) bool { return r.Vantage == v && r.M.Site == v && r.Success }) != nil
@@ -273,7 +273,7 @@ func TestFirstFailureIsConfirmedFast(t *testing.T) {
 	var cfg Config
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
 	cfg.Vantages, cfg.Interval, cfg.FastInterval, cfg.ICMP = Vantages{{Site: "lab"}}, 2*time.Second, 100*time.Millisecond, false
-	_, out := startProber(t, cfg, inv)
+	_, out := startProber(t, cfg, inventory.Static(inv))
 	waitFor(t, "a successful probe", func() bool { return out.find(func(r *pipeline.Probe) bool { return r.Success }) != nil })
 	l.Close() // the POP goes away: connections are refused from now on
 	var fails []time.Time
@@ -303,10 +303,10 @@ func TestFirstFailureIsConfirmedFast(t *testing.T) {
 
 // startProber runs a prober until the test ends, with the sink its records go to; each
 // of before is applied to it first.
-func startProber(t *testing.T, cfg Config, inv *inventory.Inventory, before ...func(*Prober)) (*Prober, *sink) {
+func startProber(t *testing.T, cfg Config, inv inventory.View, before ...func(*Prober)) (*Prober, *sink) {
 	t.Helper()
 	out := &sink{}
-	p, err := New(cfg, inv, out, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry())
+	p, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: prometheus.NewRegistry(), Appender: out, Inventory: inv})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -393,7 +393,7 @@ func TestTimeoutAcrossAStallIsInconclusive(t *testing.T) {
 	var cfg Config
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
 	cfg.Vantages, cfg.Interval, cfg.Timeout, cfg.ICMP = Vantages{{Site: "lab"}}, 100*time.Millisecond, 2*time.Second, false
-	p, out := startProber(t, cfg, inv)
+	p, out := startProber(t, cfg, inventory.Static(inv))
 	waitFor(t, "a successful probe", func() bool { return out.find(func(r *pipeline.Probe) bool { return r.Success }) != nil })
 
 	hang.Lock()
@@ -427,7 +427,7 @@ func TestStallsExcuseOnlyThreeTimeoutsInARow(t *testing.T) {
 	var cfg Config
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
 	cfg.Vantages, cfg.Interval, cfg.FastInterval, cfg.Timeout, cfg.ICMP = Vantages{{Site: "lab"}}, 50*time.Millisecond, 10*time.Millisecond, 50*time.Millisecond, false
-	p, out := startProber(t, cfg, inv, alwaysStalled)
+	p, out := startProber(t, cfg, inventory.Static(inv), alwaysStalled)
 	waitFor(t, "two recorded failures", func() bool { return out.len() >= 2 })
 	services.StopAndAwaitTerminated(context.Background(), p)
 	n := out.len()
@@ -448,9 +448,39 @@ func TestRefusedIsNeverExcused(t *testing.T) {
 	var cfg Config
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
 	cfg.Vantages, cfg.Interval, cfg.ICMP = Vantages{{Site: "lab"}}, 50*time.Millisecond, false
-	p, out := startProber(t, cfg, inv, alwaysStalled)
+	p, out := startProber(t, cfg, inventory.Static(inv), alwaysStalled)
 	waitFor(t, "three refused probes recorded", func() bool { return out.len() >= 3 })
 	if n := testutil.ToFloat64(p.probes.WithLabelValues("lab", "tcp", "inconclusive")); n != 0 {
 		t.Errorf("%v refused probes excused as inconclusive", n)
+	}
+}
+
+// TestProbesFollowInventory: a POP added to the running inventory is probed, without a
+// restart, within its first jittered interval; a node added changes no probe.
+func TestProbesFollowInventory(t *testing.T) {
+	ok := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	t.Cleanup(ok.Close)
+	world := inventory.Inventory{Sites: []inventory.Site{{Name: "lab"}}}
+	inv := inventory.Static(&world)
+	var cfg Config
+	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
+	cfg.Vantages, cfg.Interval = Vantages{{Site: "lab"}}, 200*time.Millisecond
+	_, out := startProber(t, cfg, inv)
+	world.POPs = []inventory.POP{{Name: "late", Site: "lab", VIPs: []netip.Addr{netip.MustParseAddr("127.0.0.1")}, HealthURL: ok.URL}}
+	start := time.Now()
+	if err := inv.Set(inventory.SourceYAML, world); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the new POP probed", func() bool {
+		return out.find(func(r *pipeline.Probe) bool { return r.POP == "late" && r.Success }) != nil
+	})
+	t.Logf("new POP probed %v after the inventory change", time.Since(start).Round(time.Millisecond))
+	old := inv.Snapshot()
+	world.Nodes = []inventory.Node{{Name: "n1", Site: "lab"}}
+	if err := inv.Set(inventory.SourceYAML, world); err != nil {
+		t.Fatal(err)
+	}
+	if !sameTargets(old, inv.Snapshot()) {
+		t.Fatal("a node added changed the probes")
 	}
 }

@@ -23,8 +23,8 @@ import (
 )
 
 // probeDNS asks the authoritative server for name as a client inside subnet would
-// (EDNS Client Subnet) and maps the answer back to a POP through vips.
-func probeDNS(ctx context.Context, d *net.Dialer, server, name string, qtype uint16, subnet netip.Prefix, vips map[netip.Addr]string) pipeline.Probe {
+// (EDNS Client Subnet) and maps the answer back to a POP through popOf.
+func probeDNS(ctx context.Context, d *net.Dialer, server, name string, qtype uint16, subnet netip.Prefix, popOf func(netip.Addr) (string, bool)) pipeline.Probe {
 	p := pipeline.Probe{Method: "dns", Target: name}
 	m := new(dns.Msg)
 	m.SetQuestion(dns.Fqdn(name), qtype)
@@ -64,7 +64,7 @@ func probeDNS(ctx context.Context, d *net.Dialer, server, name string, qtype uin
 		addr, _ := netip.AddrFromSlice(a)
 		addr = addr.Unmap()
 		answers = append(answers, addr.String())
-		if pop, ok := vips[addr]; ok && p.POP == "" {
+		if pop, ok := popOf(addr); ok && p.POP == "" {
 			p.POP = pop
 		}
 	}

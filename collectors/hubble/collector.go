@@ -30,26 +30,32 @@ type Collector struct {
 	owner  shard.Owner
 }
 
-// NewCollector validates cfg and returns the collector service. inv maps each relay's
-// cluster to its site (nil: no site). owner shards the relays over the collector
-// replicas (nil: this one streams them all).
-func NewCollector(cfg Config, app pipeline.Appender, inv *inventory.Inventory, log *slog.Logger, reg prometheus.Registerer, owner shard.Owner) (*Collector, error) {
+// Deps are what the collector needs from its host.
+type Deps struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Appender   pipeline.Appender
+	// Inventory maps each relay's cluster to its site and names pods' owners from the
+	// cluster's API (nil: neither); a change applies from the next flow on.
+	Inventory inventory.View
+	// Owner shards the relays over the collector replicas (nil: this one streams them all).
+	Owner shard.Owner
+}
+
+// New validates cfg and returns the collector service.
+func New(cfg Config, deps Deps) (*Collector, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
-	m := newMetrics(reg)
+	m := newMetrics(deps.Registerer)
 	parser := NewParser(cfg.LabelKeys)
-	c := &Collector{owner: owner}
+	inv := deps.Inventory
+	if inv == nil {
+		inv = inventory.Static(nil)
+	}
+	c := &Collector{owner: deps.Owner}
 	for _, rc := range cfg.Relays {
-		site := ""
-		if inv != nil {
-			for _, cl := range inv.Clusters {
-				if cl.Name == rc.Cluster {
-					site = cl.Site
-				}
-			}
-		}
-		r, err := newRelay(&cfg, rc, site, parser, app, m, log.With("relay", rc.Name, "address", rc.Address))
+		r, err := newRelay(&cfg, rc, inv, parser, deps.Appender, m, deps.Logger.With("relay", rc.Name, "address", rc.Address))
 		if err != nil {
 			return nil, fmt.Errorf("hubble.relays %s: %w", rc.Name, err)
 		}
@@ -144,6 +150,7 @@ func (c *Collector) Status() []RelayStatus {
 type relay struct {
 	cfg    *Config
 	rc     RelayConfig
+	inv    inventory.View
 	dial   dialer
 	meta   pipeline.Meta
 	dec    *decoder
@@ -178,14 +185,14 @@ type relayMetrics struct {
 	lost                                                                                    *prometheus.CounterVec
 }
 
-func newRelay(cfg *Config, rc RelayConfig, site string, parser *Parser, app pipeline.Appender, m *metrics, log *slog.Logger) (*relay, error) {
+func newRelay(cfg *Config, rc RelayConfig, inv inventory.View, parser *Parser, app pipeline.Appender, m *metrics, log *slog.Logger) (*relay, error) {
 	d, err := newDialer(cfg, rc)
 	if err != nil {
 		return nil, err
 	}
 	n := rc.Name
-	r := &relay{cfg: cfg, rc: rc, dial: d, dec: newDecoder(parser), in: newInbox(), app: app, log: log,
-		meta: pipeline.Meta{Collector: "hubble/" + n, Site: site, Cluster: rc.Cluster},
+	r := &relay{cfg: cfg, rc: rc, inv: inv, dial: d, dec: newDecoder(parser), in: newInbox(), app: app, log: log,
+		meta: pipeline.Meta{Collector: "hubble/" + n, Cluster: rc.Cluster},
 		m: relayMetrics{received: m.received.WithLabelValues(n), stored: m.stored.WithLabelValues(n),
 			duplicates: m.duplicates.WithLabelValues(n), malformed: m.malformed.WithLabelValues(n), edges: m.edges.WithLabelValues(n), overflow: m.overflow.WithLabelValues(n),
 			relayErrors: m.relayErrors.WithLabelValues(n), checkpointErrors: m.checkpointErrors.WithLabelValues(n),
@@ -204,6 +211,17 @@ func newRelay(cfg *Config, rc RelayConfig, site string, parser *Parser, app pipe
 	r.edges = newEdgeAggregator(r.meta, cfg.EdgeInterval, cfg.EdgeGrace, cfg.MaxPairs, cfg.MaxWindows,
 		func(k int) { r.m.overflow.Add(float64(k)) })
 	return r, nil
+}
+
+// follow applies a new inventory snapshot: the cluster's site, its pods' owners.
+func (r *relay) follow() {
+	s := r.inv.Snapshot()
+	if s == r.dec.snap {
+		return
+	}
+	r.dec.follow(s, r.rc.Cluster)
+	c, _ := s.Cluster(r.rc.Cluster)
+	r.meta.Site, r.edges.meta.Site = c.Site, c.Site
 }
 
 func (r *relay) status() RelayStatus {

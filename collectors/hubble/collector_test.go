@@ -141,10 +141,10 @@ func startServer(t *testing.T, ring []*observer.GetFlowsResponse) *hubbletest.Se
 	return s
 }
 
-func startCollector(t testing.TB, cfg Config, app pipeline.Appender, inv *inventory.Inventory, owner shard.Owner) (*Collector, *prometheus.Registry) {
+func startCollector(t testing.TB, cfg Config, app pipeline.Appender, inv inventory.View, owner shard.Owner) (*Collector, *prometheus.Registry) {
 	t.Helper()
 	reg := prometheus.NewRegistry()
-	c, err := NewCollector(cfg, app, inv, slog.New(slog.NewTextHandler(io.Discard, nil)), reg, owner)
+	c, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg, Appender: app, Inventory: inv, Owner: owner})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -176,7 +176,7 @@ func TestCollectorEdges(t *testing.T) {
 	cfg := testConfig(RelayConfig{Cluster: "kind", Address: kind.Addr(), Whitelist: filters}, RelayConfig{Cluster: "gke", Address: gke.Addr()})
 	out := &sink{}
 	inv := &inventory.Inventory{Clusters: []inventory.Cluster{{Name: "kind", Site: "nyc"}}}
-	_, reg := startCollector(t, cfg, out, inv, nil)
+	_, reg := startCollector(t, cfg, out, inventory.Static(inv), nil)
 
 	waitFor(t, "all flows and edges", func() bool {
 		kf, ke := out.counts("kind")

@@ -68,7 +68,7 @@ func TestOverload(t *testing.T) {
 			cfg.Overload, cfg.OverloadSampleRate = mode, 0.25
 			var logs testlog.Buffer
 			reg := prometheus.NewRegistry()
-			c, err := NewCollector(cfg, held, nil, slog.New(slog.NewTextHandler(&logs, nil)), reg, nil)
+			c, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(&logs, nil)), Registerer: reg, Appender: held})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -1,6 +1,7 @@
 package hubble
 
 import (
+	"cmp"
 	"slices"
 	"strings"
 
@@ -35,7 +36,12 @@ func NewParser(labelKeys []string) *Parser {
 	return p
 }
 
-func (p *Parser) endpoint(e *flowpb.Endpoint) pipeline.Endpoint {
+// Owners names a pod's owner as the cluster's API lists it (inventory.Snapshot's
+// WorkloadOfPod); ok false: not listed.
+type Owners func(namespace, pod string) (name, kind string, ok bool)
+
+// endpoint maps e; owners (nil: none) is asked before the pod-name heuristic.
+func (p *Parser) endpoint(e *flowpb.Endpoint, owners Owners) pipeline.Endpoint {
 	if e == nil {
 		return pipeline.Endpoint{}
 	}
@@ -66,13 +72,20 @@ func (p *Parser) endpoint(e *flowpb.Endpoint) pipeline.Endpoint {
 	}
 	// The app label names an edge, as in Hubble UI's service map: it is set on every pod
 	// of an application (reviews v1, v2 and v3 are one "reviews") and survives Cilium
-	// versions that do not send workloads. Then Cilium's workload, then the owner read
-	// from the pod name, then the reserved identity (world, host, ...).
+	// versions that do not send workloads. Then Cilium's workload, then the owner the
+	// API lists (a StatefulSet's pods carry no hash to cut), then the owner read from the
+	// pod name, then the reserved identity (world, host, ...).
 	var owner, kind string
 	if ws := e.GetWorkloads(); len(ws) > 0 {
 		owner, kind = ws[0].GetName(), ws[0].GetKind()
 	} else if out.Pod != "" {
-		owner, kind = workloadFromPod(out.Pod)
+		ok := false
+		if owners != nil {
+			owner, kind, ok = owners(cmp.Or(out.Namespace, podNamespace), out.Pod)
+		}
+		if !ok {
+			owner, kind = workloadFromPod(out.Pod)
+		}
 	}
 	switch {
 	case app != "":

@@ -14,6 +14,7 @@ import (
 
 	"github.com/meridianhq/meridian/collectors/hubble/hubbletest"
 	"github.com/meridianhq/meridian/internal/testtime"
+	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
 
@@ -183,4 +184,38 @@ func FuzzParse(f *testing.F) {
 		}
 		orient(&got)
 	})
+}
+
+// TestEndpointOwnerFromAPI: with no app label and no Cilium workload, the owner the
+// cluster's API lists names the endpoint; the pod-name heuristic is the fallback, and a
+// decoder re-derives remembered endpoints when the inventory changes.
+func TestEndpointOwnerFromAPI(t *testing.T) {
+	inv := inventory.Static(&inventory.Inventory{})
+	e := &flowpb.Endpoint{Namespace: "shop", PodName: "web-0", Labels: []string{"k8s:tier=db"}}
+	b, err := proto.Marshal(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d := newDecoder(NewParser(nil))
+	d.follow(inv.Snapshot(), "edge")
+	got, err := d.endpoint(b)
+	if err != nil || got.Workload != "web-0" || got.WorkloadKind != "" {
+		t.Fatalf("before the API lists it: %+v %v (want the heuristic's web-0)", got, err)
+	}
+	if err := inv.Set(inventory.SourceYAML, inventory.Inventory{Workloads: []inventory.Workload{{Cluster: "edge", Namespace: "shop", Name: "web", Kind: "StatefulSet"}}}); err != nil {
+		t.Fatal(err)
+	}
+	d.follow(inv.Snapshot(), "edge")
+	if got, _ := d.endpoint(b); got.Workload != "web" || got.WorkloadKind != "StatefulSet" {
+		t.Fatalf("owner from the API: %+v", got)
+	}
+	d.follow(inv.Snapshot(), "other-cluster")
+	if got, _ := d.endpoint(b); got.Workload != "web" {
+		t.Fatalf("the same snapshot is not followed again: %+v", got)
+	}
+	p := NewParser(nil)
+	e.Labels = append(e.Labels, "k8s:app=db")
+	if got := p.endpoint(e, func(string, string) (string, string, bool) { return "web", "StatefulSet", true }); got.Workload != "db" {
+		t.Fatalf("the app label names the edge before the owner: %+v", got)
+	}
 }

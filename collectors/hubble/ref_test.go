@@ -20,8 +20,8 @@ func refParse(p *Parser, f *flowpb.Flow, cluster string, fallback time.Time) pip
 	if ts := f.GetTime(); ts != nil && ts.IsValid() {
 		r.M.Time = ts.AsTime()
 	}
-	r.Source = p.endpoint(f.GetSource())
-	r.Destination = p.endpoint(f.GetDestination())
+	r.Source = p.endpoint(f.GetSource(), nil)
+	r.Destination = p.endpoint(f.GetDestination(), nil)
 	if ip := f.GetIP(); ip != nil {
 		r.Source.IP, _ = netip.ParseAddr(ip.GetSource())
 		r.Destination.IP, _ = netip.ParseAddr(ip.GetDestination())

@@ -383,6 +383,7 @@ func (r *relay) handleFlow(resp response) error {
 	if resp.hasTime {
 		fallback = resp.time
 	}
+	r.follow()
 	rec := r.newFlow()
 	info, err := r.dec.flow(resp.flow, r.rc.Cluster, fallback, rec)
 	if err != nil {

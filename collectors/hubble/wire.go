@@ -11,6 +11,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
 
@@ -24,6 +25,8 @@ import (
 // concurrent use.
 type decoder struct {
 	parser    *Parser
+	owners    Owners                       // pod owners from the API; nil: none
+	snap      *inventory.Snapshot          // the snapshot owners reads
 	endpoints map[string]pipeline.Endpoint // by the Endpoint message's bytes; IP unset
 	addrs     map[string]netip.Addr
 	nodes     map[string]string // raw node name -> without the cluster/ prefix
@@ -38,6 +41,20 @@ const decoderCache = 4096
 func newDecoder(p *Parser) *decoder {
 	return &decoder{parser: p, endpoints: map[string]pipeline.Endpoint{}, addrs: map[string]netip.Addr{},
 		nodes: map[string]string{}, paths: map[string]string{}, texts: map[string]string{}}
+}
+
+// follow makes the decoder name owners from snap (the cluster's workloads): endpoints
+// remembered from an older snapshot are derived again.
+func (d *decoder) follow(snap *inventory.Snapshot, cluster string) {
+	if snap == d.snap {
+		return
+	}
+	d.snap = snap
+	d.owners = func(ns, pod string) (string, string, bool) {
+		w, ok := snap.WorkloadOfPod(cluster, ns, pod)
+		return w.Name, w.Kind, ok
+	}
+	clear(d.endpoints)
 }
 
 // response is one GetFlowsResponse as the relay loop reads it.
@@ -401,7 +418,7 @@ func (d *decoder) endpoint(b []byte) (pipeline.Endpoint, error) {
 	if err := proto.Unmarshal(b, &pb); err != nil {
 		return pipeline.Endpoint{}, err
 	}
-	e := d.parser.endpoint(&pb)
+	e := d.parser.endpoint(&pb, d.owners)
 	remember(d.endpoints, string(b), e)
 	return e, nil
 }

@@ -42,11 +42,11 @@ func BenchmarkDump10kPeers(b *testing.B) {
 	second, _ := genDump(b, n, 1000)
 	var cfg Config
 	cfg.RegisterFlags(flagSet())
-	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), nil, inv, nil)
+	c, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: prometheus.NewRegistry(), Inventory: inventory.Static(inv)})
 	if err != nil {
 		b.Fatal(err)
 	}
-	idx := c.index()
+	idx := c.inv.Snapshot()
 	now := time.Unix(1700000050, 0)
 	peers, errs := ParseDump("bench", first)
 	if len(peers) != n || len(errs) != 0 {

@@ -75,7 +75,7 @@ type Collector struct {
 	cfg     Config
 	log     *slog.Logger
 	app     pipeline.Appender
-	inv     *inventory.Inventory
+	inv     inventory.View
 	owner   shard.Owner
 	metrics *scrape.Metrics
 	peers   *prometheus.GaugeVec
@@ -89,20 +89,32 @@ type Collector struct {
 
 type peerKey struct{ iface, key string }
 
-// New returns the collector as a dskit timer service. owner shards the exporter URLs
-// over the collector replicas (nil: this one scrapes them all); the node's own devices,
-// dump command and files are always read.
-func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, app pipeline.Appender, inv *inventory.Inventory, owner shard.Owner) (*Collector, error) {
+// Deps are what the collector needs from its host.
+type Deps struct {
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+	Appender   pipeline.Appender
+	Inventory  inventory.View // nil: nothing is mapped
+	// Owner shards the exporter URLs over the collector replicas (nil: this one scrapes
+	// them all); the node's own devices, dump command and files are always read.
+	Owner shard.Owner
+}
+
+// New returns the collector as a dskit service: it reads every source each interval,
+// and again soon after the inventory changes, so peers are mapped to the new world
+// within seconds (scrape.Service).
+func New(cfg Config, deps Deps) (*Collector, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	inv := deps.Inventory
 	if inv == nil {
-		inv = &inventory.Inventory{}
+		inv = inventory.Static(nil)
 	}
 	c := &Collector{
-		cfg: cfg, log: log, app: app, inv: inv, owner: owner,
-		metrics: scrape.NewMetrics(reg, "wireguard"),
-		peers: promauto.With(reg).NewGaugeVec(prometheus.GaugeOpts{
+		cfg: cfg, log: deps.Logger, app: deps.Appender, inv: inv, owner: deps.Owner,
+		metrics: scrape.NewMetrics(deps.Registerer, "wireguard"),
+		peers: promauto.With(deps.Registerer).NewGaugeVec(prometheus.GaugeOpts{
 			Name: "meridian_wireguard_peers",
 			Help: "Peers seen in the last scrape, by source and tunnel status.",
 		}, []string{"source", "status"}),
@@ -110,7 +122,7 @@ func New(cfg Config, log *slog.Logger, reg prometheus.Registerer, app pipeline.A
 		now:   time.Now,
 		state: map[string]map[peerKey]*peerState{},
 	}
-	c.Service = services.NewTimerService(cfg.Interval, nil, c.iteration, c.stopping)
+	c.Service = scrape.Service(cfg.Interval, inv, c.iteration, c.stopping)
 	return c, nil
 }
 
@@ -124,7 +136,7 @@ func (c *Collector) stopping(error) error {
 // iteration reads every source once. Source failures are logged and counted; only a
 // pipeline that refuses records (ctx cancelled) ends the service.
 func (c *Collector) iteration(ctx context.Context) error {
-	idx := c.index()
+	idx := c.inv.Snapshot()
 	for _, s := range c.sources() {
 		recs := c.scrapeSource(ctx, s, idx)
 		if len(recs) == 0 {
@@ -140,7 +152,7 @@ func (c *Collector) iteration(ctx context.Context) error {
 	return nil
 }
 
-func (c *Collector) scrapeSource(ctx context.Context, s source, idx nodeIndex) []pipeline.Record {
+func (c *Collector) scrapeSource(ctx context.Context, s source, idx *inventory.Snapshot) []pipeline.Record {
 	start := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, c.cfg.Timeout)
 	defer cancel()
@@ -157,7 +169,7 @@ func (c *Collector) scrapeSource(ctx context.Context, s source, idx nodeIndex) [
 }
 
 // records turns one source's peers into TunnelStats and replaces that source's state.
-func (c *Collector) records(src string, peers []Peer, now time.Time, idx nodeIndex) []pipeline.Record {
+func (c *Collector) records(src string, peers []Peer, now time.Time, idx *inventory.Snapshot) []pipeline.Record {
 	old := c.state[src]
 	cur := make(map[peerKey]*peerState, len(peers))
 	recs := make([]pipeline.Record, 0, len(peers))
@@ -187,13 +199,13 @@ func (c *Collector) records(src string, peers []Peer, now time.Time, idx nodeInd
 			Keepalive:     p.Keepalive,
 			Status:        status(&st, now, c.cfg.Thresholds),
 		}
-		if n, ok := idx.byKey[p.LocalKey]; ok {
+		if n, ok := idx.NodeByWireGuardKey(p.LocalKey); ok {
 			r.M.Node = n.Name
 		}
-		if n, ok := idx.byName[r.M.Node]; ok {
+		if n, ok := idx.Node(r.M.Node); ok {
 			r.M.Site, r.M.Cluster = n.Site, n.Cluster
 		}
-		if n, ok := idx.byKey[p.PublicKey]; ok {
+		if n, ok := idx.NodeByWireGuardKey(p.PublicKey); ok {
 			r.PeerNode, r.PeerSite = n.Name, n.Site
 		}
 		counts[r.Status]++
@@ -205,18 +217,3 @@ func (c *Collector) records(src string, peers []Peer, now time.Time, idx nodeInd
 	}
 	return recs
 }
-
-// index maps public keys to inventory nodes once per iteration (the inventory's own
-// lookup is a linear scan, too slow for tens of thousands of peers).
-func (c *Collector) index() nodeIndex {
-	idx := nodeIndex{byKey: map[string]inventory.Node{}, byName: map[string]inventory.Node{}}
-	for _, n := range c.inv.Nodes {
-		if n.WireGuardKey != "" {
-			idx.byKey[n.WireGuardKey] = n
-		}
-		idx.byName[n.Name] = n
-	}
-	return idx
-}
-
-type nodeIndex struct{ byKey, byName map[string]inventory.Node }

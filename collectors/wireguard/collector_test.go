@@ -18,6 +18,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/grafana/dskit/services"
+
+	"github.com/meridianhq/meridian/collectors/scrape"
 	"github.com/meridianhq/meridian/collectors/shard/shardtest"
 	"github.com/meridianhq/meridian/internal/promtest"
 	"github.com/meridianhq/meridian/inventory"
@@ -72,7 +75,7 @@ func TestCollectorFileSourceMapsInventoryAndSurvivesBadScrapes(t *testing.T) {
 	cfg.DumpFiles = []string{dump}
 	reg := prometheus.NewRegistry()
 	rec := &recorder{}
-	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), reg, rec, inv, nil)
+	c, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg, Appender: rec, Inventory: inventory.Static(inv)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -187,7 +190,7 @@ func TestExporterURLsFollowOwnership(t *testing.T) {
 	owner.Set(urls[0])
 	reg := prometheus.NewRegistry()
 	rec := &recorder{}
-	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), reg, rec, nil, owner)
+	c, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg, Appender: rec, Owner: owner})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,5 +210,58 @@ func TestExporterURLsFollowOwnership(t *testing.T) {
 	}
 	if a, b := scrapes(); a != 1 || b != 1 || len(rec.take()) == 0 {
 		t.Fatalf("after the exporters swapped owners: scrapes %v and %v, want 1 and 1, with records", a, b)
+	}
+}
+
+// TestCollectorFollowsInventory: a peer whose key no node owns is recorded unmapped; once
+// the inventory learns the key, the running collector reads its sources again and maps
+// the peer within scrape.RemapGap, long before its next interval.
+func TestCollectorFollowsInventory(t *testing.T) {
+	dump := filepath.Join(t.TempDir(), "dump.txt")
+	if err := os.WriteFile(dump, readTestdata(t, "mindflavor-wg-show-all-dump-issue19.txt"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	const late = "923V/iAdcz8BcqB0Xo6pDJzARGBJCQ6fWe+peixQyB4="
+	inv := inventory.Static(&inventory.Inventory{Sites: []inventory.Site{{Name: "nyc"}}})
+	cfg := testConfig()
+	cfg.DumpFiles = []string{dump}
+	cfg.Interval, cfg.Timeout = time.Hour, time.Minute // only an inventory change reads again
+	rec := &recorder{}
+	c, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: prometheus.NewRegistry(), Appender: rec, Inventory: inv})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.iteration(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range rec.take() {
+		if r.PeerNode != "" {
+			t.Fatalf("mapped before the inventory knew any node: %+v", r)
+		}
+	}
+	ctx := context.Background()
+	if err := services.StartAndAwaitRunning(ctx, c); err != nil {
+		t.Fatal(err)
+	}
+	defer services.StopAndAwaitTerminated(ctx, c)
+	start := time.Now()
+	if err := inv.Set(inventory.SourceYAML, inventory.Inventory{Sites: []inventory.Site{{Name: "nyc"}},
+		Nodes: []inventory.Node{{Name: "late-1", Site: "nyc", WireGuardKey: late}}}); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(3 * scrape.RemapGap)
+	for {
+		mapped := false
+		for _, r := range rec.take() {
+			mapped = mapped || (r.PublicKey == late && r.PeerNode == "late-1" && r.PeerSite == "nyc")
+		}
+		if mapped {
+			t.Logf("peer mapped %v after the inventory change", time.Since(start).Round(time.Millisecond))
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("peer not mapped within %v of the inventory change", 3*scrape.RemapGap)
+		}
+		time.Sleep(20 * time.Millisecond) // polling the recorder; the collector runs on its own
 	}
 }

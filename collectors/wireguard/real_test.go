@@ -174,7 +174,7 @@ func TestRealWireGuard(t *testing.T) {
 		ts, ok := latest[id{"wireguard/" + src, peer}]
 		return ts, ok
 	}
-	c, err := New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)), prometheus.NewRegistry(), app, inv, nil)
+	c, err := New(cfg, Deps{Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: prometheus.NewRegistry(), Appender: app, Inventory: inventory.Static(inv)})
 	if err != nil {
 		t.Fatal(err)
 	}

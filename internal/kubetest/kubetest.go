@@ -49,10 +49,13 @@ func Tools(t testing.TB, needs ...string) string {
 	return dir
 }
 
-// Server is a running kube-apiserver with one admin token.
+// Server is a running kube-apiserver with an admin token and a token bound to no role.
 type Server struct {
 	URL   string
 	Token string
+	// NoRoleToken authenticates a user no role grants anything: every request is refused
+	// (403), for RBAC tests.
+	NoRoleToken string
 	// CA is the PEM of the server's self-signed certificate.
 	CA     []byte
 	Client *http.Client
@@ -98,9 +101,11 @@ func Start(t testing.TB) *Server {
 	writeFile(t, saKey, pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}))
 	tok := make([]byte, 16)
 	rand.Read(tok)
-	s := &Server{Token: hex.EncodeToString(tok)}
+	tok2 := make([]byte, 16)
+	rand.Read(tok2)
+	s := &Server{Token: hex.EncodeToString(tok), NoRoleToken: hex.EncodeToString(tok2)}
 	tokens := filepath.Join(dir, "tokens.csv")
-	writeFile(t, tokens, []byte(s.Token+",meridian-test,meridian-test,system:masters\n"))
+	writeFile(t, tokens, []byte(s.Token+",meridian-test,meridian-test,system:masters\n"+s.NoRoleToken+",meridian-nobody,meridian-nobody\n"))
 	port := amtest.FreePort(t)
 	certs := filepath.Join(dir, "certs")
 	s.bin = []string{filepath.Join(tools, "bin/kube-apiserver")}
@@ -157,6 +162,12 @@ func (s *Server) StartAPI(t testing.TB) {
 // Kubeconfig writes a kubeconfig for the admin token and returns its path.
 func (s *Server) Kubeconfig(t testing.TB) string {
 	t.Helper()
+	return s.KubeconfigFor(t, s.Token)
+}
+
+// KubeconfigFor writes a kubeconfig for token (Token or NoRoleToken) and returns its path.
+func (s *Server) KubeconfigFor(t testing.TB, token string) string {
+	t.Helper()
 	path := filepath.Join(t.TempDir(), "kubeconfig")
 	writeFile(t, path, []byte(fmt.Sprintf(`apiVersion: v1
 kind: Config
@@ -173,7 +184,7 @@ contexts:
 - name: test
   context: {cluster: test, user: admin}
 current-context: test
-`, s.URL, b64(s.CA), s.Token)))
+`, s.URL, b64(s.CA), token)))
 	return path
 }
 
