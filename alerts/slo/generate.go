@@ -98,8 +98,16 @@ var slothModes = map[string]string{
 
 // Generate returns the rule groups for a spec: per SLO an SLI recording group, a
 // metadata recording group and (unless both alerts are disabled) an alert group,
-// named and labelled as Sloth names and labels them.
+// named and labelled as Sloth names and labels them. A Pyrra objective gets the groups
+// Pyrra generates (see PyrraSLO).
 func Generate(s *Spec, o Options) ([]rulefmt.RuleGroup, error) {
+	if s.Pyrra != nil {
+		obj, err := s.Pyrra.objective(s.File)
+		if err != nil {
+			return nil, err
+		}
+		return pyrraGroups(obj), nil
+	}
 	period, err := s.Period()
 	if err != nil {
 		return nil, err

@@ -1,0 +1,61 @@
+package slo
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+const pyrraDir = "../../testdata/slo/pyrra"
+
+// TestPyrraEquivalence generates rules for Pyrra ServiceLevelObjectives and compares
+// them, rule by rule, with the rules Pyrra generated for the same objects (its own
+// tests' expected output): group names and intervals, record and alert names, labels
+// (windows, severities, exhaustion), annotations, `for`, and expressions as parsed
+// PromQL with constants folded (so burn factors and thresholds compare as numbers).
+func TestPyrraEquivalence(t *testing.T) {
+	specs, _ := filepath.Glob(filepath.Join(pyrraDir, "*.yaml"))
+	if len(specs) < 1 {
+		t.Fatalf("found %d Pyrra objects in %s", len(specs), pyrraDir)
+	}
+	for _, spec := range specs {
+		t.Run(filepath.Base(spec), func(t *testing.T) {
+			files, err := GenerateFiles([]string{spec}, nil, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := CheckRules(files[0].Groups); err != nil {
+				t.Fatal(err)
+			}
+			compareGroups(t, files[0].Groups, loadSlothGen(t, filepath.Join(pyrraDir, "_gen", filepath.Base(spec))))
+		})
+	}
+}
+
+func TestPyrraBadObjects(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(pyrraDir, "http.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	cases := []struct{ name, old, new, field, msg string }{
+		{"target over 100", `target: "99.5"`, `target: "100.5"`, "spec.target", "out of range"},
+		{"target not a number", `target: "99.5"`, `target: "high"`, "spec.target", "not a number"},
+		{"bad window", "window: 28d", "window: 4x", "spec.window", "not a duration"},
+		{"total not a selector", `metric: http_requests_total{job="app"}`, `metric: sum(http_requests_total)`, "spec.indicator.ratio.total.metric", "not a vector selector"},
+		{"bad errors PromQL", `status=~"5.."}`, `status=~"5.."`, "spec.indicator.ratio.errors.metric", "invalid PromQL"},
+		{"native latency", "    ratio:", "    latencyNative: {latency: 1s, total: {metric: x}}\n    ratio:", "spec.indicator", "exactly one"},
+		{"unknown field", "  window: 28d", "  windw: 28d\n  window: 28d", "spec", "windw"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := Parse("slo.yaml", []byte(strings.Replace(string(b), c.old, c.new, 1)))
+			if err == nil {
+				t.Fatal("no error")
+			}
+			if !strings.Contains(err.Error(), "field "+c.field) || !strings.Contains(err.Error(), c.msg) || !strings.HasPrefix(err.Error(), "slo.yaml") {
+				t.Errorf("error %q: want field %s and %q", err, c.field, c.msg)
+			}
+		})
+	}
+}
