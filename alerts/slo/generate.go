@@ -86,7 +86,13 @@ type Options struct {
 	ExtraLabels map[string]string
 	// Version fills sloth_slo_info's sloth_version label.
 	Version string
+	// Mode, when set, is sloth_slo_info's sloth_mode instead of the input kind's: the
+	// ruler reading objects from the Kubernetes API sets Sloth's controller mode.
+	Mode string
 }
+
+// ModeController is sloth_mode for rules Sloth's Kubernetes controller generates.
+const ModeController = "ctrl-gen-k8s"
 
 // slothModes is sloth_slo_info's sloth_mode for each input kind, as Sloth's generate
 // command sets it.
@@ -162,6 +168,13 @@ func (g sloGen) labels(extra ...map[string]string) map[string]string {
 
 func sliMetric(w time.Duration) string { return "slo:sli_error:ratio_rate" + promDuration(w) }
 
+func (g sloGen) mode() string {
+	if g.opts.Mode != "" {
+		return g.opts.Mode
+	}
+	return slothModes[g.spec.origin]
+}
+
 func (g sloGen) denominatorCorrected() bool {
 	return g.spec.SLOPlugins.has(pluginDenominatorCorrect) || g.slo.Plugins.has(pluginDenominatorCorrect)
 }
@@ -199,7 +212,7 @@ func (g sloGen) groups() ([]rulefmt.RuleGroup, error) {
 		{Record: "slo:period_error_budget_remaining:ratio", Expr: "1 - slo:period_burn_rate:ratio" + g.filter(), Labels: g.labels()},
 		{Record: "sloth_slo_info", Expr: "vector(1)", Labels: g.labels(map[string]string{
 			"sloth_version":   g.opts.Version,
-			"sloth_mode":      slothModes[g.spec.origin],
+			"sloth_mode":      g.mode(),
 			"sloth_spec":      g.spec.origin,
 			"sloth_objective": strconv.FormatFloat(g.slo.Objective, 'f', -1, 64),
 		})},

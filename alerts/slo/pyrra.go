@@ -65,6 +65,8 @@ type PyrraSLO struct {
 			Name       string `yaml:"name"`
 			AbsentName string `yaml:"absentName"`
 		} `yaml:"alerting"`
+		// Where Pyrra's operator writes its PrometheusRule; no effect on the rules.
+		RuleNamespace           string `yaml:"rulenamespace"`
 		PartialResponseStrategy string `yaml:"partial_response_strategy"`
 	} `yaml:"spec"`
 	Status map[string]any `yaml:"status"`
