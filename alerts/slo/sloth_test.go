@@ -84,10 +84,10 @@ var generatorLabels = []string{"sloth_version"}
 
 func ruleKey(r rulefmt.Rule) string {
 	if r.Record != "" {
-		return "record " + r.Record
+		return "record " + r.Record + " " + r.Labels["le"] // Pyrra's latency records share a name
 	}
 	// Pyrra's alerts share a name and severity; their windows tell them apart.
-	return "alert " + r.Alert + " " + r.Labels[LabelSeverity] + r.Labels["severity"] + " " + r.Labels["short"] + " " + r.Labels["long"]
+	return "alert " + r.Alert + " " + r.Labels[LabelSeverity] + r.Labels["severity"] + " " + r.Labels["short"] + " " + r.Labels["long"] + " " + r.Labels["le"]
 }
 
 func compareGroups(t *testing.T, got, want []rulefmt.RuleGroup) {
