@@ -32,15 +32,10 @@ const (
 // Ratio and latency (classic histogram) indicators are implemented; latencyNative and
 // bool_gauge are refused by name.
 type PyrraSLO struct {
-	APIVersion string `yaml:"apiVersion"`
-	Kind       string `yaml:"kind"`
-	Metadata   struct {
-		Name        string            `yaml:"name"`
-		Namespace   string            `yaml:"namespace"`
-		Labels      map[string]string `yaml:"labels"`
-		Annotations map[string]string `yaml:"annotations"`
-	} `yaml:"metadata"`
-	Spec struct {
+	APIVersion string    `yaml:"apiVersion"`
+	Kind       string    `yaml:"kind"`
+	Metadata   pyrraMeta `yaml:"metadata"`
+	Spec       struct {
 		Description string `yaml:"description"`
 		Target      string `yaml:"target"`
 		Window      string `yaml:"window"`
@@ -70,6 +65,20 @@ type PyrraSLO struct {
 		PartialResponseStrategy string `yaml:"partial_response_strategy"`
 	} `yaml:"spec"`
 	Status map[string]any `yaml:"status"`
+}
+
+// pyrraMeta is the object metadata Meridian reads; the rest (uid, managedFields of an
+// object exported from a cluster) is ignored, not refused as a misspelt spec field is.
+type pyrraMeta struct {
+	Name        string            `yaml:"name"`
+	Namespace   string            `yaml:"namespace"`
+	Labels      map[string]string `yaml:"labels"`
+	Annotations map[string]string `yaml:"annotations"`
+}
+
+func (m *pyrraMeta) UnmarshalYAML(n *yaml.Node) error {
+	type lenient pyrraMeta
+	return n.Decode((*lenient)(m))
 }
 
 type pyrraQuery struct {

@@ -69,6 +69,24 @@ func absentForOf(t *testing.T, groups []rulefmt.RuleGroup) model.Duration {
 	return 0
 }
 
+// TestPyrraExportedObject: an object as `kubectl get -o yaml` prints it (server-set
+// metadata, status) reads as the object itself.
+func TestPyrraExportedObject(t *testing.T) {
+	b, err := os.ReadFile(filepath.Join(pyrraDir, "http.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	exported := strings.Replace(string(b), "  name: http\n", "  name: http\n  uid: 0f6c\n  resourceVersion: \"42\"\n  creationTimestamp: \"2026-01-01T00:00:00Z\"\n", 1) + "status:\n  type: PrometheusRule\n"
+	a, err := Parse("exported.yaml", []byte(exported))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want, _ := Parse("http.yaml", b)
+	ga, _ := Generate(a[0], Options{})
+	gw, _ := Generate(want[0], Options{})
+	compareGroups(t, ga, gw)
+}
+
 func TestPyrraBadObjects(t *testing.T) {
 	b, err := os.ReadFile(filepath.Join(pyrraDir, "http.yaml"))
 	if err != nil {
@@ -82,6 +100,7 @@ func TestPyrraBadObjects(t *testing.T) {
 		{"bad errors PromQL", `status=~"5.."}`, `status=~"5.."`, "spec.indicator.ratio.errors.metric", "invalid PromQL"},
 		{"native latency", "    ratio:", "    latencyNative: {latency: 1s, total: {metric: x}}\n    ratio:", "spec.indicator", "exactly one"},
 		{"unknown field", "  window: 28d", "  windw: 28d\n  window: 28d", "spec", "windw"},
+		{"bad grouping", "    ratio:\n", "    ratio:\n      grouping: [bad-label]\n", "spec.indicator.grouping", "invalid label name"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
