@@ -23,6 +23,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql/parser"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -71,6 +73,10 @@ type Deps struct {
 	Logger     *slog.Logger
 	// Options generate the rules (window sets, extra labels, version).
 	Options slo.Options
+	// Parser, when set, checks the generated rules as the evaluator will parse them
+	// (its limits included), so an object it would refuse is reported on its own
+	// instead of failing the whole set in Apply.
+	Parser parser.Parser
 }
 
 // Watcher follows the SLO objects of one API server.
@@ -303,7 +309,11 @@ func (w *Watcher) generate(u *unstructured.Unstructured) (slo.File, error) {
 		}
 		f.Groups = append(f.Groups, gs...)
 	}
-	if err := slo.CheckRules(f.Groups); err != nil {
+	check := slo.CheckRules
+	if w.deps.Parser != nil {
+		check = func(gs []rulefmt.RuleGroup) error { return slo.CheckRulesWith(gs, w.deps.Parser) }
+	}
+	if err := check(f.Groups); err != nil {
 		return slo.File{}, fmt.Errorf("%s: generated rules: %w", source, err)
 	}
 	return f, nil

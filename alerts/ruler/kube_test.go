@@ -178,6 +178,20 @@ func TestKubernetesSLOObjects(t *testing.T) {
 	if n := promtest.Sum(t, reg, "meridian_slo_objects", "state", "invalid"); n != 1 {
 		t.Errorf("meridian_slo_objects{state=invalid} = %v, want 1", n)
 	}
+	if n := promtest.Sum(t, reg, "meridian_slo_objects", "state", "valid"); n != 2 {
+		t.Errorf("meridian_slo_objects{state=valid} = %v, want 2", n)
+	}
+	// Rules the ruler's own parser would refuse (longer than ruler.query_max_length)
+	// are reported on their object too, not failing the whole set at load.
+	long := readObject(t, "../../testdata/slo/pyrra/http.yaml")
+	delete(long["spec"].(map[string]any), "partial_response_strategy")
+	long["metadata"].(map[string]any)["name"] = "long"
+	ratio := long["spec"].(map[string]any)["indicator"].(map[string]any)["ratio"].(map[string]any)
+	ratio["total"].(map[string]any)["metric"] = `http_requests_total{job="` + strings.Repeat("a", cfg.QueryMaxLength) + `"}`
+	if err := api.Apply(long, ns); err != nil {
+		t.Fatal(err)
+	}
+	waitEvent(t, api, ns, "long", "ruler.query_max_length")
 	second := readObject(t, "../../testdata/slo/pyrra/http.yaml")
 	delete(second["spec"].(map[string]any), "partial_response_strategy")
 	second["metadata"].(map[string]any)["name"] = "http-second"
@@ -227,8 +241,11 @@ func TestKubernetesSLOObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The relist after the outage replayed the invalid object: not reported again.
-	if n := promtest.Sum(t, reg, "meridian_slo_object_invalid_total"); n != 2 {
-		t.Errorf("meridian_slo_object_invalid_total = %v, want 2 (bad, then the broken Sloth update), each once", n)
+	if n := promtest.Sum(t, reg, "meridian_slo_object_invalid_total"); n != 3 {
+		t.Errorf("meridian_slo_object_invalid_total = %v, want 3 (bad, long, the broken Sloth update), each once", n)
+	}
+	if n := promtest.Sum(t, reg, "meridian_slo_apply_errors_total"); n != 0 {
+		t.Errorf("meridian_slo_apply_errors_total = %v, want 0", n)
 	}
 	t.Logf("FIGURE ruler follows object changes in max %s over %d changes (API up); first change after a %s outage (kill to ready): %s",
 		slices.Max(took).Round(time.Millisecond), len(took), outage.Round(time.Second), after.Round(time.Millisecond))

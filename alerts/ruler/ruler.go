@@ -181,7 +181,7 @@ func New(cfg Config, deps Deps) (*Ruler, error) {
 			opts.Windows[ws.Period] = ws
 		}
 		r.kube, err = kubeslo.New(cfg.Kubernetes, kubeslo.Deps{Apply: r.applyObjects, Registerer: reg,
-			Logger: logger.With("component", "kubeslo"), Options: opts})
+			Logger: logger.With("component", "kubeslo"), Options: opts, Parser: r.parser})
 		if err != nil {
 			return nil, err
 		}
