@@ -195,6 +195,7 @@ func registerAll(reg prometheus.Registerer, cs ...prometheus.Collector) error {
 // arrive, so an API server that is down delays nothing else.
 func (w *Watcher) Run(ctx context.Context) {
 	f := dynamicinformer.NewFilteredDynamicSharedInformerFactory(w.client, 0, w.cfg.Namespace, nil)
+	var synced []cache.InformerSynced
 	for _, k := range []struct {
 		gvr  schema.GroupVersionResource
 		kind string
@@ -214,8 +215,11 @@ func (w *Watcher) Run(ctx context.Context) {
 			UpdateFunc: func(_, obj any) { w.upsert(ctx, obj) },
 			DeleteFunc: func(obj any) { w.remove(obj) },
 		})
-		w.synced = append(w.synced, inf.HasSynced)
+		synced = append(synced, inf.HasSynced)
 	}
+	w.mu.Lock()
+	w.synced = synced
+	w.mu.Unlock()
 	f.Start(ctx.Done())
 	<-ctx.Done()
 	f.Shutdown()
@@ -223,12 +227,15 @@ func (w *Watcher) Run(ctx context.Context) {
 
 // Synced reports whether both kinds have been listed once.
 func (w *Watcher) Synced() bool {
-	for _, s := range w.synced {
+	w.mu.Lock()
+	synced := w.synced
+	w.mu.Unlock()
+	for _, s := range synced {
 		if !s() {
 			return false
 		}
 	}
-	return len(w.synced) > 0
+	return len(synced) > 0
 }
 
 func key(u *unstructured.Unstructured) string {
