@@ -31,7 +31,7 @@ func BenchmarkAppendSLI(b *testing.B) {
 	var cfg Config
 	cfg.RegisterFlags(flagSet())
 	cfg.DataDir = b.TempDir()
-	r, err := New(cfg, s, prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	r, err := New(cfg, Deps{SLI: s, Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -53,7 +53,7 @@ func TestRookRulesOverRawCephSeries(t *testing.T) {
 	// runs at the evaluation interval: 8,640 steps at the default 10 s, within the
 	// default limit; at this test's 500 ms, 172,800.
 	cfg.QueryMaxSubquerySteps = 200_000
-	r, err := New(cfg, sli.New(sli.Deps{}), prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	r, err := New(cfg, Deps{SLI: sli.New(sli.Deps{}), Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,7 +101,7 @@ func TestStoreSelectsAndBounds(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.BuiltinRules = false
 	cfg.StoreMaxSeries = 2
-	r, err := New(cfg, sli.New(sli.Deps{}), prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	r, err := New(cfg, Deps{SLI: sli.New(sli.Deps{}), Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,8 @@ import (
 
 	"github.com/prometheus/common/model"
 	"gopkg.in/yaml.v3"
+
+	"github.com/meridianhq/meridian/alerts/kubeslo"
 )
 
 // DefaultStoreSeries are Meridian's operational series the shipped dashboards and the
@@ -54,6 +56,10 @@ type Config struct {
 	StoreSeries    string `yaml:"store_series"`
 	StoreMaxSeries int    `yaml:"store_max_series"`
 
+	// Kubernetes reads Sloth and Pyrra SLO objects from a Kubernetes API, live, and
+	// evaluates their rules beside the spec files' (see alerts/kubeslo).
+	Kubernetes kubeslo.Config `yaml:"kubernetes"`
+
 	// Limits of one PromQL query, from the API or a rule (see limits.go).
 	QueryTimeout          time.Duration `yaml:"query_timeout"`
 	QueryMaxConcurrency   int           `yaml:"query_max_concurrency"`
@@ -78,6 +84,7 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.BoolVar(&c.BuiltinRules, "ruler.builtin-rules", true, "Evaluate Meridian's built-in rules (Ceph health, collector and pipeline self-alerts).")
 	f.StringVar(&c.StoreSeries, "ruler.store-series", DefaultStoreSeries, "Regular expression (anchored) over metric names: Meridian's own series appended to the ruler's TSDB each tick, for dashboards and self-alerts.")
 	f.IntVar(&c.StoreMaxSeries, "ruler.store-max-series", 20000, "Most series of Meridian's own and of raw Ceph metrics appended to the ruler's TSDB per tick; more are dropped and counted.")
+	c.Kubernetes.RegisterFlags(f, "ruler.kubernetes.")
 	f.DurationVar(&c.QueryTimeout, "ruler.query-timeout", 2*time.Minute, "Longest a PromQL query (API or rule) may run, waiting for its turn included.")
 	f.IntVar(&c.QueryMaxConcurrency, "ruler.query-max-concurrency", 20, "PromQL queries evaluated at once; more wait for a turn within their timeout.")
 	f.IntVar(&c.QueryMaxSamples, "ruler.query-max-samples", 50_000_000, "Samples a PromQL query may hold in memory at once.")

@@ -38,6 +38,7 @@ import (
 	"github.com/prometheus/prometheus/util/notifications"
 
 	"github.com/meridianhq/meridian/alerts"
+	"github.com/meridianhq/meridian/alerts/kubeslo"
 	"github.com/meridianhq/meridian/alerts/slo"
 	"github.com/meridianhq/meridian/pipeline"
 )
@@ -71,7 +72,17 @@ type Ruler struct {
 	mu         sync.Mutex
 	amConfig   *config.Config
 	files      []string
+	objFiles   []string  // rule files of the Kubernetes SLO objects, after files
 	configTime time.Time // when the running configuration was loaded or last applied
+	// loading serialises rules.Manager.Update between ApplyConfig and the Kubernetes
+	// watcher, so neither undoes the other's files.
+	loading sync.Mutex
+
+	// kube follows the SLO objects of a Kubernetes API (nil: ruler.kubernetes off);
+	// stopKube ends it.
+	kube     *kubeslo.Watcher
+	stopKube context.CancelFunc
+	kubeDone chan struct{}
 
 	// refs caches the TSDB reference of each SLI series, as Prometheus's scrape cache
 	// does, so a tick appends without looking every series up again. Only appendSLI
@@ -148,13 +159,23 @@ func (r *Ruler) RecordAlerts(app pipeline.Appender) {
 	r.history = alerts.NewRecorder(app, "ruler")
 }
 
-// New builds the ruler. sli is the SLI collector (alerts/sli) whose series the rules
-// read; reg receives the ruler's own metrics and those of the TSDB, rules manager and
-// notifier. Specs are loaded and checked here, so a bad spec fails New, not the service.
-func New(cfg Config, sli prometheus.Collector, reg prometheus.Registerer, logger *slog.Logger) (*Ruler, error) {
+// Deps are what the ruler reads from the rest of Meridian.
+type Deps struct {
+	// SLI is the SLI collector (alerts/sli) whose series the rules read.
+	SLI prometheus.Collector
+	// Registerer receives the ruler's own metrics and those of the TSDB, rules manager,
+	// notifier and Kubernetes watcher.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+}
+
+// New builds the ruler. Specs are loaded and checked here, so a bad spec fails New, not
+// the service.
+func New(cfg Config, deps Deps) (*Ruler, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	sli, reg, logger := deps.SLI, deps.Registerer, deps.Logger
 	r := &Ruler{
 		cfg:        cfg,
 		logger:     logger,
@@ -188,8 +209,52 @@ func New(cfg Config, sli prometheus.Collector, reg prometheus.Registerer, logger
 	if r.amConfig, err = alertmanagerConfig(cfg); err != nil {
 		return nil, err
 	}
+	if cfg.Kubernetes.Enabled {
+		// Objects take the window sets of the configured window files (at start).
+		opts := slo.Options{Version: slo.GeneratorVersion, Windows: map[time.Duration]slo.Windows{}}
+		for _, wf := range cfg.WindowFiles {
+			ws, err := slo.LoadWindows(wf)
+			if err != nil {
+				return nil, err
+			}
+			opts.Windows[ws.Period] = ws
+		}
+		r.kube, err = kubeslo.New(cfg.Kubernetes, kubeslo.Deps{Apply: r.applyObjects, Registerer: reg,
+			Logger: logger.With("component", "kubeslo"), Options: opts, Parser: r.parser})
+		if err != nil {
+			return nil, err
+		}
+	}
 	r.Service = services.NewBasicService(r.starting, r.running, r.stopping)
 	return r, nil
+}
+
+// applyObjects writes the rules of the Kubernetes SLO objects under
+// DataDir/rules/kubernetes (only these: a deleted object's file goes) and loads them
+// with the configured rule files, keeping the alert state of unchanged groups.
+func (r *Ruler) applyObjects(files []slo.File) error {
+	r.loading.Lock()
+	defer r.loading.Unlock()
+	dir := filepath.Join(r.cfg.DataDir, "rules", "kubernetes")
+	if err := os.RemoveAll(dir); err != nil {
+		return fmt.Errorf("ruler: kubernetes rules: %w", err)
+	}
+	paths, err := slo.WriteFiles(dir, files)
+	if err != nil {
+		return fmt.Errorf("ruler: kubernetes rules: %w", err)
+	}
+	r.mu.Lock()
+	static, am := r.files, r.amConfig
+	r.mu.Unlock()
+	interval := time.Duration(r.evalMillis.Load()) * time.Millisecond
+	if err := r.manager.Update(interval, append(slices.Clone(static), paths...), am.GlobalConfig.ExternalLabels, r.cfg.ExternalURL, nil); err != nil {
+		return fmt.Errorf("ruler: load kubernetes rules: %w", err)
+	}
+	r.mu.Lock()
+	r.objFiles = paths
+	r.mu.Unlock()
+	r.logger.Info("kubernetes SLO rules loaded", "objects", len(files))
+	return nil
 }
 
 // ruleFiles generates the SLO specs' rules into DataDir/rules and returns the files to
@@ -258,7 +323,12 @@ func (r *Ruler) applyConfig(cfg Config) error {
 	if err != nil {
 		return err
 	}
-	if err := r.manager.Update(cfg.EvaluationInterval, files, am.GlobalConfig.ExternalLabels, r.cfg.ExternalURL, nil); err != nil {
+	r.loading.Lock()
+	defer r.loading.Unlock()
+	r.mu.Lock()
+	objFiles := r.objFiles
+	r.mu.Unlock()
+	if err := r.manager.Update(cfg.EvaluationInterval, append(slices.Clone(files), objFiles...), am.GlobalConfig.ExternalLabels, r.cfg.ExternalURL, nil); err != nil {
 		return fmt.Errorf("ruler: load rules: %w", err)
 	}
 	if err := r.notifier.ApplyConfig(am); err != nil {
@@ -392,6 +462,13 @@ func (r *Ruler) starting(ctx context.Context) error {
 	r.appendSLI(time.Now()) // first samples before the first evaluation
 	r.wg.Add(1)
 	go func() { defer r.wg.Done(); r.manager.Run() }()
+	if r.kube != nil {
+		// Objects load as they arrive: an API server that is down delays nothing.
+		var kctx context.Context
+		kctx, r.stopKube = context.WithCancel(context.Background())
+		r.kubeDone = make(chan struct{})
+		go func() { defer close(r.kubeDone); r.kube.Run(kctx) }()
+	}
 	r.logger.Info("ruler started", "rule_files", len(r.files), "alertmanagers", len(r.cfg.AlertmanagerURLs), "evaluation_interval", r.cfg.EvaluationInterval)
 	return nil
 }
@@ -418,6 +495,10 @@ func (r *Ruler) running(ctx context.Context) error {
 
 func (r *Ruler) stopping(_ error) error {
 	r.notifs.AddNotification(notifications.ShuttingDown)
+	if r.stopKube != nil {
+		r.stopKube()
+		<-r.kubeDone // its handlers have returned: no update after the manager stops
+	}
 	r.manager.Stop() // Run was called in starting, so Stop returns
 	r.notifier.Stop()
 	r.wg.Wait()
@@ -570,9 +651,10 @@ func compareLabels(a, b map[string]string) int {
 	return labels.Compare(labels.FromMap(a), labels.FromMap(b))
 }
 
-// RuleFiles are the rule files the ruler evaluates (generated ones first).
+// RuleFiles are the rule files the ruler evaluates (generated ones first, those of
+// Kubernetes SLO objects last).
 func (r *Ruler) RuleFiles() []string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return slices.Clone(r.files)
+	return append(slices.Clone(r.files), r.objFiles...)
 }

@@ -69,7 +69,7 @@ func startRuler(t *testing.T, s *sli.SLI, reg *prometheus.Registry, amURLs ...st
 // startRulerConfig runs a ruler of cfg; setup is called before it starts.
 func startRulerConfig(t *testing.T, s *sli.SLI, reg *prometheus.Registry, cfg Config, setup ...func(*Ruler)) *Ruler {
 	t.Helper()
-	r, err := New(cfg, s, reg, slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	r, err := New(cfg, Deps{SLI: s, Registerer: reg, Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))})
 	if err != nil {
 		t.Fatal(err)
 	}

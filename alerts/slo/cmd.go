@@ -13,6 +13,7 @@ import (
 
 	"github.com/prometheus/common/model"
 	"github.com/prometheus/prometheus/model/rulefmt"
+	"github.com/prometheus/prometheus/promql/parser"
 	"gopkg.in/yaml.v3"
 )
 
@@ -81,12 +82,16 @@ func GenerateFiles(specFiles, windowFiles []string, o Options) ([]File, error) {
 
 // CheckRules validates rule groups as Prometheus loads them (promtool check rules does
 // the same checks).
-func CheckRules(groups []rulefmt.RuleGroup) error {
+func CheckRules(groups []rulefmt.RuleGroup) error { return CheckRulesWith(groups, promqlParser) }
+
+// CheckRulesWith is CheckRules through p, so an evaluator's own limits (the ruler's
+// query length) refuse a rule before it is loaded.
+func CheckRulesWith(groups []rulefmt.RuleGroup, p parser.Parser) error {
 	b, err := yaml.Marshal(rulefmt.RuleGroups{Groups: groups})
 	if err != nil {
 		return err
 	}
-	if _, errs := rulefmt.Parse(b, false, model.UTF8Validation, promqlParser, nil); len(errs) > 0 {
+	if _, errs := rulefmt.Parse(b, false, model.UTF8Validation, p, nil); len(errs) > 0 {
 		return errors.Join(errs...)
 	}
 	return nil

@@ -86,7 +86,13 @@ type Options struct {
 	ExtraLabels map[string]string
 	// Version fills sloth_slo_info's sloth_version label.
 	Version string
+	// Mode, when set, is sloth_slo_info's sloth_mode instead of the input kind's: the
+	// ruler reading objects from the Kubernetes API sets Sloth's controller mode.
+	Mode string
 }
+
+// ModeController is sloth_mode for rules Sloth's Kubernetes controller generates.
+const ModeController = "ctrl-gen-k8s"
 
 // slothModes is sloth_slo_info's sloth_mode for each input kind, as Sloth's generate
 // command sets it.
@@ -98,8 +104,16 @@ var slothModes = map[string]string{
 
 // Generate returns the rule groups for a spec: per SLO an SLI recording group, a
 // metadata recording group and (unless both alerts are disabled) an alert group,
-// named and labelled as Sloth names and labels them.
+// named and labelled as Sloth names and labels them. A Pyrra objective gets the groups
+// Pyrra generates (see PyrraSLO).
 func Generate(s *Spec, o Options) ([]rulefmt.RuleGroup, error) {
+	if s.Pyrra != nil {
+		obj, err := s.Pyrra.objective(s.File)
+		if err != nil {
+			return nil, err
+		}
+		return pyrraGroups(obj), nil
+	}
 	period, err := s.Period()
 	if err != nil {
 		return nil, err
@@ -154,6 +168,13 @@ func (g sloGen) labels(extra ...map[string]string) map[string]string {
 
 func sliMetric(w time.Duration) string { return "slo:sli_error:ratio_rate" + promDuration(w) }
 
+func (g sloGen) mode() string {
+	if g.opts.Mode != "" {
+		return g.opts.Mode
+	}
+	return slothModes[g.spec.origin]
+}
+
 func (g sloGen) denominatorCorrected() bool {
 	return g.spec.SLOPlugins.has(pluginDenominatorCorrect) || g.slo.Plugins.has(pluginDenominatorCorrect)
 }
@@ -191,7 +212,7 @@ func (g sloGen) groups() ([]rulefmt.RuleGroup, error) {
 		{Record: "slo:period_error_budget_remaining:ratio", Expr: "1 - slo:period_burn_rate:ratio" + g.filter(), Labels: g.labels()},
 		{Record: "sloth_slo_info", Expr: "vector(1)", Labels: g.labels(map[string]string{
 			"sloth_version":   g.opts.Version,
-			"sloth_mode":      slothModes[g.spec.origin],
+			"sloth_mode":      g.mode(),
 			"sloth_spec":      g.spec.origin,
 			"sloth_objective": strconv.FormatFloat(g.slo.Objective, 'f', -1, 64),
 		})},

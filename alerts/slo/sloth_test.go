@@ -84,9 +84,10 @@ var generatorLabels = []string{"sloth_version"}
 
 func ruleKey(r rulefmt.Rule) string {
 	if r.Record != "" {
-		return "record " + r.Record
+		return "record " + r.Record + " " + r.Labels["le"] // Pyrra's latency records share a name
 	}
-	return "alert " + r.Alert + " " + r.Labels[LabelSeverity]
+	// Pyrra's alerts share a name and severity; their windows tell them apart.
+	return "alert " + r.Alert + " " + r.Labels[LabelSeverity] + r.Labels["severity"] + " " + r.Labels["short"] + " " + r.Labels["long"] + " " + r.Labels["le"]
 }
 
 func compareGroups(t *testing.T, got, want []rulefmt.RuleGroup) {
@@ -102,6 +103,9 @@ func compareGroups(t *testing.T, got, want []rulefmt.RuleGroup) {
 		t.Fatalf("groups: got %v, want %v", names(got), names(want))
 	}
 	for i := range want {
+		if got[i].Interval != want[i].Interval {
+			t.Errorf("group %s: interval %s, want %s", want[i].Name, got[i].Interval, want[i].Interval)
+		}
 		index := map[string]rulefmt.Rule{}
 		for _, r := range got[i].Rules {
 			index[ruleKey(r)] = r
@@ -122,6 +126,9 @@ func compareGroups(t *testing.T, got, want []rulefmt.RuleGroup) {
 			}
 			if !maps.Equal(gl, wl) {
 				t.Errorf("%s labels:\n got %v\nwant %v", ruleKey(w), gl, wl)
+			}
+			if g.For != w.For {
+				t.Errorf("%s for: got %s, want %s", ruleKey(w), g.For, w.For)
 			}
 			if !maps.Equal(g.Annotations, w.Annotations) {
 				t.Errorf("%s annotations:\n got %v\nwant %v", ruleKey(w), g.Annotations, w.Annotations)

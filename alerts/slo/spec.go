@@ -1,6 +1,7 @@
 // Package slo reads SLO specs (Sloth's prometheus/v1 service spec, its Kubernetes
-// PrometheusServiceLevel form and OpenSLO v1alpha) and generates the multi-window
-// multi-burn-rate Prometheus rules Sloth would generate for them.
+// PrometheusServiceLevel form, OpenSLO v1alpha and Pyrra's ServiceLevelObjective) and
+// generates the multi-window multi-burn-rate Prometheus rules Sloth (or, for Pyrra's
+// objects, Pyrra) would generate for them.
 package slo
 
 import (
@@ -33,6 +34,10 @@ type Spec struct {
 	SLOPeriod  string            `yaml:"slo_period"`
 	SLOPlugins *PluginChain      `yaml:"slo_plugins"`
 	SLOs       []SLOSpec         `yaml:"slos"`
+
+	// Pyrra, when set, is the Pyrra ServiceLevelObjective this spec was read from: its
+	// rules are Pyrra's, and the Sloth fields above are unused but for Service (its name).
+	Pyrra *PyrraSLO `yaml:"-"`
 
 	// File is where the spec was read from, for error messages.
 	File string `yaml:"-"`
@@ -195,11 +200,13 @@ func decodeDoc(name string, n *yaml.Node) (*Spec, error) {
 		return decodeK8s(name, n)
 	case h.APIVersion == openSLOAPIVersion && h.Kind == "SLO":
 		return decodeOpenSLO(name, n)
+	case h.APIVersion == PyrraAPIVersion && h.Kind == PyrraKind:
+		return decodePyrra(name, n)
 	case h.APIVersion == k8sAPIVersion && h.Kind == "AlertWindows":
 		return nil, nil
 	}
-	return nil, &SpecError{File: name, Field: "version", Err: fmt.Errorf("unknown spec version %q (apiVersion %q, kind %q); want %q, %s %s or %s SLO",
-		h.Version, h.APIVersion, h.Kind, VersionPrometheusV1, k8sAPIVersion, k8sKind, openSLOAPIVersion)}
+	return nil, &SpecError{File: name, Field: "version", Err: fmt.Errorf("unknown spec version %q (apiVersion %q, kind %q); want %q, %s %s, %s %s or %s SLO",
+		h.Version, h.APIVersion, h.Kind, VersionPrometheusV1, k8sAPIVersion, k8sKind, PyrraAPIVersion, PyrraKind, openSLOAPIVersion)}
 }
 
 func decodeStrict(n *yaml.Node, v any) error {

@@ -22,6 +22,10 @@ func (s *Spec) Validate() error {
 	fail := func(slo, field, format string, args ...any) error {
 		return &SpecError{File: s.File, SLO: slo, Field: field, Err: fmt.Errorf(format, args...)}
 	}
+	if s.Pyrra != nil {
+		_, err := s.Pyrra.objective(s.File)
+		return err
+	}
 	if s.Version != VersionPrometheusV1 {
 		return fail("", "version", "must be %q", VersionPrometheusV1)
 	}

@@ -274,7 +274,7 @@ func (a *app) initRuler() (services.Service, error) {
 	if err := a.reg.Register(s); err != nil { // on /metrics too, for an external Prometheus
 		return nil, err
 	}
-	r, err := ruler.New(a.cfg.Ruler, s, a.reg, a.logger("ruler"))
+	r, err := ruler.New(a.cfg.Ruler, ruler.Deps{SLI: s, Registerer: a.reg, Logger: a.logger("ruler")})
 	if err != nil {
 		return nil, err
 	}

@@ -248,7 +248,7 @@ func startRuler(t *testing.T, reg *prometheus.Registry) *ruler.Ruler {
 	cfg.RegisterFlags(flag.NewFlagSet("ruler", flag.PanicOnError))
 	cfg.EvaluationInterval = 500 * time.Millisecond
 	cfg.DataDir = t.TempDir()
-	r, err := ruler.New(cfg, sli.New(sli.Deps{}), prometheus.NewRegistry(), slog.New(slog.DiscardHandler))
+	r, err := ruler.New(cfg, ruler.Deps{SLI: sli.New(sli.Deps{}), Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
