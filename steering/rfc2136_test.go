@@ -160,7 +160,7 @@ func TestRFC2136ToKnot(t *testing.T) {
 
 	// A wrong key is refused by Knot and nothing changes.
 	os.WriteFile(secretFile, []byte("d3JvbmcgIGtleSB3cm9uZyBrZXkgd3Jvbmcga2V5IQ==\n"), 0o600)
-	bad, err := rfc2136.New(cfg.RFC2136, st.Engine, rfc2136.Names([]string{service}, []string{"uk"}, DefaultRegion), discard(), newTestRegistry())
+	bad, err := rfc2136.New(cfg.RFC2136, rfc2136.Deps{Source: st.Engine, Names: rfc2136.Names([]string{service}, []string{"uk"}, DefaultRegion), Logger: discard(), Registerer: newTestRegistry()})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -81,13 +81,13 @@ func New(cfg Config, d Deps) (*Steering, error) {
 		if err != nil {
 			return nil, fmt.Errorf("steering.dns: %w", err)
 		}
-		if s.DNS, err = authdns.New(cfg.DNS, z, s.locator, eng, d.Logger, d.Registerer); err != nil {
+		if s.DNS, err = authdns.New(cfg.DNS, authdns.Deps{Zone: z, Locator: s.locator, Policy: eng, Logger: d.Logger, Registerer: d.Registerer}); err != nil {
 			return nil, err
 		}
 	}
 	if cfg.RFC2136.Server != "" {
 		names := rfc2136.Names(svcNames, eng.regions, DefaultRegion)
-		if s.Publisher, err = rfc2136.New(cfg.RFC2136, eng, names, d.Logger, d.Registerer); err != nil {
+		if s.Publisher, err = rfc2136.New(cfg.RFC2136, rfc2136.Deps{Source: eng, Names: names, Logger: d.Logger, Registerer: d.Registerer}); err != nil {
 			return nil, err
 		}
 	}

@@ -100,10 +100,24 @@ type Server struct {
 	addr net.Addr // set before the service is Running
 }
 
+// Deps are what the server answers from and reports to.
+type Deps struct {
+	Zone    *zone.Zone
+	Locator *locate.Locator // the client's region
+	Policy  Policy          // the region's weighted POPs
+	// Logger may be nil (discard).
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
 // New builds the server; it listens when started as a service.
-func New(cfg Config, z *zone.Zone, l *locate.Locator, p Policy, log *slog.Logger, reg prometheus.Registerer) (*Server, error) {
+func New(cfg Config, d Deps) (*Server, error) {
+	log, reg := d.Logger, d.Registerer
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	s := &Server{
-		cfg: cfg, zone: z, locator: l, policy: p, log: log.With("component", "authdns"),
+		cfg: cfg, zone: d.Zone, locator: d.Locator, policy: d.Policy, log: log.With("component", "authdns"),
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_steering_dns_responses_total", Help: "Responses sent by the built-in GeoDNS, by rcode.",
 		}, []string{"rcode"}),

@@ -132,8 +132,21 @@ type Publisher struct {
 	updates  *prometheus.CounterVec
 }
 
-// New builds a publisher of names from src.
-func New(cfg Config, src Source, names []Name, log *slog.Logger, reg prometheus.Registerer) (*Publisher, error) {
+// Deps are what the publisher publishes and reports to.
+type Deps struct {
+	Source Source // the weighted POPs of each service and region
+	Names  []Name // what to publish (Names builds them)
+	// Logger may be nil (discard).
+	Logger     *slog.Logger
+	Registerer prometheus.Registerer
+}
+
+// New builds a publisher of d.Names from d.Source.
+func New(cfg Config, d Deps) (*Publisher, error) {
+	src, names, log, reg := d.Source, d.Names, d.Logger, d.Registerer
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
