@@ -93,14 +93,14 @@ func (e *Engine) serveReplay(w http.ResponseWriter, r *http.Request) {
 			refuse(http.StatusBadRequest, fmt.Errorf("candidate configuration: %w", err))
 			return
 		}
-		cand, err := LoadCandidate(e.cfg, e.inv, "candidate configuration", body)
+		cand, err := LoadCandidate(e.cfg, e.inventory(), "candidate configuration", body)
 		if err != nil {
 			refuse(http.StatusBadRequest, err)
 			return
 		}
 		opt.Candidate = &cand
 	}
-	res, err := Replay(r.Context(), e.history, e.cfg, e.inv, opt)
+	res, err := Replay(r.Context(), e.history, e.cfg, e.inventory(), opt)
 	switch {
 	case errors.Is(err, ErrReplayInput):
 		refuse(http.StatusBadRequest, err)

@@ -92,12 +92,16 @@ type group struct {
 // safe for concurrent use: Consume runs on the pipeline's goroutine, Answers on DNS
 // workers, the API on HTTP handlers.
 type Engine struct {
-	cfg    Config
-	inv    *inventory.Inventory
-	app    pipeline.Appender
-	alerts alerts.Source
-	log    *slog.Logger
-	now    func() time.Time
+	cfg Config
+	// inv is the world decisions read. It changes only at a tick boundary (follow), on
+	// Tick's goroutine and under mu: other goroutines read it under mu.
+	inv     *inventory.Inventory
+	live    inventory.View // where inv's changes come from; nil: fixed
+	applied uint64         // the live snapshot version inv is
+	app     pipeline.Appender
+	alerts  alerts.Source
+	log     *slog.Logger
+	now     func() time.Time
 
 	matrix    *geodns.Matrix
 	overrides *overrideSet
@@ -201,7 +205,10 @@ func newEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, aler
 	return e, nil
 }
 
+// buildGroups makes e.groups and e.regions anew from e.inv: every service as seen from
+// every client region, with its candidate POPs.
 func (e *Engine) buildGroups() error {
+	e.groups, e.regions = nil, nil
 	regions := slices.Clone(e.inv.ClientRegions)
 	if !slices.ContainsFunc(regions, func(r inventory.ClientRegion) bool { return r.Name == DefaultRegion }) {
 		regions = append(regions, inventory.ClientRegion{Name: DefaultRegion})
@@ -307,6 +314,7 @@ type target struct {
 // Tick reads the engine's inputs, decides every weight once from them, and records the
 // inputs and each change.
 func (e *Engine) Tick(ctx context.Context) {
+	e.follow()
 	in := e.gather()
 	recs := e.decide(in)
 	e.record(ctx, append([]pipeline.Record{e.inputs.record(in)}, recs...))

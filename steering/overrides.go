@@ -25,8 +25,8 @@ type Override struct {
 }
 
 type overrideSet struct {
-	inv  *inventory.Inventory
 	mu   sync.RWMutex
+	inv  *inventory.Inventory // what overrides are checked against; the engine's, as of its last tick
 	list []Override
 	next int
 }
@@ -78,31 +78,42 @@ const MaxReasonBytes = 1024
 // validate refuses overrides that name unknown things or would break residency: a pin
 // to a POP a region may not use is an error, not a silent no-op.
 func (s *overrideSet) validate(o Override) error {
+	s.mu.RLock()
+	inv := s.inv
+	s.mu.RUnlock()
 	if o.Action != "drain" && o.Action != "pin" {
 		return fmt.Errorf("action %q: want drain or pin", o.Action)
 	}
 	if len(o.Reason) > MaxReasonBytes {
 		return fmt.Errorf("reason is %d bytes, at most %d allowed", len(o.Reason), MaxReasonBytes)
 	}
-	if _, ok := s.inv.POP(o.POP); !ok {
+	if _, ok := inv.POP(o.POP); !ok {
 		return fmt.Errorf("unknown POP %q", o.POP)
 	}
-	if o.Service != "" && !slices.ContainsFunc(s.inv.Services, func(v inventory.Service) bool { return dns.CanonicalName(v.Name) == o.Service }) {
+	if o.Service != "" && !slices.ContainsFunc(inv.Services, func(v inventory.Service) bool { return dns.CanonicalName(v.Name) == o.Service }) {
 		return fmt.Errorf("unknown service %q", o.Service)
 	}
 	if o.Region == "" {
 		return nil
 	}
-	i := slices.IndexFunc(s.inv.ClientRegions, func(r inventory.ClientRegion) bool { return r.Name == o.Region })
+	i := slices.IndexFunc(inv.ClientRegions, func(r inventory.ClientRegion) bool { return r.Name == o.Region })
 	if i < 0 && o.Region != DefaultRegion {
 		return fmt.Errorf("unknown client region %q", o.Region)
 	}
 	if o.Action == "pin" && i >= 0 {
-		if allowed := s.inv.ClientRegions[i].AllowedPOPs; len(allowed) > 0 && !slices.Contains(allowed, o.POP) {
+		if allowed := inv.ClientRegions[i].AllowedPOPs; len(allowed) > 0 && !slices.Contains(allowed, o.POP) {
 			return fmt.Errorf("pin of region %q to POP %q violates its residency (allowed: %v)", o.Region, o.POP, allowed)
 		}
 	}
 	return nil
+}
+
+// setInventory checks overrides made from now on against inv. Those in force stay: one
+// naming a POP that left matches nothing until it comes back.
+func (s *overrideSet) setInventory(inv *inventory.Inventory) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.inv = inv
 }
 
 // prepare puts o's service name in canonical form and validates it.

@@ -28,11 +28,12 @@ import (
 
 // Deps are what the steering module is given.
 type Deps struct {
-	Inventory  *inventory.Inventory
-	Appender   pipeline.Appender // SteeringDecision records go here
-	Alerts     alerts.Source     // may be nil
-	History    History           // recorded inputs and decisions for /api/steering/replay; may be nil
-	Load       LoadSource        // each POP's measured load (collectors/haproxy); nil: no capacity shaping
+	Inventory  *inventory.Inventory // the world at start
+	Live       inventory.View       // its changes, applied at the next tick; nil: fixed
+	Appender   pipeline.Appender    // SteeringDecision records go here
+	Alerts     alerts.Source        // may be nil
+	History    History              // recorded inputs and decisions for /api/steering/replay; may be nil
+	Load       LoadSource           // each POP's measured load (collectors/haproxy); nil: no capacity shaping
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
@@ -66,6 +67,10 @@ func New(cfg Config, d Deps) (*Steering, error) {
 		return nil, err
 	}
 	eng.history = d.History
+	eng.live = d.Live
+	if d.Live != nil {
+		eng.applied = d.Live.Snapshot().Version()
+	}
 	eng.load = d.Load
 	s := &Steering{Engine: eng, cfg: cfg, log: d.Logger.With("component", "steering")}
 	var svcNames []string

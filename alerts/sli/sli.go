@@ -26,7 +26,7 @@ var (
 
 // SLI is a pipeline.Consumer and a prometheus.Collector of the SLI series.
 type SLI struct {
-	inv *inventory.Inventory
+	inv inventory.View // read per record: a POP moved or added is labelled from the next probe
 
 	probeRequests *prometheus.CounterVec
 	probeErrors   *prometheus.CounterVec
@@ -44,7 +44,7 @@ type SLI struct {
 // Deps are what the SLI series are given. They have no configuration of their own: the
 // buckets are fixed by the SLO thresholds, so New takes no Config.
 type Deps struct {
-	Inventory *inventory.Inventory // maps a POP to its site (nil: site stays empty)
+	Inventory inventory.View // maps a POP to its site (nil: site stays empty)
 }
 
 // New returns the SLI series. Register them where they are served (they are a
@@ -129,7 +129,7 @@ func (s *SLI) probe(p *pipeline.Probe) {
 	}
 	site := ""
 	if s.inv != nil {
-		if pop, ok := s.inv.POP(p.POP); ok {
+		if pop, ok := s.inv.Snapshot().POP(p.POP); ok {
 			site = pop.Site
 		}
 	}

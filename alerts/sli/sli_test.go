@@ -15,7 +15,7 @@ import (
 
 func TestSeries(t *testing.T) {
 	inv := &inventory.Inventory{POPs: []inventory.POP{{Name: "lon", Site: "london"}}}
-	s := New(Deps{Inventory: inv})
+	s := New(Deps{Inventory: inventory.Static(inv)})
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(s)
 	ms := time.Millisecond

@@ -37,8 +37,14 @@ func TestChartArgsParse(t *testing.T) {
 						t.Errorf("%s: argument %q is not a flag", where, fs.Arg(0))
 					}
 					args := withConfigFile(c.args, config)
-					if _, err := parseConfig(args, io.Discard); err != nil {
+					parsed, err := parseConfig(args, io.Discard)
+					if err != nil {
 						t.Errorf("%s: the configuration it would start with is refused: %v", where, err)
+						continue
+					}
+					// The kubernetes values reach the configuration the pods read.
+					if name == "multi-region" && (len(parsed.InventorySources.Kubernetes) != 1 || parsed.InventorySources.Kubernetes[0].Cluster != "brain-tokyo" || !parsed.Ruler.Kubernetes.Enabled) {
+						t.Errorf("%s: inventory_sources.kubernetes %+v, ruler.kubernetes %+v: want the chart's kubernetes values", where, parsed.InventorySources.Kubernetes, parsed.Ruler.Kubernetes)
 					}
 					n++
 				}

@@ -129,8 +129,8 @@ func (a *app) modules() (*modules.Manager, error) {
 		HAProxy:        {Pipeline, CollectorRing},
 		Keepalived:     {Pipeline},
 		Collector:      {WireGuard, Ceph, Hubble, Probes, HAProxy, Keepalived},
-		Ruler:          {Pipeline},
-		Steering:       {Pipeline, Ruler},
+		Ruler:          {Pipeline, Inventory},
+		Steering:       {Pipeline, Ruler, Inventory},
 		Topomap:        {Pipeline, Inventory},
 		ClickHouseHTTP: {Storage},
 		All:            {Collector, Ruler, Steering, Topomap, ClickHouseHTTP},
@@ -270,7 +270,7 @@ func (a *app) initKeepalived() (services.Service, error) {
 // initRuler evaluates the SLO rules over the SLI series the pipeline feeds it, and serves
 // the Prometheus query API under /prometheus for Grafana.
 func (a *app) initRuler() (services.Service, error) {
-	s := sli.New(sli.Deps{Inventory: &a.cfg.Inventory})
+	s := sli.New(sli.Deps{Inventory: a.inv})
 	if err := a.reg.Register(s); err != nil { // on /metrics too, for an external Prometheus
 		return nil, err
 	}
@@ -303,7 +303,7 @@ func (a *app) initRuler() (services.Service, error) {
 
 func (a *app) initSteering() (services.Service, error) {
 	st, err := steering.New(a.cfg.Steering, steering.Deps{
-		Inventory: &a.cfg.Inventory, Appender: a.pipeline, Alerts: a.alerts(),
+		Inventory: &a.cfg.Inventory, Live: a.inv, Appender: a.pipeline, Alerts: a.alerts(),
 		History: steering.NewHistory(a.store, a.store.Database()), Logger: a.log, Registerer: a.reg,
 	})
 	if err != nil {

@@ -147,9 +147,9 @@ func TestConfigReload(t *testing.T) {
 	}
 }
 
-// TestInventoryReloadWithoutRestart: a node added to the file's inventory reaches the live
-// inventory and the map on reload, without a restart (no steering or ruler runs here, so
-// nothing else reads the inventory as started).
+// TestInventoryReloadWithoutRestart: a node and a POP added to the file's inventory reach
+// the live inventory, the map and steering's weights on reload, without a restart, with
+// steering and the ruler running.
 func TestInventoryReloadWithoutRestart(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "meridian.yaml")
 	write := func(body string) {
@@ -162,7 +162,7 @@ func TestInventoryReloadWithoutRestart(t *testing.T) {
 		}
 	}
 	write(reloadInventory)
-	args := append(serveArgs(t, "inventory_reload"), "-config.file="+file, "-config.reload-interval=20ms", "-target=topomap", "-topomap.anonymous")
+	args := append(serveArgs(t, "inventory_reload"), "-config.file="+file, "-config.reload-interval=20ms", "-target=topomap,steering", "-topomap.anonymous")
 	cfg, err := parseConfig(args, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -175,15 +175,19 @@ func TestInventoryReloadWithoutRestart(t *testing.T) {
 	metric := func(name string, labels ...string) float64 { return promtest.Sum(t, a.reg, name, labels...) }
 	v := metric("meridian_inventory_version")
 
-	write(strings.Replace(reloadInventory, "  pops:", "  nodes:\n    - {name: nbg-9, site: nuremberg}\n  pops:", 1))
+	changed := strings.Replace(reloadInventory, "  pops:", "  nodes:\n    - {name: nbg-9, site: nuremberg}\n  pops:", 1)
+	changed = strings.Replace(changed, "    - {name: nyc, site: newyork, vips: [127.0.1.2]}\n", "    - {name: nyc, site: newyork, vips: [127.0.1.2]}\n    - {name: nbg2, site: nuremberg, vips: [127.0.1.3]}\n", 1)
+	changed = strings.Replace(changed, "pops: [nbg, nyc]}", "pops: [nbg, nyc, nbg2]}", 1)
+	write(changed)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		body, _ := get(t, base+"/map/api/snapshot", "")
-		if metric("meridian_inventory_version") > v && strings.Contains(body, `"id":"node:nbg-9"`) {
+		weights, _ := get(t, base+"/api/steering/weights", "s3cret")
+		if metric("meridian_inventory_version") > v && strings.Contains(body, `"id":"node:nbg-9"`) && strings.Contains(weights, `"pop":"nbg2"`) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the added node did not reach the inventory and the map; log:\n%s", logs.String())
+			t.Fatalf("the added node and POP did not reach the inventory, the map and steering; log:\n%s", logs.String())
 		}
 		time.Sleep(20 * time.Millisecond) // polling a condition, bounded by the deadline
 	}

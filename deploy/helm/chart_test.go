@@ -41,8 +41,8 @@ func kinds(objs []map[string]any) map[string]int {
 // needed.
 func TestTemplate(t *testing.T) {
 	want := map[string]map[string]int{
-		"defaults":     {"StatefulSet": 1, "ConfigMap": 8, "Service": 2, "NetworkPolicy": 1, "PodDisruptionBudget": 1, "ServiceAccount": 1},
-		"multi-region": {"StatefulSet": 1, "DaemonSet": 1, "Deployment": 2, "Service": 4, "PodDisruptionBudget": 2, "ServiceMonitor": 1, "PodMonitor": 1, "PrometheusRule": 1},
+		"defaults":     {"StatefulSet": 1, "ConfigMap": 9, "Service": 2, "NetworkPolicy": 1, "PodDisruptionBudget": 1, "ServiceAccount": 1, "ClusterRole": 0, "ClusterRoleBinding": 0},
+		"multi-region": {"StatefulSet": 1, "DaemonSet": 1, "Deployment": 2, "Service": 4, "PodDisruptionBudget": 2, "ServiceMonitor": 1, "PodMonitor": 1, "PrometheusRule": 1, "ClusterRole": 1, "ClusterRoleBinding": 1},
 	}
 	for name, file := range helmtest.ValueSets {
 		t.Run(name, func(t *testing.T) {
@@ -56,15 +56,68 @@ func TestTemplate(t *testing.T) {
 			if got["Secret"] != 0 {
 				t.Error("the chart renders a Secret; secrets must come from references")
 			}
+			// The token is mounted exactly where a role is bound to use it.
+			token := got["ClusterRoleBinding"] > 0
 			for _, o := range objs {
-				checkPod(t, o)
+				checkPod(t, o, token)
+			}
+			if token {
+				checkRBAC(t, objs)
 			}
 		})
 	}
 }
 
+// checkRBAC asserts the ClusterRole grants what the live inventory and the SLO watch use,
+// and nothing more, and that it is bound to the chart's ServiceAccount.
+func checkRBAC(t *testing.T, objs []map[string]any) {
+	t.Helper()
+	want := map[string]string{
+		"/nodes": "get,list,watch", "/namespaces": "get,list,watch",
+		"apps/deployments": "get,list,watch", "apps/statefulsets": "get,list,watch",
+		"cluster.karmada.io/clusters":            "get,list,watch",
+		"sloth.slok.dev/prometheusservicelevels": "get,list,watch",
+		"pyrra.dev/servicelevelobjectives":       "get,list,watch",
+		"/events":                                "create,patch",
+	}
+	got := map[string]string{}
+	var role, sa string
+	for _, o := range objs {
+		switch o["kind"] {
+		case "ClusterRole":
+			role = helmtest.Dig(o, "metadata", "name").(string)
+			for _, r := range o["rules"].([]any) {
+				r := r.(map[string]any)
+				var verbs []string
+				for _, v := range r["verbs"].([]any) {
+					verbs = append(verbs, v.(string))
+				}
+				for _, g := range r["apiGroups"].([]any) {
+					for _, res := range r["resources"].([]any) {
+						got[g.(string)+"/"+res.(string)] = strings.Join(verbs, ",")
+					}
+				}
+			}
+		case "ServiceAccount":
+			sa = helmtest.Dig(o, "metadata", "name").(string)
+		}
+	}
+	if !reflect.DeepEqual(got, want) {
+		t.Errorf("ClusterRole grants %v, want %v", got, want)
+	}
+	for _, o := range objs {
+		if o["kind"] != "ClusterRoleBinding" {
+			continue
+		}
+		subj := o["subjects"].([]any)[0].(map[string]any)
+		if helmtest.Dig(o, "roleRef", "name") != role || subj["name"] != sa || subj["kind"] != "ServiceAccount" {
+			t.Errorf("ClusterRoleBinding binds %v to %v, want ClusterRole %s to ServiceAccount %s", helmtest.Dig(o, "roleRef", "name"), subj, role, sa)
+		}
+	}
+}
+
 // checkPod asserts the security settings of a workload's pod template.
-func checkPod(t *testing.T, o map[string]any) {
+func checkPod(t *testing.T, o map[string]any, token bool) {
 	t.Helper()
 	spec, ok := helmtest.Dig(o, "spec", "template", "spec").(map[string]any)
 	if !ok {
@@ -86,8 +139,8 @@ func checkPod(t *testing.T, o map[string]any) {
 	} else if len(added) != 0 || helmtest.Dig(spec, "securityContext", "runAsNonRoot") != true {
 		t.Errorf("%s: adds %v, runAsNonRoot %v", name, added, helmtest.Dig(spec, "securityContext", "runAsNonRoot"))
 	}
-	if spec["automountServiceAccountToken"] != false {
-		t.Errorf("%s: mounts a service account token", name)
+	if spec["automountServiceAccountToken"] != token {
+		t.Errorf("%s: automountServiceAccountToken %v, want %v (a role bound: %v)", name, spec["automountServiceAccountToken"], token, token)
 	}
 	for _, p := range []string{"livenessProbe", "readinessProbe", "startupProbe"} {
 		if c[p] == nil {
@@ -115,6 +168,8 @@ func TestRejectedValues(t *testing.T) {
 		{[]string{"core.nosuchfield=1"}, "nosuchfield"},
 		{[]string{"log.format=xml"}, "/log/format"},
 		{[]string{"clickhouse.dsn=clickhouse://m@ch:9440", "collectors.ceph.enabled=true"}, "collectors.ceph.mgrURLs"},
+		{[]string{"kubernetes.inventory.enabled=true"}, "kubernetes.inventory.cluster"},
+		{[]string{"ruler.kubernetes.namespce=x"}, "namespce"},
 	}
 	for _, c := range cases {
 		args := []string{"template", "meridian", helmtest.Chart, "--kube-version", helmtest.KubeVersion}

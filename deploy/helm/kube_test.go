@@ -7,6 +7,9 @@ import (
 	"testing"
 	"time"
 
+	"encoding/json"
+	"fmt"
+
 	"gopkg.in/yaml.v3"
 
 	"github.com/meridianhq/meridian/deploy/helm/helmtest"
@@ -71,6 +74,47 @@ func TestAppliedToAPIServer(t *testing.T) {
 				}
 			}
 			t.Logf("%d objects applied and read back: %v", len(objs), kinds(objs))
+			if kinds(objs)["ClusterRoleBinding"] > 0 {
+				checkAccess(t, k, ns)
+			}
 		})
+	}
+}
+
+// checkAccess asks the API server's authorizer (SubjectAccessReview) what the chart's
+// ServiceAccount may do once the rendered RBAC is applied: what the inventory and the SLO
+// watch use, and not more.
+func checkAccess(t *testing.T, k *kubetest.Server, ns string) {
+	t.Helper()
+	user := "system:serviceaccount:" + ns + ":meridian"
+	for _, c := range []struct {
+		group, resource, verb string
+		allowed               bool
+	}{
+		{"", "nodes", "watch", true},
+		{"", "namespaces", "list", true},
+		{"apps", "deployments", "list", true},
+		{"apps", "statefulsets", "watch", true},
+		{"cluster.karmada.io", "clusters", "list", true},
+		{"sloth.slok.dev", "prometheusservicelevels", "watch", true},
+		{"pyrra.dev", "servicelevelobjectives", "list", true},
+		{"", "events", "create", true},
+		{"", "nodes", "update", false},
+		{"", "secrets", "get", false},
+		{"", "events", "delete", false},
+	} {
+		body, _ := json.Marshal(map[string]any{"apiVersion": "authorization.k8s.io/v1", "kind": "SubjectAccessReview",
+			"spec": map[string]any{"user": user, "resourceAttributes": map[string]any{"group": c.group, "resource": c.resource, "verb": c.verb, "namespace": "default"}}})
+		code, out, err := k.Do("POST", "/apis/authorization.k8s.io/v1/subjectaccessreviews", "application/json", body)
+		if err != nil || code != 201 {
+			t.Fatalf("SubjectAccessReview: %d %v %s", code, err, out)
+		}
+		var r struct{ Status struct{ Allowed bool } }
+		if err := json.Unmarshal(out, &r); err != nil {
+			t.Fatal(err)
+		}
+		if r.Status.Allowed != c.allowed {
+			t.Errorf("%s %s %s: allowed %v, want %v", user, c.verb, fmt.Sprintf("%s/%s", c.group, c.resource), r.Status.Allowed, c.allowed)
+		}
 	}
 }

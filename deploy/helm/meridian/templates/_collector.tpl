@@ -16,7 +16,7 @@ metadata:
     {{- end }}
 spec:
   serviceAccountName: {{ include "meridian.serviceAccountName" $ }}
-  automountServiceAccountToken: {{ $.Values.serviceAccount.automountServiceAccountToken }}
+  automountServiceAccountToken: {{ include "meridian.automountToken" $ }}
   {{- with $.Values.imagePullSecrets }}
   imagePullSecrets:
     {{- toYaml . | nindent 4 }}

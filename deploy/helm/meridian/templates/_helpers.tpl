@@ -174,7 +174,42 @@ readinessProbe:
 {{- if and .Values.collectors.ceph.enabled (not .Values.collectors.ceph.mgrURLs) }}
 {{- fail "collectors.ceph.mgrURLs: list the ceph-mgr prometheus module URLs" }}
 {{- end }}
+{{- if and .Values.kubernetes.inventory.enabled (not .Values.kubernetes.inventory.cluster) }}
+{{- fail "kubernetes.inventory.cluster: name the inventory cluster this cluster's nodes belong to" }}
+{{- end }}
 {{- if and (not .Values.clickhouse.dsn) (gt (int .Values.core.replicas) 1) }}
 {{- fail "core.replicas: the embedded engine allows one replica; set clickhouse.dsn to run more" }}
 {{- end }}
+{{- end }}
+
+{{/* "true" when Meridian reads the Kubernetes API with the chart's ServiceAccount. */}}
+{{- define "meridian.kubeAPI" -}}
+{{- if or .Values.kubernetes.inventory.enabled .Values.ruler.kubernetes.enabled }}true{{ end }}
+{{- end }}
+
+{{/* The pods mount the ServiceAccount token only where the API is read. */}}
+{{- define "meridian.automountToken" -}}
+{{- or .Values.serviceAccount.automountServiceAccountToken (eq (include "meridian.kubeAPI" .) "true") }}
+{{- end }}
+
+{{/* The configuration file: .Values.config with what the kubernetes values add. */}}
+{{- define "meridian.config" -}}
+{{- $cfg := deepCopy .Values.config }}
+{{- with .Values.kubernetes.inventory }}
+{{- if .enabled }}
+{{- $src := dict "cluster" .cluster "workloads" .workloads }}
+{{- with .site }}{{ $_ := set $src "site" . }}{{ end }}
+{{- $is := get $cfg "inventory_sources" | default dict }}
+{{- $_ := set $is "kubernetes" (append (get $is "kubernetes" | default list) $src) }}
+{{- $_ := set $cfg "inventory_sources" $is }}
+{{- end }}
+{{- end }}
+{{- with .Values.ruler.kubernetes }}
+{{- if .enabled }}
+{{- $r := get $cfg "ruler" | default dict }}
+{{- $_ := set $r "kubernetes" (dict "enabled" true "namespace" .namespace) }}
+{{- $_ := set $cfg "ruler" $r }}
+{{- end }}
+{{- end }}
+{{- toYaml $cfg }}
 {{- end }}
