@@ -1,8 +1,6 @@
 package ruler
 
 import (
-	"github.com/meridianhq/meridian/internal/amtest"
-
 	"context"
 	"fmt"
 	"net/http"
@@ -25,6 +23,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/meridianhq/meridian/alerts/sli"
+	"github.com/meridianhq/meridian/internal/amtest"
+	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
 
@@ -87,7 +87,7 @@ func apiClient(t *testing.T, addr string) promv1.API {
 // answers must be equal.
 func TestQueryAPIMatchesPrometheus(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	s := sli.New(sli.Deps{Inventory: testInventory()})
+	s := sli.New(sli.Deps{Inventory: inventory.Static(testInventory())})
 	// Static counters: 10 probes of lon with 3 failures, 10 clean probes of par.
 	now := time.Now()
 	for i := range 10 {

@@ -19,7 +19,7 @@ import (
 // for /metrics, which every tick must do anyway.
 func BenchmarkAppendSLI(b *testing.B) {
 	inv := &inventory.Inventory{}
-	s := sli.New(sli.Deps{Inventory: inv})
+	s := sli.New(sli.Deps{Inventory: inventory.Static(inv)})
 	var recs []pipeline.Record
 	for p := range 2000 {
 		for v := range 5 {

@@ -16,6 +16,7 @@ import (
 	"github.com/meridianhq/meridian/alerts"
 	"github.com/meridianhq/meridian/alerts/sli"
 	"github.com/meridianhq/meridian/internal/amtest"
+	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/topomap"
 )
@@ -59,7 +60,7 @@ func TestAlertHistoryAndCause(t *testing.T) {
 	}
 
 	reg := prometheus.NewRegistry()
-	s := sli.New(sli.Deps{Inventory: testInventory()})
+	s := sli.New(sli.Deps{Inventory: inventory.Static(testInventory())})
 	reg.MustRegister(s)
 	var failing atomic.Bool
 	prober(t, s, &failing, m)

@@ -17,6 +17,7 @@ import (
 	"github.com/meridianhq/meridian/alerts/slo"
 	"github.com/meridianhq/meridian/internal/kubetest"
 	"github.com/meridianhq/meridian/internal/promtest"
+	"github.com/meridianhq/meridian/inventory"
 )
 
 // followBound is how soon the ruler must follow a change of an SLO object while the
@@ -122,7 +123,7 @@ func TestKubernetesSLOObjects(t *testing.T) {
 	cfg.Kubernetes.Enabled = true
 	cfg.Kubernetes.Kubeconfig = api.Kubeconfig(t)
 	reg := prometheus.NewRegistry()
-	r := startRulerConfig(t, sli.New(sli.Deps{Inventory: testInventory()}), reg, cfg)
+	r := startRulerConfig(t, sli.New(sli.Deps{Inventory: inventory.Static(testInventory())}), reg, cfg)
 	kubetest.WaitFor(t, "informers synced", time.Minute, func() error {
 		if !r.kube.Synced() {
 			return fmt.Errorf("not synced")

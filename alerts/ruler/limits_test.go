@@ -23,6 +23,7 @@ import (
 	"github.com/meridianhq/meridian/alerts"
 	"github.com/meridianhq/meridian/alerts/sli"
 	"github.com/meridianhq/meridian/internal/promtest"
+	"github.com/meridianhq/meridian/inventory"
 )
 
 func TestSubqueryStepsCountedAsTheEngineEvaluates(t *testing.T) {
@@ -149,7 +150,7 @@ func TestQueryTimeoutAndSamples(t *testing.T) {
 			cfg.QueryMaxConcurrency = 3
 			tc.limit(&cfg)
 			reg := prometheus.NewRegistry()
-			r := startRulerConfig(t, sli.New(sli.Deps{Inventory: testInventory()}), reg, cfg)
+			r := startRulerConfig(t, sli.New(sli.Deps{Inventory: inventory.Static(testInventory())}), reg, cfg)
 			base, _ := apiServer(t, r)
 			code, rep, took := queryAPI(t, base, "/query", url.Values{"query": {tc.query}, "time": {strconvTime(time.Now())}})
 			if code != tc.code || rep.ErrorType != tc.errType {

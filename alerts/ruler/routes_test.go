@@ -21,6 +21,7 @@ import (
 
 	"github.com/meridianhq/meridian/alerts/sli"
 	"github.com/meridianhq/meridian/internal/testlog"
+	"github.com/meridianhq/meridian/inventory"
 )
 
 // apiRoutes are the routes Prometheus's API registered on the ruler's router, as the
@@ -52,7 +53,7 @@ func apiRoutes(t *testing.T, g prometheus.Gatherer) []string {
 // served (apiServer).
 func servedRuler(t *testing.T, cfg Config, reg *prometheus.Registry) (*Ruler, string, *testlog.Buffer) {
 	t.Helper()
-	s := sli.New(sli.Deps{Inventory: testInventory()})
+	s := sli.New(sli.Deps{Inventory: inventory.Static(testInventory())})
 	var healthy atomic.Bool
 	prober(t, s, &healthy)
 	r := startRulerConfig(t, s, reg, cfg)
@@ -250,7 +251,7 @@ func TestAPIRoutesSurviveHostileRequests(t *testing.T) {
 // nil answer as Prometheus would.
 func TestAPIRoutesThatCrashedAnswer(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	r := startRuler(t, sli.New(sli.Deps{Inventory: testInventory()}), reg)
+	r := startRuler(t, sli.New(sli.Deps{Inventory: inventory.Static(testInventory())}), reg)
 	base, _ := apiServer(t, r)
 	ctx := context.Background()
 

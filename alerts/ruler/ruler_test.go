@@ -136,7 +136,7 @@ func TestPageThroughAlertmanager(t *testing.T) {
 	hook := amtest.NewWebhook(t)
 	amPort := amtest.FreePort(t)
 	reg := prometheus.NewRegistry()
-	s := sli.New(sli.Deps{Inventory: testInventory()})
+	s := sli.New(sli.Deps{Inventory: inventory.Static(testInventory())})
 	reg.MustRegister(s)
 	var failing atomic.Bool
 	prober(t, s, &failing)
@@ -201,7 +201,7 @@ func TestPageThroughAlertmanager(t *testing.T) {
 // keeps; a spec that does not parse leaves the ruler as it was.
 func TestApplyConfig(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	s := sli.New(sli.Deps{Inventory: testInventory()})
+	s := sli.New(sli.Deps{Inventory: inventory.Static(testInventory())})
 	reg.MustRegister(s)
 	var failing atomic.Bool
 	failing.Store(true)
