@@ -520,6 +520,9 @@ func (s *soak) checkSources(ctx context.Context) error {
 	if s.cfg.Query == nil {
 		return nil
 	}
+	// Only records the map could have had when it answered count: the queries run after
+	// the snapshot, and on a loaded machine newer records land meanwhile.
+	asOf := time.Now().UnixMilli()
 	var snap mapSnapshot
 	if err := s.get(ctx, "/map/api/snapshot?token="+url.QueryEscape(s.cfg.Token), &snap); err != nil {
 		return err
@@ -528,7 +531,7 @@ func (s *soak) checkSources(ctx context.Context) error {
 	want := map[string]sourceEdge{}
 	rows, err := s.rows(ctx, fmt.Sprintf(`SELECT concat('probe:', vantage, '->', pop, '/', method), toUnixTimestamp64Milli(max(time)),
   if(argMax(success, time), if(argMax(rtt, time) > %d, 'degraded', 'ok'), 'down')
-FROM %s.probes WHERE time > now64(3) - INTERVAL 1 MINUTE AND method != 'dns' AND pop != '' GROUP BY vantage, pop, method`, s.cfg.ProbeRTTDegraded.Nanoseconds(), db))
+FROM %s.probes WHERE time > now64(3) - INTERVAL 1 MINUTE AND time <= fromUnixTimestamp64Milli(%d) AND method != 'dns' AND pop != '' GROUP BY vantage, pop, method`, s.cfg.ProbeRTTDegraded.Nanoseconds(), db, asOf))
 	if err != nil {
 		return err
 	}
@@ -536,7 +539,7 @@ FROM %s.probes WHERE time > now64(3) - INTERVAL 1 MINUTE AND method != 'dns' AND
 		want[r[0]] = sourceEdge{updated: atoi(r[1]), status: r[2]}
 	}
 	rows, err = s.rows(ctx, fmt.Sprintf(`SELECT node, peer_node, toUnixTimestamp64Milli(max(time)), argMax(status, time)
-FROM %s.tunnel_stats WHERE time > now64(3) - INTERVAL 1 MINUTE AND node != '' AND peer_node != '' GROUP BY node, peer_node`, db))
+FROM %s.tunnel_stats WHERE time > now64(3) - INTERVAL 1 MINUTE AND time <= fromUnixTimestamp64Milli(%d) AND node != '' AND peer_node != '' GROUP BY node, peer_node`, db, asOf))
 	if err != nil {
 		return err
 	}
