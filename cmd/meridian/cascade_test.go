@@ -86,7 +86,7 @@ func (c *cascadeRates) peak(since map[string]int) map[string]float64 {
 // (the shift done), in sessions/s.
 func labCascade(t *testing.T, db string, extra ...string) map[string]float64 {
 	t.Helper()
-	ctx, cfg, l, logs, logger := labSetup(t, db, append([]string{"-haproxy.interval=1s", "-steering.shed.settle=10s"}, extra...)...)
+	ctx, cfg, l, logs, logger := labSetup(t, db, append([]string{"-haproxy.interval=1s", "-haproxy.timeout=1s", "-steering.shed.settle=10s"}, extra...)...)
 	a := newApp(cfg, logger)
 	actx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
