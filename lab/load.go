@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/miekg/dns"
@@ -40,10 +41,10 @@ type loads struct {
 // UseDNS is where the lab's load generator asks Meridian's GeoDNS (host:port).
 func (l *Lab) UseDNS(addr string) { l.dns = addr }
 
-// Load starts (or replaces, or with rate 0 stops) the region's generator. Each second it
-// asks the GeoDNS for the service with the region's sample prefix as client subnet and
-// spreads that second's sessions over the POPs answered, each session a new connection
-// to the POP's front door: the load follows the weights, as real clients' would.
+// Load starts (or replaces, or with rate 0 stops) the region's generator. Each session is
+// a client that has cached nothing: it asks the GeoDNS for the service with the region's
+// sample prefix as client subnet and opens a new connection to the answered POP's front
+// door, so the load splits by the weights as a large client population's would.
 func (l *Lab) Load(req LoadRequest) error {
 	region, ok := l.region(req.Region)
 	if !ok {
@@ -105,43 +106,38 @@ func (l *Lab) generate(ctx context.Context, name string, subnet netip.Prefix, ra
 	slots := make(chan struct{}, maxInFlight)
 	tick := time.NewTicker(time.Second / time.Duration(rate))
 	defer tick.Stop()
-	var targets []string
-	var resolved time.Time
-	for n := 0; ; n++ {
+	var warned atomic.Int64 // unix second of the last DNS warning: one a second at most
+	for {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
-		}
-		if time.Since(resolved) >= time.Second {
-			resolved = time.Now()
-			t, err := l.resolve(ctx, name, subnet, byVIP)
-			if err != nil {
-				l.log.Warn("lab: load: GeoDNS", "service", name, "err", err)
-			}
-			targets = t
-		}
-		if len(targets) == 0 {
-			continue
 		}
 		select {
 		case slots <- struct{}{}:
 		default:
 			continue
 		}
-		go func(addr string) {
+		go func() {
 			defer func() { <-slots }()
+			addr, err := l.resolve(ctx, name, subnet, byVIP)
+			if err != nil {
+				if now := time.Now().Unix(); warned.Swap(now) != now {
+					l.log.Warn("lab: load: GeoDNS", "service", name, "err", err)
+				}
+				return
+			}
 			if resp, err := client.Get("http://" + addr + "/"); err == nil {
 				_, _ = io.Copy(io.Discard, resp.Body)
 				resp.Body.Close()
 			}
-		}(targets[n%len(targets)])
+		}()
 	}
 }
 
-// resolve asks the GeoDNS for name's A records as a client in subnet sees them, and maps
-// them to the POPs' front doors.
-func (l *Lab) resolve(ctx context.Context, name string, subnet netip.Prefix, byVIP map[netip.Addr]string) ([]string, error) {
+// resolve asks the GeoDNS for name as a client in subnet, and returns the front door of
+// the POP it answers.
+func (l *Lab) resolve(ctx context.Context, name string, subnet netip.Prefix, byVIP map[netip.Addr]string) (string, error) {
 	m := new(dns.Msg)
 	m.SetQuestion(name, dns.TypeA)
 	opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
@@ -150,17 +146,16 @@ func (l *Lab) resolve(ctx context.Context, name string, subnet netip.Prefix, byV
 	c := &dns.Client{Timeout: time.Second}
 	r, _, err := c.ExchangeContext(ctx, m, l.dns)
 	if err != nil {
-		return nil, err
+		return "", err
 	}
-	var out []string
 	for _, rr := range r.Answer {
 		if a, ok := rr.(*dns.A); ok {
 			if ip, ok := netip.AddrFromSlice(a.A.To4()); ok && byVIP[ip] != "" {
-				out = append(out, byVIP[ip])
+				return byVIP[ip], nil
 			}
 		}
 	}
-	return out, nil
+	return "", fmt.Errorf("%s for %s: no lab POP in the answer (%s)", name, subnet, dns.RcodeToString[r.Rcode])
 }
 
 func (l *Lab) serveLoad(w http.ResponseWriter, r *http.Request) {
