@@ -89,7 +89,7 @@ func TestLoadRefusesBadRequests(t *testing.T) {
 	l.UseDNS("127.0.0.1:1")
 	for body, want := range map[string]int{
 		`{"region":"atlantis","rate":10}`: http.StatusBadRequest,
-		`{"region":"france","rate":5000}`:  http.StatusBadRequest,
+		`{"region":"france","rate":5000}`: http.StatusBadRequest,
 		`{"region":"france","rate":-1}`:   http.StatusBadRequest,
 		`{"region":"france","rate":0}`:    http.StatusOK,
 	} {
