@@ -15,8 +15,10 @@ import (
 )
 
 // cascadeRates reads every lab front door's exporter once a second and keeps, per POP,
-// its new sessions per second over each sliding 5 s window (counter deltas of HAProxy's
-// own sessions_total), so the figures do not depend on Meridian's collector.
+// its new sessions per second over each sliding window of 5 readings (counter deltas of
+// HAProxy's own sessions_total over the time between the readings: a reading late on a
+// busy machine must not inflate the rate), so the figures do not depend on Meridian's
+// collector.
 type cascadeRates struct {
 	mu   sync.Mutex
 	seen map[string][]float64 // POP -> rate per window, oldest first
@@ -24,7 +26,11 @@ type cascadeRates struct {
 
 func (c *cascadeRates) sample(ctx context.Context, doors []lab.FrontDoor) {
 	const window = 5
-	hist := map[string][]float64{}
+	type reading struct {
+		at    time.Time
+		total float64
+	}
+	hist := map[string][]reading{}
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	for {
@@ -45,13 +51,15 @@ func (c *cascadeRates) sample(ctx context.Context, doors []lab.FrontDoor) {
 			if r == nil {
 				continue
 			}
-			h := append(hist[fd.POP], r.SessionsTotal)
-			hist[fd.POP] = h
+			h := append(hist[fd.POP], reading{time.Now(), r.SessionsTotal})
 			if len(h) > window {
+				a, b := h[len(h)-1-window], h[len(h)-1]
 				c.mu.Lock()
-				c.seen[fd.POP] = append(c.seen[fd.POP], (h[len(h)-1]-h[len(h)-1-window])/window)
+				c.seen[fd.POP] = append(c.seen[fd.POP], (b.total-a.total)/b.at.Sub(a.at).Seconds())
 				c.mu.Unlock()
+				h = h[1:]
 			}
+			hist[fd.POP] = h
 		}
 	}
 }
@@ -136,6 +144,9 @@ func labCascade(t *testing.T, db string, extra ...string) map[string]float64 {
 	from := rates.mark()
 	waitFor("80 s after the failure", 2*time.Minute, func() bool { return time.Since(failed) > 80*time.Second })
 	peak := rates.peak(from)
+	rates.mu.Lock()
+	t.Logf("%s: Paris's 5 s rates from the failure on: %.0f", db, rates.seen["paris"][max(0, from["paris"]-20):])
+	rates.mu.Unlock()
 	t.Logf("%s: before the failure, peak %v; london failed, 20-80 s: peak %v sessions/s; weights uk→paris %.2f uk→newyork %.2f france→paris %.2f france→newyork %.2f",
 		db, calm, peak, weight("united-kingdom", "paris"), weight("united-kingdom", "newyork"), weight("france", "paris"), weight("france", "newyork"))
 	return peak
