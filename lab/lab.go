@@ -44,6 +44,10 @@ type Lab struct {
 	pops   map[string]*popServer
 	relays []*relay
 	wg     *wgNetns // nil unless cfg.WireGuardNetns
+	doors  []FrontDoor
+	loads  loads
+	dns    string // Meridian's GeoDNS, for the load generator (UseDNS)
+	ctx    context.Context
 	addr   string
 	done   chan struct{}
 }
@@ -58,12 +62,13 @@ type Endpoints struct {
 	WireGuardDevices []string
 	Relays           map[string]string // cluster -> Hubble Relay host:port
 	Vantages         map[string]string // site -> source address its probes use
+	FrontDoors       []FrontDoor       // each POP's HAProxy (or stand-in)
 	Inventory        *inventory.Inventory
 }
 
 // Start brings the world up on loopback; it runs until ctx ends. token guards the control API.
 func Start(ctx context.Context, cfg Config, token string, log *slog.Logger) (*Lab, error) {
-	l := &Lab{cfg: cfg, token: token, log: log, inv: World(), pops: map[string]*popServer{}, done: make(chan struct{})}
+	l := &Lab{cfg: cfg, token: token, log: log, inv: World(), pops: map[string]*popServer{}, ctx: ctx, done: make(chan struct{})}
 	l.state = newState(validator{l})
 	samples, err := hubbletest.Load(filepath.Join(cfg.Testdata, "hubble", "hubble-otel-basic-sample-348-http-flows.json"))
 	if err != nil {
@@ -82,12 +87,17 @@ func Start(ctx context.Context, cfg Config, token string, log *slog.Logger) (*La
 		ln.Close()
 		return nil, err
 	}
+	if err := l.startFrontDoors(ctx); err != nil {
+		ln.Close()
+		return nil, err
+	}
 	if err := l.startRelays(ctx, samples); err != nil {
 		ln.Close()
 		return nil, err
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/lab/", l.auth(l.state.Handler()))
+	mux.Handle("POST /lab/load", l.auth(http.HandlerFunc(l.serveLoad)))
 	mux.Handle("GET /ceph/metrics", mgr)
 	if cfg.WireGuardNetns {
 		if err := l.startWGNetns(ctx); err != nil {
@@ -158,12 +168,13 @@ func (l *Lab) State() *State { return l.state }
 // Endpoints returns where the lab's peers listen.
 func (l *Lab) Endpoints() Endpoints {
 	e := Endpoints{
-		Control:   "http://" + l.addr,
-		CephMgr:   "http://" + l.addr + "/ceph/metrics",
-		WireGuard: map[string]string{},
-		Relays:    map[string]string{},
-		Vantages:  map[string]string{},
-		Inventory: l.inv,
+		Control:    "http://" + l.addr,
+		CephMgr:    "http://" + l.addr + "/ceph/metrics",
+		WireGuard:  map[string]string{},
+		Relays:     map[string]string{},
+		Vantages:   map[string]string{},
+		Inventory:  l.inv,
+		FrontDoors: l.doors,
 	}
 	if l.wg != nil {
 		e.WireGuardDevices = l.wg.devices

@@ -75,7 +75,7 @@ func World() *inventory.Inventory {
 		inv.Nodes = append(inv.Nodes, inventory.Node{Name: n.name, Site: n.site, Cluster: n.cluster, WireGuardKey: publicKey(n.name), CephHost: n.ceph})
 	}
 	for i, s := range []string{"tokyo", "newyork", "nuremberg", "london", "paris"} {
-		inv.POPs = append(inv.POPs, inventory.POP{Name: s, Site: s, VIPs: []netip.Addr{popAddr(i)}, BaseWeight: 1})
+		inv.POPs = append(inv.POPs, inventory.POP{Name: s, Site: s, VIPs: []netip.Addr{popAddr(i)}, BaseWeight: 1, Capacity: inventory.Capacity{SessionsPerSecond: labCapacity}})
 	}
 	return inv
 }

@@ -107,6 +107,7 @@ type Engine struct {
 	overrides *overrideSet
 	history   History // where /api/steering/replay reads; nil: no replay
 	load      LoadSource
+	front     *frontDoor
 	replaying bool // a replay's engine: it builds no DNS answer sets
 
 	mu      sync.Mutex
@@ -199,6 +200,8 @@ func newEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, aler
 		return nil, err
 	}
 	e.overrides = ov
+	e.front = newFrontDoor()
+	e.load = LoadFunc(e.frontDoorLoad)
 	if err := e.buildGroups(); err != nil {
 		return nil, err
 	}
@@ -237,11 +240,15 @@ func (e *Engine) buildGroups() error {
 	return nil
 }
 
-// Consume folds probe records into the vantage × POP matrix.
+// Consume folds probe records into the vantage × POP matrix, and HAProxy frontend
+// records into the front door's POP loads (frontdoor.go).
 func (e *Engine) Consume(recs []pipeline.Record) {
 	for _, r := range recs {
-		if p, ok := r.(*pipeline.Probe); ok {
-			e.matrix.Observe(p)
+		switch r := r.(type) {
+		case *pipeline.Probe:
+			e.matrix.Observe(r)
+		case *pipeline.HAProxyStat:
+			e.front.observe(r)
 		}
 	}
 }

@@ -33,12 +33,12 @@ type Deps struct {
 	Appender   pipeline.Appender    // SteeringDecision records go here
 	Alerts     alerts.Source        // may be nil
 	History    History              // recorded inputs and decisions for /api/steering/replay; may be nil
-	Load       LoadSource           // each POP's measured load (collectors/haproxy); nil: no capacity shaping
+	Load       LoadSource           // each POP's measured load; nil: the HAProxyStat records Consume folds
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
 }
 
-// Steering is the whole module. It is a pipeline.Consumer of Probe records.
+// Steering is the whole module. It is a pipeline.Consumer of Probe and HAProxyStat records.
 type Steering struct {
 	services.Service
 	*Engine
@@ -71,7 +71,9 @@ func New(cfg Config, d Deps) (*Steering, error) {
 	if d.Live != nil {
 		eng.applied = d.Live.Snapshot().Version()
 	}
-	eng.load = d.Load
+	if d.Load != nil {
+		eng.load = d.Load
+	}
 	s := &Steering{Engine: eng, cfg: cfg, log: d.Logger.With("component", "steering")}
 	var svcNames []string
 	for _, v := range d.Inventory.Services {

@@ -18,6 +18,7 @@ import (
 	"runtime"
 	"runtime/metrics"
 	"runtime/pprof"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -26,6 +27,7 @@ import (
 
 	"github.com/meridianhq/meridian/alerts/slos"
 	"github.com/meridianhq/meridian/collectors/geodns"
+	"github.com/meridianhq/meridian/collectors/haproxy"
 	"github.com/meridianhq/meridian/collectors/hubble"
 	"github.com/meridianhq/meridian/dashboards/chhttp"
 	"github.com/meridianhq/meridian/internal/secret"
@@ -38,6 +40,9 @@ const labUsage = `Usage:
   meridian lab soak -duration D [flags] run the lab on the soak schedule, check its invariants, report
   meridian lab fail KIND TARGET [MODE] inject a failure: pop nuremberg | tunnel newyork-nuremberg | osd 3 slow | osd 3 down
   meridian lab heal                    clear every failure
+  meridian lab load [-duration D] [-service www] REGION RATE
+                                       RATE new sessions/s from REGION's clients through the POPs
+                                       the GeoDNS steers it to (0 stops; default 5m)
   meridian lab status                  list the failures in force
 `
 
@@ -53,7 +58,7 @@ func labCommand(args []string, stdout, stderr io.Writer) int {
 		err = labRun(args[1:], stderr)
 	case "soak":
 		err = labSoak(args[1:], stdout, stderr)
-	case "fail", "heal", "status":
+	case "fail", "heal", "status", "load":
 		err = labControl(args[0], args[1:], stdout)
 	default:
 		err = fmt.Errorf("unknown lab command %q\n%s", args[0], labUsage)
@@ -127,6 +132,7 @@ func startLab(ctx context.Context, cfg *Config, lc lab.Config, stderr io.Writer)
 		return nil, "", nil, err
 	}
 	labOverlay(cfg, l.Endpoints())
+	l.UseDNS(cfg.Steering.DNS.Listen)
 	if err := cfg.Validate(); err != nil {
 		return nil, "", nil, fmt.Errorf("generated configuration: %w", err)
 	}
@@ -322,6 +328,10 @@ func labOverlay(cfg *Config, e lab.Endpoints) {
 		cfg.Steering.DNS.Listen = "127.0.0.1:5353"
 	}
 	cfg.Probes.DNSServer = cfg.Steering.DNS.Listen
+	cfg.HAProxy.Targets = nil
+	for _, fd := range e.FrontDoors {
+		cfg.HAProxy.Targets = append(cfg.HAProxy.Targets, haproxy.Target{POP: fd.POP, Node: fd.Node, URL: fd.Metrics, Frontends: []string{fd.Frontend}})
+	}
 	cfg.Probes.ICMP = false // loopback echoes carry no distance (lab/pop.go)
 	cfg.Probes.Vantages = nil
 	for _, s := range e.Inventory.Sites {
@@ -375,6 +385,7 @@ Break things (in another terminal), and watch the map, the DNS answers and the a
   ./bin/meridian lab fail pop nuremberg
   ./bin/meridian lab fail tunnel newyork-nuremberg
   ./bin/meridian lab fail osd 3 slow
+  ./bin/meridian lab load france 90      (90 new sessions/s against POPs of 100/s: Paris sheds)
   ./bin/meridian lab heal
   ./bin/meridian lab status
 
@@ -421,6 +432,8 @@ func labControl(cmd string, args []string, stdout io.Writer) error {
 	fs := flag.NewFlagSet("meridian lab "+cmd, flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	addr := fs.String("lab.address", "http://127.0.0.1:9479", "Base URL of the running lab's control API.")
+	duration := fs.Duration("duration", 5*time.Minute, "lab load: how long the load lasts.")
+	service := fs.String("service", "www", "lab load: the service the clients ask for (www or api).")
 	tokenFile := fs.String("server.token-file", "", "File holding the API token (default: $"+server.TokenEnv+", else the running lab's token in "+labDir()+").")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -444,6 +457,16 @@ func labControl(cmd string, args []string, stdout io.Writer) error {
 	case "status":
 		method = "GET"
 		path = "/lab/state"
+	case "load":
+		if fs.NArg() != 2 {
+			return fmt.Errorf("usage: meridian lab load [-duration D] [-service www] REGION RATE")
+		}
+		rate, err := strconv.Atoi(fs.Arg(1))
+		if err != nil {
+			return fmt.Errorf("lab load: rate %q: %w", fs.Arg(1), err)
+		}
+		b, _ := json.Marshal(lab.LoadRequest{Region: fs.Arg(0), Service: *service, Rate: rate, Duration: *duration})
+		body = string(b)
 	}
 	req, err := http.NewRequest(method, strings.TrimSuffix(*addr, "/")+path, strings.NewReader(body))
 	if err != nil {

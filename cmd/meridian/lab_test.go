@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"encoding/json"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -9,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/meridianhq/meridian/lab"
 )
@@ -74,5 +76,37 @@ func TestLabSecretsAndBanner(t *testing.T) {
 func TestLabWorldIsValid(t *testing.T) {
 	if err := lab.World().Validate(); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestLabLoadCommand: `meridian lab load -duration 1m france 90` posts the request to the
+// running lab; a rate that is not a number is refused before.
+func TestLabLoadCommand(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("MERIDIAN_LAB_DIR", dir)
+	t.Setenv("MERIDIAN_API_TOKEN", "")
+	if err := os.WriteFile(filepath.Join(dir, "token"), []byte("lab-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var got lab.LoadRequest
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method != "POST" || r.URL.Path != "/lab/load" || r.Header.Get("Authorization") != "Bearer lab-token" {
+			http.Error(w, "unexpected "+r.Method+" "+r.URL.Path, http.StatusBadRequest)
+			return
+		}
+		if err := json.NewDecoder(r.Body).Decode(&got); err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+		}
+	}))
+	defer srv.Close()
+	var stdout, stderr bytes.Buffer
+	if code := run([]string{"lab", "load", "-lab.address", srv.URL, "-duration", "1m", "france", "90"}, &stdout, &stderr); code != 0 {
+		t.Fatalf("exit %d, stderr %q", code, stderr.String())
+	}
+	if want := (lab.LoadRequest{Region: "france", Service: "www", Rate: 90, Duration: time.Minute}); got != want {
+		t.Fatalf("posted %+v, want %+v", got, want)
+	}
+	if code := run([]string{"lab", "load", "-lab.address", srv.URL, "france", "lots"}, &stdout, &stderr); code == 0 || !strings.Contains(stderr.String(), `rate "lots"`) {
+		t.Fatalf("a rate that is not a number: exit %d, stderr %q", code, stderr.String())
 	}
 }

@@ -84,6 +84,7 @@ func labSetup(t *testing.T, db string, extra ...string) (context.Context, *Confi
 		t.Fatal(err)
 	}
 	labOverlay(cfg, l.Endpoints())
+	l.UseDNS(cfg.Steering.DNS.Listen)
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
