@@ -87,6 +87,24 @@ func TestPromtoolCheckRules(t *testing.T) {
 	}
 }
 
+// TestPromtoolCheckPyrraRules: the rules generated for every Pyrra test object (all four
+// indicators) load in a real Prometheus.
+func TestPromtoolCheckPyrraRules(t *testing.T) {
+	specs, _ := filepath.Glob("../testdata/slo/pyrra/*.yaml")
+	if len(specs) < 4 {
+		t.Fatalf("found %d Pyrra objects", len(specs))
+	}
+	var stdout bytes.Buffer
+	if err := slo.GenerateCmd(append([]string{"-out", t.TempDir()}, specs...), &stdout); err != nil {
+		t.Fatal(err)
+	}
+	files := strings.Fields(stdout.String())
+	out := promtool(t, append([]string{"check", "rules"}, files...)...)
+	if len(files) != len(specs) || strings.Count(out, "SUCCESS") != len(files) {
+		t.Fatalf("promtool check rules:\n%s", out)
+	}
+}
+
 // TestPromtoolTestRules runs the rule unit tests in alerts/ruletests: each alert fires
 // and resolves at the times the burn-rate arithmetic says.
 func TestPromtoolTestRules(t *testing.T) {

@@ -28,9 +28,9 @@ const (
 // the rules. Meridian generates the rules Pyrra's Kubernetes operator puts in its
 // PrometheusRule (without generic rules: Pyrra's --generic-rules is off by default):
 // the "<name>-increase" group (increase over the window, absent alerts) and the
-// "<name>" group (burn rates per window, the four multi-window burn-rate alerts).
-// Ratio and latency (classic histogram) indicators are implemented; latencyNative and
-// bool_gauge are refused by name.
+// "<name>" group (burn rates per window, the four multi-window burn-rate alerts), for
+// its four indicators: ratio, latency (classic histogram), latencyNative (native
+// histogram) and bool_gauge.
 type PyrraSLO struct {
 	APIVersion string    `yaml:"apiVersion"`
 	Kind       string    `yaml:"kind"`
@@ -50,8 +50,15 @@ type PyrraSLO struct {
 				Total    pyrraQuery `yaml:"total"`
 				Grouping []string   `yaml:"grouping"`
 			} `yaml:"latency"`
-			LatencyNative map[string]any `yaml:"latencyNative"`
-			BoolGauge     map[string]any `yaml:"bool_gauge"`
+			LatencyNative *struct {
+				Total    pyrraQuery `yaml:"total"`
+				Latency  string     `yaml:"latency"`
+				Grouping []string   `yaml:"grouping"`
+			} `yaml:"latencyNative"`
+			BoolGauge *struct {
+				Metric   string   `yaml:"metric"`
+				Grouping []string `yaml:"grouping"`
+			} `yaml:"bool_gauge"`
 		} `yaml:"indicator"`
 		Alerting struct {
 			Disabled   *bool  `yaml:"disabled"`
@@ -100,15 +107,25 @@ type pyrraObjective struct {
 	annotations map[string]string // likewise from the object annotations
 	target      float64           // 0-1
 	window      time.Duration
-	latency     bool
-	total       *parser.VectorSelector
-	errors      *parser.VectorSelector // errors (ratio) or success (latency)
+	indicator   pyrraIndicator
+	total       *parser.VectorSelector // the bool gauge for boolGauge
+	errors      *parser.VectorSelector // errors (ratio) or success (latency); nil otherwise
+	threshold   time.Duration          // latencyNative: requests faster than this succeed
 	grouping    []string
 	burnrates   bool
 	absent      bool
 	alert       string
 	absentAlert string
 }
+
+type pyrraIndicator int
+
+const (
+	pyrraRatio pyrraIndicator = iota
+	pyrraLatency
+	pyrraLatencyNative
+	pyrraBoolGauge
+)
 
 // objective checks the object as Pyrra's admission webhook and Internal() do, naming
 // the field at fault.
@@ -178,10 +195,6 @@ func (p *PyrraSLO) objective(file string) (*pyrraObjective, error) {
 	switch {
 	case kinds != 1:
 		return nil, fail("spec.indicator", "exactly one of ratio, latency, latencyNative or bool_gauge is required")
-	case ind.LatencyNative != nil:
-		return nil, fail("spec.indicator.latencyNative", "not supported by Meridian (native histograms); use latency")
-	case ind.BoolGauge != nil:
-		return nil, fail("spec.indicator.bool_gauge", "not supported by Meridian")
 	case ind.Ratio != nil:
 		if o.total, err = selector(ind.Ratio.Total.Metric); err != nil {
 			return nil, fail("spec.indicator.ratio.total.metric", "%v", err)
@@ -190,8 +203,8 @@ func (p *PyrraSLO) objective(file string) (*pyrraObjective, error) {
 			return nil, fail("spec.indicator.ratio.errors.metric", "%v", err)
 		}
 		o.grouping = ind.Ratio.Grouping
-	default:
-		o.latency = true
+	case ind.Latency != nil:
+		o.indicator = pyrraLatency
 		if o.total, err = selector(ind.Latency.Total.Metric); err != nil {
 			return nil, fail("spec.indicator.latency.total.metric", "%v", err)
 		}
@@ -208,6 +221,26 @@ func (p *PyrraSLO) objective(file string) (*pyrraObjective, error) {
 			return nil, fail("spec.indicator.latency.success.metric", "must select one bucket with a le label matcher holding a number")
 		}
 		o.grouping = ind.Latency.Grouping
+	case ind.LatencyNative != nil:
+		o.indicator = pyrraLatencyNative
+		if o.total, err = selector(ind.LatencyNative.Total.Metric); err != nil {
+			return nil, fail("spec.indicator.latencyNative.total.metric", "%v", err)
+		}
+		if ind.LatencyNative.Latency == "" {
+			return nil, fail("spec.indicator.latencyNative.latency", "is required")
+		}
+		l, err := model.ParseDuration(ind.LatencyNative.Latency)
+		if err != nil || l <= 0 {
+			return nil, fail("spec.indicator.latencyNative.latency", "%q is not a duration", ind.LatencyNative.Latency)
+		}
+		o.threshold = time.Duration(l)
+		o.grouping = ind.LatencyNative.Grouping
+	default:
+		o.indicator = pyrraBoolGauge
+		if o.total, err = selector(ind.BoolGauge.Metric); err != nil {
+			return nil, fail("spec.indicator.bool_gauge.metric", "%v", err)
+		}
+		o.grouping = ind.BoolGauge.Grouping
 	}
 	for _, g := range o.grouping {
 		if !model.LegacyValidation.IsValidLabelName(g) {
@@ -328,11 +361,29 @@ func rateOf(v *parser.VectorSelector, grouping []string, w time.Duration) parser
 
 func (o *pyrraObjective) burnrate(w time.Duration) string {
 	g := slices.Sorted(slices.Values(dedup(o.grouping)))
-	if o.latency {
+	switch o.indicator {
+	case pyrraLatency:
 		// (total - fast enough) / total
 		return bin(parser.DIV, &parser.ParenExpr{Expr: bin(parser.SUB, rateOf(o.total, g, w), rateOf(o.errors, g, w))}, rateOf(o.total, g, w)).String()
+	case pyrraLatencyNative:
+		// 1 - the fraction of observations in [0, threshold]
+		return bin(parser.SUB, &parser.NumberLiteral{Val: 1}, o.histogramFraction(rateOf(o.total, g, w))).String()
+	case pyrraBoolGauge:
+		// (samples - true samples) / samples
+		count := overTime("count_over_time", o.total, g, w)
+		return bin(parser.DIV, &parser.ParenExpr{Expr: bin(parser.SUB, count, overTime("sum_over_time", o.total, g, w))}, count).String()
 	}
 	return bin(parser.DIV, rateOf(o.errors, g, w), rateOf(o.total, g, w)).String()
+}
+
+// overTime is sum by (grouping) (fn(selector[w])).
+func overTime(fn string, v *parser.VectorSelector, grouping []string, w time.Duration) parser.Expr {
+	return sumBy(grouping, call(fn, sel(v.Name, v.LabelMatchers, w)))
+}
+
+// histogramFraction is histogram_fraction(0, threshold, e).
+func (o *pyrraObjective) histogramFraction(e parser.Expr) parser.Expr {
+	return call("histogram_fraction", &parser.NumberLiteral{Val: 0}, &parser.NumberLiteral{Val: o.threshold.Seconds()}, e)
 }
 
 func dedup(s []string) []string {
@@ -370,6 +421,15 @@ func (o *pyrraObjective) absentFor() time.Duration {
 }
 
 func (o *pyrraObjective) increaseGroup() rulefmt.RuleGroup {
+	g := rulefmt.RuleGroup{Name: o.name + "-increase", Interval: model.Duration(o.increaseInterval())}
+	switch o.indicator {
+	case pyrraLatencyNative:
+		g.Rules = o.nativeIncreaseRules()
+		return g
+	case pyrraBoolGauge:
+		g.Rules = o.boolGaugeIncreaseRules()
+		return g
+	}
 	// Grouped as Pyrra groups: the objective's grouping, the labels only the errors
 	// (or success) selector names (a ratio's status code; never le), and the labels the
 	// total selector matches by regexp.
@@ -395,14 +455,7 @@ func (o *pyrraObjective) increaseGroup() rulefmt.RuleGroup {
 	increase := func(v *parser.VectorSelector) string {
 		return sumBy(grouping, call("increase", sel(v.Name, v.LabelMatchers, o.window))).String()
 	}
-	absent := func(v *parser.VectorSelector, l map[string]string) rulefmt.Rule {
-		al := maps.Clone(l)
-		al["severity"] = "critical"
-		return rulefmt.Rule{Alert: o.absentAlert, Expr: bin(parser.EQLC, call("absent", sel(v.Name, v.LabelMatchers, 0)), &parser.NumberLiteral{Val: 1}).String(),
-			For: model.Duration(o.absentFor()), Labels: al, Annotations: o.annotationsOrNil()}
-	}
-	g := rulefmt.RuleGroup{Name: o.name + "-increase", Interval: model.Duration(o.increaseInterval())}
-	if o.latency {
+	if o.indicator == pyrraLatency {
 		leLabels := maps.Clone(ruleLabels)
 		for _, m := range o.errors.LabelMatchers {
 			if m.Name == model.BucketLabel {
@@ -413,21 +466,72 @@ func (o *pyrraObjective) increaseGroup() rulefmt.RuleGroup {
 			rulefmt.Rule{Record: increaseName(o.total.Name, o.window), Expr: increase(o.total), Labels: ruleLabels},
 			rulefmt.Rule{Record: increaseName(o.errors.Name, o.window), Expr: increase(o.errors), Labels: leLabels})
 		if o.absent {
-			g.Rules = append(g.Rules, absent(o.total, ruleLabels), absent(o.errors, leLabels))
+			g.Rules = append(g.Rules, o.absentRule(o.total, ruleLabels), o.absentRule(o.errors, leLabels))
 		}
 		return g
 	}
 	g.Rules = append(g.Rules, rulefmt.Rule{Record: increaseName(o.total.Name, o.window), Expr: increase(o.total), Labels: ruleLabels})
 	if o.absent {
-		g.Rules = append(g.Rules, absent(o.total, ruleLabels))
+		g.Rules = append(g.Rules, o.absentRule(o.total, ruleLabels))
 	}
 	if o.errors.Name != o.total.Name {
 		g.Rules = append(g.Rules, rulefmt.Rule{Record: increaseName(o.errors.Name, o.window), Expr: increase(o.errors), Labels: ruleLabels})
 		if o.absent {
-			g.Rules = append(g.Rules, absent(o.errors, ruleLabels))
+			g.Rules = append(g.Rules, o.absentRule(o.errors, ruleLabels))
 		}
 	}
 	return g
+}
+
+// absentRule alerts when the selector matches nothing, with the rule labels and
+// severity critical.
+func (o *pyrraObjective) absentRule(v *parser.VectorSelector, l map[string]string) rulefmt.Rule {
+	al := maps.Clone(l)
+	al["severity"] = "critical"
+	return rulefmt.Rule{Alert: o.absentAlert, Expr: bin(parser.EQLC, call("absent", sel(v.Name, v.LabelMatchers, 0)), &parser.NumberLiteral{Val: 1}).String(),
+		For: model.Duration(o.absentFor()), Labels: al, Annotations: o.annotationsOrNil()}
+}
+
+// nativeIncreaseRules are a native histogram's observations over the window and, with
+// le set to the threshold, those at or below it. As in Pyrra: grouped by the objective's
+// grouping as written, labelled with every equality matcher (grouped or not), and no
+// absent alert.
+func (o *pyrraObjective) nativeIncreaseRules() []rulefmt.Rule {
+	ruleLabels := o.ruleLabels(nil)
+	increase := func() parser.Expr {
+		return sumBy(o.grouping, call("increase", sel(o.total.Name, o.total.LabelMatchers, o.window)))
+	}
+	count := func() parser.Expr { return call("histogram_count", increase()) }
+	leLabels := maps.Clone(ruleLabels)
+	leLabels[model.BucketLabel] = strconv.FormatFloat(o.threshold.Seconds(), 'g', -1, 64)
+	return []rulefmt.Rule{
+		{Record: increaseName(o.total.Name, o.window), Expr: count().String(), Labels: ruleLabels},
+		{Record: increaseName(o.total.Name, o.window), Expr: bin(parser.MUL, o.histogramFraction(increase()), count()).String(), Labels: leLabels},
+	}
+}
+
+// boolGaugeIncreaseRules count the gauge's samples (<metric>:count<window>) and its
+// true ones (<metric>:sum<window>) over the window. Pyrra groups them by the
+// objective's grouping and by every label the selector matches on, the metric name
+// included (count_over_time drops it, so that grouping adds nothing to the result).
+func (o *pyrraObjective) boolGaugeIncreaseRules() []rulefmt.Rule {
+	gm := map[string]bool{}
+	for _, g := range o.grouping {
+		gm[g] = true
+	}
+	for _, m := range o.total.LabelMatchers {
+		gm[m.Name] = true
+	}
+	grouping := slices.Sorted(maps.Keys(gm))
+	ruleLabels := o.ruleLabels(grouping)
+	rules := []rulefmt.Rule{
+		{Record: o.total.Name + ":count" + promDuration(o.window), Expr: overTime("count_over_time", o.total, grouping, o.window).String(), Labels: ruleLabels},
+		{Record: o.total.Name + ":sum" + promDuration(o.window), Expr: overTime("sum_over_time", o.total, grouping, o.window).String(), Labels: ruleLabels},
+	}
+	if o.absent {
+		rules = append(rules, o.absentRule(o.total, ruleLabels))
+	}
+	return rules
 }
 
 func (o *pyrraObjective) burnrateGroup() rulefmt.RuleGroup {
