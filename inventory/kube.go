@@ -140,6 +140,31 @@ func (p *publisher) loop(ctx context.Context, build func() Inventory) {
 	}
 }
 
+// keyedSet is a source's last good reading of each object of one kind, by key. The
+// source's lock guards it (build reads items under that lock); each change marks the
+// source for publishing.
+type keyedSet[K comparable, V any] struct {
+	mu    *sync.Mutex
+	mark  func()
+	items map[K]V
+}
+
+func newKeyedSet[K comparable, V any](mu *sync.Mutex, mark func()) keyedSet[K, V] {
+	return keyedSet[K, V]{mu: mu, mark: mark, items: map[K]V{}}
+}
+
+// put records v under k, or forgets k when the object is gone (present false).
+func (s keyedSet[K, V]) put(k K, v V, present bool) {
+	s.mu.Lock()
+	if present {
+		s.items[k] = v
+	} else {
+		delete(s.items, k)
+	}
+	s.mu.Unlock()
+	s.mark()
+}
+
 // healthEvery is how often each API server's /readyz is asked: client-go retries a watch
 // whose connection is refused silently, so an outage is seen by asking.
 var healthEvery = 5 * time.Second
@@ -212,9 +237,9 @@ type kubeSource struct {
 	meta   metadata.Interface
 
 	mu         sync.Mutex
-	nodes      map[string]kubeNode // the last good reading of each Node
-	namespaces map[string]bool
-	workloads  map[Workload]bool
+	nodes      keyedSet[string, kubeNode]
+	namespaces keyedSet[string, struct{}]
+	workloads  keyedSet[Workload, struct{}]
 }
 
 type kubeNode struct {
@@ -232,8 +257,11 @@ func newKubeSource(l *Live, cfg KubernetesSource, rc *rest.Config, debounce time
 	if err != nil {
 		return nil, err
 	}
-	return &kubeSource{publisher: newPublisher(l, "kubernetes/"+cfg.Cluster, debounce), cfg: cfg, client: c, meta: m,
-		nodes: map[string]kubeNode{}, namespaces: map[string]bool{}, workloads: map[Workload]bool{}}, nil
+	s := &kubeSource{publisher: newPublisher(l, "kubernetes/"+cfg.Cluster, debounce), cfg: cfg, client: c, meta: m}
+	s.nodes = newKeyedSet[string, kubeNode](&s.mu, s.mark)
+	s.namespaces = newKeyedSet[string, struct{}](&s.mu, s.mark)
+	s.workloads = newKeyedSet[Workload, struct{}](&s.mu, s.mark)
+	return s, nil
 }
 
 func (s *kubeSource) run(ctx context.Context) {
@@ -286,18 +314,12 @@ func (s *kubeSource) onNode(o any) {
 		s.live.sourceError(s.name, "node", "invalid", fmt.Errorf("%s: %w", s.name, err))
 		return
 	}
-	s.mu.Lock()
-	s.nodes[n.Name] = kn
-	s.mu.Unlock()
-	s.mark()
+	s.nodes.put(n.Name, kn, true)
 }
 
 func (s *kubeSource) onNodeDelete(o any) {
 	if n, ok := o.(*corev1.Node); ok {
-		s.mu.Lock()
-		delete(s.nodes, n.Name)
-		s.mu.Unlock()
-		s.mark()
+		s.nodes.put(n.Name, kubeNode{}, false)
 	}
 }
 
@@ -362,21 +384,11 @@ func (s *kubeSource) onMeta(kind string, o any, present bool) {
 	if !ok {
 		return
 	}
-	s.mu.Lock()
 	if kind == "Namespace" {
-		s.namespaces[m.Name] = present
-		if !present {
-			delete(s.namespaces, m.Name)
-		}
+		s.namespaces.put(m.Name, struct{}{}, present)
 	} else {
-		w := Workload{Cluster: s.cfg.Cluster, Namespace: m.Namespace, Name: m.Name, Kind: kind}
-		s.workloads[w] = present
-		if !present {
-			delete(s.workloads, w)
-		}
+		s.workloads.put(Workload{Cluster: s.cfg.Cluster, Namespace: m.Namespace, Name: m.Name, Kind: kind}, struct{}{}, present)
 	}
-	s.mu.Unlock()
-	s.mark()
 }
 
 // build is the source's part: its cluster, its nodes, the sites they name (placed by a
@@ -384,9 +396,9 @@ func (s *kubeSource) onMeta(kind string, o any, present bool) {
 func (s *kubeSource) build() Inventory {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	inv := Inventory{Clusters: []Cluster{{Name: s.cfg.Cluster, Site: s.cfg.Site}}, Nodes: make([]Node, 0, len(s.nodes))}
+	inv := Inventory{Clusters: []Cluster{{Name: s.cfg.Cluster, Site: s.cfg.Site}}, Nodes: make([]Node, 0, len(s.nodes.items))}
 	sites := map[string]int{}
-	for _, kn := range s.nodes {
+	for _, kn := range s.nodes.items {
 		inv.Nodes = append(inv.Nodes, kn.node)
 		if kn.node.Site == "" {
 			continue
@@ -408,10 +420,10 @@ func (s *kubeSource) build() Inventory {
 	// Sorted, so that snapshots do not depend on map order.
 	slices.SortFunc(inv.Nodes, func(a, b Node) int { return strings.Compare(a.Name, b.Name) })
 	slices.SortFunc(inv.Sites, func(a, b Site) int { return strings.Compare(a.Name, b.Name) })
-	for ns := range s.namespaces {
+	for ns := range s.namespaces.items {
 		inv.Namespaces = append(inv.Namespaces, Namespace{Cluster: s.cfg.Cluster, Name: ns})
 	}
-	for w := range s.workloads {
+	for w := range s.workloads.items {
 		inv.Workloads = append(inv.Workloads, w)
 	}
 	return inv
@@ -424,7 +436,7 @@ type karmadaSource struct {
 	rest   rest.Interface
 
 	mu       sync.Mutex
-	clusters map[string]Cluster // the last good reading of each Cluster
+	clusters keyedSet[string, Cluster]
 }
 
 func newKarmadaSource(l *Live, rc *rest.Config, debounce time.Duration) (*karmadaSource, error) {
@@ -438,7 +450,9 @@ func newKarmadaSource(l *Live, rc *rest.Config, debounce time.Duration) (*karmad
 	if err != nil {
 		return nil, err
 	}
-	return &karmadaSource{publisher: newPublisher(l, "karmada", debounce), client: c, rest: r, clusters: map[string]Cluster{}}, nil
+	s := &karmadaSource{publisher: newPublisher(l, "karmada", debounce), client: c, rest: r}
+	s.clusters = newKeyedSet[string, Cluster](&s.mu, s.mark)
+	return s, nil
 }
 
 func (s *karmadaSource) run(ctx context.Context) {
@@ -462,18 +476,12 @@ func (s *karmadaSource) onCluster(o any) {
 		s.live.sourceError(s.name, "cluster", "invalid", fmt.Errorf("%s: %w", s.name, err))
 		return
 	}
-	s.mu.Lock()
-	s.clusters[c.Name] = c
-	s.mu.Unlock()
-	s.mark()
+	s.clusters.put(c.Name, c, true)
 }
 
 func (s *karmadaSource) onDelete(o any) {
 	if u, ok := o.(*unstructured.Unstructured); ok {
-		s.mu.Lock()
-		delete(s.clusters, u.GetName())
-		s.mu.Unlock()
-		s.mark()
+		s.clusters.put(u.GetName(), Cluster{}, false)
 	}
 }
 
@@ -511,7 +519,7 @@ func (s *karmadaSource) build() Inventory {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	var inv Inventory
-	for _, c := range s.clusters {
+	for _, c := range s.clusters.items {
 		inv.Clusters = append(inv.Clusters, c)
 		if c.Site != "" {
 			inv.Sites = append(inv.Sites, Site{Name: c.Site, Region: c.Region})

@@ -138,14 +138,25 @@ func TestKubernetesSLOObjects(t *testing.T) {
 	delete(pyrra["spec"].(map[string]any), "partial_response_strategy") // Thanos-only, not in Pyrra's published CRD
 	pyrra["metadata"].(map[string]any)["namespace"] = ns
 	pyrraGroups := expectedGroups(t, pyrra)
+	// Pyrra's other indicators: a native-histogram latency and a bool gauge.
+	native := readObject(t, "../../testdata/slo/pyrra/http-latency-native.yaml")
+	native["metadata"].(map[string]any)["namespace"] = ns
+	nativeGroups := expectedGroups(t, native)
+	gauge := readObject(t, "../../testdata/slo/pyrra/up-targets-grouping-regex.yaml")
+	gauge["metadata"].(map[string]any)["namespace"] = ns
+	gaugeGroups := expectedGroups(t, gauge)
 
 	var took []time.Duration
 	took = append(took, follow(t, "Sloth PrometheusServiceLevel created", followBound,
 		func() error { return api.Apply(sloth, ns) }, func() error { return hasGroups(r, slothGroups) }))
 	took = append(took, follow(t, "Pyrra ServiceLevelObjective created", followBound,
 		func() error { return api.Apply(pyrra, ns) }, func() error { return hasGroups(r, pyrraGroups) }))
-	if got := len(groupRules(r)); got != shipped+len(slothGroups)+len(pyrraGroups) {
-		t.Fatalf("%d groups loaded, want %d shipped + %d Sloth + %d Pyrra", got, shipped, len(slothGroups), len(pyrraGroups))
+	took = append(took, follow(t, "Pyrra latencyNative objective created", followBound,
+		func() error { return api.Apply(native, ns) }, func() error { return hasGroups(r, nativeGroups) }))
+	took = append(took, follow(t, "Pyrra bool_gauge objective created", followBound,
+		func() error { return api.Apply(gauge, ns) }, func() error { return hasGroups(r, gaugeGroups) }))
+	if got, pyrras := len(groupRules(r)), len(pyrraGroups)+len(nativeGroups)+len(gaugeGroups); got != shipped+len(slothGroups)+pyrras {
+		t.Fatalf("%d groups loaded, want %d shipped + %d Sloth + %d Pyrra", got, shipped, len(slothGroups), pyrras)
 	}
 	info := strings.Join(groupRules(r)["sloth-slo-meta-recordings-myservice-requests-availability"], "\n")
 	if !strings.Contains(info, "sloth_mode: ctrl-gen-k8s") {
@@ -173,14 +184,21 @@ func TestKubernetesSLOObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitEvent(t, api, ns, "bad", "spec.target")
-	if n := promtest.Sum(t, reg, "meridian_slo_object_invalid_total", "kind", "ServiceLevelObjective"); n != 1 {
-		t.Errorf("meridian_slo_object_invalid_total = %v, want 1", n)
+	badNative := readObject(t, "../../testdata/slo/pyrra/http-latency-native.yaml")
+	badNative["metadata"].(map[string]any)["name"] = "bad-native"
+	badNative["spec"].(map[string]any)["indicator"].(map[string]any)["latencyNative"].(map[string]any)["latency"] = "fast"
+	if err := api.Apply(badNative, ns); err != nil {
+		t.Fatal(err)
 	}
-	if n := promtest.Sum(t, reg, "meridian_slo_objects", "state", "invalid"); n != 1 {
-		t.Errorf("meridian_slo_objects{state=invalid} = %v, want 1", n)
+	waitEvent(t, api, ns, "bad-native", "spec.indicator.latencyNative.latency")
+	if n := promtest.Sum(t, reg, "meridian_slo_object_invalid_total", "kind", "ServiceLevelObjective"); n != 2 {
+		t.Errorf("meridian_slo_object_invalid_total = %v, want 2", n)
 	}
-	if n := promtest.Sum(t, reg, "meridian_slo_objects", "state", "valid"); n != 2 {
-		t.Errorf("meridian_slo_objects{state=valid} = %v, want 2", n)
+	if n := promtest.Sum(t, reg, "meridian_slo_objects", "state", "invalid"); n != 2 {
+		t.Errorf("meridian_slo_objects{state=invalid} = %v, want 2", n)
+	}
+	if n := promtest.Sum(t, reg, "meridian_slo_objects", "state", "valid"); n != 4 {
+		t.Errorf("meridian_slo_objects{state=valid} = %v, want 4", n)
 	}
 	// Rules the ruler's own parser would refuse (longer than ruler.query_max_length)
 	// are reported on their object too, not failing the whole set at load.
@@ -202,8 +220,10 @@ func TestKubernetesSLOObjects(t *testing.T) {
 	if err := hasGroups(r, slothGroups); err != nil {
 		t.Fatal(err)
 	}
-	if err := hasGroups(r, pyrraGroups); err != nil {
-		t.Fatal(err)
+	for _, want := range []map[string]int{pyrraGroups, nativeGroups, gaugeGroups} {
+		if err := hasGroups(r, want); err != nil {
+			t.Fatal(err)
+		}
 	}
 
 	// An update that breaks a loaded object keeps its last valid rules, with an Event.
@@ -242,8 +262,8 @@ func TestKubernetesSLOObjects(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The relist after the outage replayed the invalid object: not reported again.
-	if n := promtest.Sum(t, reg, "meridian_slo_object_invalid_total"); n != 3 {
-		t.Errorf("meridian_slo_object_invalid_total = %v, want 3 (bad, long, the broken Sloth update), each once", n)
+	if n := promtest.Sum(t, reg, "meridian_slo_object_invalid_total"); n != 4 {
+		t.Errorf("meridian_slo_object_invalid_total = %v, want 4 (bad, bad-native, long, the broken Sloth update), each once", n)
 	}
 	if n := promtest.Sum(t, reg, "meridian_slo_apply_errors_total"); n != 0 {
 		t.Errorf("meridian_slo_apply_errors_total = %v, want 0", n)
