@@ -108,7 +108,7 @@ func (l *Live) Set(source string, part Inventory) error {
 	}
 	start := time.Now()
 	prev := l.cur.Load()
-	snap := NewSnapshot(prev.version+1, merge(parts))
+	snap := prev.next(prev.version+1, merge(parts))
 	for _, err := range snap.conflicts {
 		if !slicesContainsErr(prev.conflicts, err) {
 			l.log.Warn("inventory: identity claimed twice", "err", err)

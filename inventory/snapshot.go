@@ -20,7 +20,8 @@ type Snapshot struct {
 	pods                         podIndex
 	workloads                    map[workloadKey]int32
 	namespaces                   map[[2]string]struct{} // (cluster, name)
-	conflicts                    []error
+	nodeConflicts, vipConflicts  []error
+	conflicts                    []error // both, nodes' first
 }
 
 type workloadKey struct{ cluster, namespace, kind, name string }
@@ -34,33 +35,103 @@ type podIndex struct {
 
 // NewSnapshot indexes inv. When two entries claim one identity (a WireGuard key, a Ceph
 // host, a VIP, a pod CIDR), the one listed first keeps it and Conflicts names the other.
-func NewSnapshot(version uint64, inv Inventory) *Snapshot {
-	s := &Snapshot{version: version, inv: inv,
-		sites: index(inv.Sites, func(x *Site) string { return x.Name }), clusters: index(inv.Clusters, func(x *Cluster) string { return x.Name }),
-		nodes: index(inv.Nodes, func(x *Node) string { return x.Name }), pops: index(inv.POPs, func(x *POP) string { return x.Name }),
-		keys: map[string]int32{}, cephHosts: make(map[string]int32, len(inv.Nodes)), vips: map[netip.Addr]int32{},
-		pods:      podIndex{nets: map[int]map[netip.Prefix]int32{}},
-		workloads: make(map[workloadKey]int32, len(inv.Workloads)), namespaces: make(map[[2]string]struct{}, len(inv.Namespaces)),
+func NewSnapshot(version uint64, inv Inventory) *Snapshot { return newSnapshot(version, inv, nil) }
+
+// next is NewSnapshot(version, inv) built from prev: an index whose inputs inv leaves as
+// they were in prev (the same names at the same positions; for the identity indices the
+// same identities too) is prev's, shared (snapshots never change). A single node's new
+// site or region at 100,000 nodes then costs comparisons, not a rebuild of every map.
+func (prev *Snapshot) next(version uint64, inv Inventory) *Snapshot {
+	return newSnapshot(version, inv, prev)
+}
+
+func newSnapshot(version uint64, inv Inventory, prev *Snapshot) *Snapshot {
+	var old Inventory
+	if prev != nil {
+		old = prev.inv
 	}
-	// claim reports whether an identity is free; when it is not, it names the conflict.
-	claim := func(taken bool, what string, id any, ownerKind, owner string, prev int32) bool {
-		if taken {
-			s.conflicts = append(s.conflicts, fmt.Errorf("%s %v of %s %s is already %s's; the first keeps it", what, id, ownerKind, owner, s.ownerName(what, prev)))
+	s := &Snapshot{version: version, inv: inv}
+	reuse := func(same bool) bool { return prev != nil && same }
+	if reuse(sameNames(old.Sites, inv.Sites, func(x *Site) string { return x.Name })) {
+		s.sites = prev.sites
+	} else {
+		s.sites = index(inv.Sites, func(x *Site) string { return x.Name })
+	}
+	if reuse(sameNames(old.Clusters, inv.Clusters, func(x *Cluster) string { return x.Name })) {
+		s.clusters = prev.clusters
+	} else {
+		s.clusters = index(inv.Clusters, func(x *Cluster) string { return x.Name })
+	}
+	if reuse(slices.EqualFunc(old.Nodes, inv.Nodes, sameNodeIdentity)) {
+		s.nodes, s.keys, s.cephHosts, s.pods, s.nodeConflicts = prev.nodes, prev.keys, prev.cephHosts, prev.pods, prev.nodeConflicts
+	} else {
+		s.nodes = index(inv.Nodes, func(x *Node) string { return x.Name })
+		s.indexNodes()
+	}
+	if reuse(slices.EqualFunc(old.POPs, inv.POPs, func(a, b POP) bool { return a.Name == b.Name && slices.Equal(a.VIPs, b.VIPs) })) {
+		s.pops, s.vips, s.vipConflicts = prev.pops, prev.vips, prev.vipConflicts
+	} else {
+		s.pops = index(inv.POPs, func(x *POP) string { return x.Name })
+		s.indexVIPs()
+	}
+	s.conflicts = append(slices.Clip(s.nodeConflicts), s.vipConflicts...)
+	if reuse(slices.Equal(old.Workloads, inv.Workloads)) {
+		s.workloads = prev.workloads
+	} else {
+		s.workloads = make(map[workloadKey]int32, len(inv.Workloads))
+		for i, w := range inv.Workloads {
+			s.workloads[workloadKey{w.Cluster, w.Namespace, w.Kind, w.Name}] = int32(i)
 		}
-		return !taken
+	}
+	if reuse(slices.Equal(old.Namespaces, inv.Namespaces)) {
+		s.namespaces = prev.namespaces
+	} else {
+		s.namespaces = make(map[[2]string]struct{}, len(inv.Namespaces))
+		for _, n := range inv.Namespaces {
+			s.namespaces[[2]string{n.Cluster, n.Name}] = struct{}{}
+		}
+	}
+	return s
+}
+
+func sameNames[T any](a, b []T, name func(*T) string) bool {
+	return slices.EqualFunc(a, b, func(x, y T) bool { return name(&x) == name(&y) })
+}
+
+// sameNodeIdentity: a and b have the same entries in every node index.
+func sameNodeIdentity(a, b Node) bool {
+	return a.Name == b.Name && a.WireGuardKey == b.WireGuardKey && a.CephHost == b.CephHost && slices.Equal(a.PodCIDRs, b.PodCIDRs)
+}
+
+// claim reports whether an identity is free; when it is not, it names the conflict.
+func (s *Snapshot) claim(conflicts *[]error, taken bool, what string, id any, ownerKind, owner string, prev int32) bool {
+	if taken {
+		*conflicts = append(*conflicts, fmt.Errorf("%s %v of %s %s is already %s's; the first keeps it", what, id, ownerKind, owner, s.ownerName(what, prev)))
+	}
+	return !taken
+}
+
+// indexNodes builds the node identity indices: WireGuard key, Ceph host, pod CIDR.
+func (s *Snapshot) indexNodes() {
+	inv := &s.inv
+	s.keys, s.cephHosts = map[string]int32{}, make(map[string]int32, len(inv.Nodes))
+	s.pods = podIndex{nets: map[int]map[netip.Prefix]int32{}}
+	s.nodeConflicts = nil
+	claim := func(taken bool, what string, id any, owner string, prev int32) bool {
+		return s.claim(&s.nodeConflicts, taken, what, id, "node", owner, prev)
 	}
 	for i := range inv.Nodes {
 		n := &inv.Nodes[i]
 		if k := n.WireGuardKey; k != "" {
 			prev, taken := s.keys[k]
-			if claim(taken, "WireGuard key", k, "node", n.Name, prev) {
+			if claim(taken, "WireGuard key", k, n.Name, prev) {
 				s.keys[k] = int32(i)
 			}
 		}
 		// An explicit ceph_host wins over a node name (second pass below).
 		if h := n.CephHost; h != "" {
 			prev, taken := s.cephHosts[h]
-			if claim(taken, "Ceph host", h, "node", n.Name, prev) {
+			if claim(taken, "Ceph host", h, n.Name, prev) {
 				s.cephHosts[h] = int32(i)
 			}
 		}
@@ -73,7 +144,7 @@ func NewSnapshot(version uint64, inv Inventory) *Snapshot {
 				s.pods.bits = append(s.pods.bits, p.Bits())
 			}
 			prev, taken := m[p]
-			if !taken || claim(taken, "pod CIDR", p, "node", n.Name, prev) {
+			if !taken || claim(taken, "pod CIDR", p, n.Name, prev) {
 				m[p] = int32(i)
 			}
 		}
@@ -86,22 +157,20 @@ func NewSnapshot(version uint64, inv Inventory) *Snapshot {
 		}
 	}
 	slices.SortFunc(s.pods.bits, func(a, b int) int { return b - a })
-	for i := range inv.POPs {
-		for _, a := range inv.POPs[i].VIPs {
+}
+
+// indexVIPs builds the POP VIP index.
+func (s *Snapshot) indexVIPs() {
+	s.vips, s.vipConflicts = map[netip.Addr]int32{}, nil
+	for i := range s.inv.POPs {
+		for _, a := range s.inv.POPs[i].VIPs {
 			a = a.Unmap()
 			prev, taken := s.vips[a]
-			if !taken || claim(taken, "VIP", a, "POP", inv.POPs[i].Name, prev) {
+			if !taken || s.claim(&s.vipConflicts, taken, "VIP", a, "POP", s.inv.POPs[i].Name, prev) {
 				s.vips[a] = int32(i)
 			}
 		}
 	}
-	for i, w := range inv.Workloads {
-		s.workloads[workloadKey{w.Cluster, w.Namespace, w.Kind, w.Name}] = int32(i)
-	}
-	for _, n := range inv.Namespaces {
-		s.namespaces[[2]string{n.Cluster, n.Name}] = struct{}{}
-	}
-	return s
 }
 
 func (s *Snapshot) ownerName(what string, i int32) string {

@@ -3,6 +3,8 @@ package inventory
 import (
 	"log/slog"
 	"net/netip"
+	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -13,8 +15,10 @@ const (
 	keyB = "HIgo9xNzJMWLKASShiTqIybxZ0U3wGLiUeJ1PKf8ykw="
 )
 
-func TestSnapshotLookups(t *testing.T) {
-	inv := Inventory{
+// lookupWorld has a conflict of each kind: a shared WireGuard key, a Ceph host that is
+// another node's name, nested pod CIDRs, two VIPs.
+func lookupWorld() Inventory {
+	return Inventory{
 		Sites: []Site{{Name: "paris"}, {Name: "nyc"}},
 		Nodes: []Node{
 			{Name: "p1", Site: "paris", WireGuardKey: keyA, PodCIDRs: []netip.Prefix{netip.MustParsePrefix("10.1.1.0/24"), netip.MustParsePrefix("fd00:1:1::/64")}},
@@ -26,6 +30,10 @@ func TestSnapshotLookups(t *testing.T) {
 		POPs:      []POP{{Name: "paris", Site: "paris", VIPs: []netip.Addr{netip.MustParseAddr("192.0.2.1"), netip.MustParseAddr("2001:db8::1")}}},
 		Workloads: []Workload{{Cluster: "c", Namespace: "shop", Name: "web", Kind: "StatefulSet"}, {Cluster: "c", Namespace: "shop", Name: "api-v2", Kind: "Deployment"}},
 	}
+}
+
+func TestSnapshotLookups(t *testing.T) {
+	inv := lookupWorld()
 	s := NewSnapshot(7, inv)
 	node := func(n Node, ok bool) string {
 		if !ok {
@@ -87,6 +95,47 @@ func TestSnapshotLookups(t *testing.T) {
 }
 
 // TestMergeOrder: the first source owns an entry; later ones only fill its empty fields.
+// TestSnapshotNext: a snapshot built from the previous one (reusing the indices a change
+// leaves valid) is exactly the snapshot built from scratch, for each kind of change; an
+// unchanged identity index is shared, not rebuilt.
+func TestSnapshotNext(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		change   func(*Inventory)
+		keepsIDs bool // the node identity indices are prev's
+	}{
+		{"nothing", func(*Inventory) {}, true},
+		{"a node's site", func(i *Inventory) { i.Nodes[4].Site = "nyc" }, true},
+		{"a node's cluster", func(i *Inventory) { i.Nodes[0].Cluster = "c" }, true},
+		{"a key taken by another node", func(i *Inventory) { i.Nodes[3].WireGuardKey = keyB }, false},
+		{"a key claimed twice more", func(i *Inventory) { i.Nodes[4].WireGuardKey = keyA }, false},
+		{"a ceph host", func(i *Inventory) { i.Nodes[1].CephHost = "" }, false},
+		{"a pod CIDR", func(i *Inventory) { i.Nodes[4].PodCIDRs = []netip.Prefix{netip.MustParsePrefix("10.1.1.0/24")} }, false},
+		{"a node added", func(i *Inventory) { i.Nodes = append(i.Nodes, Node{Name: "p4", WireGuardKey: keyB}) }, false},
+		{"a node removed", func(i *Inventory) { i.Nodes = slices.Delete(i.Nodes, 0, 1) }, false},
+		{"nodes reordered", func(i *Inventory) { i.Nodes[0], i.Nodes[3] = i.Nodes[3], i.Nodes[0] }, false},
+		{"a VIP", func(i *Inventory) { i.POPs[0].VIPs = append(i.POPs[0].VIPs, netip.MustParseAddr("192.0.2.1")) }, true},
+		{"a workload and a namespace", func(i *Inventory) {
+			i.Workloads = append(i.Workloads, Workload{Cluster: "c", Namespace: "shop", Name: "db", Kind: "StatefulSet"})
+			i.Namespaces = append(i.Namespaces, Namespace{Cluster: "c", Name: "shop"})
+		}, true},
+		{"a site added", func(i *Inventory) { i.Sites = append(i.Sites, Site{Name: "tokyo"}) }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			prev := NewSnapshot(1, lookupWorld())
+			inv := lookupWorld()
+			tc.change(&inv)
+			got, want := prev.next(2, inv), NewSnapshot(2, inv)
+			if !reflect.DeepEqual(got, want) {
+				t.Fatalf("incremental snapshot differs from a full build:\n got %+v\nwant %+v", got, want)
+			}
+			if shared := reflect.ValueOf(got.keys).Pointer() == reflect.ValueOf(prev.keys).Pointer(); shared != tc.keepsIDs {
+				t.Errorf("node identity indices shared: %v, want %v", shared, tc.keepsIDs)
+			}
+		})
+	}
+}
+
 func TestMergeOrder(t *testing.T) {
 	l, err := NewLive(discard(), nil, SourceYAML, "kubernetes/a", "karmada")
 	if err != nil {
