@@ -5,6 +5,8 @@ import (
 	"encoding/base64"
 	"fmt"
 	"net/netip"
+	"reflect"
+	"slices"
 	"testing"
 	"time"
 )
@@ -39,6 +41,44 @@ func BenchmarkSnapshotBuild(b *testing.B) {
 	b.ResetTimer()
 	for range b.N {
 		NewSnapshot(1, inv)
+	}
+}
+
+// BenchmarkSnapshotNext: one node of 100,000 moves to another site (a Node label
+// change). The snapshot built from the previous one against a full build of the same
+// inventory, alone and with the merge of the file's part and the cluster's that
+// Live.Set runs before it; best of three each, the two snapshots checked equal.
+func BenchmarkSnapshotNext(b *testing.B) {
+	inv, _ := benchWorld()
+	file := Inventory{Sites: inv.Sites[:10]}
+	prev := NewSnapshot(1, merge([]Inventory{file, inv}))
+	changed := inv
+	changed.Nodes = slices.Clone(inv.Nodes)
+	changed.Nodes[50_000].Site = "site-1"
+	best := func(f func() *Snapshot) (time.Duration, *Snapshot) {
+		d, s := time.Duration(1<<62), (*Snapshot)(nil)
+		for range 3 {
+			t0 := time.Now()
+			s = f()
+			d = min(d, time.Since(t0))
+		}
+		return d, s
+	}
+	merged := merge([]Inventory{file, changed})
+	for range b.N {
+		full, fs := best(func() *Snapshot { return NewSnapshot(2, merged) })
+		next, ns := best(func() *Snapshot { return prev.next(2, merged) })
+		fullSet, _ := best(func() *Snapshot { return NewSnapshot(2, merge([]Inventory{file, changed})) })
+		nextSet, _ := best(func() *Snapshot { return prev.next(2, merge([]Inventory{file, changed})) })
+		if !reflect.DeepEqual(fs, ns) {
+			b.Fatal("the incremental snapshot differs from the full build")
+		}
+		if n, ok := ns.Node(changed.Nodes[50_000].Name); !ok || n.Site != "site-1" {
+			b.Fatalf("the changed node reads %+v, %v", n, ok)
+		}
+		ms := func(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
+		fmt.Printf("BENCH inventory_snapshot_one_node_change_100k %.1f ms ratio=%.3f (vs a full build: %.1f ms)\n", ms(next), float64(next)/float64(full), ms(full))
+		fmt.Printf("BENCH inventory_set_one_node_change_100k %.1f ms ratio=%.3f (merge + snapshot, vs merge + full build: %.1f ms)\n", ms(nextSet), float64(nextSet)/float64(fullSet), ms(fullSet))
 	}
 }
 
