@@ -21,6 +21,9 @@ type Cause struct {
 	Evidence string `json:"evidence"`        // the record that shows it
 }
 
+// causeRTT is steering's cause for a weight shaped by RTT alone (steering.CauseRTT).
+const causeRTT = "rtt"
+
 // maxCauses bounds the causes named per element: the first few are the useful ones.
 const maxCauses = 5
 
@@ -159,9 +162,10 @@ func (g *graph) causesOf(id string) []Cause {
 				}
 			}
 		case KindRegion:
-			// A region is steered away from the POPs it was drained of.
+			// A region is steered away from the POPs it was drained of. An arrow steering
+			// shaped by RTT alone (the region's nearer POP preferred) is no failure.
 			for eid := range g.adj[id] {
-				if e := g.edges[eid].e; e.Kind == KindSteer && e.Source == id && bad(e.Status) {
+				if e := g.edges[eid].e; e.Kind == KindSteer && e.Source == id && bad(e.Status) && e.Attrs["cause"] != causeRTT {
 					cands.add(eid, true)
 				}
 			}

@@ -49,7 +49,15 @@ func testGraph(recs []pipeline.Record) *graph {
 }
 
 func TestCalmNamesNoCause(t *testing.T) {
-	g := testGraph(calmLab(t, time.Now()))
+	now := time.Now()
+	// Steering preferring the nearer POP (an arrow reduced by RTT) is calm too: the arrow
+	// and its region are drawn degraded, but no failure lies beneath them.
+	rttShift := testGraph(append(calmLab(t, now), &pipeline.SteeringDecision{M: pipeline.Meta{Time: now}, Service: "api.example.net.",
+		ClientRegion: "eu-west", POP: "lon", OldWeight: 1, NewWeight: 0.6, Cause: "rtt", Reason: "lon RTT above par"}))
+	if n := rttShift.nodes[regionID("eu-west")].n; !bad(n.Status) || n.Causes != nil {
+		t.Errorf("eu-west steered by RTT: %s, causes %v; want degraded with no cause", n.Status, n.Causes)
+	}
+	g := testGraph(calmLab(t, now))
 	for id, ns := range g.nodes {
 		if bad(ns.n.Status) || len(ns.n.Causes) > 0 {
 			t.Errorf("calm lab: %s is %s with causes %v", id, ns.n.Status, ns.n.Causes)
