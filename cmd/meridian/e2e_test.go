@@ -90,9 +90,17 @@ func TestLabEndToEnd(t *testing.T) {
 	})
 	watch(t, time.Now(), []check{
 		{"steady: France is answered from Nuremberg", 60 * time.Second, func() bool { return dig() == nurembergVIP }},
-		{"calm: the map names no cause", 60 * time.Second, func() bool {
-			named = causesNamed(mapSnapshot(t, base, token))
-			return len(named) == 0
+		{"calm: the map, every layer observed, names no cause", 60 * time.Second, func() bool {
+			snap := mapSnapshot(t, base, token)
+			named = causesNamed(snap)
+			seen := map[string]bool{}
+			for _, n := range snap.Nodes {
+				seen[n.Kind] = seen[n.Kind] || n.Status != "unknown"
+			}
+			for _, e := range snap.Edges {
+				seen[e.Kind] = seen[e.Kind] || e.Status != "unknown"
+			}
+			return len(named) == 0 && seen["flow"] && seen["workload"] && seen["tunnel"] && seen["osd"] && seen["probe"] && seen["steer"] && seen["region"]
 		}},
 	})
 
