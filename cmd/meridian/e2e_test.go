@@ -202,7 +202,9 @@ func TestLabEndToEnd(t *testing.T) {
 			})
 		}},
 	})
-	if named := causesNamed(mapSnapshot(t, base, token)); slices.ContainsFunc(named, func(s string) bool { return !strings.Contains(s, "ny-destroyer/") }) {
+	if named := causesNamed(mapSnapshot(t, base, token)); slices.ContainsFunc(named, func(s string) bool {
+		return strings.Contains(s, "← osd:") && !strings.HasPrefix(s, "workload:ny-destroyer/")
+	}) {
 		t.Errorf("a slow New York OSD is named beneath more than New York's workloads: %s", strings.Join(named, "; "))
 	}
 }
