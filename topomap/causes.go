@@ -175,8 +175,8 @@ func (g *graph) causesOf(id string) []Cause {
 }
 
 // tunnelCauses ranks what explains a tunnel alert between two sites: the bad tunnels
-// between their machines, and the bad machines at their ends (a machine that went down
-// is the root of all its tunnels going down).
+// between their machines, then the bad machines at their ends (first only when worse
+// than every tunnel: a machine down while its tunnels read degraded).
 func (g *graph) tunnelCauses(site, peer string) []Cause {
 	var cands candidates
 	for _, pair := range [][2]string{{site, peer}, {peer, site}} {
