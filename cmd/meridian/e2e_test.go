@@ -135,9 +135,10 @@ func TestLabEndToEnd(t *testing.T) {
 			}
 			return false
 		}},
-		{"the page-severity SLO alert reaches Alertmanager", 90 * time.Second, func() bool {
-			_, ok := hook.Find("firing", map[string]string{"alertname": "MeridianPOPAvailability", "pop": "nuremberg", "sloth_severity": "page"})
-			return ok
+		{"the page-severity SLO alert reaches Alertmanager, naming a failed probe of Nuremberg as its cause", 90 * time.Second, func() bool {
+			msg, ok := hook.Find("firing", map[string]string{"alertname": "MeridianPOPAvailability", "pop": "nuremberg", "sloth_severity": "page"})
+			return ok && strings.HasPrefix(msg.Alerts[0].Annotations["meridian_cause"], "probe:") &&
+				strings.Contains(msg.Alerts[0].Annotations["meridian_cause"], "->nuremberg/")
 		}},
 	})
 
