@@ -19,6 +19,8 @@ import (
 type relay struct {
 	cluster string
 	srv     *hubbletest.Server
+	// impaired reports a failure beneath the cluster's workloads (see impairs).
+	impaired func() bool
 }
 
 // flowsPerSecond is each lab relay's replay rate.
@@ -29,6 +31,12 @@ func (l *Lab) startRelays(ctx context.Context, samples []*observer.GetFlowsRespo
 	if len(samples) == 0 {
 		return fmt.Errorf("lab: the Hubble capture has no successful exchange to replay")
 	}
+	cephSites := map[string]bool{}
+	for _, n := range l.inv.Nodes {
+		if n.CephHost != "" {
+			cephSites[n.Site] = true
+		}
+	}
 	for _, c := range l.inv.Clusters {
 		if c.Name == "ny-vault" { // storage nodes run no workloads
 			continue
@@ -37,7 +45,7 @@ func (l *Lab) startRelays(ctx context.Context, samples []*observer.GetFlowsRespo
 		if err := srv.Start(); err != nil {
 			return fmt.Errorf("lab: relay %s: %w", c.Name, err)
 		}
-		r := &relay{cluster: c.Name, srv: srv}
+		r := &relay{cluster: c.Name, srv: srv, impaired: func() bool { return l.state.impairs(c.Site, cephSites[c.Site]) }}
 		l.relays = append(l.relays, r)
 		go r.replay(ctx, samples)
 	}
@@ -61,6 +69,9 @@ func (r *relay) replay(ctx context.Context, samples []*observer.GetFlowsResponse
 			if f := m.GetFlow(); f != nil {
 				f.Time = ts
 				f.NodeName = node
+				if http := f.GetL7().GetHttp(); http != nil && f.GetL7().GetType() == flowpb.L7FlowType_RESPONSE && r.impaired() {
+					http.Code = 503 // the request timed out on the failure beneath
+				}
 			}
 			r.srv.Add(m)
 		}

@@ -241,3 +241,28 @@ func TestRelayReplaysSuccessfulExchanges(t *testing.T) {
 		t.Fatalf("kept %d of %d flows, %d answers", len(kept), len(all), answers)
 	}
 }
+
+// A tunnel failure impairs the workloads of both its sites; an OSD failure those at the
+// Ceph cluster's site (New York); nothing else.
+func TestFailuresImpairTheWorkloadsAbove(t *testing.T) {
+	l := startLab(t)
+	s := l.State()
+	check := func(when string, want map[string]bool) {
+		t.Helper()
+		for site, impaired := range want {
+			if got := s.impairs(site, site == "newyork"); got != impaired {
+				t.Errorf("%s: %s impaired = %v, want %v", when, site, got, impaired)
+			}
+		}
+	}
+	check("calm", map[string]bool{"newyork": false, "nuremberg": false, "tokyo": false})
+	if err := s.Fail(Failure{Kind: "tunnel", Target: "newyork-nuremberg"}); err != nil {
+		t.Fatal(err)
+	}
+	check("tunnel newyork-nuremberg", map[string]bool{"newyork": true, "nuremberg": true, "tokyo": false})
+	s.Heal()
+	if err := s.Fail(Failure{Kind: "osd", Target: "3", Mode: "slow"}); err != nil {
+		t.Fatal(err)
+	}
+	check("osd 3 slow", map[string]bool{"newyork": true, "nuremberg": false, "tokyo": false})
+}

@@ -99,6 +99,22 @@ func (s *State) tunnelDown(siteA, siteB string) bool {
 }
 func (s *State) osdMode(id int) string { return s.mode("osd", strconv.Itoa(id)) }
 
+// impairs reports whether a failure lies beneath the workloads of a cluster at site: a
+// tunnel of its site is down (its calls across it time out), or an OSD is down or slow
+// and its pods' volumes live on the site's Ceph cluster (withCeph). Their replayed
+// answers then fail with 503, so the map sees the flows err over the failure.
+func (s *State) impairs(site string, withCeph bool) bool {
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	for _, f := range s.failures {
+		a, b, _ := strings.Cut(f.Target, "-")
+		if f.Kind == "tunnel" && (a == site || b == site) || f.Kind == "osd" && withCeph {
+			return true
+		}
+	}
+	return false
+}
+
 // ParseFailure reads CLI words: "pop nuremberg", "tunnel newyork-nuremberg",
 // "osd 3 slow", "osd 3 down".
 func ParseFailure(words []string) (Failure, error) {

@@ -202,8 +202,9 @@ func TestBrowserTimeTravel(t *testing.T) {
 
 // TestBrowserServiceLabels checks the service view's edge labels by their bounding boxes:
 // in the bookinfo view and in a cluster of 300 workloads (30 namespaces) with 360 flows,
-// no label drawn covers a workload box or another label, and the labels left out (shown
-// on hover) are the minority in bookinfo.
+// fitted and zoomed 8x, no label drawn covers a workload box or another label, the labels
+// left out (shown on hover) are the minority in bookinfo, and zoomed in the labels in
+// view are at least 9 px high.
 func TestBrowserServiceLabels(t *testing.T) {
 	requireBrowser(t)
 	m, srv := startMap(t, testConfig(), labInventory(), nil)
@@ -250,7 +251,8 @@ func TestBrowserServiceLabels(t *testing.T) {
 	overlap := func(a, b rect) bool { // a shared edge is no collision
 		return a[0] < b[2]-0.5 && a[2] > b[0]+0.5 && a[1] < b[3]-0.5 && a[3] > b[1]+0.5
 	}
-	for _, cluster := range []string{"destroyer", "aegis"} {
+	// aegis-zoomed is the 300 workloads zoomed 8x into the middle, as a reader would.
+	for _, cluster := range []string{"destroyer", "aegis", "aegis-zoomed"} {
 		s := steps[cluster]
 		if s == nil {
 			t.Fatalf("%s: service view never drawn: %v", cluster, steps)
@@ -277,6 +279,20 @@ func TestBrowserServiceLabels(t *testing.T) {
 			t.Errorf("%s: %d label collisions among %d labels and %d boxes", cluster, collisions, len(labels), len(boxes))
 		}
 		t.Logf("%s: %d workloads, %d flows, %d labels drawn, %d on hover only, %d collisions", cluster, len(boxes), flows, len(labels), hidden, collisions)
+	}
+	// Zoomed in, the labels in view are drawn at a readable size.
+	vp := steps["aegis-zoomed"]["viewport"].([]any)
+	inView, small := 0, 0
+	for _, l := range toRects(steps["aegis-zoomed"]["labels"]) {
+		if l[2] > 0 && l[0] < vp[0].(float64) && l[3] > 0 && l[1] < vp[1].(float64) {
+			inView++
+			if l[3]-l[1] < 9 {
+				small++
+			}
+		}
+	}
+	if inView < 10 || small > 0 {
+		t.Errorf("aegis zoomed 8x: %d labels in view, %d under 9 px high; want at least 10, all readable", inView, small)
 	}
 	if s := steps["destroyer"]; int(s["hidden"].(float64))*2 > int(s["flows"].(float64)) {
 		t.Errorf("bookinfo: %v of %v labels left out", s["hidden"], s["flows"])

@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/meridianhq/meridian/alerts"
@@ -19,6 +20,9 @@ type Cause struct {
 	Since    int64  `json:"since,omitempty"` // unix ms: bad since, as far as the map saw
 	Evidence string `json:"evidence"`        // the record that shows it
 }
+
+// causeRTT is steering's cause for a weight shaped by RTT alone (steering.CauseRTT).
+const causeRTT = "rtt"
 
 // maxCauses bounds the causes named per element: the first few are the useful ones.
 const maxCauses = 5
@@ -96,20 +100,21 @@ type candidate struct {
 	specific bool
 }
 
-// causesOf ranks the bad elements beneath effect id: worst status first, then the
-// specific before the nearby, then the one that went bad first (the root is older than
-// what it breaks).
-func (g *graph) causesOf(id string) []Cause {
-	var cands []candidate
-	add := func(cid string, specific bool) {
-		for i, c := range cands {
-			if c.id == cid {
-				cands[i].specific = c.specific || specific
-				return
-			}
+type candidates []candidate
+
+func (cs *candidates) add(id string, specific bool) {
+	for i, c := range *cs {
+		if c.id == id {
+			(*cs)[i].specific = c.specific || specific
+			return
 		}
-		cands = append(cands, candidate{cid, specific})
 	}
+	*cs = append(*cs, candidate{id, specific})
+}
+
+// causesOf ranks the bad elements beneath effect id (see rank).
+func (g *graph) causesOf(id string) []Cause {
+	var cands candidates
 	if es, ok := g.edges[id]; ok {
 		if es.e.Kind != KindFlow {
 			return nil
@@ -123,7 +128,7 @@ func (g *graph) causesOf(id string) []Cause {
 			}
 			for _, tid := range g.clusterTunnels(w.n.Cluster) {
 				t := g.edges[tid].e
-				add(tid, g.nodes[t.Source] != nil && g.nodes[t.Target] != nil && g.nodes[t.Source].n.Site != g.nodes[t.Target].n.Site)
+				cands.add(tid, g.nodes[t.Source] != nil && g.nodes[t.Target] != nil && g.nodes[t.Source].n.Site != g.nodes[t.Target].n.Site)
 			}
 		}
 	} else if ns, ok := g.nodes[id]; ok {
@@ -133,52 +138,116 @@ func (g *graph) causesOf(id string) []Cause {
 			// Its pods run on its cluster's machines (their tunnels) and write to the Ceph
 			// OSDs of its cluster or, for a compute cluster, of its site's storage cluster.
 			for _, tid := range g.clusterTunnels(n.Cluster) {
-				add(tid, false)
+				cands.add(tid, false)
 			}
 			for _, oid := range g.osdsServing(n.Cluster, n.Site) {
-				add(oid, true)
+				cands.add(oid, true)
 			}
 		case KindPOP:
 			// The front door is the POP site's machines; then their tunnels; the probes
 			// that failed to reach it are the evidence it is unreachable.
 			for _, nid := range g.siteNodes(n.Site) {
 				if bad(g.nodes[nid].n.Status) {
-					add(nid, true)
+					cands.add(nid, true)
 				}
 				for eid := range g.adj[nid] {
 					if g.edges[eid].e.Kind == KindTunnel && bad(g.edges[eid].e.Status) {
-						add(eid, false)
+						cands.add(eid, false)
 					}
 				}
 			}
 			for eid := range g.adj[id] {
 				if e := g.edges[eid].e; e.Kind == KindProbe && e.Target == id && bad(e.Status) {
-					add(eid, true)
+					cands.add(eid, true)
 				}
 			}
 		case KindRegion:
-			// A region is steered away from the POPs it was drained of.
+			// A region is steered away from the POPs it was drained of. An arrow steering
+			// shaped by RTT alone (the region's nearer POP preferred) is no failure.
 			for eid := range g.adj[id] {
-				if e := g.edges[eid].e; e.Kind == KindSteer && e.Source == id && bad(e.Status) {
-					add(eid, true)
+				if e := g.edges[eid].e; e.Kind == KindSteer && e.Source == id && bad(e.Status) && e.Attrs["cause"] != causeRTT {
+					cands.add(eid, true)
 				}
 			}
 		}
 	}
+	return g.rank(cands)
+}
+
+// tunnelCauses ranks what explains a tunnel alert between two sites: the bad tunnels
+// between their machines, then the bad machines at their ends (first only when worse
+// than every tunnel: a machine down while its tunnels read degraded).
+func (g *graph) tunnelCauses(site, peer string) []Cause {
+	var cands candidates
+	for _, pair := range [][2]string{{site, peer}, {peer, site}} {
+		for _, nid := range g.siteNodes(pair[0]) {
+			for eid := range g.adj[nid] {
+				e := g.edges[eid].e
+				other := g.nodes[e.Source]
+				if e.Source == nid {
+					other = g.nodes[e.Target]
+				}
+				if e.Kind != KindTunnel || !bad(e.Status) || other == nil || other.n.Site != pair[1] {
+					continue
+				}
+				cands.add(eid, true)
+				cands.add(nid, false)
+				cands.add(other.n.ID, false)
+			}
+		}
+	}
+	return g.rank(cands)
+}
+
+// cephCauses ranks what explains a Ceph alert on a cluster: its bad OSDs (the one the
+// alert names, if any, first; then the slowest), then its bad machines and their bad
+// tunnels (a monitor out of quorum is a machine or its network).
+func (g *graph) cephCauses(cluster, osd string) []Cause {
+	var cands candidates
+	for nid := range g.children[clusterID(cluster)] {
+		n := g.nodes[nid]
+		if n == nil || n.n.Kind != KindNode {
+			continue
+		}
+		for oid := range g.children[nid] {
+			if o := g.nodes[oid]; o != nil && o.n.Kind == KindOSD && bad(o.n.Status) {
+				cands.add(oid, osd != "" && strings.HasSuffix(oid, "."+osd))
+			}
+		}
+		if bad(n.n.Status) {
+			cands.add(nid, false)
+		}
+	}
+	for _, tid := range g.clusterTunnels(cluster) {
+		cands.add(tid, false)
+	}
+	return g.rank(cands)
+}
+
+// rank orders the bad candidates: worst status first, then the specific before the
+// nearby, then the slowest OSD, then the one that went bad first (the root is older than
+// what it breaks). At most maxCauses; nil when none is bad.
+func (g *graph) rank(cands candidates) []Cause {
 	out := make([]Cause, 0, len(cands))
+	specific := map[string]bool{}
 	for _, c := range cands {
 		if cs, ok := g.cause(c.id); ok {
 			out = append(out, cs)
+			specific[c.id] = c.specific
 		}
 	}
-	specific := map[string]bool{}
-	for _, c := range cands {
-		specific[c.id] = c.specific
+	slowness := func(c Cause) float64 {
+		if ns, ok := g.nodes[c.ID]; ok && ns.n.Kind == KindOSD {
+			m := ns.n.Metrics
+			return max(m["commit_latency_ms"], m["apply_latency_ms"], m["read_latency_ms"], m["write_latency_ms"])
+		}
+		return 0
 	}
 	slices.SortFunc(out, func(a, b Cause) int {
 		return cmp.Or(
 			-cmp.Compare(severity[a.Status], severity[b.Status]),
 			-cmp.Compare(b2i(specific[a.ID]), b2i(specific[b.ID])),
+			-cmp.Compare(slowness(a), slowness(b)),
 			cmp.Compare(a.Since, b.Since),
 			cmp.Compare(a.ID, b.ID))
 	})
@@ -321,10 +390,15 @@ var _ alerts.Explainer = (*Map)(nil)
 
 // Cause is the top cause beneath the element an alert's labels name (alerts.Explainer),
 // as "<id> (<status> since <time>): <evidence>": a POP (label pop), a workload (cluster,
-// namespace and service, the service SLI's labels) or a client region (client_region).
-// It is looked for now, so a notification sent before the map's next alert poll carries
-// it too; "" when the map knows no bad element beneath.
+// namespace and service, the service SLI's labels), a client region (client_region), the
+// tunnels between two sites (site and peer_site, the tunnel SLI's) or a Ceph cluster
+// (cluster, with osd when the alert names one). It is looked for now, so a notification
+// sent before the map's next alert poll carries it too; "" when the map knows no bad
+// element beneath (README "Causes" lists the alerts that name none).
 func (m *Map) Cause(l map[string]string) string {
+	g := m.graph
+	g.mu.Lock()
+	defer g.mu.Unlock()
 	var ids []string
 	if p := l["pop"]; p != "" {
 		ids = append(ids, popID(p))
@@ -335,21 +409,26 @@ func (m *Map) Cause(l map[string]string) string {
 	if r := l["client_region"]; r != "" {
 		ids = append(ids, regionID(r))
 	}
-	g := m.graph
-	g.mu.Lock()
-	defer g.mu.Unlock()
+	var cs []Cause
 	for _, id := range ids {
-		if _, ok := g.nodes[id]; !ok {
-			continue
-		}
-		if cs := g.causesOf(id); len(cs) > 0 {
-			c := cs[0]
-			since := ""
-			if c.Since > 0 {
-				since = " since " + time.UnixMilli(c.Since).UTC().Format(time.RFC3339)
-			}
-			return fmt.Sprintf("%s (%s%s): %s", c.ID, c.Status, since, c.Evidence)
+		if _, ok := g.nodes[id]; ok && len(cs) == 0 {
+			cs = g.causesOf(id)
 		}
 	}
-	return ""
+	switch site, peer, cluster := l["site"], l["peer_site"], l["cluster"]; {
+	case len(cs) > 0 || len(ids) > 0:
+	case site != "" && peer != "":
+		cs = g.tunnelCauses(site, peer)
+	case cluster != "":
+		cs = g.cephCauses(cluster, l["osd"])
+	}
+	if len(cs) == 0 {
+		return ""
+	}
+	c := cs[0]
+	since := ""
+	if c.Since > 0 {
+		since = " since " + time.UnixMilli(c.Since).UTC().Format(time.RFC3339)
+	}
+	return fmt.Sprintf("%s (%s%s): %s", c.ID, c.Status, since, c.Evidence)
 }

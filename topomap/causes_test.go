@@ -49,7 +49,15 @@ func testGraph(recs []pipeline.Record) *graph {
 }
 
 func TestCalmNamesNoCause(t *testing.T) {
-	g := testGraph(calmLab(t, time.Now()))
+	now := time.Now()
+	// Steering preferring the nearer POP (an arrow reduced by RTT) is calm too: the arrow
+	// and its region are drawn degraded, but no failure lies beneath them.
+	rttShift := testGraph(append(calmLab(t, now), &pipeline.SteeringDecision{M: pipeline.Meta{Time: now}, Service: "api.example.net.",
+		ClientRegion: "eu-west", POP: "lon", OldWeight: 1, NewWeight: 0.6, Cause: "rtt", Reason: "lon RTT above par"}))
+	if n := rttShift.nodes[regionID("eu-west")].n; !bad(n.Status) || n.Causes != nil {
+		t.Errorf("eu-west steered by RTT: %s, causes %v; want degraded with no cause", n.Status, n.Causes)
+	}
+	g := testGraph(calmLab(t, now))
 	for id, ns := range g.nodes {
 		if bad(ns.n.Status) || len(ns.n.Causes) > 0 {
 			t.Errorf("calm lab: %s is %s with causes %v", id, ns.n.Status, ns.n.Causes)
@@ -170,8 +178,9 @@ func TestPOPAndRegionCauses(t *testing.T) {
 }
 
 // TestAlertCause: the cause an alert notification carries (Map.Cause) for the labels of
-// each SLO's alerts: none in the calm lab; a POP's failed probe, a workload's slow OSD,
-// a region's drained arrow once they fail.
+// each SLO's and built-in rule's alerts: none in the calm lab; a POP's failed probe, a
+// workload's slow OSD, a region's drained arrow, the tunnel between the alert's sites
+// and a Ceph cluster's slowest OSD (or the one the alert names) once they fail.
 func TestAlertCause(t *testing.T) {
 	now := time.Now()
 	newMap := func(recs []pipeline.Record) *Map {
@@ -186,8 +195,11 @@ func TestAlertCause(t *testing.T) {
 	popAlert := map[string]string{"alertname": "MeridianPOPAvailability", "pop": "lon", "site": "london", "service": "api.example.net."}
 	svcAlert := map[string]string{"alertname": "MeridianServiceAvailability", "cluster": "destroyer", "namespace": "bookinfo", "service": "reviews-v2"}
 	regionAlert := map[string]string{"alertname": "MeridianRegret", "client_region": "eu-west"}
+	tunnelAlert := map[string]string{"alertname": "MeridianTunnelAvailability", "site": "paris", "peer_site": "london"}
+	cephAlert := map[string]string{"alertname": "MeridianCephWriteLatency", "site": "nyc", "cluster": "vault"}
+	flapAlert := map[string]string{"alertname": "MeridianCephOSDFlapping", "cluster": "vault", "fsid": "f00d", "osd": "1", "host": "vault-a"}
 	calm := newMap(calmLab(t, now))
-	for _, l := range []map[string]string{popAlert, svcAlert, regionAlert} {
+	for _, l := range []map[string]string{popAlert, svcAlert, regionAlert, tunnelAlert, cephAlert} {
 		if c := calm.Cause(l); c != "" {
 			t.Errorf("calm lab: cause for %v = %q, want none", l, c)
 		}
@@ -195,14 +207,19 @@ func TestAlertCause(t *testing.T) {
 	recs := append(calmLab(t, now), erroring(t, now)...)
 	recs = append(recs,
 		&pipeline.OSDStat{M: pipeline.Meta{Time: now, Site: "nyc", Cluster: "vault", Node: "nyc-vault-1"}, FSID: "f00d", OSD: 1, Host: "vault-a", Up: true, In: true, CommitLatencyMs: 42},
+		&pipeline.OSDStat{M: pipeline.Meta{Time: now, Site: "nyc", Cluster: "vault", Node: "nyc-vault-1"}, FSID: "f00d", OSD: 2, Host: "vault-a", Up: true, In: true, CommitLatencyMs: 90},
 		&pipeline.Probe{M: pipeline.Meta{Time: now, Site: "nyc"}, Vantage: "nyc-prober", Method: "tcp", POP: "lon", Service: "api.example.net.", Error: "connection refused"},
+		&pipeline.TunnelStat{M: pipeline.Meta{Time: now, Site: "london", Cluster: "edge-lon", Node: "lon-1"}, Interface: "wg0", PeerNode: "par-1", PeerSite: "paris", Status: pipeline.StatusDown},
 		&pipeline.SteeringDecision{M: pipeline.Meta{Time: now}, Service: "api.example.net.", ClientRegion: "eu-west", POP: "lon", OldWeight: 1, NewWeight: 0, Cause: "health", Reason: "lon probes failing"},
 	)
 	m := newMap(recs)
 	for l, want := range map[*map[string]string]string{
 		&popAlert:    "probe:nyc-prober->lon/tcp (down since ",
-		&svcAlert:    "osd:f00d.1 (degraded since ",
+		&svcAlert:    "osd:f00d.2 (degraded since ", // the slower of the two
 		&regionAlert: "steer:eu-west->lon/api.example.net. (down since ",
+		&tunnelAlert: "tunnel:node:lon-1|node:par-1 (down since ",
+		&cephAlert:   "osd:f00d.2 (degraded since ", // the slower of the two
+		&flapAlert:   "osd:f00d.1 (degraded since ", // the one the alert names
 	} {
 		if c := m.Cause(*l); !strings.HasPrefix(c, want) || !strings.Contains(c, "): ") {
 			t.Errorf("cause for %v = %q, want %q… with its evidence", *l, c, want)

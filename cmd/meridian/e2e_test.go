@@ -10,12 +10,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/meridianhq/meridian/internal/amtest"
 	"github.com/meridianhq/meridian/lab"
+	"github.com/meridianhq/meridian/topomap"
 )
 
 // The lab's VIPs and client subnets (lab/world.go). France may be served from anywhere;
@@ -28,8 +30,10 @@ const (
 )
 
 // TestLabEndToEnd runs the lab and every Meridian module in this process, fails the
-// Nuremberg POP and checks each consequence within its budget, then heals it. Each
-// step's time is printed as "E2E <step> <seconds> s budget=<seconds>" for the README.
+// Nuremberg POP and checks each consequence within its budget, then heals it; then fails
+// the New York–Nuremberg tunnel and a New York OSD in turn and checks the map names each
+// as the cause beneath what it breaks (the calm map names none). Each step's time is
+// printed as "E2E <step> <seconds> s budget=<seconds>" for the README.
 func TestLabEndToEnd(t *testing.T) {
 	if _, err := exec.LookPath("kdig"); err != nil {
 		t.Fatal("kdig not found: install Debian package knot-dnsutils (make apt-test)")
@@ -68,13 +72,37 @@ func TestLabEndToEnd(t *testing.T) {
 		"-ruler.window-files=../../testdata/slo/ruler/fast-windows.yaml",
 		"-steering.dns.listen=" + dnsAddr, "-steering.dns.zone=" + lab.Zone, "-steering.min-hold=5s", "-steering.ramp-interval=1s",
 		"-topomap.tick=100ms",
+		// Tunnels and OSDs read every 2 s, so a failure reaches the map's causes in seconds.
+		"-wireguard.interval=2s", "-wireguard.timeout=1s", "-ceph.interval=2s", "-ceph.timeout=1s",
 	}, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	a, base := serveOverLab(t, cfg, l, logger)
 	dig := func() string { return kdig(t, dnsAddr, franceSubnet, "api."+lab.Zone) }
-	watch(t, time.Now(), []check{{"steady: France is answered from Nuremberg", 60 * time.Second, func() bool { return dig() == nurembergVIP }}})
+	// The calm world names no cause once it settled (steering's first weights, the
+	// first probes).
+	var named []string
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("last causes named: %s", strings.Join(named, "; "))
+		}
+	})
+	watch(t, time.Now(), []check{
+		{"steady: France is answered from Nuremberg", 60 * time.Second, func() bool { return dig() == nurembergVIP }},
+		{"calm: the map, every layer observed, names no cause", 60 * time.Second, func() bool {
+			snap := mapSnapshot(t, base, token)
+			named = causesNamed(snap)
+			seen := map[string]bool{}
+			for _, n := range snap.Nodes {
+				seen[n.Kind] = seen[n.Kind] || n.Status != "unknown"
+			}
+			for _, e := range snap.Edges {
+				seen[e.Kind] = seen[e.Kind] || e.Status != "unknown"
+			}
+			return len(named) == 0 && seen["flow"] && seen["workload"] && seen["tunnel"] && seen["osd"] && seen["probe"] && seen["steer"] && seen["region"]
+		}},
+	})
 
 	failedAt := time.Now()
 	if err := l.State().Fail(lab.Failure{Kind: "pop", Target: "nuremberg"}); err != nil {
@@ -97,9 +125,20 @@ func TestLabEndToEnd(t *testing.T) {
 		{"the decision is in ClickHouse with its reason", 10 * time.Second, func() bool {
 			return queryInt(t, a, "SELECT count() FROM e2e.steering_decisions WHERE pop = 'nuremberg' AND client_region = 'france' AND new_weight = 0 AND reason != '' AND time >= '"+since+"'") > 0
 		}},
-		{"the page-severity SLO alert reaches Alertmanager", 90 * time.Second, func() bool {
-			_, ok := hook.Find("firing", map[string]string{"alertname": "MeridianPOPAvailability", "pop": "nuremberg", "sloth_severity": "page"})
-			return ok
+		{"the map names France's drain from Nuremberg as its regret's cause", 10 * time.Second, func() bool {
+			snap := mapSnapshot(t, base, token)
+			named = causesNamed(snap)
+			for _, n := range snap.Nodes {
+				if n.ID == "region:france" {
+					return len(n.Causes) > 0 && strings.HasPrefix(n.Causes[0].ID, "steer:france->nuremberg/")
+				}
+			}
+			return false
+		}},
+		{"the page-severity SLO alert reaches Alertmanager, naming a failed probe of Nuremberg as its cause", 90 * time.Second, func() bool {
+			msg, ok := hook.Find("firing", map[string]string{"alertname": "MeridianPOPAvailability", "pop": "nuremberg", "sloth_severity": "page"})
+			return ok && strings.HasPrefix(msg.Alerts[0].Annotations["meridian_cause"], "probe:") &&
+				strings.Contains(msg.Alerts[0].Annotations["meridian_cause"], "->nuremberg/")
 		}},
 	})
 
@@ -120,6 +159,117 @@ func TestLabEndToEnd(t *testing.T) {
 			return weight(t, base, token, "api."+lab.Zone, "france", "nuremberg") == 1 && dig() == nurembergVIP
 		}},
 	})
+
+	// The tunnel: the requests of New York's and Nuremberg's workloads fail (the lab's
+	// relays answer 503 over it); every erring flow there names a New York–Nuremberg
+	// tunnel first.
+	failedAt = time.Now()
+	if err := l.State().Fail(lab.Failure{Kind: "tunnel", Target: "newyork-nuremberg"}); err != nil {
+		t.Fatal(err)
+	}
+	crossSite := func(c topomap.Cause) bool {
+		return c.Kind == "tunnel" && strings.Contains(c.ID, "node:ny-") && strings.Contains(c.ID, "node:nbg-")
+	}
+	watch(t, failedAt, []check{
+		{"the map attributes New York's and Nuremberg's erring flows to the tunnel", 60 * time.Second, func() bool {
+			snap := mapSnapshot(t, base, token)
+			named = causesNamed(snap)
+			return causedBy(snap, "flow", []string{"ny-destroyer", "nbg-aegis"}, crossSite)
+		}},
+	})
+	healedAt = time.Now()
+	l.State().Heal()
+	watch(t, healedAt, []check{{"heal: no flow names a cause", 60 * time.Second, func() bool {
+		for _, e := range mapSnapshot(t, base, token).Edges {
+			if e.Kind == "flow" && len(e.Causes) > 0 {
+				return false
+			}
+		}
+		return true
+	}}})
+
+	// A slow OSD of the New York vault: New York's compute workloads (their volumes are
+	// on it) name it first, with its host.
+	failedAt = time.Now()
+	if err := l.State().Fail(lab.Failure{Kind: "osd", Target: "3", Mode: "slow"}); err != nil {
+		t.Fatal(err)
+	}
+	watch(t, failedAt, []check{
+		{"the map names the slow OSD beneath New York's workloads", 60 * time.Second, func() bool {
+			snap := mapSnapshot(t, base, token)
+			named = causesNamed(snap)
+			return causedBy(snap, "workload", []string{"ny-destroyer"}, func(c topomap.Cause) bool {
+				return c.Kind == "osd" && strings.HasSuffix(c.ID, ".3") && strings.Contains(c.Evidence, "osd.3 on vault-2")
+			})
+		}},
+	})
+	if named := causesNamed(mapSnapshot(t, base, token)); slices.ContainsFunc(named, func(s string) bool {
+		return strings.Contains(s, "← osd:") && !strings.HasPrefix(s, "workload:ny-destroyer/")
+	}) {
+		t.Errorf("a slow New York OSD is named beneath more than New York's workloads: %s", strings.Join(named, "; "))
+	}
+}
+
+// mapSnap is the map's JSON snapshot (GET /map/api/snapshot).
+type mapSnap struct {
+	Nodes []topomap.Node `json:"nodes"`
+	Edges []topomap.Edge `json:"edges"`
+}
+
+// mapSnapshot reads the map's JSON snapshot.
+func mapSnapshot(t *testing.T, base, token string) (snap mapSnap) {
+	getJSON(t, base+"/map/api/snapshot", token, &snap)
+	return snap
+}
+
+// causesNamed lists "element ← its first cause" for every element naming one.
+func causesNamed(snap mapSnap) []string {
+	var out []string
+	for _, n := range snap.Nodes {
+		if len(n.Causes) > 0 {
+			out = append(out, n.ID+" ← "+n.Causes[0].ID)
+		}
+	}
+	for _, e := range snap.Edges {
+		if len(e.Causes) > 0 {
+			out = append(out, e.ID+" ← "+e.Causes[0].ID)
+		}
+	}
+	return out
+}
+
+// causedBy reports whether every cluster has a degraded or down element of kind (a flow
+// by its source workload's cluster), and every such element of those clusters names a
+// first cause that is the one.
+func causedBy(snap mapSnap, kind string, clusters []string, is func(topomap.Cause) bool) bool {
+	clusterOf := map[string]string{}
+	type elem struct {
+		cluster, status string
+		causes          []topomap.Cause
+	}
+	var elems []elem
+	for _, n := range snap.Nodes {
+		clusterOf[n.ID] = n.Cluster
+		if n.Kind == kind {
+			elems = append(elems, elem{n.Cluster, n.Status, n.Causes})
+		}
+	}
+	for _, e := range snap.Edges {
+		if e.Kind == kind {
+			elems = append(elems, elem{clusterOf[e.Source], e.Status, e.Causes})
+		}
+	}
+	bad := map[string]bool{}
+	for _, e := range elems {
+		if !slices.Contains(clusters, e.cluster) || (e.status != "degraded" && e.status != "down") {
+			continue
+		}
+		if len(e.causes) == 0 || !is(e.causes[0]) {
+			return false
+		}
+		bad[e.cluster] = true
+	}
+	return len(bad) == len(clusters)
 }
 
 // check is one expected consequence and how long after its cause it may take.

@@ -20,6 +20,17 @@ try {
     const placed = await page.evaluate(() => window.__topomap.labelBoxes());
     const flows = await page.evaluate(() => window.__topomap.flowsDrawn().length);
     emit({ step: cluster, ...placed, flows });
+    if (placed.boxes.length > 50) {
+      // Fitted, a big cluster's labels are too small to read: zoom 8x into the middle,
+      // as a user would, where the same placement is drawn at a readable size.
+      const r = await page.evaluate(() => document.querySelector('#map').getBoundingClientRect().toJSON());
+      await page.mouse.move(r.x + r.width / 2, r.y + r.height / 2);
+      await page.mouse.wheel(0, -Math.log(8) / 0.0015);
+      await page.waitForTimeout(200);
+      await page.screenshot({ path: `${artifacts}/services-${cluster}-zoomed.png` });
+      const zoomed = await page.evaluate(() => window.__topomap.labelBoxes());
+      emit({ step: `${cluster}-zoomed`, ...zoomed, flows, viewport: [r.width, r.height] });
+    }
   }
   emit({ step: 'done', errors });
 } finally {
