@@ -51,7 +51,7 @@ func newTestServer(t testing.TB) (*Server, *prometheus.Registry) {
 	}
 	t.Cleanup(func() { l.Close() })
 	reg := prometheus.NewRegistry()
-	s, err := New(Config{Listen: "127.0.0.1:0", TTL: 30, UDPListeners: 1, MaxTCPConns: 4}, Deps{Zone: z, Locator: l, Policy: staticPolicy{"france": paris, "default": world}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg})
+	s, err := New(Config{Listen: "127.0.0.1:0", TTL: 30, UDPListeners: 1, MaxTCPConns: 4}, Deps{Table: Table{Zone: z, Locator: l}, Policy: staticPolicy{"france": paris, "default": world}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
