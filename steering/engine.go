@@ -97,11 +97,17 @@ type Engine struct {
 	// Tick's goroutine and under mu: other goroutines read it under mu.
 	inv     *inventory.Inventory
 	live    inventory.View // where inv's changes come from; nil: fixed
-	applied uint64         // the live snapshot version inv is
-	app     pipeline.Appender
-	alerts  alerts.Source
-	log     *slog.Logger
-	now     func() time.Time
+	applied uint64         // the live snapshot version last tried
+	// followed is told each snapshot the engine applied, once the tick that applied it
+	// has built its answer table: the DNS tables and RFC 2136 names follow (steering.go).
+	followed func(*inventory.Snapshot)
+
+	invRefused *prometheus.CounterVec // inventory versions refused, by part
+	invVersion *prometheus.GaugeVec   // inventory version each part follows
+	app        pipeline.Appender
+	alerts     alerts.Source
+	log        *slog.Logger
+	now        func() time.Time
 
 	matrix    *geodns.Matrix
 	overrides *overrideSet
@@ -184,9 +190,15 @@ func newEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, aler
 		loadIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_steering_load_ignored_total", Help: "POP loads the load source gave that steering ignored: unknown_pop (not in the inventory), invalid (negative or non-finite rate, no time).",
 		}, []string{"reason"}),
+		invRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "meridian_steering_inventory_refused_total", Help: "Live inventory versions a part of steering refused, keeping its last good table: engine (groups), dns (the built-in GeoDNS's zone and client regions), rfc2136 (the published names). The log names each bad entry.",
+		}, []string{"part"}),
+		invVersion: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "meridian_steering_inventory_version", Help: "Live inventory version each part of steering (engine, dns, rfc2136) follows now.",
+		}, []string{"part"}),
 		replayed: newReplayGauges(),
 	}
-	for _, c := range []prometheus.Collector{e.weight, e.decisions, e.popDown, e.refused, e.regret, e.utilG, e.headroomG, e.demandG, e.loadIgnored, e.replayed.changes, e.replayed.regret, e.replayed.differences} {
+	for _, c := range []prometheus.Collector{e.invRefused, e.invVersion, e.weight, e.decisions, e.popDown, e.refused, e.regret, e.utilG, e.headroomG, e.demandG, e.loadIgnored, e.replayed.changes, e.replayed.regret, e.replayed.differences} {
 		if err := reg.Register(c); err != nil {
 			return nil, fmt.Errorf("steering metrics: %w", err)
 		}
@@ -321,9 +333,12 @@ type target struct {
 // Tick reads the engine's inputs, decides every weight once from them, and records the
 // inputs and each change.
 func (e *Engine) Tick(ctx context.Context) {
-	e.follow()
+	snap := e.follow()
 	in := e.gather()
 	recs := e.decide(in)
+	if snap != nil && e.followed != nil {
+		e.followed(snap) // after decide: the answer table has the new groups' sets
+	}
 	e.record(ctx, append([]pipeline.Record{e.inputs.record(in)}, recs...))
 }
 

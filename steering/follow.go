@@ -5,21 +5,35 @@ import (
 )
 
 // follow applies the live inventory's newest snapshot, if it changed since the last
-// tick. It runs at a tick boundary, before the tick's inputs are read, so decide sees one
-// world for a whole tick and stays a function of its inputs and the engine's state.
-func (e *Engine) follow() {
+// tick, and returns it (nil: no change, or one the engine refused). It runs at a tick
+// boundary, before the tick's inputs are read, so decide sees one world for a whole tick
+// and stays a function of its inputs and the engine's state.
+func (e *Engine) follow() *inventory.Snapshot {
 	if e.live == nil {
-		return
+		return nil
 	}
 	snap := e.live.Snapshot()
 	if snap == nil || snap.Version() == e.applied {
-		return
-	}
-	if err := e.applyInventory(snap.Inventory()); err != nil {
-		// The world keeps its last good shape; the next change is tried again.
-		e.log.Error("steering keeps its inventory: the new one does not fit", "version", snap.Version(), "err", err)
+		return nil
 	}
 	e.applied = snap.Version()
+	// On error the world keeps its last good shape; the next change is tried again.
+	if err := e.inventoryApplied("engine", snap.Version(), e.applyInventory(snap.Inventory())); err != nil {
+		return nil
+	}
+	return snap
+}
+
+// inventoryApplied logs and counts a part of steering refusing an inventory version, or
+// records that it follows it now; it returns err.
+func (e *Engine) inventoryApplied(part string, version uint64, err error) error {
+	if err != nil {
+		e.invRefused.WithLabelValues(part).Inc()
+		e.log.Error("steering keeps its last good "+part+" table: the new inventory does not fit", "part", part, "version", version, "err", err)
+		return err
+	}
+	e.invVersion.WithLabelValues(part).Set(float64(version))
+	return nil
 }
 
 // applyInventory rebuilds the groups from inv. Groups and weights that still exist keep

@@ -24,12 +24,23 @@ const geoDB = "../testdata/geoip/GeoIP2-City-Test.mmdb"
 
 // startSteering runs the whole module with the built-in GeoDNS on a free loopback port.
 func startSteering(t testing.TB, cfg Config, inv *inventory.Inventory, app pipeline.Appender) (*Steering, string) {
+	return startSteeringDeps(t, cfg, Deps{Inventory: inv, Appender: app})
+}
+
+// startSteeringDeps is startSteering with any Deps; a nil Logger or Registerer is filled in.
+func startSteeringDeps(t testing.TB, cfg Config, d Deps) (*Steering, string) {
 	t.Helper()
 	cfg.DNS.Listen = "127.0.0.1:0"
 	cfg.DNS.GeoIPDB = geoDB
 	cfg.DNS.Zone.Origin = "example.net."
 	cfg.DNS.UDPListeners = 1
-	s, err := New(cfg, Deps{Inventory: inv, Appender: app, Logger: discard(), Registerer: newTestRegistry()})
+	if d.Logger == nil {
+		d.Logger = discard()
+	}
+	if d.Registerer == nil {
+		d.Registerer = newTestRegistry()
+	}
+	s, err := New(cfg, d)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -127,8 +138,18 @@ func (p *popServer) stop() { p.srv.Close() }
 
 // answer asks the server for service's A record as a client inside subnet.
 func answer(t testing.TB, addr, subnet string) string {
+	r := ask(t, addr, service, subnet)
+	if r == nil || len(r.Answer) == 0 {
+		return ""
+	}
+	return r.Answer[0].(*dns.A).A.String()
+}
+
+// ask asks the server for name's A record as a client inside subnet, over UDP with a
+// miekg/dns client; nil when no reply came.
+func ask(t testing.TB, addr, name, subnet string) *dns.Msg {
 	m := new(dns.Msg)
-	m.SetQuestion(service, dns.TypeA)
+	m.SetQuestion(name, dns.TypeA)
 	p := netip.MustParsePrefix(subnet)
 	fam := uint16(1)
 	if p.Addr().Is6() {
@@ -137,10 +158,10 @@ func answer(t testing.TB, addr, subnet string) string {
 	m.SetEdns0(1232, false)
 	m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: fam, SourceNetmask: uint8(p.Bits()), Address: p.Addr().AsSlice()})
 	r, err := dns.Exchange(m, addr)
-	if err != nil || len(r.Answer) == 0 {
-		return ""
+	if err != nil {
+		return nil
 	}
-	return r.Answer[0].(*dns.A).A.String()
+	return r
 }
 
 // TestFailoverOnLoopback runs the whole loop: the prober probes POP health endpoints on

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,8 @@ import (
 
 	"github.com/miekg/dns"
 
+	"github.com/meridianhq/meridian/internal/promtest"
+	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/steering/rfc2136"
 )
 
@@ -175,5 +178,100 @@ func TestRFC2136ToKnot(t *testing.T) {
 	}
 	if got := knotA(t, k.addr, "uk.api.example.net."); !slices.Equal(got, []string{"127.0.1.3"}) {
 		t.Fatalf("a refused update changed uk.api to %v", got)
+	}
+}
+
+// TestRFC2136FollowsInventory: names follow the live inventory on a real Knot. A client
+// region and a service added get their names created, a removed region's and service's
+// names are deleted, and no other name is sent: the update count is exactly the names
+// that changed. A change with a name that cannot be one is refused, counted, and
+// changes nothing on the server.
+func TestRFC2136FollowsInventory(t *testing.T) {
+	k := startKnot(t)
+	secretFile := filepath.Join(t.TempDir(), "tsig")
+	os.WriteFile(secretFile, []byte(k.secret+"\n"), 0o600)
+	cfg := testConfig(t)
+	cfg.RFC2136 = rfc2136.Config{Server: k.addr, Zone: "example.net.", KeyName: "meridian", KeyAlgorithm: "hmac-sha256",
+		KeySecretFile: secretFile, Interval: time.Hour, Resync: time.Hour, TTL: 30, Timeout: 3 * time.Second}
+	inv := testInventory()
+	live := inventory.Static(inv)
+	reg := newTestRegistry()
+	st, err := New(cfg, Deps{Inventory: inv, Live: live, Appender: &recorder{}, Logger: discard(), Registerer: reg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	// change applies a new inventory as the running module would (one tick), then syncs,
+	// and returns the updates sent.
+	change := func(f func(*inventory.Inventory)) int {
+		t.Helper()
+		inv = changeInventory(inv, f)
+		if err := live.Set(inventory.SourceYAML, *inv); err != nil {
+			t.Fatal(err)
+		}
+		st.Tick(ctx)
+		before := promtest.Sum(t, reg, "meridian_steering_rfc2136_updates_total")
+		if err := st.Publisher.Sync(ctx); err != nil {
+			t.Fatal(err)
+		}
+		return int(promtest.Sum(t, reg, "meridian_steering_rfc2136_updates_total") - before)
+	}
+	rcode := func(name string) int {
+		r, err := dns.Exchange(question(name, dns.TypeA), k.addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r.Rcode
+	}
+	if err := st.Publisher.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+
+	const img = "img.example.net."
+	n := change(func(inv *inventory.Inventory) {
+		inv.ClientRegions = append(slices.DeleteFunc(inv.ClientRegions, func(r inventory.ClientRegion) bool { return r.Name == "uk" }),
+			inventory.ClientRegion{Name: "japan", CIDRs: []netip.Prefix{netip.MustParsePrefix("203.0.113.0/24")}, Vantage: "tokyo"})
+		inv.Services = append(inv.Services, inventory.Service{Name: img, POPs: []string{"nyc", "tyo"}})
+	})
+	// Created: japan.api, and img for default, france, us, asia, japan (sweden.img has no
+	// records: Sweden's residency allows neither of img's POPs); deleted: uk.api.
+	if n != 7 {
+		t.Errorf("%d updates for 6 names created and 1 deleted, want 7", n)
+	}
+	for name, want := range map[string][]string{
+		"japan.api.example.net.":  {"127.0.1.4"},
+		"japan.img.example.net.":  {"127.0.1.4"},
+		"france.img.example.net.": {"127.0.1.2"},
+		img:                       {"127.0.1.2", "127.0.1.4"},
+		"france.api.example.net.": {"127.0.1.1"},
+	} {
+		if got := knotA(t, k.addr, name); !slices.Equal(got, want) {
+			t.Errorf("knot serves %s = %v, want %v", name, got, want)
+		}
+	}
+	if rc := rcode("uk.api.example.net."); rc != dns.RcodeNameError {
+		t.Errorf("uk.api after uk's removal: %s, want NXDOMAIN", dns.RcodeToString[rc])
+	}
+	if err := st.Publisher.Sync(ctx); err != nil || promtest.Sum(t, reg, "meridian_steering_rfc2136_updates_total") != float64(6+n) {
+		t.Errorf("a sync with nothing changed sent updates (err %v)", err)
+	}
+
+	// Deleted: img's names, sweden.img's empty one included (a deletion is idempotent).
+	if n := change(func(inv *inventory.Inventory) { inv.Services = inv.Services[:1] }); n != 6 {
+		t.Errorf("%d updates for img's 6 names deleted, want 6", n)
+	}
+	if rc := rcode(img); rc != dns.RcodeNameError {
+		t.Errorf("%s after its removal: %s, want NXDOMAIN", img, dns.RcodeToString[rc])
+	}
+
+	// A region whose name is no DNS label: refused whole, the server left alone.
+	n = change(func(inv *inventory.Inventory) {
+		inv.ClientRegions = append(inv.ClientRegions, inventory.ClientRegion{Name: "north america", Countries: []string{"CA"}})
+	})
+	if n != 0 || promtest.Sum(t, reg, "meridian_steering_inventory_refused_total", "part", "rfc2136") != 1 {
+		t.Errorf("a bad region name: %d updates, refusals %v; want 0 and 1", n, promtest.Sum(t, reg, "meridian_steering_inventory_refused_total", "part", "rfc2136"))
+	}
+	if got := knotA(t, k.addr, "japan.api.example.net."); !slices.Equal(got, []string{"127.0.1.4"}) {
+		t.Errorf("after a refused change knot serves japan.api = %v", got)
 	}
 }

@@ -46,7 +46,7 @@ type Steering struct {
 	Publisher *rfc2136.Publisher // nil when cfg.RFC2136.Server is empty
 
 	cfg     Config
-	locator *locate.Locator
+	locator *locate.Locator // the first one: every one made from it shares its GeoIP database
 	api     *http.Server
 	log     *slog.Logger
 }
@@ -75,10 +75,7 @@ func New(cfg Config, d Deps) (*Steering, error) {
 		eng.load = d.Load
 	}
 	s := &Steering{Engine: eng, cfg: cfg, log: d.Logger.With("component", "steering")}
-	var svcNames []string
-	for _, v := range d.Inventory.Services {
-		svcNames = append(svcNames, v.Name)
-	}
+	svcNames := serviceNames(d.Inventory)
 	if cfg.DNS.Listen != "" {
 		z, err := zone.New(cfg.DNS.Zone, svcNames)
 		if err != nil {
@@ -88,16 +85,28 @@ func New(cfg Config, d Deps) (*Steering, error) {
 		if err != nil {
 			return nil, fmt.Errorf("steering.dns: %w", err)
 		}
-		if s.DNS, err = authdns.New(cfg.DNS, authdns.Deps{Zone: z, Locator: s.locator, Policy: eng, Logger: d.Logger, Registerer: d.Registerer}); err != nil {
+		if s.DNS, err = authdns.New(cfg.DNS, authdns.Deps{Table: authdns.Table{Zone: z, Locator: s.locator}, Policy: eng, Logger: d.Logger, Registerer: d.Registerer}); err != nil {
+			s.locator.Close()
 			return nil, err
 		}
 	}
 	if cfg.RFC2136.Server != "" {
 		names := rfc2136.Names(svcNames, eng.regions, DefaultRegion)
 		if s.Publisher, err = rfc2136.New(cfg.RFC2136, rfc2136.Deps{Source: eng, Names: names, Logger: d.Logger, Registerer: d.Registerer}); err != nil {
+			if s.locator != nil {
+				s.locator.Close()
+			}
 			return nil, err
 		}
 	}
+	eng.invVersion.WithLabelValues("engine").Set(float64(eng.applied))
+	if s.DNS != nil {
+		eng.invVersion.WithLabelValues("dns").Set(float64(eng.applied))
+	}
+	if s.Publisher != nil {
+		eng.invVersion.WithLabelValues("rfc2136").Set(float64(eng.applied))
+	}
+	eng.followed = s.follow
 	if cfg.APIListen != "" {
 		token, err := apiToken(cfg.APITokenFile)
 		if err != nil {
@@ -107,6 +116,38 @@ func New(cfg Config, d Deps) (*Steering, error) {
 	}
 	s.Service = services.NewBasicService(s.starting, eng.run, s.stopping).WithName("steering")
 	return s, nil
+}
+
+// serviceNames are the names the zone and the RFC 2136 names are made of.
+func serviceNames(inv *inventory.Inventory) []string {
+	out := make([]string, len(inv.Services))
+	for i, v := range inv.Services {
+		out[i] = v.Name
+	}
+	return out
+}
+
+// follow makes the GeoDNS's zone and client regions and the RFC 2136 names those of
+// snap, which the engine has just applied, answer table included: DNS never names a
+// service or region the engine has no answer set for yet. Each part checks its whole
+// new table first and keeps its last good one when any entry is bad.
+func (s *Steering) follow(snap *inventory.Snapshot) {
+	inv, v := snap.Inventory(), snap.Version()
+	svcs := serviceNames(inv)
+	if s.DNS != nil {
+		t := s.DNS.Table()
+		z, zerr := t.Zone.WithServices(svcs)
+		l, lerr := s.locator.WithRegions(inv.ClientRegions)
+		if s.inventoryApplied("dns", v, errors.Join(zerr, lerr)) == nil {
+			s.DNS.Swap(authdns.Table{Zone: z, Locator: l})
+		}
+	}
+	if s.Publisher != nil {
+		s.mu.Lock()
+		regions := s.regions
+		s.mu.Unlock()
+		s.inventoryApplied("rfc2136", v, s.Publisher.SetNames(rfc2136.Names(svcs, regions, DefaultRegion)))
+	}
 }
 
 // APITokenEnv holds the override API's token when api_token_file is not set.

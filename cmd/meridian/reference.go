@@ -234,7 +234,7 @@ func typeName(t reflect.Type) string {
 
 // reloadable reports whether a change of path applies on a reload (reload.go).
 func reloadable(path string) bool {
-	live := []string{"log_level"}
+	live := []string{"log_level", "inventory"} // the live inventory: every module follows it
 	for _, f := range steering.Reloadable {
 		live = append(live, "steering."+f)
 	}

@@ -28,9 +28,9 @@ import (
 // -config.file, and the SLO spec, window and rule files it names, are checked every
 // -config.reload-interval; SIGHUP and POST /-/reload reload at once. log_level,
 // steering.overrides, the ruler's reloadable fields (ruler.Reloadable) and the inventory
-// (through the live inventory, which the collectors, the map, steering and the SLIs
-// follow) take effect without a restart; any other change is logged and waits for one.
-// A configuration that
+// (through the live inventory, which the collectors, the map, the SLIs and steering,
+// its GeoDNS zone, client regions and RFC 2136 names included, follow) take effect
+// without a restart; any other change is logged and waits for one. A configuration that
 // fails to parse or validate changes nothing: the process keeps the one it runs.
 type reloader struct {
 	a     *app
@@ -192,15 +192,6 @@ func (r *reloader) pendingRestart(cfg *Config) []string {
 	out := configfile.Changed("", r.running, *cfg, "log_level", "steering", "ruler", "inventory")
 	if r.a.inv == nil && !reflect.DeepEqual(r.running.Inventory, cfg.Inventory) {
 		out = append(out, "inventory") // no module follows a live inventory in this process
-	}
-	if st := r.a.steering; st != nil && (st.DNS != nil || st.Publisher != nil) {
-		// Weights follow, but the DNS zone's names and the locator's regions are made at start.
-		if !reflect.DeepEqual(r.running.Inventory.Services, cfg.Inventory.Services) {
-			out = append(out, "inventory.services")
-		}
-		if !reflect.DeepEqual(r.running.Inventory.ClientRegions, cfg.Inventory.ClientRegions) {
-			out = append(out, "inventory.client_regions")
-		}
 	}
 	out = append(out, configfile.Changed("steering.", r.running.Steering, cfg.Steering, steering.Reloadable...)...)
 	return append(out, configfile.Changed("ruler.", r.running.Ruler, cfg.Ruler, ruler.Reloadable...)...)

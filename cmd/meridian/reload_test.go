@@ -3,12 +3,15 @@ package main
 import (
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/miekg/dns"
 
 	"github.com/meridianhq/meridian/internal/promtest"
 	"github.com/meridianhq/meridian/internal/testlog"
@@ -147,9 +150,10 @@ func TestConfigReload(t *testing.T) {
 	}
 }
 
-// TestInventoryReloadWithoutRestart: a node and a POP added to the file's inventory reach
-// the live inventory, the map and steering's weights on reload, without a restart, with
-// steering and the ruler running.
+// TestInventoryReloadWithoutRestart: a node, a POP, a service and a client region added
+// to the file's inventory reach the live inventory, the map, steering's weights and the
+// built-in GeoDNS's answers on reload, without a restart, with steering and the ruler
+// running; a removed service is NXDOMAIN again.
 func TestInventoryReloadWithoutRestart(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "meridian.yaml")
 	write := func(body string) {
@@ -162,7 +166,8 @@ func TestInventoryReloadWithoutRestart(t *testing.T) {
 		}
 	}
 	write(reloadInventory)
-	args := append(serveArgs(t, "inventory_reload"), "-config.file="+file, "-config.reload-interval=20ms", "-target=topomap,steering", "-topomap.anonymous")
+	args := append(serveArgs(t, "inventory_reload"), "-config.file="+file, "-config.reload-interval=20ms", "-target=topomap,steering", "-topomap.anonymous",
+		"-steering.dns.listen=127.0.0.1:0", "-steering.dns.zone=example.net.", "-steering.dns.udp-listeners=1")
 	cfg, err := parseConfig(args, io.Discard)
 	if err != nil {
 		t.Fatal(err)
@@ -174,24 +179,61 @@ func TestInventoryReloadWithoutRestart(t *testing.T) {
 	base := startApp(t, a)
 	metric := func(name string, labels ...string) float64 { return promtest.Sum(t, a.reg, name, labels...) }
 	v := metric("meridian_inventory_version")
+	dnsAddr := a.steering.DNS.Addr().String()
+	// ask returns the A record and ECS scope the GeoDNS answers name with for a client
+	// in 203.0.113.0/24, or the rcode when it has no answer.
+	ask := func(name string) (string, int) {
+		m := new(dns.Msg)
+		m.SetQuestion(name, dns.TypeA)
+		m.SetEdns0(1232, false)
+		m.IsEdns0().Option = append(m.IsEdns0().Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: 24, Address: net.IPv4(203, 0, 113, 0).To4()})
+		r, err := dns.Exchange(m, dnsAddr)
+		if err != nil {
+			return err.Error(), 0
+		}
+		if len(r.Answer) == 0 {
+			return dns.RcodeToString[r.Rcode], 0
+		}
+		return r.Answer[0].(*dns.A).A.String(), int(r.IsEdns0().Option[0].(*dns.EDNS0_SUBNET).SourceScope)
+	}
+	if got, _ := ask("img.example.net."); got != "NXDOMAIN" {
+		t.Fatalf("img.example.net. before it is in the file: %s, want NXDOMAIN", got)
+	}
 
 	changed := strings.Replace(reloadInventory, "  pops:", "  nodes:\n    - {name: nbg-9, site: nuremberg}\n  pops:", 1)
 	changed = strings.Replace(changed, "    - {name: nyc, site: newyork, vips: [127.0.1.2]}\n", "    - {name: nyc, site: newyork, vips: [127.0.1.2]}\n    - {name: nbg2, site: nuremberg, vips: [127.0.1.3]}\n", 1)
-	changed = strings.Replace(changed, "pops: [nbg, nyc]}", "pops: [nbg, nyc, nbg2]}", 1)
+	changed = strings.Replace(changed, "pops: [nbg, nyc]}", "pops: [nbg, nyc, nbg2]}\n    - {name: img.example.net., pops: [nbg, nyc]}", 1)
+	changed += "    - {name: us-east, cidrs: [203.0.113.0/24], vantage: newyork}\n"
+	start := time.Now()
 	write(changed)
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := start.Add(10 * time.Second)
 	for {
 		body, _ := get(t, base+"/map/api/snapshot", "")
 		weights, _ := get(t, base+"/api/steering/weights", "s3cret")
-		if metric("meridian_inventory_version") > v && strings.Contains(body, `"id":"node:nbg-9"`) && strings.Contains(weights, `"pop":"nbg2"`) {
+		// The new region is answered from its nearest POP (New York), located by its CIDR.
+		img, scope := ask("img.example.net.")
+		if metric("meridian_inventory_version") > v && strings.Contains(body, `"id":"node:nbg-9"`) && strings.Contains(weights, `"pop":"nbg2"`) && img == "127.0.1.2" && scope == 24 {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the added node and POP did not reach the inventory, the map and steering; log:\n%s", logs.String())
+			t.Fatalf("the added node, POP, service and region did not reach the inventory, the map, steering and the GeoDNS (img.example.net.: %s /%d); log:\n%s", img, scope, logs.String())
 		}
 		time.Sleep(20 * time.Millisecond) // polling a condition, bounded by the deadline
 	}
+	t.Logf("file written -> the new service and region answered: %v", time.Since(start).Round(time.Millisecond))
 	if metric("meridian_config_restart_required") != 0 {
 		t.Fatalf("an inventory change asks for a restart; log:\n%s", logs.String())
+	}
+
+	write(reloadInventory)
+	gone := time.Now().Add(10 * time.Second)
+	for got, _ := ask("img.example.net."); got != "NXDOMAIN"; got, _ = ask("img.example.net.") {
+		if time.Now().After(gone) {
+			t.Fatalf("img.example.net. after its removal from the file: %s, want NXDOMAIN; log:\n%s", got, logs.String())
+		}
+		time.Sleep(20 * time.Millisecond) // polling a condition, bounded by the deadline
+	}
+	if metric("meridian_config_restart_required") != 0 || metric("meridian_steering_inventory_refused_total") != 0 {
+		t.Fatalf("restart required %v, steering refusals %v; log:\n%s", metric("meridian_config_restart_required"), metric("meridian_steering_inventory_refused_total"), logs.String())
 	}
 }

@@ -48,40 +48,44 @@ func (s *Server) Answer(req *dns.Msg, src netip.Addr, udp bool) *dns.Msg {
 		return s.fail(resp, dns.RcodeRefused) // answers are computed per client: no transfer
 	}
 
+	// One table for the whole answer: a swap in between cannot mix two inventories.
+	t := s.table.Load()
+	z := t.Zone
+
 	// 1. zone: what is this name?
-	name, kind := s.zone.Lookup(q.Name)
+	name, kind := z.Lookup(q.Name)
 	switch kind {
 	case zone.Outside:
 		return s.fail(resp, dns.RcodeRefused)
 	case zone.NXDomain:
 		resp.Rcode = dns.RcodeNameError
-		return s.negative(resp)
+		return negative(z, resp)
 	case zone.Empty:
-		return s.negative(resp)
+		return negative(z, resp)
 	case zone.Apex:
 		switch q.Qtype {
 		case dns.TypeSOA:
-			resp.Answer = append(resp.Answer, s.zone.SOA())
+			resp.Answer = append(resp.Answer, z.SOA())
 		case dns.TypeNS:
-			resp.Answer = append(resp.Answer, s.zone.NS()...)
+			resp.Answer = append(resp.Answer, z.NS()...)
 		default:
-			return s.negative(resp)
+			return negative(z, resp)
 		}
 		return s.finish(req, resp, udp)
 	case zone.NSHost:
-		s.addresses(resp, q, s.zone.Glue(), 3600)
+		s.addresses(resp, q, z.Glue(), 3600)
 		if len(resp.Answer) == 0 {
-			return s.negative(resp)
+			return negative(z, resp)
 		}
 		return s.finish(req, resp, udp)
 	}
 	if q.Qtype != dns.TypeA && q.Qtype != dns.TypeAAAA && q.Qtype != dns.TypeANY {
-		return s.negative(resp)
+		return negative(z, resp)
 	}
 
 	// 2. locate: who asks?
 	client, bits, ecs := clientSubnet(reqOpt, src)
-	loc := s.locator.Locate(client, bits)
+	loc := t.Locator.Locate(client, bits)
 	if ecs != nil {
 		// RFC 7871 7.2.1: echo the option with the scope our answer is valid for (the
 		// request's own option, which nothing else reads any more).
@@ -96,7 +100,7 @@ func (s *Server) Answer(req *dns.Msg, src netip.Addr, udp bool) *dns.Msg {
 	// 3. policy: which POPs, with which weights? 4. pick: one of them.
 	choice := s.policy.Answers(name, loc.Region).Pick()
 	if choice == nil {
-		return s.negative(resp) // residency leaves this region no POP for this service
+		return negative(z, resp) // residency leaves this region no POP for this service
 	}
 	switch q.Qtype {
 	case dns.TypeA:
@@ -108,7 +112,7 @@ func (s *Server) Answer(req *dns.Msg, src netip.Addr, udp bool) *dns.Msg {
 		s.addresses(resp, dns.Question{Name: q.Name, Qtype: dns.TypeAAAA, Qclass: q.Qclass}, choice.V6, s.cfg.TTL)
 	}
 	if len(resp.Answer) == 0 {
-		return s.negative(resp) // the POP has no address of this family
+		return negative(z, resp) // the POP has no address of this family
 	}
 	return s.finish(req, resp, udp)
 }
@@ -156,8 +160,8 @@ func (s *Server) addresses(resp *dns.Msg, q dns.Question, addrs []netip.Addr, tt
 
 // negative finishes NXDOMAIN and NODATA answers: the SOA in authority tells resolvers
 // how long to cache the absence (RFC 2308).
-func (s *Server) negative(resp *dns.Msg) *dns.Msg {
-	resp.Ns = append(resp.Ns, s.zone.NegativeSOA())
+func negative(z *zone.Zone, resp *dns.Msg) *dns.Msg {
+	resp.Ns = append(resp.Ns, z.NegativeSOA())
 	return resp
 }
 

@@ -30,15 +30,17 @@ const (
 )
 
 // readerState is one UDP reader goroutine's memory, so the fast path takes no locks.
+// It holds what it learnt from one table, and forgets it all when the table is swapped.
 type readerState struct {
+	table *Table // what services and located were learnt from
 	// services maps the lower-case wire form of each service name seen so far to its
 	// canonical name, the key the policy knows it by. Only service names are kept, so
 	// it is bounded by the zone, whatever names clients send.
 	services map[string]string
 	// located remembers locator results per (client address, prefix length): the locator
-	// is immutable, so an entry never goes stale; resolvers send the same few subnets
-	// over and over, and a MaxMind lookup with its record decode is the costliest step
-	// left. Direct-mapped: a collision just evicts.
+	// is immutable, so an entry stays good as long as its table; resolvers send the same
+	// few subnets over and over, and a MaxMind lookup with its record decode is the
+	// costliest step left. Direct-mapped: a collision just evicts.
 	seed    maphash.Seed
 	located [1024]locEntry
 }
@@ -52,6 +54,15 @@ type locEntry struct {
 
 func newReaderState() *readerState {
 	return &readerState{services: map[string]string{}, seed: maphash.MakeSeed()}
+}
+
+// use makes t the table rs answers from, forgetting what it learnt from another.
+func (rs *readerState) use(t *Table) {
+	if rs.table != t {
+		rs.table = t
+		clear(rs.services)
+		clear(rs.located[:])
+	}
 }
 
 func (rs *readerState) locate(l *locate.Locator, addr netip.Addr, bits int) locate.Result {
@@ -114,9 +125,10 @@ func (s *Server) fastAnswer(req []byte, src netip.Addr, out []byte, rs *readerSt
 	if (qtype != dns.TypeA && qtype != dns.TypeAAAA) || binary.BigEndian.Uint16(req[off+2:]) != dns.ClassINET {
 		return nil, false
 	}
+	rs.use(s.table.Load())
 	name, isService := rs.services[string(lname[:n])] // no allocation: the compiler looks up by the bytes
 	if !isService {
-		if name, isService = s.learnService(rs, req, lname[:n]); !isService {
+		if name, isService = learnService(rs, req, lname[:n]); !isService {
 			return nil, false
 		}
 	}
@@ -152,7 +164,7 @@ func (s *Server) fastAnswer(req []byte, src netip.Addr, out []byte, rs *readerSt
 	}
 
 	// The chain, as in Answer: locate, policy, pick.
-	loc := rs.locate(s.locator, client, srcBits)
+	loc := rs.locate(rs.table.Locator, client, srcBits)
 	choice := s.policy.Answers(name, loc.Region).Pick()
 	if choice == nil {
 		return nil, false // NODATA: rare, the miekg path answers it
@@ -254,12 +266,12 @@ func parseECS(b []byte) (netip.Addr, int, bool) {
 
 // learnService asks the zone what the question's name (at offset 12 of req, lower-cased
 // wire form lname) is, and remembers it when it is a service.
-func (s *Server) learnService(rs *readerState, req, lname []byte) (string, bool) {
+func learnService(rs *readerState, req, lname []byte) (string, bool) {
 	qname, _, err := dns.UnpackDomainName(req, 12)
 	if err != nil {
 		return "", false
 	}
-	name, kind := s.zone.Lookup(qname)
+	name, kind := rs.table.Zone.Lookup(qname)
 	if kind != zone.Service {
 		return "", false
 	}

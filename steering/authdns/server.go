@@ -17,6 +17,7 @@ import (
 	"net/netip"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"syscall"
 
 	"github.com/grafana/dskit/services"
@@ -82,11 +83,10 @@ func (c *Config) Validate() error {
 // Server answers queries for one zone over UDP and TCP.
 type Server struct {
 	services.Service
-	cfg     Config
-	zone    *zone.Zone
-	locator *locate.Locator
-	policy  Policy
-	log     *slog.Logger
+	cfg    Config
+	table  atomic.Pointer[Table] // swapped whole on an inventory change (Swap)
+	policy Policy
+	log    *slog.Logger
 
 	queries *prometheus.CounterVec
 	invalid prometheus.Counter
@@ -100,11 +100,17 @@ type Server struct {
 	addr net.Addr // set before the service is Running
 }
 
-// Deps are what the server answers from and reports to.
-type Deps struct {
+// Table is what the chain's first two steps answer from: the zone's names and the
+// locator's client regions, made from one inventory version. Immutable.
+type Table struct {
 	Zone    *zone.Zone
 	Locator *locate.Locator // the client's region
-	Policy  Policy          // the region's weighted POPs
+}
+
+// Deps are what the server answers from and reports to.
+type Deps struct {
+	Table  Table  // the first table; Swap replaces it
+	Policy Policy // the region's weighted POPs
 	// Logger may be nil (discard).
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -117,7 +123,7 @@ func New(cfg Config, d Deps) (*Server, error) {
 		log = slog.New(slog.DiscardHandler)
 	}
 	s := &Server{
-		cfg: cfg, zone: d.Zone, locator: d.Locator, policy: d.Policy, log: log.With("component", "authdns"),
+		cfg: cfg, policy: d.Policy, log: log.With("component", "authdns"),
 		queries: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_steering_dns_responses_total", Help: "Responses sent by the built-in GeoDNS, by rcode.",
 		}, []string{"rcode"}),
@@ -144,9 +150,17 @@ func New(cfg Config, d Deps) (*Server, error) {
 	// 16 is BADSIG in a TSIG record and BADVERS in an OPT (RFC 6891); miekg/dns names it
 	// BADSIG. This server signs nothing: its 16 is always BADVERS.
 	s.rcodes[dns.RcodeBadVers] = s.queries.WithLabelValues("BADVERS")
+	s.table.Store(&d.Table)
 	s.Service = services.NewIdleService(s.start, s.stop).WithName("authdns")
 	return s, nil
 }
+
+// Swap makes t the table every query from now on is answered from. A query in flight
+// finishes with the table it started with, so each answer reads one inventory version.
+func (s *Server) Swap(t Table) { s.table.Store(&t) }
+
+// Table is the table queries are answered from now.
+func (s *Server) Table() Table { return *s.table.Load() }
 
 // Addr is the bound address once the service runs (useful with port 0).
 func (s *Server) Addr() net.Addr { return s.addr }
@@ -210,7 +224,7 @@ func (s *Server) listen(n int) error {
 		s.stop(nil)
 		return fmt.Errorf("authdns serve tcp %s: %w", addr, err)
 	}
-	s.log.Info("authoritative GeoDNS listening", "addr", addr, "zone", s.zone.Origin(), "udp_sockets", n)
+	s.log.Info("authoritative GeoDNS listening", "addr", addr, "zone", s.table.Load().Zone.Origin(), "udp_sockets", n)
 	return nil
 }
 

@@ -51,7 +51,7 @@ func newTestServer(t testing.TB) (*Server, *prometheus.Registry) {
 	}
 	t.Cleanup(func() { l.Close() })
 	reg := prometheus.NewRegistry()
-	s, err := New(Config{Listen: "127.0.0.1:0", TTL: 30, UDPListeners: 1, MaxTCPConns: 4}, Deps{Zone: z, Locator: l, Policy: staticPolicy{"france": paris, "default": world}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg})
+	s, err := New(Config{Listen: "127.0.0.1:0", TTL: 30, UDPListeners: 1, MaxTCPConns: 4}, Deps{Table: Table{Zone: z, Locator: l}, Policy: staticPolicy{"france": paris, "default": world}, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -462,5 +462,47 @@ func TestTCPConnectionsAreBounded(t *testing.T) {
 	c.Timeout = 10 * time.Second
 	if r, _, err := c.Exchange(query("api.example.net.", dns.TypeA, ""), addr); err != nil || r.Rcode != dns.RcodeSuccess {
 		t.Fatalf("once the idle connections were closed: %v, %v", r, err)
+	}
+}
+
+// TestSwapOverTheWire: after Swap, queries over UDP (the fast path, whose readers cached
+// the old table's service names and client locations) and TCP answer from the new
+// table: an added service answers, a removed one is NXDOMAIN, and a client subnet
+// located before is located in its new region.
+func TestSwapOverTheWire(t *testing.T) {
+	s, _, addr := startServer(t)
+	exchange := func(c *dns.Client, name, ecs string) *dns.Msg {
+		t.Helper()
+		r, _, err := c.Exchange(query(name, dns.TypeA, ecs), addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	udp, tcp := &dns.Client{}, &dns.Client{Net: "tcp"}
+	const se = "89.160.20.128/25" // SE in the test database: no region before the swap
+	for _, c := range []*dns.Client{udp, tcp} {
+		if r := exchange(c, "api.example.net.", se); len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "127.0.1.2" {
+			t.Fatalf("%s before the swap: %v, want the default region's 127.0.1.2", c.Net, r)
+		}
+	}
+	old := s.Table()
+	z, err := old.Zone.WithServices([]string{"new.example.net."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l, err := old.Locator.WithRegions([]inventory.ClientRegion{{Name: "france", Countries: []string{"FR", "SE"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Swap(Table{Zone: z, Locator: l})
+	for _, c := range []*dns.Client{udp, tcp} {
+		if r := exchange(c, "api.example.net.", se); r.Rcode != dns.RcodeNameError || len(r.Ns) != 1 || r.Ns[0].(*dns.SOA).Serial != z.SOA().Serial {
+			t.Errorf("%s: removed service: %v, want NXDOMAIN with the new zone's SOA", c.Net, r)
+		}
+		r := exchange(c, "new.example.net.", se)
+		if len(r.Answer) != 1 || r.Answer[0].(*dns.A).A.String() != "127.0.1.1" {
+			t.Errorf("%s: added service for a client moved to france: %v, want 127.0.1.1", c.Net, r)
+		}
 	}
 }

@@ -4,6 +4,7 @@
 package locate
 
 import (
+	"errors"
 	"fmt"
 	"net/netip"
 	"slices"
@@ -45,10 +46,14 @@ type geoRecord struct {
 	} `maxminddb:"continent"`
 }
 
-// New builds a locator over the inventory's client regions. dbPath may be empty.
-// A country or CIDR claimed by two regions is a configuration error.
+// Fallback is the region of clients no rule locates (steering's default region). It is
+// the one region that needs no rules of its own.
+const Fallback = "default"
+
+// New builds a locator over the inventory's client regions (see WithRegions). dbPath may
+// be empty.
 func New(regions []inventory.ClientRegion, dbPath string) (*Locator, error) {
-	l := &Locator{countries: map[string]string{}, continents: map[string]string{}}
+	l := &Locator{}
 	if dbPath != "" {
 		db, err := maxminddb.Open(dbPath)
 		if err != nil {
@@ -60,31 +65,55 @@ func New(regions []inventory.ClientRegion, dbPath string) (*Locator, error) {
 		}
 		l.db = db
 	}
-	claim := func(m map[string]string, what, code, region string) error {
+	out, err := l.WithRegions(regions)
+	if err != nil {
+		l.Close()
+		return nil, err
+	}
+	return out, nil
+}
+
+// WithRegions returns a locator over regions that shares l's database, for an inventory
+// change: l is left as it was. Every problem is reported, each naming its region: a
+// country, continent or CIDR claimed by two regions, and a region other than Fallback
+// with no countries, continents or CIDRs (no client could ever be located in it).
+func (l *Locator) WithRegions(regions []inventory.ClientRegion) (*Locator, error) {
+	out := &Locator{db: l.db, countries: map[string]string{}, continents: map[string]string{}}
+	var errs []error
+	claim := func(m map[string]string, what, code, region string) {
 		code = strings.ToUpper(code)
 		if prev, ok := m[code]; ok && prev != region {
-			return fmt.Errorf("client regions %q and %q both claim %s %s", prev, region, what, code)
+			errs = append(errs, fmt.Errorf("client regions %q and %q both claim %s %s", prev, region, what, code))
+			return
 		}
 		m[code] = region
-		return nil
 	}
+	cidrs := map[netip.Prefix]string{}
 	for _, r := range regions {
+		if len(r.Countries)+len(r.Continents)+len(r.CIDRs) == 0 && r.Name != Fallback {
+			errs = append(errs, fmt.Errorf("client region %q has no countries, continents or cidrs: no client can be located in it", r.Name))
+		}
 		for _, c := range r.Countries {
-			if err := claim(l.countries, "country", c, r.Name); err != nil {
-				return nil, err
-			}
+			claim(out.countries, "country", c, r.Name)
 		}
 		for _, c := range r.Continents {
-			if err := claim(l.continents, "continent", c, r.Name); err != nil {
-				return nil, err
-			}
+			claim(out.continents, "continent", c, r.Name)
 		}
 		for _, p := range r.CIDRs {
-			l.cidrs = append(l.cidrs, cidrRule{p.Masked(), r.Name})
+			p = p.Masked()
+			if prev, ok := cidrs[p]; ok && prev != r.Name {
+				errs = append(errs, fmt.Errorf("client regions %q and %q both claim CIDR %s", prev, r.Name, p))
+				continue
+			}
+			cidrs[p] = r.Name
+			out.cidrs = append(out.cidrs, cidrRule{p, r.Name})
 		}
 	}
-	slices.SortStableFunc(l.cidrs, func(a, b cidrRule) int { return b.prefix.Bits() - a.prefix.Bits() })
-	return l, nil
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	slices.SortStableFunc(out.cidrs, func(a, b cidrRule) int { return b.prefix.Bits() - a.prefix.Bits() })
+	return out, nil
 }
 
 // locationProbe is how many networks hasLocations decodes: enough to see past a few
@@ -110,7 +139,8 @@ func hasLocations(db *maxminddb.Reader) error {
 		db.Metadata.DatabaseType, n)
 }
 
-// Close releases the database.
+// Close releases the database, which every locator WithRegions made from this one shares:
+// call it once, when none of them answers any more.
 func (l *Locator) Close() error {
 	if l.db == nil {
 		return nil

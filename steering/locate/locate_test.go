@@ -2,6 +2,7 @@ package locate
 
 import (
 	"net/netip"
+	"slices"
 	"strings"
 	"testing"
 
@@ -56,5 +57,44 @@ func TestLocateErrors(t *testing.T) {
 	dup := append(regions, inventory.ClientRegion{Name: "paris", Countries: []string{"FR"}})
 	if _, err := New(dup, ""); err == nil || !strings.Contains(err.Error(), "country FR") {
 		t.Fatalf("err = %v, want a duplicate-country error", err)
+	}
+}
+
+// TestWithRegions: an inventory change makes a new locator over the same database and
+// leaves the one in service as it was; a bad change is refused whole, naming each entry.
+func TestWithRegions(t *testing.T) {
+	l, err := New(regions, "../../testdata/geoip/GeoIP2-City-Test.mmdb")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	se, gb := netip.MustParseAddr("89.160.20.130"), netip.MustParseAddr("81.2.69.142")
+	changed := append(slices.Clone(regions[:2]), inventory.ClientRegion{Name: "sweden", Countries: []string{"SE"}}, inventory.ClientRegion{Name: Fallback})
+	n, err := l.WithRegions(changed)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		l       *Locator
+		addr    netip.Addr
+		want    string
+		locator string
+	}{
+		{n, se, "sweden", "new"}, {n, gb, "", "new"}, // added; removed ("wide") falls back
+		{l, se, "", "old"}, {l, gb, "wide", "old"},
+	} {
+		if got := tc.l.Locate(tc.addr, 32).Region; got != tc.want {
+			t.Errorf("%s locator: Locate(%s) = %q, want %q", tc.locator, tc.addr, got, tc.want)
+		}
+	}
+
+	bad := append(slices.Clone(regions),
+		inventory.ClientRegion{Name: "nowhere", AllowedPOPs: []string{"nbg"}},
+		inventory.ClientRegion{Name: "lab2", CIDRs: []netip.Prefix{netip.MustParsePrefix("81.2.69.161/27")}})
+	_, err = l.WithRegions(bad)
+	for _, want := range []string{`client region "nowhere" has no countries, continents or cidrs`, `client regions "lab" and "lab2" both claim CIDR 81.2.69.160/27`} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("err = %v, want it to contain %q", err, want)
+		}
 	}
 }

@@ -11,12 +11,15 @@ package rfc2136
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/grafana/dskit/services"
@@ -122,12 +125,15 @@ type Publisher struct {
 	services.Service
 	cfg    Config
 	src    Source
-	names  []Name
 	secret string
 	alg    string
 	log    *slog.Logger
 
-	pushed   map[string]string // name -> fingerprint of what the server has
+	mu    sync.Mutex
+	names []Name          // what is published (SetNames)
+	gone  map[string]bool // names no longer published whose records are still to be deleted
+
+	pushed   map[string]string // name -> fingerprint of what the server has; Sync's only
 	lastFull time.Time
 	updates  *prometheus.CounterVec
 }
@@ -154,14 +160,12 @@ func New(cfg Config, d Deps) (*Publisher, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, n := range names {
-		if _, ok := dns.IsDomainName(n.FQDN); !ok || !dns.IsSubDomain(dns.CanonicalName(cfg.Zone), n.FQDN) {
-			return nil, fmt.Errorf("steering.rfc2136: name %q is not a domain name inside zone %q", n.FQDN, cfg.Zone)
-		}
+	if err := cfg.check(names); err != nil {
+		return nil, err
 	}
 	p := &Publisher{
 		cfg: cfg, src: src, names: names, secret: secret, alg: dns.Fqdn(strings.ToLower(cfg.KeyAlgorithm)),
-		log: log.With("component", "rfc2136", "server", cfg.Server), pushed: map[string]string{},
+		log: log.With("component", "rfc2136", "server", cfg.Server), pushed: map[string]string{}, gone: map[string]bool{},
 		updates: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "meridian_steering_rfc2136_updates_total", Help: "RFC 2136 updates sent, by result (ok, error).",
 		}, []string{"result"}),
@@ -178,33 +182,95 @@ func New(cfg Config, d Deps) (*Publisher, error) {
 	return p, nil
 }
 
-// Sync pushes every name whose answer set differs from what was last pushed (every
-// name when a resync is due) and returns the first error; failed names are retried on
-// the next call.
+// check reports every name that is not a domain name inside the zone, with the service
+// and client region it comes from.
+func (c *Config) check(names []Name) error {
+	var errs []error
+	for _, n := range names {
+		if _, ok := dns.IsDomainName(n.FQDN); !ok || strings.ContainsAny(n.FQDN, " \\") || !dns.IsSubDomain(dns.CanonicalName(c.Zone), n.FQDN) {
+			errs = append(errs, fmt.Errorf("steering.rfc2136: name %q (service %q, client region %q) is not a domain name inside zone %q", n.FQDN, n.Service, n.Region, c.Zone))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// SetNames makes names what is published, for an inventory change: the next Sync creates
+// the names that appear and deletes the A and AAAA records of those that disappear;
+// the others are left alone (pushed only when their answer set changes, as before). A
+// list with a bad name changes nothing: the error names each.
+func (p *Publisher) SetNames(names []Name) error {
+	if err := p.cfg.check(names); err != nil {
+		return err
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	keep := make(map[string]bool, len(names))
+	for _, n := range names {
+		keep[n.FQDN] = true
+		delete(p.gone, n.FQDN) // back before its deletion was sent: the server still has it
+	}
+	for _, n := range p.names {
+		if !keep[n.FQDN] {
+			p.gone[n.FQDN] = true
+		}
+	}
+	p.names = names
+	return nil
+}
+
+// Sync deletes the names no longer published, pushes every name whose answer set
+// differs from what was last pushed (every name when a resync is due) and returns the
+// first error; failed names are retried on the next call.
 func (p *Publisher) Sync(ctx context.Context) error {
 	full := time.Since(p.lastFull) >= p.cfg.Resync
+	p.mu.Lock()
+	names, gone := p.names, slices.Sorted(maps.Keys(p.gone))
+	p.mu.Unlock()
 	var firstErr error
-	for _, n := range p.names {
+	for _, name := range gone {
+		err := p.push(ctx, name, nil)
+		p.count(err)
+		if err != nil {
+			if firstErr == nil {
+				firstErr = fmt.Errorf("delete %s: %w", name, err)
+			}
+			continue
+		}
+		// Deleted: should the name come back, it is pushed anew.
+		delete(p.pushed, name)
+		p.mu.Lock()
+		delete(p.gone, name)
+		p.mu.Unlock()
+	}
+	for _, n := range names {
 		rrs := p.records(n)
 		fp := fingerprint(rrs)
 		if !full && p.pushed[n.FQDN] == fp {
 			continue
 		}
-		if err := p.push(ctx, n.FQDN, rrs); err != nil {
-			p.updates.WithLabelValues("error").Inc()
+		err := p.push(ctx, n.FQDN, rrs)
+		p.count(err)
+		if err != nil {
 			delete(p.pushed, n.FQDN)
 			if firstErr == nil {
 				firstErr = fmt.Errorf("update %s: %w", n.FQDN, err)
 			}
 			continue
 		}
-		p.updates.WithLabelValues("ok").Inc()
 		p.pushed[n.FQDN] = fp
 	}
 	if full && firstErr == nil {
 		p.lastFull = time.Now()
 	}
 	return firstErr
+}
+
+func (p *Publisher) count(err error) {
+	if err != nil {
+		p.updates.WithLabelValues("error").Inc()
+	} else {
+		p.updates.WithLabelValues("ok").Inc()
+	}
 }
 
 func (p *Publisher) records(n Name) []dns.RR {

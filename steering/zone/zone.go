@@ -4,9 +4,11 @@
 package zone
 
 import (
+	"errors"
 	"flag"
 	"fmt"
 	"net/netip"
+	"strings"
 	"time"
 
 	"github.com/miekg/dns"
@@ -65,8 +67,10 @@ const (
 	NXDomain             // in the zone, does not exist
 )
 
-// Zone is immutable after New and safe for concurrent use.
+// Zone is immutable after New and safe for concurrent use. An inventory change makes a
+// new one (WithServices).
 type Zone struct {
+	cfg    Config
 	origin string
 	soa    *dns.SOA
 	negSOA dns.RR
@@ -75,8 +79,8 @@ type Zone struct {
 	names  map[string]Kind
 }
 
-// New builds the zone from its config and the service names it steers. A service
-// outside the zone is a configuration error: it could never be answered.
+// New builds the zone from its config and the service names it steers (see
+// WithServices).
 func New(c Config, services []string) (*Zone, error) {
 	if c.Origin == "" {
 		return nil, fmt.Errorf("zone: origin is empty")
@@ -84,8 +88,22 @@ func New(c Config, services []string) (*Zone, error) {
 	if _, ok := dns.IsDomainName(c.Origin); !ok {
 		return nil, fmt.Errorf("zone: origin %q is not a domain name", c.Origin)
 	}
+	// The serial only has to grow between restarts: answers are computed, not loaded.
+	return build(c, services, uint32(time.Now().Unix()))
+}
+
+// WithServices returns the zone with another set of service names, for an inventory
+// change; z is left as it was. The serial grows, so that it stays a version of the
+// zone's contents. Every bad name is reported: one that is not a host name (labels of
+// letters, digits, '-' and '_'), one outside the zone, and one on the apex or on a name
+// server (their records would be lost).
+func (z *Zone) WithServices(services []string) (*Zone, error) {
+	return build(z.cfg, services, max(uint32(time.Now().Unix()), z.soa.Serial+1))
+}
+
+func build(c Config, services []string, serial uint32) (*Zone, error) {
 	origin := dns.CanonicalName(c.Origin)
-	z := &Zone{origin: origin, names: map[string]Kind{origin: Apex}, glue: c.NSAddrs}
+	z := &Zone{cfg: c, origin: origin, names: map[string]Kind{origin: Apex}, glue: c.NSAddrs}
 	ns := c.NS
 	if len(ns) == 0 {
 		ns = []string{"ns1." + origin}
@@ -97,8 +115,7 @@ func New(c Config, services []string) (*Zone, error) {
 	z.soa = &dns.SOA{
 		Hdr: dns.RR_Header{Name: origin, Rrtype: dns.TypeSOA, Class: dns.ClassINET, Ttl: 3600},
 		Ns:  dns.CanonicalName(ns[0]), Mbox: dns.CanonicalName(rname),
-		// The serial only has to grow between restarts: answers are computed, not loaded.
-		Serial: uint32(time.Now().Unix()), Refresh: 3600, Retry: 600, Expire: 86400, Minttl: c.NegativeTTL,
+		Serial: serial, Refresh: 3600, Retry: 600, Expire: 86400, Minttl: c.NegativeTTL,
 	}
 	neg := *z.soa
 	neg.Hdr.Ttl = min(neg.Hdr.Ttl, neg.Minttl)
@@ -110,14 +127,41 @@ func New(c Config, services []string) (*Zone, error) {
 			z.add(n, NSHost)
 		}
 	}
+	var errs []error
 	for _, s := range services {
-		s = dns.CanonicalName(s)
-		if !dns.IsSubDomain(origin, s) {
-			return nil, fmt.Errorf("zone: service %q is outside zone %q", s, origin)
+		name := dns.CanonicalName(s)
+		switch {
+		case !isHostName(s):
+			errs = append(errs, fmt.Errorf("zone: service %q is not a valid DNS name (labels of 1-63 letters, digits, '-' or '_', at most 253 bytes)", s))
+		case !dns.IsSubDomain(origin, name):
+			errs = append(errs, fmt.Errorf("zone: service %q is outside zone %q", s, origin))
+		case z.names[name] == Apex || z.names[name] == NSHost:
+			errs = append(errs, fmt.Errorf("zone: service %q is the zone's apex or a name server", s))
+		default:
+			z.add(name, Service)
 		}
-		z.add(s, Service)
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
 	}
 	return z, nil
+}
+
+// isHostName reports whether s is a name of ordinary labels: what a service clients
+// resolve can be called, with no escapes or characters a zone file would need quoted.
+func isHostName(s string) bool {
+	s = strings.TrimSuffix(s, ".")
+	if s == "" || len(s) > 253 {
+		return false
+	}
+	for _, l := range strings.Split(s, ".") {
+		if l == "" || len(l) > 63 || strings.ContainsFunc(l, func(r rune) bool {
+			return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' || r == '-' || r == '_')
+		}) {
+			return false
+		}
+	}
+	return true
 }
 
 // add registers a name and marks its ancestors up to the apex as empty non-terminals,
