@@ -126,7 +126,7 @@ func (a *app) modules() (*modules.Manager, error) {
 		Ceph:           {Pipeline, Inventory},
 		Hubble:         {Pipeline, CollectorRing, Inventory},
 		Probes:         {Pipeline, Inventory},
-		HAProxy:        {Pipeline, CollectorRing},
+		HAProxy:        {Pipeline, CollectorRing, Inventory},
 		Keepalived:     {Pipeline},
 		Collector:      {WireGuard, Ceph, Hubble, Probes, HAProxy, Keepalived},
 		Ruler:          {Pipeline, Inventory},
@@ -256,7 +256,7 @@ func (a *app) initHAProxy() (services.Service, error) {
 	if len(a.cfg.HAProxy.Targets) == 0 {
 		return nil, nil
 	}
-	return haproxy.New(a.cfg.HAProxy, haproxy.Deps{Inventory: &a.cfg.Inventory, Appender: a.pipeline, Logger: a.logger("haproxy"), Registerer: a.reg, Owner: a.owner()})
+	return haproxy.New(a.cfg.HAProxy, haproxy.Deps{Inventory: a.inv, Appender: a.pipeline, Logger: a.logger("haproxy"), Registerer: a.reg, Owner: a.owner()})
 }
 
 // initKeepalived follows the POPs' keepalived pairs; off without nodes.

@@ -79,7 +79,7 @@ func (c *Config) Validate() error {
 
 // Deps are what the collector is given.
 type Deps struct {
-	Inventory  *inventory.Inventory
+	Inventory  inventory.View // the live inventory, read at each reading; nil: nothing is mapped
 	Appender   pipeline.Appender
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -110,7 +110,7 @@ func New(cfg Config, d Deps) (*Collector, error) {
 		return nil, err
 	}
 	if d.Inventory == nil {
-		d.Inventory = &inventory.Inventory{}
+		d.Inventory = inventory.Static(&inventory.Inventory{})
 	}
 	c := &Collector{cfg: cfg, d: d, metrics: scrape.NewMetrics(d.Registerer, "haproxy"), http: &http.Client{}, prev: map[string]reading{}}
 	c.Service = services.NewTimerService(cfg.Interval, nil, c.iteration, nil)
@@ -127,7 +127,7 @@ func (c *Collector) iteration(ctx context.Context) error {
 		if !ok {
 			continue // counted and logged; the previous reading stays for the next good one
 		}
-		recs := Records(snap, c.prev[t.Source()], at, t, mapTarget(c.d.Inventory, t))
+		recs := Records(snap, c.prev[t.Source()], at, t, mapTarget(c.d.Inventory.Snapshot(), t))
 		c.prev[t.Source()] = reading{at: at, snap: snap}
 		if err := c.d.Appender.Append(ctx, recs...); err != nil {
 			if ctx.Err() != nil {
@@ -204,17 +204,15 @@ type place struct {
 
 // mapTarget maps a target to its POP's site and capacity and its node's cluster: the one
 // place this collector reads the inventory.
-func mapTarget(inv *inventory.Inventory, t Target) place {
+func mapTarget(inv *inventory.Snapshot, t Target) place {
 	var p place
 	if pop, ok := inv.POP(t.POP); ok {
 		p.site, p.capacity = pop.Site, pop.Capacity
 	}
-	for _, n := range inv.Nodes {
-		if n.Name == t.Node {
-			p.cluster = n.Cluster
-			if p.site == "" {
-				p.site = n.Site
-			}
+	if n, ok := inv.Node(t.Node); ok {
+		p.cluster = n.Cluster
+		if p.site == "" {
+			p.site = n.Site
 		}
 	}
 	return p

@@ -97,7 +97,7 @@ func TestRecordsRatesAndUtilisation(t *testing.T) {
 	cur := Snapshot{fe: {SessionsTotal: 600, BytesOut: 3e6, HTTP5xx: 10}, other: {SessionsTotal: 10}}
 	inv := &inventory.Inventory{POPs: []inventory.POP{{Name: "lon", Site: "london", Capacity: inventory.Capacity{SessionsPerSecond: 1000, Bandwidth: 1e6}}}}
 	tg := Target{POP: "lon", Node: "lon-fd-1", Frontends: []string{"api"}}
-	recs := Records(cur, prev, t0.Add(5*time.Second), tg, mapTarget(inv, tg))
+	recs := Records(cur, prev, t0.Add(5*time.Second), tg, mapTarget(inventory.Static(inv).Snapshot(), tg))
 	got := map[string]*pipeline.HAProxyStat{}
 	for _, r := range recs {
 		got[r.(*pipeline.HAProxyStat).Proxy] = r.(*pipeline.HAProxyStat)

@@ -142,7 +142,7 @@ func TestRealHAProxyTracksGeneratedLoad(t *testing.T) {
 	c, err := New(Config{Interval: time.Second, Timeout: 900 * time.Millisecond, Targets: []Target{
 		{POP: "lon", Node: "via-exporter", URL: metricsURL, Frontends: []string{"api"}},
 		{POP: "lon", Node: "via-socket", Socket: socket, Frontends: []string{"api"}},
-	}}, Deps{Inventory: inv, Appender: app, Logger: slog.New(slog.DiscardHandler), Registerer: reg})
+	}}, Deps{Inventory: inventory.Static(inv), Appender: app, Logger: slog.New(slog.DiscardHandler), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
