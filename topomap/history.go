@@ -206,7 +206,9 @@ type pastQuery struct {
 var pastQueries = []pastQuery{
 	{
 		kind:    pipeline.KindTunnelStat,
-		cols:    "toUnixTimestamp64Milli(time), collector, site, cluster, node, interface, public_key, peer_node, peer_site, endpoint, toUnixTimestamp64Milli(last_handshake), rx_rate, tx_rate, status",
+		// The collector and the public key (44 characters) only name an end that has no
+		// node name (applyTunnel), so they are sent only then.
+		cols:    "toUnixTimestamp64Milli(time), if(node = '', collector, ''), site, cluster, node, interface, if(peer_node = '', public_key, ''), peer_node, peer_site, endpoint, toUnixTimestamp64Milli(last_handshake), rx_rate, tx_rate, status",
 		groupBy: "site, node, interface, public_key, peer_node, collector",
 		inOrder: true,
 		parse: func(f []string) (pipeline.Record, error) {
