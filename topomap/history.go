@@ -205,7 +205,7 @@ type pastQuery struct {
 // partitions.
 var pastQueries = []pastQuery{
 	{
-		kind:    pipeline.KindTunnelStat,
+		kind: pipeline.KindTunnelStat,
 		// The collector and the public key (44 characters) only name an end that has no
 		// node name (applyTunnel), so they are sent only then.
 		cols:    "toUnixTimestamp64Milli(time), if(node = '', collector, ''), site, cluster, node, interface, if(peer_node = '', public_key, ''), peer_node, peer_site, endpoint, toUnixTimestamp64Milli(last_handshake), rx_rate, tx_rate, status",
