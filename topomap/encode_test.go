@@ -3,6 +3,8 @@ package topomap
 import (
 	"encoding/json"
 	"math"
+	"runtime"
+	"slices"
 	"testing"
 	"time"
 )
@@ -35,9 +37,13 @@ func TestEncodingEqualsReflection(t *testing.T) {
 			t.Errorf("edge %s:\n got %s (%v)\nwant %s (%v)", e.ID, got, err1, want, err2)
 		}
 	}
-	// A whole snapshot, live and past.
+	// A whole snapshot, live and past, and one big enough to be encoded in parallel chunks
+	// (on 4 cores, whatever this machine has).
+	defer runtime.GOMAXPROCS(runtime.GOMAXPROCS(4))
+	many := slices.Repeat(edges, parallelFrom/len(edges)+1)
 	for _, m := range []snapshotMsg{
 		{Type: "snapshot", Epoch: "9f2c", Seq: 7, Nodes: nodes, Edges: edges},
+		{Type: "snapshot", Seq: 8, Nodes: nodes, Edges: many},
 		{Type: "snapshot", Seq: 1, At: 1764000000000, Speed: 60, Nodes: nodes[:0], Edges: nil},
 	} {
 		type plainMsg struct {

@@ -39,6 +39,7 @@ func (m *Map) rebuild(ctx context.Context, at time.Time) (*pastGraph, error) {
 	}
 	p := &pastGraph{at: at}
 	p.g = newGraph(m.graph.inventory(), m.graph.rules, func() time.Time { return p.at })
+	p.g.bulk = true
 	type firing struct {
 		alerts []alerts.Alert
 		err    error
@@ -58,9 +59,12 @@ func (m *Map) rebuild(ctx context.Context, at time.Time) (*pastGraph, error) {
 	}
 	// Sized up front: growing maps of tens of thousands of edges rehashes them repeatedly.
 	p.g.edges = make(map[string]*edgeState, len(recs))
-	p.g.dirtyEdges = make(map[string]struct{}, len(recs))
+	p.g.since = make(map[string]time.Time, len(recs)+len(p.g.nodes))
 	p.g.replay(recs, at)
 	p.g.applyAlerts(f.alerts)
+	p.g.mu.Lock()
+	p.g.settle() // ends the bulk build: from here on p steps as the live graph does
+	p.g.mu.Unlock()
 	return p, nil
 }
 
@@ -201,8 +205,10 @@ type pastQuery struct {
 // partitions.
 var pastQueries = []pastQuery{
 	{
-		kind:    pipeline.KindTunnelStat,
-		cols:    "toUnixTimestamp64Milli(time), collector, site, cluster, node, interface, public_key, peer_node, peer_site, endpoint, toUnixTimestamp64Milli(last_handshake), rx_rate, tx_rate, status",
+		kind: pipeline.KindTunnelStat,
+		// The collector and the public key (44 characters) only name an end that has no
+		// node name (applyTunnel), so they are sent only then.
+		cols:    "toUnixTimestamp64Milli(time), if(node = '', collector, ''), site, cluster, node, interface, if(peer_node = '', public_key, ''), peer_node, peer_site, endpoint, toUnixTimestamp64Milli(last_handshake), rx_rate, tx_rate, status",
 		groupBy: "site, node, interface, public_key, peer_node, collector",
 		inOrder: true,
 		parse: func(f []string) (pipeline.Record, error) {

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"syscall"
@@ -221,6 +222,102 @@ func compareGraphs(t *testing.T, at time.Time, live *graph, past *pastGraph) {
 	}
 }
 
+// TestBulkRebuildEqualsIncremental: a past state built in bulk (no change tracked, every
+// status computed once) equals the one the incremental graph reaches from the same stored
+// records and alerts, every field of every element: over the scripted past, plus a mesh
+// whose two ends report at different times (one of them long stale, some down, one peer
+// known only by its key, one node outside the inventory) and a firing alert.
+func TestBulkRebuildEqualsIncremental(t *testing.T) {
+	m, _, fail, _ := historyMap(t)
+	st := m.history.(*storage.Store)
+	nodes := []string{"lon-1", "nyc-1", "par-1", "tyo-1", "nue-1", "rogue-1"}
+	var recs []pipeline.Record
+	for i, a := range nodes {
+		for j, b := range nodes[i+1:] {
+			for k, ago := range []time.Duration{10 * time.Minute, 3 * time.Minute, 40 * time.Second} {
+				status := pipeline.StatusOK
+				if (i+j+k)%4 == 0 {
+					status = pipeline.StatusDown
+				}
+				when := fail.Add(2*time.Minute - ago)
+				r := tunnel(a, "", b, "", status)
+				r.M.Time, r.LastHandshake, r.RxRate, r.Endpoint = when, when.Add(-5*time.Second), float64(100*(i+j+k)), fmt.Sprintf("10.0.%d.%d:51820", i, j)
+				recs = append(recs, r)
+				if (i+j)%3 != 0 || k == 0 { // the other end only reported long ago
+					back := tunnel(b, "", a, "", pipeline.StatusOK)
+					back.M.Time, back.TxRate = when.Add(time.Duration(j)*time.Second), float64(50*k)
+					recs = append(recs, back)
+				}
+			}
+		}
+	}
+	keyed := tunnel("lon-1", "london", "", "", pipeline.StatusDegraded)
+	keyed.M.Time, keyed.PublicKey = fail.Add(time.Minute), "mKHe2y3tF0aZ9Xq+key="
+	recs = append(recs, keyed)
+	storeRecords(t, st, recs)
+	var rows []pipeline.Record
+	rec := alerts.NewRecorder(pipeline.AppenderFunc(func(_ context.Context, rs ...pipeline.Record) error {
+		rows = append(rows, rs...)
+		return nil
+	}), "ruler")
+	page := alerts.Alert{Name: "MeridianPOPAvailability", Severity: alerts.SeverityPage, Labels: map[string]string{"pop": "lon", "slo": "availability"}, ActiveAt: fail}
+	if err := rec.Observe(context.Background(), fail.Add(time.Minute), []alerts.Alert{page}); err != nil {
+		t.Fatal(err)
+	}
+	storeRecords(t, st, rows)
+
+	ctx := context.Background()
+	for _, at := range []time.Time{fail.Add(-15 * time.Second), fail.Add(90 * time.Second), fail.Add(2 * time.Minute), fail.Add(7 * time.Minute)} {
+		bulk, err := m.rebuildAt(ctx, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The incremental reference: the same records and alerts through the graph's
+		// change tracking, as rebuild did before the bulk build.
+		past, err := m.pastRecords(ctx, at.Add(-m.cfg.ExpireAfter), at, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		firing, err := m.pastAlerts(ctx, at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		inc := &pastGraph{at: at}
+		inc.g = newGraph(m.graph.inventory(), m.graph.rules, func() time.Time { return at })
+		inc.g.replay(past, at)
+		inc.g.applyAlerts(firing)
+
+		bn, be := bulk.elements(nil)
+		in, ie := inc.elements(nil)
+		byID := func(ns []*Node, es []*Edge) map[string]any {
+			out := map[string]any{}
+			for _, n := range ns {
+				out[n.ID] = *n
+			}
+			for _, e := range es {
+				out[e.ID] = *e
+			}
+			return out
+		}
+		got, want := byID(bn, be), byID(in, ie)
+		if len(got) != len(want) {
+			t.Errorf("at %s: bulk has %d elements, incremental %d", at.Format(time.TimeOnly), len(got), len(want))
+		}
+		downTunnels := 0
+		for id, w := range want {
+			if !reflect.DeepEqual(got[id], w) {
+				t.Errorf("at %s: %s\n bulk        %+v\n incremental %+v", at.Format(time.TimeOnly), id, got[id], w)
+			}
+			if e, ok := w.(Edge); ok && e.Kind == KindTunnel && e.Status == pipeline.StatusDown {
+				downTunnels++
+			}
+		}
+		if at.After(fail) && downTunnels == 0 {
+			t.Errorf("at %s: no tunnel down: the mesh does not exercise the statuses", at.Format(time.TimeOnly))
+		}
+	}
+}
+
 func TestPastSnapshotEndpoint(t *testing.T) {
 	m, srv, fail, _ := historyMap(t)
 	get := func(q string) (int, serverMsg) {
@@ -380,7 +477,7 @@ func BenchmarkTopomapPastRebuild(b *testing.B) {
 	}
 	live, liveCPU := time.Since(liveStart), processCPU()-liveCPU0
 
-	var best, bestCPU time.Duration
+	var best, minCPU time.Duration
 	for range 3 {
 		start, cpu0 := time.Now(), processCPU()
 		past, err := m.rebuildAt(context.Background(), at)
@@ -393,9 +490,7 @@ func BenchmarkTopomapPastRebuild(b *testing.B) {
 			b.Fatal(err)
 		}
 		took, cpu := time.Since(start), processCPU()-cpu0
-		if best == 0 || took < best {
-			best, bestCPU = took, cpu
-		}
+		best, minCPU = minNonZero(best, took), minNonZero(minCPU, cpu)
 		down := 0
 		for _, e := range edges {
 			if e.Status == pipeline.StatusDown {
@@ -407,11 +502,18 @@ func BenchmarkTopomapPastRebuild(b *testing.B) {
 		}
 		b.ReportMetric(float64(len(data)), "bytes")
 	}
-	// CPU time (the engine's threads included) is reported too: on a shared machine the
-	// wall time mostly measures the other tenants.
-	fmt.Printf("BENCH topomap_past_rebuild %d ms ratio=%.3f (vs live snapshot %d ms; target 1000 ms: %.3f; cpu %d ms vs %d ms)\n",
+	// CPU time (the engine's threads included, the least of the three rebuilds) is
+	// reported too: on a shared machine the wall time mostly measures the other tenants.
+	fmt.Printf("BENCH topomap_past_rebuild %d ms ratio=%.3f (vs live snapshot %d ms; target 1000 ms: %.3f; cpu %d ms vs %d ms, ratio %.3f)\n",
 		best.Milliseconds(), float64(best)/float64(live), live.Milliseconds(), float64(best)/float64(time.Second),
-		bestCPU.Milliseconds(), liveCPU.Milliseconds())
+		minCPU.Milliseconds(), liveCPU.Milliseconds(), float64(minCPU)/float64(liveCPU))
+}
+
+func minNonZero(a, b time.Duration) time.Duration {
+	if a == 0 || b < a {
+		return b
+	}
+	return a
 }
 
 // processCPU is the user+system CPU time of the whole process so far.

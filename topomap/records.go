@@ -85,7 +85,10 @@ func round3(f float64) float64 { return math.Round(f*1e3) / 1e3 }
 // nodeFor finds or creates the node a record names. An unmapped name still gets a node,
 // with status unknown, so the map shows that something unexpected is out there.
 func (g *graph) nodeFor(name, site, cluster string) *nodeState {
-	ns := g.node(nodeID(name), KindNode, site, cluster, name)
+	ns, ok := g.nodes["node:"+name] // a key that does not escape is built on the stack
+	if !ok {
+		ns = g.node(nodeID(name), KindNode, site, cluster, name)
+	}
 	if !ns.inventory && ns.n.Site == "" && site != "" {
 		ns.n.Site = site
 	}
@@ -115,19 +118,26 @@ func (g *graph) applyTunnel(r *pipeline.TunnelStat, now time.Time) {
 	if b < a {
 		a, b = b, a
 	}
-	es := g.edge("tunnel:"+a+"|"+b, KindTunnel, a, b)
-	if es.sides == nil {
-		es.sides = map[string]tunnelSide{}
+	es, ok := g.edges["tunnel:"+a+"|"+b] // found without allocating its id, as in nodeFor
+	if !ok {
+		es = g.edge("tunnel:"+a+"|"+b, KindTunnel, a, b)
 	}
 	st := r.Status
 	if st == "" {
 		st = pipeline.StatusUnknown
 	}
-	es.sides[ln.n.ID] = tunnelSide{status: st, rx: r.RxRate, tx: r.TxRate, bps: r.RxRate + r.TxRate, seen: now}
+	side := 0 // the edge's ends are its two nodes: a report comes from one of them
+	if ln.n.ID != a {
+		side = 1
+	}
+	es.sides[side] = tunnelSide{status: st, rx: r.RxRate, tx: r.TxRate, bps: r.RxRate + r.TxRate, seen: now}
 	// Both ends report the same tunnel: it is as bad as the worse fresh report, and its
 	// throughput is the busier side's.
 	status, best := pipeline.StatusUnknown, tunnelSide{}
 	for _, s := range es.sides {
+		if s.status == "" {
+			continue
+		}
 		status = worst(status, s.status)
 		if s.bps >= best.bps {
 			best = s

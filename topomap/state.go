@@ -35,11 +35,12 @@ type edgeState struct {
 	base     string
 	alert    string
 	seen     time.Time
-	sides    map[string]tunnelSide // tunnels: each end's latest report
-	counted  bool                  // its status is counted in its ends' inputs
-	weightAt time.Time             // steer edges: when the weight shown was decided
+	sides    [2]tunnelSide // tunnels: each end's latest report, source end first
+	counted  bool          // its status is counted in its ends' inputs
+	weightAt time.Time     // steer edges: when the weight shown was decided
 }
 
+// tunnelSide is one end's report of a tunnel; status "" when none is held.
 type tunnelSide struct {
 	status string
 	bps    float64
@@ -68,6 +69,9 @@ type graph struct {
 
 	unmapped map[string]int // records naming something outside the inventory, by kind
 	seeding  bool
+	// bulk: the graph is being built whole (a past state): nothing is marked changed, and
+	// the next settle computes every status once instead of through each change.
+	bulk bool
 
 	since       map[string]time.Time // element id -> when its status last changed
 	effects     map[string]struct{}  // degraded or down flows, workloads, POPs, regions
@@ -223,24 +227,28 @@ func isInput(n *Node, e *Edge) bool {
 
 // moveInput moves one input of node id from status old to status new ("" for none).
 func (g *graph) moveInput(id, old, new string) {
-	ns, ok := g.nodes[id]
-	if !ok {
-		return
+	if ns, ok := g.nodes[id]; ok {
+		g.moveInputOf(ns, old, new)
 	}
+}
+
+func (g *graph) moveInputOf(ns *nodeState, old, new string) {
 	if old != "" {
 		ns.in[severity[old]]--
 	}
 	if new != "" {
 		ns.in[severity[new]]++
 	}
-	g.recompute[id] = struct{}{}
+	if !g.bulk {
+		g.recompute[ns.n.ID] = struct{}{}
+	}
 }
 
 // edgeInput moves e's contribution at its ends.
 func (g *graph) edgeInput(e *Edge, old, new string) {
 	for _, end := range [2]string{e.Source, e.Target} {
 		if ns, ok := g.nodes[end]; ok && isInput(ns.n, e) {
-			g.moveInput(end, old, new)
+			g.moveInputOf(ns, old, new)
 		}
 	}
 }
@@ -302,15 +310,19 @@ func (g *graph) touch() {
 
 func (g *graph) markNode(id string) {
 	g.touch()
-	g.dirtyNodes[id] = struct{}{}
-	g.recompute[id] = struct{}{}
+	if !g.bulk {
+		g.dirtyNodes[id] = struct{}{}
+		g.recompute[id] = struct{}{}
+	}
 }
 
 // markEdge queues an edge for the next delta; its ends are recomputed at flush only if
 // its status changed.
 func (g *graph) markEdge(id string) {
 	g.touch()
-	g.dirtyEdges[id] = struct{}{}
+	if !g.bulk {
+		g.dirtyEdges[id] = struct{}{}
+	}
 }
 
 // Consume applies records; it is the pipeline.Consumer side of the map.
@@ -494,20 +506,19 @@ func (g *graph) forget() {
 // level by level. The changed elements stay marked. Called under g.mu.
 func (g *graph) settle() {
 	now := g.now()
+	if g.bulk {
+		// Every element is new: each edge's status is counted at its ends once, then
+		// every node is computed once.
+		for id, es := range g.edges {
+			g.settleEdge(id, es, now)
+		}
+		for id := range g.nodes {
+			g.recompute[id] = struct{}{}
+		}
+		g.bulk = false
+	}
 	for id := range g.dirtyEdges {
-		es := g.edges[id]
-		st := worst(es.base, es.alert)
-		switch {
-		case !es.counted:
-			g.edgeInput(es.e, "", st)
-			es.counted = true
-		case st != es.e.Status:
-			g.edgeInput(es.e, es.e.Status, st)
-		}
-		if st != es.e.Status {
-			g.statusChanged(id, es.e.Kind, es.e.Status, st, now)
-		}
-		es.e.Status = st
+		g.settleEdge(id, g.edges[id], now)
 	}
 	// Containers are recomputed level by level so that a change propagates up in one flush.
 	for lvl := 0; lvl <= 4; lvl++ {
@@ -535,6 +546,21 @@ func (g *graph) settle() {
 	g.explain()
 }
 
+func (g *graph) settleEdge(id string, es *edgeState, now time.Time) {
+	st := worst(es.base, es.alert)
+	switch {
+	case !es.counted:
+		g.edgeInput(es.e, "", st)
+		es.counted = true
+	case st != es.e.Status:
+		g.edgeInput(es.e, es.e.Status, st)
+	}
+	if st != es.e.Status {
+		g.statusChanged(id, es.e.Kind, es.e.Status, st, now)
+	}
+	es.e.Status = st
+}
+
 // age turns elements not observed within StaleAfter unknown and removes observed-only
 // elements not seen within ExpireAfter.
 func (g *graph) age() {
@@ -551,8 +577,8 @@ func (g *graph) age() {
 			continue
 		}
 		for k, s := range es.sides {
-			if now.Sub(s.seen) > g.rules.StaleAfter {
-				delete(es.sides, k)
+			if s.status != "" && now.Sub(s.seen) > g.rules.StaleAfter {
+				es.sides[k] = tunnelSide{}
 			}
 		}
 		if idle > g.rules.StaleAfter && es.base != pipeline.StatusUnknown {
