@@ -1,8 +1,6 @@
 package pipeline_test
 
 import (
-	"github.com/meridianhq/meridian/internal/promtest"
-
 	"bufio"
 	"context"
 	"flag"
@@ -16,6 +14,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/meridianhq/meridian/internal/promtest"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/storage"
 	"github.com/meridianhq/meridian/storage/storagetest"
@@ -132,7 +132,7 @@ func drive(b *testing.B, p *pipeline.Pipeline, reg prometheus.Gatherer, n, befor
 	if err := p.Flush(context.Background()); err != nil {
 		b.Fatal(err)
 	}
-	waitFor(b, 5*time.Minute, "every row inserted", func() bool {
+	wait.Until(b, 5*time.Minute, "every row inserted", func() bool {
 		return promtest.Sum(b, reg, "meridian_pipeline_rows_inserted_total") == float64(before+n)
 	})
 	return before + n

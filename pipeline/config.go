@@ -1,13 +1,14 @@
 package pipeline
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"time"
 
 	"github.com/grafana/dskit/backoff"
 	"github.com/grafana/dskit/flagext"
+
+	"github.com/meridianhq/meridian/internal/configcheck"
 )
 
 // Config configures batching, retries, the disk spool and the consumer queues.
@@ -69,31 +70,24 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 
 // Validate reports the first invalid field.
 func (c *Config) Validate() error {
-	switch {
-	case c.BatchRows <= 0:
-		return fmt.Errorf("pipeline.batch_rows: must be positive, got %d", c.BatchRows)
-	case c.BatchAge <= 0:
-		return fmt.Errorf("pipeline.batch_age: must be positive, got %s", c.BatchAge)
-	case c.QueueSize <= 0:
-		return fmt.Errorf("pipeline.queue_size: must be positive, got %d", c.QueueSize)
-	case c.ConsumerQueueSize <= 0:
-		return fmt.Errorf("pipeline.consumer_queue_size: must be positive, got %d", c.ConsumerQueueSize)
-	case c.InsertTimeout <= 0:
-		return fmt.Errorf("pipeline.insert_timeout: must be positive, got %s", c.InsertTimeout)
-	case c.Retry.MinBackoff <= 0:
-		return fmt.Errorf("pipeline.retry.min_backoff: must be positive, got %s", c.Retry.MinBackoff)
-	case c.Retry.MaxBackoff < c.Retry.MinBackoff:
-		return fmt.Errorf("pipeline.retry.max_backoff: %s is below min_backoff %s", c.Retry.MaxBackoff, c.Retry.MinBackoff)
-	case c.Retry.RejectAfter < 1:
-		return fmt.Errorf("pipeline.retry.reject_after: must be at least 1, got %d", c.Retry.RejectAfter)
-	case c.NotReadyAfter < 0:
-		return fmt.Errorf("pipeline.not_ready_after: must be >= 0, got %s", c.NotReadyAfter)
-	case c.ShutdownTimeout < 0:
-		return fmt.Errorf("pipeline.shutdown_timeout: must not be negative, got %s", c.ShutdownTimeout)
-	case c.Spool.Path == "":
-		return errors.New("pipeline.spool.path: must be set")
-	case c.Spool.MaxBytes == 0:
-		return errors.New("pipeline.spool.max_bytes: must be positive")
+	if err := configcheck.First(
+		configcheck.Positive("pipeline.batch_rows", c.BatchRows),
+		configcheck.Positive("pipeline.batch_age", c.BatchAge),
+		configcheck.Positive("pipeline.queue_size", c.QueueSize),
+		configcheck.Positive("pipeline.consumer_queue_size", c.ConsumerQueueSize),
+		configcheck.Positive("pipeline.insert_timeout", c.InsertTimeout),
+		configcheck.Positive("pipeline.retry.min_backoff", c.Retry.MinBackoff),
+	); err != nil {
+		return err
 	}
-	return nil
+	if c.Retry.MaxBackoff < c.Retry.MinBackoff {
+		return fmt.Errorf("pipeline.retry.max_backoff: %s is below min_backoff %s", c.Retry.MaxBackoff, c.Retry.MinBackoff)
+	}
+	return configcheck.First(
+		configcheck.AtLeast("pipeline.retry.reject_after", c.Retry.RejectAfter, 1),
+		configcheck.NotNegative("pipeline.not_ready_after", c.NotReadyAfter),
+		configcheck.NotNegative("pipeline.shutdown_timeout", c.ShutdownTimeout),
+		configcheck.Set("pipeline.spool.path", c.Spool.Path),
+		configcheck.Positive("pipeline.spool.max_bytes", uint64(c.Spool.MaxBytes)),
+	)
 }

@@ -2,6 +2,10 @@ package pipeline_test
 
 import (
 	"github.com/meridianhq/meridian/internal/promtest"
+	"github.com/meridianhq/meridian/internal/wait"
+	"github.com/meridianhq/meridian/pipeline"
+	"github.com/meridianhq/meridian/storage"
+	"github.com/meridianhq/meridian/storage/storagetest"
 
 	"bufio"
 	"context"
@@ -23,10 +27,6 @@ import (
 
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/meridianhq/meridian/pipeline"
-	"github.com/meridianhq/meridian/storage"
-	"github.com/meridianhq/meridian/storage/storagetest"
 )
 
 // childEnv makes the test binary act as the process that TestKill9 kills (see TestMain).
@@ -117,17 +117,6 @@ func appendRange(t testing.TB, p pipeline.Appender, from, to int, kinds ...strin
 	}
 }
 
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
-
 func query(t testing.TB, s *storage.Store, sql string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -179,14 +168,14 @@ func TestFaultEmbeddedOutage(t *testing.T) {
 	if got := promtest.Sum(t, reg, "meridian_pipeline_spool_bytes"); got <= 0 {
 		t.Errorf("meridian_pipeline_spool_bytes = %v during the outage, want > 0", got)
 	}
-	waitFor(t, 10*time.Second, "failed inserts to show", func() bool { return promtest.Sum(t, reg, "meridian_pipeline_blocks_failed_total") >= 2 })
+	wait.Until(t, 10*time.Second, "failed inserts to show", func() bool { return promtest.Sum(t, reg, "meridian_pipeline_blocks_failed_total") >= 2 })
 	if got := query(t, store, "SELECT count() FROM flows"); got != "0" {
 		t.Fatalf("flows holds %s rows while storage is down", got)
 	}
 
 	f.lostAcks.Store(6)
 	f.down.Store(false)
-	waitFor(t, 2*time.Minute, "the spool to drain", func() bool { return promtest.Sum(t, reg, "meridian_pipeline_spool_blocks") == 0 })
+	wait.Until(t, 2*time.Minute, "the spool to drain", func() bool { return promtest.Sum(t, reg, "meridian_pipeline_spool_blocks") == 0 })
 	if f.lostAcks.Load() >= 0 {
 		t.Fatalf("only %d of 6 lost acks happened", 6-f.lostAcks.Load())
 	}
@@ -227,7 +216,7 @@ func TestFaultServerClosedPort(t *testing.T) {
 	if err := p.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "inserts to the closed port to fail", func() bool { return promtest.Sum(t, reg, "meridian_pipeline_blocks_failed_total") >= 2 })
+	wait.Until(t, 30*time.Second, "inserts to the closed port to fail", func() bool { return promtest.Sum(t, reg, "meridian_pipeline_blocks_failed_total") >= 2 })
 	if got := promtest.Sum(t, reg, "meridian_pipeline_spool_blocks"); got != n/1000 {
 		t.Errorf("meridian_pipeline_spool_blocks = %v, want %d", got, n/1000)
 	}
@@ -238,7 +227,7 @@ func TestFaultServerClosedPort(t *testing.T) {
 	store := storagetest.New(t)
 	reg2 := prometheus.NewRegistry()
 	startPipeline(t, faultConfig(spool), store, reg2)
-	waitFor(t, time.Minute, "the spool to drain", func() bool { return promtest.Sum(t, reg2, "meridian_pipeline_spool_blocks") == 0 })
+	wait.Until(t, time.Minute, "the spool to drain", func() bool { return promtest.Sum(t, reg2, "meridian_pipeline_spool_blocks") == 0 })
 	checkExactlyOnce(t, store, "flow", n)
 }
 
@@ -276,7 +265,7 @@ func TestKill9(t *testing.T) {
 		t.Fatal("child never flushed")
 	}
 	// Let it keep spooling past the flushed part, then kill it without warning.
-	waitFor(t, time.Minute, "the child to spool more blocks", func() bool {
+	wait.Until(t, time.Minute, "the child to spool more blocks", func() bool {
 		files, _ := filepath.Glob(filepath.Join(spool, "*.blk"))
 		return len(files) >= killFlushed/killBatch+20
 	})
@@ -310,7 +299,7 @@ func TestKill9(t *testing.T) {
 	store := storagetest.New(t)
 	reg := prometheus.NewRegistry()
 	startPipeline(t, faultConfig(spool), store, reg)
-	waitFor(t, 2*time.Minute, "the spool to drain", func() bool { return promtest.Sum(t, reg, "meridian_pipeline_spool_blocks") == 0 })
+	wait.Until(t, 2*time.Minute, "the spool to drain", func() bool { return promtest.Sum(t, reg, "meridian_pipeline_spool_blocks") == 0 })
 	if got := promtest.Sum(t, reg, "meridian_pipeline_spool_corrupt_files_total"); got != float64(tmp) {
 		t.Errorf("meridian_pipeline_spool_corrupt_files_total = %v, want the %d torn files reported", got, tmp)
 	}

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridianhq/meridian/internal/wait"
 )
 
 // A spool on a full disk (a real, tiny tmpfs) makes Health report it with the kernel's
@@ -82,7 +84,7 @@ func TestHealthReportsFailingInserts(t *testing.T) {
 		t.Fatal(err)
 	}
 	t0 := time.Now()
-	eventually(t, "Health to report the failing inserts", func() bool { return p.Health() != nil })
+	wait.Until(t, 10*time.Second, "Health to report the failing inserts", func() bool { return p.Health() != nil })
 	if waited := time.Since(t0); waited < 200*time.Millisecond {
 		t.Errorf("reported after %v, before not_ready_after (a blip must not flap readiness)", waited)
 	}
@@ -90,5 +92,5 @@ func TestHealthReportsFailingInserts(t *testing.T) {
 		t.Fatalf("Health: %v, want the kind and the insert's error", err)
 	}
 	ins.setFail(nil)
-	eventually(t, "Health to clear once an insert succeeds", func() bool { return p.Health() == nil })
+	wait.Until(t, 10*time.Second, "Health to clear once an insert succeeds", func() bool { return p.Health() == nil })
 }

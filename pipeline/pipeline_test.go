@@ -25,6 +25,7 @@ import (
 	"go.opentelemetry.io/otel/trace/noop"
 
 	"github.com/meridianhq/meridian/internal/testlog"
+	"github.com/meridianhq/meridian/internal/wait"
 )
 
 // fakeEncoder writes each record's Meta().Collector on a line; "bad" is refused.
@@ -144,18 +145,6 @@ func tunnels(from, n int) []Record {
 	return recs
 }
 
-// eventually waits for cond with a deadline; no sleeps as synchronisation.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(2 * time.Millisecond)
-	}
-}
-
 func TestBatchByRows(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.BatchRows = 10
@@ -166,7 +155,7 @@ func TestBatchByRows(t *testing.T) {
 	if err := p.Append(context.Background(), tunnels(0, 25)...); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "two full blocks", func() bool { return len(ins.blocks()) == 2 })
+	wait.Until(t, 10*time.Second, "two full blocks", func() bool { return len(ins.blocks()) == 2 })
 	for _, b := range ins.blocks() {
 		if b.Rows != 10 {
 			t.Errorf("block %s has %d rows, want 10", b.Token, b.Rows)
@@ -175,7 +164,7 @@ func TestBatchByRows(t *testing.T) {
 	if err := p.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the flushed remainder", func() bool { return len(ins.blocks()) == 3 })
+	wait.Until(t, 10*time.Second, "the flushed remainder", func() bool { return len(ins.blocks()) == 3 })
 	ids := ins.storedIDs()
 	for i, id := range ids {
 		if want := fmt.Sprintf("t%d", i); id != want {
@@ -201,7 +190,7 @@ func TestBatchByAge(t *testing.T) {
 	if err := p.Append(context.Background(), &Probe{M: Meta{Collector: "p0"}}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "blocks sealed by age", func() bool { return len(ins.blocks()) == 2 })
+	wait.Until(t, 10*time.Second, "blocks sealed by age", func() bool { return len(ins.blocks()) == 2 })
 	if el := time.Since(begin); el < cfg.BatchAge {
 		t.Errorf("blocks sealed after %s, before the batch age %s", el, cfg.BatchAge)
 	}
@@ -237,7 +226,7 @@ func TestRetryBackoffSameToken(t *testing.T) {
 	if err := p.Append(context.Background(), tunnels(0, 5)...); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the block stored after retries", func() bool { return len(ins.blocks()) == 1 })
+	wait.Until(t, 10*time.Second, "the block stored after retries", func() bool { return len(ins.blocks()) == 1 })
 
 	ins.mu.Lock()
 	at := append([]attempt(nil), ins.attempts...)
@@ -261,7 +250,7 @@ func TestRetryBackoffSameToken(t *testing.T) {
 	if got := testutil.ToFloat64(p.m.blocksRetried.WithLabelValues("tunnel_stat")); got != 4 {
 		t.Errorf("blocks_retried = %v, want 4", got)
 	}
-	eventually(t, "an empty spool", func() bool { return testutil.ToFloat64(p.m.spoolBlocks) == 0 })
+	wait.Until(t, 10*time.Second, "an empty spool", func() bool { return testutil.ToFloat64(p.m.spoolBlocks) == 0 })
 }
 
 func TestFanOutIsolatesSlowConsumer(t *testing.T) {
@@ -286,9 +275,9 @@ func TestFanOutIsolatesSlowConsumer(t *testing.T) {
 		}
 		cancel()
 		// Paced so the fast consumer's own small queue never overflows.
-		eventually(t, "the fast consumer gets the record", func() bool { return fast.Load() == int64(i+1) })
+		wait.Until(t, 10*time.Second, "the fast consumer gets the record", func() bool { return fast.Load() == int64(i+1) })
 	}
-	eventually(t, "the writer stores every record", func() bool { return len(ins.storedIDs()) == n })
+	wait.Until(t, 10*time.Second, "the writer stores every record", func() bool { return len(ins.storedIDs()) == n })
 	dropped := testutil.ToFloat64(p.m.consumerDropped.WithLabelValues("slow"))
 	// The slow consumer holds one call and its queue two (or only the two queued ones if
 	// its goroutine was late to take the first); everything else is dropped.
@@ -382,8 +371,8 @@ func TestBackpressureWhenSpoolFull(t *testing.T) {
 	if err := p.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "every accepted record stored", func() bool { return len(ins.storedIDs()) == accepted })
-	eventually(t, "backpressure released", func() bool { return testutil.ToFloat64(p.m.backpressure) == 0 })
+	wait.Until(t, 10*time.Second, "every accepted record stored", func() bool { return len(ins.storedIDs()) == accepted })
+	wait.Until(t, 10*time.Second, "backpressure released", func() bool { return testutil.ToFloat64(p.m.backpressure) == 0 })
 	if got := testutil.ToFloat64(p.m.backpressureSec); got <= 0 {
 		t.Errorf("backpressure_seconds_total = %v, want > 0", got)
 	}
@@ -431,7 +420,7 @@ func TestSpoolSurvivesRestart(t *testing.T) {
 
 	up := newFakeInserter()
 	p2, _ := start(t, cfg, up, nil)
-	eventually(t, "the recovered spool to drain", func() bool { return len(up.storedIDs()) == 35 })
+	wait.Until(t, 10*time.Second, "the recovered spool to drain", func() bool { return len(up.storedIDs()) == 35 })
 	for i, id := range up.storedIDs() {
 		if want := fmt.Sprintf("t%d", i); id != want {
 			t.Fatalf("record %d drained as %s, want %s: the spool drains in order", i, id, want)
@@ -443,7 +432,7 @@ func TestSpoolSurvivesRestart(t *testing.T) {
 			t.Errorf("block re-sent with token %s, not the token it was spooled with", b.Token)
 		}
 	}
-	eventually(t, "an empty spool", func() bool { return testutil.ToFloat64(p2.m.spoolBlocks) == 0 })
+	wait.Until(t, 10*time.Second, "an empty spool", func() bool { return testutil.ToFloat64(p2.m.spoolBlocks) == 0 })
 }
 
 func TestTornSpoolFilesAreReported(t *testing.T) {
@@ -510,7 +499,7 @@ func TestBadRecordDoesNotLoseItsNeighbours(t *testing.T) {
 	if err := p.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the good records stored", func() bool { return len(ins.storedIDs()) == 3 })
+	wait.Until(t, 10*time.Second, "the good records stored", func() bool { return len(ins.storedIDs()) == 3 })
 	if got := testutil.ToFloat64(p.m.dropped.WithLabelValues("tunnel_stat", "encode")); got != 1 {
 		t.Errorf("dropped{reason=encode} = %v, want 1", got)
 	}
@@ -545,7 +534,7 @@ func TestPermanentErrorRejectsBlock(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	eventually(t, "the blocks after the rejected one stored", func() bool { return len(ins.storedIDs()) == 2 })
+	wait.Until(t, 10*time.Second, "the blocks after the rejected one stored", func() bool { return len(ins.storedIDs()) == 2 })
 	if got := ins.storedIDs(); !slices.Equal(got, []string{"t1", "t2"}) {
 		t.Errorf("stored %v, want t1 (after %d transient failures) and t2", got, 2*cfg.Retry.RejectAfter)
 	}
@@ -622,8 +611,8 @@ func TestSpansAroundStages(t *testing.T) {
 	if err := p.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, "the block stored and consumed", func() bool { return len(ins.blocks()) == 1 && got.Load() == 3 })
-	eventually(t, "all four stage spans", func() bool {
+	wait.Until(t, 10*time.Second, "the block stored and consumed", func() bool { return len(ins.blocks()) == 1 && got.Load() == 3 })
+	wait.Until(t, 10*time.Second, "all four stage spans", func() bool {
 		names := map[string]bool{}
 		for _, s := range rec.Ended() {
 			names[s.Name()] = true

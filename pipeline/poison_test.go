@@ -15,6 +15,7 @@ import (
 
 	"github.com/meridianhq/meridian/internal/promtest"
 	"github.com/meridianhq/meridian/internal/testlog"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/storage"
 	"github.com/meridianhq/meridian/storage/storagetest"
@@ -70,7 +71,7 @@ func TestFaultPoisonBlock(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	waitFor(t, time.Minute, "the probes behind the poison block to be stored", func() bool {
+	wait.Until(t, time.Minute, "the probes behind the poison block to be stored", func() bool {
 		return query(t, store, "SELECT count() FROM probes") == fmt.Sprint(good)
 	})
 	if got := query(t, store, "SELECT countIf(vantage IN ('poison', 'tyo')) FROM probes"); got != "0" {
@@ -86,7 +87,7 @@ func TestFaultPoisonBlock(t *testing.T) {
 	if got := promtest.Sum(t, reg, "meridian_pipeline_records_dropped_total", "kind", "probe", "reason", "rejected"); got != 2 {
 		t.Errorf("records_dropped_total{reason=rejected} = %v, want the poison block's 2 rows", got)
 	}
-	waitFor(t, 10*time.Second, "the spool to drain", func() bool { return promtest.Sum(t, reg, "meridian_pipeline_spool_blocks") == 0 })
+	wait.Until(t, 10*time.Second, "the spool to drain", func() bool { return promtest.Sum(t, reg, "meridian_pipeline_spool_blocks") == 0 })
 	rejected, err := os.ReadDir(filepath.Join(cfg.Spool.Path, "rejected"))
 	if err != nil || len(rejected) != 1 {
 		t.Errorf("rejected/ holds %v (%v), want the one refused block", rejected, err)

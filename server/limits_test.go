@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
+
+	"github.com/meridianhq/meridian/internal/wait"
 )
 
 // needFDs raises the open-files limit to at least n or skips the test.
@@ -143,10 +145,12 @@ func TestSlowAndIdleClientsAreCutOff(t *testing.T) {
 		}
 	})
 	// All of them held at once (the server accepts the last ones a moment after their dial).
-	waitFor(t, 10*time.Second, func() bool { return testutil.ToFloat64(s.conns.open) >= n },
-		func() string {
-			return fmt.Sprintf("%v connections open, want %d held at once", testutil.ToFloat64(s.conns.open), n)
-		})
+	wait.For(t, 10*time.Second, "the attack's connections held at once", func() error {
+		if open := testutil.ToFloat64(s.conns.open); open < float64(n) {
+			return fmt.Errorf("%v connections open, want %d", open, n)
+		}
+		return nil
+	})
 
 	// Trickle: a header line or a body byte every 250 ms, as slowloris does to stay under
 	// a per-read timeout; the server's deadlines are per request, so this buys nothing.
@@ -211,22 +215,12 @@ func TestSlowAndIdleClientsAreCutOff(t *testing.T) {
 		t.Errorf("normal client served only %d requests during the attack", served.Load())
 	}
 	// Every attack connection is gone: only the normal client's last ones may linger.
-	waitFor(t, 5*time.Second, func() bool { return testutil.ToFloat64(s.conns.open) <= 2 },
-		func() string {
-			return fmt.Sprintf("%v connections still open after the attack", testutil.ToFloat64(s.conns.open))
-		})
-}
-
-// waitFor polls cond until it holds, failing with what() at the deadline.
-func waitFor(t *testing.T, within time.Duration, cond func() bool, what func() string) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatal(what())
+	wait.For(t, 5*time.Second, "the attack's connections closed", func() error {
+		if open := testutil.ToFloat64(s.conns.open); open > 2 {
+			return fmt.Errorf("%v connections still open", open)
 		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // One connection over -server.max-connections is answered 503 and closed; a freed slot
@@ -265,8 +259,7 @@ func TestConnectionLimit(t *testing.T) {
 		t.Errorf("refused counter %v, want 1", got)
 	}
 	held[0].Close()
-	waitFor(t, 10*time.Second, func() bool { return testutil.ToFloat64(s.conns.open) <= 2 },
-		func() string { return "the closed connection's slot was never freed" })
+	wait.Until(t, 10*time.Second, "the closed connection's slot freed", func() bool { return testutil.ToFloat64(s.conns.open) <= 2 })
 	if got := status(t, "http://"+s.Addr()+"/healthz", ""); got != 200 {
 		t.Fatalf("after a slot was freed: %d", got)
 	}

@@ -24,6 +24,7 @@ import (
 
 	"github.com/meridianhq/meridian/alerts/sli"
 	"github.com/meridianhq/meridian/internal/amtest"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
@@ -61,7 +62,7 @@ scrape_configs:
 	}
 	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
 	addr := fmt.Sprintf("http://127.0.0.1:%d", port)
-	waitFor(t, 30*time.Second, "prometheus ready", func() bool {
+	wait.Until(t, 30*time.Second, "prometheus ready", func() bool {
 		resp, err := http.Get(addr + "/-/ready")
 		if err != nil {
 			return false
@@ -113,7 +114,7 @@ func TestQueryAPIMatchesPrometheus(t *testing.T) {
 	ctx := context.Background()
 
 	// Both hold the series and have evaluated the rules a few times.
-	waitFor(t, 30*time.Second, "both to have recorded SLI ratios", func() bool {
+	wait.Until(t, 30*time.Second, "both to have recorded SLI ratios", func() bool {
 		for _, c := range []promv1.API{mine, prom} {
 			v, _, err := c.Query(ctx, `count_over_time(slo:sli_error:ratio_rate5s{pop="lon"}[10s]) >= 4`, time.Now())
 			if err != nil || len(v.(model.Vector)) == 0 {
@@ -199,7 +200,7 @@ func TestQueryAPIMatchesPrometheus(t *testing.T) {
 	var failing atomic.Bool
 	failing.Store(true)
 	prober(t, s, &failing)
-	waitFor(t, 30*time.Second, "the same alerts in both", func() bool {
+	wait.Until(t, 30*time.Second, "the same alerts in both", func() bool {
 		aa, err1 := mine.Alerts(ctx)
 		ab, err2 := prom.Alerts(ctx)
 		return err1 == nil && err2 == nil && len(aa.Alerts) == 1 && alertKeys(aa) == alertKeys(ab)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/meridianhq/meridian/alerts/sli"
 	"github.com/meridianhq/meridian/collectors/ceph"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/pipeline"
 )
 
@@ -65,7 +66,7 @@ func TestRookRulesOverRawCephSeries(t *testing.T) {
 	}
 	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), r) })
 
-	waitFor(t, 20*time.Second, "the mixin's CephOSDDownHigh firing", func() bool { return hasAlert(r.Firing(), "CephOSDDownHigh") })
+	wait.Until(t, 20*time.Second, "the mixin's CephOSDDownHigh firing", func() bool { return hasAlert(r.Firing(), "CephOSDDownHigh") })
 	mixin := 0
 	for _, g := range r.manager.RuleGroups() {
 		if !strings.HasSuffix(g.File(), "ceph-mixin-prometheus_alerts.yaml") {
@@ -120,7 +121,7 @@ func TestStoreSelectsAndBounds(t *testing.T) {
 		_, rep, _ := queryAPI(t, base, "/query", url.Values{"query": {"count(" + sel + ")"}})
 		return string(rep.Data)
 	}
-	waitFor(t, 10*time.Second, "the selected family stored", func() bool { return strings.Contains(count("meridian_kept"), `"2"`) })
+	wait.Until(t, 10*time.Second, "the selected family stored", func() bool { return strings.Contains(count("meridian_kept"), `"2"`) })
 	if got := count("meridian_big"); strings.Contains(got, `"3"`) {
 		t.Errorf("the family past the bound was stored: %s", got)
 	}

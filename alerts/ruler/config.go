@@ -1,7 +1,6 @@
 package ruler
 
 import (
-	"errors"
 	"flag"
 	"fmt"
 	"maps"
@@ -15,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/meridianhq/meridian/alerts/kubeslo"
+	"github.com/meridianhq/meridian/internal/configcheck"
 )
 
 // DefaultStoreSeries are Meridian's operational series the shipped dashboards and the
@@ -94,41 +94,23 @@ func (c *Config) RegisterFlags(f *flag.FlagSet) {
 
 // Validate names the field at fault.
 func (c *Config) Validate() error {
-	if c.EvaluationInterval <= 0 {
-		return errors.New("ruler.evaluation_interval must be positive")
-	}
-	if c.ResendDelay <= 0 {
-		return errors.New("ruler.resend_delay must be positive")
-	}
-	if c.DataDir == "" {
-		return errors.New("ruler.data_dir is required")
-	}
-	if c.Retention < time.Hour {
-		return errors.New("ruler.retention must be at least 1h")
+	if err := configcheck.First(
+		configcheck.Positive("ruler.evaluation_interval", c.EvaluationInterval),
+		configcheck.Positive("ruler.resend_delay", c.ResendDelay),
+		configcheck.Set("ruler.data_dir", c.DataDir),
+		configcheck.AtLeast("ruler.retention", c.Retention, time.Hour),
+		configcheck.NotNegative("ruler.store_max_series", c.StoreMaxSeries),
+		configcheck.Positive("ruler.notification_queue_capacity", c.QueueCapacity),
+		configcheck.Positive("ruler.query_timeout", c.QueryTimeout),
+		configcheck.Positive("ruler.query_max_concurrency", c.QueryMaxConcurrency),
+		configcheck.Positive("ruler.query_max_samples", c.QueryMaxSamples),
+		configcheck.Positive("ruler.query_max_length", c.QueryMaxLength),
+		configcheck.Positive("ruler.query_max_subquery_steps", c.QueryMaxSubquerySteps),
+	); err != nil {
+		return err
 	}
 	if _, err := regexp.Compile("^(?:" + c.StoreSeries + ")$"); err != nil {
 		return fmt.Errorf("ruler.store_series: %w", err)
-	}
-	if c.StoreMaxSeries < 0 {
-		return errors.New("ruler.store_max_series must not be negative")
-	}
-	if c.QueueCapacity <= 0 {
-		return errors.New("ruler.notification_queue_capacity must be positive")
-	}
-	if c.QueryTimeout <= 0 {
-		return errors.New("ruler.query_timeout must be positive")
-	}
-	if c.QueryMaxConcurrency <= 0 {
-		return errors.New("ruler.query_max_concurrency must be positive")
-	}
-	if c.QueryMaxSamples <= 0 {
-		return errors.New("ruler.query_max_samples must be positive")
-	}
-	if c.QueryMaxLength <= 0 {
-		return errors.New("ruler.query_max_length must be positive")
-	}
-	if c.QueryMaxSubquerySteps <= 0 {
-		return errors.New("ruler.query_max_subquery_steps must be positive")
 	}
 	for _, u := range c.AlertmanagerURLs {
 		if _, err := parseAlertmanagerURL(u); err != nil {

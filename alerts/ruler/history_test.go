@@ -17,6 +17,7 @@ import (
 	"github.com/meridianhq/meridian/alerts"
 	"github.com/meridianhq/meridian/alerts/sli"
 	"github.com/meridianhq/meridian/internal/amtest"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/topomap"
@@ -66,10 +67,10 @@ func TestAlertHistoryAndCause(t *testing.T) {
 	var failing atomic.Bool
 	prober(t, s, &failing, m)
 	r := startRulerConfig(t, s, reg, testConfig(t, amURL), func(r *Ruler) { r.RecordAlerts(app); r.Explain(m) })
-	waitFor(t, 10*time.Second, "SLI series in the TSDB", func() bool { return testutil.ToFloat64(r.appended) > 0 })
+	wait.Until(t, 10*time.Second, "SLI series in the TSDB", func() bool { return testutil.ToFloat64(r.appended) > 0 })
 
 	failing.Store(true)
-	waitFor(t, 30*time.Second, "the page with its cause at the webhook", func() bool {
+	wait.Until(t, 30*time.Second, "the page with its cause at the webhook", func() bool {
 		msg, ok := hook.Find("firing", map[string]string{"alertname": "MeridianPOPAvailability", "pop": "lon", "sloth_severity": "page"})
 		return ok && msg.Alerts[0].Annotations[alerts.AnnotationCause] != ""
 	})
@@ -83,13 +84,13 @@ func TestAlertHistoryAndCause(t *testing.T) {
 	if msg.Alerts[0].Annotations["summary"] == "" {
 		t.Errorf("the rule's own annotations are lost: %v", msg.Alerts[0].Annotations)
 	}
-	waitFor(t, 10*time.Second, "the page recorded firing", func() bool { return findRecorded(pipeline.AlertFiring) != nil })
+	wait.Until(t, 10*time.Second, "the page recorded firing", func() bool { return findRecorded(pipeline.AlertFiring) != nil })
 	if a := findRecorded(pipeline.AlertFiring); a.M.Collector != "ruler" || a.ActiveAt.IsZero() || a.Keyframe || a.Labels["slo"] != "availability" {
 		t.Errorf("recorded firing %+v", a)
 	}
 
 	failing.Store(false)
-	waitFor(t, 60*time.Second, "the page recorded resolved", func() bool { return findRecorded(pipeline.AlertResolved) != nil })
+	wait.Until(t, 60*time.Second, "the page recorded resolved", func() bool { return findRecorded(pipeline.AlertResolved) != nil })
 	if f, r := findRecorded(pipeline.AlertFiring), findRecorded(pipeline.AlertResolved); !r.M.Time.After(f.M.Time) {
 		t.Errorf("resolved at %v, not after firing at %v", r.M.Time, f.M.Time)
 	}

@@ -17,6 +17,7 @@ import (
 	"github.com/meridianhq/meridian/alerts/slo"
 	"github.com/meridianhq/meridian/internal/kubetest"
 	"github.com/meridianhq/meridian/internal/promtest"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/inventory"
 )
 
@@ -97,7 +98,7 @@ func follow(t *testing.T, what string, within time.Duration, change func() error
 	if err := change(); err != nil {
 		t.Fatalf("%s: %v", what, err)
 	}
-	kubetest.WaitFor(t, what, within, cond)
+	wait.For(t, within, what, cond)
 	d := time.Since(start)
 	t.Logf("FOLLOW %s: %s", what, d.Round(time.Millisecond))
 	return d
@@ -124,7 +125,7 @@ func TestKubernetesSLOObjects(t *testing.T) {
 	cfg.Kubernetes.Kubeconfig = api.Kubeconfig(t)
 	reg := prometheus.NewRegistry()
 	r := startRulerConfig(t, sli.New(sli.Deps{Inventory: inventory.Static(testInventory())}), reg, cfg)
-	kubetest.WaitFor(t, "informers synced", time.Minute, func() error {
+	wait.For(t, time.Minute, "informers synced", func() error {
 		if !r.kube.Synced() {
 			return fmt.Errorf("not synced")
 		}
@@ -242,7 +243,7 @@ func TestKubernetesSLOObjects(t *testing.T) {
 	before := groupRules(r)
 	down := time.Now()
 	api.StopAPI()
-	kubetest.WaitFor(t, "watch errors counted", time.Minute, func() error {
+	wait.For(t, time.Minute, "watch errors counted", func() error {
 		if promtest.Sum(t, reg, "meridian_slo_api_errors_total") == 0 {
 			return fmt.Errorf("no API error counted yet")
 		}
@@ -277,7 +278,7 @@ func TestKubernetesSLOObjects(t *testing.T) {
 func waitEvent(t *testing.T, api *kubetest.Server, ns, name, says string) {
 	t.Helper()
 	path := "/api/v1/namespaces/" + ns + "/events?fieldSelector=" + url.QueryEscape("involvedObject.name="+name)
-	kubetest.WaitFor(t, "event on "+name, followBound, func() error {
+	wait.For(t, followBound, "event on "+name, func() error {
 		var list struct {
 			Items []struct {
 				Reason, Message, Type string

@@ -23,6 +23,7 @@ import (
 	"github.com/meridianhq/meridian/alerts"
 	"github.com/meridianhq/meridian/alerts/sli"
 	"github.com/meridianhq/meridian/internal/promtest"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/inventory"
 )
 
@@ -206,7 +207,7 @@ slos:
 	r, base, _ := servedRuler(t, cfg, prometheus.NewRegistry())
 
 	// Every rule evaluates without error, those with step-less subqueries included.
-	waitFor(t, 30*time.Second, "every rule evaluated healthy, the SLO ratio recorded", func() bool {
+	wait.Until(t, 30*time.Second, "every rule evaluated healthy, the SLO ratio recorded", func() bool {
 		evaluated := 0
 		for _, g := range r.manager.RuleGroups() {
 			for _, rule := range g.Rules() {
@@ -226,7 +227,7 @@ slos:
 			}
 		}
 	}
-	waitFor(t, 10*time.Second, "the step-less alert firing", func() bool { return hasAlert(r.Firing(), "StepLess") })
+	wait.Until(t, 10*time.Second, "the step-less alert firing", func() bool { return hasAlert(r.Firing(), "StepLess") })
 
 	now := time.Now()
 	for path, params := range map[string]url.Values{
@@ -256,7 +257,7 @@ func TestRemoteReadSampleLimit(t *testing.T) {
 	cfg := testConfig(t)
 	cfg.QueryMaxSamples = 50
 	r, base, _ := servedRuler(t, cfg, prometheus.NewRegistry())
-	waitFor(t, 10*time.Second, "more SLI samples than the limit", func() bool { return testutil.ToFloat64(r.appended) > 50 })
+	wait.Until(t, 10*time.Second, "more SLI samples than the limit", func() bool { return testutil.ToFloat64(r.appended) > 50 })
 
 	now := time.Now()
 	req := &prompb.ReadRequest{Queries: []*prompb.Query{{

@@ -21,6 +21,7 @@ import (
 
 	"github.com/meridianhq/meridian/alerts/sli"
 	"github.com/meridianhq/meridian/internal/testlog"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/inventory"
 )
 
@@ -121,7 +122,7 @@ func call(ctx context.Context, method, u string, params url.Values, header ...st
 func TestAPIRoutesSurviveHostileRequests(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	r, base, logs := servedRuler(t, testConfig(t), reg)
-	waitFor(t, 10*time.Second, "SLI series in the TSDB", func() bool { return testutil.ToFloat64(r.appended) > 0 })
+	wait.Until(t, 10*time.Second, "SLI series in the TSDB", func() bool { return testutil.ToFloat64(r.appended) > 0 })
 
 	routes := apiRoutes(t, reg)
 	// The routes the 2026-12-01 sweep found crashing are among those listed.

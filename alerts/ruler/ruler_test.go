@@ -22,22 +22,12 @@ import (
 	"github.com/meridianhq/meridian/alerts/sli"
 	"github.com/meridianhq/meridian/internal/amtest"
 	"github.com/meridianhq/meridian/internal/promtest"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
 
 const fastSpecs = "../../testdata/slo/ruler"
-
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 func flagSet() *flag.FlagSet { return flag.NewFlagSet("test", flag.ContinueOnError) }
 
@@ -143,7 +133,7 @@ func TestPageThroughAlertmanager(t *testing.T) {
 	r := startRuler(t, s, reg, fmt.Sprintf("http://127.0.0.1:%d", amPort))
 
 	// Healthy: no page for either POP.
-	waitFor(t, 10*time.Second, "SLI series in the TSDB", func() bool {
+	wait.Until(t, 10*time.Second, "SLI series in the TSDB", func() bool {
 		return testutil.ToFloat64(r.appended) > 0
 	})
 	if p := pagesFor(r, "lon"); len(p) != 0 {
@@ -152,7 +142,7 @@ func TestPageThroughAlertmanager(t *testing.T) {
 
 	failing.Store(true)
 	start := time.Now()
-	waitFor(t, 30*time.Second, "page for lon in Firing()", func() bool { return len(pagesFor(r, "lon")) == 1 })
+	wait.Until(t, 30*time.Second, "page for lon in Firing()", func() bool { return len(pagesFor(r, "lon")) == 1 })
 	t.Logf("page fired %s after lon started failing", time.Since(start).Round(100*time.Millisecond))
 	a := pagesFor(r, "lon")[0]
 	for k, v := range map[string]string{"pop": "lon", "site": "london", "service": "api", "slo": "availability", "sloth_slo": "availability"} {
@@ -168,11 +158,11 @@ func TestPageThroughAlertmanager(t *testing.T) {
 	}
 
 	// Alertmanager is down: sends fail and are counted, the alert stays firing.
-	waitFor(t, 15*time.Second, "a failed send to the absent Alertmanager", func() bool {
+	wait.Until(t, 15*time.Second, "a failed send to the absent Alertmanager", func() bool {
 		return promtest.Sum(t, reg, "prometheus_notifications_errors_total") > 0
 	})
 	amtest.Run(t, amPort, hook)
-	waitFor(t, 30*time.Second, "firing notification at the webhook", func() bool {
+	wait.Until(t, 30*time.Second, "firing notification at the webhook", func() bool {
 		_, ok := hook.Find("firing", map[string]string{"alertname": "MeridianPOPAvailability", "pop": "lon"})
 		return ok
 	})
@@ -186,7 +176,7 @@ func TestPageThroughAlertmanager(t *testing.T) {
 
 	failing.Store(false)
 	start = time.Now()
-	waitFor(t, 60*time.Second, "resolved notification at the webhook", func() bool {
+	wait.Until(t, 60*time.Second, "resolved notification at the webhook", func() bool {
 		_, ok := hook.Find("resolved", map[string]string{"alertname": "MeridianPOPAvailability", "pop": "lon"})
 		return ok
 	})
@@ -207,7 +197,7 @@ func TestApplyConfig(t *testing.T) {
 	failing.Store(true)
 	prober(t, s, &failing)
 	r := startRuler(t, s, reg) // no Alertmanager yet
-	waitFor(t, 30*time.Second, "page for lon in Firing()", func() bool { return len(pagesFor(r, "lon")) == 1 })
+	wait.Until(t, 30*time.Second, "page for lon in Firing()", func() bool { return len(pagesFor(r, "lon")) == 1 })
 	active := pagesFor(r, "lon")[0].ActiveAt
 
 	amURL, hook := amtest.Start(t)
@@ -217,7 +207,7 @@ func TestApplyConfig(t *testing.T) {
 	if err := r.ApplyConfig(cfg); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "the page at the Alertmanager added by the reload", func() bool {
+	wait.Until(t, 30*time.Second, "the page at the Alertmanager added by the reload", func() bool {
 		m, ok := hook.Find("firing", map[string]string{"alertname": "MeridianPOPAvailability", "pop": "lon"})
 		return ok && m.Alerts[0].Labels["meridian"] == "reloaded"
 	})

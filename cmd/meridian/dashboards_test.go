@@ -14,6 +14,7 @@ import (
 
 	"github.com/meridianhq/meridian/dashboards"
 	"github.com/meridianhq/meridian/internal/amtest"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/lab"
 )
 
@@ -44,10 +45,10 @@ func TestDashboardPanelsHaveData(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the lab runs for minutes")
 	}
-	wait := 3 * time.Minute
+	runFor := 3 * time.Minute
 	if v := os.Getenv("MERIDIAN_PANELS_WAIT"); v != "" {
 		var err error
-		if wait, err = time.ParseDuration(v); err != nil {
+		if runFor, err = time.ParseDuration(v); err != nil {
 			t.Fatalf("MERIDIAN_PANELS_WAIT: %v", err)
 		}
 	}
@@ -66,22 +67,17 @@ func TestDashboardPanelsHaveData(t *testing.T) {
 		t.Fatal(err)
 	}
 	base := startApp(t, a)
-	time.Sleep(wait) // the lab runs: this is the duration under test, not a synchronisation
+	time.Sleep(runFor) // the lab runs: this is the duration under test, not a synchronisation
 
 	// The replay-versus-live panel shows the last replay: run one over the lab's run, and
 	// wait for the ruler to store its gauges.
-	if body, code := get(t, base+"/api/steering/replay?from="+url.QueryEscape(wait.String())+"&to=now", token); code != 200 {
+	if body, code := get(t, base+"/api/steering/replay?from="+url.QueryEscape(runFor.String())+"&to=now", token); code != 200 {
 		t.Fatalf("replay over the lab's run: %d %s", code, body)
 	}
-	for deadline := time.Now().Add(time.Minute); ; {
-		if n, err := panelRows(t, a, base, token, dashboards.Query{Expr: "meridian_steering_replay_changes"}, time.Now()); err == nil && n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the replay's gauges never reached the ruler's TSDB")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+	wait.Until(t, time.Minute, "the replay's gauges in the ruler's TSDB", func() bool {
+		n, err := panelRows(t, a, base, token, dashboards.Query{Expr: "meridian_steering_replay_changes"}, time.Now())
+		return err == nil && n > 0
+	})
 
 	to := time.Now()
 	queries, err := dashboards.Queries(to.Add(-30*time.Minute), to, 30*time.Second)

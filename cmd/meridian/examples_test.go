@@ -1,15 +1,11 @@
 package main
 
 import (
-	"context"
 	"io"
 	"log/slog"
-	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 )
 
 // TestExamples is a new user's path through the docs: each configuration in examples/
@@ -30,44 +26,13 @@ func TestExamples(t *testing.T) {
 			if code := run([]string{"config", "check", file}, &stdout, &stderr); code != 0 {
 				t.Fatalf("config check: exit %d\n%s", code, stderr.String())
 			}
-			dir := t.TempDir()
-			token := filepath.Join(dir, "token")
-			if err := os.WriteFile(token, []byte("example-token\n"), 0o600); err != nil {
-				t.Fatal(err)
-			}
-			cfg, err := parseConfig([]string{"-config.file", file, "-server.listen-address=127.0.0.1:0", "-server.token-file=" + token,
-				"-storage.path=" + enginePath, "-storage.database=example_" + strings.ReplaceAll(name, "-", "_"),
-				"-pipeline.spool.path=" + filepath.Join(dir, "spool"), "-ruler.data-dir=" + filepath.Join(dir, "ruler"),
-				"-hubble.state-dir=" + filepath.Join(dir, "hubble")}, io.Discard)
+			args := append([]string{"-config.file", file}, serveArgs(t, "example_"+strings.ReplaceAll(name, "-", "_"))...)
+			cfg, err := parseConfig(args, io.Discard)
 			if err != nil {
 				t.Fatal(err)
 			}
 			offline(cfg)
-			a := newApp(cfg, newLogger(cfg, io.Discard, new(slog.LevelVar)))
-			ctx, cancel := context.WithCancel(context.Background())
-			done := make(chan error, 1)
-			go func() { done <- serveApp(ctx, a) }()
-			defer func() {
-				cancel()
-				if err := <-done; err != nil {
-					t.Errorf("serve: %v", err)
-				}
-			}()
-			deadline := time.Now().Add(90 * time.Second)
-			for {
-				if a.server != nil && a.server.Addr() != "" {
-					if body, code := get(t, "http://"+a.server.Addr()+"/readyz", ""); code == http.StatusOK {
-						break
-					} else if time.Now().After(deadline) {
-						t.Fatalf("/readyz: %d %s", code, body)
-					}
-				}
-				select {
-				case err := <-done:
-					t.Fatalf("stopped before ready: %v", err)
-				case <-time.After(50 * time.Millisecond):
-				}
-			}
+			startApp(t, newApp(cfg, newLogger(cfg, io.Discard, new(slog.LevelVar))))
 		})
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridianhq/meridian/internal/wait"
 )
 
 // The haproxy and keepalived modules run from the configuration file: HAProxy's exporter
@@ -44,16 +46,7 @@ inventory:
 	}
 	a := testApp(t, append(serveArgs(t, "frontdoor"), "-target=haproxy,keepalived", "-config.file="+cfgFile, "-pipeline.batch-age=100ms")...)
 	startApp(t, a)
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if _, err := os.Stat(fifo); err == nil {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the keepalived module did not make its FIFO")
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	wait.For(t, 10*time.Second, "the keepalived module's FIFO", func() error { _, err := os.Stat(fifo); return err })
 	w, err := os.OpenFile(fifo, os.O_WRONLY, 0)
 	if err != nil {
 		t.Fatal(err)
@@ -69,17 +62,13 @@ inventory:
 		}
 		return strings.TrimSpace(string(out))
 	}
-	deadline = time.Now().Add(30 * time.Second)
-	for {
+	wait.For(t, 30*time.Second, "the front door's rows", func() error {
 		fe := query("SELECT site, status FROM frontdoor.haproxy_stats WHERE type = 'frontend' AND proxy = 'api' LIMIT 1")
 		tr := query("SELECT count() FROM frontdoor.vrrp_transitions WHERE site = 'london' AND to_state = 'MASTER'")
 		st := query("SELECT count() FROM frontdoor.vrrp_states WHERE holds_vip AND has(vips, '192.0.2.10')")
 		if fe == "london\tUP" && tr == "1" && st != "0" {
-			break
+			return nil
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("rows: frontend %q, transitions to MASTER %q, states holding the VIP %q", fe, tr, st)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return fmt.Errorf("frontend %q, transitions to MASTER %q, states holding the VIP %q", fe, tr, st)
+	})
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -11,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridianhq/meridian/internal/wait"
 )
 
 func TestConfigErrorsNameFileLineField(t *testing.T) {
@@ -83,17 +87,12 @@ func TestCollectorRing(t *testing.T) {
 	if _, code := get(t, base+"/collector/ring", ""); code != http.StatusUnauthorized {
 		t.Errorf("ring page without the token: %d", code)
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		body, code := get(t, base+"/collector/ring", "s3cret")
-		if code == 200 && strings.Contains(body, "replica-1") && strings.Contains(body, "ACTIVE") {
-			break
+	wait.For(t, 10*time.Second, "the ring page listing replica-1 ACTIVE", func() error {
+		if body, code := get(t, base+"/collector/ring", "s3cret"); code != 200 || !strings.Contains(body, "replica-1") || !strings.Contains(body, "ACTIVE") {
+			return fmt.Errorf("%d %s", code, body)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("ring page: %d %s", code, body)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // enginePath is the one embedded ClickHouse of this test process (chDB allows one per
@@ -153,19 +152,20 @@ func startApp(t *testing.T, a *app) string {
 
 func waitAddr(t *testing.T, a *app) string {
 	t.Helper()
+	var base string
 	// Starting every module (the embedded engine's migrations, the ruler's TSDB) takes
 	// seconds, more on a loaded machine.
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if a.server != nil && a.server.Addr() != "" {
-			if _, code := get(t, "http://"+a.server.Addr()+"/readyz", ""); code == 200 {
-				return "http://" + a.server.Addr()
-			}
+	wait.For(t, 90*time.Second, "/readyz", func() error {
+		if a.server == nil || a.server.Addr() == "" {
+			return errors.New("the server is not listening yet")
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatal("server did not become ready")
-	return ""
+		base = "http://" + a.server.Addr()
+		if body, code := get(t, base+"/readyz", ""); code != http.StatusOK {
+			return fmt.Errorf("%d %s", code, body)
+		}
+		return nil
+	})
+	return base
 }
 
 func get(t *testing.T, url, token string) (string, int) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/meridianhq/meridian/internal/promtest"
 	"github.com/meridianhq/meridian/internal/testlog"
+	"github.com/meridianhq/meridian/internal/wait"
 )
 
 const reloadInventory = `inventory:
@@ -41,18 +42,7 @@ func TestConfigReload(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Files are replaced by rename, as editors and Kubernetes ConfigMaps do, so that a
-	// check never reads half a file.
-	write := func(path, body string) {
-		t.Helper()
-		if err := os.WriteFile(path+".new", []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(path+".new", path); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(spec, string(specData))
+	replaceFile(t, spec, string(specData))
 	windows, err := filepath.Abs("../../testdata/slo/ruler/fast-windows.yaml") // a relative path is the config file's
 	if err != nil {
 		t.Fatal(err)
@@ -60,34 +50,16 @@ func TestConfigReload(t *testing.T) {
 	config := func(extra string) string {
 		return reloadInventory + "ruler:\n  spec_files: [" + spec + "]\n  window_files: [" + windows + "]\n" + extra
 	}
-	write(file, config(""))
+	replaceFile(t, file, config(""))
 
-	args := append(serveArgs(t, "reload"), "-config.file="+file, "-config.reload-interval=20ms")
-	cfg, err := parseConfig(args, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	level := new(slog.LevelVar)
-	var logs testlog.Buffer
-	a := newApp(cfg, newLogger(cfg, &logs, level))
-	a.reloader = newReloader(a, func() (*Config, error) { return parseConfig(args, io.Discard) }, level)
-	base := startApp(t, a)
+	r := startReloadable(t, append(serveArgs(t, "reload"), "-config.file="+file)...)
+	a, base, logs, level := r.app, r.base, r.logs, r.level
 	metric := func(name string, labels ...string) float64 { return promtest.Sum(t, a.reg, name, labels...) }
-	waitFor := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !cond() {
-			if time.Now().After(deadline) {
-				t.Fatalf("timed out waiting for %s; log:\n%s", what, logs.String())
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
-	}
 	overrides := func() string { body, _ := get(t, base+"/api/steering/overrides", "s3cret"); return body }
 
 	// A drain in the file and a log level take effect without a restart.
-	write(file, config("log_level: debug\nsteering:\n  overrides:\n    - {action: drain, pop: nbg, reason: maintenance}\n"))
-	waitFor("the reload", func() bool { return metric("meridian_config_reloads_total", "result", "success") == 1 })
+	replaceFile(t, file, config("log_level: debug\nsteering:\n  overrides:\n    - {action: drain, pop: nbg, reason: maintenance}\n"))
+	wait.Until(t, 10*time.Second, "the reload", func() bool { return metric("meridian_config_reloads_total", "result", "success") == 1 })
 	if !strings.Contains(overrides(), `"pop":"nbg"`) || !strings.Contains(overrides(), `"source":"config"`) || level.Level() != slog.LevelDebug {
 		t.Errorf("after the reload: overrides %s, log level %v", overrides(), level.Level())
 	}
@@ -97,8 +69,8 @@ func TestConfigReload(t *testing.T) {
 	before := overrides()
 
 	// An edited SLO spec is a change too: its rules replace the old ones.
-	write(spec, strings.Replace(string(specData), "name: MeridianPOPAvailability", "name: MeridianPOPAvailabilityEdited", 1))
-	waitFor("the edited spec's alert", func() bool {
+	replaceFile(t, spec, strings.Replace(string(specData), "name: MeridianPOPAvailability", "name: MeridianPOPAvailabilityEdited", 1))
+	wait.Until(t, 10*time.Second, "the edited spec's alert", func() bool {
 		body, _ := get(t, base+"/prometheus/api/v1/rules", "s3cret")
 		return strings.Contains(body, "MeridianPOPAvailabilityEdited")
 	})
@@ -107,21 +79,21 @@ func TestConfigReload(t *testing.T) {
 	}
 
 	// A broken file changes nothing and is reported once, with its line.
-	write(file, config("steering:\n  overrides:\n    - {action: drain, pop: nbg}\n  tick_intervall: 1s\n"))
-	waitFor("the failed reload", func() bool { return metric("meridian_config_last_reload_successful") == 0 })
+	replaceFile(t, file, config("steering:\n  overrides:\n    - {action: drain, pop: nbg}\n  tick_intervall: 1s\n"))
+	wait.Until(t, 10*time.Second, "the failed reload", func() bool { return metric("meridian_config_last_reload_successful") == 0 })
 	if !strings.Contains(logs.String(), file+":18: field steering.tick_intervall") || overrides() != before || level.Level() != slog.LevelDebug {
 		t.Errorf("after a broken file: overrides %s, level %v, log:\n%s", overrides(), level.Level(), logs.String())
 	}
 	// An override the inventory refuses fails the same way.
-	write(file, config("steering:\n  overrides:\n    - {action: drain, pop: zrh}\n"))
-	waitFor("the second failed reload", func() bool { return metric("meridian_config_reloads_total", "result", "failure") == 2 })
+	replaceFile(t, file, config("steering:\n  overrides:\n    - {action: drain, pop: zrh}\n"))
+	wait.Until(t, 10*time.Second, "the second failed reload", func() bool { return metric("meridian_config_reloads_total", "result", "failure") == 2 })
 	if !strings.Contains(logs.String(), `steering.overrides[0]: unknown POP \"zrh\"`) || overrides() != before {
 		t.Errorf("after an unknown POP: overrides %s, log:\n%s", overrides(), logs.String())
 	}
 
 	// A change only a restart can apply is applied as far as it can be, and said.
-	write(file, config("storage:\n  ttl:\n    flows: 48h\n"))
-	waitFor("the reload after the fix", func() bool { return metric("meridian_config_last_reload_successful") == 1 })
+	replaceFile(t, file, config("storage:\n  ttl:\n    flows: 48h\n"))
+	wait.Until(t, 10*time.Second, "the reload after the fix", func() bool { return metric("meridian_config_last_reload_successful") == 1 })
 	if metric("meridian_config_restart_required") != 1 || !strings.Contains(logs.String(), "storage") || strings.Contains(overrides(), `"pop":"nbg"`) {
 		t.Errorf("restart required %v, overrides %s, log:\n%s", metric("meridian_config_restart_required"), overrides(), logs.String())
 	}
@@ -156,30 +128,12 @@ func TestConfigReload(t *testing.T) {
 // running; a removed service is NXDOMAIN again.
 func TestInventoryReloadWithoutRestart(t *testing.T) {
 	file := filepath.Join(t.TempDir(), "meridian.yaml")
-	write := func(body string) {
-		t.Helper()
-		if err := os.WriteFile(file+".new", []byte(body), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.Rename(file+".new", file); err != nil {
-			t.Fatal(err)
-		}
-	}
-	write(reloadInventory)
-	args := append(serveArgs(t, "inventory_reload"), "-config.file="+file, "-config.reload-interval=20ms", "-target=topomap,steering", "-topomap.anonymous",
-		"-steering.dns.listen=127.0.0.1:0", "-steering.dns.zone=example.net.", "-steering.dns.udp-listeners=1")
-	cfg, err := parseConfig(args, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	level := new(slog.LevelVar)
-	var logs testlog.Buffer
-	a := newApp(cfg, newLogger(cfg, &logs, level))
-	a.reloader = newReloader(a, func() (*Config, error) { return parseConfig(args, io.Discard) }, level)
-	base := startApp(t, a)
-	metric := func(name string, labels ...string) float64 { return promtest.Sum(t, a.reg, name, labels...) }
+	replaceFile(t, file, reloadInventory)
+	r := startReloadable(t, append(serveArgs(t, "inventory_reload"), "-config.file="+file, "-target=topomap,steering", "-topomap.anonymous",
+		"-steering.dns.listen=127.0.0.1:0", "-steering.dns.zone=example.net.", "-steering.dns.udp-listeners=1")...)
+	metric := func(name string, labels ...string) float64 { return promtest.Sum(t, r.app.reg, name, labels...) }
 	v := metric("meridian_inventory_version")
-	dnsAddr := a.steering.DNS.Addr().String()
+	dnsAddr := r.app.steering.DNS.Addr().String()
 	// ask returns the A record and ECS scope the GeoDNS answers name with for a client
 	// in 203.0.113.0/24, or the rcode when it has no answer.
 	ask := func(name string) (string, int) {
@@ -205,35 +159,64 @@ func TestInventoryReloadWithoutRestart(t *testing.T) {
 	changed = strings.Replace(changed, "pops: [nbg, nyc]}", "pops: [nbg, nyc, nbg2]}\n    - {name: img.example.net., pops: [nbg, nyc]}", 1)
 	changed += "    - {name: us-east, cidrs: [203.0.113.0/24], vantage: newyork}\n"
 	start := time.Now()
-	write(changed)
-	deadline := start.Add(10 * time.Second)
-	for {
-		body, _ := get(t, base+"/map/api/snapshot", "")
-		weights, _ := get(t, base+"/api/steering/weights", "s3cret")
-		// The new region is answered from its nearest POP (New York), located by its CIDR.
+	replaceFile(t, file, changed)
+	// The new region is answered from its nearest POP (New York), located by its CIDR.
+	wait.Until(t, 10*time.Second, "the added node, POP, service and region in the inventory, the map, steering and the GeoDNS", func() bool {
+		body, _ := get(t, r.base+"/map/api/snapshot", "")
+		weights, _ := get(t, r.base+"/api/steering/weights", "s3cret")
 		img, scope := ask("img.example.net.")
-		if metric("meridian_inventory_version") > v && strings.Contains(body, `"id":"node:nbg-9"`) && strings.Contains(weights, `"pop":"nbg2"`) && img == "127.0.1.2" && scope == 24 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the added node, POP, service and region did not reach the inventory, the map, steering and the GeoDNS (img.example.net.: %s /%d); log:\n%s", img, scope, logs.String())
-		}
-		time.Sleep(20 * time.Millisecond) // polling a condition, bounded by the deadline
-	}
+		return metric("meridian_inventory_version") > v && strings.Contains(body, `"id":"node:nbg-9"`) && strings.Contains(weights, `"pop":"nbg2"`) && img == "127.0.1.2" && scope == 24
+	})
 	t.Logf("file written -> the new service and region answered: %v", time.Since(start).Round(time.Millisecond))
 	if metric("meridian_config_restart_required") != 0 {
-		t.Fatalf("an inventory change asks for a restart; log:\n%s", logs.String())
+		t.Fatal("an inventory change asks for a restart")
 	}
 
-	write(reloadInventory)
-	gone := time.Now().Add(10 * time.Second)
-	for got, _ := ask("img.example.net."); got != "NXDOMAIN"; got, _ = ask("img.example.net.") {
-		if time.Now().After(gone) {
-			t.Fatalf("img.example.net. after its removal from the file: %s, want NXDOMAIN; log:\n%s", got, logs.String())
-		}
-		time.Sleep(20 * time.Millisecond) // polling a condition, bounded by the deadline
-	}
+	replaceFile(t, file, reloadInventory)
+	wait.Until(t, 10*time.Second, "img.example.net. NXDOMAIN after its removal from the file", func() bool {
+		got, _ := ask("img.example.net.")
+		return got == "NXDOMAIN"
+	})
 	if metric("meridian_config_restart_required") != 0 || metric("meridian_steering_inventory_refused_total") != 0 {
-		t.Fatalf("restart required %v, steering refusals %v; log:\n%s", metric("meridian_config_restart_required"), metric("meridian_steering_inventory_refused_total"), logs.String())
+		t.Fatalf("restart required %v, steering refusals %v", metric("meridian_config_restart_required"), metric("meridian_steering_inventory_refused_total"))
 	}
+}
+
+// replaceFile writes body to path by rename, as editors and Kubernetes ConfigMaps do, so
+// that a reload never reads half a file.
+func replaceFile(t *testing.T, path, body string) {
+	t.Helper()
+	if err := os.WriteFile(path+".new", []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(path+".new", path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// reloadingApp is a started app that rereads its flags and -config.file every 20ms.
+type reloadingApp struct {
+	app   *app
+	base  string
+	logs  *testlog.Buffer // printed if the test fails
+	level *slog.LevelVar
+}
+
+func startReloadable(t *testing.T, args ...string) reloadingApp {
+	t.Helper()
+	args = append(args, "-config.reload-interval=20ms")
+	cfg, err := parseConfig(args, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := reloadingApp{logs: new(testlog.Buffer), level: new(slog.LevelVar)}
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("log:\n%s", r.logs.String())
+		}
+	})
+	r.app = newApp(cfg, newLogger(cfg, r.logs, r.level))
+	r.app.reloader = newReloader(r.app, func() (*Config, error) { return parseConfig(args, io.Discard) }, r.level)
+	r.base = startApp(t, r.app)
+	return r
 }

@@ -1,7 +1,11 @@
 package ceph
 
 import (
+	"github.com/meridianhq/meridian/collectors/scrape"
 	"github.com/meridianhq/meridian/internal/proc"
+	"github.com/meridianhq/meridian/internal/wait"
+	"github.com/meridianhq/meridian/inventory"
+	"github.com/meridianhq/meridian/pipeline"
 
 	"context"
 	"crypto/rand"
@@ -25,10 +29,6 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
-
-	"github.com/meridianhq/meridian/collectors/scrape"
-	"github.com/meridianhq/meridian/inventory"
-	"github.com/meridianhq/meridian/pipeline"
 )
 
 // cluster is a real single-host Ceph Pacific cluster (1 mon, 1 mgr, 3 BlueStore OSDs on
@@ -318,7 +318,7 @@ func (c *cluster) load() {
 	// The OSDs report PG stats to the mgr every few seconds: wait until all the objects
 	// (and the run's metadata object) are counted, then check every OSD got some.
 	var pgs, objs map[int]int
-	waitFor(c.t, c.ctx, 30*time.Second, "PG stats to count the objects written", func() bool {
+	wait.Until(c.t, 30*time.Second, "PG stats to count the objects written", func() bool {
 		pgs, objs = c.primaries()
 		n := 0
 		for _, o := range objs {
@@ -358,7 +358,7 @@ func TestRealCeph(t *testing.T) {
 			}
 		}
 	})
-	waitFor(t, ctx, 60*time.Second, "HEALTH_OK", func() bool { last = c.health(); return last == "HEALTH_OK" })
+	wait.Until(t, 60*time.Second, "HEALTH_OK", func() bool { last = c.health(); return last == "HEALTH_OK" })
 	t.Logf("cluster HEALTH_OK after %v", time.Since(begin).Round(time.Second))
 	c.load()
 
@@ -450,7 +450,7 @@ func TestRealCeph(t *testing.T) {
 			t.Logf("ceph health: %s", c.health())
 		}
 	})
-	waitFor(t, ctx, 60*time.Second, "non-zero commit, apply, read and write latency for every OSD and HEALTH_OK", func() bool {
+	wait.Until(t, 60*time.Second, "non-zero commit, apply, read and write latency for every OSD and HEALTH_OK", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		if len(seen) != 3 || health["ceph/lab/mgr"].Status != "HEALTH_OK" || health["ceph/lab/cli"].Status != "HEALTH_OK" || !pools["ceph/lab/mgr"] {
@@ -492,7 +492,7 @@ func TestRealCeph(t *testing.T) {
 	c.stop("osd.2")
 	stopped := time.Now()
 	var mgrKnew time.Time
-	waitFor(t, ctx, 60*time.Second, "the mgr to show osd.2 down and health degraded", func() bool {
+	wait.Until(t, 60*time.Second, "the mgr to show osd.2 down and health degraded", func() bool {
 		b, err := scrape.Fetch(ctx, http.DefaultClient, c.metrics)
 		if err != nil {
 			return false
@@ -504,7 +504,7 @@ func TestRealCeph(t *testing.T) {
 		}
 		return false
 	})
-	waitFor(t, ctx, 2*interval+time.Second, "the collector to report osd.2 down and health degraded", func() bool {
+	wait.Until(t, 2*interval+time.Second, "the collector to report osd.2 down and health degraded", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		h := health["ceph/lab/mgr"]
@@ -528,11 +528,11 @@ func TestRealCeph(t *testing.T) {
 			testutil.ToFloat64(col.metrics.Errors.WithLabelValues(c.metrics, "http_503")) +
 			testutil.ToFloat64(col.metrics.Errors.WithLabelValues(c.metrics, "timeout"))
 	}
-	waitFor(t, ctx, 3*interval, "failed mgr scrapes to be counted", func() bool { return failures() >= 2 })
+	wait.Until(t, 3*interval, "failed mgr scrapes to be counted", func() bool { return failures() >= 2 })
 	mgrRecs := func() pipeline.OSDStat { mu.Lock(); defer mu.Unlock(); return osds["ceph/lab/mgr"][0] }
 	before := mgrRecs()
 	c.startMgr()
-	waitFor(t, ctx, 60*time.Second, "mgr records again after its restart", func() bool {
+	wait.Until(t, 60*time.Second, "mgr records again after its restart", func() bool {
 		o := mgrRecs()
 		return o.M.Time.After(before.M.Time)
 	})
@@ -541,15 +541,4 @@ func TestRealCeph(t *testing.T) {
 		t.Fatalf("after the mgr restart: negative rates %+v", after)
 	}
 	t.Logf("mgr restarted; first record after: %+v; whole test %v", after, time.Since(begin).Round(time.Second))
-}
-
-func waitFor(t *testing.T, ctx context.Context, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }

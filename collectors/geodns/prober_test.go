@@ -21,6 +21,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
@@ -48,17 +49,6 @@ func (s *sink) find(pred func(*pipeline.Probe) bool) *pipeline.Probe {
 		}
 	}
 	return nil
-}
-
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a condition, bounded by the deadline
-	}
 }
 
 // closedPort returns a loopback address nothing listens on.
@@ -102,7 +92,7 @@ func TestProberOnLoopback(t *testing.T) {
 		{"http 503 counts as failure", "http", "sick", false, "503"},
 		{"tcp to a closed port fails", "tcp", "gone", false, "refused"},
 	} {
-		waitFor(t, tc.what, func() bool {
+		wait.Until(t, 10*time.Second, tc.what, func() bool {
 			return out.find(func(r *pipeline.Probe) bool { return r.Method == tc.method && r.POP == tc.pop }) != nil
 		})
 		r := out.find(func(r *pipeline.Probe) bool { return r.Method == tc.method && r.POP == tc.pop })
@@ -119,13 +109,13 @@ func TestProberOnLoopback(t *testing.T) {
 		t.Logf("ICMP probe not checked: %v", err)
 	} else {
 		c.Close()
-		waitFor(t, "an icmp echo reply from 127.0.0.1", func() bool {
+		wait.Until(t, 10*time.Second, "an icmp echo reply from 127.0.0.1", func() bool {
 			return out.find(func(r *pipeline.Probe) bool { return r.Method == "icmp" && r.POP == "up" && r.Success }) != nil
 		})
 	}
 
 	// The matrix sees the closed port failing again and again.
-	waitFor(t, "gone to be judged down", func() bool {
+	wait.Until(t, 10*time.Second, "gone to be judged down", func() bool {
 		return p.Matrix().Health(time.Time{}, 3, 1)["gone"].Down
 	})
 	if h := p.Matrix().Health(time.Time{}, 3, 1)["up"]; h.Down {
@@ -222,7 +212,7 @@ func TestVantagesProbeFromTheirSourceAddress(t *testing.T) {
 	cfg.Interval, cfg.ICMP = 50*time.Millisecond, false
 	_, out := startProber(t, cfg, inventory.Static(inv))
 	for _, v := range []string{"paris", "tokyo"} {
-		waitFor(t, v+" probes", func() bool {
+		wait.Until(t, 10*time.Second, v+" probes", func() bool {
 			return out.find(func(r *pipeline.Probe) bool { return r.Vantage == v && r.M.Site == v && r.Success }) != nil
 		})
 	}
@@ -274,24 +264,20 @@ func TestFirstFailureIsConfirmedFast(t *testing.T) {
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
 	cfg.Vantages, cfg.Interval, cfg.FastInterval, cfg.ICMP = Vantages{{Site: "lab"}}, 2*time.Second, 100*time.Millisecond, false
 	_, out := startProber(t, cfg, inventory.Static(inv))
-	waitFor(t, "a successful probe", func() bool { return out.find(func(r *pipeline.Probe) bool { return r.Success }) != nil })
+	wait.Until(t, 10*time.Second, "a successful probe", func() bool { return out.find(func(r *pipeline.Probe) bool { return r.Success }) != nil })
 	l.Close() // the POP goes away: connections are refused from now on
 	var fails []time.Time
-	deadline := time.Now().Add(15 * time.Second)
-	for len(fails) < 3 {
-		if time.Now().After(deadline) {
-			t.Fatalf("saw %d failed probes in 15 s, want 3", len(fails))
-		}
+	wait.Until(t, 15*time.Second, "three failed probes", func() bool {
 		fails = fails[:0]
 		out.mu.Lock()
+		defer out.mu.Unlock()
 		for _, r := range out.probes {
 			if !r.Success {
 				fails = append(fails, r.M.Time)
 			}
 		}
-		out.mu.Unlock()
-		time.Sleep(20 * time.Millisecond) // polling a condition, bounded by the deadline
-	}
+		return len(fails) >= 3
+	})
 	// Jitter is 20%: a regular wait is at least 1.6 s.
 	if gap := fails[1].Sub(fails[0]); gap > time.Second {
 		t.Errorf("second failure %v after the first, want about fast_interval (100ms)", gap)
@@ -394,7 +380,7 @@ func TestTimeoutAcrossAStallIsInconclusive(t *testing.T) {
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
 	cfg.Vantages, cfg.Interval, cfg.Timeout, cfg.ICMP = Vantages{{Site: "lab"}}, 100*time.Millisecond, 2*time.Second, false
 	p, out := startProber(t, cfg, inventory.Static(inv))
-	waitFor(t, "a successful probe", func() bool { return out.find(func(r *pipeline.Probe) bool { return r.Success }) != nil })
+	wait.Until(t, 10*time.Second, "a successful probe", func() bool { return out.find(func(r *pipeline.Probe) bool { return r.Success }) != nil })
 
 	hang.Lock()
 	<-hung // a probe waits for the POP
@@ -405,8 +391,8 @@ func TestTimeoutAcrossAStallIsInconclusive(t *testing.T) {
 	}
 	hang.Unlock()
 	inconclusive := p.probes.WithLabelValues("lab", "http", "inconclusive")
-	waitFor(t, "the probe across the stall counted inconclusive", func() bool { return testutil.ToFloat64(inconclusive) >= 1 })
-	waitFor(t, "the stall counted", func() bool { return testutil.ToFloat64(p.stallsSeen) >= 1 })
+	wait.Until(t, 10*time.Second, "the probe across the stall counted inconclusive", func() bool { return testutil.ToFloat64(inconclusive) >= 1 })
+	wait.Until(t, 10*time.Second, "the stall counted", func() bool { return testutil.ToFloat64(p.stallsSeen) >= 1 })
 	if f := out.find(func(r *pipeline.Probe) bool { return !r.Success }); f != nil {
 		t.Errorf("a failure was recorded across the stall: %+v", f)
 	}
@@ -428,7 +414,7 @@ func TestStallsExcuseOnlyThreeTimeoutsInARow(t *testing.T) {
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
 	cfg.Vantages, cfg.Interval, cfg.FastInterval, cfg.Timeout, cfg.ICMP = Vantages{{Site: "lab"}}, 50*time.Millisecond, 10*time.Millisecond, 50*time.Millisecond, false
 	p, out := startProber(t, cfg, inventory.Static(inv), alwaysStalled)
-	waitFor(t, "two recorded failures", func() bool { return out.len() >= 2 })
+	wait.Until(t, 10*time.Second, "two recorded failures", func() bool { return out.len() >= 2 })
 	services.StopAndAwaitTerminated(context.Background(), p)
 	n := out.len()
 	inconclusive := testutil.ToFloat64(p.probes.WithLabelValues("lab", "http", "inconclusive"))
@@ -449,7 +435,7 @@ func TestRefusedIsNeverExcused(t *testing.T) {
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))
 	cfg.Vantages, cfg.Interval, cfg.ICMP = Vantages{{Site: "lab"}}, 50*time.Millisecond, false
 	p, out := startProber(t, cfg, inventory.Static(inv), alwaysStalled)
-	waitFor(t, "three refused probes recorded", func() bool { return out.len() >= 3 })
+	wait.Until(t, 10*time.Second, "three refused probes recorded", func() bool { return out.len() >= 3 })
 	if n := testutil.ToFloat64(p.probes.WithLabelValues("lab", "tcp", "inconclusive")); n != 0 {
 		t.Errorf("%v refused probes excused as inconclusive", n)
 	}
@@ -471,7 +457,7 @@ func TestProbesFollowInventory(t *testing.T) {
 	if err := inv.Set(inventory.SourceYAML, world); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the new POP probed", func() bool {
+	wait.Until(t, 10*time.Second, "the new POP probed", func() bool {
 		return out.find(func(r *pipeline.Probe) bool { return r.POP == "late" && r.Success }) != nil
 	})
 	t.Logf("new POP probed %v after the inventory change", time.Since(start).Round(time.Millisecond))

@@ -20,6 +20,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/meridianhq/meridian/internal/amtest"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
@@ -62,7 +63,7 @@ backend pop
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
-	waitFor(t, 10*time.Second, "haproxy's exporter answers", func() bool {
+	wait.Until(t, 10*time.Second, "haproxy's exporter answers", func() bool {
 		resp, err := http.Get(metrics)
 		if err != nil {
 			return false
@@ -162,7 +163,7 @@ func TestRealHAProxyTracksGeneratedLoad(t *testing.T) {
 		}
 		return slices.Clone(rs[2:]) // the first has no rate; the second may straddle the load's start
 	}
-	waitFor(t, 30*time.Second, "8 steady readings from each source", func() bool {
+	wait.Until(t, 30*time.Second, "8 steady readings from each source", func() bool {
 		return len(steady("haproxy/via-exporter")) >= 8 && len(steady("haproxy/via-socket")) >= 8
 	})
 	cancel()
@@ -256,16 +257,5 @@ func TestReadsOnlyOwnedTargets(t *testing.T) {
 	}
 	if a, b := hits[0].Load(), hits[1].Load(); a != 0 || b != 1 {
 		t.Errorf("reads per target %d, %d; want only the owned one read", a, b)
-	}
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/pipeline"
 )
 
@@ -36,7 +37,7 @@ func TestFIFOBadLineAndWriterGone(t *testing.T) {
 		t.Fatal(err)
 	}
 	start(t, c)
-	waitFor(t, 5*time.Second, "the collector making the FIFO", func() bool { _, err := os.Stat(fifo); return err == nil })
+	wait.Until(t, 5*time.Second, "the collector making the FIFO", func() bool { _, err := os.Stat(fifo); return err == nil })
 	w, err := os.OpenFile(fifo, os.O_WRONLY, 0) // blocks until the collector's reader opens it
 	if err != nil {
 		t.Fatal(err)
@@ -52,7 +53,7 @@ func TestFIFOBadLineAndWriterGone(t *testing.T) {
 		}
 		return trs[len(trs)-1]
 	}
-	waitFor(t, 5*time.Second, "a MASTER", func() bool { l := last(); return l != nil && l.To == pipeline.VRRPMaster })
+	wait.Until(t, 5*time.Second, "a MASTER", func() bool { l := last(); return l != nil && l.To == pipeline.VRRPMaster })
 	if v := testutil.ToFloat64(c.parseErrors.WithLabelValues("fifo:" + fifo)); v != 1 {
 		t.Errorf("parse errors %v, want 1", v)
 	}
@@ -60,7 +61,7 @@ func TestFIFOBadLineAndWriterGone(t *testing.T) {
 		t.Errorf("master gauge %v, want 1", v)
 	}
 	w.Close()
-	waitFor(t, 5*time.Second, "a UNKNOWN once the writer is gone", func() bool { l := last(); return l != nil && l.To == pipeline.VRRPUnknown })
+	wait.Until(t, 5*time.Second, "a UNKNOWN once the writer is gone", func() bool { l := last(); return l != nil && l.To == pipeline.VRRPUnknown })
 	if v := testutil.ToFloat64(c.master.WithLabelValues("lon", "VI_1", "a")); v != 0 {
 		t.Errorf("master gauge %v after the daemon left, want 0", v)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/meridianhq/meridian/alerts/sli"
 	"github.com/meridianhq/meridian/internal/netns"
 	"github.com/meridianhq/meridian/internal/secret"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/topomap"
@@ -187,7 +188,7 @@ func TestRealKeepalivedFailoverAndSplitBrain(t *testing.T) {
 
 	p.start("a", 150)
 	p.start("b", 100)
-	waitFor(t, 20*time.Second, "a MASTER holding the VIP, b BACKUP", func() bool {
+	wait.Until(t, 20*time.Second, "a MASTER holding the VIP, b BACKUP", func() bool {
 		return is("a", pipeline.VRRPMaster) && is("b", pipeline.VRRPBackup) && p.holdsVIP("a") && !p.holdsVIP("b")
 	})
 	if s := state("a"); !s.HoldsVIP || s.M.Site != "london" || len(s.VIPs) != 1 || s.VIPs[0] != vip || s.Priority != 150 {
@@ -197,7 +198,7 @@ func TestRealKeepalivedFailoverAndSplitBrain(t *testing.T) {
 	stopped := time.Now()
 	p.stop("a")
 	var fo *pipeline.VRRPTransition
-	waitFor(t, 10*time.Second, "a failover to b recorded, the VIP on b", func() bool {
+	wait.Until(t, 10*time.Second, "a failover to b recorded, the VIP on b", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for _, tr := range transitions {
@@ -211,11 +212,11 @@ func TestRealKeepalivedFailoverAndSplitBrain(t *testing.T) {
 	if fo.PreviousMaster != "a" || fo.Duration <= 0 || fo.Duration > 5*time.Second || fo.POP != "lon" || fo.M.Site != "london" || fo.M.Time.Before(stopped) {
 		t.Errorf("failover %+v, want from a within 5s at lon/london", fo)
 	}
-	waitFor(t, 5*time.Second, "the next state records: b holds the VIP, a not", func() bool {
+	wait.Until(t, 5*time.Second, "the next state records: b holds the VIP, a not", func() bool {
 		sa, sb := state("a"), state("b")
 		return sb != nil && sb.HoldsVIP && sa != nil && !sa.HoldsVIP
 	})
-	waitFor(t, 5*time.Second, "the map's POP lon showing b as the VIP holder", func() bool { return popOnMap.attr("vip_holder") == "b" })
+	wait.Until(t, 5*time.Second, "the map's POP lon showing b as the VIP holder", func() bool { return popOnMap.attr("vip_holder") == "b" })
 	if splitBrain() {
 		t.Error("a clean failover raised the split-brain alert")
 	}
@@ -224,12 +225,12 @@ func TestRealKeepalivedFailoverAndSplitBrain(t *testing.T) {
 	p.blockVRRP("a")
 	p.blockVRRP("b")
 	p.start("a", 150)
-	waitFor(t, 20*time.Second, "both MASTER and the VIP on both", func() bool {
+	wait.Until(t, 20*time.Second, "both MASTER and the VIP on both", func() bool {
 		return is("a", pipeline.VRRPMaster) && is("b", pipeline.VRRPMaster) && p.holdsVIP("a") && p.holdsVIP("b")
 	})
-	waitFor(t, 5*time.Second, "the map's POP lon showing both as holders", func() bool { return popOnMap.attr("vip_holder") == "a,b" })
+	wait.Until(t, 5*time.Second, "the map's POP lon showing both as holders", func() bool { return popOnMap.attr("vip_holder") == "a,b" })
 	both := time.Now()
-	waitFor(t, 30*time.Second, "MeridianVRRPSplitBrain firing for lon", splitBrain)
+	wait.Until(t, 30*time.Second, "MeridianVRRPSplitBrain firing for lon", splitBrain)
 	t.Logf("split brain: alert firing %s after both became MASTER (rule for: 10s, evaluation 500ms)", time.Since(both).Round(100*time.Millisecond))
 }
 
@@ -300,15 +301,4 @@ func (p *mapPOP) attr(name string) string {
 		}
 	}
 	return ""
-}
-
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %s waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
 }

@@ -15,6 +15,8 @@ import (
 	"github.com/grafana/dskit/ring"
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridianhq/meridian/internal/wait"
 )
 
 const heartbeatTimeout = 3 * time.Second
@@ -56,17 +58,6 @@ func memberWith(t *testing.T, id string, set func(*Config), join ...string) (*Ri
 	return r, fmt.Sprintf("127.0.0.1:%d", port)
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(20 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-}
-
 // TestTargetsSplitAndMove runs two replicas over real memberlist gossip on loopback:
 // every target has exactly one owner and each replica has some; when one stops, the
 // other owns them all at once (the leaving one's last update is gossiped before its
@@ -86,7 +77,7 @@ func TestTargetsSplitAndMove(t *testing.T) {
 		}
 		return n
 	}
-	waitFor(t, "both replicas in both views of the ring", func() bool {
+	wait.Until(t, 20*time.Second, "both replicas in both views of the ring", func() bool {
 		return a.ring.InstancesWithTokensCount() == 2 && b.ring.InstancesWithTokensCount() == 2
 	})
 	for _, k := range targets {
@@ -102,7 +93,7 @@ func TestTargetsSplitAndMove(t *testing.T) {
 		t.Fatal(err)
 	}
 	left := time.Now()
-	waitFor(t, "a to own every target once b left", func() bool { return owned(a) == len(targets) })
+	wait.Until(t, 20*time.Second, "a to own every target once b left", func() bool { return owned(a) == len(targets) })
 	if took := time.Since(left); took >= forgetAfter*heartbeatTimeout {
 		t.Errorf("a took b's targets %v after b left: it learnt only by forgetting b, not from b's leaving", took)
 	}
@@ -114,7 +105,7 @@ func TestTargetsSplitAndMove(t *testing.T) {
 func TestDeadReplicaIsForgotten(t *testing.T) {
 	a, seed := member(t, "a")
 	b, _ := member(t, "b", seed)
-	waitFor(t, "both replicas in both views of the ring", func() bool {
+	wait.Until(t, 20*time.Second, "both replicas in both views of the ring", func() bool {
 		return a.ring.InstancesWithTokensCount() == 2 && b.ring.InstancesWithTokensCount() == 2
 	})
 	var orphan string
@@ -131,7 +122,7 @@ func TestDeadReplicaIsForgotten(t *testing.T) {
 	if a.Owns(orphan) {
 		t.Fatalf("%s moved to a at once; a dead replica is only forgotten after two heartbeat timeouts", orphan)
 	}
-	waitFor(t, "a to own the dead replica's target", func() bool { return a.Owns(orphan) })
+	wait.Until(t, 20*time.Second, "a to own the dead replica's target", func() bool { return a.Owns(orphan) })
 	if took := time.Since(died); took < forgetAfter*heartbeatTimeout {
 		t.Errorf("%s moved after %v, before two heartbeat timeouts", orphan, took)
 	}
@@ -149,7 +140,7 @@ func TestRestartKeepsTargets(t *testing.T) {
 	keep := func(c *Config) { c.UnregisterOnShutdown, c.TokensFilePath = false, tokens }
 	a, seed := member(t, "a")
 	b, _ := memberWith(t, "b", keep, seed)
-	waitFor(t, "both replicas in both views of the ring", func() bool {
+	wait.Until(t, 20*time.Second, "both replicas in both views of the ring", func() bool {
 		return a.ring.InstancesWithTokensCount() == 2 && b.ring.InstancesWithTokensCount() == 2
 	})
 	var mine []string
@@ -171,7 +162,7 @@ func TestRestartKeepsTargets(t *testing.T) {
 	if err := services.StopAndAwaitTerminated(context.Background(), b); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "a to see b leaving, still in the ring", func() bool {
+	wait.Until(t, 20*time.Second, "a to see b leaving, still in the ring", func() bool {
 		st, err := a.ring.GetInstanceState("b")
 		return err == nil && st == ring.LEAVING
 	})
@@ -181,7 +172,7 @@ func TestRestartKeepsTargets(t *testing.T) {
 		}
 	}
 	b, _ = memberWith(t, "b", keep, seed)
-	waitFor(t, "b back with its targets", func() bool {
+	wait.Until(t, 20*time.Second, "b back with its targets", func() bool {
 		for i := range 32 {
 			k := fmt.Sprintf("relay-%d", i)
 			if b.Owns(k) != slices.Contains(mine, k) || a.Owns(k) == b.Owns(k) {

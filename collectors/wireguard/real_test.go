@@ -17,6 +17,7 @@ import (
 	"golang.zx2c4.com/wireguard/wgctrl/wgtypes"
 
 	"github.com/meridianhq/meridian/internal/netns"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
@@ -121,17 +122,6 @@ func (l *lab) traffic(dst string) {
 	l.t.Cleanup(func() { _ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); _ = cmd.Wait() })
 }
 
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // TestRealWireGuard runs the collector as a service against three wireguard-go peers in
 // network namespaces, through wgctrl and `wg show all dump`, then stops peer C.
 func TestRealWireGuard(t *testing.T) {
@@ -190,7 +180,7 @@ func TestRealWireGuard(t *testing.T) {
 	}
 	for _, src := range sources {
 		for _, peer := range []string{"node-b", "node-c"} {
-			waitFor(t, 20*time.Second, src+": tunnel a-"+peer+" up with traffic", func() bool { return up(src, peer) })
+			wait.Until(t, 20*time.Second, src+": tunnel a-"+peer+" up with traffic", func() bool { return up(src, peer) })
 		}
 	}
 	ts, _ := get("wgctrl", "node-b")
@@ -200,11 +190,11 @@ func TestRealWireGuard(t *testing.T) {
 
 	l.net.StopWireGuard(l.dev["c"])
 	for _, src := range sources {
-		waitFor(t, 20*time.Second, src+": tunnel a-node-c down after C stopped", func() bool {
+		wait.Until(t, 20*time.Second, src+": tunnel a-node-c down after C stopped", func() bool {
 			ts, ok := get(src, "node-c")
 			return ok && ts.Status == pipeline.StatusDown
 		})
 		// Still up: a sample may fall between two bursts of traffic (rate 0), so wait for one.
-		waitFor(t, 5*time.Second, src+": tunnel a-node-b still up with traffic", func() bool { return up(src, "node-b") })
+		wait.Until(t, 5*time.Second, src+": tunnel a-node-b still up with traffic", func() bool { return up(src, "node-b") })
 	}
 }

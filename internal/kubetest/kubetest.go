@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/meridianhq/meridian/internal/amtest"
+	"github.com/meridianhq/meridian/internal/wait"
 )
 
 // EnvTools names the directory scripts/k8s-tools.sh fills (bin/helm, bin/kube-apiserver,
@@ -80,7 +81,7 @@ func Start(t testing.TB) *Server {
 	etcdURL := fmt.Sprintf("http://127.0.0.1:%d", amtest.FreePort(t))
 	startProc(t, "etcd", filepath.Join(tools, "bin/etcd"), "-dir", filepath.Join(dir, "etcd"),
 		"-client-url", etcdURL, "-peer-url", fmt.Sprintf("http://127.0.0.1:%d", amtest.FreePort(t)))
-	WaitFor(t, "etcd /health", time.Minute, func() error {
+	wait.For(t, time.Minute, "etcd /health", func() error {
 		resp, err := http.Get(etcdURL + "/health")
 		if err != nil {
 			return err
@@ -121,7 +122,7 @@ func Start(t testing.TB) *Server {
 	// The server generates its self-signed certificate at start; trust exactly it once it
 	// is there.
 	pool := x509.NewCertPool()
-	WaitFor(t, "kube-apiserver's certificate", 2*time.Minute, func() error {
+	wait.For(t, 2*time.Minute, "kube-apiserver's certificate", func() error {
 		crt, err := os.ReadFile(filepath.Join(certs, "apiserver.crt"))
 		if err != nil {
 			return err
@@ -139,7 +140,7 @@ func Start(t testing.TB) *Server {
 
 func (s *Server) waitReady(t testing.TB) {
 	t.Helper()
-	WaitFor(t, "kube-apiserver /readyz", 3*time.Minute, func() error {
+	wait.For(t, 3*time.Minute, "kube-apiserver /readyz", func() error {
 		code, body, err := s.Do("GET", "/readyz", "", nil)
 		if err == nil && code != http.StatusOK {
 			err = fmt.Errorf("%d %s", code, body)
@@ -346,7 +347,7 @@ func (s *Server) InstallCRD(t testing.TB, crd map[string]any) {
 		t.Fatalf("CRD: %v", err)
 	}
 	name, _ := crd["metadata"].(map[string]any)["name"].(string)
-	WaitFor(t, "CRD "+name+" established", time.Minute, func() error {
+	wait.For(t, time.Minute, "CRD "+name+" established", func() error {
 		var got map[string]any
 		s.GetJSON(t, "/apis/apiextensions.k8s.io/v1/customresourcedefinitions/"+name, &got)
 		status, _ := got["status"].(map[string]any)
@@ -363,7 +364,7 @@ func (s *Server) InstallCRD(t testing.TB, crd map[string]any) {
 	group, _ := spec["group"].(string)
 	kind, _ := spec["names"].(map[string]any)["kind"].(string)
 	versions, _ := spec["versions"].([]any)
-	WaitFor(t, "CRD "+name+" served", time.Minute, func() error {
+	wait.For(t, time.Minute, "CRD "+name+" served", func() error {
 		s.Discover(t)
 		for _, v := range versions {
 			v, _ := v.(map[string]any)
@@ -405,20 +406,10 @@ func startProc(t testing.TB, name, bin string, args ...string) (stop func()) {
 	return stop
 }
 
-// WaitFor polls cond until it returns nil or the deadline passes.
+// WaitFor is wait.For with kubetest's argument order, for callers not moved to wait yet.
 func WaitFor(t testing.TB, what string, within time.Duration, cond func() error) {
 	t.Helper()
-	deadline := time.Now().Add(within)
-	for {
-		err := cond()
-		if err == nil {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %s: %v", what, within, err)
-		}
-		time.Sleep(250 * time.Millisecond)
-	}
+	wait.For(t, within, what, cond)
 }
 
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
