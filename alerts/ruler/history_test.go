@@ -160,7 +160,7 @@ func TestTunnelAndCephAlertCauses(t *testing.T) {
 	cfg := testConfig(t, amURL)
 	cfg.SpecFiles = []string{filepath.Join(fastSpecs, "fast-tunnel.yaml")}
 	r := startRulerConfig(t, s, reg, cfg, func(r *Ruler) { r.Explain(m) })
-	waitFor(t, 10*time.Second, "SLI series in the TSDB", func() bool { return testutil.ToFloat64(r.appended) > 0 })
+	wait.Until(t, 10*time.Second, "SLI series in the TSDB", func() bool { return testutil.ToFloat64(r.appended) > 0 })
 
 	failing.Store(true)
 	for _, c := range []struct {
@@ -172,7 +172,7 @@ func TestTunnelAndCephAlertCauses(t *testing.T) {
 		{map[string]string{"alertname": "MeridianCephOSDDownHigh", "cluster": "vault"},
 			[]string{"osd:f00d.2 (down since ", "osd_stats: osd.2 on vault-2 up=false"}},
 	} {
-		waitFor(t, 30*time.Second, c.labels["alertname"]+" with its cause at the webhook", func() bool {
+		wait.Until(t, 30*time.Second, c.labels["alertname"]+" with its cause at the webhook", func() bool {
 			msg, ok := hook.Find("firing", c.labels)
 			return ok && msg.Alerts[0].Annotations[alerts.AnnotationCause] != ""
 		})
