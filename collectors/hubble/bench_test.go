@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -669,5 +670,132 @@ func BenchmarkDecodeWire(b *testing.B) {
 		if _, err := dec.flow(resp.flow, "bench", time.Time{}, &r); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// The benchmarks below run one stage b.N times with nothing else in the process, so that
+// `valgrind --tool=callgrind` counts its instructions per flow repeatably whatever the
+// machine's load (BENCHMARKS.md, collectors/hubble: two runs of different -benchtime Nx,
+// the difference divided by the difference in N, cancels the setup).
+
+// decodedSamples is the samples decoded into Flow records, with their L7 response facts.
+func decodedSamples(b *testing.B) ([]pipeline.Flow, []bool) {
+	wire, dec := stageSamples(b), newDecoder(NewParser(nil))
+	recs, resp := make([]pipeline.Flow, len(wire)), make([]bool, len(wire))
+	for i, w := range wire {
+		r, err := readResponse(w)
+		if err != nil {
+			b.Fatal(err)
+		}
+		info, err := dec.flow(r.flow, "bench", time.Time{}, &recs[i])
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp[i] = info.response
+	}
+	return recs, resp
+}
+
+// BenchmarkEdges folds b.N flows, re-timed 10 µs apart, into edges.
+func BenchmarkEdges(b *testing.B) {
+	recs, resp := decodedSamples(b)
+	agg := newEdgeAggregator(pipeline.Meta{Cluster: "bench"}, time.Second, 2*time.Second, 10000, 8, func(int) {})
+	base := time.Now().Truncate(time.Second)
+	flows := uint64(0)
+	b.ResetTimer()
+	for i := range b.N {
+		r := recs[i%len(recs)]
+		r.M.Time = base.Add(time.Duration(int64(i) * replayStepNano))
+		for _, e := range agg.add(&r, resp[i%len(resp)], false) {
+			flows += e.(*pipeline.FlowEdge).Flows
+		}
+	}
+	for _, e := range agg.flush() {
+		flows += e.(*pipeline.FlowEdge).Flows
+	}
+	if flows != uint64(b.N) {
+		b.Fatalf("edges count %d flows, want %d", flows, b.N)
+	}
+}
+
+// BenchmarkNativeBlock encodes b.N flow records into Native blocks of 50,000 rows.
+func BenchmarkNativeBlock(b *testing.B) {
+	recs, _ := decodedSamples(b)
+	enc := storage.NewEncoder()
+	batch := make([]pipeline.Record, 0, 50_000)
+	encode := func() {
+		if _, err := enc.Encode(pipeline.KindFlow, batch); err != nil {
+			b.Fatal(err)
+		}
+		batch = batch[:0]
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		batch = append(batch, &recs[i%len(recs)])
+		if len(batch) == cap(batch) {
+			encode()
+		}
+	}
+	encode()
+}
+
+// BenchmarkReceive is the collector's gRPC receive alone: b.N messages from the relay (a
+// child process, not counted) into its inbox, not decoded.
+func BenchmarkReceive(b *testing.B) {
+	relay := startReplay(b, b.N)
+	cfg := testConfig()
+	dl, err := newDialer(&cfg, RelayConfig{Address: relay.addr})
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := newInbox()
+	b.ResetTimer()
+	closeConn, err := dl.open(context.Background(), &observer.GetFlowsRequest{Follow: true}, in)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer closeConn()
+	var taken batch
+	for got := 0; got < b.N; {
+		if ended, err := in.take(&taken); ended {
+			b.Fatal(err)
+		}
+		got += taken.len()
+		if taken.len() == 0 {
+			<-in.wake
+		}
+	}
+}
+
+// BenchmarkCollector is the whole collector (receive, decode, map, edges, batching) for
+// b.N flows from the relay child into an appender that counts and discards.
+func BenchmarkCollector(b *testing.B) {
+	relay := startReplay(b, b.N)
+	var mu sync.Mutex
+	flows := 0
+	count := pipeline.AppenderFunc(func(_ context.Context, recs ...pipeline.Record) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range recs {
+			if r.Kind() == pipeline.KindFlow {
+				flows++
+			}
+		}
+		return nil
+	})
+	b.ResetTimer()
+	c, _ := startCollector(b, testConfig(RelayConfig{Cluster: "bench", Address: relay.addr}), count, nil, nil)
+	for {
+		mu.Lock()
+		n := flows
+		mu.Unlock()
+		if n >= b.N {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	services.StopAndAwaitTerminated(context.Background(), c)
+	if flows != b.N {
+		b.Fatalf("collector appended %d flows, want %d", flows, b.N)
 	}
 }
