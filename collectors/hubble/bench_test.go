@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -245,9 +246,9 @@ func BenchmarkHubble(b *testing.B) {
 	relay := startReplay(b, perRound)
 	type run struct{ wall, cpu, engineCPU, relayCPU time.Duration }
 	measure := func(f func()) run {
-		start, cpu0, ecpu0, rcpu0 := time.Now(), cpuTime(), engineCPU(), relay.cpu()
+		start, cpu0, ecpu0, rcpu0 := time.Now(), cpuTime(), total(engineCPU()), relay.cpu()
 		f()
-		return run{time.Since(start), cpuTime() - cpu0, engineCPU() - ecpu0, relay.cpu() - rcpu0}
+		return run{time.Since(start), cpuTime() - cpu0, total(engineCPU()) - ecpu0, relay.cpu() - rcpu0}
 	}
 	best := func(old, r run) run {
 		if old.wall == 0 || r.wall < old.wall {
@@ -310,6 +311,7 @@ func BenchmarkHubble(b *testing.B) {
 	}
 
 	var bare, full run
+	engine0 := engineCPU()
 	b.ResetTimer()
 	for range rounds {
 		bare = best(bare, measure(bareRound))
@@ -330,6 +332,15 @@ func BenchmarkHubble(b *testing.B) {
 	fmt.Printf("collector alone (discarding appender, one round): %.0f flows/s, ratio %.2f, %.0f ns CPU per flow (relay %.0f ns)\n", rate(alone), rate(alone)/rate(bare), perFlow(alone.cpu), perFlow(alone.relayCPU))
 	fmt.Printf("full path, stored in ClickHouse: %.0f flows/s, %.0f ns CPU per flow (of which the engine's own threads %.0f ns; relay %.0f ns); edges (rows, flows): %s\n",
 		rate(full), perFlow(full.cpu), perFlow(full.engineCPU), perFlow(full.relayCPU), edges)
+	var names []string
+	engine := engineCPU()
+	for name, d := range engine {
+		if d -= engine0[name]; d > 0 {
+			names = append(names, fmt.Sprintf("%s %.0f", name, float64(d.Nanoseconds())/float64(stored)))
+		}
+	}
+	slices.Sort(names)
+	fmt.Printf("engine threads, all full rounds, ns CPU per stored flow: %s\n", strings.Join(names, ", "))
 	fmt.Printf("peak RSS (VmHWM): %s\n", vmHWM())
 	b.ReportMetric(rate(full), "flows/s")
 	fmt.Printf("BENCH hubble_flows %.0f flows/s ratio=%.2f\n", rate(full), rate(full)/rate(bare))
@@ -372,17 +383,25 @@ func cpuTime() time.Duration {
 }
 
 // engineCPU is the CPU time of the threads the embedded engine started itself (its
-// background merges and insert pipelines): every thread not named like the process,
-// whose threads Go starts. The synchronous part of an insert runs on a Go thread and is
-// not in it.
-func engineCPU() time.Duration {
+// background merges and insert pipelines), by thread name: every thread not named like
+// the process, whose threads Go starts. The synchronous part of an insert runs on a Go
+// thread and is not in it; nor are threads that have ended.
+func engineCPU() map[string]time.Duration {
 	self, _ := os.ReadFile("/proc/self/comm")
 	tasks, _ := os.ReadDir("/proc/self/task")
-	var d time.Duration
+	out := map[string]time.Duration{}
 	for _, t := range tasks {
 		if comm, _ := os.ReadFile("/proc/self/task/" + t.Name() + "/comm"); string(comm) != string(self) {
-			d += statCPU("/proc/self/task/" + t.Name() + "/stat")
+			out[strings.TrimSpace(string(comm))] += statCPU("/proc/self/task/" + t.Name() + "/stat")
 		}
+	}
+	return out
+}
+
+func total(m map[string]time.Duration) time.Duration {
+	var d time.Duration
+	for _, v := range m {
+		d += v
 	}
 	return d
 }
