@@ -10,8 +10,10 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -194,8 +196,12 @@ func startReplay(b *testing.B, total int) replayProcess {
 }
 
 // cpu is the relay's user+system CPU time so far (/proc, clock ticks of 10 ms).
-func (r replayProcess) cpu() time.Duration {
-	s, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", r.pid))
+func (r replayProcess) cpu() time.Duration { return statCPU(fmt.Sprintf("/proc/%d/stat", r.pid)) }
+
+// statCPU is the user+system CPU time in a /proc stat file (clock ticks of 10 ms); 0 when
+// it is gone.
+func statCPU(path string) time.Duration {
+	s, err := os.ReadFile(path)
 	if err != nil {
 		return 0
 	}
@@ -238,11 +244,11 @@ func BenchmarkHubble(b *testing.B) {
 		rounds   = 3
 	)
 	relay := startReplay(b, perRound)
-	type run struct{ wall, cpu, relayCPU time.Duration }
+	type run struct{ wall, cpu, engineCPU, relayCPU time.Duration }
 	measure := func(f func()) run {
-		start, cpu0, rcpu0 := time.Now(), cpuTime(), relay.cpu()
+		start, cpu0, ecpu0, rcpu0 := time.Now(), cpuTime(), total(engineCPU()), relay.cpu()
 		f()
-		return run{time.Since(start), cpuTime() - cpu0, relay.cpu() - rcpu0}
+		return run{time.Since(start), cpuTime() - cpu0, total(engineCPU()) - ecpu0, relay.cpu() - rcpu0}
 	}
 	best := func(old, r run) run {
 		if old.wall == 0 || r.wall < old.wall {
@@ -305,6 +311,7 @@ func BenchmarkHubble(b *testing.B) {
 	}
 
 	var bare, full run
+	engine0 := engineCPU()
 	b.ResetTimer()
 	for range rounds {
 		bare = best(bare, measure(bareRound))
@@ -323,7 +330,17 @@ func BenchmarkHubble(b *testing.B) {
 	fmt.Printf("%d flows per round, best of %d interleaved rounds per side; CPU: getrusage(RUSAGE_SELF) of this process, relay excluded (relay: /proc of its process)\n", perRound, rounds)
 	fmt.Printf("bare client (receive+decode): %.0f flows/s, %.0f ns CPU per flow (relay %.0f ns)\n", rate(bare), perFlow(bare.cpu), perFlow(bare.relayCPU))
 	fmt.Printf("collector alone (discarding appender, one round): %.0f flows/s, ratio %.2f, %.0f ns CPU per flow (relay %.0f ns)\n", rate(alone), rate(alone)/rate(bare), perFlow(alone.cpu), perFlow(alone.relayCPU))
-	fmt.Printf("full path, stored in ClickHouse: %.0f flows/s, %.0f ns CPU per flow (relay %.0f ns); edges (rows, flows): %s\n", rate(full), perFlow(full.cpu), perFlow(full.relayCPU), edges)
+	fmt.Printf("full path, stored in ClickHouse: %.0f flows/s, %.0f ns CPU per flow (of which the engine's own threads %.0f ns; relay %.0f ns); edges (rows, flows): %s\n",
+		rate(full), perFlow(full.cpu), perFlow(full.engineCPU), perFlow(full.relayCPU), edges)
+	var names []string
+	engine := engineCPU()
+	for name, d := range engine {
+		if d -= engine0[name]; d > 0 {
+			names = append(names, fmt.Sprintf("%s %.0f", name, float64(d.Nanoseconds())/float64(stored)))
+		}
+	}
+	slices.Sort(names)
+	fmt.Printf("engine threads, all full rounds, ns CPU per stored flow: %s\n", strings.Join(names, ", "))
 	fmt.Printf("peak RSS (VmHWM): %s\n", vmHWM())
 	b.ReportMetric(rate(full), "flows/s")
 	fmt.Printf("BENCH hubble_flows %.0f flows/s ratio=%.2f\n", rate(full), rate(full)/rate(bare))
@@ -363,6 +380,30 @@ func cpuTime() time.Duration {
 	var ru syscall.Rusage
 	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
 	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// engineCPU is the CPU time of the threads the embedded engine started itself (its
+// background merges and insert pipelines), by thread name: every thread not named like
+// the process, whose threads Go starts. The synchronous part of an insert runs on a Go
+// thread and is not in it; nor are threads that have ended.
+func engineCPU() map[string]time.Duration {
+	self, _ := os.ReadFile("/proc/self/comm")
+	tasks, _ := os.ReadDir("/proc/self/task")
+	out := map[string]time.Duration{}
+	for _, t := range tasks {
+		if comm, _ := os.ReadFile("/proc/self/task/" + t.Name() + "/comm"); string(comm) != string(self) {
+			out[strings.TrimSpace(string(comm))] += statCPU("/proc/self/task/" + t.Name() + "/stat")
+		}
+	}
+	return out
+}
+
+func total(m map[string]time.Duration) time.Duration {
+	var d time.Duration
+	for _, v := range m {
+		d += v
+	}
+	return d
 }
 
 func vmHWM() string {
@@ -482,7 +523,7 @@ func BenchmarkHubbleStages(b *testing.B) {
 		name string
 		d    time.Duration
 	}{
-		{"bare_client", recvDecode}, {"receive", receive}, {"decode", decode}, {"decode_map", st.mapping}, {"edges", st.edges},
+		{"bare_client", recvDecode}, {"receive", receive}, {"standard_decode", decode}, {"decode_map", st.mapping}, {"edges", st.edges},
 		{"native_block", st.encode}, {"insert", st.insert},
 	}
 	fmt.Printf("CPU per flow per stage, getrusage(RUSAGE_SELF), %d flows, relay in a child process; ratio: against the standard decode\n", n)
@@ -669,5 +710,132 @@ func BenchmarkDecodeWire(b *testing.B) {
 		if _, err := dec.flow(resp.flow, "bench", time.Time{}, &r); err != nil {
 			b.Fatal(err)
 		}
+	}
+}
+
+// The benchmarks below run one stage b.N times with nothing else in the process, so that
+// `valgrind --tool=callgrind` counts its instructions per flow repeatably whatever the
+// machine's load (BENCHMARKS.md, collectors/hubble: two runs of different -benchtime Nx,
+// the difference divided by the difference in N, cancels the setup).
+
+// decodedSamples is the samples decoded into Flow records, with their L7 response facts.
+func decodedSamples(b *testing.B) ([]pipeline.Flow, []bool) {
+	wire, dec := stageSamples(b), newDecoder(NewParser(nil))
+	recs, resp := make([]pipeline.Flow, len(wire)), make([]bool, len(wire))
+	for i, w := range wire {
+		r, err := readResponse(w)
+		if err != nil {
+			b.Fatal(err)
+		}
+		info, err := dec.flow(r.flow, "bench", time.Time{}, &recs[i])
+		if err != nil {
+			b.Fatal(err)
+		}
+		resp[i] = info.response
+	}
+	return recs, resp
+}
+
+// BenchmarkEdges folds b.N flows, re-timed 10 µs apart, into edges.
+func BenchmarkEdges(b *testing.B) {
+	recs, resp := decodedSamples(b)
+	agg := newEdgeAggregator(pipeline.Meta{Cluster: "bench"}, time.Second, 2*time.Second, 10000, 8, func(int) {})
+	base := time.Now().Truncate(time.Second)
+	flows := uint64(0)
+	b.ResetTimer()
+	for i := range b.N {
+		r := recs[i%len(recs)]
+		r.M.Time = base.Add(time.Duration(int64(i) * replayStepNano))
+		for _, e := range agg.add(&r, resp[i%len(resp)], false) {
+			flows += e.(*pipeline.FlowEdge).Flows
+		}
+	}
+	for _, e := range agg.flush() {
+		flows += e.(*pipeline.FlowEdge).Flows
+	}
+	if flows != uint64(b.N) {
+		b.Fatalf("edges count %d flows, want %d", flows, b.N)
+	}
+}
+
+// BenchmarkNativeBlock encodes b.N flow records into Native blocks of 50,000 rows.
+func BenchmarkNativeBlock(b *testing.B) {
+	recs, _ := decodedSamples(b)
+	enc := storage.NewEncoder()
+	batch := make([]pipeline.Record, 0, 50_000)
+	encode := func() {
+		if _, err := enc.Encode(pipeline.KindFlow, batch); err != nil {
+			b.Fatal(err)
+		}
+		batch = batch[:0]
+	}
+	b.ResetTimer()
+	for i := range b.N {
+		batch = append(batch, &recs[i%len(recs)])
+		if len(batch) == cap(batch) {
+			encode()
+		}
+	}
+	encode()
+}
+
+// BenchmarkReceive is the collector's gRPC receive alone: b.N messages from the relay (a
+// child process, not counted) into its inbox, not decoded.
+func BenchmarkReceive(b *testing.B) {
+	relay := startReplay(b, b.N)
+	cfg := testConfig()
+	dl, err := newDialer(&cfg, RelayConfig{Address: relay.addr})
+	if err != nil {
+		b.Fatal(err)
+	}
+	in := newInbox()
+	b.ResetTimer()
+	closeConn, err := dl.open(context.Background(), &observer.GetFlowsRequest{Follow: true}, in)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer closeConn()
+	var taken batch
+	for got := 0; got < b.N; {
+		if ended, err := in.take(&taken); ended {
+			b.Fatal(err)
+		}
+		got += taken.len()
+		if taken.len() == 0 {
+			<-in.wake
+		}
+	}
+}
+
+// BenchmarkCollector is the whole collector (receive, decode, map, edges, batching) for
+// b.N flows from the relay child into an appender that counts and discards.
+func BenchmarkCollector(b *testing.B) {
+	relay := startReplay(b, b.N)
+	var mu sync.Mutex
+	flows := 0
+	count := pipeline.AppenderFunc(func(_ context.Context, recs ...pipeline.Record) error {
+		mu.Lock()
+		defer mu.Unlock()
+		for _, r := range recs {
+			if r.Kind() == pipeline.KindFlow {
+				flows++
+			}
+		}
+		return nil
+	})
+	b.ResetTimer()
+	c, _ := startCollector(b, testConfig(RelayConfig{Cluster: "bench", Address: relay.addr}), count, nil, nil)
+	for {
+		mu.Lock()
+		n := flows
+		mu.Unlock()
+		if n >= b.N {
+			break
+		}
+		time.Sleep(time.Millisecond)
+	}
+	services.StopAndAwaitTerminated(context.Background(), c)
+	if flows != b.N {
+		b.Fatalf("collector appended %d flows, want %d", flows, b.N)
 	}
 }

@@ -530,6 +530,32 @@ func TestEdgeBounds(t *testing.T) {
 	}
 }
 
+// TestEdgeRepeats folds runs of one pair, the shortcut for consecutive flows of a
+// connection, with one pair allowed per window: every flow of the second pair is counted
+// on the overflow edge and by the overflow counter, and each window's counts are its own.
+func TestEdgeRepeats(t *testing.T) {
+	var overflow int
+	a := newEdgeAggregator(pipeline.Meta{Cluster: "c"}, time.Second, 0, 1, 4, func(n int) { overflow += n })
+	flow := func(sec int, src string) *pipeline.Flow {
+		return &pipeline.Flow{M: pipeline.Meta{Time: testtime.Day.Add(time.Duration(sec) * time.Second)}, L4Protocol: "TCP",
+			DestinationPort: 80, Source: pipeline.Endpoint{Workload: src}, Destination: pipeline.Endpoint{Workload: "db"}}
+	}
+	var edges []pipeline.Record
+	for _, f := range []*pipeline.Flow{flow(0, "a"), flow(0, "a"), flow(0, "b"), flow(0, "b"), flow(0, "b"), flow(0, "a"), flow(1, "a"), flow(1, "a")} {
+		edges = append(edges, a.add(f, false, false)...)
+	}
+	edges = append(edges, a.flush()...)
+	got := map[string]uint64{}
+	for _, r := range edges {
+		e := r.(*pipeline.FlowEdge)
+		got[fmt.Sprintf("%d %s", e.M.Time.Sub(testtime.Day)/time.Second, e.SourceWorkload)] += e.Flows
+	}
+	want := map[string]uint64{"0 a": 3, "0 " + OtherWorkload: 3, "1 a": 2}
+	if fmt.Sprint(got) != fmt.Sprint(want) || overflow != 3 {
+		t.Errorf("edges %v, overflow %d; want %v, 3", got, overflow, want)
+	}
+}
+
 func TestConfig(t *testing.T) {
 	var cfg Config
 	cfg.RegisterFlags(flag.NewFlagSet("t", flag.PanicOnError))

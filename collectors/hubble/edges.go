@@ -52,6 +52,17 @@ type edgeAggregator struct {
 	windows    map[int64]*window
 	watermark  time.Time
 	overflowed func(n int) // counts flows sent to the overflow edge
+
+	// Per-flow shortcuts, both undone whenever a window closes. nextEnd is the end of the
+	// oldest open window (zero: none open): until the watermark less grace reaches it,
+	// advance has nothing to scan for. last is the pair the previous flow counted on:
+	// consecutive flows of one connection skip hashing the pair's key.
+	nextEnd time.Time
+	last    struct {
+		w *window
+		k edgeKey
+		e *edgeAcc
+	}
 }
 
 func newEdgeAggregator(meta pipeline.Meta, interval, grace time.Duration, maxPairs, maxWindows int, overflowed func(int)) *edgeAggregator {
@@ -111,6 +122,12 @@ func (a *edgeAggregator) acc(t time.Time, k edgeKey, n int, out *[]pipeline.Reco
 		}
 		w = &window{start: start, edges: map[edgeKey]*edgeAcc{}}
 		a.windows[start.UnixNano()] = w
+		if end := start.Add(a.interval); a.nextEnd.IsZero() || end.Before(a.nextEnd) {
+			a.nextEnd = end
+		}
+	}
+	if w == a.last.w && k == a.last.k {
+		return a.last.e
 	}
 	e := w.edges[k]
 	if e == nil {
@@ -124,6 +141,7 @@ func (a *edgeAggregator) acc(t time.Time, k edgeKey, n int, out *[]pipeline.Reco
 			w.edges[k] = e
 		}
 	}
+	a.last.w, a.last.k, a.last.e = w, k, e // k: the overflow edge's key if it overflowed
 	return e
 }
 
@@ -131,7 +149,9 @@ func (a *edgeAggregator) acc(t time.Time, k edgeKey, n int, out *[]pipeline.Reco
 func (a *edgeAggregator) advance(t time.Time, out []pipeline.Record) []pipeline.Record {
 	if t.After(a.watermark) {
 		a.watermark = t
-		out = a.emit(out, a.watermark.Add(-a.grace))
+		if upTo := t.Add(-a.grace); !a.nextEnd.IsZero() && !a.nextEnd.After(upTo) {
+			out = a.emit(out, upTo)
+		}
 	}
 	return out
 }
@@ -174,6 +194,13 @@ func (a *edgeAggregator) emitOldest(out []pipeline.Record) []pipeline.Record {
 func (a *edgeAggregator) emitWindow(out []pipeline.Record, start int64) []pipeline.Record {
 	w := a.windows[start]
 	delete(a.windows, start)
+	a.last.w, a.last.e = nil, nil // lets the closed window go
+	a.nextEnd = time.Time{}
+	for _, o := range a.windows {
+		if end := o.start.Add(a.interval); a.nextEnd.IsZero() || end.Before(a.nextEnd) {
+			a.nextEnd = end
+		}
+	}
 	for k, e := range w.edges {
 		m := a.meta
 		m.Time = w.start

@@ -91,33 +91,54 @@ func (s *sub) add(v []byte) {
 }
 
 // fields walks the fields of a message, calling bytesField for length-delimited ones
-// and varintField for varints; every other field is skipped.
+// and varintField for varints; every other field is skipped. One-byte tags, lengths and
+// varints, most of a flow's, are read inline: protowire's functions are not inlined, and
+// this loop is most of the decoder's instructions.
 func fields(b []byte, bytesField func(protowire.Number, []byte), varintField func(protowire.Number, uint64)) error {
 	for len(b) > 0 {
-		num, typ, n := protowire.ConsumeTag(b)
-		if n < 0 {
-			return errTruncated
+		var num protowire.Number
+		var typ protowire.Type
+		if b[0] < 0x80 {
+			num, typ, b = protowire.Number(b[0]>>3), protowire.Type(b[0]&7), b[1:]
+			if num == 0 {
+				return errTruncated
+			}
+		} else {
+			var n int
+			if num, typ, n = protowire.ConsumeTag(b); n < 0 {
+				return errTruncated
+			}
+			b = b[n:]
 		}
-		b = b[n:]
 		switch typ {
 		case protowire.BytesType:
-			v, n := protowire.ConsumeBytes(b)
-			if n < 0 {
-				return errTruncated
+			var v []byte
+			if len(b) > 0 && b[0] < 0x80 && int(b[0]) < len(b) {
+				v, b = b[1:1+b[0]], b[1+b[0]:]
+			} else {
+				var n int
+				if v, n = protowire.ConsumeBytes(b); n < 0 {
+					return errTruncated
+				}
+				b = b[n:]
 			}
 			if bytesField != nil {
 				bytesField(num, v)
 			}
-			b = b[n:]
 		case protowire.VarintType:
-			v, n := protowire.ConsumeVarint(b)
-			if n < 0 {
-				return errTruncated
+			var v uint64
+			if len(b) > 0 && b[0] < 0x80 {
+				v, b = uint64(b[0]), b[1:]
+			} else {
+				var n int
+				if v, n = protowire.ConsumeVarint(b); n < 0 {
+					return errTruncated
+				}
+				b = b[n:]
 			}
 			if varintField != nil {
 				varintField(num, v)
 			}
-			b = b[n:]
 		default:
 			n := protowire.ConsumeFieldValue(num, typ, b)
 			if n < 0 {
