@@ -3,6 +3,8 @@ package storage
 import (
 	"fmt"
 	"net/netip"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/ClickHouse/ch-go/proto"
@@ -445,13 +447,33 @@ func boolean() proto.ColumnOf[bool]   { return new(proto.ColBool) }
 func ip() proto.ColumnOf[proto.IPv6]  { return new(proto.ColIPv6) }
 func lcArr() proto.ColumnOf[[]string] { return proto.NewArray(lc()) }
 func strMap() proto.ColumnOf[map[string]string] {
-	return proto.NewMap[string, string](str(), str())
+	return sortedMap[string]{proto.NewMap[string, string](str(), str())}
 }
 func lcKeyMap() proto.ColumnOf[map[string]string] {
-	return proto.NewMap[string, string](lc(), str())
+	return sortedMap[string]{proto.NewMap[string, string](lc(), str())}
 }
 func lcCounts() proto.ColumnOf[map[string]uint64] {
-	return proto.NewMap[string, uint64](lc(), u64())
+	return sortedMap[uint64]{proto.NewMap[string, uint64](lc(), u64())}
+}
+
+// sortedMap stores a Go map's entries in key order: a ClickHouse Map keeps the order it
+// was given, and Go's iteration order is random, so the same labels would otherwise be
+// stored (and compared, grouped, matched) as different values.
+type sortedMap[V any] struct{ *proto.ColMap[string, V] }
+
+func (c sortedMap[V]) Append(m map[string]V) {
+	kv := make([]proto.KV[string, V], 0, len(m))
+	for k, v := range m {
+		kv = append(kv, proto.KV[string, V]{Key: k, Value: v})
+	}
+	slices.SortFunc(kv, func(a, b proto.KV[string, V]) int { return strings.Compare(a.Key, b.Key) })
+	c.AppendKV(kv)
+}
+
+func (c sortedMap[V]) AppendArr(v []map[string]V) {
+	for _, m := range v {
+		c.Append(m)
+	}
 }
 
 func timeCol(precision proto.Precision) func() proto.ColumnOf[time.Time] {
