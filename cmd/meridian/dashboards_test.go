@@ -26,14 +26,7 @@ var emptyByDesign = map[string]string{
 	"slos.json: panel Firing SLO alerts / A":     "no SLO alert fires in a calm lab (on a starved machine probes time out, and some do)",
 	"frontdoor.json: annotation Failovers":       "no failover in a calm lab",
 	"frontdoor.json: panel Failovers / A":        "no failover in a calm lab",
-	"frontdoor.json: panel VIP holders / A":      noFrontDoor,
-	"frontdoor.json: panel VRRP transitions / A": noFrontDoor,
 }
-
-// noFrontDoor: the lab runs an HAProxy per POP (lab/frontdoor.go; its calm panels have
-// rows of zero load), but no Keepalived (VRRP needs root and network namespaces);
-// dashboards' TestClickHouseQueries runs these queries over records with data.
-const noFrontDoor = "the lab runs no Keepalived"
 
 // TestDashboardPanelsHaveData runs every query of every shipped dashboard, ClickHouse and
 // PromQL alike, as Grafana sends it (every variable on All, the last 30 minutes), against
