@@ -1,7 +1,6 @@
 package netns
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io/fs"
@@ -15,6 +14,7 @@ import (
 	"time"
 
 	"github.com/meridianhq/meridian/internal/proc"
+	"github.com/meridianhq/meridian/internal/testlog"
 )
 
 // KeepalivedUnavailable says why a keepalived pair cannot run here ("" when it can): not
@@ -53,25 +53,7 @@ type VRRPPair struct {
 
 	mu   sync.Mutex
 	proc [2]*exec.Cmd
-	out  [2]logBuffer
-}
-
-// logBuffer is a daemon's output, written by exec's copying goroutine and read by Output.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(b []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(b)
-}
-
-func (l *logBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
+	out  [2]testlog.Buffer // written by exec's copying goroutines
 }
 
 // VRRPPair makes the pair's namespaces and link; Start runs each node's keepalived.
