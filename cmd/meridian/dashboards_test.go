@@ -51,6 +51,7 @@ func TestDashboardPanelsHaveData(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer func() { cancel(); <-l.Done() }() // the lab's namespaces and daemons go before the test ends
 	specs, _ := filepath.Glob("../../alerts/slos/*.yaml")
 	a := testApp(t, append(serveArgs(t, "panels"), "-ruler.spec-files="+strings.Join(specs, ","),
 		fmt.Sprintf("-steering.dns.listen=127.0.0.1:%d", amtest.FreePort(t)), "-steering.dns.zone="+lab.Zone)...)
