@@ -44,6 +44,7 @@ type Lab struct {
 	pops   map[string]*popServer
 	relays []*relay
 	wg     *wgNetns // nil unless cfg.WireGuardNetns
+	vrrp   *vrrp
 	doors  []FrontDoor
 	loads  loads
 	dns    string // Meridian's GeoDNS, for the load generator (UseDNS)
@@ -63,6 +64,7 @@ type Endpoints struct {
 	Relays           map[string]string // cluster -> Hubble Relay host:port
 	Vantages         map[string]string // site -> source address its probes use
 	FrontDoors       []FrontDoor       // each POP's HAProxy (or stand-in)
+	VRRP             []VRRPNode        // each POP's Keepalived pair (or stand-ins)
 	Inventory        *inventory.Inventory
 }
 
@@ -107,6 +109,13 @@ func Start(ctx context.Context, cfg Config, token string, log *slog.Logger) (*La
 	} else {
 		mux.Handle("GET /wireguard/{node}/metrics", newWGExporter(l.inv, l.state))
 	}
+	if err := l.startVRRP(ctx); err != nil {
+		ln.Close()
+		if l.wg != nil {
+			_ = l.wg.close()
+		}
+		return nil, err
+	}
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
@@ -120,6 +129,9 @@ func Start(ctx context.Context, cfg Config, token string, log *slog.Logger) (*La
 			if err := l.wg.close(); err != nil {
 				log.Error("lab: removing WireGuard namespaces", "err", err)
 			}
+		}
+		if err := l.vrrp.close(); err != nil {
+			log.Error("lab: stopping the Keepalived pairs", "err", err)
 		}
 		close(l.done)
 	}()
@@ -139,7 +151,7 @@ func (l *Lab) auth(h http.Handler) http.Handler {
 }
 
 // Done is closed once the lab has stopped after its context ended, and has removed what
-// it made outside the process (WireGuard namespaces and their processes).
+// it made outside the process (namespaces and the processes in them).
 func (l *Lab) Done() <-chan struct{} { return l.done }
 
 // startWGNetns builds the real WireGuard mesh and makes tunnel failures break it.
@@ -175,6 +187,7 @@ func (l *Lab) Endpoints() Endpoints {
 		Vantages:   map[string]string{},
 		Inventory:  l.inv,
 		FrontDoors: l.doors,
+		VRRP:       l.vrrp.nodes,
 	}
 	if l.wg != nil {
 		e.WireGuardDevices = l.wg.devices

@@ -28,6 +28,7 @@ func startLab(t *testing.T) *Lab {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { cancel(); <-l.Done() }) // the lab's namespaces go before the test ends
 	return l
 }
 

@@ -12,8 +12,9 @@ import (
 	"github.com/meridianhq/meridian/internal/jsonbody"
 )
 
-// Failure is one injected fault. Kind is pop, tunnel or osd; Target names the POP, the
-// site pair ("newyork-nuremberg") or the OSD id; Mode is down (default) or slow.
+// Failure is one injected fault. Kind is pop, tunnel, osd or vrrp; Target names the POP,
+// the site pair ("newyork-nuremberg"), the OSD id or the POP whose VRRP master stops;
+// Mode is down (default) or slow.
 type Failure struct {
 	Kind   string `json:"kind"`
 	Target string `json:"target"`
@@ -116,10 +117,10 @@ func (s *State) impairs(site string, withCeph bool) bool {
 }
 
 // ParseFailure reads CLI words: "pop nuremberg", "tunnel newyork-nuremberg",
-// "osd 3 slow", "osd 3 down".
+// "osd 3 slow", "osd 3 down", "vrrp paris".
 func ParseFailure(words []string) (Failure, error) {
 	if len(words) < 2 || len(words) > 3 {
-		return Failure{}, fmt.Errorf("want KIND TARGET [MODE], e.g. \"pop nuremberg\", \"tunnel newyork-nuremberg\", \"osd 3 slow\"")
+		return Failure{}, fmt.Errorf("want KIND TARGET [MODE], e.g. \"pop nuremberg\", \"tunnel newyork-nuremberg\", \"osd 3 slow\", \"vrrp paris\"")
 	}
 	f := Failure{Kind: words[0], Target: words[1]}
 	if len(words) == 3 {
@@ -160,12 +161,12 @@ type validator struct{ l *Lab }
 
 func (v validator) validate(f Failure) error {
 	switch f.Kind {
-	case "pop":
+	case "pop", "vrrp":
 		if _, ok := v.l.inv.POP(f.Target); !ok {
 			return fmt.Errorf("unknown POP %q (POPs: %s)", f.Target, strings.Join(v.l.popNames(), ", "))
 		}
 		if f.Mode != "down" {
-			return fmt.Errorf("pop failures take mode down, not %q", f.Mode)
+			return fmt.Errorf("%s failures take mode down, not %q", f.Kind, f.Mode)
 		}
 	case "tunnel":
 		a, b, ok := strings.Cut(f.Target, "-")
@@ -186,7 +187,7 @@ func (v validator) validate(f Failure) error {
 			return fmt.Errorf("osd failures take mode down or slow, not %q", f.Mode)
 		}
 	default:
-		return fmt.Errorf("unknown failure kind %q (pop, tunnel, osd)", f.Kind)
+		return fmt.Errorf("unknown failure kind %q (pop, tunnel, osd, vrrp)", f.Kind)
 	}
 	return nil
 }

@@ -55,6 +55,7 @@ func TestLabEndToEnd(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer func() { cancel(); <-l.Done() }() // the lab's namespaces and daemons go before the test ends
 	dir := t.TempDir()
 	tokenFile := filepath.Join(dir, "token")
 	if err := os.WriteFile(tokenFile, []byte(token), 0o600); err != nil {

@@ -40,6 +40,7 @@ func TestHostileClients(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	defer func() { cancel(); <-l.Done() }() // the lab's namespaces and daemons go before the test ends
 	dir := t.TempDir()
 	tokenFile, pwFile := filepath.Join(dir, "token"), filepath.Join(dir, "ch-password")
 	os.WriteFile(tokenFile, []byte(token), 0o600)

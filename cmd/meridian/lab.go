@@ -29,6 +29,7 @@ import (
 	"github.com/meridianhq/meridian/collectors/geodns"
 	"github.com/meridianhq/meridian/collectors/haproxy"
 	"github.com/meridianhq/meridian/collectors/hubble"
+	"github.com/meridianhq/meridian/collectors/keepalived"
 	"github.com/meridianhq/meridian/dashboards/chhttp"
 	"github.com/meridianhq/meridian/internal/secret"
 	"github.com/meridianhq/meridian/lab"
@@ -39,6 +40,7 @@ const labUsage = `Usage:
   meridian lab run [flags]             start the lab world and Meridian (all modules) pointed at it
   meridian lab soak -duration D [flags] run the lab on the soak schedule, check its invariants, report
   meridian lab fail KIND TARGET [MODE] inject a failure: pop nuremberg | tunnel newyork-nuremberg | osd 3 slow | osd 3 down
+                                       | vrrp paris (stop the keepalived holding Paris's VIP)
   meridian lab heal                    clear every failure
   meridian lab load [-duration D] [-service www] REGION RATE
                                        RATE new sessions/s from REGION's clients through the POPs
@@ -332,6 +334,10 @@ func labOverlay(cfg *Config, e lab.Endpoints) {
 	for _, fd := range e.FrontDoors {
 		cfg.HAProxy.Targets = append(cfg.HAProxy.Targets, haproxy.Target{POP: fd.POP, Node: fd.Node, URL: fd.Metrics, Frontends: []string{fd.Frontend}})
 	}
+	cfg.Keepalived.Nodes = nil
+	for _, n := range e.VRRP {
+		cfg.Keepalived.Nodes = append(cfg.Keepalived.Nodes, keepalived.Node{POP: n.POP, Node: n.Node, FIFO: n.FIFO})
+	}
 	cfg.Probes.ICMP = false // loopback echoes carry no distance (lab/pop.go)
 	cfg.Probes.Vantages = nil
 	for _, s := range e.Inventory.Sites {
@@ -385,11 +391,14 @@ Break things (in another terminal), and watch the map, the DNS answers and the a
   ./bin/meridian lab fail pop nuremberg
   ./bin/meridian lab fail tunnel newyork-nuremberg
   ./bin/meridian lab fail osd 3 slow
+  ./bin/meridian lab fail vrrp paris     (Paris's VRRP master stops: the backup takes the VIP)
   ./bin/meridian lab load france 90      (90 new sessions/s against POPs of 100/s: Paris sheds)
   ./bin/meridian lab heal
   ./bin/meridian lab status
 
-Ctrl-C stops everything. As root, -lab.wireguard-netns runs the WireGuard mesh for real
+Ctrl-C stops everything. As root with Debian's keepalived, each POP's front door has a
+Keepalived pair running VRRP between two network namespaces (else stand-ins writing the
+same notify lines). As root, -lab.wireguard-netns runs the WireGuard mesh for real
 (wireguard-go in one network namespace per site, read through wgctrl).
 
 `, base, token, dnsHost, dnsPort, lab.Zone, file, cfg.ClickHouseHTTP.User, cfg.ClickHouseHTTP.PasswordFile)

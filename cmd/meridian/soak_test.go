@@ -83,6 +83,7 @@ func labSetup(t *testing.T, db string, extra ...string) (context.Context, *Confi
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { cancel(); <-l.Done() }) // the lab's namespaces go before the test ends
 	labOverlay(cfg, l.Endpoints())
 	l.UseDNS(cfg.Steering.DNS.Listen)
 	if err := cfg.Validate(); err != nil {

@@ -1,22 +1,16 @@
 package keepalived
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"flag"
-	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/netip"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
-	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -34,111 +28,51 @@ import (
 	"github.com/meridianhq/meridian/topomap"
 )
 
-const vip = "10.77.0.100"
-
-// pair is two namespaces joined by veth, each to run one keepalived.
-type pair struct {
-	t    *testing.T
-	dir  string
-	ns   map[string]string    // node -> namespace
-	proc map[string]*exec.Cmd // node -> running keepalived
-	out  map[string]*bytes.Buffer
-}
-
-func newPair(t *testing.T) *pair {
-	reason, err := netns.Unavailable()
+// newPair makes nodes a (priority 150) and b (100) of POP lon: two namespaces joined by
+// veth, each to run one keepalived.
+func newPair(t *testing.T) *netns.VRRPPair {
+	reason, err := netns.KeepalivedUnavailable()
 	if err != nil {
 		t.Fatal(err)
 	}
 	if reason != "" {
 		t.Skip(reason)
 	}
-	for bin, pkg := range map[string]string{"keepalived": "keepalived", "iptables": "iptables"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			t.Fatalf("%s not found: install the Debian package %s (make apt-test)", bin, pkg)
-		}
+	if _, err := exec.LookPath("iptables"); err != nil {
+		t.Fatal("iptables not found: install the Debian package iptables (make apt-test)")
 	}
 	n, err := netns.New()
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = n.Close() })
-	p := &pair{t: t, dir: t.TempDir(), ns: map[string]string{}, proc: map[string]*exec.Cmd{}, out: map[string]*bytes.Buffer{}}
-	for _, node := range []string{"a", "b"} {
-		if p.ns[node], err = n.AddNamespace("ka" + node); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := n.Link(p.ns["a"], "vrrp0", netip.MustParsePrefix("10.77.0.1/24"), p.ns["b"], "vrrp0", netip.MustParsePrefix("10.77.0.2/24")); err != nil {
+	p, err := n.VRRPPair(netns.PairConfig{Name: "ka", Nodes: [2]string{"a", "b"}, Priorities: [2]int{150, 100},
+		Instance: "VI_lon", RouterID: 77, Subnet: netip.MustParsePrefix("10.77.0.0/24"), Dir: t.TempDir()})
+	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		for node := range p.proc {
-			p.stop(node)
-		}
-		if t.Failed() {
-			for node, b := range p.out {
-				t.Logf("keepalived %s:\n%s", node, b)
+		for i := range 2 {
+			p.Stop(i)
+			if t.Failed() {
+				t.Logf("keepalived %d:\n%s", i, p.Output(i))
 			}
 		}
 	})
 	return p
 }
 
-func (p *pair) fifo(node string) string { return filepath.Join(p.dir, node+".fifo") }
-
-// start runs keepalived for node in the foreground, VRRP only, priority prio.
-func (p *pair) start(node string, prio int) {
-	conf := fmt.Sprintf(`global_defs {
-  notify_fifo %s
-  router_id fd-%s
-}
-vrrp_instance VI_lon {
-  state BACKUP
-  interface vrrp0
-  virtual_router_id 77
-  priority %d
-  advert_int 1
-  virtual_ipaddress {
-    %s/24
-  }
-}
-`, p.fifo(node), node, prio, vip)
-	path := filepath.Join(p.dir, node+".conf")
-	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
-		p.t.Fatal(err)
-	}
-	if p.out[node] == nil {
-		p.out[node] = &bytes.Buffer{}
-	}
-	cmd := exec.Command("ip", "netns", "exec", p.ns[node], "keepalived", "--dont-fork", "--log-console", "--vrrp",
-		"-f", path, "-p", filepath.Join(p.dir, node+".pid"), "-r", filepath.Join(p.dir, node+".vrrp.pid"))
-	cmd.Stdout, cmd.Stderr = p.out[node], p.out[node]
-	if err := cmd.Start(); err != nil {
-		p.t.Fatal(err)
-	}
-	p.proc[node] = cmd
-}
-
-// stop ends node's keepalived as systemd does (SIGTERM) and waits for it.
-func (p *pair) stop(node string) {
-	if cmd := p.proc[node]; cmd != nil {
-		_ = cmd.Process.Signal(syscall.SIGTERM)
-		_ = cmd.Wait()
-		delete(p.proc, node)
+func startNode(t *testing.T, p *netns.VRRPPair, i int) {
+	t.Helper()
+	if err := p.Start(i); err != nil {
+		t.Fatal(err)
 	}
 }
 
-// holdsVIP reports whether the VIP is on node's interface: what clients actually reach.
-func (p *pair) holdsVIP(node string) bool {
-	out, err := exec.Command("ip", "-n", p.ns[node], "-o", "addr", "show", "dev", "vrrp0").Output()
-	return err == nil && strings.Contains(string(out), " "+vip+"/")
-}
-
-// blockVRRP drops IP protocol 112 arriving in node's namespace.
-func (p *pair) blockVRRP(node string) {
-	if out, err := exec.Command("ip", "netns", "exec", p.ns[node], "iptables", "-A", "INPUT", "-p", "vrrp", "-j", "DROP").CombinedOutput(); err != nil {
-		p.t.Fatalf("iptables in %s: %v: %s", node, err, out)
+// blockVRRP drops IP protocol 112 arriving in node i's namespace.
+func blockVRRP(t *testing.T, p *netns.VRRPPair, i int) {
+	if out, err := exec.Command("ip", "netns", "exec", p.NS[i], "iptables", "-A", "INPUT", "-p", "vrrp", "-j", "DROP").CombinedOutput(); err != nil {
+		t.Fatalf("iptables in %s: %v: %s", p.NS[i], err, out)
 	}
 }
 
@@ -151,7 +85,7 @@ func TestRealKeepalivedFailoverAndSplitBrain(t *testing.T) {
 	var mu sync.Mutex
 	var transitions []*pipeline.VRRPTransition
 	latest := map[string]*pipeline.VRRPState{} // by node
-	inv := &inventory.Inventory{POPs: []inventory.POP{{Name: "lon", Site: "london", VIPs: []netip.Addr{netip.MustParseAddr(vip)}}}}
+	inv := &inventory.Inventory{POPs: []inventory.POP{{Name: "lon", Site: "london", VIPs: []netip.Addr{p.VIP}}}}
 	popOnMap := startMap(t, inv)
 	app := pipeline.AppenderFunc(func(_ context.Context, recs ...pipeline.Record) error {
 		popOnMap.m.Consume(recs)
@@ -168,7 +102,7 @@ func TestRealKeepalivedFailoverAndSplitBrain(t *testing.T) {
 		return nil
 	})
 	reg := prometheus.NewRegistry()
-	c, err := New(Config{Interval: 200 * time.Millisecond, Nodes: []Node{{POP: "lon", Node: "a", FIFO: p.fifo("a")}, {POP: "lon", Node: "b", FIFO: p.fifo("b")}}},
+	c, err := New(Config{Interval: 200 * time.Millisecond, Nodes: []Node{{POP: "lon", Node: "a", FIFO: p.FIFO(0)}, {POP: "lon", Node: "b", FIFO: p.FIFO(1)}}},
 		Deps{Inventory: inv, Appender: app, Logger: slog.New(slog.DiscardHandler), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
@@ -186,17 +120,17 @@ func TestRealKeepalivedFailoverAndSplitBrain(t *testing.T) {
 		return slices.ContainsFunc(r.Firing(), func(a alerts.Alert) bool { return a.Name == "MeridianVRRPSplitBrain" && a.Labels["pop"] == "lon" })
 	}
 
-	p.start("a", 150)
-	p.start("b", 100)
+	startNode(t, p, 0)
+	startNode(t, p, 1)
 	wait.Until(t, 20*time.Second, "a MASTER holding the VIP, b BACKUP", func() bool {
-		return is("a", pipeline.VRRPMaster) && is("b", pipeline.VRRPBackup) && p.holdsVIP("a") && !p.holdsVIP("b")
+		return is("a", pipeline.VRRPMaster) && is("b", pipeline.VRRPBackup) && p.HoldsVIP(0) && !p.HoldsVIP(1)
 	})
-	if s := state("a"); !s.HoldsVIP || s.M.Site != "london" || len(s.VIPs) != 1 || s.VIPs[0] != vip || s.Priority != 150 {
-		t.Errorf("a's state %+v, want holding %s at london, priority 150", s, vip)
+	if s := state("a"); !s.HoldsVIP || s.M.Site != "london" || len(s.VIPs) != 1 || s.VIPs[0] != p.VIP.String() || s.Priority != 150 {
+		t.Errorf("a's state %+v, want holding %s at london, priority 150", s, p.VIP)
 	}
 
 	stopped := time.Now()
-	p.stop("a")
+	p.Stop(0)
 	var fo *pipeline.VRRPTransition
 	wait.Until(t, 10*time.Second, "a failover to b recorded, the VIP on b", func() bool {
 		mu.Lock()
@@ -206,7 +140,7 @@ func TestRealKeepalivedFailoverAndSplitBrain(t *testing.T) {
 				fo = tr
 			}
 		}
-		return fo != nil && p.holdsVIP("b") && !p.holdsVIP("a")
+		return fo != nil && p.HoldsVIP(1) && !p.HoldsVIP(0)
 	})
 	t.Logf("failover a -> b: VIP without holder for %s (recorded); b MASTER %s after SIGTERM to a", fo.Duration, fo.M.Time.Sub(stopped))
 	if fo.PreviousMaster != "a" || fo.Duration <= 0 || fo.Duration > 5*time.Second || fo.POP != "lon" || fo.M.Site != "london" || fo.M.Time.Before(stopped) {
@@ -222,11 +156,11 @@ func TestRealKeepalivedFailoverAndSplitBrain(t *testing.T) {
 	}
 
 	// Both sides stop hearing each other; a comes back and takes the VIP too.
-	p.blockVRRP("a")
-	p.blockVRRP("b")
-	p.start("a", 150)
+	blockVRRP(t, p, 0)
+	blockVRRP(t, p, 1)
+	startNode(t, p, 0)
 	wait.Until(t, 20*time.Second, "both MASTER and the VIP on both", func() bool {
-		return is("a", pipeline.VRRPMaster) && is("b", pipeline.VRRPMaster) && p.holdsVIP("a") && p.holdsVIP("b")
+		return is("a", pipeline.VRRPMaster) && is("b", pipeline.VRRPMaster) && p.HoldsVIP(0) && p.HoldsVIP(1)
 	})
 	wait.Until(t, 5*time.Second, "the map's POP lon showing both as holders", func() bool { return popOnMap.attr("vip_holder") == "a,b" })
 	both := time.Now()
