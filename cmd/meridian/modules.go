@@ -127,7 +127,7 @@ func (a *app) modules() (*modules.Manager, error) {
 		Hubble:         {Pipeline, CollectorRing, Inventory},
 		Probes:         {Pipeline, Inventory},
 		HAProxy:        {Pipeline, CollectorRing, Inventory},
-		Keepalived:     {Pipeline},
+		Keepalived:     {Pipeline, Inventory},
 		Collector:      {WireGuard, Ceph, Hubble, Probes, HAProxy, Keepalived},
 		Ruler:          {Pipeline, Inventory},
 		Steering:       {Pipeline, Ruler, Inventory},
@@ -264,7 +264,7 @@ func (a *app) initKeepalived() (services.Service, error) {
 	if len(a.cfg.Keepalived.Nodes) == 0 {
 		return nil, nil
 	}
-	return keepalived.New(a.cfg.Keepalived, keepalived.Deps{Inventory: &a.cfg.Inventory, Appender: a.pipeline, Logger: a.logger("keepalived"), Registerer: a.reg})
+	return keepalived.New(a.cfg.Keepalived, keepalived.Deps{Inventory: a.inv, Appender: a.pipeline, Logger: a.logger("keepalived"), Registerer: a.reg})
 }
 
 // initRuler evaluates the SLO rules over the SLI series the pipeline feeds it, and serves

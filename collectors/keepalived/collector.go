@@ -63,7 +63,7 @@ func (c *Config) Validate() error {
 
 // Deps are what the collector is given.
 type Deps struct {
-	Inventory  *inventory.Inventory
+	Inventory  inventory.View // the live inventory, read at each event; nil: nothing is mapped
 	Appender   pipeline.Appender
 	Logger     *slog.Logger
 	Registerer prometheus.Registerer
@@ -91,7 +91,7 @@ func New(cfg Config, d Deps) (*Collector, error) {
 		return nil, err
 	}
 	if d.Inventory == nil {
-		d.Inventory = &inventory.Inventory{}
+		d.Inventory = inventory.Static(&inventory.Inventory{})
 	}
 	f := promauto.With(d.Registerer)
 	c := &Collector{
@@ -145,7 +145,7 @@ type place struct {
 
 // mapNode maps a POP and node to the POP's site and VIPs and the node's cluster: the one
 // place this collector reads the inventory.
-func mapNode(inv *inventory.Inventory, pop, node string) place {
+func mapNode(inv *inventory.Snapshot, pop, node string) place {
 	var p place
 	if po, ok := inv.POP(pop); ok {
 		p.site = po.Site
@@ -153,23 +153,21 @@ func mapNode(inv *inventory.Inventory, pop, node string) place {
 			p.vips = append(p.vips, v.String())
 		}
 	}
-	for _, n := range inv.Nodes {
-		if n.Name == node {
-			p.cluster = n.Cluster
-		}
+	if n, ok := inv.Node(node); ok {
+		p.cluster = n.Cluster
 	}
 	return p
 }
 
 func (c *Collector) meta(m *pipeline.Meta, pop, node string) place {
-	p := mapNode(c.d.Inventory, pop, node)
+	p := mapNode(c.d.Inventory.Snapshot(), pop, node)
 	m.Collector, m.Site, m.Cluster, m.Node = "keepalived/"+node, p.site, p.cluster, node
 	return p
 }
 
 func (c *Collector) appendStates(ctx context.Context) {
 	c.mu.Lock()
-	states := c.tracker.States(time.Now(), func(pop string) []string { return mapNode(c.d.Inventory, pop, "").vips })
+	states := c.tracker.States(time.Now(), func(pop string) []string { return mapNode(c.d.Inventory.Snapshot(), pop, "").vips })
 	c.mu.Unlock()
 	recs := make([]pipeline.Record, len(states))
 	for i, s := range states {

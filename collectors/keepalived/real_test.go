@@ -103,7 +103,7 @@ func TestRealKeepalivedFailoverAndSplitBrain(t *testing.T) {
 	})
 	reg := prometheus.NewRegistry()
 	c, err := New(Config{Interval: 200 * time.Millisecond, Nodes: []Node{{POP: "lon", Node: "a", FIFO: p.FIFO(0)}, {POP: "lon", Node: "b", FIFO: p.FIFO(1)}}},
-		Deps{Inventory: inv, Appender: app, Logger: slog.New(slog.DiscardHandler), Registerer: reg})
+		Deps{Inventory: inventory.Static(inv), Appender: app, Logger: slog.New(slog.DiscardHandler), Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
