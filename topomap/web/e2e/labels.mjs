@@ -1,7 +1,8 @@
 // Service view label placement in real Chromium, driven by topomap's Go test:
 //   node labels.mjs <page url with token> <cluster,cluster,...> <artifacts dir>
-// Draws each cluster's service view and reports every workload box and edge label drawn,
-// in screen pixels, for the Go test to check that no label covers a box or another label.
+// Draws each cluster's service view and reports every workload box, edge label, namespace
+// group and namespace title drawn, in screen pixels, for the Go test to check that no
+// label or title covers a box or another label or title.
 import { launch, emit } from './browser.mjs';
 
 const [pageURL, clusters, artifacts] = process.argv.slice(2);
@@ -19,11 +20,11 @@ try {
     await page.screenshot({ path: `${artifacts}/services-${cluster}.png` });
     const placed = await page.evaluate(() => window.__topomap.labelBoxes());
     const flows = await page.evaluate(() => window.__topomap.flowsDrawn().length);
-    emit({ step: cluster, ...placed, flows });
+    const r = await page.evaluate(() => document.querySelector('#map').getBoundingClientRect().toJSON());
+    emit({ step: cluster, ...placed, flows, viewport: [r.width, r.height] });
     if (placed.boxes.length > 50) {
-      // Fitted, a big cluster's labels are too small to read: zoom 8x into the middle,
-      // as a user would, where the same placement is drawn at a readable size.
-      const r = await page.evaluate(() => document.querySelector('#map').getBoundingClientRect().toJSON());
+      // Fitted, a big cluster's edge labels are too small to read: zoom 8x into the
+      // middle, as a user would, where the same placement is drawn at a readable size.
       await page.mouse.move(r.x + r.width / 2, r.y + r.height / 2);
       await page.mouse.wheel(0, -Math.log(8) / 0.0015);
       await page.waitForTimeout(200);
