@@ -205,8 +205,8 @@ func TestBrowserTimeTravel(t *testing.T) {
 // namespaces) with 360 flows, fitted and zoomed to 1:1, no label drawn covers a workload box,
 // a namespace title or another label, the labels left out (shown on hover) are the
 // minority in bookinfo, zoomed in the labels in view are at least 9 px high, and fitted
-// every namespace has its group and its title, in view, at least 9 px high, clear of the
-// other titles, groups and boxes.
+// every namespace has its group and its title, in view and clear of the legend, at least
+// 9 px high, clear of the other titles, groups and boxes.
 func TestBrowserServiceLabels(t *testing.T) {
 	requireBrowser(t)
 	m, srv := startMap(t, testConfig(), labInventory(), nil)
@@ -288,6 +288,7 @@ func TestBrowserServiceLabels(t *testing.T) {
 	fitted := steps["aegis"]
 	vp := fitted["viewport"].([]any)
 	titles, frames, boxes := toRects(fitted["titles"]), toRects(fitted["frames"]), toRects(fitted["boxes"])
+	legend := toRects([]any{fitted["legend"]})[0]
 	if len(titles) != workloads/10 || len(frames) != workloads/10 {
 		t.Fatalf("aegis: %d namespace titles and %d groups drawn, want %d", len(titles), len(frames), workloads/10)
 	}
@@ -296,8 +297,8 @@ func TestBrowserServiceLabels(t *testing.T) {
 		if h := ti[3] - ti[1]; h < 9 {
 			t.Errorf("aegis: title %d is %.1f px high, want at least 9", i, h)
 		}
-		if !inside(ti, rect{0, 0, vp[0].(float64), vp[1].(float64)}) {
-			t.Errorf("aegis: title %d at %v is not in the %v view", i, ti, vp)
+		if !inside(ti, rect{0, 0, vp[0].(float64), vp[1].(float64)}) || overlap(ti, legend) {
+			t.Errorf("aegis: title %d at %v is not in the %v view or is under the legend at %v", i, ti, vp, legend)
 		}
 		for j, o := range titles {
 			if j != i && overlap(ti, o) {

@@ -21,7 +21,11 @@ try {
     const placed = await page.evaluate(() => window.__topomap.labelBoxes());
     const flows = await page.evaluate(() => window.__topomap.flowsDrawn().length);
     const r = await page.evaluate(() => document.querySelector('#map').getBoundingClientRect().toJSON());
-    emit({ step: cluster, ...placed, flows, viewport: [r.width, r.height] });
+    const legend = await page.evaluate(() => {
+      const m = document.querySelector('#map').getBoundingClientRect(), l = document.querySelector('#legend').getBoundingClientRect();
+      return [l.left - m.left, l.top - m.top, l.right - m.left, l.bottom - m.top];
+    });
+    emit({ step: cluster, ...placed, flows, viewport: [r.width, r.height], legend });
     if (placed.boxes.length > 50) {
       // Fitted, a big cluster's edge labels are too small to read: zoom to 1:1 (a
       // workload box 34 px high, the labels at their own 11 px) into the namespace group

@@ -156,7 +156,9 @@ export class ServiceView {
     let x0 = Infinity, y0 = Infinity, x1 = -Infinity, y1 = -Infinity;
     for (const { r } of this.frames) { x0 = Math.min(x0, r[0]); y0 = Math.min(y0, r[1]); x1 = Math.max(x1, r[2]); y1 = Math.max(y1, r[3]); }
     const k = Math.min(1.6, (w - 80) / (x1 - x0 || 1), (h - 80) / (y1 - y0 || 1));
-    this.t = { k, x: (w - (x1 - x0) * k) / 2 - x0 * k, y: (h - (y1 - y0) * k) / 2 - y0 * k };
+    // Centred across, from the top down: the room left over stays at the bottom, where
+    // the legend is, so it hides no namespace title.
+    this.t = { k, x: (w - (x1 - x0) * k) / 2 - x0 * k, y: 40 - y0 * k };
     this.fitted = true;
   }
 
