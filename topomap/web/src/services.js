@@ -91,17 +91,29 @@ export class ServiceView {
         layer.set(t, Math.max(layer.get(t) || 0, layer.get(id) + 1));
       }
     }
-    const cols = [];
-    for (const n of ws) (cols[layer.get(n.id) || 0] ||= []).push(n);
-    const rows = Math.max(...cols.map((c) => c?.length || 0));
-    const rel = new Map();
-    cols.forEach((col, ci) => {
-      if (!col) return;
+    const layers = [];
+    for (const n of ws) (layers[layer.get(n.id) || 0] ||= []).push(n);
+    // A layer taller than a square group's height wraps into several columns (say a
+    // namespace of 60 services called only from another namespace's ingress: one layer).
+    const maxRows = Math.max(8, Math.ceil(Math.sqrt((ws.length * COL_W) / ROW_H)));
+    const rel = new Map(), cols = [];
+    for (const col of layers) {
+      if (!col) continue;
       const callerRow = (n) => {
         const rs = internal.filter((e) => e.target === n.id && rel.has(e.source)).map((e) => rel.get(e.source)[1]);
         return rs.length ? rs.reduce((a, b) => a + b, 0) / rs.length : 0;
       };
       col.sort((a, b) => callerRow(a) - callerRow(b) || a.label.localeCompare(b.label));
+      const wrap = Math.ceil(col.length / maxRows), per = Math.ceil(col.length / wrap);
+      for (let i = 0; i < col.length; i += per) {
+        const part = col.slice(i, i + per);
+        // Provisional rows (centred later) so the next layer can order by its callers.
+        part.forEach((n, ri) => rel.set(n.id, [cols.length * COL_W, (ri - (part.length - 1) / 2) * ROW_H]));
+        cols.push(part);
+      }
+    }
+    const rows = Math.max(...cols.map((c) => c.length));
+    cols.forEach((col, ci) => {
       const top = ((rows - col.length) * ROW_H) / 2;
       col.forEach((n, ri) => rel.set(n.id, [ci * COL_W, top + ri * ROW_H]));
     });
@@ -138,7 +150,8 @@ export class ServiceView {
     gs.forEach((g, i) => {
       const ci = i % best.c, ri = Math.floor(i / best.c);
       const x = sum(best.cw.slice(0, ci)) + GAP * ci, y = sum(best.rh.slice(0, ri)) + GAP * ri;
-      const w = best.cw[ci], h = best.rh[ri];
+      // A frame as wide as its column (titles align) and as tall as its own content.
+      const w = best.cw[ci], h = g.h + 2 * PAD + band;
       this.frames.push({ ns: g.ns, n: g.rel.size, r: [x, y, x + w, y + h] });
       // Centre the content in its cell's width so a narrow namespace is not pushed left.
       const ox = x + (w - g.w) / 2, oy = y + band + PAD;
