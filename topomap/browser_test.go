@@ -206,7 +206,8 @@ func TestBrowserTimeTravel(t *testing.T) {
 // a namespace title or another label, the labels left out (shown on hover) are the
 // minority in bookinfo, zoomed in the labels in view are at least 9 px high, and fitted
 // every namespace has its group and its title, in view and clear of the legend, at least
-// 9 px high, clear of the other titles, groups and boxes.
+// 9 px high, clear of the other titles, groups and boxes; a namespace of 60 services
+// called only from another namespace is drawn as a block, not one tall column.
 func TestBrowserServiceLabels(t *testing.T) {
 	requireBrowser(t)
 	m, srv := startMap(t, testConfig(), labInventory(), nil)
@@ -232,9 +233,17 @@ func TestBrowserServiceLabels(t *testing.T) {
 		}
 		recs = append(recs, flow(ns, "api", fmt.Sprintf("shop%02d", (n+1)%(workloads/10)), "auth", n))
 	}
+	// Cluster fanout: an ingress calling 60 services of one namespace, which has no flow
+	// of its own, so its layered layout is a single layer of 60.
+	const fanout = 60
+	for i := range fanout {
+		f := flow("ingress", "nginx", "apps", fmt.Sprintf("svc%02d", i), i)
+		f.M.Cluster = "fanout"
+		recs = append(recs, f)
+	}
 	m.Consume(recs)
 	dir := artifactsDir(t)
-	steps := runNode(t, 120*time.Second, "web/e2e/labels.mjs", srv.URL+"/map/?token="+testToken, "destroyer,aegis", dir)
+	steps := runNode(t, 120*time.Second, "web/e2e/labels.mjs", srv.URL+"/map/?token="+testToken, "destroyer,aegis,fanout", dir)
 	type rect [4]float64
 	toRects := func(v any) []rect {
 		var out []rect
@@ -255,7 +264,7 @@ func TestBrowserServiceLabels(t *testing.T) {
 	}
 	// aegis-zoomed is the 300 workloads zoomed to 1:1 into the namespace group nearest
 	// the middle, as a reader would.
-	for _, cluster := range []string{"destroyer", "aegis", "aegis-zoomed"} {
+	for _, cluster := range []string{"destroyer", "aegis", "aegis-zoomed", "fanout"} {
 		s := steps[cluster]
 		if s == nil {
 			t.Fatalf("%s: service view never drawn: %v", cluster, steps)
@@ -322,6 +331,13 @@ func TestBrowserServiceLabels(t *testing.T) {
 	}
 	w, h = w-frames[0][0], h-frames[0][1]
 	t.Logf("aegis fitted: %d groups in %.0f x %.0f px of a %v view, titles %.1f px high", len(frames), w, h, vp, titles[0][3]-titles[0][1])
+	// The 60 services called from another namespace are a block of columns, not one
+	// column 60 boxes tall.
+	for _, f := range toRects(steps["fanout"]["frames"]) {
+		if aspect := (f[2] - f[0]) / (f[3] - f[1]); aspect < 0.5 || aspect > 3 {
+			t.Errorf("fanout: a namespace group %.0f x %.0f px, want width/height in [0.5, 3]", f[2]-f[0], f[3]-f[1])
+		}
+	}
 	// Zoomed in, the labels in view are drawn at a readable size.
 	vp = steps["aegis-zoomed"]["viewport"].([]any)
 	inView, small := 0, 0
