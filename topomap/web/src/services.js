@@ -43,8 +43,13 @@ export class ServiceView {
       byNs.get(ns).push(n);
     }
     // Each namespace is laid out on its own from its internal flows; flows between
-    // namespaces are drawn between the members but do not shape the layers.
-    this.groups = [...byNs.keys()].sort().map((ns) => ({ ns, ...this.layers(byNs.get(ns)) }));
+    // namespaces are drawn between the members but do not shape the layers. The groups
+    // go in the order of the calls between namespaces (callers first), then by name.
+    const nsOf = (id) => nodes.get(id)?.attrs?.namespace || '';
+    const across = this.flows.map((e) => ({ source: nsOf(e.source), target: nsOf(e.target) })).filter((e) => e.source !== e.target);
+    const { layer } = longestPath([...byNs.keys()], across);
+    const names = [...byNs.keys()].sort((a, b) => layer.get(a) - layer.get(b) || a.localeCompare(b));
+    this.groups = names.map((ns) => ({ ns, ...this.layers(byNs.get(ns)) }));
     // The title band is sized so the fitted view draws titles about 14 px high: a few
     // rounds converge, since a taller band only lowers the fitted zoom a little.
     let band = TITLE_MIN;
@@ -63,34 +68,7 @@ export class ServiceView {
   layers(ws) {
     const ids = new Set(ws.map((n) => n.id));
     const internal = this.flows.filter((e) => ids.has(e.source) && ids.has(e.target));
-    const out = new Map(ws.map((n) => [n.id, []]));
-    const indeg = new Map(ws.map((n) => [n.id, 0]));
-    for (const e of internal) {
-      if (e.source === e.target) continue;
-      out.get(e.source).push(e.target);
-      indeg.set(e.target, indeg.get(e.target) + 1);
-    }
-    // Break cycles with a DFS (back edges ignored), then layer by longest path.
-    const state = new Map(), order = [], back = new Set();
-    const dfs = (id) => {
-      state.set(id, 1);
-      for (const t of out.get(id)) {
-        if (state.get(t) === 1) back.add(id + '>' + t);
-        else if (!state.get(t)) dfs(t);
-      }
-      state.set(id, 2);
-      order.push(id);
-    };
-    const roots = ws.map((n) => n.id).sort((a, b) => indeg.get(a) - indeg.get(b) || a.localeCompare(b));
-    for (const id of roots) if (!state.get(id)) dfs(id);
-    const layer = new Map();
-    for (const id of order.reverse()) {
-      if (!layer.has(id)) layer.set(id, 0);
-      for (const t of out.get(id)) {
-        if (back.has(id + '>' + t)) continue;
-        layer.set(t, Math.max(layer.get(t) || 0, layer.get(id) + 1));
-      }
-    }
+    const { layer, back } = longestPath(ws.map((n) => n.id), internal);
     const layers = [];
     for (const n of ws) (layers[layer.get(n.id) || 0] ||= []).push(n);
     // A layer taller than a square group's height wraps into several columns (say a
@@ -131,7 +109,9 @@ export class ServiceView {
     const dims = (c) => {
       const cw = new Array(c).fill(0), rh = new Array(Math.ceil(gs.length / c)).fill(0);
       gs.forEach((g, i) => {
-        cw[i % c] = Math.max(cw[i % c], g.w + 2 * PAD);
+        // Room for the title too, at its largest (the fitted size): 0.6 em a character.
+        const title = titleText(g.ns, g.rel.size).length * 0.6 * TITLE_FILL * band;
+        cw[i % c] = Math.max(cw[i % c], g.w + 2 * PAD, title + 2 * PAD);
         rh[Math.floor(i / c)] = Math.max(rh[Math.floor(i / c)], g.h + 2 * PAD + band);
       });
       return { cw, rh };
@@ -291,7 +271,7 @@ export class ServiceView {
     const out = [];
     for (const { ns, n, r } of this.frames) {
       const max = r[2] - r[0] - 2 * PAD;
-      let text = (ns || '(no namespace)') + ' · ' + n + (n === 1 ? ' workload' : ' workloads');
+      let text = titleText(ns, n);
       while (text.length > 3 && ctx.measureText(text).width > max) text = text.slice(0, -2) + '…';
       const cy = r[1] + PAD / 2 + this.band / 2;
       const tr = [r[0] + PAD, cy - 0.6 * f, r[0] + PAD + ctx.measureText(text).width, cy + 0.6 * f];
@@ -389,6 +369,42 @@ export class ServiceView {
     this.t.x = w / 2 - (p[0] + BOX_W / 2) * this.t.k;
     this.t.y = h / 2 - (p[1] + BOX_H / 2) * this.t.k;
   }
+}
+
+const titleText = (ns, n) => (ns || '(no namespace)') + ' · ' + n + (n === 1 ? ' workload' : ' workloads');
+
+// longestPath layers a directed graph (edges {source, target} between ids): cycles are
+// broken by a DFS from the least-called ids (back edges ignored), then each id's layer is
+// its longest path from a root, so every other edge goes to a later layer.
+function longestPath(ids, edges) {
+  const out = new Map(ids.map((id) => [id, []]));
+  const indeg = new Map(ids.map((id) => [id, 0]));
+  for (const e of edges) {
+    if (e.source === e.target) continue;
+    out.get(e.source).push(e.target);
+    indeg.set(e.target, indeg.get(e.target) + 1);
+  }
+  const state = new Map(), order = [], back = new Set();
+  const dfs = (id) => {
+    state.set(id, 1);
+    for (const t of out.get(id)) {
+      if (state.get(t) === 1) back.add(id + '>' + t);
+      else if (!state.get(t)) dfs(t);
+    }
+    state.set(id, 2);
+    order.push(id);
+  };
+  const roots = [...ids].sort((a, b) => indeg.get(a) - indeg.get(b) || a.localeCompare(b));
+  for (const id of roots) if (!state.get(id)) dfs(id);
+  const layer = new Map();
+  for (const id of order.reverse()) {
+    if (!layer.has(id)) layer.set(id, 0);
+    for (const t of out.get(id)) {
+      if (back.has(id + '>' + t)) continue;
+      layer.set(t, Math.max(layer.get(t) || 0, layer.get(id) + 1));
+    }
+  }
+  return { layer, back };
 }
 
 function bez(c, t) {
