@@ -200,11 +200,14 @@ func TestBrowserTimeTravel(t *testing.T) {
 	t.Logf("playback observed %d states; screenshots in %s", len(seen), dir)
 }
 
-// TestBrowserServiceLabels checks the service view's edge labels by their bounding boxes:
-// in the bookinfo view and in a cluster of 300 workloads (30 namespaces) with 360 flows,
-// fitted and zoomed 8x, no label drawn covers a workload box or another label, the labels
-// left out (shown on hover) are the minority in bookinfo, and zoomed in the labels in
-// view are at least 9 px high.
+// TestBrowserServiceLabels checks the service view's edge labels and namespace groups by
+// their bounding boxes: in the bookinfo view and in a cluster of 300 workloads (30
+// namespaces) with 360 flows, fitted and zoomed to 1:1, no label drawn covers a workload box,
+// a namespace title or another label, the labels left out (shown on hover) are the
+// minority in bookinfo, zoomed in the labels in view are at least 9 px high, and fitted
+// every namespace has its group and its title, in view and clear of the legend, at least
+// 9 px high, clear of the other titles, groups and boxes; a namespace of 60 services
+// called only from another namespace is drawn as a block, not one tall column.
 func TestBrowserServiceLabels(t *testing.T) {
 	requireBrowser(t)
 	m, srv := startMap(t, testConfig(), labInventory(), nil)
@@ -230,9 +233,17 @@ func TestBrowserServiceLabels(t *testing.T) {
 		}
 		recs = append(recs, flow(ns, "api", fmt.Sprintf("shop%02d", (n+1)%(workloads/10)), "auth", n))
 	}
+	// Cluster fanout: an ingress calling 60 services of one namespace, which has no flow
+	// of its own, so its layered layout is a single layer of 60.
+	const fanout = 60
+	for i := range fanout {
+		f := flow("ingress", "nginx", "apps", fmt.Sprintf("svc%02d", i), i)
+		f.M.Cluster = "fanout"
+		recs = append(recs, f)
+	}
 	m.Consume(recs)
 	dir := artifactsDir(t)
-	steps := runNode(t, 120*time.Second, "web/e2e/labels.mjs", srv.URL+"/map/?token="+testToken, "destroyer,aegis", dir)
+	steps := runNode(t, 120*time.Second, "web/e2e/labels.mjs", srv.URL+"/map/?token="+testToken, "destroyer,aegis,fanout", dir)
 	type rect [4]float64
 	toRects := func(v any) []rect {
 		var out []rect
@@ -251,20 +262,21 @@ func TestBrowserServiceLabels(t *testing.T) {
 	overlap := func(a, b rect) bool { // a shared edge is no collision
 		return a[0] < b[2]-0.5 && a[2] > b[0]+0.5 && a[1] < b[3]-0.5 && a[3] > b[1]+0.5
 	}
-	// aegis-zoomed is the 300 workloads zoomed 8x into the middle, as a reader would.
-	for _, cluster := range []string{"destroyer", "aegis", "aegis-zoomed"} {
+	// aegis-zoomed is the 300 workloads zoomed to 1:1 into the namespace group nearest
+	// the middle, as a reader would.
+	for _, cluster := range []string{"destroyer", "aegis", "aegis-zoomed", "fanout"} {
 		s := steps[cluster]
 		if s == nil {
 			t.Fatalf("%s: service view never drawn: %v", cluster, steps)
 		}
-		boxes, labels := toRects(s["boxes"]), toRects(s["labels"])
+		boxes, labels, titles := toRects(s["boxes"]), toRects(s["labels"]), toRects(s["titles"])
 		hidden, flows := int(s["hidden"].(float64)), int(s["flows"].(float64))
 		if len(labels)+hidden != flows {
 			t.Errorf("%s: %d labels drawn + %d left out != %d flows", cluster, len(labels), hidden, flows)
 		}
 		collisions := 0
 		for i, l := range labels {
-			for _, b := range boxes {
+			for _, b := range append(boxes, titles...) {
 				if overlap(l, b) {
 					collisions++
 				}
@@ -280,8 +292,54 @@ func TestBrowserServiceLabels(t *testing.T) {
 		}
 		t.Logf("%s: %d workloads, %d flows, %d labels drawn, %d on hover only, %d collisions", cluster, len(boxes), flows, len(labels), hidden, collisions)
 	}
+	// Fitted, the 300 workloads are 30 namespace groups, each with its title drawn in
+	// view, readable, inside its own group and clear of every other title, group and box.
+	fitted := steps["aegis"]
+	vp := fitted["viewport"].([]any)
+	titles, frames, boxes := toRects(fitted["titles"]), toRects(fitted["frames"]), toRects(fitted["boxes"])
+	legend := toRects([]any{fitted["legend"]})[0]
+	if len(titles) != workloads/10 || len(frames) != workloads/10 {
+		t.Fatalf("aegis: %d namespace titles and %d groups drawn, want %d", len(titles), len(frames), workloads/10)
+	}
+	inside := func(a, b rect) bool { return a[0] >= b[0] && a[2] <= b[2] && a[1] >= b[1] && a[3] <= b[3] }
+	for i, ti := range titles {
+		if h := ti[3] - ti[1]; h < 9 {
+			t.Errorf("aegis: title %d is %.1f px high, want at least 9", i, h)
+		}
+		if !inside(ti, rect{0, 0, vp[0].(float64), vp[1].(float64)}) || overlap(ti, legend) {
+			t.Errorf("aegis: title %d at %v is not in the %v view or is under the legend at %v", i, ti, vp, legend)
+		}
+		for j, o := range titles {
+			if j != i && overlap(ti, o) {
+				t.Errorf("aegis: titles %d and %d collide", i, j)
+			}
+		}
+		for j, f := range frames {
+			if j == i && !inside(ti, f) || j != i && overlap(ti, f) {
+				t.Errorf("aegis: title %d at %v and group %d at %v", i, ti, j, f)
+			}
+		}
+		for _, b := range boxes {
+			if overlap(ti, b) {
+				t.Errorf("aegis: title %d at %v covers the workload box at %v", i, ti, b)
+			}
+		}
+	}
+	w, h := frames[0][0], frames[0][1]
+	for _, f := range frames {
+		w, h = max(w, f[2]), max(h, f[3])
+	}
+	w, h = w-frames[0][0], h-frames[0][1]
+	t.Logf("aegis fitted: %d groups in %.0f x %.0f px of a %v view, titles %.1f px high", len(frames), w, h, vp, titles[0][3]-titles[0][1])
+	// The 60 services called from another namespace are a block of columns, not one
+	// column 60 boxes tall.
+	for _, f := range toRects(steps["fanout"]["frames"]) {
+		if aspect := (f[2] - f[0]) / (f[3] - f[1]); aspect < 0.5 || aspect > 3 {
+			t.Errorf("fanout: a namespace group %.0f x %.0f px, want width/height in [0.5, 3]", f[2]-f[0], f[3]-f[1])
+		}
+	}
 	// Zoomed in, the labels in view are drawn at a readable size.
-	vp := steps["aegis-zoomed"]["viewport"].([]any)
+	vp = steps["aegis-zoomed"]["viewport"].([]any)
 	inView, small := 0, 0
 	for _, l := range toRects(steps["aegis-zoomed"]["labels"]) {
 		if l[2] > 0 && l[0] < vp[0].(float64) && l[3] > 0 && l[1] < vp[1].(float64) {
@@ -291,8 +349,9 @@ func TestBrowserServiceLabels(t *testing.T) {
 			}
 		}
 	}
+	t.Logf("aegis zoomed to 1:1: %d labels in view, %d under 9 px high", inView, small)
 	if inView < 10 || small > 0 {
-		t.Errorf("aegis zoomed 8x: %d labels in view, %d under 9 px high; want at least 10, all readable", inView, small)
+		t.Errorf("aegis zoomed to 1:1: %d labels in view, %d under 9 px high; want at least 10, all readable", inView, small)
 	}
 	if s := steps["destroyer"]; int(s["hidden"].(float64))*2 > int(s["flows"].(float64)) {
 		t.Errorf("bookinfo: %v of %v labels left out", s["hidden"], s["flows"])
