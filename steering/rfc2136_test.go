@@ -122,14 +122,21 @@ func knotA(t testing.TB, addr, name string) []string {
 	return out
 }
 
+// config is an RFC 2136 configuration that updates k's zone, its TSIG secret in a file,
+// synced only when a test asks.
+func (k *knot) config(t *testing.T) rfc2136.Config {
+	secretFile := filepath.Join(t.TempDir(), "tsig")
+	if err := os.WriteFile(secretFile, []byte(k.secret+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return rfc2136.Config{Server: k.addr, Zone: "example.net.", KeyName: "meridian", KeyAlgorithm: "hmac-sha256",
+		KeySecretFile: secretFile, Interval: time.Hour, Resync: time.Hour, TTL: 30, Timeout: 3 * time.Second}
+}
+
 func TestRFC2136ToKnot(t *testing.T) {
 	k := startKnot(t)
-	secretFile := filepath.Join(t.TempDir(), "tsig")
-	os.WriteFile(secretFile, []byte(k.secret+"\n"), 0o600)
-
 	cfg := testConfig(t)
-	cfg.RFC2136 = rfc2136.Config{Server: k.addr, Zone: "example.net.", KeyName: "meridian", KeyAlgorithm: "hmac-sha256",
-		KeySecretFile: secretFile, Interval: time.Hour, Resync: time.Hour, TTL: 30, Timeout: 3 * time.Second}
+	cfg.RFC2136 = k.config(t)
 	st, err := New(cfg, Deps{Inventory: testInventory(), Appender: &recorder{}, Logger: discard(), Registerer: newTestRegistry()})
 	if err != nil {
 		t.Fatal(err)
@@ -162,7 +169,7 @@ func TestRFC2136ToKnot(t *testing.T) {
 	}
 
 	// A wrong key is refused by Knot and nothing changes.
-	os.WriteFile(secretFile, []byte("d3JvbmcgIGtleSB3cm9uZyBrZXkgd3Jvbmcga2V5IQ==\n"), 0o600)
+	os.WriteFile(cfg.RFC2136.KeySecretFile, []byte("d3JvbmcgIGtleSB3cm9uZyBrZXkgd3Jvbmcga2V5IQ==\n"), 0o600)
 	bad, err := rfc2136.New(cfg.RFC2136, rfc2136.Deps{Source: st.Engine, Names: rfc2136.Names([]string{service}, []string{"uk"}, DefaultRegion), Logger: discard(), Registerer: newTestRegistry()})
 	if err != nil {
 		t.Fatal(err)
@@ -188,11 +195,8 @@ func TestRFC2136ToKnot(t *testing.T) {
 // changes nothing on the server.
 func TestRFC2136FollowsInventory(t *testing.T) {
 	k := startKnot(t)
-	secretFile := filepath.Join(t.TempDir(), "tsig")
-	os.WriteFile(secretFile, []byte(k.secret+"\n"), 0o600)
 	cfg := testConfig(t)
-	cfg.RFC2136 = rfc2136.Config{Server: k.addr, Zone: "example.net.", KeyName: "meridian", KeyAlgorithm: "hmac-sha256",
-		KeySecretFile: secretFile, Interval: time.Hour, Resync: time.Hour, TTL: 30, Timeout: 3 * time.Second}
+	cfg.RFC2136 = k.config(t)
 	inv := testInventory()
 	live := inventory.Static(inv)
 	reg := newTestRegistry()

@@ -123,40 +123,26 @@ func TestTunnelAndCephAlertCauses(t *testing.T) {
 	s := sli.New(sli.Deps{Inventory: inventory.Static(inv)})
 	reg.MustRegister(s)
 	var failing atomic.Bool
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	t.Cleanup(func() { cancel(); <-done })
-	go func() {
-		defer close(done)
-		tick := time.NewTicker(20 * time.Millisecond)
-		defer tick.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case now := <-tick.C:
-				bad := failing.Load()
-				tunnel := pipeline.StatusOK
-				if bad {
-					tunnel = pipeline.StatusDown
-				}
-				health := &pipeline.CephHealth{M: pipeline.Meta{Time: now, Site: "nyc", Cluster: "vault"}, FSID: "f00d", Status: "HEALTH_OK", OSDsTotal: 3, OSDsUp: 3, OSDsIn: 3}
-				if bad {
-					health.Status, health.Checks, health.OSDsUp = "HEALTH_WARN", []string{"OSD_DOWN"}, 2
-				}
-				recs := []pipeline.Record{
-					&pipeline.TunnelStat{M: pipeline.Meta{Time: now, Site: "london", Cluster: "edge-lon", Node: "lon-1"}, Interface: "wg0", PeerNode: "par-1", PeerSite: "paris", Status: tunnel},
-					health,
-				}
-				for osd, host := range []string{"vault-1", "vault-1", "vault-2"} {
-					recs = append(recs, &pipeline.OSDStat{M: pipeline.Meta{Time: now, Site: "nyc", Cluster: "vault", Node: host}, FSID: "f00d", OSD: uint32(osd),
-						Host: host, Up: !bad || osd != 2, In: true, CommitLatencyMs: 1})
-				}
-				s.Consume(recs)
-				m.Consume(recs)
-			}
+	feed(t, func(now time.Time) []pipeline.Record {
+		bad := failing.Load()
+		tunnel := pipeline.StatusOK
+		if bad {
+			tunnel = pipeline.StatusDown
 		}
-	}()
+		health := &pipeline.CephHealth{M: pipeline.Meta{Time: now, Site: "nyc", Cluster: "vault"}, FSID: "f00d", Status: "HEALTH_OK", OSDsTotal: 3, OSDsUp: 3, OSDsIn: 3}
+		if bad {
+			health.Status, health.Checks, health.OSDsUp = "HEALTH_WARN", []string{"OSD_DOWN"}, 2
+		}
+		recs := []pipeline.Record{
+			&pipeline.TunnelStat{M: pipeline.Meta{Time: now, Site: "london", Cluster: "edge-lon", Node: "lon-1"}, Interface: "wg0", PeerNode: "par-1", PeerSite: "paris", Status: tunnel},
+			health,
+		}
+		for osd, host := range []string{"vault-1", "vault-1", "vault-2"} {
+			recs = append(recs, &pipeline.OSDStat{M: pipeline.Meta{Time: now, Site: "nyc", Cluster: "vault", Node: host}, FSID: "f00d", OSD: uint32(osd),
+				Host: host, Up: !bad || osd != 2, In: true, CommitLatencyMs: 1})
+		}
+		return recs
+	}, s, m)
 	cfg := testConfig(t, amURL)
 	cfg.SpecFiles = []string{filepath.Join(fastSpecs, "fast-tunnel.yaml")}
 	r := startRulerConfig(t, s, reg, cfg, func(r *Ruler) { r.Explain(m) })

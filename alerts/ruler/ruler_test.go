@@ -80,6 +80,20 @@ func startRulerConfig(t *testing.T, s *sli.SLI, reg *prometheus.Registry, cfg Co
 
 // prober feeds probe records of two POPs to s and also; lon fails while failing is set.
 func prober(t *testing.T, s *sli.SLI, failing *atomic.Bool, also ...pipeline.Consumer) {
+	feed(t, func(now time.Time) []pipeline.Record {
+		var recs []pipeline.Record
+		for _, pop := range []string{"lon", "par"} {
+			ok := pop != "lon" || !failing.Load()
+			recs = append(recs, &pipeline.Probe{M: pipeline.Meta{Time: now, Site: "nyc"}, Vantage: "nyc-1", Method: "http",
+				POP: pop, Service: "api", Success: ok, RTT: 30 * time.Millisecond})
+		}
+		return recs
+	}, append([]pipeline.Consumer{s}, also...)...)
+}
+
+// feed gives the records next returns for now to every consumer, every 20ms until the
+// test ends.
+func feed(t *testing.T, next func(now time.Time) []pipeline.Record, to ...pipeline.Consumer) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan struct{})
 	t.Cleanup(func() { cancel(); <-done })
@@ -92,14 +106,8 @@ func prober(t *testing.T, s *sli.SLI, failing *atomic.Bool, also ...pipeline.Con
 			case <-ctx.Done():
 				return
 			case now := <-tick.C:
-				var recs []pipeline.Record
-				for _, pop := range []string{"lon", "par"} {
-					ok := pop != "lon" || !failing.Load()
-					recs = append(recs, &pipeline.Probe{M: pipeline.Meta{Time: now, Site: "nyc"}, Vantage: "nyc-1", Method: "http",
-						POP: pop, Service: "api", Success: ok, RTT: 30 * time.Millisecond})
-				}
-				s.Consume(recs)
-				for _, c := range also {
+				recs := next(now)
+				for _, c := range to {
 					c.Consume(recs)
 				}
 			}
