@@ -2,7 +2,6 @@ package topomap
 
 import (
 	"bytes"
-	"cmp"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -118,8 +117,6 @@ func (p *pastGraph) elements(f *filter) ([]*Node, []*Edge) {
 // replay applies records (in time order) each as observed at its own time, keeps the
 // steering weights fresh at at, then ages the graph at at.
 func (g *graph) replay(recs []pipeline.Record, at time.Time) {
-	g.mu.Lock()
-	recs = g.splitPairs(recs)
 	// Probes first: they only set their own edges and the site RTTs the tunnels show, and a
 	// tunnel read back alone (its latest record) must show the latest RTT, as live.
 	slices.SortStableFunc(recs, func(a, b pipeline.Record) int {
@@ -131,16 +128,9 @@ func (g *graph) replay(recs []pipeline.Record, at time.Time) {
 			}
 			return 1
 		}
-		if c := a.Meta().Time.Compare(b.Meta().Time); c != 0 {
-			return c
-		}
-		if ta, ok := a.(*pipeline.TunnelStat); ok {
-			if tb, ok := b.(*pipeline.TunnelStat); ok && endBefore(tb, ta) {
-				return 1
-			}
-		}
-		return 0
+		return a.Meta().Time.Compare(b.Meta().Time)
 	})
+	g.mu.Lock()
 	for _, r := range recs {
 		if d, ok := r.(*pipeline.SteeringDecision); ok {
 			// Steering reports its weights continually (WeightSource): a weight decided
@@ -160,29 +150,6 @@ func (g *graph) replay(recs []pipeline.Record, at time.Time) {
 	}
 	g.mu.Unlock()
 	g.age()
-}
-
-// splitPairs replaces each tunnelPair with its two ends unless both are inventory nodes
-// named by both reports: a node outside the inventory takes its site and cluster from the
-// first report of it, which must then be applied at its own place in time.
-func (g *graph) splitPairs(recs []pipeline.Record) []pipeline.Record {
-	inInventory := func(name string) bool {
-		ns, ok := g.nodes["node:"+name]
-		return ok && ns.inventory
-	}
-	for i, r := range recs {
-		p, ok := r.(*tunnelPair)
-		if !ok {
-			continue
-		}
-		f, l := p.first, p.last
-		if f.M.Node != "" && f.M.Node == l.PeerNode && l.M.Node == f.PeerNode && inInventory(f.M.Node) && inInventory(l.M.Node) {
-			continue
-		}
-		recs[i] = f
-		recs = append(recs, l)
-	}
-	return recs
 }
 
 // pastAlerts reads the alerts firing at at from the ruler's alert history: each alert's
@@ -229,10 +196,7 @@ type pastQuery struct {
 	// of each group is read walking the table backwards in key order (LIMIT 1 BY), without
 	// hashing every row into an aggregate: a third of argMax's CPU over 300,000 tunnel rows.
 	inOrder bool
-	// perTunnel: the rows are tunnel ends, and both ends of a tunnel come back as one row
-	// (tunnelPairs).
-	perTunnel bool
-	parse     func(f []string) (pipeline.Record, error)
+	parse   func(f []string) (pipeline.Record, error)
 }
 
 // pastQueries read what the map draws. Each element's latest row in a window comes from
@@ -244,24 +208,17 @@ var pastQueries = []pastQuery{
 		kind: pipeline.KindTunnelStat,
 		// The collector and the public key (44 characters) only name an end that has no
 		// node name (applyTunnel), so they are sent only then.
-		cols:      "toUnixTimestamp64Milli(time), if(node = '', collector, ''), site, cluster, node, interface, if(peer_node = '', public_key, ''), peer_node, peer_site, endpoint, toUnixTimestamp64Milli(last_handshake), rx_rate, tx_rate, status",
-		groupBy:   "site, node, interface, public_key, peer_node, collector",
-		inOrder:   true,
-		perTunnel: true,
+		cols:    "toUnixTimestamp64Milli(time), if(node = '', collector, ''), site, cluster, node, interface, if(peer_node = '', public_key, ''), peer_node, peer_site, endpoint, toUnixTimestamp64Milli(last_handshake), rx_rate, tx_rate, status",
+		groupBy: "site, node, interface, public_key, peer_node, collector",
+		inOrder: true,
 		parse: func(f []string) (pipeline.Record, error) {
 			p := fields{f: f}
-			a := p.tunnelEnd()
-			if p.i == len(p.f) || p.err != nil { // an end read alone
-				return a, p.err
+			r := &pipeline.TunnelStat{M: p.meta(), Interface: p.str(), PublicKey: p.str(), PeerNode: p.str(), PeerSite: p.str(), Endpoint: p.str()}
+			if hs := p.int(); hs > 0 {
+				r.LastHandshake = time.UnixMilli(hs)
 			}
-			b := p.tunnelEnd()
-			if b.M.Time.UnixMilli() == 0 { // the row of an end not paired (tunnelPairs)
-				return a, p.err
-			}
-			if endBefore(b, a) {
-				a, b = b, a
-			}
-			return &tunnelPair{first: a, last: b}, p.err
+			r.RxRate, r.TxRate, r.Status = p.float(), p.float(), p.str()
+			return r, p.err
 		},
 	},
 	{
@@ -375,9 +332,6 @@ func (m *Map) queryPast(ctx context.Context, q pastQuery, from, to time.Time) ([
 		sql = fmt.Sprintf("SELECT %s FROM %s WHERE %s ORDER BY %s DESC, time DESC LIMIT 1 BY %s",
 			q.cols, m.history.Table(q.kind), where, strings.ReplaceAll(q.groupBy, ",", " DESC,"), q.groupBy)
 	}
-	if q.perTunnel {
-		sql = tunnelPairs(sql)
-	}
 	out, err := m.history.Query(ctx, sql, "TabSeparated")
 	if err != nil {
 		m.metrics.historyErrors.WithLabelValues(q.kind.String()).Inc()
@@ -405,45 +359,6 @@ func (m *Map) queryPast(ctx context.Context, q pastQuery, from, to time.Time) ([
 		recs = append(recs, r)
 	}
 	return recs, nil
-}
-
-// tunnelPairs turns a query of tunnel ends' latest rows into one row per tunnel: the
-// ends are grouped by the tunnel's two nodes as applyTunnel names them (a peer without a
-// node name is ?<its key's first 8 bytes>), and a tunnel reported by its two ends gives
-// one row of both (the second end's columns after the first's). A tunnel with one end
-// reporting, or with several reports from one end (several interfaces), gives a row per
-// end, the second end's columns empty (index 0 of a ClickHouse array is the default).
-func tunnelPairs(ends string) string {
-	from := strings.Index(ends, " FROM ")
-	cols := strings.TrimPrefix(ends[:from], "SELECT ")
-	return `SELECT untuple(e[i.1].1) AS a, untuple(e[i.2].1) AS b FROM (
-  SELECT groupArray((r, l)) AS e FROM (
-    SELECT tuple(` + cols + `) AS r, if(node = '', collector, node) AS l,
-      if(peer_node = '', concat('?', substring(public_key, 1, 8)), peer_node) AS p` + ends[from:] + `)
-  GROUP BY least(l, p), greatest(l, p))
-ARRAY JOIN if(length(e) = 2 AND e[1].2 != e[2].2, [(1, 2)], arrayMap(k -> (k, 0), arrayEnumerate(e))) AS i`
-}
-
-// tunnelEnd reads one tunnel end's columns.
-func (p *fields) tunnelEnd() *pipeline.TunnelStat {
-	r := &pipeline.TunnelStat{M: p.meta(), Interface: p.str(), PublicKey: p.str(), PeerNode: p.str(), PeerSite: p.str(), Endpoint: p.str()}
-	if hs := p.int(); hs > 0 {
-		r.LastHandshake = time.UnixMilli(hs)
-	}
-	r.RxRate, r.TxRate, r.Status = p.float(), p.float(), p.str()
-	return r
-}
-
-// endBefore orders tunnel reports of the same instant as the engine returns the ends'
-// latest rows (by site, node, interface, key, peer and collector, descending), so that
-// which of two simultaneous reports is applied last does not depend on how they were
-// read.
-func endBefore(a, b *pipeline.TunnelStat) bool {
-	if c := a.M.Time.Compare(b.M.Time); c != 0 {
-		return c < 0
-	}
-	return cmp.Or(cmp.Compare(b.M.Site, a.M.Site), cmp.Compare(b.M.Node, a.M.Node), cmp.Compare(b.Interface, a.Interface),
-		cmp.Compare(b.PublicKey, a.PublicKey), cmp.Compare(b.PeerNode, a.PeerNode), cmp.Compare(b.M.Collector, a.M.Collector)) < 0
 }
 
 // fields reads one TabSeparated row in column order; the first error sticks.

@@ -15,8 +15,6 @@ func (g *graph) apply(r pipeline.Record, now time.Time) {
 	switch r := r.(type) {
 	case *pipeline.TunnelStat:
 		g.applyTunnel(r, now)
-	case *tunnelPair:
-		g.applyTunnelPair(r, now)
 	case *pipeline.OSDStat:
 		g.applyOSD(r, now)
 	case *pipeline.CephHealth:
@@ -116,66 +114,23 @@ func (g *graph) applyTunnel(r *pipeline.TunnelStat, now time.Time) {
 		attrMap(&pn.n.Attrs)["public_key"] = r.PublicKey
 		g.unmapped["tunnel_peer"]++
 	}
-	es := g.tunnelEdge(ln, pn)
-	es.sides[es.side(ln)] = newTunnelSide(r, now)
-	g.observeTunnel(es, ln, pn, r, r.LastHandshake, now)
-}
-
-// tunnelPair is a tunnel's two ends' latest reports, read back as one row (first is the
-// earlier, or first in endBefore's order). Both ends are inventory nodes, so nothing the
-// first report did is lost when both are applied at the last one's place in time.
-type tunnelPair struct{ first, last *pipeline.TunnelStat }
-
-func (p *tunnelPair) Kind() pipeline.Kind  { return pipeline.KindTunnelStat }
-func (p *tunnelPair) Meta() *pipeline.Meta { return &p.last.M }
-
-// applyTunnelPair applies both ends' reports at once, as applyTunnel of first then last.
-func (g *graph) applyTunnelPair(p *tunnelPair, now time.Time) {
-	ln, pn := g.nodes["node:"+p.last.M.Node], g.nodes["node:"+p.last.PeerNode]
-	es := g.tunnelEdge(ln, pn)
-	es.sides[es.side(pn)] = newTunnelSide(p.first, p.first.M.Time)
-	es.sides[es.side(ln)] = newTunnelSide(p.last, now)
-	hs := p.last.LastHandshake
-	if hs.IsZero() {
-		hs = p.first.LastHandshake
-	}
-	g.observeTunnel(es, ln, pn, p.last, hs, now)
-}
-
-// tunnelEdge finds or creates the tunnel between two nodes (ids sorted: both ends'
-// reports meet), without allocating its id when it exists, as in nodeFor.
-func (g *graph) tunnelEdge(ln, pn *nodeState) *edgeState {
 	a, b := ln.n.ID, pn.n.ID
 	if b < a {
 		a, b = b, a
 	}
-	es, ok := g.edges["tunnel:"+a+"|"+b]
+	es, ok := g.edges["tunnel:"+a+"|"+b] // found without allocating its id, as in nodeFor
 	if !ok {
 		es = g.edge("tunnel:"+a+"|"+b, KindTunnel, a, b)
 	}
-	return es
-}
-
-// side is the end of es that node n is: the edge's ends are its two nodes, and a
-// report comes from one of them.
-func (es *edgeState) side(n *nodeState) int {
-	if n.n.ID != es.e.Source {
-		return 1
-	}
-	return 0
-}
-
-func newTunnelSide(r *pipeline.TunnelStat, now time.Time) tunnelSide {
 	st := r.Status
 	if st == "" {
 		st = pipeline.StatusUnknown
 	}
-	return tunnelSide{status: st, rx: r.RxRate, tx: r.TxRate, bps: r.RxRate + r.TxRate, seen: now}
-}
-
-// observeTunnel draws es from its sides after r, the latest report (hs: the latest
-// handshake reported).
-func (g *graph) observeTunnel(es *edgeState, ln, pn *nodeState, r *pipeline.TunnelStat, hs time.Time, now time.Time) {
+	side := 0 // the edge's ends are its two nodes: a report comes from one of them
+	if ln.n.ID != a {
+		side = 1
+	}
+	es.sides[side] = tunnelSide{status: st, rx: r.RxRate, tx: r.TxRate, bps: r.RxRate + r.TxRate, seen: now}
 	// Both ends report the same tunnel: it is as bad as the worse fresh report, and its
 	// throughput is the busier side's.
 	status, best := pipeline.StatusUnknown, tunnelSide{}
@@ -190,8 +145,8 @@ func (g *graph) observeTunnel(es *edgeState, ln, pn *nodeState, r *pipeline.Tunn
 	}
 	m := metricMap(&es.e.Metrics)
 	m["rx_bytes_per_s"], m["tx_bytes_per_s"] = round3(best.rx), round3(best.tx)
-	if !hs.IsZero() {
-		m["last_handshake_unix"] = float64(hs.Unix())
+	if !r.LastHandshake.IsZero() {
+		m["last_handshake_unix"] = float64(r.LastHandshake.Unix())
 	}
 	if rtt, ok := g.siteRTT[sitePair(ln.n.Site, pn.n.Site)]; ok {
 		m["rtt_ms"] = rtt
