@@ -230,7 +230,10 @@ func compareGraphs(t *testing.T, at time.Time, live *graph, past *pastGraph) {
 func TestBulkRebuildEqualsIncremental(t *testing.T) {
 	m, _, fail, _ := historyMap(t)
 	st := m.history.(*storage.Store)
-	nodes := []string{"lon-1", "nyc-1", "par-1", "tyo-1", "nue-1", "rogue-1"}
+	// nyc-vault-1 has no tunnel in the lab: its tunnels have one report per end; the lab's
+	// have two (the lab's and the mesh's, named differently); rogue-1 is outside the
+	// inventory.
+	nodes := []string{"nyc-vault-1", "lon-1", "nyc-1", "par-1", "tyo-1", "rogue-1"}
 	var recs []pipeline.Record
 	for i, a := range nodes {
 		for j, b := range nodes[i+1:] {
@@ -245,7 +248,9 @@ func TestBulkRebuildEqualsIncremental(t *testing.T) {
 				recs = append(recs, r)
 				if (i+j)%3 != 0 || k == 0 { // the other end only reported long ago
 					back := tunnel(b, "", a, "", pipeline.StatusOK)
-					back.M.Time, back.TxRate = when.Add(time.Duration(j)*time.Second), float64(50*k)
+					// Before, with, or after the first end's report.
+					back.M.Time, back.TxRate = when.Add(time.Duration(j-1)*time.Second), float64(50*k)
+					back.LastHandshake, back.Endpoint = back.M.Time.Add(-7*time.Second), fmt.Sprintf("10.1.%d.%d:51820", i, j)
 					recs = append(recs, back)
 				}
 			}
@@ -253,7 +258,15 @@ func TestBulkRebuildEqualsIncremental(t *testing.T) {
 	}
 	keyed := tunnel("lon-1", "london", "", "", pipeline.StatusDegraded)
 	keyed.M.Time, keyed.PublicKey = fail.Add(time.Minute), "mKHe2y3tF0aZ9Xq+key="
-	recs = append(recs, keyed)
+	// The keyed peer's own report (its node name unknown to it: the collector names it),
+	// and a second interface of lon-1 to par-1, down, reported by both ends at once.
+	keyedBack := tunnel("", "", "lon-1", "london", pipeline.StatusOK)
+	keyedBack.M.Time, keyedBack.M.Collector, keyedBack.Endpoint = fail.Add(30*time.Second), "?mKHe2y3t", "10.9.9.9:51820"
+	wg1 := tunnel("lon-1", "london", "par-1", "paris", pipeline.StatusDown)
+	wg1.M.Time, wg1.Interface, wg1.TxRate = fail.Add(100*time.Second), "wg1", 7
+	wg1Back := tunnel("par-1", "paris", "lon-1", "london", pipeline.StatusOK)
+	wg1Back.M.Time, wg1Back.Interface, wg1Back.Endpoint = fail.Add(100*time.Second), "wg1", "10.1.1.1:51821"
+	recs = append(recs, keyed, keyedBack, wg1, wg1Back)
 	storeRecords(t, st, recs)
 	var rows []pipeline.Record
 	rec := alerts.NewRecorder(pipeline.AppenderFunc(func(_ context.Context, rs ...pipeline.Record) error {
