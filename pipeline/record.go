@@ -150,6 +150,7 @@ type Endpoint struct {
 	Identity     uint32
 	IP           netip.Addr
 	Labels       []string // selected labels, "key=value"
+	Cluster      string   // Cilium's cluster name (cluster_name, else the io.cilium.k8s.policy.cluster label); "" unknown
 }
 
 // Flow is one Hubble flow. Meta.Cluster and Meta.Node are where Hubble saw it.
@@ -181,6 +182,7 @@ type FlowEdge struct {
 	SourceWorkload  string
 	DestNamespace   string
 	DestWorkload    string
+	DestCluster     string // the destination's cluster when it is not Meta.Cluster (a cross-cluster flow); "" same cluster
 	Protocol        string
 	Port            uint16
 	Flows           uint64

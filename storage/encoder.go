@@ -162,6 +162,7 @@ var columnSets = map[pipeline.Kind]func() columnSet{
 		col("src_workload", lc, func(r *pipeline.FlowEdge) string { return r.SourceWorkload }),
 		col("dst_namespace", lc, func(r *pipeline.FlowEdge) string { return r.DestNamespace }),
 		col("dst_workload", lc, func(r *pipeline.FlowEdge) string { return r.DestWorkload }),
+		col("dst_cluster", lc, func(r *pipeline.FlowEdge) string { return r.DestCluster }),
 		col("protocol", lc, func(r *pipeline.FlowEdge) string { return r.Protocol }),
 		col("port", u16, func(r *pipeline.FlowEdge) uint16 { return r.Port }),
 		col("flows", u64, func(r *pipeline.FlowEdge) uint64 { return r.Flows }),

@@ -83,13 +83,15 @@ func TestClusterDDL(t *testing.T) {
 		"CREATE MATERIALIZED VIEW IF NOT EXISTS meridian.flows_1m_mv_local ON CLUSTER prod\nTO meridian.flows_1m_local",
 		"FROM meridian.flow_edges_local",
 		"ENGINE = Distributed(prod, meridian, probes_1m_local, rand())",
+		"DROP VIEW IF EXISTS meridian.flows_1m_mv_local ON CLUSTER prod",
+		"ALTER TABLE meridian.flows_1m ON CLUSTER prod ADD COLUMN IF NOT EXISTS dst_cluster",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("cluster DDL lacks %q", want)
 		}
 	}
 	for _, stmt := range ddl {
-		if strings.HasPrefix(stmt, "CREATE") && !strings.Contains(stmt, "ON CLUSTER prod") {
+		if (strings.HasPrefix(stmt, "CREATE") || strings.HasPrefix(stmt, "ALTER") || strings.HasPrefix(stmt, "DROP")) && !strings.Contains(stmt, "ON CLUSTER prod") {
 			t.Errorf("statement without ON CLUSTER: %s", stmt)
 		}
 	}

@@ -15,10 +15,12 @@ const OtherWorkload = "other"
 // events) in the interval they were reported: they are in the totals, with no pair.
 const LostWorkload = "lost"
 
-// edgeKey is one workload pair, oriented from client to server.
+// edgeKey is one workload pair, oriented from client to server; dstCluster is the
+// server's cluster when it is another than the client's ("" the same).
 type edgeKey struct {
 	srcNS, srcWorkload string
 	dstNS, dstWorkload string
+	dstCluster         string
 	protocol           string
 	port               uint16
 }
@@ -75,7 +77,7 @@ func newEdgeAggregator(meta pipeline.Meta, interval, grace time.Duration, maxPai
 // edges of windows that closed.
 func (a *edgeAggregator) add(f *pipeline.Flow, response, sampled bool) []pipeline.Record {
 	var out []pipeline.Record
-	e := a.acc(f.M.Time, orient(f), 1, &out)
+	e := a.acc(f.M.Time, orient(f, a.meta.Cluster), 1, &out)
 	e.flows++
 	if sampled {
 		e.sampled++
@@ -206,7 +208,7 @@ func (a *edgeAggregator) emitWindow(out []pipeline.Record, start int64) []pipeli
 		m.Time = w.start
 		r := &pipeline.FlowEdge{M: m, Interval: a.interval,
 			SourceNamespace: k.srcNS, SourceWorkload: k.srcWorkload, DestNamespace: k.dstNS, DestWorkload: k.dstWorkload,
-			Protocol: k.protocol, Port: k.port,
+			DestCluster: k.dstCluster, Protocol: k.protocol, Port: k.port,
 			Flows: e.flows, Sampled: e.sampled, Drops: e.drops, DropReasons: e.dropReasons, Requests: e.requests, Errors: e.errors}
 		if e.latency != nil {
 			r.LatencyP50, r.LatencyP90, r.LatencyP99 = e.latency.quantile(0.5), e.latency.quantile(0.9), e.latency.quantile(0.99)
@@ -218,12 +220,19 @@ func (a *edgeAggregator) emitWindow(out []pipeline.Record, start int64) []pipeli
 }
 
 // orient keys a flow from client to server: a reply travels from the server, so its
-// endpoints are swapped and the server's port is its source port.
-func orient(f *pipeline.Flow) edgeKey {
+// endpoints are swapped and the server's port is its source port. The server is in
+// another cluster when both ends name their clusters and the names differ (Cilium names
+// every pod endpoint's cluster, a cluster mesh's remote ones included; reserved
+// identities such as world or host have none); local, the relay's cluster, is no other.
+func orient(f *pipeline.Flow, local string) edgeKey {
 	src, dst, port := &f.Source, &f.Destination, f.DestinationPort
 	if f.IsReply {
 		src, dst, port = dst, src, f.SourcePort
 	}
-	return edgeKey{srcNS: src.Namespace, srcWorkload: src.Workload, dstNS: dst.Namespace, dstWorkload: dst.Workload,
+	k := edgeKey{srcNS: src.Namespace, srcWorkload: src.Workload, dstNS: dst.Namespace, dstWorkload: dst.Workload,
 		protocol: f.L4Protocol, port: port}
+	if src.Cluster != "" && dst.Cluster != "" && dst.Cluster != src.Cluster && dst.Cluster != local {
+		k.dstCluster = dst.Cluster
+	}
+	return k
 }

@@ -15,6 +15,10 @@ import (
 // namespace labels) are dropped; reserved identities (world, host, ...) are always kept.
 var DefaultLabelKeys = []string{"app", "version", "k8s-app", "app.kubernetes.io/name", "app.kubernetes.io/component", "app.kubernetes.io/version"}
 
+// clusterLabelKey is the label Cilium gives every pod endpoint, remote ones of a cluster
+// mesh included: the name of the cluster the pod runs in.
+const clusterLabelKey = "io.cilium.k8s.policy.cluster"
+
 // appLabelKeys name the application an endpoint belongs to, most specific first.
 var appLabelKeys = []string{"app.kubernetes.io/name", "app", "k8s-app"}
 
@@ -45,8 +49,8 @@ func (p *Parser) endpoint(e *flowpb.Endpoint, owners Owners) pipeline.Endpoint {
 	if e == nil {
 		return pipeline.Endpoint{}
 	}
-	out := pipeline.Endpoint{Namespace: e.GetNamespace(), Pod: e.GetPodName(), Identity: e.GetIdentity()}
-	app, appRank, reserved, podNamespace := "", len(appLabelKeys), "", ""
+	out := pipeline.Endpoint{Namespace: e.GetNamespace(), Pod: e.GetPodName(), Identity: e.GetIdentity(), Cluster: e.GetClusterName()}
+	app, appRank, reserved, podNamespace, clusterLabel := "", len(appLabelKeys), "", "", ""
 	for _, l := range e.GetLabels() {
 		source, kv, ok := strings.Cut(l, ":")
 		if !ok {
@@ -60,8 +64,11 @@ func (p *Parser) endpoint(e *flowpb.Endpoint, owners Owners) pipeline.Endpoint {
 			continue
 		}
 		k, v, _ := strings.Cut(kv, "=")
-		if k == "io.kubernetes.pod.namespace" {
+		switch k {
+		case "io.kubernetes.pod.namespace":
 			podNamespace = v
+		case clusterLabelKey:
+			clusterLabel = v
 		}
 		if p.labelKeys[k] {
 			out.Labels = append(out.Labels, kv)
@@ -97,6 +104,9 @@ func (p *Parser) endpoint(e *flowpb.Endpoint, owners Owners) pipeline.Endpoint {
 	}
 	if out.Namespace == "" {
 		out.Namespace = podNamespace
+	}
+	if out.Cluster == "" { // older Cilium names it in the label only
+		out.Cluster = clusterLabel
 	}
 	return out
 }

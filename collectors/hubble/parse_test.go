@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"net/netip"
 	"path/filepath"
+	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -54,9 +56,9 @@ func TestParseSamples(t *testing.T) {
 		want := pipeline.Flow{
 			M: pipeline.Meta{Time: time.Date(2021, 11, 10, 10, 40, 56, 474250400, time.UTC), Cluster: "kind", Node: "kind-control-plane"},
 			Source: pipeline.Endpoint{Namespace: "bookinfo", Pod: "ratings-v1-b6994bb9-jgqxb", Workload: "ratings", WorkloadKind: "Deployment",
-				Identity: 16370, IP: netip.MustParseAddr("10.244.0.206"), Labels: []string{"app=ratings", "version=v1"}},
+				Identity: 16370, IP: netip.MustParseAddr("10.244.0.206"), Labels: []string{"app=ratings", "version=v1"}, Cluster: "kind-kind"},
 			Destination: pipeline.Endpoint{Namespace: "bookinfo", Pod: "reviews-v2-7bf8c9648f-r7bs2", Workload: "reviews", WorkloadKind: "Deployment",
-				Identity: 11615, IP: netip.MustParseAddr("10.244.0.110"), Labels: []string{"app=reviews", "version=v2"}},
+				Identity: 11615, IP: netip.MustParseAddr("10.244.0.110"), Labels: []string{"app=reviews", "version=v2"}, Cluster: "kind-kind"},
 			L4Protocol: "TCP", SourcePort: 9080, DestinationPort: 40948, Verdict: "FORWARDED", Direction: "EGRESS", IsReply: true,
 			L7Type: "HTTP", HTTPMethod: "GET", HTTPCode: 200, HTTPPath: "/ratings/0", L7Latency: 1678100 * time.Nanosecond,
 		}
@@ -164,6 +166,16 @@ func FuzzParse(f *testing.F) {
 			f.Add(b)
 		}
 	}
+	// A cluster mesh's flow: the server in another cluster, named by cluster_name and by
+	// the label, a client named by the label alone.
+	mesh, err := proto.Marshal(&flowpb.Flow{
+		Source:      &flowpb.Endpoint{Namespace: "shop", Labels: []string{"k8s:app=web", "k8s:" + clusterLabelKey + "=ny"}},
+		Destination: &flowpb.Endpoint{Namespace: "shop", ClusterName: "nbg", Labels: []string{"k8s:app=db", "k8s:" + clusterLabelKey + "=old"}},
+	})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(mesh)
 	p := NewParser(nil)
 	f.Fuzz(func(t *testing.T, b []byte) {
 		var got pipeline.Flow
@@ -182,8 +194,33 @@ func FuzzParse(f *testing.F) {
 		if info != refInfo(fl) {
 			t.Fatalf("flow facts %+v, want %+v", info, refInfo(fl))
 		}
-		orient(&got)
+		orient(&got, "fuzz")
 	})
+}
+
+// TestEndpointCluster: an endpoint's cluster is Cilium's cluster_name, else its
+// io.cilium.k8s.policy.cluster label (the samples' Cilium sends only the label); a
+// reserved identity has none. The label is not kept among the endpoint's labels.
+func TestEndpointCluster(t *testing.T) {
+	p := NewParser(nil)
+	f := flowAt(t, load(t, "hubble-otel-basic-sample-348-http-flows.json"), "2021-10-04T14:28:38.735173594Z")
+	if src, dst := p.endpoint(f.GetSource(), nil), p.endpoint(f.GetDestination(), nil); src.Cluster != "default" || dst.Cluster != "" || dst.Workload != "world" {
+		t.Errorf("prometheus -> world: source cluster %q, destination %q (%s)", src.Cluster, dst.Cluster, dst.Workload)
+	}
+	for _, c := range []struct {
+		e    *flowpb.Endpoint
+		want string
+	}{
+		{&flowpb.Endpoint{Labels: []string{"k8s:" + clusterLabelKey + "=nbg-aegis", "k8s:app=db"}}, "nbg-aegis"},
+		{&flowpb.Endpoint{ClusterName: "nbg-aegis", Labels: []string{"k8s:" + clusterLabelKey + "=old"}}, "nbg-aegis"},
+		{&flowpb.Endpoint{Labels: []string{clusterLabelKey + "=bare"}}, "bare"},
+		{&flowpb.Endpoint{Labels: []string{"reserved:world"}}, ""},
+	} {
+		got := p.endpoint(c.e, nil)
+		if got.Cluster != c.want || slices.ContainsFunc(got.Labels, func(l string) bool { return strings.Contains(l, clusterLabelKey) }) {
+			t.Errorf("%v: cluster %q, labels %v; want %q", c.e.GetLabels(), got.Cluster, got.Labels, c.want)
+		}
+	}
 }
 
 // TestEndpointOwnerFromAPI: with no app label and no Cilium workload, the owner the
