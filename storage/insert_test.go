@@ -166,7 +166,7 @@ func TestRollupKeepsDestCluster(t *testing.T) {
 	if err := s.Exec(ctx, "OPTIMIZE TABLE flows_1m FINAL"); err != nil {
 		t.Fatal(err)
 	}
-	got := queryString(t, s, "SELECT count(), sum(flows) FROM flows_1m")+"; "+
+	got := queryString(t, s, "SELECT count(), sum(flows) FROM flows_1m") + "; " +
 		queryString(t, s, "SELECT concat('[', dst_cluster, ']'), flows, requests, errors FROM flows_1m ORDER BY dst_cluster")
 	if want := "2\t10; []\t4\t2\t0\n[nbg-aegis]\t6\t2\t2"; got != want {
 		t.Fatalf("flows_1m rows after merging:\n got %q\nwant %q", got, want)

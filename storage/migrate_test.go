@@ -2,9 +2,16 @@ package storage_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/meridianhq/meridian/internal/testtime"
+	"github.com/meridianhq/meridian/pipeline"
+	"github.com/meridianhq/meridian/storage"
 	"github.com/meridianhq/meridian/storage/storagetest"
 )
 
@@ -28,5 +35,45 @@ func TestMigrateTwice(t *testing.T) {
 	want := "alert_states ceph_health ceph_pools flow_edges flows flows_1m flows_1m_mv haproxy_stats osd_stats probes probes_1m probes_1m_mv schema_migrations steering_decisions steering_inputs tunnel_stats vrrp_states vrrp_transitions"
 	if got := strings.Join(strings.Fields(string(out)), " "); got != want {
 		t.Fatalf("tables:\n got %s\nwant %s", got, want)
+	}
+}
+
+// TestMigrateDestCluster: migration 009 on a database an older Meridian filled keeps its
+// edges, read as inside their own cluster (dst_cluster ”), in flow_edges and flows_1m;
+// edges written after it roll up by destination cluster.
+func TestMigrateDestCluster(t *testing.T) {
+	cfg := storagetest.Config(t)
+	s, err := storage.New(cfg, storage.Deps{Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	t.Cleanup(func() { s.Exec(ctx, "DROP DATABASE IF EXISTS "+cfg.Database); s.Close() })
+	if err := s.MigrateTo(ctx, 8); err != nil {
+		t.Fatal(err)
+	}
+	at := testtime.Day.Add(10 * time.Hour)
+	old := fmt.Sprintf(`INSERT INTO %s (time, cluster, src_namespace, src_workload, dst_namespace, dst_workload, protocol, port, flows, requests, errors)
+		VALUES ('%s', 'ny', 'shop', 'web', 'shop', 'api', 'TCP', 80, 5, 2, 1)`, s.Table(pipeline.KindFlowEdge), at.Format("2006-01-02 15:04:05"))
+	if err := s.Exec(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	e := &pipeline.FlowEdge{M: pipeline.Meta{Time: at.Add(time.Second), Cluster: "ny"}, Interval: time.Second, SourceNamespace: "shop", SourceWorkload: "web",
+		DestNamespace: "shop", DestWorkload: "api", DestCluster: "nbg", Protocol: "TCP", Port: 80, Flows: 3, Requests: 3, Errors: 3}
+	native, err := storage.NewEncoder().Encode(pipeline.KindFlowEdge, []pipeline.Record{e})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Insert(ctx, pipeline.Block{Kind: pipeline.KindFlowEdge, Rows: 1, Token: "after-009", Native: native}); err != nil {
+		t.Fatal(err)
+	}
+	for table, want := range map[string]string{"flow_edges": "[]\t5\t1\n[nbg]\t3\t3\n", "flows_1m": "[]\t5\t1\n[nbg]\t3\t3\n"} {
+		out, err := s.Query(ctx, "SELECT concat('[', dst_cluster, ']'), sum(flows), sum(errors) FROM "+table+" GROUP BY dst_cluster ORDER BY dst_cluster", "TabSeparated")
+		if err != nil || string(out) != want {
+			t.Errorf("%s by dst_cluster: %q, %v; want %q", table, out, err, want)
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"math"
 	"path"
 	"slices"
 	"strconv"
@@ -198,7 +199,10 @@ ORDER BY version`, sc.DB, sc.OnCluster, engine),
 // Migrate creates the database and applies the migrations that have not run yet, then
 // brings each table's TTL to the configured one. Running it again is harmless: every
 // statement is idempotent and applied versions are skipped.
-func (s *Store) Migrate(ctx context.Context) error {
+func (s *Store) Migrate(ctx context.Context) error { return s.migrate(ctx, math.MaxInt) }
+
+// migrate applies the migrations up to version upTo (a test's older schema).
+func (s *Store) migrate(ctx context.Context, upTo int) error {
 	for _, stmt := range s.bootstrap() {
 		if err := s.Exec(ctx, stmt); err != nil {
 			return fmt.Errorf("storage migrate: %w", err)
@@ -213,7 +217,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 		return err
 	}
 	for _, m := range ms {
-		if applied[m.version] {
+		if applied[m.version] || m.version > upTo {
 			continue
 		}
 		stmts, err := s.schema.statements(m)
