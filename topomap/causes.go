@@ -119,16 +119,27 @@ func (g *graph) causesOf(id string) []Cause {
 		if es.e.Kind != KindFlow {
 			return nil
 		}
-		// A flow's packets cross the tunnels of its clusters' machines; a tunnel to
-		// another site carries the cross-site part.
+		// A flow's packets cross the tunnels of its clusters' machines. Between two
+		// sites (a flow to another cluster of the mesh), the tunnels between those
+		// sites carry it; inside one, a tunnel to another site carries the cross-site
+		// part.
 		src, dst := g.nodes[es.e.Source], g.nodes[es.e.Target]
+		var between [2]string
+		if src != nil && dst != nil && src.n.Site != "" && dst.n.Site != "" && src.n.Site != dst.n.Site {
+			between = [2]string{src.n.Site, dst.n.Site}
+		}
 		for _, w := range []*nodeState{src, dst} {
 			if w == nil {
 				continue
 			}
 			for _, tid := range g.clusterTunnels(w.n.Cluster) {
 				t := g.edges[tid].e
-				cands.add(tid, g.nodes[t.Source] != nil && g.nodes[t.Target] != nil && g.nodes[t.Source].n.Site != g.nodes[t.Target].n.Site)
+				a, b := g.nodes[t.Source], g.nodes[t.Target]
+				specific := a != nil && b != nil && a.n.Site != b.n.Site
+				if specific && between[0] != "" {
+					specific = [2]string{a.n.Site, b.n.Site} == between || [2]string{b.n.Site, a.n.Site} == between
+				}
+				cands.add(tid, specific)
 			}
 		}
 	} else if ns, ok := g.nodes[id]; ok {

@@ -112,6 +112,44 @@ func TestTunnelFailureNamesTunnel(t *testing.T) {
 	}
 }
 
+// TestCrossSiteFlowNamesTunnelBetweenSites: a flow from destroyer (nyc) to a workload of
+// aegis (nuremberg) joins the two clusters' workloads. With nyc's tunnels to london and
+// then to nuremberg down, its errors are put first on the tunnel between nyc and
+// nuremberg, though the london one went down before (on time alone, or on its id, it
+// would come first).
+func TestCrossSiteFlowNamesTunnelBetweenSites(t *testing.T) {
+	now := time.Now()
+	cross := &pipeline.FlowEdge{M: pipeline.Meta{Time: now, Site: "nyc", Cluster: "destroyer"}, Interval: time.Second,
+		SourceNamespace: "bookinfo", SourceWorkload: "reviews", DestNamespace: "bookinfo", DestWorkload: "ratings", DestCluster: "aegis",
+		Protocol: "TCP", Port: 9080, Flows: 10, Requests: 10}
+	g := testGraph(append(calmLab(t, now), cross))
+	id := "flow:" + workloadID("destroyer", "bookinfo", "reviews") + "->" + workloadID("aegis", "bookinfo", "ratings") + ":TCP/9080"
+	es := g.edges[id]
+	if es == nil {
+		t.Fatalf("no edge %s", id)
+	}
+	if dst := g.nodes[es.e.Target].n; dst.Cluster != "aegis" || dst.Site != "nuremberg" || dst.Parent != clusterID("aegis") {
+		t.Errorf("destination %+v; want a workload of aegis at nuremberg", dst)
+	}
+	if es.e.Status != pipeline.StatusOK || es.e.Causes != nil {
+		t.Errorf("calm cross-site flow: %s, causes %v", es.e.Status, es.e.Causes)
+	}
+	down := func(peer, peerSite string) *pipeline.TunnelStat {
+		return &pipeline.TunnelStat{M: pipeline.Meta{Time: time.Now(), Site: "nyc", Cluster: "destroyer", Node: "nyc-1"}, Interface: "wg0",
+			PeerNode: peer, PeerSite: peerSite, Status: pipeline.StatusDown}
+	}
+	g.Consume([]pipeline.Record{down("lon-1", "london")})
+	g.flush()
+	erring := *cross
+	erring.M.Time, erring.Errors = time.Now(), 5
+	g.Consume([]pipeline.Record{down("nue-gpu-1", "nuremberg"), &erring})
+	g.flush()
+	const between, london = "tunnel:node:nue-gpu-1|node:nyc-1", "tunnel:node:lon-1|node:nyc-1"
+	if cs := es.e.Causes; es.e.Status != pipeline.StatusDegraded || len(cs) < 2 || cs[0].ID != between || cs[1].ID != london || cs[0].Since < cs[1].Since {
+		t.Errorf("erring cross-site flow: %s, causes %+v; want %s first, then %s", es.e.Status, cs, between, london)
+	}
+}
+
 func TestSlowOSDNamesItsClustersWorkloads(t *testing.T) {
 	now := time.Now()
 	recs := append(calmLab(t, now), erroring(t, now)...)

@@ -226,7 +226,8 @@ func compareGraphs(t *testing.T, at time.Time, live *graph, past *pastGraph) {
 // status computed once) equals the one the incremental graph reaches from the same stored
 // records and alerts, every field of every element: over the scripted past, plus a mesh
 // whose two ends report at different times (one of them long stale, some down, one peer
-// known only by its key, one node outside the inventory) and a firing alert.
+// known only by its key, one node outside the inventory), a firing alert, and the erring
+// flow's pair again across to aegis (nuremberg): one more edge, read back beside it.
 func TestBulkRebuildEqualsIncremental(t *testing.T) {
 	m, _, fail, _ := historyMap(t)
 	st := m.history.(*storage.Store)
@@ -267,6 +268,12 @@ func TestBulkRebuildEqualsIncremental(t *testing.T) {
 	wg1Back := tunnel("par-1", "paris", "lon-1", "london", pipeline.StatusOK)
 	wg1Back.M.Time, wg1Back.Interface, wg1Back.Endpoint = fail.Add(100*time.Second), "wg1", "10.1.1.1:51821"
 	recs = append(recs, keyed, keyedBack, wg1, wg1Back)
+	for i, ago := range []time.Duration{4 * time.Minute, time.Minute} {
+		recs = append(recs, &pipeline.FlowEdge{M: pipeline.Meta{Time: fail.Add(2*time.Minute - ago), Collector: "test", Site: "nyc", Cluster: "destroyer", Node: "nyc-1"},
+			Interval: 30 * time.Second, SourceNamespace: "bookinfo", SourceWorkload: "productpage-v1", DestNamespace: "bookinfo", DestWorkload: "reviews-v2",
+			DestCluster: "aegis", Protocol: "TCP", Port: 9080, Flows: 30, Requests: 30, Errors: uint64(20 * i)})
+	}
+	const crossFlow = "flow:workload:destroyer/bookinfo/productpage-v1->workload:aegis/bookinfo/reviews-v2:TCP/9080"
 	storeRecords(t, st, recs)
 	var rows []pipeline.Record
 	rec := alerts.NewRecorder(pipeline.AppenderFunc(func(_ context.Context, rs ...pipeline.Record) error {
@@ -327,6 +334,12 @@ func TestBulkRebuildEqualsIncremental(t *testing.T) {
 		}
 		if at.After(fail) && downTunnels == 0 {
 			t.Errorf("at %s: no tunnel down: the mesh does not exercise the statuses", at.Format(time.TimeOnly))
+		}
+		if at.Equal(fail.Add(2 * time.Minute)) {
+			cross, ok := want[crossFlow].(Edge)
+			if _, in := want[erringFlow]; !ok || !in || cross.Status != pipeline.StatusDegraded || cross.Target != workloadID("aegis", "bookinfo", "reviews-v2") {
+				t.Errorf("at %s: cross-cluster flow %+v (found %v), in-cluster one found %v; want both, the cross one degraded", at.Format(time.TimeOnly), cross, ok, in)
+			}
 		}
 	}
 }

@@ -252,14 +252,28 @@ func (g *graph) workload(cluster, site, ns, name string) *nodeState {
 	return wn
 }
 
+// clusterSite is the site of cluster as the map places it (the inventory's clusters are
+// seeded with theirs); "" when unknown.
+func (g *graph) clusterSite(cluster string) string {
+	if c, ok := g.nodes[clusterID(cluster)]; ok {
+		return c.n.Site
+	}
+	return ""
+}
+
 func (g *graph) applyFlowEdge(r *pipeline.FlowEdge, now time.Time) {
 	cluster := r.M.Cluster
 	site := r.M.Site
 	if cluster == "" {
 		g.unmapped["flow_edge"]++
 	}
+	// A flow to another cluster of the mesh ends at a workload of that cluster, at its site.
+	dstCluster, dstSite := cluster, site
+	if r.DestCluster != "" && r.DestCluster != cluster {
+		dstCluster, dstSite = r.DestCluster, g.clusterSite(r.DestCluster)
+	}
 	src := g.workload(cluster, site, r.SourceNamespace, r.SourceWorkload)
-	dst := g.workload(cluster, site, r.DestNamespace, r.DestWorkload)
+	dst := g.workload(dstCluster, dstSite, r.DestNamespace, r.DestWorkload)
 	id := "flow:" + src.n.ID + "->" + dst.n.ID + fmt.Sprintf(":%s/%d", r.Protocol, r.Port)
 	es := g.edge(id, KindFlow, src.n.ID, dst.n.ID)
 	secs := r.Interval.Seconds()
