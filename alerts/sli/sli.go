@@ -6,6 +6,7 @@
 package sli
 
 import (
+	"cmp"
 	"math"
 	"slices"
 	"sync"
@@ -178,7 +179,7 @@ func (s *SLI) edge(e *pipeline.FlowEdge) {
 		s.skip(e.Kind(), "no_destination")
 		return
 	}
-	lv := []string{e.M.Cluster, e.DestNamespace, e.DestWorkload}
+	lv := []string{cmp.Or(e.DestCluster, e.M.Cluster), e.DestNamespace, e.DestWorkload} // the service's own cluster
 	s.svcRequests.WithLabelValues(lv...).Add(float64(e.Requests))
 	s.svcErrors.WithLabelValues(lv...).Add(float64(min(e.Errors, e.Requests)))
 	// Hubble gives percentiles, not a distribution: put 50% of the requests at p50,

@@ -99,6 +99,27 @@ meridian_sli_records_skipped_total{kind="tunnel_stat",reason="status_unknown"} 1
 	}
 }
 
+// TestServiceSLIDestCluster: a request across the mesh counts for the service in its own
+// cluster, the edge's destination cluster, not the caller's.
+func TestServiceSLIDestCluster(t *testing.T) {
+	s := New(Deps{})
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s)
+	s.Consume([]pipeline.Record{
+		&pipeline.FlowEdge{M: pipeline.Meta{Cluster: "ny-destroyer"}, DestNamespace: "shop", DestWorkload: "api", DestCluster: "nbg-aegis", Requests: 10, Errors: 10},
+		&pipeline.FlowEdge{M: pipeline.Meta{Cluster: "ny-destroyer"}, DestNamespace: "shop", DestWorkload: "api", Requests: 5},
+	})
+	want := `
+# HELP meridian_sli_service_errors_total L7 requests to a service that failed (HTTP 5xx, DNS rcode != 0).
+# TYPE meridian_sli_service_errors_total counter
+meridian_sli_service_errors_total{cluster="nbg-aegis",namespace="shop",service="api"} 10
+meridian_sli_service_errors_total{cluster="ny-destroyer",namespace="shop",service="api"} 0
+`
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "meridian_sli_service_errors_total"); err != nil {
+		t.Error(err)
+	}
+}
+
 // The Ceph state series follow the records: a cleared health check goes to 0 (so the
 // rules resolve) rather than vanishing or staying at 1.
 func TestCephState(t *testing.T) {
