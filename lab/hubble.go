@@ -3,6 +3,7 @@ package lab
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
@@ -21,7 +22,20 @@ type relay struct {
 	srv     *hubbletest.Server
 	// impaired reports a failure beneath the cluster's workloads (see impairs).
 	impaired func() bool
+	remote   *meshCall // nil: the cluster calls no other
 }
+
+// meshCall is a service a cluster also calls in another cluster of the mesh: each of the
+// capture's exchanges with pods named pod* is made again with that cluster's replica.
+type meshCall struct {
+	cluster, pod string
+	impaired     func() bool // the tunnels between the two clusters' sites are down
+}
+
+// meshCalls is the lab's cluster mesh: New York's compute cluster also calls the
+// capture's productpage in Nuremberg, over the New York–Nuremberg tunnels, so a failed
+// tunnel between them shows as erring flows between the two clusters.
+var meshCalls = map[string]meshCall{"ny-destroyer": {cluster: "nbg-aegis", pod: "productpage-"}}
 
 // flowsPerSecond is each lab relay's replay rate.
 const flowsPerSecond = 50
@@ -31,7 +45,10 @@ func (l *Lab) startRelays(ctx context.Context, samples []*observer.GetFlowsRespo
 	if len(samples) == 0 {
 		return fmt.Errorf("lab: the Hubble capture has no successful exchange to replay")
 	}
-	cephSites := map[string]bool{}
+	cephSites, clusterSite := map[string]bool{}, map[string]string{}
+	for _, c := range l.inv.Clusters {
+		clusterSite[c.Name] = c.Site
+	}
 	for _, n := range l.inv.Nodes {
 		if n.CephHost != "" {
 			cephSites[n.Site] = true
@@ -46,6 +63,10 @@ func (l *Lab) startRelays(ctx context.Context, samples []*observer.GetFlowsRespo
 			return fmt.Errorf("lab: relay %s: %w", c.Name, err)
 		}
 		r := &relay{cluster: c.Name, srv: srv, impaired: func() bool { return l.state.impairs(c.Site, cephSites[c.Site]) }}
+		if mc, ok := meshCalls[c.Name]; ok {
+			mc.impaired = func() bool { return l.state.tunnelDown(c.Site, clusterSite[mc.cluster]) }
+			r.remote = &mc
+		}
 		l.relays = append(l.relays, r)
 		go r.replay(ctx, samples)
 	}
@@ -61,21 +82,64 @@ func (r *relay) replay(ctx context.Context, samples []*observer.GetFlowsResponse
 		case <-ctx.Done():
 			return
 		case now := <-tick.C:
-			m := proto.Clone(samples[i%len(samples)]).(*observer.GetFlowsResponse)
-			ts := timestamppb.New(now)
-			m.Time = ts
-			node := r.cluster + "-node-1"
-			m.NodeName = node
-			if f := m.GetFlow(); f != nil {
-				f.Time = ts
-				f.NodeName = node
-				if http := f.GetL7().GetHttp(); http != nil && f.GetL7().GetType() == flowpb.L7FlowType_RESPONSE && r.impaired() {
-					http.Code = 503 // the request timed out on the failure beneath
-				}
+			sample := samples[i%len(samples)]
+			r.srv.Add(r.flow(sample, now, "", r.impaired()))
+			if r.remote != nil && strings.HasPrefix(server(sample.GetFlow()).GetPodName(), r.remote.pod) {
+				r.srv.Add(r.flow(sample, now, r.remote.cluster, r.remote.impaired()))
 			}
-			r.srv.Add(m)
 		}
 	}
+}
+
+// flow is sample as this relay reports it at now: its pods in the relay's cluster, the
+// server in remote unless that is "" (Cilium's cluster label, which a mesh's relay gives
+// remote pods too), and a failed answer (503) when impaired.
+func (r *relay) flow(sample *observer.GetFlowsResponse, now time.Time, remote string, impaired bool) *observer.GetFlowsResponse {
+	m := proto.Clone(sample).(*observer.GetFlowsResponse)
+	ts := timestamppb.New(now)
+	m.Time = ts
+	node := r.cluster + "-node-1"
+	m.NodeName = node
+	f := m.GetFlow()
+	if f == nil {
+		return m
+	}
+	f.Time = ts
+	f.NodeName = node
+	srv := server(f)
+	for _, e := range []*flowpb.Endpoint{f.GetSource(), f.GetDestination()} {
+		if e.GetPodName() == "" {
+			continue // a reserved identity (world, host, ...) is in no cluster
+		}
+		cluster := r.cluster
+		if e == srv && remote != "" {
+			cluster = remote
+		}
+		labelled := false
+		for i, l := range e.Labels {
+			if strings.HasPrefix(l, clusterLabel) {
+				e.Labels[i], labelled = clusterLabel+cluster, true
+			}
+		}
+		if !labelled { // the capture's sidecar answers carry no labels of their pod
+			e.Labels = append(e.Labels, clusterLabel+cluster)
+		}
+	}
+	if http := f.GetL7().GetHttp(); http != nil && f.GetL7().GetType() == flowpb.L7FlowType_RESPONSE && impaired {
+		http.Code = 503 // the request timed out on the failure beneath
+	}
+	return m
+}
+
+// clusterLabel is the label in which Cilium names a pod's cluster.
+const clusterLabel = "k8s:io.cilium.k8s.policy.cluster="
+
+// server is the endpoint that answers in f's exchange: a reply comes from it.
+func server(f *flowpb.Flow) *flowpb.Endpoint {
+	if f.GetIsReply().GetValue() {
+		return f.GetSource()
+	}
+	return f.GetDestination()
 }
 
 // healthyLatency is the longest answer a healthy exchange takes: the service latency SLO's

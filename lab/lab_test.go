@@ -267,3 +267,71 @@ func TestFailuresImpairTheWorkloadsAbove(t *testing.T) {
 	}
 	check("osd 3 slow", map[string]bool{"newyork": true, "nuremberg": false, "tokyo": false})
 }
+
+// TestRelayCallsAcrossTheMesh: New York's relay reports its pods in its own cluster and,
+// for each exchange with productpage, the same exchange with Nuremberg's productpage
+// (Cilium's cluster label on the server), answered 503 only while a New York–Nuremberg
+// tunnel is down; no other relay calls across.
+func TestRelayCallsAcrossTheMesh(t *testing.T) {
+	l := startLab(t)
+	var ny *relay
+	for _, r := range l.relays {
+		if r.cluster == "ny-destroyer" {
+			ny = r
+		} else if r.remote != nil {
+			t.Errorf("%s calls %s", r.cluster, r.remote.cluster)
+		}
+	}
+	if ny == nil || ny.remote == nil || ny.remote.cluster != "nbg-aegis" {
+		t.Fatalf("New York's relay: %+v", ny)
+	}
+	all, err := hubbletest.Load("../testdata/hubble/hubble-otel-basic-sample-348-http-flows.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var answer *observer.GetFlowsResponse
+	for _, m := range succeeded(all) {
+		if f := m.GetFlow(); f.GetL7().GetType() == flowpb.L7FlowType_RESPONSE && strings.HasPrefix(server(f).GetPodName(), ny.remote.pod) {
+			answer = m
+		}
+	}
+	if answer == nil {
+		t.Fatal("no healthy productpage answer in the capture")
+	}
+	clusters := func(m *observer.GetFlowsResponse) (client, srv string) {
+		f := m.GetFlow()
+		of := func(e *flowpb.Endpoint) string {
+			for _, l := range e.GetLabels() {
+				if c, ok := strings.CutPrefix(l, clusterLabel); ok {
+					return c
+				}
+			}
+			return ""
+		}
+		return of(f.GetDestination()), of(f.GetSource()) // an answer: from the server
+	}
+	now := time.Now()
+	local := ny.flow(answer, now, "", ny.impaired())
+	if c, s := clusters(local); c != "ny-destroyer" || s != "ny-destroyer" || local.GetFlow().GetL7().GetHttp().GetCode() != 200 {
+		t.Errorf("local answer: client in %q, server in %q, code %d", c, s, local.GetFlow().GetL7().GetHttp().GetCode())
+	}
+	for _, c := range []struct {
+		fail string
+		code uint32
+	}{{"", 200}, {"newyork-london", 200}, {"newyork-nuremberg", 503}} {
+		l.State().Heal()
+		if c.fail != "" {
+			if err := l.State().Fail(Failure{Kind: "tunnel", Target: c.fail}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		remote := ny.flow(answer, now, ny.remote.cluster, ny.remote.impaired())
+		if cl, s := clusters(remote); cl != "ny-destroyer" || s != "nbg-aegis" || remote.GetFlow().GetL7().GetHttp().GetCode() != c.code {
+			t.Errorf("tunnel %q down: answer across the mesh from a client in %q, server in %q, code %d; want ny-destroyer, nbg-aegis, %d",
+				c.fail, cl, s, remote.GetFlow().GetL7().GetHttp().GetCode(), c.code)
+		}
+	}
+	if answer.GetFlow().GetL7().GetHttp().GetCode() != 200 || strings.Contains(strings.Join(answer.GetFlow().GetSource().GetLabels(), ","), "nbg-aegis") {
+		t.Error("the sample itself was changed")
+	}
+}
