@@ -101,7 +101,9 @@ func TestLabEndToEnd(t *testing.T) {
 			for _, e := range snap.Edges {
 				seen[e.Kind] = seen[e.Kind] || e.Status != "unknown"
 			}
-			return len(named) == 0 && seen["flow"] && seen["workload"] && seen["tunnel"] && seen["osd"] && seen["probe"] && seen["steer"] && seen["region"]
+			seen["cross-site flow"] = len(crossSiteFlows(snap)) > 0
+			return len(named) == 0 && seen["flow"] && seen["workload"] && seen["tunnel"] && seen["osd"] && seen["probe"] && seen["steer"] && seen["region"] &&
+				seen["cross-site flow"]
 		}},
 	})
 
@@ -163,7 +165,8 @@ func TestLabEndToEnd(t *testing.T) {
 
 	// The tunnel: the requests of New York's and Nuremberg's workloads fail (the lab's
 	// relays answer 503 over it); every erring flow there names a New York–Nuremberg
-	// tunnel first.
+	// tunnel first, and so do the flows from New York's cluster to Nuremberg's, which
+	// cross it.
 	failedAt = time.Now()
 	if err := l.State().Fail(lab.Failure{Kind: "tunnel", Target: "newyork-nuremberg"}); err != nil {
 		t.Fatal(err)
@@ -176,6 +179,16 @@ func TestLabEndToEnd(t *testing.T) {
 			snap := mapSnapshot(t, base, token)
 			named = causesNamed(snap)
 			return causedBy(snap, "flow", []string{"ny-destroyer", "nbg-aegis"}, crossSite)
+		}},
+		{"the flows from New York's cluster to Nuremberg's err, the tunnel between them their first cause", 60 * time.Second, func() bool {
+			snap := mapSnapshot(t, base, token)
+			cross := crossSiteFlows(snap)
+			for _, e := range cross {
+				if (e.Status != "degraded" && e.Status != "down") || len(e.Causes) == 0 || !crossSite(e.Causes[0]) {
+					return false
+				}
+			}
+			return len(cross) > 0
 		}},
 	})
 	healedAt = time.Now()
@@ -271,6 +284,22 @@ func causedBy(snap mapSnap, kind string, clusters []string, is func(topomap.Caus
 		bad[e.cluster] = true
 	}
 	return len(bad) == len(clusters)
+}
+
+// crossSiteFlows are the map's flow edges from a workload of New York's compute cluster
+// to one of Nuremberg's (the lab's cluster mesh, lab/hubble.go).
+func crossSiteFlows(snap mapSnap) []topomap.Edge {
+	clusterOf := map[string]string{}
+	for _, n := range snap.Nodes {
+		clusterOf[n.ID] = n.Cluster
+	}
+	var out []topomap.Edge
+	for _, e := range snap.Edges {
+		if e.Kind == "flow" && clusterOf[e.Source] == "ny-destroyer" && clusterOf[e.Target] == "nbg-aegis" {
+			out = append(out, e)
+		}
+	}
+	return out
 }
 
 // check is one expected consequence and how long after its cause it may take.
