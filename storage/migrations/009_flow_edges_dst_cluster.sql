@@ -2,8 +2,8 @@
 -- edge's own cluster (every row written before, and every flow inside one cluster).
 -- flows_1m aggregates by it too, so it joins the sorting key (appended: only a column
 -- added by the same ALTER can be), and the view that fills it is made again to group by
--- it; rows inserted while the view is being replaced are not rolled up (Migrate runs
--- before this process writes).
+-- it. This process writes only after Migrate; edges another replica inserts in the
+-- moment between the DROP and the CREATE (a rolling upgrade) are not rolled up.
 ALTER TABLE {{table "flow_edges"}} {{.OnCluster}} ADD COLUMN IF NOT EXISTS dst_cluster LowCardinality(String) AFTER dst_workload;
 ALTER TABLE {{table "flows_1m"}} {{.OnCluster}}
     ADD COLUMN IF NOT EXISTS dst_cluster LowCardinality(String) AFTER dst_workload,
