@@ -143,28 +143,35 @@ func runReplayChild(total string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
-	smp, err := loadSamples()
+	addr, stop, err := serveReplay(n)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
+	}
+	fmt.Println(addr)
+	io.Copy(io.Discard, os.Stdin)
+	stop()
+	return 0
+}
+
+// serveReplay serves a replay relay of total flows on a free port.
+func serveReplay(total int) (addr string, stop func(), err error) {
+	smp, err := loadSamples()
+	if err != nil {
+		return "", nil, err
+	}
+	r, err := newReplay(smp, total)
+	if err != nil {
+		return "", nil, err
 	}
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
-	}
-	r, err := newReplay(smp, n)
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		return 2
+		return "", nil, err
 	}
 	s := grpc.NewServer(grpc.ForceServerCodecV2(passCodec{}))
 	observer.RegisterObserverServer(s, r)
 	go s.Serve(l)
-	fmt.Println(l.Addr().String())
-	io.Copy(io.Discard, os.Stdin)
-	s.Stop()
-	return 0
+	return l.Addr().String(), s.Stop, nil
 }
 
 // replayProcess is the relay child: its address and its process, for its CPU time.
