@@ -68,13 +68,15 @@ type bufPool [8]sync.Pool
 
 func (p *bufPool) Get(n int) *[]byte {
 	i := max(0, bits.Len(uint(max(n, 1)-1))-8) // the smallest class of at least n bytes
-	if i < len(p) {
-		if b, ok := p[i].Get().(*[]byte); ok {
-			*b = (*b)[:n]
-			return b
-		}
+	if i >= len(p) {
+		b := make([]byte, n)
+		return &b
 	}
-	b := make([]byte, n, max(n, 256<<i))
+	if b, ok := p[i].Get().(*[]byte); ok {
+		*b = (*b)[:n]
+		return b
+	}
+	b := make([]byte, n, 256<<i)
 	return &b
 }
 

@@ -51,3 +51,16 @@ func TestReceiveGarbage(t *testing.T) {
 		t.Errorf("%d bytes allocated per flow received, want at most 700: are DATA frames pooled?", perFlow)
 	}
 }
+
+// TestBufPool holds the pool's classes: a buffer of at least the size asked, from the
+// smallest class that fits, back into the class it fills.
+func TestBufPool(t *testing.T) {
+	var p bufPool
+	for _, c := range []struct{ n, cap int }{{0, 256}, {1, 256}, {256, 256}, {257, 512}, {950, 1024}, {16 << 10, 16 << 10}, {32 << 10, 32 << 10}, {40_000, 40_000}} {
+		b := p.Get(c.n)
+		if len(*b) != c.n || cap(*b) != c.cap {
+			t.Errorf("Get(%d): len %d cap %d, want cap %d", c.n, len(*b), cap(*b), c.cap)
+		}
+		p.Put(b)
+	}
+}
