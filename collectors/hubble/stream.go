@@ -4,15 +4,18 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"math/bits"
 	"slices"
 	"sync"
 	"time"
+	_ "unsafe" // go:linkname, for grpcPoolingThreshold
 
 	flowpb "github.com/cilium/cilium/api/v1/flow"
 	"github.com/cilium/cilium/api/v1/observer"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/experimental"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/protobuf/proto"
@@ -47,9 +50,53 @@ func newDialer(cfg *Config, rc RelayConfig) (dialer, error) {
 		grpc.WithInitialWindowSize(streamWindow), grpc.WithInitialConnWindowSize(streamWindow),
 		// Larger socket reads: fewer read syscalls per flow at line rate.
 		grpc.WithReadBufferSize(256<<10),
+		// DATA frames are read into buffers of this pool (see grpcPoolingThreshold).
+		experimental.WithBufferPool(framePool),
 	)
 	return dialer{address: rc.Address, opts: opts}, nil
 }
+
+// framePool holds the buffers gRPC reads DATA frames into and frees once their messages
+// are taken (rawCodec copies each into the inbox), so a flow's frame is no allocation.
+var framePool = &bufPool{}
+
+// bufPool is a gRPC buffer pool with classes in powers of two from 256 B to 32 KiB (a
+// typical flow's frame, about 950 bytes, takes 1 KiB; gRPC sends frames of up to 16
+// KiB). Unlike mem's pools it does not clear what it hands out: gRPC reads a whole frame
+// into it, and whoever else takes one writes what it uses.
+type bufPool [8]sync.Pool
+
+func (p *bufPool) Get(n int) *[]byte {
+	i := max(0, bits.Len(uint(max(n, 1)-1))-8) // the smallest class of at least n bytes
+	if i >= len(p) {
+		b := make([]byte, n)
+		return &b
+	}
+	if b, ok := p[i].Get().(*[]byte); ok {
+		*b = (*b)[:n]
+		return b
+	}
+	b := make([]byte, n, 256<<i)
+	return &b
+}
+
+func (p *bufPool) Put(b *[]byte) {
+	if i := bits.Len(uint(cap(*b))) - 9; i >= 0 && i < len(p) { // the largest class it fills
+		p[i].Put(b)
+	}
+}
+
+// grpcPoolingThreshold is grpc-go's size at or below which it allocates a buffer instead
+// of taking one from a pool (1 KiB). Hubble sends one flow per message and one message per
+// DATA frame, of about 950 bytes, so every flow cost a new frame allocation: the largest
+// part of the collector's garbage per flow, and so of its garbage collection. Lowered
+// once, before any connection exists, for the whole process: smaller buffers are pooled
+// too. grpc-go exposes it only to its own tests; if it is renamed, linking fails.
+//
+//go:linkname grpcPoolingThreshold google.golang.org/grpc/internal/mem.BufferPoolingThreshold
+var grpcPoolingThreshold int
+
+func init() { grpcPoolingThreshold = min(grpcPoolingThreshold, 256) }
 
 // streamWindow is the HTTP/2 flow-control window of a relay's connection and stream.
 const streamWindow = 1 << 20
