@@ -4,13 +4,13 @@ import (
 	"context"
 	"io"
 	"net/http"
-	"os"
 	"slices"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/meridianhq/meridian/collectors/haproxy"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/lab"
 )
 
@@ -111,7 +111,7 @@ func (c *cascadeRates) peak(since map[string]int) map[string]float64 {
 // failure, up to 80 s after it, in sessions/s.
 func labCascade(t *testing.T, db string, extra ...string) map[string]float64 {
 	t.Helper()
-	ctx, cfg, l, logs, logger := labSetup(t, db, append([]string{"-haproxy.interval=1s", "-haproxy.timeout=1s", "-steering.shed.settle=10s"}, extra...)...)
+	ctx, cfg, l, logger := labSetup(t, db, append([]string{"-haproxy.interval=1s", "-haproxy.timeout=1s", "-steering.shed.settle=10s"}, extra...)...)
 	a := newApp(cfg, logger)
 	actx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -129,16 +129,7 @@ func labCascade(t *testing.T, db string, extra ...string) map[string]float64 {
 		}
 		return -1
 	}
-	waitFor := func(what string, limit time.Duration, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(limit); !cond(); time.Sleep(200 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				b, _ := os.ReadFile(logs.Name())
-				t.Fatalf("timed out after %s waiting for %s; log:\n%s", limit, what, lastLines(string(b), 40))
-			}
-		}
-	}
-	waitFor("France on Paris and the UK on London", time.Minute, func() bool {
+	wait.Until(t, time.Minute, "France on Paris and the UK on London", func() bool {
 		return weight("france", "paris") == 1 && weight("united-kingdom", "london") == 1
 	})
 	rates := &cascadeRates{seen: map[string][]float64{}}
@@ -151,9 +142,9 @@ func labCascade(t *testing.T, db string, extra ...string) map[string]float64 {
 		}
 	}
 	loaded := time.Now()
-	waitFor("45 s of load", 2*time.Minute, func() bool { return time.Since(loaded) > 45*time.Second })
+	wait.Until(t, 2*time.Minute, "45 s of load", func() bool { return time.Since(loaded) > 45*time.Second })
 	settled := rates.mark()
-	waitFor("75 s of load", 2*time.Minute, func() bool { return time.Since(loaded) > 75*time.Second })
+	wait.Until(t, 2*time.Minute, "75 s of load", func() bool { return time.Since(loaded) > 75*time.Second })
 	calm := rates.peak(map[string]int{})
 	from := rates.mark()
 	// The verdicts below mean something only if the generator delivered the load: a
@@ -169,7 +160,7 @@ func labCascade(t *testing.T, db string, extra ...string) map[string]float64 {
 		t.Fatal(err)
 	}
 	failed := time.Now()
-	waitFor("80 s after the failure", 2*time.Minute, func() bool { return time.Since(failed) > 80*time.Second })
+	wait.Until(t, 2*time.Minute, "80 s after the failure", func() bool { return time.Since(failed) > 80*time.Second })
 	peak := rates.peak(from)
 	rates.mu.Lock()
 	t.Logf("%s: Paris's 5 s rates, a window a second, the first ending after the failure: %.0f", db, rates.seen["paris"][from["paris"]:])
