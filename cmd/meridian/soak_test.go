@@ -63,7 +63,7 @@ func labSetup(t *testing.T, db string, extra ...string) (context.Context, *Confi
 	t.Cleanup(func() { // after Meridian and the lab have stopped: the whole log
 		if t.Failed() {
 			b, _ := os.ReadFile(logs.Name())
-			t.Logf("meridian log:\n%s", lastLines(string(b), 40))
+			t.Logf("meridian log (%s):\n%s", db, lastLines(string(b), 40))
 		}
 	})
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
