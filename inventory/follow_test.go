@@ -19,6 +19,7 @@ import (
 
 	"github.com/meridianhq/meridian/collectors/wireguard"
 	"github.com/meridianhq/meridian/internal/kubetest"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 	"github.com/meridianhq/meridian/topomap"
@@ -144,7 +145,7 @@ func TestCollectorsAndMapFollowTheAPI(t *testing.T) {
 	step := func(what string, cond func() error) {
 		t.Helper()
 		t0 := time.Now()
-		kubetest.WaitFor(t, what, bound, cond)
+		wait.For(t, bound, what, cond)
 		t.Logf("%s: %v after the API write (bound %v)", what, time.Since(t0).Round(time.Millisecond), bound)
 	}
 	if err := api.Apply(node("paris-a"), ""); err != nil {

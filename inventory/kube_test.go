@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/meridianhq/meridian/internal/kubetest"
+	"github.com/meridianhq/meridian/internal/wait"
 )
 
 // followBound is the longest a change made in the API may take to reach the inventory
@@ -168,7 +169,7 @@ func TestKubernetesAndKarmada(t *testing.T) {
 	errs := l.metrics.errors.WithLabelValues("kubernetes/edge", "node", "invalid")
 	apply(t, api, node("edge-1", map[string]any{"topology.kubernetes.io/zone": "paris-c"},
 		map[string]any{DefaultWireGuardKeyAnnotation: "not-a-key"}, "10.8.1.0/24"), "")
-	kubetest.WaitFor(t, "bad key counted", followBound, func() error {
+	wait.For(t, followBound, "bad key counted", func() error {
 		if testutil.ToFloat64(errs) < 1 {
 			return errors.New("not counted")
 		}
@@ -182,7 +183,7 @@ func TestKubernetesAndKarmada(t *testing.T) {
 	}
 	// A malformed location annotation: same.
 	apply(t, api, node("bare-1", nil, map[string]any{DefaultLocationAnnotation: "north"}, ""), "")
-	kubetest.WaitFor(t, "bad location counted", followBound, func() error {
+	wait.For(t, followBound, "bad location counted", func() error {
 		if !strings.Contains(logs.String(), `node \"bare-1\": annotation meridian.dev/location: \"north\" is not`) {
 			return errors.New("not logged")
 		}
@@ -255,7 +256,7 @@ func TestKubernetesAndKarmada(t *testing.T) {
 	before := l.Snapshot()
 	unreachable := l.metrics.errors.WithLabelValues("kubernetes/edge", "apiserver", "unreachable")
 	api.StopAPI()
-	kubetest.WaitFor(t, "outage counted", 30*time.Second, func() error {
+	wait.For(t, 30*time.Second, "outage counted", func() error {
 		if testutil.ToFloat64(unreachable) < 1 {
 			return fmt.Errorf("not counted yet; log:\n%s", logs)
 		}
@@ -273,7 +274,7 @@ func TestKubernetesAndKarmada(t *testing.T) {
 	api.StartAPI(t)
 	apply(t, api, node("edge-2", map[string]any{"topology.kubernetes.io/zone": "paris-a"}, map[string]any{DefaultWireGuardKeyAnnotation: keyB}, ""), "")
 	start := time.Now()
-	kubetest.WaitFor(t, "a change after the outage", 60*time.Second, func() error {
+	wait.For(t, 60*time.Second, "a change after the outage", func() error {
 		if _, ok := l.Snapshot().NodeByWireGuardKey(keyB); !ok {
 			return errors.New("edge-2 not seen")
 		}
@@ -299,7 +300,7 @@ func TestRBACRefusal(t *testing.T) {
 	})
 	must(t, l.Set(SourceYAML, Inventory{Nodes: []Node{{Name: "from-file", WireGuardKey: keyA}}}))
 	forbidden := l.metrics.errors.WithLabelValues("kubernetes/edge", "nodes", "forbidden")
-	kubetest.WaitFor(t, "refusal counted", 30*time.Second, func() error {
+	wait.For(t, 30*time.Second, "refusal counted", func() error {
 		if testutil.ToFloat64(forbidden) < 1 {
 			return errors.New("not counted")
 		}

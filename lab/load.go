@@ -19,7 +19,10 @@ import (
 const (
 	maxLoadRate     = 2000
 	maxLoadDuration = time.Hour
-	maxInFlight     = 64
+	minInFlight     = 64
+	// A session waits this long at most for the GeoDNS's answer, then for the front door's.
+	dnsTimeout  = time.Second
+	httpTimeout = 2 * time.Second
 )
 
 // LoadRequest asks for Rate new sessions per second from the clients of Region to
@@ -35,7 +38,31 @@ type LoadRequest struct {
 // loads are the running generators, one per region: a new request replaces the region's.
 type loads struct {
 	mu      sync.Mutex
-	running map[string]context.CancelFunc
+	running map[string]*generator
+}
+
+// generator is one region's load: its stop, and what it did.
+type generator struct {
+	stop                   context.CancelFunc
+	sent, noSlot, noAnswer atomic.Int64
+}
+
+// LoadCounts is what a region's generator did since it started: sessions it sent to a
+// front door, and those it owed but did not send, finding no free slot or no front door
+// in the GeoDNS's answer.
+type LoadCounts struct {
+	Sent, NoSlot, NoAnswer int64
+}
+
+// LoadCounts is what the region's running generator did; zero when none runs.
+func (l *Lab) LoadCounts(region string) LoadCounts {
+	l.loads.mu.Lock()
+	g := l.loads.running[region]
+	l.loads.mu.Unlock()
+	if g == nil {
+		return LoadCounts{}
+	}
+	return LoadCounts{Sent: g.sent.Load(), NoSlot: g.noSlot.Load(), NoAnswer: g.noAnswer.Load()}
 }
 
 // UseDNS is where the lab's load generator asks Meridian's GeoDNS (host:port).
@@ -66,8 +93,8 @@ func (l *Lab) Load(req LoadRequest) error {
 	}
 	l.loads.mu.Lock()
 	defer l.loads.mu.Unlock()
-	if stop := l.loads.running[req.Region]; stop != nil {
-		stop()
+	if g := l.loads.running[req.Region]; g != nil {
+		g.stop()
 		delete(l.loads.running, req.Region)
 	}
 	if req.Rate == 0 {
@@ -75,12 +102,13 @@ func (l *Lab) Load(req LoadRequest) error {
 	}
 	ctx, cancel := context.WithTimeout(l.ctx, req.Duration)
 	if l.loads.running == nil {
-		l.loads.running = map[string]context.CancelFunc{}
+		l.loads.running = map[string]*generator{}
 	}
-	l.loads.running[req.Region] = cancel
+	g := &generator{stop: cancel}
+	l.loads.running[req.Region] = g
 	name := dns.Fqdn(req.Service + "." + Zone)
 	l.log.Info("lab: load", "region", req.Region, "service", name, "rate", req.Rate, "duration", req.Duration)
-	go l.generate(ctx, name, region, req.Rate)
+	go l.generate(ctx, g, name, region, req.Rate)
 	return nil
 }
 
@@ -93,45 +121,55 @@ func (l *Lab) region(name string) (netip.Prefix, bool) {
 	return netip.Prefix{}, false
 }
 
-// generate sends rate sessions a second until ctx ends; at most maxInFlight are open, so a
-// slow or failed POP cannot make it grow (the sessions that find no slot are dropped).
-func (l *Lab) generate(ctx context.Context, name string, subnet netip.Prefix, rate int) {
-	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: 2 * time.Second}
+// generate sends rate sessions a second until ctx ends. Sessions are owed by the clock,
+// not by the ticks: a ticker drops the ticks its reader was too busy to take, and a busy
+// machine would offer less than asked. At most the sessions of the longest a session
+// takes are open (64 at least), so a slow or failed POP cannot make the generator grow,
+// and a machine too busy for a second or two delays sessions rather than drop them
+// (those that find no slot are dropped).
+func (l *Lab) generate(ctx context.Context, g *generator, name string, subnet netip.Prefix, rate int) {
+	client := &http.Client{Transport: &http.Transport{DisableKeepAlives: true}, Timeout: httpTimeout}
 	byVIP := map[netip.Addr]string{}
 	for _, fd := range l.doors {
 		if p, ok := l.inv.POP(fd.POP); ok && len(p.VIPs) > 0 {
 			byVIP[p.VIPs[0]] = fd.Address
 		}
 	}
-	slots := make(chan struct{}, maxInFlight)
+	slots := make(chan struct{}, max(minInFlight, rate*int((dnsTimeout+httpTimeout)/time.Second)))
 	tick := time.NewTicker(time.Second / time.Duration(rate))
 	defer tick.Stop()
 	var warned atomic.Int64 // unix second of the last DNS warning: one a second at most
-	for {
+	session := func() {
+		defer func() { <-slots }()
+		addr, err := l.resolve(ctx, name, subnet, byVIP)
+		if err != nil {
+			g.noAnswer.Add(1)
+			if now := time.Now().Unix(); warned.Swap(now) != now {
+				l.log.Warn("lab: load: GeoDNS", "service", name, "err", err)
+			}
+			return
+		}
+		g.sent.Add(1)
+		if resp, err := client.Get("http://" + addr + "/"); err == nil {
+			_, _ = io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+		}
+	}
+	start := time.Now()
+	for owed := int64(0); ; {
 		select {
 		case <-ctx.Done():
 			return
 		case <-tick.C:
 		}
-		select {
-		case slots <- struct{}{}:
-		default:
-			continue
+		for due := int64(time.Since(start).Seconds() * float64(rate)); owed < due; owed++ {
+			select {
+			case slots <- struct{}{}:
+				go session()
+			default:
+				g.noSlot.Add(1)
+			}
 		}
-		go func() {
-			defer func() { <-slots }()
-			addr, err := l.resolve(ctx, name, subnet, byVIP)
-			if err != nil {
-				if now := time.Now().Unix(); warned.Swap(now) != now {
-					l.log.Warn("lab: load: GeoDNS", "service", name, "err", err)
-				}
-				return
-			}
-			if resp, err := client.Get("http://" + addr + "/"); err == nil {
-				_, _ = io.Copy(io.Discard, resp.Body)
-				resp.Body.Close()
-			}
-		}()
 	}
 }
 
@@ -143,7 +181,7 @@ func (l *Lab) resolve(ctx context.Context, name string, subnet netip.Prefix, byV
 	opt := &dns.OPT{Hdr: dns.RR_Header{Name: ".", Rrtype: dns.TypeOPT}}
 	opt.Option = append(opt.Option, &dns.EDNS0_SUBNET{Code: dns.EDNS0SUBNET, Family: 1, SourceNetmask: uint8(subnet.Bits()), Address: subnet.Addr().AsSlice()})
 	m.Extra = append(m.Extra, opt)
-	c := &dns.Client{Timeout: time.Second}
+	c := &dns.Client{Timeout: dnsTimeout}
 	r, _, err := c.ExchangeContext(ctx, m, l.dns)
 	if err != nil {
 		return "", err

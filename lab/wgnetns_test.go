@@ -19,20 +19,10 @@ import (
 
 	"github.com/meridianhq/meridian/collectors/wireguard"
 	"github.com/meridianhq/meridian/internal/netns"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
-
-func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !ok() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
 
 // TestRealWireGuardMesh starts the lab with -lab.wireguard-netns, waits for real
 // handshakes on every tunnel, reads them as Meridian does, then breaks and heals the
@@ -101,7 +91,7 @@ func TestRealWireGuardMesh(t *testing.T) {
 	// Alone this takes ~0.5 s; under `make test`, where packages share the 2 cores with the
 	// Ceph and ClickHouse tests, it once took over 20 s (a lost handshake waits for the
 	// next 5 s keepalive).
-	waitFor(t, time.Minute, "a handshake on every tunnel of the full mesh", func() bool {
+	wait.Until(t, time.Minute, "a handshake on every tunnel of the full mesh", func() bool {
 		for _, a := range e.Inventory.Nodes {
 			for _, b := range e.Inventory.Nodes {
 				if a.Name != b.Name && peer(a.Name, b.Name).LastHandshakeTime.Unix() <= 0 {
@@ -138,7 +128,7 @@ func TestRealWireGuardMesh(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer services.StopAndAwaitTerminated(context.Background(), c) //nolint:errcheck
-	waitFor(t, 10*time.Second, "the collector's record of ny-destroyer-1 > nbg-aegis-1", func() bool {
+	wait.Until(t, 10*time.Second, "the collector's record of ny-destroyer-1 > nbg-aegis-1", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		ts, ok := seen["ny-destroyer-1>nbg-aegis-1"]
@@ -156,7 +146,7 @@ func TestRealWireGuardMesh(t *testing.T) {
 		defer mu.Unlock()
 		return seen[link].Status
 	}
-	waitFor(t, 15*time.Second, "the collector to call ny-destroyer-1 > nbg-aegis-1 down", func() bool {
+	wait.Until(t, 15*time.Second, "the collector to call ny-destroyer-1 > nbg-aegis-1 down", func() bool {
 		return status("ny-destroyer-1>nbg-aegis-1") == pipeline.StatusDown
 	})
 	t.Logf("down %s after the failure", time.Since(failedAt).Round(100*time.Millisecond))
@@ -165,7 +155,7 @@ func TestRealWireGuardMesh(t *testing.T) {
 	}
 	broken := peer("ny-destroyer-1", "nbg-aegis-1")
 	london := peer("ny-destroyer-1", "lon-edge-1").ReceiveBytes
-	waitFor(t, 5*time.Second, "more bytes from London and more bytes sent towards Nuremberg", func() bool {
+	wait.Until(t, 5*time.Second, "more bytes from London and more bytes sent towards Nuremberg", func() bool {
 		return peer("ny-destroyer-1", "lon-edge-1").ReceiveBytes > london && peer("ny-destroyer-1", "nbg-aegis-1").TransmitBytes > broken.TransmitBytes
 	})
 	now := peer("ny-destroyer-1", "nbg-aegis-1")
@@ -175,7 +165,7 @@ func TestRealWireGuardMesh(t *testing.T) {
 
 	l.State().Heal()
 	healedAt := time.Now()
-	waitFor(t, 20*time.Second, "the healed tunnel to receive again and be ok", func() bool {
+	wait.Until(t, 20*time.Second, "the healed tunnel to receive again and be ok", func() bool {
 		return peer("ny-destroyer-1", "nbg-aegis-1").ReceiveBytes > now.ReceiveBytes && status("ny-destroyer-1>nbg-aegis-1") == pipeline.StatusOK
 	})
 	t.Logf("ok %s after the heal", time.Since(healedAt).Round(100*time.Millisecond))

@@ -11,7 +11,6 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
-	"strings"
 	"testing"
 	"time"
 
@@ -19,6 +18,8 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/meridianhq/meridian/collectors/geodns"
+	"github.com/meridianhq/meridian/internal/testlog"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/inventory"
 )
 
@@ -90,23 +91,23 @@ func startGdnsd(b *testing.B) (string, int) {
 	os.WriteFile(filepath.Join(dir, "config"), []byte(conf), 0o644)
 	os.WriteFile(filepath.Join(dir, "zones", "example.net"), []byte(zone), 0o644)
 	cmd := exec.Command(gdnsd, "-c", dir, "start")
-	var logs strings.Builder
+	var logs testlog.Buffer
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	deadline := time.Now().Add(15 * time.Second)
-	for {
+	wait.For(b, 15*time.Second, "gdnsd to answer", func() error {
 		r, err := dns.Exchange(question("api.example.net.", dns.TypeA), addr)
-		if err == nil && r.Rcode == dns.RcodeSuccess {
-			return addr, cmd.Process.Pid
+		if err == nil && r.Rcode != dns.RcodeSuccess {
+			err = fmt.Errorf("rcode %s", dns.RcodeToString[r.Rcode])
 		}
-		if time.Now().After(deadline) {
-			b.Fatalf("gdnsd did not start: %v\n%s", err, logs.String())
+		if err != nil {
+			return fmt.Errorf("%w; gdnsd's log:\n%s", err, logs.String())
 		}
-		time.Sleep(50 * time.Millisecond) // polling readiness, bounded by the deadline
-	}
+		return nil
+	})
+	return addr, cmd.Process.Pid
 }
 
 // BenchmarkGeoDNSQPS compares the built-in GeoDNS (geo + weights on) with gdnsd serving a
@@ -209,10 +210,10 @@ func BenchmarkSteerDetect(b *testing.B) {
 	var samples []time.Duration
 	for range b.N {
 		for range cycles {
-			waitFor(b, 20*time.Second, "france on nbg", func() bool { return answer(b, addr, france) == "127.0.1.1" })
+			wait.Until(b, 20*time.Second, "france on nbg", func() bool { return answer(b, addr, france) == "127.0.1.1" })
 			start := time.Now()
 			pops["nbg"].stop()
-			waitFor(b, 20*time.Second, "france moved to nyc", func() bool { return answer(b, addr, france) == "127.0.1.2" })
+			wait.Until(b, 20*time.Second, "france moved to nyc", func() bool { return answer(b, addr, france) == "127.0.1.2" })
 			samples = append(samples, time.Since(start))
 			pops["nbg"].start(b)
 		}

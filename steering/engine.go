@@ -159,49 +159,48 @@ func NewEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, aler
 
 // newEngine builds an engine that has not ticked yet: a replay feeds it recorded inputs.
 func newEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, alertSrc alerts.Source, log *slog.Logger, reg prometheus.Registerer) (*Engine, error) {
+	m := &metricSet{reg: reg}
 	e := &Engine{
 		cfg: cfg, inv: inv, app: app, alerts: alertSrc, log: log, now: time.Now,
 		matrix: geodns.NewMatrix(), entries: map[key]*entry{}, down: map[string]bool{}, probes: newProbeState(),
 		popChanged: map[string]time.Time{}, loads: map[string]POPLoad{}, loadWarned: map[string]bool{},
-		weight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "meridian_steering_weight", Help: "Current steering weight of a POP for a service and client region (0 = drained).",
-		}, []string{"service", "region", "pop"}),
-		decisions: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meridian_steering_decisions_total", Help: "Weight changes made, by cause.",
-		}, []string{"cause"}),
-		popDown: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "meridian_steering_pop_down", Help: "1 when a quorum of vantages sees the POP failing.",
-		}, []string{"pop"}),
-		refused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meridian_steering_override_requests_refused_total", Help: "Steering API requests refused: a malformed override body (body), an override the inventory or limits refuse (override), a replay's bad interval or candidate configuration (replay).",
-		}, []string{"reason"}),
-		regret: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "meridian_steering_regret_milliseconds", Help: "RTT from a client region's vantage to the POPs it is answered with (weighted) minus the RTT to the best healthy POP its residency allows.",
-		}, []string{"service", "region"}),
-		utilG: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "meridian_steering_pop_utilisation_ratio", Help: "Measured load of a POP over its inventory capacity (new sessions per second); no series while unknown.",
-		}, []string{"pop"}),
-		headroomG: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "meridian_steering_pop_headroom_sessions_per_second", Help: "A POP's capacity times the high shed watermark minus its measured load, in new sessions per second (negative above the watermark).",
-		}, []string{"pop"}),
-		demandG: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "meridian_steering_region_demand_sessions_per_second", Help: "New sessions per second a client region opens to a service, as estimated from the POPs' loads and the weights that split them.",
-		}, []string{"service", "region"}),
-		loadIgnored: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meridian_steering_load_ignored_total", Help: "POP loads the load source gave that steering ignored: unknown_pop (not in the inventory), invalid (negative or non-finite rate, no time).",
-		}, []string{"reason"}),
-		invRefused: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "meridian_steering_inventory_refused_total", Help: "Live inventory versions a part of steering refused, keeping its last good table: engine (groups), dns (the built-in GeoDNS's zone and client regions), rfc2136 (the published names). The log names each bad entry.",
-		}, []string{"part"}),
-		invVersion: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "meridian_steering_inventory_version", Help: "Live inventory version each part of steering (engine, dns, rfc2136) follows now.",
-		}, []string{"part"}),
-		replayed: newReplayGauges(),
+		weight: m.gauge("meridian_steering_weight",
+			"Current steering weight of a POP for a service and client region (0 = drained).",
+			"service", "region", "pop"),
+		decisions: m.counter("meridian_steering_decisions_total",
+			"Weight changes made, by cause.",
+			"cause"),
+		popDown: m.gauge("meridian_steering_pop_down",
+			"1 when a quorum of vantages sees the POP failing.",
+			"pop"),
+		refused: m.counter("meridian_steering_override_requests_refused_total",
+			"Steering API requests refused: a malformed override body (body), an override the inventory or limits refuse (override), a replay's bad interval or candidate configuration (replay).",
+			"reason"),
+		regret: m.gauge("meridian_steering_regret_milliseconds",
+			"RTT from a client region's vantage to the POPs it is answered with (weighted) minus the RTT to the best healthy POP its residency allows.",
+			"service", "region"),
+		utilG: m.gauge("meridian_steering_pop_utilisation_ratio",
+			"Measured load of a POP over its inventory capacity (new sessions per second); no series while unknown.",
+			"pop"),
+		headroomG: m.gauge("meridian_steering_pop_headroom_sessions_per_second",
+			"A POP's capacity times the high shed watermark minus its measured load, in new sessions per second (negative above the watermark).",
+			"pop"),
+		demandG: m.gauge("meridian_steering_region_demand_sessions_per_second",
+			"New sessions per second a client region opens to a service, as estimated from the POPs' loads and the weights that split them.",
+			"service", "region"),
+		loadIgnored: m.counter("meridian_steering_load_ignored_total",
+			"POP loads the load source gave that steering ignored: unknown_pop (not in the inventory), invalid (negative or non-finite rate, no time).",
+			"reason"),
+		invRefused: m.counter("meridian_steering_inventory_refused_total",
+			"Live inventory versions a part of steering refused, keeping its last good table: engine (groups), dns (the built-in GeoDNS's zone and client regions), rfc2136 (the published names). The log names each bad entry.",
+			"part"),
+		invVersion: m.gauge("meridian_steering_inventory_version",
+			"Live inventory version each part of steering (engine, dns, rfc2136) follows now.",
+			"part"),
+		replayed: newReplayGauges(m),
 	}
-	for _, c := range []prometheus.Collector{e.invRefused, e.invVersion, e.weight, e.decisions, e.popDown, e.refused, e.regret, e.utilG, e.headroomG, e.demandG, e.loadIgnored, e.replayed.changes, e.replayed.regret, e.replayed.differences} {
-		if err := reg.Register(c); err != nil {
-			return nil, fmt.Errorf("steering metrics: %w", err)
-		}
+	if m.err != nil {
+		return nil, m.err
 	}
 	// Every POP's gauge exists from the start at 0, so "POPs down" reads 0, not nothing.
 	for _, p := range inv.POPs {
@@ -218,6 +217,30 @@ func newEngine(cfg Config, inv *inventory.Inventory, app pipeline.Appender, aler
 		return nil, err
 	}
 	return e, nil
+}
+
+// metricSet makes steering's metric vectors and registers them on reg; the first
+// registration error is kept for the constructor to return.
+type metricSet struct {
+	reg prometheus.Registerer
+	err error
+}
+
+func (m *metricSet) gauge(name, help string, labels ...string) *prometheus.GaugeVec {
+	return register(m, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels))
+}
+
+func (m *metricSet) counter(name, help string, labels ...string) *prometheus.CounterVec {
+	return register(m, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels))
+}
+
+func register[C prometheus.Collector](m *metricSet, c C) C {
+	if m.err == nil {
+		if err := m.reg.Register(c); err != nil {
+			m.err = fmt.Errorf("steering metrics: %w", err)
+		}
+	}
+	return c
 }
 
 // buildGroups makes e.groups and e.regions anew from e.inv: every service as seen from

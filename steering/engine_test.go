@@ -375,6 +375,19 @@ func TestConfigOverridesAreValidated(t *testing.T) {
 	}
 }
 
+// TestMetricsRegisterOnce: a second engine on the same registry is refused, naming the
+// steering metrics, rather than sharing the first engine's series.
+func TestMetricsRegisterOnce(t *testing.T) {
+	reg := newTestRegistry()
+	if _, err := NewEngine(testConfig(t), testInventory(), &recorder{}, nil, discard(), reg); err != nil {
+		t.Fatal(err)
+	}
+	_, err := NewEngine(testConfig(t), testInventory(), &recorder{}, nil, discard(), reg)
+	if err == nil || !strings.Contains(err.Error(), "steering metrics") {
+		t.Fatalf("second engine on one registry: err = %v, want a steering metrics error", err)
+	}
+}
+
 // TestApplyOverrides replaces the configuration's overrides as a reload does: the ones
 // set through the API stay, an unchanged one keeps its ID, a refused list changes nothing.
 func TestApplyOverrides(t *testing.T) {

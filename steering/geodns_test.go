@@ -16,6 +16,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/meridianhq/meridian/collectors/geodns"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/pipeline"
 )
@@ -195,7 +196,7 @@ func TestFailoverOnLoopback(t *testing.T) {
 	t.Cleanup(func() { services.StopAndAwaitTerminated(context.Background(), prober) })
 
 	france, sweden := "2a02:cfc0::/32", "89.160.20.128/25"
-	waitFor(t, 10*time.Second, "every POP probed healthy", func() bool {
+	wait.Until(t, 10*time.Second, "every POP probed healthy", func() bool {
 		return len(prober.Matrix().Cells(time.Time{})) == len(inv.POPs)
 	})
 	if got := answer(t, addr, france); got != "127.0.1.1" {
@@ -204,7 +205,7 @@ func TestFailoverOnLoopback(t *testing.T) {
 
 	stopped := time.Now()
 	pops["nbg"].stop()
-	waitFor(t, 15*time.Second, "france answers to move to nyc", func() bool { return answer(t, addr, france) == "127.0.1.2" })
+	wait.Until(t, 15*time.Second, "france answers to move to nyc", func() bool { return answer(t, addr, france) == "127.0.1.2" })
 	t.Logf("stop -> changed answer: %v (probe interval %v, fail threshold %d)", time.Since(stopped).Round(time.Millisecond), pcfg.Interval, testConfig(t).FailThreshold)
 
 	// Sweden may only be served from nbg: it keeps nbg (fail-open inside its allowed set).
@@ -219,7 +220,7 @@ func TestFailoverOnLoopback(t *testing.T) {
 		}
 	}
 	// The loop closes: DNS probes from the vantage see France answered by nyc.
-	waitFor(t, 5*time.Second, "a DNS probe seeing france -> nyc", func() bool {
+	wait.Until(t, 5*time.Second, "a DNS probe seeing france -> nyc", func() bool {
 		rec.mu.Lock()
 		defer rec.mu.Unlock()
 		return slices.ContainsFunc(rec.recs, func(r pipeline.Record) bool {
@@ -227,15 +228,4 @@ func TestFailoverOnLoopback(t *testing.T) {
 			return ok && p.Method == "dns" && p.ClientRegion == "france" && p.POP == "nyc" && p.Rcode == "NOERROR"
 		})
 	})
-}
-
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", d, what)
-		}
-		time.Sleep(20 * time.Millisecond) // polling a condition, bounded by the deadline
-	}
 }

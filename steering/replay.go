@@ -421,17 +421,17 @@ type replayGauges struct {
 	differences *prometheus.GaugeVec // candidate: absent until a replay ran
 }
 
-func newReplayGauges() replayGauges {
+func newReplayGauges(m *metricSet) replayGauges {
 	return replayGauges{
-		changes: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "meridian_steering_replay_changes", Help: "Of the last replay the API ran (its candidate configuration, or the live one), per service and client region: weight changes, drains and flaps of the replay (run=replay) and of live steering over the same interval (run=live).",
-		}, []string{"service", "region", "run", "kind"}),
-		regret: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "meridian_steering_replay_regret_mean_milliseconds", Help: "Of the last replay the API ran, per service and client region: its mean regret over the interval's ticks.",
-		}, []string{"service", "region"}),
-		differences: prometheus.NewGaugeVec(prometheus.GaugeOpts{
-			Name: "meridian_steering_replay_differences", Help: "Decisions of the last replay the API ran that live steering did not make alike (0: the replay equals live); candidate is true when it ran a candidate configuration. Absent until a replay ran.",
-		}, []string{"candidate"}),
+		changes: m.gauge("meridian_steering_replay_changes",
+			"Of the last replay the API ran (its candidate configuration, or the live one), per service and client region: weight changes, drains and flaps of the replay (run=replay) and of live steering over the same interval (run=live).",
+			"service", "region", "run", "kind"),
+		regret: m.gauge("meridian_steering_replay_regret_mean_milliseconds",
+			"Of the last replay the API ran, per service and client region: its mean regret over the interval's ticks.",
+			"service", "region"),
+		differences: m.gauge("meridian_steering_replay_differences",
+			"Decisions of the last replay the API ran that live steering did not make alike (0: the replay equals live); candidate is true when it ran a candidate configuration. Absent until a replay ran.",
+			"candidate"),
 	}
 }
 

@@ -17,6 +17,7 @@ import (
 	"github.com/miekg/dns"
 
 	"github.com/meridianhq/meridian/internal/promtest"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/inventory"
 	"github.com/meridianhq/meridian/steering/rfc2136"
 )
@@ -93,7 +94,7 @@ zone:
 			t.Logf("knotd log:\n%s", logs.String())
 		}
 	})
-	waitFor(t, 10*time.Second, "knotd to serve example.net", func() bool {
+	wait.Until(t, 10*time.Second, "knotd to serve example.net", func() bool {
 		r, err := dns.Exchange(question("example.net.", dns.TypeSOA), k.addr)
 		return err == nil && r.Rcode == dns.RcodeSuccess && len(r.Answer) == 1
 	})

@@ -12,6 +12,7 @@ import (
 
 	"github.com/meridianhq/meridian/internal/promtest"
 	"github.com/meridianhq/meridian/internal/testlog"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/inventory"
 )
 
@@ -64,7 +65,7 @@ func TestDNSFollowsInventory(t *testing.T) {
 		if err := live.Set(inventory.SourceYAML, *inv); err != nil {
 			t.Fatal(err)
 		}
-		waitFor(t, 5*time.Second, what, shows)
+		wait.Until(t, 5*time.Second, what, shows)
 		took = append(took, time.Since(start))
 		t.Logf("%s: answered after %v", what, took[len(took)-1].Round(time.Millisecond))
 	}
@@ -101,7 +102,7 @@ func TestDNSFollowsInventory(t *testing.T) {
 		seen[a(ask(t, addr, service, gb))] = true
 		return seen[vip["nyc"].String()] // a POP no region of GB's but default would get
 	})
-	waitFor(t, 5*time.Second, "a former uk client answered by every POP", func() bool {
+	wait.Until(t, 5*time.Second, "a former uk client answered by every POP", func() bool {
 		seen[a(ask(t, addr, service, gb))] = true
 		return len(seen) == 4 && !seen[""]
 	})
@@ -122,7 +123,7 @@ func TestDNSFollowsInventory(t *testing.T) {
 	if err := live.Set(inventory.SourceYAML, *bad); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 5*time.Second, "the bad change refused", func() bool {
+	wait.Until(t, 5*time.Second, "the bad change refused", func() bool {
 		return promtest.Sum(t, reg, "meridian_steering_inventory_refused_total", "part", "dns") == 1
 	})
 	if !strings.Contains(logs.String(), `client region \"nowhere\" has no countries, continents or cidrs`) {

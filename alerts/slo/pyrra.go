@@ -155,14 +155,9 @@ func (p *PyrraSLO) objective(file string) (*pyrraObjective, error) {
 		return nil, fail("spec.target", "%v is out of range: must be > 0 and < 100 (a percentage)", target)
 	}
 	o.target = target / 100
-	if p.Spec.Window == "" {
-		return nil, fail("spec.window", "is required")
+	if o.window, err = positiveDuration(p.Spec.Window); err != nil {
+		return nil, fail("spec.window", "%v", err)
 	}
-	w, err := model.ParseDuration(p.Spec.Window)
-	if err != nil || w <= 0 {
-		return nil, fail("spec.window", "%q is not a duration", p.Spec.Window)
-	}
-	o.window = time.Duration(w)
 	a := p.Spec.Alerting
 	if a.Burnrates != nil {
 		o.burnrates = *a.Burnrates
@@ -226,14 +221,9 @@ func (p *PyrraSLO) objective(file string) (*pyrraObjective, error) {
 		if o.total, err = selector(ind.LatencyNative.Total.Metric); err != nil {
 			return nil, fail("spec.indicator.latencyNative.total.metric", "%v", err)
 		}
-		if ind.LatencyNative.Latency == "" {
-			return nil, fail("spec.indicator.latencyNative.latency", "is required")
+		if o.threshold, err = positiveDuration(ind.LatencyNative.Latency); err != nil {
+			return nil, fail("spec.indicator.latencyNative.latency", "%v", err)
 		}
-		l, err := model.ParseDuration(ind.LatencyNative.Latency)
-		if err != nil || l <= 0 {
-			return nil, fail("spec.indicator.latencyNative.latency", "%q is not a duration", ind.LatencyNative.Latency)
-		}
-		o.threshold = time.Duration(l)
 		o.grouping = ind.LatencyNative.Grouping
 	default:
 		o.indicator = pyrraBoolGauge

@@ -158,6 +158,7 @@ func TestPyrraBadObjects(t *testing.T) {
 		{"target over 100", "http.yaml", `target: "99.5"`, `target: "100.5"`, "spec.target", "out of range"},
 		{"target not a number", "http.yaml", `target: "99.5"`, `target: "high"`, "spec.target", "not a number"},
 		{"bad window", "http.yaml", "window: 28d", "window: 4x", "spec.window", "not a duration"},
+		{"zero window", "http.yaml", "window: 28d", "window: 0d", "spec.window", "above zero"},
 		{"total not a selector", "http.yaml", `metric: http_requests_total{job="app"}`, `metric: sum(http_requests_total)`, "spec.indicator.ratio.total.metric", "not a vector selector"},
 		{"bad errors PromQL", "http.yaml", `status=~"5.."}`, `status=~"5.."`, "spec.indicator.ratio.errors.metric", "invalid PromQL"},
 		{"two indicators", "http.yaml", "    ratio:", "    latencyNative: {latency: 1s, total: {metric: x}}\n    ratio:", "spec.indicator", "exactly one"},

@@ -345,9 +345,24 @@ func (s *Spec) Period() (time.Duration, error) {
 	if s.SLOPeriod == "" {
 		return 30 * 24 * time.Hour, nil
 	}
-	d, err := model.ParseDuration(s.SLOPeriod)
+	d, err := positiveDuration(s.SLOPeriod)
 	if err != nil {
 		return 0, &SpecError{File: s.File, Field: "slo_period", Err: err}
+	}
+	return d, nil
+}
+
+// positiveDuration parses a Prometheus duration (28d, 1h30m) that must be set and above zero.
+func positiveDuration(s string) (time.Duration, error) {
+	if s == "" {
+		return 0, errors.New("is required")
+	}
+	d, err := model.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration: %w", s, err)
+	}
+	if d <= 0 {
+		return 0, fmt.Errorf("%q is not a duration above zero", s)
 	}
 	return time.Duration(d), nil
 }

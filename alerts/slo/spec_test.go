@@ -34,6 +34,7 @@ func TestBadSpecs(t *testing.T) {
 		{"duplicate names", head + slo("a") + slo("a"), "a", "name", "duplicate"},
 		{"unknown window variable", head + strings.Replace(slo("a"), "{{.window}}]))\n        total", "{{.windw}}]))\n        total", 1), "a", "sli.events.error_query", "unknown window"},
 		{"unknown period unit", strings.Replace(head, "slos:", "slo_period: 30x\nslos:", 1) + slo("a"), "", "slo_period", "unknown unit"},
+		{"zero period", strings.Replace(head, "slos:", "slo_period: 0s\nslos:", 1) + slo("a"), "", "slo_period", "above zero"},
 		{"no SLI", head + "  - name: a\n    objective: 99\n    alerting: {name: X}\n", "a", "sli", "exactly one"},
 		{"no alert name", head + strings.Replace(slo("a"), "name: Burn", "labels: {}", 1), "a", "alerting.name", "required"},
 		{"misspelt field", head + strings.Replace(slo("a"), "objective:", "objectiv:", 1), "", "", "objectiv"},

@@ -4,10 +4,11 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/meridianhq/meridian/internal/wait"
 )
 
 // `meridian lab fail vrrp paris` stops the keepalived holding Paris's VIP in the lab: the
@@ -19,7 +20,7 @@ func TestLabVRRPFailover(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts the lab and every module")
 	}
-	ctx, cfg, l, logs, logger := labSetup(t, "labvrrp", "-keepalived.interval=500ms")
+	ctx, cfg, l, logger := labSetup(t, "labvrrp", "-keepalived.interval=500ms")
 	a := newApp(cfg, logger)
 	actx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -52,18 +53,18 @@ func TestLabVRRPFailover(t *testing.T) {
 		}
 		return ""
 	}
-	waitFor := func(what string, limit time.Duration, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(limit); !cond(); time.Sleep(100 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				b, _ := os.ReadFile(logs.Name())
-				t.Fatalf("timed out after %s waiting for %s (map: vip_holder %q, vrrp %q); log:\n%s", limit, what, parisAttr("vip_holder"), parisAttr("vrrp"), lastLines(string(b), 40))
+	// parisShows holds when the map's Paris diamond shows holder holding the VIP (and, if
+	// set, the pair's states vrrp); it names what the map shows while it does not.
+	parisShows := func(holder, vrrp string) func() error {
+		return func() error {
+			h, v := parisAttr("vip_holder"), parisAttr("vrrp")
+			if h == holder && (vrrp == "" || v == vrrp) {
+				return nil
 			}
+			return fmt.Errorf("the map shows vip_holder %q, vrrp %q", h, v)
 		}
 	}
-	waitFor("the map showing paris-fd-1 holding Paris's VIP, paris-fd-2 its backup", time.Minute, func() bool {
-		return parisAttr("vip_holder") == "paris-fd-1" && parisAttr("vrrp") == "paris-fd-1 MASTER, paris-fd-2 BACKUP"
-	})
+	wait.For(t, time.Minute, "the map showing paris-fd-1 holding Paris's VIP, paris-fd-2 its backup", parisShows("paris-fd-1", "paris-fd-1 MASTER, paris-fd-2 BACKUP"))
 	lab := func(args ...string) {
 		t.Helper()
 		var out, errOut bytes.Buffer
@@ -83,7 +84,7 @@ func TestLabVRRPFailover(t *testing.T) {
 		return strings.TrimSpace(string(out))
 	}
 	var row string
-	waitFor("the failover paris-fd-1 -> paris-fd-2 in vrrp_transitions", time.Minute, func() bool {
+	wait.Until(t, time.Minute, "the failover paris-fd-1 -> paris-fd-2 in vrrp_transitions", func() bool {
 		row = query("SELECT previous_master, node, duration_ms FROM labvrrp.vrrp_transitions WHERE pop = 'paris' AND failover")
 		return row != ""
 	})
@@ -92,14 +93,12 @@ func TestLabVRRPFailover(t *testing.T) {
 	if _, err := fmt.Sscan(row, &from, &to, &ms); err != nil || from != "paris-fd-1" || to != "paris-fd-2" || ms <= 0 || ms > 5000 {
 		t.Fatalf("failover recorded as %q, want paris-fd-1 -> paris-fd-2 within 5 s", row)
 	}
-	waitFor("the map showing paris-fd-2 holding Paris's VIP", 10*time.Second, func() bool { return parisAttr("vip_holder") == "paris-fd-2" })
+	wait.For(t, 10*time.Second, "the map showing paris-fd-2 holding Paris's VIP", parisShows("paris-fd-2", ""))
 	t.Logf("failover paris-fd-1 -> paris-fd-2: the VIP without a holder for %.0f ms (recorded); the map showed the new holder %s after the command", ms, time.Since(failed).Round(100*time.Millisecond))
 
 	lab("heal")
 	healed := time.Now()
-	waitFor("paris-fd-1 back as Paris's VIP holder", 30*time.Second, func() bool {
-		return parisAttr("vip_holder") == "paris-fd-1" && parisAttr("vrrp") == "paris-fd-1 MASTER, paris-fd-2 BACKUP"
-	})
+	wait.For(t, 30*time.Second, "paris-fd-1 back as Paris's VIP holder", parisShows("paris-fd-1", "paris-fd-1 MASTER, paris-fd-2 BACKUP"))
 	t.Logf("heal: paris-fd-1 holds the VIP again %s after the command (preemption after the master down interval, 3.4 s)", time.Since(healed).Round(100*time.Millisecond))
 	if n := query("SELECT count() FROM labvrrp.vrrp_transitions WHERE pop != 'paris' AND time > now() - 600 AND to_state NOT IN ('BACKUP', 'MASTER', 'FAULT')"); n != "0" {
 		t.Errorf("%s transitions to STOP or UNKNOWN at the POPs left alone, want 0", n)

@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"math"
-	"os"
 	"slices"
 	"strings"
 	"sync"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"github.com/meridianhq/meridian/internal/promtest"
+	"github.com/meridianhq/meridian/internal/wait"
 	"github.com/meridianhq/meridian/lab"
 	"github.com/meridianhq/meridian/steering"
 )
@@ -30,7 +30,7 @@ func TestLabReplay(t *testing.T) {
 	if testing.Short() {
 		t.Skip("the lab replay takes about 3 minutes")
 	}
-	ctx, cfg, l, logs, logger := labSetup(t, "labreplay")
+	ctx, cfg, l, logger := labSetup(t, "labreplay")
 	a := newApp(cfg, logger)
 	actx, stop := context.WithCancel(ctx)
 	done := make(chan error, 1)
@@ -54,20 +54,11 @@ func TestLabReplay(t *testing.T) {
 	regret := func(svc, region string) float64 {
 		return promtest.Sum(t, a.reg, "meridian_steering_regret_milliseconds", "service", svc, "region", region)
 	}
-	waitFor := func(what string, limit time.Duration, cond func() bool) {
-		t.Helper()
-		for deadline := time.Now().Add(limit); !cond(); time.Sleep(100 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				b, _ := os.ReadFile(logs.Name())
-				t.Fatalf("timed out after %s waiting for %s; log:\n%s", limit, what, lastLines(string(b), 40))
-			}
-		}
-	}
 	// The calm: every region on its nearest POP once probes have measured, after 30 s
 	// of warm-up (as the soak's).
-	waitFor("France's api on Nuremberg", time.Minute, func() bool { return weight("france", "nuremberg") == 1 })
+	wait.Until(t, time.Minute, "France's api on Nuremberg", func() bool { return weight("france", "nuremberg") == 1 })
 	ready := time.Now()
-	waitFor("30 s of warm-up", time.Minute, func() bool { return time.Since(ready) > 30*time.Second })
+	wait.Until(t, time.Minute, "30 s of warm-up", func() bool { return time.Since(ready) > 30*time.Second })
 	from := time.Now()
 	calm := [][2]string{{api, "france"}, {api, "united-kingdom"}, {api, "asia"}, {"www." + lab.Zone, "north-america"}}
 	samples := map[[2]string][]float64{}
@@ -105,7 +96,7 @@ func TestLabReplay(t *testing.T) {
 	for _, g := range calm {
 		nearestAlways[g] = true
 	}
-	waitFor("20 s of calm", time.Minute, func() bool {
+	wait.Until(t, time.Minute, "20 s of calm", func() bool {
 		for _, g := range calm {
 			samples[g] = append(samples[g], regret(g[0], g[1]))
 			nearestAlways[g] = nearestAlways[g] && onNearest(g[0], g[1])
@@ -119,24 +110,24 @@ func TestLabReplay(t *testing.T) {
 	if err := l.State().Fail(lab.Failure{Kind: "pop", Target: "nuremberg"}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("France's api drained from Nuremberg", time.Minute, func() bool { return weight("france", "nuremberg") == 0 })
+	wait.Until(t, time.Minute, "France's api drained from Nuremberg", func() bool { return weight("france", "nuremberg") == 0 })
 	failed := time.Now()
-	waitFor("20 s of failure", time.Minute, func() bool { return time.Since(failed) > 20*time.Second })
+	wait.Until(t, time.Minute, "20 s of failure", func() bool { return time.Since(failed) > 20*time.Second })
 	l.State().Heal()
 	healed := time.Now()
 
 	// Held: Nuremberg answers again but stays at 0 for min_hold; regret is what France
 	// pays for it. Samples where the probes still see it failing (regret 0) are skipped.
 	var held []float64
-	waitFor("the hold to end", 4*time.Minute, func() bool {
+	wait.Until(t, 4*time.Minute, "the hold to end", func() bool {
 		if r := regret(api, "france"); r > 0 && weight("france", "nuremberg") == 0 && weight("france", "newyork") == 1 {
 			held = append(held, r)
 		}
 		return weight("france", "nuremberg") > 0
 	})
-	waitFor("France's api back on Nuremberg", 4*time.Minute, func() bool { return weight("france", "nuremberg") == 1 })
+	wait.Until(t, 4*time.Minute, "France's api back on Nuremberg", func() bool { return weight("france", "nuremberg") == 1 })
 	to := time.Now().Add(2 * time.Second)
-	waitFor("2 s more of ticks", time.Minute, func() bool { return time.Now().After(to.Add(time.Second)) })
+	wait.Until(t, time.Minute, "2 s more of ticks", func() bool { return time.Now().After(to.Add(time.Second)) })
 	if err := stopApp(); err != nil {
 		t.Fatal(err)
 	}

@@ -33,7 +33,7 @@ func TestLabSoak(t *testing.T) {
 		}
 	}
 	specs, _ := filepath.Glob("../../alerts/slos/*.yaml")
-	ctx, cfg, l, logs, logger := labSetup(t, "soak", "-ruler.spec-files="+strings.Join(specs, ","))
+	ctx, cfg, l, logger := labSetup(t, "soak", "-ruler.spec-files="+strings.Join(specs, ","))
 	report, err := runSoak(ctx, cfg, l, labToken, d, os.Getenv("MERIDIAN_SOAK_HEAP_PROFILE"), logger)
 	if err != nil {
 		t.Fatal(err)
@@ -42,8 +42,6 @@ func TestLabSoak(t *testing.T) {
 	report.Write(&out)
 	t.Log("\n" + out.String())
 	if failed := report.Failed(); len(failed) > 0 {
-		b, _ := os.ReadFile(logs.Name())
-		t.Logf("meridian log:\n%s", lastLines(string(b), 40))
 		t.Errorf("soak invariants broken:\n  %s", strings.Join(failed, "\n  "))
 	}
 }
@@ -55,13 +53,19 @@ const labToken = "lab-token"
 // module pointed at the lab (its store in database db, its state under the test's
 // directory, extra flags last), the lab, and the log file and logger both write to. The
 // context ends with the test.
-func labSetup(t *testing.T, db string, extra ...string) (context.Context, *Config, *lab.Lab, *os.File, *slog.Logger) {
+func labSetup(t *testing.T, db string, extra ...string) (context.Context, *Config, *lab.Lab, *slog.Logger) {
 	t.Helper()
 	dir := t.TempDir()
 	logs, err := os.Create(filepath.Join(dir, "meridian.log"))
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() { // after Meridian and the lab have stopped: the whole log
+		if t.Failed() {
+			b, _ := os.ReadFile(logs.Name())
+			t.Logf("meridian log (%s):\n%s", db, lastLines(string(b), 40))
+		}
+	})
 	logger := slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	tokenFile := filepath.Join(dir, "token")
 	if err := os.WriteFile(tokenFile, []byte(labToken), 0o600); err != nil {
@@ -89,5 +93,5 @@ func labSetup(t *testing.T, db string, extra ...string) (context.Context, *Confi
 	if err := cfg.Validate(); err != nil {
 		t.Fatal(err)
 	}
-	return ctx, cfg, l, logs, logger
+	return ctx, cfg, l, logger
 }

@@ -84,19 +84,15 @@ func (c *cluster) ceph(args ...string) string {
 // retry runs a ceph command until it succeeds (daemons still coming up) or d passes.
 func (c *cluster) retry(d time.Duration, args ...string) {
 	c.t.Helper()
-	deadline := time.Now().Add(d)
-	for {
+	wait.For(c.t, d, "ceph "+strings.Join(args, " "), func() error {
 		ctx, cancel := context.WithTimeout(c.ctx, 20*time.Second)
+		defer cancel()
 		out, err := exec.CommandContext(ctx, "ceph", append([]string{"-c", c.conf, "--connect-timeout", "10"}, args...)...).CombinedOutput()
-		cancel()
-		if err == nil {
-			return
+		if err != nil {
+			return fmt.Errorf("%w: %s", err, out)
 		}
-		if time.Now().After(deadline) {
-			c.t.Fatalf("ceph %s: %v: %s", strings.Join(args, " "), err, out)
-		}
-		time.Sleep(500 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // start runs a daemon in the foreground, in its own process group, until stop or cleanup.

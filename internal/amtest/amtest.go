@@ -15,6 +15,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/meridianhq/meridian/internal/wait"
 )
 
 // Message is one webhook notification (Alertmanager's webhook format, version 4).
@@ -131,20 +133,17 @@ receivers:
 	}
 	t.Cleanup(func() { cancel(); _ = cmd.Wait() })
 	url := fmt.Sprintf("http://127.0.0.1:%d/-/ready", port)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
+	wait.For(t, 20*time.Second, "alertmanager "+url, func() error {
 		resp, err := http.Get(url)
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return
-			}
+		if err != nil {
+			return err
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("alertmanager did not become ready within 20s")
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			return fmt.Errorf("status %d", resp.StatusCode)
 		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return nil
+	})
 }
 
 // FreePort returns a TCP port on 127.0.0.1 that was free a moment ago.

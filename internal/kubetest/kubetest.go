@@ -406,12 +406,6 @@ func startProc(t testing.TB, name, bin string, args ...string) (stop func()) {
 	return stop
 }
 
-// WaitFor is wait.For with kubetest's argument order, for callers not moved to wait yet.
-func WaitFor(t testing.TB, what string, within time.Duration, cond func() error) {
-	t.Helper()
-	wait.For(t, within, what, cond)
-}
-
 func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
 
 func writeFile(t testing.TB, path string, b []byte) {

@@ -20,15 +20,7 @@ import (
 // KeepalivedUnavailable says why a keepalived pair cannot run here ("" when it can): not
 // being root is a reason; a missing command is an error naming its Debian package.
 func KeepalivedUnavailable() (reason string, err error) {
-	if os.Geteuid() != 0 {
-		return "needs root to create network namespaces", nil
-	}
-	for _, bin := range []struct{ name, pkg string }{{"ip", "iproute2"}, {"keepalived", "keepalived"}} {
-		if _, err := exec.LookPath(bin.name); err != nil {
-			return "", fmt.Errorf("%s not found: install the Debian package %s", bin.name, bin.pkg)
-		}
-	}
-	return "", nil
+	return unavailable("ip", "keepalived")
 }
 
 // PairConfig describes a front-door pair: two nodes, each running keepalived in its own
@@ -112,12 +104,10 @@ vrrp_instance %s {
 	if err := os.WriteFile(path, []byte(conf), 0o600); err != nil {
 		return err
 	}
-	cmd := exec.Command("ip", "netns", "exec", p.NS[i], "keepalived", "--dont-fork", "--log-console", "--vrrp",
+	cmd, err := startIn(p.NS[i], &p.out[i], nil, "keepalived", "--dont-fork", "--log-console", "--vrrp",
 		"-f", path, "-p", filepath.Join(p.cfg.Dir, node+".pid"), "-r", filepath.Join(p.cfg.Dir, node+".vrrp.pid"))
-	cmd.Stdout, cmd.Stderr = &p.out[i], &p.out[i]
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true} // Stop's SIGKILL reaches the VRRP child too
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("keepalived %s: %w", node, err)
+	if err != nil {
+		return err
 	}
 	p.proc[i] = cmd
 	return nil

@@ -15,6 +15,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -34,15 +35,24 @@ import (
 // Unavailable says why real namespaces cannot be made on this machine ("" when they can).
 // A missing command is not a reason to skip: it is an error naming its Debian package.
 func Unavailable() (reason string, err error) {
+	if _, err := os.Stat("/dev/net/tun"); err != nil && os.Geteuid() == 0 { // without root, unavailable says so
+		return fmt.Sprintf("no /dev/net/tun for wireguard-go: %v", err), nil
+	}
+	return unavailable("ip", "wireguard-go")
+}
+
+// debianPackage names the package of each command the namespaces run.
+var debianPackage = map[string]string{"ip": "iproute2", "wireguard-go": "wireguard-go", "keepalived": "keepalived"}
+
+// unavailable says why namespaces running cmds cannot be made here: not being root is a
+// reason to skip; a missing command is an error naming its Debian package.
+func unavailable(cmds ...string) (reason string, err error) {
 	if os.Geteuid() != 0 {
 		return "needs root to create network namespaces", nil
 	}
-	if _, err := os.Stat("/dev/net/tun"); err != nil {
-		return fmt.Sprintf("no /dev/net/tun for wireguard-go: %v", err), nil
-	}
-	for bin, pkg := range map[string]string{"ip": "iproute2", "wireguard-go": "wireguard-go"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			return "", fmt.Errorf("%s not found: install the Debian package %s", bin, pkg)
+	for _, c := range cmds {
+		if _, err := exec.LookPath(c); err != nil {
+			return "", fmt.Errorf("%s not found: install the Debian package %s", c, debianPackage[c])
 		}
 	}
 	return "", nil
@@ -186,6 +196,20 @@ func (n *Net) SetLink(ns, dev string, up bool) error {
 	return IP(ns, "link", "set", dev, state)
 }
 
+// startIn starts a daemon inside ns, writing to out (nil: discarded) with the environment
+// env (nil: this process's). It leads its own process group, so that proc.Stop's SIGKILL
+// reaches the children it forks too.
+func startIn(ns string, out io.Writer, env []string, args ...string) (*exec.Cmd, error) {
+	cmd := exec.Command("ip", append([]string{"netns", "exec", ns}, args...)...)
+	cmd.Stdout, cmd.Stderr = out, out
+	cmd.Env = env
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("%s in %s: %w", args[0], ns, err)
+	}
+	return cmd, nil
+}
+
 // IP runs `ip -n ns args...` (addresses, rules, routes, neighbours inside ns).
 func IP(ns string, args ...string) error {
 	return run(append([]string{"ip", "-n", ns}, args...)...)
@@ -241,11 +265,9 @@ func (n *Net) DeviceName(short string) string { return "wg" + n.Tag + short }
 // WireGuard starts wireguard-go with the device dev inside ns, waits (until ctx ends) for
 // its UAPI socket, applies cfg through wgctrl and sets the device up.
 func (n *Net) WireGuard(ctx context.Context, ns, dev string, cfg wgtypes.Config) error {
-	cmd := exec.Command("ip", "netns", "exec", ns, "wireguard-go", "-f", dev)
-	cmd.Env = append(os.Environ(), "LOG_LEVEL=error")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("wireguard-go %s: %w", dev, err)
+	cmd, err := startIn(ns, nil, append(os.Environ(), "LOG_LEVEL=error"), "wireguard-go", "-f", dev)
+	if err != nil {
+		return err
 	}
 	n.mu.Lock()
 	n.procs[dev] = cmd
