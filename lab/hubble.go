@@ -22,20 +22,22 @@ type relay struct {
 	srv     *hubbletest.Server
 	// impaired reports a failure beneath the cluster's workloads (see impairs).
 	impaired func() bool
-	remote   *meshCall // nil: the cluster calls no other
+	mesh     *meshCall // nil: the cluster is at neither end of a call across the mesh
 }
 
-// meshCall is a service a cluster also calls in another cluster of the mesh: each of the
-// capture's exchanges with pods named pod* is made again with that cluster's replica.
+// meshCall is a service a client cluster also calls in another cluster of the mesh: each
+// of the capture's exchanges with pods named pod* is made again with the server cluster's
+// replica. Both relays report it, as Cilium's do: the client's as it leaves (egress), the
+// server's as it comes in (ingress).
 type meshCall struct {
-	cluster, pod string
-	impaired     func() bool // the tunnels between the two clusters' sites are down
+	client, server, pod string
+	impaired            func() bool // the tunnels between the two clusters' sites are down
 }
 
 // meshCalls is the lab's cluster mesh: New York's compute cluster also calls the
 // capture's productpage in Nuremberg, over the New York–Nuremberg tunnels, so a failed
 // tunnel between them shows as erring flows between the two clusters.
-var meshCalls = map[string]meshCall{"ny-destroyer": {cluster: "nbg-aegis", pod: "productpage-"}}
+var meshCalls = []meshCall{{client: "ny-destroyer", server: "nbg-aegis", pod: "productpage-"}}
 
 // flowsPerSecond is each lab relay's replay rate.
 const flowsPerSecond = 50
@@ -63,9 +65,11 @@ func (l *Lab) startRelays(ctx context.Context, samples []*observer.GetFlowsRespo
 			return fmt.Errorf("lab: relay %s: %w", c.Name, err)
 		}
 		r := &relay{cluster: c.Name, srv: srv, impaired: func() bool { return l.state.impairs(c.Site, cephSites[c.Site]) }}
-		if mc, ok := meshCalls[c.Name]; ok {
-			mc.impaired = func() bool { return l.state.tunnelDown(c.Site, clusterSite[mc.cluster]) }
-			r.remote = &mc
+		for _, mc := range meshCalls {
+			if mc.client == c.Name || mc.server == c.Name {
+				mc.impaired = func() bool { return l.state.tunnelDown(clusterSite[mc.client], clusterSite[mc.server]) }
+				r.mesh = &mc
+			}
 		}
 		l.relays = append(l.relays, r)
 		go r.replay(ctx, samples)
@@ -83,18 +87,33 @@ func (r *relay) replay(ctx context.Context, samples []*observer.GetFlowsResponse
 			return
 		case now := <-tick.C:
 			sample := samples[i%len(samples)]
-			r.srv.Add(r.flow(sample, now, "", r.impaired()))
-			if r.remote != nil && strings.HasPrefix(server(sample.GetFlow()).GetPodName(), r.remote.pod) {
-				r.srv.Add(r.flow(sample, now, r.remote.cluster, r.remote.impaired()))
+			r.srv.Add(r.flow(sample, now, r.cluster, r.cluster, r.impaired()))
+			if m := r.meshFlow(sample, now); m != nil {
+				r.srv.Add(m)
 			}
 		}
 	}
 }
 
-// flow is sample as this relay reports it at now: its pods in the relay's cluster, the
-// server in remote unless that is "" (Cilium's cluster label, which a mesh's relay gives
-// remote pods too), and a failed answer (503) when impaired.
-func (r *relay) flow(sample *observer.GetFlowsResponse, now time.Time, remote string, impaired bool) *observer.GetFlowsResponse {
+// meshFlow is sample made again across the mesh, as this relay sees it, or nil: the
+// client's relay sees it fail (503) while the tunnels between the sites are down, the
+// server's does not see it then (it never arrived).
+func (r *relay) meshFlow(sample *observer.GetFlowsResponse, now time.Time) *observer.GetFlowsResponse {
+	mc := r.mesh
+	if mc == nil || !strings.HasPrefix(serverOf(sample.GetFlow()).GetPodName(), mc.pod) {
+		return nil
+	}
+	impaired := mc.impaired()
+	if impaired && r.cluster == mc.server {
+		return nil
+	}
+	return r.flow(sample, now, mc.client, mc.server, impaired)
+}
+
+// flow is sample as this relay reports it at now: its client's pod in cluster client, its
+// server's in server (Cilium's cluster label, which a mesh's relay gives remote pods too),
+// and a failed answer (503) when impaired.
+func (r *relay) flow(sample *observer.GetFlowsResponse, now time.Time, client, server string, impaired bool) *observer.GetFlowsResponse {
 	m := proto.Clone(sample).(*observer.GetFlowsResponse)
 	ts := timestamppb.New(now)
 	m.Time = ts
@@ -106,14 +125,14 @@ func (r *relay) flow(sample *observer.GetFlowsResponse, now time.Time, remote st
 	}
 	f.Time = ts
 	f.NodeName = node
-	srv := server(f)
+	srv := serverOf(f)
 	for _, e := range []*flowpb.Endpoint{f.GetSource(), f.GetDestination()} {
 		if e.GetPodName() == "" {
 			continue // a reserved identity (world, host, ...) is in no cluster
 		}
-		cluster := r.cluster
-		if e == srv && remote != "" {
-			cluster = remote
+		cluster := client
+		if e == srv {
+			cluster = server
 		}
 		labelled := false
 		for i, l := range e.Labels {
@@ -134,8 +153,8 @@ func (r *relay) flow(sample *observer.GetFlowsResponse, now time.Time, remote st
 // clusterLabel is the label in which Cilium names a pod's cluster.
 const clusterLabel = "k8s:io.cilium.k8s.policy.cluster="
 
-// server is the endpoint that answers in f's exchange: a reply comes from it.
-func server(f *flowpb.Flow) *flowpb.Endpoint {
+// serverOf is the endpoint that answers in f's exchange: a reply comes from it.
+func serverOf(f *flowpb.Flow) *flowpb.Endpoint {
 	if f.GetIsReply().GetValue() {
 		return f.GetSource()
 	}

@@ -271,32 +271,41 @@ func TestFailuresImpairTheWorkloadsAbove(t *testing.T) {
 // TestRelayCallsAcrossTheMesh: New York's relay reports its pods in its own cluster and,
 // for each exchange with productpage, the same exchange with Nuremberg's productpage
 // (Cilium's cluster label on the server), answered 503 only while a New York–Nuremberg
-// tunnel is down; no other relay calls across.
+// tunnel is down; Nuremberg's relay reports that exchange too, as it comes in (the same
+// clusters), except while that tunnel is down (it never arrives); no other relay calls
+// across.
 func TestRelayCallsAcrossTheMesh(t *testing.T) {
 	l := startLab(t)
-	var ny *relay
+	var ny, nbg *relay
 	for _, r := range l.relays {
-		if r.cluster == "ny-destroyer" {
+		switch {
+		case r.cluster == "ny-destroyer":
 			ny = r
-		} else if r.remote != nil {
-			t.Errorf("%s calls %s", r.cluster, r.remote.cluster)
+		case r.cluster == "nbg-aegis":
+			nbg = r
+		case r.mesh != nil:
+			t.Errorf("%s is in the call from %s to %s", r.cluster, r.mesh.client, r.mesh.server)
 		}
 	}
-	if ny == nil || ny.remote == nil || ny.remote.cluster != "nbg-aegis" {
-		t.Fatalf("New York's relay: %+v", ny)
+	if ny == nil || nbg == nil || ny.mesh == nil || nbg.mesh == nil || ny.mesh.server != "nbg-aegis" || nbg.mesh.client != "ny-destroyer" {
+		t.Fatalf("New York's relay: %+v, Nuremberg's: %+v", ny, nbg)
 	}
 	all, err := hubbletest.Load("../testdata/hubble/hubble-otel-basic-sample-348-http-flows.json")
 	if err != nil {
 		t.Fatal(err)
 	}
-	var answer *observer.GetFlowsResponse
+	var answer, other *observer.GetFlowsResponse
 	for _, m := range succeeded(all) {
-		if f := m.GetFlow(); f.GetL7().GetType() == flowpb.L7FlowType_RESPONSE && strings.HasPrefix(server(f).GetPodName(), ny.remote.pod) {
-			answer = m
+		if f := m.GetFlow(); f.GetL7().GetType() == flowpb.L7FlowType_RESPONSE {
+			if strings.HasPrefix(serverOf(f).GetPodName(), ny.mesh.pod) {
+				answer = m
+			} else {
+				other = m
+			}
 		}
 	}
-	if answer == nil {
-		t.Fatal("no healthy productpage answer in the capture")
+	if answer == nil || other == nil {
+		t.Fatal("no healthy productpage answer, or no other, in the capture")
 	}
 	clusters := func(m *observer.GetFlowsResponse) (client, srv string) {
 		f := m.GetFlow()
@@ -311,24 +320,34 @@ func TestRelayCallsAcrossTheMesh(t *testing.T) {
 		return of(f.GetDestination()), of(f.GetSource()) // an answer: from the server
 	}
 	now := time.Now()
-	local := ny.flow(answer, now, "", ny.impaired())
+	local := ny.flow(answer, now, ny.cluster, ny.cluster, ny.impaired())
 	if c, s := clusters(local); c != "ny-destroyer" || s != "ny-destroyer" || local.GetFlow().GetL7().GetHttp().GetCode() != 200 {
 		t.Errorf("local answer: client in %q, server in %q, code %d", c, s, local.GetFlow().GetL7().GetHttp().GetCode())
 	}
+	if ny.meshFlow(other, now) != nil || nbg.meshFlow(other, now) != nil {
+		t.Error("an exchange with another service than productpage is made across the mesh")
+	}
 	for _, c := range []struct {
-		fail string
-		code uint32
-	}{{"", 200}, {"newyork-london", 200}, {"newyork-nuremberg", 503}} {
+		fail     string
+		code     uint32
+		arriving bool
+	}{{"", 200, true}, {"newyork-london", 200, true}, {"newyork-nuremberg", 503, false}} {
 		l.State().Heal()
 		if c.fail != "" {
 			if err := l.State().Fail(Failure{Kind: "tunnel", Target: c.fail}); err != nil {
 				t.Fatal(err)
 			}
 		}
-		remote := ny.flow(answer, now, ny.remote.cluster, ny.remote.impaired())
-		if cl, s := clusters(remote); cl != "ny-destroyer" || s != "nbg-aegis" || remote.GetFlow().GetL7().GetHttp().GetCode() != c.code {
+		out := ny.meshFlow(answer, now)
+		if cl, s := clusters(out); cl != "ny-destroyer" || s != "nbg-aegis" || out.GetFlow().GetL7().GetHttp().GetCode() != c.code {
 			t.Errorf("tunnel %q down: answer across the mesh from a client in %q, server in %q, code %d; want ny-destroyer, nbg-aegis, %d",
-				c.fail, cl, s, remote.GetFlow().GetL7().GetHttp().GetCode(), c.code)
+				c.fail, cl, s, out.GetFlow().GetL7().GetHttp().GetCode(), c.code)
+		}
+		in := nbg.meshFlow(answer, now)
+		if (in != nil) != c.arriving {
+			t.Errorf("tunnel %q down: Nuremberg sees the answer across the mesh: %v, want %v", c.fail, in != nil, c.arriving)
+		} else if cl, s := clusters(in); in != nil && (cl != "ny-destroyer" || s != "nbg-aegis" || in.GetFlow().GetL7().GetHttp().GetCode() != 200) {
+			t.Errorf("tunnel %q down: Nuremberg's view of the answer: client in %q, server in %q, code %d", c.fail, cl, s, in.GetFlow().GetL7().GetHttp().GetCode())
 		}
 	}
 	if answer.GetFlow().GetL7().GetHttp().GetCode() != 200 || strings.Contains(strings.Join(answer.GetFlow().GetSource().GetLabels(), ","), "nbg-aegis") {

@@ -183,6 +183,7 @@ type FlowEdge struct {
 	DestNamespace   string
 	DestWorkload    string
 	DestCluster     string // the destination's cluster when it is not Meta.Cluster (a cross-cluster flow); "" same cluster
+	SourceCluster   string // the source's cluster when it is not Meta.Cluster (the server's relay's view of a cross-cluster flow); "" same cluster
 	Protocol        string
 	Port            uint16
 	Flows           uint64

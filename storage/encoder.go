@@ -160,6 +160,7 @@ var columnSets = map[pipeline.Kind]func() columnSet{
 		col("interval", i64, func(r *pipeline.FlowEdge) int64 { return int64(r.Interval) }),
 		col("src_namespace", lc, func(r *pipeline.FlowEdge) string { return r.SourceNamespace }),
 		col("src_workload", lc, func(r *pipeline.FlowEdge) string { return r.SourceWorkload }),
+		col("src_cluster", lc, func(r *pipeline.FlowEdge) string { return r.SourceCluster }),
 		col("dst_namespace", lc, func(r *pipeline.FlowEdge) string { return r.DestNamespace }),
 		col("dst_workload", lc, func(r *pipeline.FlowEdge) string { return r.DestWorkload }),
 		col("dst_cluster", lc, func(r *pipeline.FlowEdge) string { return r.DestCluster }),

@@ -145,17 +145,24 @@ func TestRollupsHoldAggregates(t *testing.T) {
 	}
 }
 
-// TestRollupKeepsDestCluster: one workload pair inside the cluster and across to another
-// stays two rows of flows_1m even once its parts are merged (the destination cluster is
-// in its sorting key, so the aggregating merge does not fold them into one).
-func TestRollupKeepsDestCluster(t *testing.T) {
+// TestRollupKeepsEdgeClusters: one workload pair inside the cluster, across to another
+// and in from another stays three rows of flows_1m even once its parts are merged (the
+// destination and source clusters are in its sorting key, so the aggregating merge does
+// not fold them into one).
+func TestRollupKeepsEdgeClusters(t *testing.T) {
 	s := storagetest.New(t)
 	ctx := context.Background()
 	m0 := testtime.Day.Add(10 * time.Hour)
-	for i, dst := range []string{"", "nbg-aegis", "", "nbg-aegis"} {
+	for i := range 6 {
 		e := &pipeline.FlowEdge{M: pipeline.Meta{Time: m0.Add(time.Duration(i) * time.Second), Cluster: "ny-destroyer"}, Interval: time.Second,
-			SourceNamespace: "shop", SourceWorkload: "web", DestNamespace: "shop", DestWorkload: "api", DestCluster: dst, Protocol: "TCP", Port: 80,
+			SourceNamespace: "shop", SourceWorkload: "web", DestNamespace: "shop", DestWorkload: "api", Protocol: "TCP", Port: 80,
 			Flows: uint64(1 + i), Requests: 1, Errors: uint64(i % 2)}
+		switch i % 3 {
+		case 1:
+			e.DestCluster = "nbg-aegis"
+		case 2:
+			e.SourceCluster = "nbg-aegis"
+		}
 		if err := s.Insert(ctx, encode(t, pipeline.KindFlowEdge, []pipeline.Record{e}, fmt.Sprintf("xsite-%d", i))); err != nil {
 			t.Fatal(err)
 		}
@@ -167,8 +174,8 @@ func TestRollupKeepsDestCluster(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := queryString(t, s, "SELECT count(), sum(flows) FROM flows_1m") + "; " +
-		queryString(t, s, "SELECT concat('[', dst_cluster, ']'), flows, requests, errors FROM flows_1m ORDER BY dst_cluster")
-	if want := "2\t10; []\t4\t2\t0\n[nbg-aegis]\t6\t2\t2"; got != want {
+		queryString(t, s, "SELECT concat('[', src_cluster, '>', dst_cluster, ']'), flows, requests, errors FROM flows_1m ORDER BY src_cluster, dst_cluster")
+	if want := "3\t21; [>]\t5\t2\t1\n[>nbg-aegis]\t7\t2\t1\n[nbg-aegis>]\t9\t2\t1"; got != want {
 		t.Fatalf("flows_1m rows after merging:\n got %q\nwant %q", got, want)
 	}
 }

@@ -25,7 +25,7 @@ func TestMigrateTwice(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got, want := string(out), "1\t1\n2\t1\n3\t1\n4\t1\n5\t1\n6\t1\n7\t1\n8\t1\n9\t1\n"; got != want {
+	if got, want := string(out), "1\t1\n2\t1\n3\t1\n4\t1\n5\t1\n6\t1\n7\t1\n8\t1\n9\t1\n10\t1\n"; got != want {
 		t.Fatalf("schema_migrations: got %q, want %q", got, want)
 	}
 	out, err = s.Query(ctx, "SELECT name FROM system.tables WHERE database = currentDatabase() ORDER BY name", "TabSeparated")
@@ -38,42 +38,54 @@ func TestMigrateTwice(t *testing.T) {
 	}
 }
 
-// TestMigrateDestCluster: migration 009 on a database an older Meridian filled keeps its
-// edges, read as inside their own cluster (dst_cluster ”), in flow_edges and flows_1m;
-// edges written after it roll up by destination cluster.
-func TestMigrateDestCluster(t *testing.T) {
-	cfg := storagetest.Config(t)
-	s, err := storage.New(cfg, storage.Deps{Registerer: prometheus.NewRegistry()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx := context.Background()
-	t.Cleanup(func() { s.Exec(ctx, "DROP DATABASE IF EXISTS "+cfg.Database); s.Close() })
-	if err := s.MigrateTo(ctx, 8); err != nil {
-		t.Fatal(err)
-	}
-	at := testtime.Day.Add(10 * time.Hour)
-	old := fmt.Sprintf(`INSERT INTO %s (time, cluster, src_namespace, src_workload, dst_namespace, dst_workload, protocol, port, flows, requests, errors)
+// TestMigrateEdgeClusters: migration 009 (dst_cluster), and 010 (src_cluster), on a
+// database an older Meridian filled keep its edges, read as inside their own cluster (the
+// new column empty), in flow_edges and flows_1m; edges written after roll up by that cluster.
+func TestMigrateEdgeClusters(t *testing.T) {
+	for _, c := range []struct {
+		from   int
+		column string
+		set    func(e *pipeline.FlowEdge)
+	}{
+		{8, "dst_cluster", func(e *pipeline.FlowEdge) { e.DestCluster = "nbg" }},
+		{9, "src_cluster", func(e *pipeline.FlowEdge) { e.SourceCluster = "nbg" }},
+	} {
+		t.Run(c.column, func(t *testing.T) {
+			cfg := storagetest.Config(t)
+			s, err := storage.New(cfg, storage.Deps{Registerer: prometheus.NewRegistry()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx := context.Background()
+			t.Cleanup(func() { s.Exec(ctx, "DROP DATABASE IF EXISTS "+cfg.Database); s.Close() })
+			if err := s.MigrateTo(ctx, c.from); err != nil {
+				t.Fatal(err)
+			}
+			at := testtime.Day.Add(10 * time.Hour)
+			old := fmt.Sprintf(`INSERT INTO %s (time, cluster, src_namespace, src_workload, dst_namespace, dst_workload, protocol, port, flows, requests, errors)
 		VALUES ('%s', 'ny', 'shop', 'web', 'shop', 'api', 'TCP', 80, 5, 2, 1)`, s.Table(pipeline.KindFlowEdge), at.Format("2006-01-02 15:04:05"))
-	if err := s.Exec(ctx, old); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Migrate(ctx); err != nil {
-		t.Fatal(err)
-	}
-	e := &pipeline.FlowEdge{M: pipeline.Meta{Time: at.Add(time.Second), Cluster: "ny"}, Interval: time.Second, SourceNamespace: "shop", SourceWorkload: "web",
-		DestNamespace: "shop", DestWorkload: "api", DestCluster: "nbg", Protocol: "TCP", Port: 80, Flows: 3, Requests: 3, Errors: 3}
-	native, err := storage.NewEncoder().Encode(pipeline.KindFlowEdge, []pipeline.Record{e})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Insert(ctx, pipeline.Block{Kind: pipeline.KindFlowEdge, Rows: 1, Token: "after-009", Native: native}); err != nil {
-		t.Fatal(err)
-	}
-	for table, want := range map[string]string{"flow_edges": "[]\t5\t1\n[nbg]\t3\t3\n", "flows_1m": "[]\t5\t1\n[nbg]\t3\t3\n"} {
-		out, err := s.Query(ctx, "SELECT concat('[', dst_cluster, ']'), sum(flows), sum(errors) FROM "+table+" GROUP BY dst_cluster ORDER BY dst_cluster", "TabSeparated")
-		if err != nil || string(out) != want {
-			t.Errorf("%s by dst_cluster: %q, %v; want %q", table, out, err, want)
-		}
+			if err := s.Exec(ctx, old); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
+			e := &pipeline.FlowEdge{M: pipeline.Meta{Time: at.Add(time.Second), Cluster: "ny"}, Interval: time.Second, SourceNamespace: "shop", SourceWorkload: "web",
+				DestNamespace: "shop", DestWorkload: "api", Protocol: "TCP", Port: 80, Flows: 3, Requests: 3, Errors: 3}
+			c.set(e)
+			native, err := storage.NewEncoder().Encode(pipeline.KindFlowEdge, []pipeline.Record{e})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Insert(ctx, pipeline.Block{Kind: pipeline.KindFlowEdge, Rows: 1, Token: "after-migration", Native: native}); err != nil {
+				t.Fatal(err)
+			}
+			for _, table := range []string{"flow_edges", "flows_1m"} {
+				out, err := s.Query(ctx, fmt.Sprintf("SELECT concat('[', %[1]s, ']'), sum(flows), sum(errors) FROM %[2]s GROUP BY %[1]s ORDER BY %[1]s", c.column, table), "TabSeparated")
+				if want := "[]\t5\t1\n[nbg]\t3\t3\n"; err != nil || string(out) != want {
+					t.Errorf("%s by %s: %q, %v; want %q", table, c.column, out, err, want)
+				}
+			}
+		})
 	}
 }

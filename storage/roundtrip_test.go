@@ -74,9 +74,12 @@ var roundTrips = []roundTrip{
 			LatencyP50: 2 * time.Millisecond, LatencyP90: 9 * time.Millisecond, LatencyP99: 40 * time.Millisecond},
 		&pipeline.FlowEdge{M: meta("nyc-1"), Interval: time.Second, SourceNamespace: "shop", SourceWorkload: "web", DestNamespace: "shop", DestWorkload: "api",
 			DestCluster: "nbg-aegis", Protocol: "TCP", Port: 8080, Flows: 4, Requests: 2, Errors: 2},
+		&pipeline.FlowEdge{M: meta("nyc-1"), Interval: time.Second, SourceNamespace: "shop", SourceWorkload: "web", SourceCluster: "lon-edge", DestNamespace: "shop", DestWorkload: "api",
+			Protocol: "TCP", Port: 8080, Flows: 3, Requests: 1},
 	}, []string{
-		`{"time":"DAY 01:02:03.123","collector":"test/nyc-1","site":"nyc","cluster":"destroyer","node":"nyc-1","interval":10000000000,"src_namespace":"shop","src_workload":"web","dst_namespace":"shop","dst_workload":"api","dst_cluster":"","protocol":"TCP","port":8080,"flows":100,"sampled":90,"drops":7,"drop_reasons":{"POLICY_DENIED":7},"requests":90,"errors":3,"latency_p50":2000000,"latency_p90":9000000,"latency_p99":40000000}`,
-		`{"time":"DAY 01:02:03.123","collector":"test/nyc-1","site":"nyc","cluster":"destroyer","node":"nyc-1","interval":1000000000,"src_namespace":"shop","src_workload":"web","dst_namespace":"shop","dst_workload":"api","dst_cluster":"nbg-aegis","protocol":"TCP","port":8080,"flows":4,"sampled":0,"drops":0,"drop_reasons":{},"requests":2,"errors":2,"latency_p50":0,"latency_p90":0,"latency_p99":0}`,
+		`{"time":"DAY 01:02:03.123","collector":"test/nyc-1","site":"nyc","cluster":"destroyer","node":"nyc-1","interval":10000000000,"src_namespace":"shop","src_workload":"web","src_cluster":"","dst_namespace":"shop","dst_workload":"api","dst_cluster":"","protocol":"TCP","port":8080,"flows":100,"sampled":90,"drops":7,"drop_reasons":{"POLICY_DENIED":7},"requests":90,"errors":3,"latency_p50":2000000,"latency_p90":9000000,"latency_p99":40000000}`,
+		`{"time":"DAY 01:02:03.123","collector":"test/nyc-1","site":"nyc","cluster":"destroyer","node":"nyc-1","interval":1000000000,"src_namespace":"shop","src_workload":"web","src_cluster":"","dst_namespace":"shop","dst_workload":"api","dst_cluster":"nbg-aegis","protocol":"TCP","port":8080,"flows":4,"sampled":0,"drops":0,"drop_reasons":{},"requests":2,"errors":2,"latency_p50":0,"latency_p90":0,"latency_p99":0}`,
+		`{"time":"DAY 01:02:03.123","collector":"test/nyc-1","site":"nyc","cluster":"destroyer","node":"nyc-1","interval":1000000000,"src_namespace":"shop","src_workload":"web","src_cluster":"lon-edge","dst_namespace":"shop","dst_workload":"api","dst_cluster":"","protocol":"TCP","port":8080,"flows":3,"sampled":0,"drops":0,"drop_reasons":{},"requests":1,"errors":0,"latency_p50":0,"latency_p90":0,"latency_p99":0}`,
 	}},
 	{pipeline.KindProbe, []pipeline.Record{
 		&pipeline.Probe{M: meta("lon-probe"), Vantage: "london", Method: "dns", POP: "lon", Service: "api", ClientRegion: "eu-west",

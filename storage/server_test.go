@@ -85,6 +85,8 @@ func TestClusterDDL(t *testing.T) {
 		"ENGINE = Distributed(prod, meridian, probes_1m_local, rand())",
 		"DROP VIEW IF EXISTS meridian.flows_1m_mv_local ON CLUSTER prod",
 		"ALTER TABLE meridian.flows_1m ON CLUSTER prod ADD COLUMN IF NOT EXISTS dst_cluster",
+		"ALTER TABLE meridian.flows_1m ON CLUSTER prod ADD COLUMN IF NOT EXISTS src_cluster",
+		"MODIFY ORDER BY (cluster, src_namespace, src_workload, dst_namespace, dst_workload, protocol, port, minute, dst_cluster, src_cluster)",
 	} {
 		if !strings.Contains(all, want) {
 			t.Errorf("cluster DDL lacks %q", want)

@@ -113,41 +113,88 @@ func TestTunnelFailureNamesTunnel(t *testing.T) {
 }
 
 // TestCrossSiteFlowNamesTunnelBetweenSites: a flow from destroyer (nyc) to a workload of
-// aegis (nuremberg) joins the two clusters' workloads. With nyc's tunnels to london and
+// aegis (nuremberg) joins the two clusters' workloads, whether destroyer's relay reports it
+// (the client's view) or aegis's alone (the server's). With nyc's tunnels to london and
 // then to nuremberg down, its errors are put first on the tunnel between nyc and
 // nuremberg, though the london one went down before (on time alone, or on its id, it
 // would come first).
 func TestCrossSiteFlowNamesTunnelBetweenSites(t *testing.T) {
 	now := time.Now()
-	cross := &pipeline.FlowEdge{M: pipeline.Meta{Time: now, Site: "nyc", Cluster: "destroyer"}, Interval: time.Second,
+	client := &pipeline.FlowEdge{M: pipeline.Meta{Time: now, Site: "nyc", Cluster: "destroyer"}, Interval: time.Second,
 		SourceNamespace: "bookinfo", SourceWorkload: "reviews", DestNamespace: "bookinfo", DestWorkload: "ratings", DestCluster: "aegis",
 		Protocol: "TCP", Port: 9080, Flows: 10, Requests: 10}
-	g := testGraph(append(calmLab(t, now), cross))
+	server := *client
+	server.M.Site, server.M.Cluster, server.SourceCluster, server.DestCluster = "nuremberg", "aegis", "destroyer", ""
+	for _, cross := range []*pipeline.FlowEdge{client, &server} {
+		t.Run(cross.M.Cluster, func(t *testing.T) {
+			g := testGraph(append(calmLab(t, now), cross))
+			id := "flow:" + workloadID("destroyer", "bookinfo", "reviews") + "->" + workloadID("aegis", "bookinfo", "ratings") + ":TCP/9080"
+			es := g.edges[id]
+			if es == nil {
+				t.Fatalf("no edge %s", id)
+			}
+			if src := g.nodes[es.e.Source].n; src.Cluster != "destroyer" || src.Site != "nyc" || src.Parent != clusterID("destroyer") {
+				t.Errorf("source %+v; want a workload of destroyer at nyc", src)
+			}
+			if dst := g.nodes[es.e.Target].n; dst.Cluster != "aegis" || dst.Site != "nuremberg" || dst.Parent != clusterID("aegis") {
+				t.Errorf("destination %+v; want a workload of aegis at nuremberg", dst)
+			}
+			if es.e.Status != pipeline.StatusOK || es.e.Causes != nil {
+				t.Errorf("calm cross-site flow: %s, causes %v", es.e.Status, es.e.Causes)
+			}
+			down := func(peer, peerSite string) *pipeline.TunnelStat {
+				return &pipeline.TunnelStat{M: pipeline.Meta{Time: time.Now(), Site: "nyc", Cluster: "destroyer", Node: "nyc-1"}, Interface: "wg0",
+					PeerNode: peer, PeerSite: peerSite, Status: pipeline.StatusDown}
+			}
+			g.Consume([]pipeline.Record{down("lon-1", "london")})
+			g.flush()
+			erring := *cross
+			erring.M.Time, erring.Errors = time.Now(), 5
+			g.Consume([]pipeline.Record{down("nue-gpu-1", "nuremberg"), &erring})
+			g.flush()
+			const between, london = "tunnel:node:nue-gpu-1|node:nyc-1", "tunnel:node:lon-1|node:nyc-1"
+			if cs := es.e.Causes; es.e.Status != pipeline.StatusDegraded || len(cs) < 2 || cs[0].ID != between || cs[1].ID != london || cs[0].Since < cs[1].Since {
+				t.Errorf("erring cross-site flow: %s, causes %+v; want %s first, then %s", es.e.Status, cs, between, london)
+			}
+		})
+	}
+}
+
+// TestMeshCallDrawnOnce: the client's relay's and the server's relay's views of one call
+// across the mesh, in either order, are one edge with the client's view (its errors, its
+// rate), no client drawn in the server's cluster; the server's view counts again only
+// once the client's is stale_after older than it.
+func TestMeshCallDrawnOnce(t *testing.T) {
+	now := time.Now()
+	client := &pipeline.FlowEdge{M: pipeline.Meta{Time: now, Site: "nyc", Cluster: "destroyer"}, Interval: time.Second,
+		SourceNamespace: "bookinfo", SourceWorkload: "reviews", DestNamespace: "bookinfo", DestWorkload: "ratings", DestCluster: "aegis",
+		Protocol: "TCP", Port: 9080, Flows: 10, Requests: 10, Errors: 5}
+	server := *client
+	server.M.Site, server.M.Cluster, server.SourceCluster, server.DestCluster = "nuremberg", "aegis", "destroyer", ""
+	server.Requests, server.Flows, server.Errors = 4, 4, 0
 	id := "flow:" + workloadID("destroyer", "bookinfo", "reviews") + "->" + workloadID("aegis", "bookinfo", "ratings") + ":TCP/9080"
-	es := g.edges[id]
-	if es == nil {
-		t.Fatalf("no edge %s", id)
+	check := func(g *graph, what, observed string, rps float64) {
+		t.Helper()
+		flows := 0
+		for _, es := range g.edges {
+			if es.e.Kind == KindFlow {
+				flows++
+			}
+		}
+		es := g.edges[id]
+		if flows != 1 || es == nil || es.e.Attrs["observed_in"] != observed || es.e.Metrics["requests_per_s"] != rps {
+			t.Errorf("%s: %d flow edges, %s: %+v; want one, observed in %s, %v requests/s", what, flows, id, es, observed, rps)
+		}
+		if _, ok := g.nodes[workloadID("aegis", "bookinfo", "reviews")]; ok {
+			t.Errorf("%s: the client drawn in the server's cluster", what)
+		}
 	}
-	if dst := g.nodes[es.e.Target].n; dst.Cluster != "aegis" || dst.Site != "nuremberg" || dst.Parent != clusterID("aegis") {
-		t.Errorf("destination %+v; want a workload of aegis at nuremberg", dst)
-	}
-	if es.e.Status != pipeline.StatusOK || es.e.Causes != nil {
-		t.Errorf("calm cross-site flow: %s, causes %v", es.e.Status, es.e.Causes)
-	}
-	down := func(peer, peerSite string) *pipeline.TunnelStat {
-		return &pipeline.TunnelStat{M: pipeline.Meta{Time: time.Now(), Site: "nyc", Cluster: "destroyer", Node: "nyc-1"}, Interface: "wg0",
-			PeerNode: peer, PeerSite: peerSite, Status: pipeline.StatusDown}
-	}
-	g.Consume([]pipeline.Record{down("lon-1", "london")})
-	g.flush()
-	erring := *cross
-	erring.M.Time, erring.Errors = time.Now(), 5
-	g.Consume([]pipeline.Record{down("nue-gpu-1", "nuremberg"), &erring})
-	g.flush()
-	const between, london = "tunnel:node:nue-gpu-1|node:nyc-1", "tunnel:node:lon-1|node:nyc-1"
-	if cs := es.e.Causes; es.e.Status != pipeline.StatusDegraded || len(cs) < 2 || cs[0].ID != between || cs[1].ID != london || cs[0].Since < cs[1].Since {
-		t.Errorf("erring cross-site flow: %s, causes %+v; want %s first, then %s", es.e.Status, cs, between, london)
-	}
+	check(testGraph([]pipeline.Record{client, &server}), "client's view, then server's", "destroyer", 10)
+	check(testGraph([]pipeline.Record{&server, client}), "server's view, then client's", "destroyer", 10)
+	check(testGraph([]pipeline.Record{&server}), "server's view alone", "aegis", 4)
+	later := server
+	later.M.Time = now.Add(testConfig().StaleAfter)
+	check(testGraph([]pipeline.Record{client, &later}), "server's view, stale_after after the client's", "aegis", 4)
 }
 
 func TestSlowOSDNamesItsClustersWorkloads(t *testing.T) {

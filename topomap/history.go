@@ -249,12 +249,12 @@ var pastQueries = []pastQuery{
 	},
 	{
 		kind:    pipeline.KindFlowEdge,
-		cols:    "toUnixTimestamp64Milli(time), collector, site, cluster, node, `interval`, src_namespace, src_workload, dst_namespace, dst_workload, dst_cluster, protocol, port, flows, drops, requests, errors, latency_p50, latency_p90, latency_p99",
-		groupBy: "cluster, src_namespace, src_workload, dst_namespace, dst_workload, dst_cluster, protocol, port",
+		cols:    "toUnixTimestamp64Milli(time), collector, site, cluster, node, `interval`, src_namespace, src_workload, src_cluster, dst_namespace, dst_workload, dst_cluster, protocol, port, flows, drops, requests, errors, latency_p50, latency_p90, latency_p99",
+		groupBy: "cluster, src_namespace, src_workload, dst_namespace, dst_workload, dst_cluster, src_cluster, protocol, port",
 		inOrder: true,
 		parse: func(f []string) (pipeline.Record, error) {
 			p := fields{f: f}
-			r := &pipeline.FlowEdge{M: p.meta(), Interval: time.Duration(p.int()), SourceNamespace: p.str(), SourceWorkload: p.str(),
+			r := &pipeline.FlowEdge{M: p.meta(), Interval: time.Duration(p.int()), SourceNamespace: p.str(), SourceWorkload: p.str(), SourceCluster: p.str(),
 				DestNamespace: p.str(), DestWorkload: p.str(), DestCluster: p.str(), Protocol: p.str(), Port: uint16(p.int())}
 			r.Flows, r.Drops, r.Requests, r.Errors = uint64(p.int()), uint64(p.int()), uint64(p.int()), uint64(p.int())
 			r.LatencyP50, r.LatencyP90, r.LatencyP99 = time.Duration(p.int()), time.Duration(p.int()), time.Duration(p.int())

@@ -30,12 +30,17 @@ import (
 const (
 	failedTunnel = "tunnel:node:lon-1|node:nyc-1"
 	erringFlow   = "flow:workload:destroyer/bookinfo/productpage-v1->workload:destroyer/bookinfo/reviews-v2:TCP/9080"
+	// meshFlow is a call from destroyer (nyc) to aegis (nuremberg), seen by both relays.
+	meshFlow = "flow:workload:destroyer/bookinfo/details-v1->workload:aegis/bookinfo/ratings-v1:TCP/9080"
 )
 
 // scriptedPast is the lab reporting every 30 s from now-12m to now-2m; the tunnel
 // lon-1|nyc-1 is down from fail (now-7m) on, a fifth of the requests of a flow in nyc fail
-// from then on, and steering drains lon for eu-west a minute later. It returns the
-// records and fail.
+// from then on, and steering drains lon for eu-west a minute later. Across the mesh,
+// destroyer's details calls aegis's ratings: destroyer's relay reports it (a third of the
+// requests failing from fail on) until fail+90s, then falls silent; aegis's relay reports
+// the same call all along (fewer requests, none failing). It returns the records and
+// fail.
 func scriptedPast(now time.Time) ([]pipeline.Record, time.Time) {
 	start, end := now.Add(-12*time.Minute).Truncate(time.Second), now.Add(-2*time.Minute)
 	fail := start.Add(5 * time.Minute)
@@ -48,6 +53,18 @@ func scriptedPast(now time.Time) ([]pipeline.Record, time.Time) {
 			flow.Errors = 60
 		}
 		out = append(out, flow)
+		egress := &pipeline.FlowEdge{M: pipeline.Meta{Time: t, Collector: "test", Site: "nyc", Cluster: "destroyer", Node: "nyc-1"}, Interval: 30 * time.Second,
+			SourceNamespace: "bookinfo", SourceWorkload: "details-v1", DestNamespace: "bookinfo", DestWorkload: "ratings-v1", DestCluster: "aegis",
+			Protocol: "TCP", Port: 9080, Flows: 90, Requests: 90}
+		if !t.Before(fail) {
+			egress.Errors = 30
+		}
+		if t.Before(fail.Add(2 * time.Minute)) {
+			out = append(out, egress)
+		}
+		out = append(out, &pipeline.FlowEdge{M: pipeline.Meta{Time: t, Collector: "test", Site: "nuremberg", Cluster: "aegis", Node: "nue-gpu-1"}, Interval: 30 * time.Second,
+			SourceNamespace: "bookinfo", SourceWorkload: "details-v1", SourceCluster: "destroyer", DestNamespace: "bookinfo", DestWorkload: "ratings-v1",
+			Protocol: "TCP", Port: 9080, Flows: 60, Requests: 60})
 		for _, r := range labRecords(t) {
 			switch r := r.(type) {
 			case *pipeline.SteeringDecision:
@@ -145,6 +162,7 @@ func TestRebuildPast(t *testing.T) {
 		}
 		live := liveAt(m, recs, at)
 		compareGraphs(t, at, live, past)
+		checkMeshFlow(t, past, at.After(fail.Add(5*time.Minute)), at.After(fail))
 	}
 
 	// Before any record, the inventory alone: nothing observed, no edge.
@@ -160,6 +178,39 @@ func TestRebuildPast(t *testing.T) {
 		if n.Status != pipeline.StatusUnknown {
 			t.Errorf("an hour before the records: %s is %s, want unknown", n.ID, n.Status)
 		}
+	}
+}
+
+// checkMeshFlow: the call across the mesh is one edge, from destroyer's details (at nyc)
+// to aegis's ratings (at nuremberg), with no client drawn inside aegis; it shows the
+// client's relay's view (destroyer's, erring after fail) while that one reports, then the
+// server's (aegis's, 2 requests/s, none failing) once the client's has been silent for
+// stale_after.
+func checkMeshFlow(t *testing.T, p *pastGraph, serverView, erring bool) {
+	t.Helper()
+	nodes, edges := p.elements(nil)
+	var mesh []*Edge
+	for _, e := range edges {
+		if e.Kind == KindFlow && strings.Contains(e.ID, "details-v1") {
+			mesh = append(mesh, e)
+		}
+	}
+	for _, n := range nodes {
+		if n.ID == workloadID("aegis", "bookinfo", "details-v1") || n.ID == workloadID("destroyer", "bookinfo", "ratings-v1") {
+			t.Errorf("at %s: %s drawn", p.at.Format(time.TimeOnly), n.ID)
+		}
+	}
+	want, status, rate := "destroyer", pipeline.StatusOK, 3.0
+	if serverView {
+		want, rate = "aegis", 2
+	} else if erring {
+		status = pipeline.StatusDegraded
+	}
+	if len(mesh) != 1 || mesh[0].ID != meshFlow || mesh[0].Attrs["observed_in"] != want || mesh[0].Status != status || mesh[0].Metrics["requests_per_s"] != rate {
+		for _, e := range mesh {
+			t.Logf("%s %s %v %v", e.ID, e.Status, e.Attrs, e.Metrics)
+		}
+		t.Errorf("at %s: %d edges of the mesh call; want one %s, observed in %s, %s, %v requests/s", p.at.Format(time.TimeOnly), len(mesh), meshFlow, want, status, rate)
 	}
 }
 
@@ -227,7 +278,9 @@ func compareGraphs(t *testing.T, at time.Time, live *graph, past *pastGraph) {
 // records and alerts, every field of every element: over the scripted past, plus a mesh
 // whose two ends report at different times (one of them long stale, some down, one peer
 // known only by its key, one node outside the inventory), a firing alert, and the erring
-// flow's pair again across to aegis (nuremberg): one more edge, read back beside it.
+// flow's pair again across to aegis (nuremberg): one more edge, read back beside it, which
+// aegis's relay also reports (the server's view, not drawn over the client's); and the
+// scripted call across the mesh (checkMeshFlow).
 func TestBulkRebuildEqualsIncremental(t *testing.T) {
 	m, _, fail, _ := historyMap(t)
 	st := m.history.(*storage.Store)
@@ -271,7 +324,11 @@ func TestBulkRebuildEqualsIncremental(t *testing.T) {
 	for i, ago := range []time.Duration{4 * time.Minute, time.Minute} {
 		recs = append(recs, &pipeline.FlowEdge{M: pipeline.Meta{Time: fail.Add(2*time.Minute - ago), Collector: "test", Site: "nyc", Cluster: "destroyer", Node: "nyc-1"},
 			Interval: 30 * time.Second, SourceNamespace: "bookinfo", SourceWorkload: "productpage-v1", DestNamespace: "bookinfo", DestWorkload: "reviews-v2",
-			DestCluster: "aegis", Protocol: "TCP", Port: 9080, Flows: 30, Requests: 30, Errors: uint64(20 * i)})
+			DestCluster: "aegis", Protocol: "TCP", Port: 9080, Flows: 30, Requests: 30, Errors: uint64(20 * i)},
+			// aegis's relay's view of the same call, at the same times: not drawn.
+			&pipeline.FlowEdge{M: pipeline.Meta{Time: fail.Add(2*time.Minute - ago), Collector: "test", Site: "nuremberg", Cluster: "aegis", Node: "nue-gpu-1"},
+				Interval: 30 * time.Second, SourceNamespace: "bookinfo", SourceWorkload: "productpage-v1", SourceCluster: "destroyer", DestNamespace: "bookinfo",
+				DestWorkload: "reviews-v2", Protocol: "TCP", Port: 9080, Flows: 10, Requests: 10})
 	}
 	const crossFlow = "flow:workload:destroyer/bookinfo/productpage-v1->workload:aegis/bookinfo/reviews-v2:TCP/9080"
 	storeRecords(t, st, recs)
@@ -335,9 +392,11 @@ func TestBulkRebuildEqualsIncremental(t *testing.T) {
 		if at.After(fail) && downTunnels == 0 {
 			t.Errorf("at %s: no tunnel down: the mesh does not exercise the statuses", at.Format(time.TimeOnly))
 		}
+		checkMeshFlow(t, bulk, at.After(fail.Add(5*time.Minute)), at.After(fail))
 		if at.Equal(fail.Add(2 * time.Minute)) {
 			cross, ok := want[crossFlow].(Edge)
-			if _, in := want[erringFlow]; !ok || !in || cross.Status != pipeline.StatusDegraded || cross.Target != workloadID("aegis", "bookinfo", "reviews-v2") {
+			if _, in := want[erringFlow]; !ok || !in || cross.Status != pipeline.StatusDegraded || cross.Target != workloadID("aegis", "bookinfo", "reviews-v2") ||
+				cross.Attrs["observed_in"] != "destroyer" {
 				t.Errorf("at %s: cross-cluster flow %+v (found %v), in-cluster one found %v; want both, the cross one degraded", at.Format(time.TimeOnly), cross, ok, in)
 			}
 		}

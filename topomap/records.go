@@ -237,10 +237,16 @@ func workloadID(cluster, ns, name string) string {
 	return "workload:" + cluster + "/" + ns + "/" + name
 }
 
-func (g *graph) workload(cluster, site, ns, name string) *nodeState {
+// workloadName is the name a flow's workload is drawn with: "" is outside the clusters.
+func workloadName(name string) string {
 	if name == "" {
-		name = "(external)"
+		return "(external)"
 	}
+	return name
+}
+
+func (g *graph) workload(cluster, site, ns, name string) *nodeState {
+	name = workloadName(name)
 	label := name
 	if ns != "" {
 		label = ns + "/" + name
@@ -261,21 +267,44 @@ func (g *graph) clusterSite(cluster string) string {
 	return ""
 }
 
+// applyFlowEdge draws a flow between two workloads. Across a cluster mesh the call is
+// seen twice: by the client's relay (egress: DestCluster names the server's cluster) and
+// by the server's (ingress: SourceCluster names the client's). Both are one edge, between
+// the client's workload at its cluster's site and the server's at its own; it shows the
+// client's view (Hubble's egress, which also sees the calls that never arrived), and the
+// server's only while the edge has no client's view of its own within stale_after before
+// it (the client's cluster unwatched, or its relay silent). So the call is drawn once,
+// its counts not added up twice, and the choice depends only on the records' times.
 func (g *graph) applyFlowEdge(r *pipeline.FlowEdge, now time.Time) {
 	cluster := r.M.Cluster
 	site := r.M.Site
 	if cluster == "" {
 		g.unmapped["flow_edge"]++
 	}
-	// A flow to another cluster of the mesh ends at a workload of that cluster, at its site.
+	srcCluster, srcSite := cluster, site
+	if r.SourceCluster != "" && r.SourceCluster != cluster {
+		srcCluster, srcSite = r.SourceCluster, g.clusterSite(r.SourceCluster)
+	}
 	dstCluster, dstSite := cluster, site
 	if r.DestCluster != "" && r.DestCluster != cluster {
 		dstCluster, dstSite = r.DestCluster, g.clusterSite(r.DestCluster)
 	}
-	src := g.workload(cluster, site, r.SourceNamespace, r.SourceWorkload)
+	id := "flow:" + workloadID(srcCluster, r.SourceNamespace, workloadName(r.SourceWorkload)) + "->" +
+		workloadID(dstCluster, r.DestNamespace, workloadName(r.DestWorkload)) + fmt.Sprintf(":%s/%d", r.Protocol, r.Port)
+	serverView := srcCluster != cluster
+	if es := g.edges[id]; serverView && es != nil && !es.clientAt.IsZero() && r.M.Time.Sub(es.clientAt) < g.rules.StaleAfter {
+		return
+	}
+	src := g.workload(srcCluster, srcSite, r.SourceNamespace, r.SourceWorkload)
 	dst := g.workload(dstCluster, dstSite, r.DestNamespace, r.DestWorkload)
-	id := "flow:" + src.n.ID + "->" + dst.n.ID + fmt.Sprintf(":%s/%d", r.Protocol, r.Port)
 	es := g.edge(id, KindFlow, src.n.ID, dst.n.ID)
+	at := attrMap(&es.e.Attrs)
+	if srcCluster != dstCluster {
+		at["observed_in"] = cluster // whose relay's view is shown
+		if !serverView && r.M.Time.After(es.clientAt) {
+			es.clientAt = r.M.Time
+		}
+	}
 	secs := r.Interval.Seconds()
 	if secs <= 0 {
 		secs = 1
@@ -290,7 +319,6 @@ func (g *graph) applyFlowEdge(r *pipeline.FlowEdge, now time.Time) {
 	}
 	m["error_ratio"] = round3(errRatio)
 	m["p50_ms"], m["p90_ms"], m["p99_ms"] = ms(r.LatencyP50), ms(r.LatencyP90), ms(r.LatencyP99)
-	at := attrMap(&es.e.Attrs)
 	at["protocol"], at["port"] = r.Protocol, fmt.Sprint(r.Port)
 	status := pipeline.StatusOK
 	switch {

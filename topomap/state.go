@@ -38,6 +38,7 @@ type edgeState struct {
 	sides    [2]tunnelSide // tunnels: each end's latest report, source end first
 	counted  bool          // its status is counted in its ends' inputs
 	weightAt time.Time     // steer edges: when the weight shown was decided
+	clientAt time.Time     // flows across clusters: the time of the latest view from the client's relay
 }
 
 // tunnelSide is one end's report of a tunnel; status "" when none is held.

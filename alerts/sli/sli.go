@@ -179,6 +179,12 @@ func (s *SLI) edge(e *pipeline.FlowEdge) {
 		s.skip(e.Kind(), "no_destination")
 		return
 	}
+	if e.SourceCluster != "" {
+		// The server's relay's view of a call across the mesh: the client's relay reports
+		// the same call (with the failures that never reached the server), counted once.
+		s.skip(e.Kind(), "server_view")
+		return
+	}
 	lv := []string{cmp.Or(e.DestCluster, e.M.Cluster), e.DestNamespace, e.DestWorkload} // the service's own cluster
 	s.svcRequests.WithLabelValues(lv...).Add(float64(e.Requests))
 	s.svcErrors.WithLabelValues(lv...).Add(float64(min(e.Errors, e.Requests)))

@@ -100,7 +100,8 @@ meridian_sli_records_skipped_total{kind="tunnel_stat",reason="status_unknown"} 1
 }
 
 // TestServiceSLIDestCluster: a request across the mesh counts for the service in its own
-// cluster, the edge's destination cluster, not the caller's.
+// cluster, the edge's destination cluster, not the caller's; once, from the client's
+// relay: the server's relay's view of the same requests is skipped.
 func TestServiceSLIDestCluster(t *testing.T) {
 	s := New(Deps{})
 	reg := prometheus.NewRegistry()
@@ -108,14 +109,18 @@ func TestServiceSLIDestCluster(t *testing.T) {
 	s.Consume([]pipeline.Record{
 		&pipeline.FlowEdge{M: pipeline.Meta{Cluster: "ny-destroyer"}, DestNamespace: "shop", DestWorkload: "api", DestCluster: "nbg-aegis", Requests: 10, Errors: 10},
 		&pipeline.FlowEdge{M: pipeline.Meta{Cluster: "ny-destroyer"}, DestNamespace: "shop", DestWorkload: "api", Requests: 5},
+		&pipeline.FlowEdge{M: pipeline.Meta{Cluster: "nbg-aegis"}, SourceCluster: "ny-destroyer", DestNamespace: "shop", DestWorkload: "api", Requests: 7, Errors: 3},
 	})
 	want := `
 # HELP meridian_sli_service_errors_total L7 requests to a service that failed (HTTP 5xx, DNS rcode != 0).
 # TYPE meridian_sli_service_errors_total counter
 meridian_sli_service_errors_total{cluster="nbg-aegis",namespace="shop",service="api"} 10
 meridian_sli_service_errors_total{cluster="ny-destroyer",namespace="shop",service="api"} 0
+# HELP meridian_sli_records_skipped_total Records that could not be turned into SLI events, by kind and reason.
+# TYPE meridian_sli_records_skipped_total counter
+meridian_sli_records_skipped_total{kind="flow_edge",reason="server_view"} 1
 `
-	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "meridian_sli_service_errors_total"); err != nil {
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(want), "meridian_sli_service_errors_total", "meridian_sli_records_skipped_total"); err != nil {
 		t.Error(err)
 	}
 }

@@ -105,6 +105,18 @@ func TestLabEndToEnd(t *testing.T) {
 			return len(named) == 0 && seen["flow"] && seen["workload"] && seen["tunnel"] && seen["osd"] && seen["probe"] && seen["steer"] && seen["region"] &&
 				seen["cross-site flow"]
 		}},
+		// Both relays see New York's calls to Nuremberg's productpage; the map draws each
+		// once, from New York's view, and Nuremberg's relay counts none of them on its own
+		// ratings → productpage edge (a phantom New York client inside its cluster would
+		// double it against New York's same local edge: both replay the same capture).
+		{"calm: the calls across the mesh are stored from both ends and drawn once, no phantom client in Nuremberg", 60 * time.Second, func() bool {
+			const views = `SELECT countIf(cluster = 'nbg-aegis' AND src_cluster = 'ny-destroyer') > 0 AND countIf(cluster = 'ny-destroyer' AND dst_cluster = 'nbg-aegis') > 0
+				FROM e2e.flow_edges WHERE dst_workload LIKE 'productpage%'`
+			const phantom = `SELECT sumIf(flows, cluster = 'nbg-aegis') * 2 > sumIf(flows, cluster = 'ny-destroyer') * 3 FROM e2e.flow_edges
+				WHERE src_cluster = '' AND dst_cluster = '' AND src_workload LIKE 'ratings%' AND dst_workload LIKE 'productpage%' AND time > now() - INTERVAL 30 SECOND`
+			snap := mapSnapshot(t, base, token)
+			return queryInt(t, a, views) == 1 && queryInt(t, a, phantom) == 0 && oneEdgePerPairAcross(snap)
+		}},
 	})
 
 	failedAt := time.Now()
@@ -300,6 +312,33 @@ func crossSiteFlows(snap mapSnap) []topomap.Edge {
 		}
 	}
 	return out
+}
+
+// oneEdgePerPairAcross: every flow edge between two clusters goes from New York's compute
+// cluster to Nuremberg's, shows New York's relay's view, and is the only one of its
+// workload pair; there is at least one.
+func oneEdgePerPairAcross(snap mapSnap) bool {
+	nodes := map[string]topomap.Node{}
+	for _, n := range snap.Nodes {
+		nodes[n.ID] = n
+	}
+	pairs := map[string]int{}
+	for _, e := range snap.Edges {
+		src, dst := nodes[e.Source], nodes[e.Target]
+		if e.Kind != "flow" || src.Cluster == dst.Cluster {
+			continue
+		}
+		if src.Cluster != "ny-destroyer" || dst.Cluster != "nbg-aegis" || e.Attrs["observed_in"] != "ny-destroyer" {
+			return false
+		}
+		pairs[src.Label+" -> "+dst.Label+" "+e.Attrs["protocol"]+"/"+e.Attrs["port"]]++
+	}
+	for _, n := range pairs {
+		if n != 1 {
+			return false
+		}
+	}
+	return len(pairs) > 0
 }
 
 // check is one expected consequence and how long after its cause it may take.

@@ -533,7 +533,8 @@ func TestEdgeBounds(t *testing.T) {
 // TestEdgeRepeats folds runs of one pair, the shortcut for consecutive flows of a
 // connection, with one pair allowed per window: every flow of the second pair is counted
 // on the overflow edge and by the overflow counter, and each window's counts are its own.
-// A flow to the same workload name in another cluster is another pair, even right after.
+// A flow to or from the same workload name in another cluster is another pair, even right
+// after.
 func TestEdgeRepeats(t *testing.T) {
 	var overflow int
 	a := newEdgeAggregator(pipeline.Meta{Cluster: "c"}, time.Second, 0, 1, 4, func(n int) { overflow += n })
@@ -541,27 +542,29 @@ func TestEdgeRepeats(t *testing.T) {
 		return &pipeline.Flow{M: pipeline.Meta{Time: testtime.Day.Add(time.Duration(sec) * time.Second)}, L4Protocol: "TCP",
 			DestinationPort: 80, Source: pipeline.Endpoint{Workload: src, Cluster: "c"}, Destination: pipeline.Endpoint{Workload: "db", Cluster: "c"}}
 	}
-	far := flow(1, "a")
-	far.Destination.Cluster = "far"
+	far, near := flow(1, "a"), flow(1, "a")
+	far.Destination.Cluster, near.Source.Cluster = "far", "near"
 	var edges []pipeline.Record
-	for _, f := range []*pipeline.Flow{flow(0, "a"), flow(0, "a"), flow(0, "b"), flow(0, "b"), flow(0, "b"), flow(0, "a"), flow(1, "a"), flow(1, "a"), far, far} {
+	for _, f := range []*pipeline.Flow{flow(0, "a"), flow(0, "a"), flow(0, "b"), flow(0, "b"), flow(0, "b"), flow(0, "a"), flow(1, "a"), flow(1, "a"), far, far, near} {
 		edges = append(edges, a.add(f, false, false)...)
 	}
 	edges = append(edges, a.flush()...)
 	got := map[string]uint64{}
 	for _, r := range edges {
 		e := r.(*pipeline.FlowEdge)
-		got[fmt.Sprintf("%d %s>%s", e.M.Time.Sub(testtime.Day)/time.Second, e.SourceWorkload, e.DestCluster)] += e.Flows
+		got[fmt.Sprintf("%d %s<%s>%s", e.M.Time.Sub(testtime.Day)/time.Second, e.SourceCluster, e.SourceWorkload, e.DestCluster)] += e.Flows
 	}
-	want := map[string]uint64{"0 a>": 3, "0 " + OtherWorkload + ">": 3, "1 a>": 2, "1 " + OtherWorkload + ">": 2}
-	if fmt.Sprint(got) != fmt.Sprint(want) || overflow != 5 {
-		t.Errorf("edges %v, overflow %d; want %v, 5", got, overflow, want)
+	want := map[string]uint64{"0 <a>": 3, "0 <" + OtherWorkload + ">": 3, "1 <a>": 2, "1 <" + OtherWorkload + ">": 3}
+	if fmt.Sprint(got) != fmt.Sprint(want) || overflow != 6 {
+		t.Errorf("edges %v, overflow %d; want %v, 6", got, overflow, want)
 	}
 }
 
 // TestEdgeDestCluster: a flow whose server is in another cluster of the mesh is an edge of
 // its own, keyed and stored with that cluster, its reply folded onto it; a server in the
-// relay's own cluster, or an end whose cluster is unknown, is the same cluster.
+// relay's own cluster, or an end whose cluster is unknown, is the same cluster. The other
+// view: a flow into the relay's cluster from a client of another (the server's relay) is
+// keyed and stored with the client's cluster, its reply folded onto it.
 func TestEdgeDestCluster(t *testing.T) {
 	a := newEdgeAggregator(pipeline.Meta{Cluster: "ny"}, time.Second, 0, 100, 4, func(int) {})
 	at := testtime.Day
@@ -580,8 +583,11 @@ func TestEdgeDestCluster(t *testing.T) {
 		flow(ep("web", "ny-cilium"), ep("db", "nbg"), false), // to another cluster
 		flow(ep("db", "nbg"), ep("web", "ny-cilium"), true),  // its reply
 		flow(ep("web", "ny-cilium"), ep("db", "ny-cilium"), false),
-		flow(ep("web", "ny-cilium"), ep("db", "ny"), false),                // the relay's cluster by name
-		flow(pipeline.Endpoint{Workload: "world"}, ep("db", "nbg"), false), // no cluster at the source
+		flow(ep("web", "ny-cilium"), ep("db", "ny"), false),                 // the relay's cluster by name
+		flow(pipeline.Endpoint{Workload: "world"}, ep("db", "nbg"), false),  // no cluster at the source
+		flow(ep("web", "nbg"), ep("db", "ny"), false),                       // from another cluster
+		flow(ep("db", "ny"), ep("web", "nbg"), true),                        // its reply
+		flow(ep("web", "nbg"), pipeline.Endpoint{Workload: "world"}, false), // no cluster at the server
 	} {
 		edges = append(edges, a.add(f, false, false)...)
 	}
@@ -589,9 +595,10 @@ func TestEdgeDestCluster(t *testing.T) {
 	got := map[string]uint64{}
 	for _, r := range edges {
 		e := r.(*pipeline.FlowEdge)
-		got[fmt.Sprintf("%s/%s->%s/%s@%s:%d", e.M.Cluster, e.SourceWorkload, e.DestCluster, e.DestWorkload, e.Protocol, e.Port)] += e.Flows
+		got[fmt.Sprintf("%s|%s/%s->%s/%s@%s:%d", e.M.Cluster, e.SourceCluster, e.SourceWorkload, e.DestCluster, e.DestWorkload, e.Protocol, e.Port)] += e.Flows
 	}
-	want := map[string]uint64{"ny/web->nbg/db@TCP:80": 2, "ny/web->/db@TCP:80": 2, "ny/world->/db@TCP:80": 1}
+	want := map[string]uint64{"ny|/web->nbg/db@TCP:80": 2, "ny|/web->/db@TCP:80": 1, "ny|ny-cilium/web->/db@TCP:80": 1, "ny|/world->/db@TCP:80": 1,
+		"ny|nbg/web->/db@TCP:80": 2, "ny|/web->/world@TCP:80": 1}
 	if fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("edges %v\nwant %v", got, want)
 	}

@@ -16,10 +16,12 @@ const OtherWorkload = "other"
 const LostWorkload = "lost"
 
 // edgeKey is one workload pair, oriented from client to server; dstCluster is the
-// server's cluster when it is another than the client's ("" the same).
+// server's cluster when it is another than the client's ("" the same), srcCluster the
+// client's when it is another than the server's, the relay's own (at most one is set).
 type edgeKey struct {
 	srcNS, srcWorkload string
 	dstNS, dstWorkload string
+	srcCluster         string
 	dstCluster         string
 	protocol           string
 	port               uint16
@@ -208,7 +210,7 @@ func (a *edgeAggregator) emitWindow(out []pipeline.Record, start int64) []pipeli
 		m.Time = w.start
 		r := &pipeline.FlowEdge{M: m, Interval: a.interval,
 			SourceNamespace: k.srcNS, SourceWorkload: k.srcWorkload, DestNamespace: k.dstNS, DestWorkload: k.dstWorkload,
-			DestCluster: k.dstCluster, Protocol: k.protocol, Port: k.port,
+			SourceCluster: k.srcCluster, DestCluster: k.dstCluster, Protocol: k.protocol, Port: k.port,
 			Flows: e.flows, Sampled: e.sampled, Drops: e.drops, DropReasons: e.dropReasons, Requests: e.requests, Errors: e.errors}
 		if e.latency != nil {
 			r.LatencyP50, r.LatencyP90, r.LatencyP99 = e.latency.quantile(0.5), e.latency.quantile(0.9), e.latency.quantile(0.99)
@@ -224,6 +226,9 @@ func (a *edgeAggregator) emitWindow(out []pipeline.Record, start int64) []pipeli
 // another cluster when both ends name their clusters and the names differ (Cilium names
 // every pod endpoint's cluster, a cluster mesh's remote ones included; reserved
 // identities such as world or host have none); local, the relay's cluster, is no other.
+// Symmetrically, the relay of the server's cluster sees the flow come in from a client of
+// another cluster: that one is the client's cluster. When neither end names the relay's
+// cluster, the client is taken as local (the server's cluster is the other).
 func orient(f *pipeline.Flow, local string) edgeKey {
 	src, dst, port := &f.Source, &f.Destination, f.DestinationPort
 	if f.IsReply {
@@ -231,8 +236,12 @@ func orient(f *pipeline.Flow, local string) edgeKey {
 	}
 	k := edgeKey{srcNS: src.Namespace, srcWorkload: src.Workload, dstNS: dst.Namespace, dstWorkload: dst.Workload,
 		protocol: f.L4Protocol, port: port}
-	if src.Cluster != "" && dst.Cluster != "" && dst.Cluster != src.Cluster && dst.Cluster != local {
-		k.dstCluster = dst.Cluster
+	if src.Cluster != "" && dst.Cluster != "" && dst.Cluster != src.Cluster {
+		if dst.Cluster != local {
+			k.dstCluster = dst.Cluster
+		} else {
+			k.srcCluster = src.Cluster
+		}
 	}
 	return k
 }
