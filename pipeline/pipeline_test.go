@@ -590,7 +590,7 @@ func TestConfigValidate(t *testing.T) {
 	if err := def.Validate(); err != nil {
 		t.Fatalf("defaults invalid: %v", err)
 	}
-	if def.BatchRows != 50000 || def.BatchAge != time.Second || def.Spool.Path != "./data/spool" || def.Spool.MaxBytes != 1<<30 {
+	if def.BatchRows != 200000 || def.BatchAge != time.Second || def.Spool.Path != "./data/spool" || def.Spool.MaxBytes != 1<<30 {
 		t.Errorf("defaults = %+v", def)
 	}
 	if err := fs.Parse([]string{"-pipeline.spool.max-bytes=64MiB", "-pipeline.batch-rows=10"}); err != nil {
