@@ -16,8 +16,8 @@ import (
 // real flows (re-timed 10 µs apart), pre-encoded, inserted into a fresh `flows` table and
 // then merged until the engine schedules no more merges. CPU per row is the process's
 // (the insert's synchronous part, the engine's insert pipelines and merges), in three
-// phases: 50,000-row blocks (the pipeline's default batch_rows) with merges stopped, the
-// same with merges, and 200,000-row blocks with merges.
+// phases: 50,000-row blocks (batch_rows before #24) with merges stopped, the same with
+// merges, and 200,000-row blocks (the pipeline's default batch_rows) with merges.
 func BenchmarkHubbleStore(b *testing.B) {
 	const rows = 1_600_000
 	recs, _ := decodedSamples(b)
