@@ -52,7 +52,7 @@ type SpoolConfig struct {
 // RegisterFlags registers the pipeline flags with prefix "pipeline." and sets defaults.
 func (c *Config) RegisterFlags(f *flag.FlagSet) {
 	f.StringVar(&c.Instance, "pipeline.instance", "", "Name of this instance in block deduplication tokens (default: the host name).")
-	f.IntVar(&c.BatchRows, "pipeline.batch-rows", 50000, "Rows per block: a batch of one record kind is sealed when it has this many rows.")
+	f.IntVar(&c.BatchRows, "pipeline.batch-rows", 200000, "Rows per block: a batch of one record kind is sealed when it has this many rows.")
 	f.DurationVar(&c.BatchAge, "pipeline.batch-age", time.Second, "A non-empty batch is sealed at the latest this long after its first record.")
 	f.IntVar(&c.QueueSize, "pipeline.queue-size", 50000, "Records queued per record kind ahead of batching; when the queue is full, Append blocks.")
 	f.IntVar(&c.ConsumerQueueSize, "pipeline.consumer-queue-size", 1024, "Append calls buffered per consumer before that consumer's records are dropped.")

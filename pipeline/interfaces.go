@@ -23,9 +23,21 @@ type Block struct {
 	Native []byte
 }
 
-// Encoder turns a batch of records of one kind into a Native block body.
+// Encoder builds Native block bodies. The pipeline opens one block per kind and adds
+// records to it as they arrive, so a batch waiting to be sealed holds its columns, not
+// its records.
 type Encoder interface {
-	Encode(kind Kind, recs []Record) ([]byte, error)
+	Open(kind Kind) OpenBlock
+}
+
+// OpenBlock is a block being built from records of one kind.
+type OpenBlock interface {
+	// Add appends recs. When a record cannot be encoded, none of recs is appended and
+	// Add returns the record's index and why.
+	Add(recs []Record) (int, error)
+	Rows() int
+	// Seal returns the Native block body of the records added and empties the block.
+	Seal() ([]byte, error)
 }
 
 // Inserter stores a block. Inserting the same Token twice must store the rows once.

@@ -328,27 +328,29 @@ func (p *Pipeline) Flush(ctx context.Context) error {
 	return nil
 }
 
-// batch collects one kind's records and seals a block at BatchRows rows or BatchAge age.
+// batch adds one kind's records to an open block as they arrive and seals it at
+// BatchRows rows or BatchAge age.
 func (p *Pipeline) batch(l *lane) {
 	defer p.batchers.Done()
-	var recs []Record
+	b := &openBatch{OpenBlock: p.enc.Open(l.kind)}
 	age := time.NewTimer(p.cfg.BatchAge)
 	age.Stop()
 	seal := func() {
-		if len(recs) > 0 {
-			p.seal(l, recs)
-			recs = nil
-		}
+		p.seal(l, b)
 		age.Stop()
 	}
 	add := func(it item) {
-		if len(recs) == 0 && len(it.recs) > 0 {
-			age.Reset(p.cfg.BatchAge)
-		}
-		recs = append(recs, it.recs...)
-		for len(recs) >= p.cfg.BatchRows {
-			p.seal(l, recs[:p.cfg.BatchRows:p.cfg.BatchRows])
-			recs = recs[p.cfg.BatchRows:]
+		for recs := it.recs; len(recs) > 0; {
+			empty := b.Rows() == 0
+			n := min(len(recs), p.cfg.BatchRows-b.Rows())
+			b.add(recs[:n])
+			recs = recs[n:]
+			if empty && b.Rows() > 0 {
+				age.Reset(p.cfg.BatchAge)
+			}
+			if b.Rows() >= p.cfg.BatchRows {
+				seal()
+			}
 		}
 		if it.flush != nil {
 			seal()
@@ -374,53 +376,56 @@ func (p *Pipeline) batch(l *lane) {
 	}
 }
 
-// seal encodes a batch once and spools it, waiting while the spool is full.
-func (p *Pipeline) seal(l *lane, recs []Record) {
-	_, span := tracer.Start(context.Background(), "pipeline.encode",
-		trace.WithAttributes(attribute.String("kind", l.kind.String()), attribute.Int("records", len(recs))))
-	native, rows := p.encode(l.kind, recs)
-	span.End()
+// openBatch is a kind's open block and the records the Encoder refused since it was
+// last sealed.
+type openBatch struct {
+	OpenBlock
+	dropped int
+	err     error // the last refusal
+}
+
+// add adds recs; a record the Encoder refuses is dropped, so the good records beside it
+// are still stored.
+func (b *openBatch) add(recs []Record) {
+	for len(recs) > 0 {
+		i, err := b.Add(recs)
+		if err == nil {
+			return
+		}
+		b.dropped, b.err = b.dropped+1, err
+		b.add(recs[:i])
+		recs = recs[i+1:]
+	}
+}
+
+// seal encodes the open block and spools it, waiting while the spool is full.
+func (p *Pipeline) seal(l *lane, b *openBatch) {
+	rows := b.Rows()
+	if b.dropped > 0 {
+		p.m.dropped.WithLabelValues(l.kind.String(), "encode").Add(float64(b.dropped))
+		p.log.Error("pipeline: encoder refused records, dropped them", "kind", l.kind, "dropped", b.dropped, "kept", rows, "err", b.err)
+		b.dropped, b.err = 0, nil
+	}
 	if rows == 0 {
+		return
+	}
+	_, span := tracer.Start(context.Background(), "pipeline.encode",
+		trace.WithAttributes(attribute.String("kind", l.kind.String()), attribute.Int("records", rows)))
+	native, err := b.Seal()
+	span.End()
+	if err != nil {
+		p.m.dropped.WithLabelValues(l.kind.String(), "encode").Add(float64(rows))
+		p.log.Error("pipeline: encoder refused a batch of individually valid records, dropped it", "kind", l.kind, "records", rows, "err", err)
 		return
 	}
 	p.m.batchRows.WithLabelValues(l.kind.String()).Observe(float64(rows))
 	seq := p.spool.seq.Add(1)
-	b := Block{Kind: l.kind, Rows: rows, Token: fmt.Sprintf("%s-%s-%d", p.tokenBase, l.kind, seq), Native: native}
+	bl := Block{Kind: l.kind, Rows: rows, Token: fmt.Sprintf("%s-%s-%d", p.tokenBase, l.kind, seq), Native: native}
 	_, span = tracer.Start(context.Background(), "pipeline.spool.write",
 		trace.WithAttributes(attribute.String("kind", l.kind.String()), attribute.Int("bytes", len(native))))
-	e := p.spool.put(seq, b, p.sealStop)
+	e := p.spool.put(seq, bl, p.sealStop)
 	span.End()
 	l.push(e)
-}
-
-// encode encodes a batch; when the Encoder refuses it, the records it refuses one by one
-// are dropped (counted and logged) so the good records beside them are still stored.
-func (p *Pipeline) encode(k Kind, recs []Record) ([]byte, int) {
-	native, err := p.enc.Encode(k, recs)
-	if err == nil {
-		return native, len(recs)
-	}
-	good := make([]Record, 0, len(recs))
-	for _, r := range recs {
-		if _, rerr := p.enc.Encode(k, []Record{r}); rerr != nil {
-			err = rerr
-			continue
-		}
-		good = append(good, r)
-	}
-	if len(good) < len(recs) {
-		p.m.dropped.WithLabelValues(k.String(), "encode").Add(float64(len(recs) - len(good)))
-		p.log.Error("pipeline: encoder refused records, dropped them", "kind", k, "dropped", len(recs)-len(good), "kept", len(good), "err", err)
-	}
-	if len(good) == 0 {
-		return nil, 0
-	}
-	if native, err = p.enc.Encode(k, good); err != nil {
-		p.m.dropped.WithLabelValues(k.String(), "encode").Add(float64(len(good)))
-		p.log.Error("pipeline: encoder refused a batch of individually valid records, dropped it", "kind", k, "records", len(good), "err", err)
-		return nil, 0
-	}
-	return native, len(good)
 }
 
 // push queues a spooled block for its writer. Only the first few waiting blocks keep their

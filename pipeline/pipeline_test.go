@@ -31,18 +31,37 @@ import (
 // fakeEncoder writes each record's Meta().Collector on a line; "bad" is refused.
 type fakeEncoder struct{}
 
-func (fakeEncoder) Encode(k Kind, recs []Record) ([]byte, error) {
-	var b strings.Builder
-	for _, r := range recs {
-		if r.Kind() != k {
-			return nil, fmt.Errorf("record of kind %s in a %s batch", r.Kind(), k)
+func (fakeEncoder) Open(k Kind) OpenBlock { return &fakeBlock{kind: k} }
+
+type fakeBlock struct {
+	kind Kind
+	b    strings.Builder
+	rows int
+}
+
+func (f *fakeBlock) Add(recs []Record) (int, error) {
+	for i, r := range recs {
+		if r.Kind() != f.kind {
+			return i, fmt.Errorf("record of kind %s in a %s batch", r.Kind(), f.kind)
 		}
 		if r.Meta().Collector == "bad" {
-			return nil, errors.New("bad record")
+			return i, errors.New("bad record")
 		}
-		b.WriteString(r.Meta().Collector + "\n")
 	}
-	return []byte(b.String()), nil
+	for _, r := range recs {
+		f.b.WriteString(r.Meta().Collector + "\n")
+	}
+	f.rows += len(recs)
+	return 0, nil
+}
+
+func (f *fakeBlock) Rows() int { return f.rows }
+
+func (f *fakeBlock) Seal() ([]byte, error) {
+	out := []byte(f.b.String())
+	f.b.Reset()
+	f.rows = 0
+	return out, nil
 }
 
 // fakeInserter stores blocks once per token and records every attempt.
@@ -571,7 +590,7 @@ func TestConfigValidate(t *testing.T) {
 	if err := def.Validate(); err != nil {
 		t.Fatalf("defaults invalid: %v", err)
 	}
-	if def.BatchRows != 50000 || def.BatchAge != time.Second || def.Spool.Path != "./data/spool" || def.Spool.MaxBytes != 1<<30 {
+	if def.BatchRows != 200000 || def.BatchAge != time.Second || def.Spool.Path != "./data/spool" || def.Spool.MaxBytes != 1<<30 {
 		t.Errorf("defaults = %+v", def)
 	}
 	if err := fs.Parse([]string{"-pipeline.spool.max-bytes=64MiB", "-pipeline.batch-rows=10"}); err != nil {

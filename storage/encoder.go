@@ -13,18 +13,19 @@ import (
 )
 
 // Encoder turns records of one kind into a ClickHouse Native block whose columns match
-// the kind's table. It is safe for concurrent use and reuses its column buffers between
-// calls: only the returned bytes are allocated per block.
+// the kind's table, at once (Encode) or as they arrive (Open). It is safe for concurrent
+// use; an open block is not. Column buffers are reused between blocks: only the returned
+// bytes are allocated per block.
 type Encoder struct {
 	free map[pipeline.Kind]chan columnSet
 }
 
 var _ pipeline.Encoder = (*Encoder)(nil)
 
-// keptSets is how many column sets per kind an Encoder keeps between calls: the pipeline
-// encodes one batch per kind at a time. They live as long as the Encoder, unlike a
-// sync.Pool's, which every GC cycle empties: the buffers of a 50,000-row block would then
-// be regrown (and their fresh pages faulted in) for most blocks.
+// keptSets is how many column sets per kind an Encoder keeps between Encode calls. They
+// live as long as the Encoder, unlike a sync.Pool's, which every GC cycle empties: the
+// buffers of a 50,000-row block would then be regrown (and their fresh pages faulted in)
+// for most blocks.
 const keptSets = 2
 
 // NewEncoder returns an Encoder for every kind of pipeline.Kinds.
@@ -57,19 +58,61 @@ func (e *Encoder) Encode(kind pipeline.Kind, recs []pipeline.Record) ([]byte, er
 	if _, ok := e.free[kind]; !ok {
 		return nil, fmt.Errorf("storage encode: unknown kind %d", kind)
 	}
-	set := e.get(kind)
-	defer e.put(kind, set)
-	c := set.cols()
-	c.input.Reset()
-	if i := set.add(recs); i >= 0 {
-		return nil, fmt.Errorf("storage encode %s: record %d is %T, not %s", kind, i, recs[i], kind)
+	b := &block{kind: kind, set: e.get(kind)}
+	defer e.put(kind, b.set)
+	if _, err := b.Add(recs); err != nil {
+		return nil, err
 	}
+	return b.Seal()
+}
+
+// Open returns an empty block of kind, which holds its own column buffers: the pipeline
+// keeps one per kind and adds records to it as they arrive, so a batch waiting to be
+// sealed holds its columns (pointer-free buffers, a fraction of the records' size)
+// instead of its records. A kind unknown to the Encoder refuses every record.
+func (e *Encoder) Open(kind pipeline.Kind) pipeline.OpenBlock {
+	if _, ok := e.free[kind]; !ok {
+		return &block{kind: kind}
+	}
+	return &block{kind: kind, set: e.get(kind)}
+}
+
+// block is a Native block being built.
+type block struct {
+	kind pipeline.Kind
+	set  columnSet // nil: an unknown kind
+	rows int
+}
+
+func (b *block) Add(recs []pipeline.Record) (int, error) {
+	if b.set == nil {
+		return 0, fmt.Errorf("storage encode: unknown kind %d", b.kind)
+	}
+	if i := b.set.check(recs); i >= 0 {
+		return i, fmt.Errorf("storage encode %s: record %d is %T, not %s", b.kind, i, recs[i], b.kind)
+	}
+	b.set.add(recs)
+	b.rows += len(recs)
+	return 0, nil
+}
+
+func (b *block) Rows() int { return b.rows }
+
+func (b *block) Seal() ([]byte, error) {
+	if b.set == nil {
+		return nil, fmt.Errorf("storage encode: unknown kind %d", b.kind)
+	}
+	c := b.set.cols()
+	defer func() {
+		c.input.Reset()
+		b.rows = 0
+	}()
 	c.buf.Reset()
-	b := proto.Block{Columns: len(c.input), Rows: len(recs)}
+	blk := proto.Block{Columns: len(c.input), Rows: b.rows}
 	// Version 0 is the Native format (what INSERT ... FORMAT Native reads): no block
 	// info, no per-column serialization flags.
-	if err := b.EncodeRawBlock(&c.buf, 0, c.input); err != nil {
-		return nil, fmt.Errorf("storage encode %s: %w", kind, err)
+	if err := blk.EncodeRawBlock(&c.buf, 0, c.input); err != nil {
+		return nil, fmt.Errorf("storage encode %s: %w", b.kind, err)
 	}
 	out := make([]byte, len(c.buf.Buf))
 	copy(out, c.buf.Buf)
@@ -79,9 +122,10 @@ func (e *Encoder) Encode(kind pipeline.Kind, recs []pipeline.Record) ([]byte, er
 // columnSet is the reusable columns of one kind.
 type columnSet interface {
 	cols() *columns
-	// add appends recs and returns -1, or the index of the first record not of the
-	// set's kind.
-	add(recs []pipeline.Record) int
+	// check returns -1, or the index of the first record not of the set's kind.
+	check(recs []pipeline.Record) int
+	// add appends recs, which check accepted.
+	add(recs []pipeline.Record)
 }
 
 // columnSets are the tables' columns in table order, after the Meta columns every table
@@ -368,6 +412,7 @@ func nested[R, E any](get func(*R) *E, fields ...field[E]) field[R] {
 			for _, add := range adds {
 				add(es)
 			}
+			clear(es) // the records are not the block's to keep
 		}
 	}
 }
@@ -417,15 +462,20 @@ func table[R any](precision proto.Precision, fields ...field[R]) func() columnSe
 	}
 }
 
-func (t *tableCols[R]) add(recs []pipeline.Record) int {
+func (t *tableCols[R]) check(recs []pipeline.Record) int {
+	for i, rec := range recs {
+		if r, ok := any(rec).(*R); !ok || r == nil {
+			return i
+		}
+	}
+	return -1
+}
+
+func (t *tableCols[R]) add(recs []pipeline.Record) {
 	for start := 0; start < len(recs); start += run {
 		t.metas, t.rows = t.metas[:0], t.rows[:0]
-		for i, rec := range recs[start:min(start+run, len(recs))] {
-			r, ok := any(rec).(*R)
-			if !ok || r == nil {
-				return start + i
-			}
-			t.metas, t.rows = append(t.metas, rec.Meta()), append(t.rows, r)
+		for _, rec := range recs[start:min(start+run, len(recs))] {
+			t.metas, t.rows = append(t.metas, rec.Meta()), append(t.rows, any(rec).(*R))
 		}
 		for _, add := range t.meta {
 			add(t.metas)
@@ -434,7 +484,8 @@ func (t *tableCols[R]) add(recs []pipeline.Record) int {
 			add(t.rows)
 		}
 	}
-	return -1
+	clear(t.metas[:cap(t.metas)]) // the records are not the block's to keep
+	clear(t.rows[:cap(t.rows)])
 }
 
 // The columns' types: what the tables declare.

@@ -438,7 +438,7 @@ func vmHWM() string {
 func BenchmarkHubbleStages(b *testing.B) {
 	const (
 		n         = 200_000
-		batchRows = 50_000 // the pipeline's default batch_rows
+		batchRows = 50_000 // four blocks per run: the encoder's buffers are reused, as in a stream
 	)
 	wire := stageSamples(b)
 	relay := startReplay(b, n)
