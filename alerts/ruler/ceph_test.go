@@ -2,6 +2,7 @@ package ruler
 
 import (
 	"context"
+	"errors"
 	"io"
 	"log/slog"
 	"net/http"
@@ -15,6 +16,7 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/meridianhq/meridian/alerts/sli"
 	"github.com/meridianhq/meridian/collectors/ceph"
@@ -81,6 +83,51 @@ func TestRookRulesOverRawCephSeries(t *testing.T) {
 	}
 	if mixin < 100 {
 		t.Fatalf("%d mixin rules loaded, want the whole file", mixin)
+	}
+	// The mgr repeats ceph_pool_objects_repaired, HELP and all, once per pool: both pools'
+	// series and every family after the repeats (ceph_osd_stat_bytes) are stored.
+	base, _ := apiServer(t, r)
+	for sel, want := range map[string]string{"ceph_pool_objects_repaired": `"2"`, "ceph_osd_stat_bytes": `"3"`} {
+		_, rep, _ := queryAPI(t, base, "/query", url.Values{"query": {"count(" + sel + ")"}})
+		if !strings.Contains(string(rep.Data), want) {
+			t.Errorf("count(%s): %s, want %s", sel, rep.Data, want)
+		}
+	}
+	if n := testutil.ToFloat64(r.storeErrors); n != 0 {
+		t.Errorf("%v failed gathers of the raw series", n)
+	}
+}
+
+// A gatherer failing in part (here one family it could not gather) has the families it
+// did gather stored, and the failure counted.
+func TestStorePartialGather(t *testing.T) {
+	cfg := testConfig(t)
+	cfg.BuiltinRules = false
+	r, err := New(cfg, Deps{SLI: sli.New(sli.Deps{}), Registerer: prometheus.NewRegistry(), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := prometheus.NewGauge(prometheus.GaugeOpts{Name: "ceph_good", Help: "gathered"})
+	good.Set(1)
+	own := prometheus.NewRegistry()
+	own.MustRegister(good)
+	if err := r.Store(prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
+		mfs, _ := own.Gather()
+		return mfs, errors.New("family ceph_bad: malformed")
+	}), ""); err != nil {
+		t.Fatal(err)
+	}
+	if err := services.StartAndAwaitRunning(context.Background(), r); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = services.StopAndAwaitTerminated(context.Background(), r) })
+	base, _ := apiServer(t, r)
+	wait.Until(t, 10*time.Second, "the good family stored", func() bool {
+		_, rep, _ := queryAPI(t, base, "/query", url.Values{"query": {"ceph_good"}})
+		return strings.Contains(string(rep.Data), `"1"]`)
+	})
+	if n := testutil.ToFloat64(r.storeErrors); n < 1 {
+		t.Errorf("%v failed gathers counted, want at least 1", n)
 	}
 }
 

@@ -98,6 +98,7 @@ type Ruler struct {
 	appendErrors prometheus.Counter
 	appended     prometheus.Counter
 	storeDropped prometheus.Counter
+	storeErrors  prometheus.Counter
 }
 
 type store struct {
@@ -193,13 +194,15 @@ func New(cfg Config, deps Deps) (*Ruler, error) {
 			Help: "SLI samples appended to the ruler's TSDB."}),
 		storeDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_ruler_store_series_dropped_total",
 			Help: "Samples of stored series (Meridian's own, raw Ceph) not appended because a tick reached ruler.store_max_series."}),
+		storeErrors: prometheus.NewCounter(prometheus.CounterOpts{Name: "meridian_ruler_store_gather_errors_total",
+			Help: "Gathers of stored series that failed in part; the families gathered are still appended."}),
 		apiRequests: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "meridian_ruler_api_requests_total",
 			Help: "Requests to the ruler's Prometheus HTTP API, by route (handler) as Prometheus registers it."}, []string{"handler"}),
 	}
 	if err := r.sli.Register(sli); err != nil {
 		return nil, fmt.Errorf("ruler: register SLI collector: %w", err)
 	}
-	reg.MustRegister(r.appendErrors, r.appended, r.apiRequests, r.storeDropped)
+	reg.MustRegister(r.appendErrors, r.appended, r.apiRequests, r.storeDropped, r.storeErrors)
 	r.evalMillis.Store(cfg.EvaluationInterval.Milliseconds())
 
 	var err error
@@ -542,7 +545,9 @@ func (r *Ruler) appendSLI(ts time.Time) {
 	for _, s := range r.stores {
 		mfs, err := s.g.Gather()
 		if err != nil {
-			r.logger.Warn("gather stored series", "err", err)
+			// A Gatherer returns what it could gather beside its error: append that.
+			r.storeErrors.Inc()
+			r.logger.Warn("gather stored series; appending the families gathered", "err", err)
 		}
 		for _, mf := range mfs {
 			if s.keep != nil && !s.keep.MatchString(mf.GetName()) {

@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os/exec"
 	"slices"
@@ -18,8 +19,7 @@ import (
 	"github.com/grafana/dskit/services"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"github.com/prometheus/common/expfmt"
-	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/model/labels"
 
 	"github.com/meridianhq/meridian/collectors/scrape"
 	"github.com/meridianhq/meridian/inventory"
@@ -83,26 +83,33 @@ type Collector struct {
 // RawSeries gathers the ceph_* series of the last good mgr scrape as the mgr exported
 // them (nothing before one, nothing from the CLI), for the ruler's store: operators' Rook
 // or ceph-mixin rules loaded as rule_files then read the same series they read in their
-// own Prometheus. Samples are re-read at each gather; a bad line drops only its family's
-// parse, as Prometheus's text parser does.
+// own Prometheus. Samples are re-read at each gather with the scrape's parser, as
+// Prometheus's scrape reads them: each sample under its own name (a summary's _sum and
+// _count apart), untyped, grouped by name, so a family the mgr splits (Pacific repeats
+// ceph_pool_objects_repaired with a HELP per pool) is one family. A bad line loses only
+// its own series; it was logged and counted under the mgr's URL at the scrape.
 func (c *Collector) RawSeries() prometheus.Gatherer {
 	return prometheus.GathererFunc(func() ([]*dto.MetricFamily, error) {
 		b := c.raw.Load()
 		if b == nil {
 			return nil, nil
 		}
-		p := expfmt.NewTextParser(model.UTF8Validation)
-		fams, err := p.TextToMetricFamilies(bytes.NewReader(*b))
-		out := make([]*dto.MetricFamily, 0, len(fams))
-		for name, mf := range fams {
-			if strings.HasPrefix(name, "ceph_") {
-				out = append(out, mf)
+		fams := map[string]*dto.MetricFamily{}
+		scrape.Exposition("", *b, func(name []byte) bool { return bytes.HasPrefix(name, []byte("ceph_")) }, func(sm scrape.Sample) {
+			mf := fams[sm.Name]
+			if mf == nil {
+				mf = &dto.MetricFamily{Name: &sm.Name, Type: dto.MetricType_UNTYPED.Enum()}
+				fams[sm.Name] = mf
 			}
-		}
-		slices.SortFunc(out, func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
-		if err != nil {
-			return out, fmt.Errorf("ceph raw series: %w", err)
-		}
+			m := &dto.Metric{Untyped: &dto.Untyped{Value: &sm.Value}}
+			sm.Labels.Range(func(l labels.Label) {
+				if l.Name != labels.MetricName {
+					m.Label = append(m.Label, &dto.LabelPair{Name: &l.Name, Value: &l.Value})
+				}
+			})
+			mf.Metric = append(mf.Metric, m)
+		})
+		out := slices.SortedFunc(maps.Values(fams), func(a, b *dto.MetricFamily) int { return strings.Compare(a.GetName(), b.GetName()) })
 		return out, nil
 	})
 }

@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/testutil"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/meridianhq/meridian/pipeline"
 )
@@ -118,5 +120,114 @@ func TestConfigYAML(t *testing.T) {
 	cfg.MgrURLs = []string{"10.0.0.1:9283"}
 	if err := cfg.Validate(); err == nil || !strings.Contains(err.Error(), "ceph.mgr-urls") {
 		t.Fatalf("error %v does not name ceph.mgr-urls", err)
+	}
+}
+
+// rawSeries scrapes body once through a mgr over HTTP and gathers the raw series.
+func rawSeries(t *testing.T, body []byte) (*Collector, string, []*dto.MetricFamily) {
+	t.Helper()
+	mgr := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { _, _ = w.Write(body) }))
+	t.Cleanup(mgr.Close)
+	var cfg Config
+	cfg.RegisterFlags(flagSet())
+	cfg.MgrURLs = []string{mgr.URL}
+	app := pipeline.AppenderFunc(func(context.Context, ...pipeline.Record) error { return nil })
+	c, err := New(cfg, Deps{Logger: slog.New(slog.DiscardHandler), Registerer: prometheus.NewRegistry(), Appender: app})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := c.iteration(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	mfs, err := c.RawSeries().Gather()
+	if err != nil {
+		t.Fatalf("gather: %v", err)
+	}
+	return c, mgr.URL, mfs
+}
+
+// series renders the gathered families as sorted `name{labels} value` lines.
+func series(mfs []*dto.MetricFamily) map[string]float64 {
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			var ls []string
+			for _, l := range m.GetLabel() {
+				ls = append(ls, l.GetName()+"="+strconv.Quote(l.GetValue()))
+			}
+			out[mf.GetName()+"{"+strings.Join(ls, ",")+"}"] = m.GetUntyped().GetValue()
+		}
+	}
+	return out
+}
+
+// The Pacific mgr exports ceph_pool_objects_repaired three times (HELP and TYPE with no
+// sample, then once per pool, each with its own HELP): Prometheus ingests every sample of
+// it, and so must the raw series the ruler stores, along with every family after it.
+func TestRawSeriesRepeatedFamily(t *testing.T) {
+	body := readTestdata(t, "metrics.txt")
+	if n := strings.Count(string(body), "# HELP ceph_pool_objects_repaired "); n != 3 {
+		t.Fatalf("the capture holds %d HELP lines of ceph_pool_objects_repaired, want 3", n)
+	}
+	_, _, mfs := rawSeries(t, body)
+	got := series(mfs)
+	want := 0
+	for _, l := range strings.Split(string(body), "\n") {
+		if strings.HasPrefix(l, "ceph_") {
+			want++
+		}
+	}
+	if len(got) != want {
+		t.Errorf("%d raw series, want the capture's %d", len(got), want)
+	}
+	for _, s := range []string{
+		`ceph_pool_objects_repaired{poolid="1"}`,
+		`ceph_pool_objects_repaired{poolid="2"}`, // the capture's last line
+		`ceph_osd_stat_bytes{ceph_daemon="osd.2"}`,
+	} {
+		if _, ok := got[s]; !ok {
+			t.Errorf("%s missing", s)
+		}
+	}
+	for i := 1; i < len(mfs); i++ {
+		if mfs[i-1].GetName() >= mfs[i].GetName() {
+			t.Fatalf("families not grouped and sorted: %s before %s", mfs[i-1].GetName(), mfs[i].GetName())
+		}
+	}
+}
+
+// A malformed line loses only its own series: the families around it are stored, and the
+// line is counted once, at the scrape, under the mgr's URL.
+func TestRawSeriesBadLineKeepsTheRest(t *testing.T) {
+	body := []byte(`# HELP ceph_health_status Cluster health status
+# TYPE ceph_health_status untyped
+ceph_health_status 0.0
+# HELP ceph_osd_up OSD status up
+# TYPE ceph_osd_up untyped
+ceph_osd_up{ceph_daemon="osd.0"} 1.0
+ceph_osd_up{ceph_daemon="osd.1" 1.0
+ceph_osd_up{ceph_daemon="osd.2"} 0.0
+# HELP ceph_osd_in OSD status in
+# TYPE ceph_osd_in untyped
+ceph_osd_in{ceph_daemon="osd.0"} 1.0
+`)
+	c, url, mfs := rawSeries(t, body)
+	got := series(mfs)
+	want := map[string]float64{
+		`ceph_health_status{}`:             0,
+		`ceph_osd_up{ceph_daemon="osd.0"}`: 1,
+		`ceph_osd_up{ceph_daemon="osd.2"}`: 0,
+		`ceph_osd_in{ceph_daemon="osd.0"}`: 1,
+	}
+	if len(got) != len(want) {
+		t.Errorf("raw series %v, want %v", got, want)
+	}
+	for s, v := range want {
+		if g, ok := got[s]; !ok || g != v {
+			t.Errorf("%s = %v (present %v), want %v", s, g, ok, v)
+		}
+	}
+	if n := testutil.ToFloat64(c.metrics.ParseErrors.WithLabelValues(url)); n != 1 {
+		t.Errorf("parse errors under %s: %v, want 1", url, n)
 	}
 }
