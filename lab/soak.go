@@ -860,7 +860,8 @@ func (s *soak) pageResolved(kind string, end time.Time) (v float64, ok bool, det
 	}
 	v = end.Sub(healed).Seconds()
 	if v < budgetPageResolves {
-		return v, true, fmt.Sprintf("not judged: still firing when the soak ended, %s s after the heal", num(v))
+		// NaN: its BENCH line must not read as a resolution time.
+		return math.NaN(), true, fmt.Sprintf("not judged: still firing when the soak ended, %s s after the heal", num(v))
 	}
 	return v, false, "still firing when the soak ended"
 }
