@@ -115,3 +115,35 @@ func TestCheckSourcesFindsWhatTheMapGotWrong(t *testing.T) {
 		t.Errorf("unknown %q, source checks %d", s.unknown, s.sourceChecks)
 	}
 }
+
+// The page's resolution is judged against the page pairs' longest short window (30m)
+// plus a minute: the hour's 1,763 s holds, a page resolving later fails, and one still
+// firing when the soak ends is judged only once the budget has passed since the heal.
+func TestPageResolvedBudget(t *testing.T) {
+	if budgetPageResolves != 1860 {
+		t.Fatalf("budget %g s, want 30m + 1m", budgetPageResolves)
+	}
+	healed := time.Now()
+	for _, tc := range []struct {
+		name     string
+		resolved map[string]float64
+		end      time.Duration // from the heal
+		want     float64
+		ok       bool
+	}{
+		{"resolved in the hour's soak", map[string]float64{"pop": 1763}, time.Hour, 1763, true},
+		{"resolved late", map[string]float64{"pop": 1900}, time.Hour, 1900, false},
+		{"still firing past the budget", nil, 32 * time.Minute, 1920, false},
+		{"still firing, soak too short to judge", nil, 330 * time.Second, math.NaN(), true},
+	} {
+		s := &soak{fires: map[string]float64{"pop": 53}, healedAt: map[string]time.Time{"pop": healed}, resolved: tc.resolved}
+		v, ok, detail := s.pageResolved("pop", healed.Add(tc.end))
+		if !(v == tc.want || math.IsNaN(v) && math.IsNaN(tc.want)) || ok != tc.ok {
+			t.Errorf("%s: %g s ok=%v (%s), want %g s ok=%v", tc.name, v, ok, detail, tc.want, tc.ok)
+		}
+	}
+	s := &soak{fires: map[string]float64{}, healedAt: map[string]time.Time{"tunnel": healed}}
+	if v, ok, _ := s.pageResolved("tunnel", healed.Add(time.Hour)); !math.IsNaN(v) || !ok {
+		t.Errorf("a page that never fired: %g s ok=%v, want not judged", v, ok)
+	}
+}
