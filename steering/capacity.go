@@ -181,9 +181,17 @@ func (e *Engine) shares(g *group) map[string]float64 {
 // demand is the one it had before the drain). Groups served by exactly the same POPs in
 // the same proportions cannot be told apart: their sum is right, its split follows the
 // previous estimates (equal at start), until the plan moves one of them and a settled
-// measurement tells them apart. Each estimate is smoothed over demandSmoothing. Sums run in inventory order: the same inputs give
-// the same bits.
+// measurement tells them apart. Each estimate is smoothed over demandSmoothing, a tick's
+// evidence weighing the time since the previous tick: ticks in which no POP informed a
+// group (a settle after a failover, stale loads) add nothing, so the first 1 s rate after
+// them moves the estimate as much as any other tick's, not as if it had held all along.
+// Sums run in inventory order: the same inputs give the same bits.
 func (e *Engine) estimateDemand(now time.Time, views map[string]*popView) {
+	dt := now.Sub(e.lastTick)
+	if e.lastTick.IsZero() {
+		dt = 0
+	}
+	e.lastTick = now
 	if !slices.ContainsFunc(e.inv.POPs, func(p inventory.POP) bool { return views[p.Name].measured }) {
 		return // no load source, or every load stale: nothing to learn, spare the work
 	}
@@ -220,7 +228,7 @@ func (e *Engine) estimateDemand(now time.Time, views map[string]*popView) {
 		if g.estimated.IsZero() {
 			g.demand = est
 		} else {
-			g.demand += (est - g.demand) * -math.Expm1(-float64(now.Sub(g.estimated))/float64(demandSmoothing))
+			g.demand += (est - g.demand) * -math.Expm1(-float64(dt)/float64(demandSmoothing))
 		}
 		g.estimated = now
 		g.demandG.Set(g.demand)

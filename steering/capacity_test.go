@@ -445,3 +445,38 @@ func TestCapacityReplayEqualsLive(t *testing.T) {
 		t.Fatal("the scenario made no capacity decision: the replay was not tested on it")
 	}
 }
+
+// TestCapacityDemandAfterSettle: after a failover no POP informs the demand estimate for
+// shed.settle; the first settled load is one reading like any other, and a noisy one (a
+// busy front door's 1 s rate at 60%) moves the estimate by one tick's share of the
+// smoothing, not by all the time no POP informed it (which would shed for a demand 40%
+// lower: the lab cascade's Paris at 0.78 of the load instead of 0.64).
+func TestCapacityDemandAfterSettle(t *testing.T) {
+	demand := map[string]float64{"france": 600, "germany": 500, "poland": 300}
+	h := newCapHarness(t, capacityInventory(), demand)
+	h.run(2 * time.Minute)
+	h.down["central"] = true
+	settle := h.e.cfg.Shed.Settle
+	settled := func() bool { // the next tick's loads of west and east inform the estimate
+		next := h.now.Add(time.Second)
+		return next.Sub(h.e.popChanged["west"]) >= settle && next.Sub(h.e.popChanged["east"]) >= settle
+	}
+	h.run(5 * time.Second)
+	for end := h.now.Add(3 * time.Minute); !settled(); h.run(time.Second) {
+		if h.now.After(end) {
+			t.Fatalf("west and east never settled after the failover (changed %s, %s)", h.e.popChanged["west"], h.e.popChanged["east"])
+		}
+	}
+	before := h.group("france").demand + h.group("germany").demand
+	h.loop.noise = func() float64 { return 0.6 }
+	h.run(time.Second)
+	h.loop.noise = nil
+	after := h.group("france").demand + h.group("germany").demand
+	t.Logf("France and Germany estimated at %.0f/s before the first settled load, %.0f/s after it (60%% of the load)", before, after)
+	if math.Abs(before-1100) > 20 {
+		t.Fatalf("France and Germany estimated at %.0f/s before the settle ended, want 1100", before)
+	}
+	if after < 0.95*before {
+		t.Fatalf("one noisy reading after the settle moved France and Germany from %.0f/s to %.0f/s; want one tick's share of the %s smoothing", before, after, demandSmoothing)
+	}
+}

@@ -138,6 +138,7 @@ type Engine struct {
 	demandG   *prometheus.GaugeVec
 
 	loads       map[string]POPLoad // the last valid load of each POP; Tick's goroutine only
+	lastTick    time.Time          // the previous tick: what a tick's loads stand for starts there (capacity.go)
 	loadWarned  map[string]bool    // reason and POP of ignored loads already logged
 	loadIgnored *prometheus.CounterVec
 	replayed    replayGauges // the last replay the API ran, against live
