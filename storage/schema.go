@@ -6,8 +6,10 @@ import (
 	"embed"
 	"fmt"
 	"io/fs"
+	"maps"
 	"math"
 	"path"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -89,7 +91,7 @@ func (s schema) funcs() template.FuncMap {
 			if s.Cluster != "" {
 				return ""
 			}
-			return "SETTINGS non_replicated_deduplication_window = 10000"
+			return fmt.Sprintf("SETTINGS non_replicated_deduplication_window = %d", DedupWindow)
 		},
 		"distributed": func(name string) string {
 			if s.Cluster == "" {
@@ -100,6 +102,13 @@ func (s schema) funcs() template.FuncMap {
 		},
 	}
 }
+
+// DedupWindow is how many recent blocks of each table the embedded engine remembers to
+// drop a retried one. One pipeline writer per kind retries a block before inserting the
+// next, so the retry is the latest block of its table (and of its rollups): a small
+// window suffices. The engine holds each remembered block in memory (about 200 B on chDB
+// 26.7): 10,000 held some 2 MB per table, filling for hours at a block a second.
+const DedupWindow = 100
 
 // ttlExpr is written the way ClickHouse prints it back in system.tables.engine_full, so
 // that a changed TTL can be detected and applied.
@@ -236,7 +245,14 @@ func (s *Store) migrate(ctx context.Context, upTo int) error {
 		}
 		s.log.Info("storage migration applied", "version", m.version, "name", m.name, "database", s.schema.DB)
 	}
-	return s.applyTTLs(ctx)
+	engines, err := s.tableEngines(ctx)
+	if err != nil {
+		return err
+	}
+	if err := s.applyTTLs(ctx, engines); err != nil {
+		return err
+	}
+	return s.applyDedupWindow(ctx, engines)
 }
 
 func (s *Store) appliedVersions(ctx context.Context) (map[int]bool, error) {
@@ -255,11 +271,11 @@ func (s *Store) appliedVersions(ctx context.Context) (map[int]bool, error) {
 	return applied, nil
 }
 
-// applyTTLs alters tables whose TTL differs from the configuration.
-func (s *Store) applyTTLs(ctx context.Context) error {
+// tableEngines is each table's engine_full, by table name.
+func (s *Store) tableEngines(ctx context.Context) (map[string]string, error) {
 	out, err := s.Query(ctx, fmt.Sprintf("SELECT name, engine_full FROM system.tables WHERE database = %s", quote(s.schema.DB)), "TabSeparated")
 	if err != nil {
-		return fmt.Errorf("storage ttl: %w", err)
+		return nil, fmt.Errorf("storage migrate: tables: %w", err)
 	}
 	engines := map[string]string{}
 	for _, l := range strings.Split(string(out), "\n") {
@@ -267,6 +283,31 @@ func (s *Store) applyTTLs(ctx context.Context) error {
 			engines[name] = engine
 		}
 	}
+	return engines, nil
+}
+
+// dedupWindowSetting finds a table's deduplication window in its engine_full.
+var dedupWindowSetting = regexp.MustCompile(`non_replicated_deduplication_window = (\d+)`)
+
+// applyDedupWindow brings the window of tables made by an older Meridian (10,000) to
+// DedupWindow.
+func (s *Store) applyDedupWindow(ctx context.Context, engines map[string]string) error {
+	for _, name := range slices.Sorted(maps.Keys(engines)) {
+		m := dedupWindowSetting.FindStringSubmatch(engines[name])
+		if m == nil || m[1] == strconv.Itoa(DedupWindow) {
+			continue
+		}
+		stmt := fmt.Sprintf("ALTER TABLE %s.%s MODIFY SETTING non_replicated_deduplication_window = %d", s.schema.DB, name, DedupWindow)
+		if err := s.Exec(ctx, stmt); err != nil {
+			return fmt.Errorf("storage deduplication window %s: %w", name, err)
+		}
+		s.log.Info("storage deduplication window changed", "table", name, "from", m[1], "to", DedupWindow)
+	}
+	return nil
+}
+
+// applyTTLs alters tables whose TTL differs from the configuration.
+func (s *Store) applyTTLs(ctx context.Context, engines map[string]string) error {
 	for _, table := range TTLTables {
 		local := s.schema.local(table)
 		col := "time"

@@ -2,6 +2,7 @@ package storage_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -45,7 +46,7 @@ func TestTTLsAndViewsExist(t *testing.T) {
 			t.Errorf("%s: engine %q, want AggregatingMergeTree", agg, rows[agg])
 		}
 	}
-	if !strings.Contains(rows["flows"], "non_replicated_deduplication_window = 10000") {
+	if !strings.Contains(rows["flows"], fmt.Sprintf("non_replicated_deduplication_window = %d", storage.DedupWindow)) {
 		t.Errorf("flows: no deduplication window in %q", rows["flows"])
 	}
 }
@@ -76,5 +77,34 @@ func TestMigrateAppliesChangedTTL(t *testing.T) {
 	}
 	if !strings.Contains(string(out), "TTL toDateTime(time) + toIntervalHour(36)") {
 		t.Fatalf("flows TTL not changed: %s", out)
+	}
+}
+
+// A table made by an older Meridian remembers 10,000 blocks, some 2 MB of the engine's
+// memory each; the next Migrate brings every table to DedupWindow.
+func TestMigrateShrinksDedupWindow(t *testing.T) {
+	s := storagetest.New(t)
+	ctx := context.Background()
+	for _, table := range []string{"flows", "flows_1m"} {
+		if err := s.Exec(ctx, "ALTER TABLE "+s.Database()+"."+table+" MODIFY SETTING non_replicated_deduplication_window = 10000"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Migrate(ctx); err != nil {
+		t.Fatal(err)
+	}
+	out, err := s.Query(ctx, "SELECT name, engine_full FROM system.tables WHERE database = currentDatabase() AND engine_full LIKE '%deduplication_window%' ORDER BY name", "TabSeparated")
+	if err != nil {
+		t.Fatal(err)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if len(lines) < 10 {
+		t.Fatalf("%d tables with a deduplication window, want every MergeTree table:\n%s", len(lines), out)
+	}
+	want := fmt.Sprintf("non_replicated_deduplication_window = %d", storage.DedupWindow)
+	for _, l := range lines {
+		if !strings.Contains(l, want) || strings.Contains(l, "= 10000") {
+			t.Errorf("want %q: %s", want, l)
+		}
 	}
 }

@@ -85,8 +85,9 @@ type Ruler struct {
 	kubeDone chan struct{}
 
 	// refs caches the TSDB reference of each SLI series, as Prometheus's scrape cache
-	// does, so a tick appends without looking every series up again. Only appendSLI
-	// touches it, from starting and then the running loop.
+	// does, so a tick appends without looking every series up again. It holds only the
+	// series of the last tick: a series gone from the registry (a churned label value)
+	// leaves it. Only appendSLI touches it, from starting and then the running loop.
 	refs map[uint64]seriesRef
 	api  http.Handler // built in starting
 
@@ -520,6 +521,8 @@ func (r *Ruler) appendSLI(ts time.Time) {
 	app := r.db.Appender(context.Background())
 	t := ts.UnixMilli()
 	n := 0
+	seen := make(map[uint64]seriesRef, len(r.refs))
+	defer func() { r.refs = seen }()
 	add := func(name string, base labels.Labels, extra []string, v float64) {
 		b := labels.NewBuilder(base)
 		b.Set(model.MetricNameLabel, name)
@@ -537,7 +540,7 @@ func (r *Ruler) appendSLI(ts time.Time) {
 			r.appendErrors.Inc()
 			return
 		}
-		r.refs[h] = seriesRef{ref: ref, labels: l}
+		seen[h] = seriesRef{ref: ref, labels: l}
 		n++
 	}
 	appendFamilies(mfs, add)
